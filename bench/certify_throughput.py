@@ -1,0 +1,93 @@
+"""Certify throughput vs raw batched forward throughput, eager and torch.compile, in one run.
+
+For each model: samples/s of a bare forward pass on a fixed batch (raw), samples/s of the certification
+sampler (noise drawn on the device + forward + argmax + bincount) at the same batch size, and their ratio;
+then the same with torch.compile. Targets (issue 2): certify >= 0.9 x raw on CPU; compile >= 2x eager on a
+small CNN. Prints a table; numbers depend on the machine (record it with the results in bench/README.md).
+
+    python bench/certify_throughput.py [--device cpu|cuda] [--batch 1000] [--seconds 3] [--no-compile]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from certkit.certify.sampling import NoiseSampler, input_generator
+from certkit.models import build_model, load_model
+from certkit.models.zoo import NormalizeLayer
+
+
+def _rate(fn, samples_per_call: int, seconds: float, device: torch.device) -> float:
+    fn()  # warm-up (and compilation)
+    fn()
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        el = time.perf_counter() - t0
+        if el >= seconds and calls >= 3:
+            return calls * samples_per_call / el
+
+
+def measure(name: str, module: torch.nn.Module, shape, batch: int, device: torch.device, seconds: float,
+            compiled: bool) -> dict:
+    module = module.to(device).eval()
+    if compiled:
+        module = torch.compile(module, dynamic=False)
+    x = torch.rand(shape, device=device)
+    xb = torch.rand((batch,) + tuple(shape), device=device)
+
+    @torch.inference_mode()
+    def raw():
+        module(xb).argmax(1)
+
+    sampler = NoiseSampler(module, sigma=0.25, batch_size=batch, device=device)
+    gen = input_generator(0, 0, device)
+    per_call = batch * 10
+
+    def cert():
+        sampler.counts(x, per_call, gen)
+
+    r = _rate(raw, batch, seconds, device)
+    c = _rate(cert, per_call, seconds, device)
+    return {"model": name, "mode": "compile" if compiled else "eager", "raw": r, "certify": c}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--resnet-batch", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    bundled = load_model("bundled").module
+    small_cnn = torch.nn.Sequential(NormalizeLayer([0.5] * 3, [0.25] * 3), build_model("cnn", (3, 32, 32), 10))
+    resnet = torch.nn.Sequential(NormalizeLayer([0.5] * 3, [0.25] * 3), build_model("cifar_resnet20", (3, 32, 32), 10))
+    models = [("bundled digits mlp", bundled, (1, 8, 8), args.batch),
+              ("small cnn 3x32x32", small_cnn, (3, 32, 32), args.batch),
+              ("cifar_resnet20", resnet, (3, 32, 32), args.resnet_batch)]
+    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or platform.machine()}),"
+          f" torch {torch.__version__}, threads {torch.get_num_threads()}")
+    rows = []
+    for name, module, shape, batch in models:
+        for compiled in ([False] if args.no_compile else [False, True]):
+            rows.append(measure(name, module, shape, batch, device, args.seconds, compiled))
+            r = rows[-1]
+            print(f"{r['model']:<20} {r['mode']:<8} batch {batch:>5}  raw {r['raw']:>10.0f}/s  certify "
+                  f"{r['certify']:>10.0f}/s  certify/raw {r['certify'] / r['raw']:.2f}", flush=True)
+    if not args.no_compile:
+        for name, *_ in models:
+            e = next(r for r in rows if r["model"] == name and r["mode"] == "eager")
+            c = next(r for r in rows if r["model"] == name and r["mode"] == "compile")
+            print(f"{name:<20} compile/eager certify throughput {c['certify'] / e['certify']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Results of a certification run: the per-input TSV, the summary, the printed table and the plot.
+
+Shared by every certification method. The TSV keeps the reference columns
+``idx label predict radius correct time`` (abstain: predict -1, radius 0.0; time in seconds) and is written
+row by row. A sidecar ``<tsv>.config.json`` records the run's parameters so ``--resume`` refuses to mix rows
+computed with different settings.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from certkit.common.errors import CertkitError
+
+COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+RADIUS_STEP = 0.25
+
+
+class ResultWriter:
+    """Append-only TSV of per-input results with resume support.
+
+    Args:
+        path: the TSV file.
+        config: JSON-ready run parameters; stored beside the TSV and compared on resume.
+        resume: continue an existing file (rows already present are kept and their idx skipped).
+        overwrite: replace an existing file. Without resume or overwrite an existing file is an error, so
+            results are never lost by accident.
+
+    Raises:
+        CertkitError: the file exists and neither flag is given; the existing file or its config does not
+            match (different columns or parameters).
+    """
+
+    def __init__(self, path: str | Path, config: dict, resume: bool = False, overwrite: bool = False,
+                 columns: Sequence[str] = COLUMNS):
+        self.path = Path(path)
+        self.columns = tuple(columns)
+        self.config_path = self.path.with_name(self.path.name + ".config.json")
+        self.rows: list[dict] = []
+        config = json.loads(json.dumps(config))  # normalise tuples etc. for comparison
+        if self.path.exists() and not (resume or overwrite):
+            raise CertkitError(f"{self.path} exists: pass --resume to continue it or --overwrite to replace it")
+        if resume and self.path.exists():
+            self._load_existing(config)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w") as f:
+                f.write("\t".join(self.columns) + "\n")
+        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+        self.done = {int(r["idx"]) for r in self.rows}
+
+    def _load_existing(self, config: dict) -> None:
+        if self.config_path.exists():
+            old = json.loads(self.config_path.read_text())
+            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            if diff:
+                raise CertkitError(f"cannot resume {self.path}: it was computed with different settings "
+                                   f"({', '.join(f'{k}: {old.get(k)} -> {config.get(k)}' for k in diff[:4])})")
+        text = self.path.read_text()
+        lines = text.split("\n")
+        if not lines or lines[0].split("\t") != list(self.columns):
+            raise CertkitError(f"cannot resume {self.path}: its header is not {' '.join(self.columns)}")
+        good = [lines[0]]
+        for line in lines[1:]:
+            fields = line.split("\t")
+            if len(fields) != len(self.columns):
+                break  # a partial last line from an interrupted run: drop it and what follows
+            try:
+                row = {k: _parse(v) for k, v in zip(self.columns, fields)}
+            except ValueError:
+                break
+            self.rows.append(row)
+            good.append(line)
+        repaired = "\n".join(good) + "\n"
+        if repaired != text:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(repaired)
+            os.replace(tmp, self.path)
+
+    def write(self, row: dict) -> None:
+        """Append one row (a dict with every column) and flush it to disk."""
+        with open(self.path, "a") as f:
+            f.write("\t".join(_fmt(row[c]) for c in self.columns) + "\n")
+        self.rows.append(dict(row))
+        self.done.add(int(row["idx"]))
+
+
+def _parse(v: str):
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
+    return str(v)
+
+
+def radius_grid(max_radius: float, step: float = RADIUS_STEP, at_least: float = 1.0) -> list[float]:
+    """Radii 0, step, 2 step, ... up to max(max_radius, at_least) (inclusive, rounded up to a step)."""
+    top = max(max_radius, at_least)
+    return [round(i * step, 6) for i in range(int(math.ceil(top / step - 1e-9)) + 1)]
+
+
+def summarize(rows: Iterable[dict], radii: Sequence[float] | None = None) -> dict:
+    """Certified accuracy at each radius, abstain rate and average certified radius (ACR).
+
+    Certified accuracy at r = fraction of inputs with correct prediction and radius >= r (Cohen et al. 2019);
+    ACR = mean over inputs of radius * correct (abstentions and errors count 0).
+    """
+    rows = list(rows)
+    if not rows:
+        return {"n_inputs": 0, "certified_accuracy": {}, "abstain_rate": None, "average_certified_radius": None}
+    radius = np.array([float(r["radius"]) for r in rows])
+    correct = np.array([int(r["correct"]) for r in rows], dtype=bool)
+    abstain = np.array([int(r["predict"]) == -1 for r in rows])
+    radii = radius_grid(float(radius.max())) if radii is None else list(radii)
+    acc = {f"{r:g}": float(np.mean(correct & (radius >= r))) for r in radii}
+    return {"n_inputs": len(rows), "certified_accuracy": acc, "abstain_rate": float(abstain.mean()),
+            "average_certified_radius": float(np.mean(np.where(correct, radius, 0.0))),
+            "seconds": float(sum(float(r.get("time", 0.0)) for r in rows))}
+
+
+def format_table(summary: dict, title: str = "") -> str:
+    """A plain-text table of a summary (as printed by ``certkit certify``)."""
+    acc = summary["certified_accuracy"]
+    if not acc:
+        return "no inputs certified"
+    head = "radius (L2)        " + " ".join(f"{float(r):>6.2f}" for r in acc)
+    vals = "certified accuracy " + " ".join(f"{v:>6.3f}" for v in acc.values())
+    tail = (f"abstain rate {summary['abstain_rate']:.3f}   average certified radius "
+            f"{summary['average_certified_radius']:.3f}   inputs {summary['n_inputs']}")
+    return "\n".join(x for x in (title, head, vals, tail) if x)
+
+
+def plot_curves(curves: dict[str, list[dict]], path: str | Path, title: str = "") -> None:
+    """Draw certified accuracy against L2 radius, one line per method, to a PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, rows in curves.items():
+        radius = np.array([float(r["radius"]) for r in rows])
+        correct = np.array([int(r["correct"]) for r in rows], dtype=bool)
+        top = max(float(radius.max()) if len(radius) else 0.0, 0.1) * 1.1
+        grid = np.linspace(0.0, top, 400)
+        ax.plot(grid, [np.mean(correct & (radius >= r)) for r in grid], label=label)
+    ax.set_xlabel("L2 radius (data-range units)")
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

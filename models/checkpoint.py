@@ -1,0 +1,217 @@
+"""The certkit checkpoint format and :func:`load_model`, the one loader for every model source.
+
+A certkit checkpoint is a ``torch.save`` dict made only of tensors, numbers, strings, lists and dicts, so it
+loads with ``torch.load(weights_only=True)``::
+
+    {"format": "certkit-checkpoint", "version": 1,
+     "arch": "mlp", "arch_config": {...}, "state_dict": {...},        # the network without normalization
+     "input_shape": [C, H, W], "num_classes": K,
+     "normalization": {"mean": [...], "std": [...]} | None,          # applied as the model's first layer
+     "data_range": [0.0, 1.0],                                          # sigma / eps are in these units
+     "metadata": {"dataset": ..., "sigma": ..., "method": ..., ...}}
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from certkit.common.errors import CertkitError
+from certkit.models.zoo import CIFAR10_MEAN, CIFAR10_STD, NormalizeLayer, build_model
+
+FORMAT = "certkit-checkpoint"
+VERSION = 1
+#: Reference-format architectures (locuslab/smoothing) and the normalization their Sequential starts with.
+REFERENCE_ARCHS = {"cifar_resnet20": (CIFAR10_MEAN, CIFAR10_STD),
+                   "cifar_resnet110": (CIFAR10_MEAN, CIFAR10_STD)}
+BUNDLED_NAME = "bundled"
+_BUNDLED_FILE = Path(__file__).resolve().parent / "pretrained" / "digits_mlp_sigma025.pt"
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready for certification.
+
+    Attributes:
+        module: maps raw inputs (B, *input_shape) in ``data_range`` to logits (B, K); any normalization is
+            its first layer, so noise and perturbations are added before it. In eval mode.
+        input_shape: shape of one input without batch dim, or None when the source does not record it.
+        num_classes: K, or None when unknown until the first forward pass.
+        data_range: (low, high) of raw inputs; sigma and eps are expressed in these units.
+        train_sigma: the Gaussian noise level the model was trained with, if recorded.
+        kind: ``certkit``, ``reference``, ``onnx``, ``factory`` or ``pickled-module``.
+        source: file or factory the model came from.
+        metadata: everything else the checkpoint records (dataset, training method, ...).
+    """
+
+    module: nn.Module
+    input_shape: tuple[int, ...] | None
+    num_classes: int | None
+    data_range: tuple[float, float] = (0.0, 1.0)
+    train_sigma: float | None = None
+    kind: str = "certkit"
+    source: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    arch: str | None = None
+
+
+def bundled_checkpoint_path() -> Path:
+    """Path of the small pretrained digits model shipped inside the package."""
+    return _BUNDLED_FILE
+
+
+def save_checkpoint(path: str | Path, net: nn.Module, arch: str, arch_config: dict, input_shape,
+                    num_classes: int, normalization: dict | None = None,
+                    data_range: tuple[float, float] = (0.0, 1.0), metadata: dict | None = None,
+                    extra: dict | None = None) -> None:
+    """Write ``net`` (the network WITHOUT its normalization layer) as a certkit checkpoint.
+
+    The file is written to a temporary name and renamed, so an interrupted save never leaves a truncated
+    checkpoint. ``extra`` holds additional weights_only-safe entries (e.g. optimizer state for resuming).
+    """
+    path = Path(path)
+    ckpt = {"format": FORMAT, "version": VERSION, "arch": arch, "arch_config": dict(arch_config),
+            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "input_shape": [int(s) for s in input_shape], "num_classes": int(num_classes),
+            "normalization": normalization, "data_range": [float(data_range[0]), float(data_range[1])],
+            "metadata": dict(metadata or {})}
+    if extra:
+        ckpt.update(extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint_file(path: Path, allow_pickle: bool = False) -> Any:
+    """``torch.load`` a file on the CPU with ``weights_only=not allow_pickle``, turning every failure into a
+    one-line :class:`CertkitError` (missing file, corrupt file, pickled code refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CertkitError(f"model file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as e:
+        if allow_pickle:
+            raise CertkitError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
+        raise CertkitError(f"{path} holds Python objects that weights_only loading refuses "
+                           f"({str(e).splitlines()[0][:120]}...); if you trust the file, pass --allow-pickle "
+                           f"(this executes code stored in it)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
+            ModuleNotFoundError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CertkitError(f"cannot load {path}: not a valid torch checkpoint ({msg})") from None
+
+
+def _load_state(net: nn.Module, state: Any, where: str, strict: bool = True) -> None:
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CertkitError(f"{where}: state_dict must be a dict of tensors")
+    try:
+        net.load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise CertkitError(f"{where}: weights do not match the architecture ({' '.join(lines[1:3])[:300]})") from None
+
+
+def _from_certkit(ckpt: dict, path: Path) -> LoadedModel:
+    for key in ("arch", "state_dict", "input_shape", "num_classes"):
+        if key not in ckpt:
+            raise CertkitError(f"{path}: certkit checkpoint is missing {key!r}")
+    if int(ckpt.get("version", 0)) > VERSION:
+        raise CertkitError(f"{path}: checkpoint version {ckpt['version']} is newer than this certkit reads")
+    net = build_model(ckpt["arch"], ckpt["input_shape"], ckpt["num_classes"], **ckpt.get("arch_config", {}))
+    _load_state(net, ckpt["state_dict"], str(path))
+    norm = ckpt.get("normalization")
+    module = nn.Sequential(NormalizeLayer(norm["mean"], norm["std"]), net) if norm else net
+    meta = dict(ckpt.get("metadata") or {})
+    sigma = meta.get("sigma")
+    return LoadedModel(module.eval(), tuple(ckpt["input_shape"]), int(ckpt["num_classes"]),
+                       tuple(ckpt.get("data_range", (0.0, 1.0))),
+                       float(sigma) if sigma is not None else None, "certkit", str(path), meta, ckpt["arch"])
+
+
+def _from_reference(ckpt: dict, path: Path) -> LoadedModel:
+    arch = ckpt["arch"]
+    if arch not in REFERENCE_ARCHS:
+        raise CertkitError(f"{path}: unknown architecture {arch!r} in reference-format checkpoint "
+                           f"(certkit defines {', '.join(REFERENCE_ARCHS)})")
+    mean, std = REFERENCE_ARCHS[arch]
+    net = build_model(arch, (3, 32, 32), 10)
+    module = nn.Sequential(NormalizeLayer(mean, std), net)
+    state = ckpt["state_dict"]
+    if isinstance(state, dict):  # checkpoints saved from DataParallel carry a "module." prefix
+        state = {k.replace("1.module.", "1.", 1) if k.startswith("1.module.") else k: v for k, v in state.items()}
+    _load_state(module, state, str(path))
+    return LoadedModel(module.eval(), (3, 32, 32), 10, (0.0, 1.0), None, "reference", str(path),
+                       {"dataset": "cifar10", "epoch": ckpt.get("epoch")}, arch)
+
+
+def _from_factory(spec: str, weights: str | None) -> LoadedModel:
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise CertkitError(f"--model {spec!r}: a factory is written package.module:function")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise CertkitError(f"cannot import factory {spec}: {e}") from None
+    net = factory()
+    if not isinstance(net, nn.Module):
+        raise CertkitError(f"factory {spec} returned {type(net).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        state = load_checkpoint_file(Path(weights), allow_pickle=False)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        _load_state(net, state, weights)
+    return LoadedModel(net.eval(), None, None, (0.0, 1.0), None, "factory", spec, {})
+
+
+def load_model(spec: str | Path | None = None, weights: str | Path | None = None,
+               allow_pickle: bool = False) -> LoadedModel:
+    """Load a classifier from any source certkit accepts.
+
+    Args:
+        spec: ``None`` or ``"bundled"`` (the shipped digits model); a certkit checkpoint; a reference-format
+            checkpoint ``{'arch': 'cifar_resnet20'|'cifar_resnet110', 'state_dict': ...}``; an ``.onnx`` file;
+            or ``package.module:factory`` (a function returning an nn.Module) used with ``weights``.
+        weights: a state_dict file for a factory model.
+        allow_pickle: allow ``torch.load(weights_only=False)``, which executes code stored in the file. Needed
+            only for checkpoints that pickle whole modules; never on by default.
+
+    Raises:
+        CertkitError: missing or corrupt file, unknown format or architecture, weights that do not fit,
+            unsupported ONNX operator.
+    """
+    if spec is None or str(spec) == BUNDLED_NAME:
+        spec = bundled_checkpoint_path()
+    spec_s = str(spec)
+    path = Path(spec_s)
+    if not path.exists() and ":" in spec_s and not spec_s.endswith((".pt", ".pth", ".onnx")):
+        return _from_factory(spec_s, None if weights is None else str(weights))
+    if weights is not None:
+        raise CertkitError("--weights is only for a package.module:factory model")
+    if path.suffix.lower() == ".onnx":
+        if not path.is_file():
+            raise CertkitError(f"model file not found: {path}")
+        from certkit.models.onnx_import import load_onnx
+        onnx_model = load_onnx(path)
+        return LoadedModel(onnx_model.module.eval(), onnx_model.sample_shape, onnx_model.num_outputs,
+                           (0.0, 1.0), None, "onnx", str(path), {}, None)
+    ckpt = load_checkpoint_file(path, allow_pickle)
+    if isinstance(ckpt, nn.Module):  # only reachable with allow_pickle
+        return LoadedModel(ckpt.eval(), None, None, (0.0, 1.0), None, "pickled-module", str(path), {})
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        return _from_certkit(ckpt, path)
+    if isinstance(ckpt, dict) and "arch" in ckpt and "state_dict" in ckpt:
+        return _from_reference(ckpt, path)
+    raise CertkitError(f"{path}: not a certkit checkpoint nor a reference-format {{'arch', 'state_dict'}} "
+                       f"checkpoint (a bare state_dict needs --model package.module:factory --weights FILE)")

@@ -1,0 +1,50 @@
+"""Pre-flight check that a model fits a dataset, before any certificate is computed."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from certkit.common.errors import CertkitError
+from certkit.models.checkpoint import LoadedModel
+
+
+def check_model_data(model: LoadedModel, data_shape: tuple[int, ...], num_labels: int) -> tuple[int, ...]:
+    """Verify that ``model`` maps inputs of ``data_shape`` to logits for at least ``num_labels`` classes.
+
+    Data whose per-input size equals the model's recorded input size but whose layout differs (e.g. N x 5
+    vectors for an ONNX network declared 1 x 1 x 5) is reshaped to the model's input shape.
+
+    Args:
+        model: the loaded classifier.
+        data_shape: shape of one data input (no batch dim).
+        num_labels: 1 + the largest label in the data.
+
+    Returns:
+        the input shape to feed the model.
+
+    Raises:
+        CertkitError: sizes differ, the forward pass fails, the output is not (B, K) with K >= 2 and
+            K >= num_labels, or the logits are not finite on a clean input.
+    """
+    shape = tuple(data_shape)
+    if model.input_shape is not None and tuple(model.input_shape) != shape:
+        if math.prod(model.input_shape) != math.prod(shape):
+            raise CertkitError(f"model expects inputs of shape {tuple(model.input_shape)} but the data has "
+                               f"shape {shape}")
+        shape = tuple(model.input_shape)
+    device = next((p.device for p in model.module.parameters()), torch.device("cpu"))
+    try:
+        with torch.inference_mode():
+            out = model.module(torch.full((2,) + shape, 0.5, device=device))
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise CertkitError(f"model does not accept inputs of shape {shape}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise CertkitError(f"model must return logits of shape (batch, classes), got "
+                           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    k = out.shape[1]
+    if k < 2 or k < num_labels:
+        raise CertkitError(f"model has {k} outputs but the data has labels up to {num_labels - 1}")
+    if not torch.isfinite(out).all():
+        raise CertkitError("the model produced NaN or inf logits on a clean input")
+    return shape

@@ -1,0 +1,420 @@
+"""ONNX -> torch importer (the one certkit uses for certification and bound propagation).
+
+The ONNX graph is read with the ``onnx`` package and rebuilt as a :class:`torch.fx.GraphModule` made of
+standard modules (``nn.Linear``, ``nn.Conv2d``, ``nn.BatchNorm1d/2d``, ``nn.AvgPool2d``, ``nn.ReLU``,
+``nn.Sigmoid``, ``nn.Tanh``) and a few tensor functions (add/sub/mul/div, flatten, reshape), so the bound
+engine can walk it like any fx-traced model.
+
+Batch convention: certkit modules always take a batch dimension first. When the ONNX input has rank >= 2 its
+first dimension is the batch (fixed 1 or symbolic) and the module accepts any batch size; when it has rank 1
+(e.g. ``[1]`` in VNN-COMP's test networks) a batch dimension is added in front.
+
+Supported operators: Gemm, MatMul (constant right operand), Add, Sub, Mul, Div, Relu, Sigmoid, Tanh, Conv (2-D),
+Flatten, Reshape, BatchNormalization, AveragePool (2-D), plus Constant, Identity, Dropout (inference) and
+constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze, Concat, Cast).
+Anything else raises :class:`CertkitError` naming every unsupported node at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from certkit.common.errors import CertkitError
+
+SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Conv", "Flatten",
+                 "Reshape", "BatchNormalization", "AveragePool", "Constant", "Identity", "Dropout",
+                 "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast")
+_ACTIVATIONS = {"Relu": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh}
+_BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
+_NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
+@dataclass
+class OnnxModel:
+    """Result of :func:`load_onnx`.
+
+    Attributes:
+        module: fx GraphModule mapping (B, *sample_shape) float32 to (B, *output sample shape).
+        input_name: name of the ONNX graph input (for onnxruntime).
+        onnx_input_shape: the declared ONNX input shape with the batch dim set to 1 (rank-1 inputs as declared).
+        sample_shape: shape of one input, without batch dim.
+        batch_added: True when the ONNX input has rank 1 and certkit added the batch dim.
+        num_outputs: number of output values per input (logits, or Y_j of a VNN-LIB property).
+        path: the file read.
+    """
+
+    module: fx.GraphModule
+    input_name: str
+    onnx_input_shape: tuple[int, ...]
+    sample_shape: tuple[int, ...]
+    batch_added: bool
+    num_outputs: int
+    path: str
+    _session: object = field(default=None, repr=False)
+
+    def run_onnxruntime(self, x: torch.Tensor) -> np.ndarray:
+        """Evaluate the ORIGINAL ONNX file with onnxruntime on a certkit batch (B, *sample_shape).
+
+        Used as the independent check of converted networks and of counterexamples. Rows are run one at a
+        time because VNN-COMP networks often fix the batch size to 1. Returns (B, num_outputs) float32.
+        """
+        import onnxruntime as ort
+
+        if self._session is None:
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            self._session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+        arr = x.detach().cpu().numpy().astype(np.float32)
+        outs = [self._session.run(None, {self.input_name: row.reshape(self.onnx_input_shape)})[0].reshape(-1)
+                for row in arr]
+        return np.stack(outs)
+
+
+def _attrs(node) -> dict:
+    import onnx
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _dims(value_info) -> list:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+class _Builder:
+    """Walks ONNX nodes in order and emits fx nodes; constants stay numpy arrays until used."""
+
+    def __init__(self, model, path: str):
+        import onnx
+        from onnx import numpy_helper
+
+        self.path = path
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # shape inference is only a hint for BatchNorm ranks
+            pass
+        self.graph = model.graph
+        self.ranks = {vi.name: len(_dims(vi)) for vi in list(self.graph.value_info) + list(self.graph.input)
+                      + list(self.graph.output)}
+        self.env: dict[str, object] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
+        self.consumers: dict[str, int] = {}
+        for n in self.graph.node:
+            for i in n.input:
+                self.consumers[i] = self.consumers.get(i, 0) + 1
+        self.root = nn.Module()
+        self.fx = fx.Graph()
+        self.counter = 0
+        self.linear_of: dict[str, str] = {}  # fx node name -> submodule name of a bias-less Linear
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def add_module(self, mod: nn.Module, stem: str) -> str:
+        self.counter += 1
+        name = f"{stem}_{self.counter}"
+        self.root.add_module(name, mod)
+        return name
+
+    def const_node(self, arr: np.ndarray) -> fx.Node:
+        self.counter += 1
+        name = f"const_{self.counter}"
+        self.root.register_buffer(name, torch.as_tensor(np.array(arr, dtype=np.float32)))
+        return self.fx.get_attr(name)
+
+    def err(self, node, msg: str) -> CertkitError:
+        return CertkitError(f"{self.path}: ONNX node {node.name or node.op_type} ({node.op_type}): {msg}")
+
+    # -- entry -----------------------------------------------------------------------------------------
+    def build(self) -> OnnxModel:
+        unsupported = [f"{n.op_type} (node {n.name or '?'})" for n in self.graph.node if n.op_type not in SUPPORTED_OPS]
+        if unsupported:
+            raise CertkitError(f"{self.path}: unsupported ONNX op(s): {', '.join(unsupported)}; certkit supports "
+                               f"{', '.join(SUPPORTED_OPS)}")
+        inputs = [i for i in self.graph.input if i.name not in self.env]
+        if len(inputs) != 1:
+            raise CertkitError(f"{self.path}: expected exactly one graph input, found {[i.name for i in inputs]}")
+        if len(self.graph.output) < 1:
+            raise CertkitError(f"{self.path}: the graph has no output")
+        inp = inputs[0]
+        dims = _dims(inp)
+        if not dims:
+            raise CertkitError(f"{self.path}: input {inp.name} has no declared shape")
+        self.batch_added = len(dims) == 1
+        if self.batch_added:
+            if dims[0] is None:
+                raise CertkitError(f"{self.path}: rank-1 input {inp.name} needs a fixed size")
+            sample, onnx_shape = (dims[0],), (dims[0],)
+        else:
+            if any(d is None for d in dims[1:]):
+                raise CertkitError(f"{self.path}: input {inp.name} has symbolic non-batch dims {dims}")
+            if dims[0] not in (None, 1):
+                raise CertkitError(f"{self.path}: input batch dimension must be 1 or symbolic, got {dims[0]}")
+            sample, onnx_shape = tuple(dims[1:]), (1,) + tuple(dims[1:])
+        self.env[inp.name] = self.fx.placeholder("x")
+        for node in self.graph.node:
+            self.emit(node)
+        out = self.env.get(self.graph.output[0].name)
+        if not isinstance(out, fx.Node):
+            raise CertkitError(f"{self.path}: the graph output does not depend on the input")
+        self.fx.output(out)
+        gm = fx.GraphModule(self.root, self.fx)
+        gm.eval()
+        try:
+            with torch.no_grad():
+                y = gm(torch.zeros((2,) + tuple(sample)))
+        except RuntimeError as e:
+            raise CertkitError(f"{self.path}: converted network fails on an input of shape {sample}: "
+                               f"{str(e).splitlines()[0]}") from None
+        return OnnxModel(gm, inp.name, tuple(onnx_shape), tuple(sample), self.batch_added,
+                         int(np.prod(y.shape[1:])) if y.dim() > 1 else 1, self.path)
+
+    def emit(self, node) -> None:
+        op, a = node.op_type, _attrs(node)
+        ins = [self.env[i] if i else None for i in node.input]
+        for name, v in zip(node.input, ins):
+            if name and v is None and name not in self.env:
+                raise self.err(node, f"input {name} is not produced by any earlier node")
+        if op == "Constant":
+            if "value" not in a:
+                raise self.err(node, "only the 'value' form of Constant is supported")
+            from onnx import numpy_helper
+            self.env[node.output[0]] = numpy_helper.to_array(a["value"])
+            return
+        if op in ("Identity", "Dropout"):
+            self.env[node.output[0]] = ins[0]
+            if op == "Dropout" and len(node.output) > 1 and node.output[1]:
+                raise self.err(node, "the Dropout mask output is not supported")
+            return
+        if all(isinstance(v, np.ndarray) or v is None for v in ins):
+            self.env[node.output[0]] = self.fold(node, op, a, ins)
+            return
+        x = ins[0]
+        if not isinstance(x, fx.Node) and op not in _BINARY and op != "MatMul":
+            raise self.err(node, "the first input must be the data tensor")
+        out = getattr(self, f"op_{op}", None)
+        if out is None:
+            raise self.err(node, "this op is only supported on constant inputs")
+        self.env[node.output[0]] = out(node, a, ins)
+
+    # -- constant folding ------------------------------------------------------------------------------
+    def fold(self, node, op, a, ins):
+        v = ins[0]
+        if op in _NP_BINARY:
+            return _NP_BINARY[op](v, ins[1])
+        if op == "Shape":
+            return np.array(v.shape, dtype=np.int64)
+        if op == "Gather":
+            return np.take(v, ins[1].astype(np.int64), axis=a.get("axis", 0))
+        if op == "Unsqueeze":
+            axes = a.get("axes", ins[1].tolist() if len(ins) > 1 and ins[1] is not None else [])
+            for ax in sorted(int(t) for t in axes):
+                v = np.expand_dims(v, ax)
+            return v
+        if op == "Squeeze":
+            axes = a.get("axes", ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
+            return np.squeeze(v, axis=tuple(int(t) for t in axes) if axes is not None else None)
+        if op == "Concat":
+            return np.concatenate([np.atleast_1d(t) for t in ins], axis=a.get("axis", 0))
+        if op == "Cast":
+            return v
+        if op == "Reshape":
+            return v.reshape([d if d != 0 else v.shape[i] for i, d in enumerate(ins[1].astype(np.int64))])
+        if op == "Flatten":
+            ax = a.get("axis", 1)
+            return v.reshape(int(np.prod(v.shape[:ax])), -1)
+        if op in _ACTIVATIONS:
+            return _ACTIVATIONS[op]()(torch.as_tensor(v)).numpy()
+        raise self.err(node, "constant folding of this op is not supported")
+
+    # -- ops on the data tensor ------------------------------------------------------------------------
+    def _linear(self, node, x: fx.Node, weight_out_in: np.ndarray, bias) -> fx.Node:
+        out_f, in_f = weight_out_in.shape
+        lin = nn.Linear(in_f, out_f, bias=bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(np.array(weight_out_in, dtype=np.float32)))
+            if bias is not None:
+                lin.bias.copy_(torch.as_tensor(np.broadcast_to(np.array(bias, dtype=np.float32), (out_f,))))
+        name = self.add_module(lin, "linear")
+        n = self.fx.call_module(name, (x,))
+        if bias is None:
+            self.linear_of[n.name] = name
+        return n
+
+    def op_Gemm(self, node, a, ins):
+        x, b = ins[0], ins[1]
+        c = ins[2] if len(ins) > 2 else None
+        if not isinstance(b, np.ndarray) or (c is not None and not isinstance(c, np.ndarray)):
+            raise self.err(node, "Gemm needs constant B and C")
+        if a.get("transA", 0):
+            raise self.err(node, "transA=1 is not supported")
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        w = alpha * (b if a.get("transB", 0) else b.T)
+        bias = None if c is None else beta * np.asarray(c).reshape(-1)
+        if bias is not None and bias.size not in (1, w.shape[0]):
+            raise self.err(node, f"bias of size {bias.size} does not broadcast to {w.shape[0]} outputs")
+        return self._linear(node, x, w, bias)
+
+    def op_MatMul(self, node, a, ins):
+        x, w = ins
+        if isinstance(x, fx.Node) and isinstance(w, np.ndarray):
+            if w.ndim != 2:
+                raise self.err(node, f"MatMul with a constant of rank {w.ndim} is not supported (need 2-D)")
+            return self._linear(node, x, w.T, None)
+        if isinstance(x, fx.Node) and isinstance(w, fx.Node):
+            return self.fx.call_function(torch.matmul, (x, w))
+        if isinstance(w, fx.Node) and isinstance(x, np.ndarray) and x.ndim == 2 and self.batch_added:
+            return self._linear(node, w, x, None)  # W @ v on a rank-1 sample v is Linear(weight=W)
+        raise self.err(node, "MatMul with a constant left operand is only supported on rank-1 inputs")
+
+    def op_Add(self, node, a, ins):
+        return self._binary(node, "Add", ins)
+
+    def op_Sub(self, node, a, ins):
+        return self._binary(node, "Sub", ins)
+
+    def op_Mul(self, node, a, ins):
+        return self._binary(node, "Mul", ins)
+
+    def op_Div(self, node, a, ins):
+        return self._binary(node, "Div", ins)
+
+    def _binary(self, node, op, ins):
+        x, y = ins
+        if op == "Add" and isinstance(x, np.ndarray) and isinstance(y, fx.Node):
+            x, y = y, x  # addition commutes; put the data tensor first
+        # MatMul + Add(bias) -> one Linear with bias, when the MatMul output feeds only this Add.
+        if op == "Add" and isinstance(x, fx.Node) and isinstance(y, np.ndarray) and x.name in self.linear_of \
+                and self.consumers.get(node.input[0 if isinstance(ins[0], fx.Node) else 1], 0) == 1:
+            lin = getattr(self.root, self.linear_of[x.name])
+            if y.size in (1, lin.out_features) and (y.ndim <= 1 or all(s == 1 for s in y.shape[:-1])):
+                lin.bias = nn.Parameter(torch.as_tensor(np.broadcast_to(
+                    np.array(y, dtype=np.float32).reshape(-1), (lin.out_features,)).copy()))
+                del self.linear_of[x.name]
+                return x
+        args = tuple(self.const_node(v) if isinstance(v, np.ndarray) else v for v in (x, y))
+        return self.fx.call_function(_BINARY[op], args)
+
+    def op_Relu(self, node, a, ins):
+        return self.fx.call_module(self.add_module(nn.ReLU(), "relu"), (ins[0],))
+
+    def op_Sigmoid(self, node, a, ins):
+        return self.fx.call_module(self.add_module(nn.Sigmoid(), "sigmoid"), (ins[0],))
+
+    def op_Tanh(self, node, a, ins):
+        return self.fx.call_module(self.add_module(nn.Tanh(), "tanh"), (ins[0],))
+
+    def _pads(self, node, a, nd=2):
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            raise self.err(node, "auto_pad SAME_* is not supported; export with explicit pads")
+        pads = list(a.get("pads", [0] * 2 * nd))
+        return pads[:nd], pads[nd:]
+
+    def op_Conv(self, node, a, ins):
+        x, w = ins[0], ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        if not isinstance(w, np.ndarray) or (b is not None and not isinstance(b, np.ndarray)):
+            raise self.err(node, "Conv needs constant weights")
+        if w.ndim != 4:
+            raise self.err(node, f"only 2-D convolutions are supported (weight rank {w.ndim})")
+        begin, end = self._pads(node, a)
+        groups = int(a.get("group", 1))
+        conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]),
+                         stride=tuple(a.get("strides", [1, 1])), dilation=tuple(a.get("dilations", [1, 1])),
+                         groups=groups, bias=b is not None, padding=tuple(begin) if begin == end else 0)
+        with torch.no_grad():
+            conv.weight.copy_(torch.as_tensor(np.array(w, dtype=np.float32)))
+            if b is not None:
+                conv.bias.copy_(torch.as_tensor(np.array(b, dtype=np.float32)))
+        if begin != end:  # asymmetric padding: explicit zero pad (left, right, top, bottom) first
+            x = self.fx.call_function(torch.nn.functional.pad, (x, (begin[1], end[1], begin[0], end[0])))
+        return self.fx.call_module(self.add_module(conv, "conv"), (x,))
+
+    def op_BatchNormalization(self, node, a, ins):
+        x, scale, bias, mean, var = ins[:5]
+        if not all(isinstance(v, np.ndarray) for v in (scale, bias, mean, var)):
+            raise self.err(node, "BatchNormalization needs constant parameters")
+        if len(node.output) > 1 and any(node.output[1:]):
+            raise self.err(node, "training-mode BatchNormalization is not supported")
+        rank = self.ranks.get(node.input[0], 4)
+        bn = (nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d)(scale.size, eps=float(a.get("epsilon", 1e-5)))
+        with torch.no_grad():
+            bn.weight.copy_(torch.as_tensor(np.array(scale, dtype=np.float32)))
+            bn.bias.copy_(torch.as_tensor(np.array(bias, dtype=np.float32)))
+            bn.running_mean.copy_(torch.as_tensor(np.array(mean, dtype=np.float32)))
+            bn.running_var.copy_(torch.as_tensor(np.array(var, dtype=np.float32)))
+        bn.eval()
+        return self.fx.call_module(self.add_module(bn, "bn"), (x,))
+
+    def op_AveragePool(self, node, a, ins):
+        k = tuple(a["kernel_shape"])
+        if len(k) != 2:
+            raise self.err(node, "only 2-D average pooling is supported")
+        begin, end = self._pads(node, a)
+        if begin != end:
+            raise self.err(node, "asymmetric pads are not supported for AveragePool")
+        pool = nn.AvgPool2d(k, stride=tuple(a.get("strides", [1, 1])), padding=tuple(begin),
+                            ceil_mode=bool(a.get("ceil_mode", 0)),
+                            count_include_pad=bool(a.get("count_include_pad", 0)))
+        return self.fx.call_module(self.add_module(pool, "avgpool"), (ins[0],))
+
+    def op_Flatten(self, node, a, ins):
+        ax = int(a.get("axis", 1))
+        if self.batch_added:
+            raise self.err(node, "Flatten on a rank-1 network input is not supported")
+        if ax not in (0, 1):
+            raise self.err(node, f"Flatten with axis={ax} mixes the batch dimension")
+        return self.fx.call_function(torch.flatten, (ins[0], 1))
+
+    def op_Reshape(self, node, a, ins):
+        x, shape = ins
+        if not isinstance(shape, np.ndarray):
+            raise self.err(node, "Reshape needs a constant target shape")
+        t = [int(s) for s in shape.reshape(-1)]
+        if self.batch_added:
+            target = tuple(t)
+        else:
+            if not t or t[0] not in (0, -1, 1):
+                raise self.err(node, f"Reshape to {t} changes the batch dimension")
+            rest = t[1:]
+            if 0 in rest:
+                raise self.err(node, "Reshape with 0 (copy) in non-batch positions is not supported")
+            if t[0] == -1 and -1 in rest:
+                raise self.err(node, f"Reshape to {t} has two inferred (-1) dimensions")
+            target = tuple(rest)
+        return self.fx.call_function(_reshape_batch, (x, target))
+
+
+def _reshape_batch(x: torch.Tensor, sample_shape: tuple) -> torch.Tensor:
+    """Reshape each batch row to ``sample_shape`` (the batch dimension is kept)."""
+    return x.reshape((x.shape[0],) + tuple(sample_shape))
+
+
+fx.wrap("_reshape_batch")
+
+
+def load_onnx(path: str | Path) -> OnnxModel:
+    """Read an ONNX classifier or VNN-COMP network into a torch fx GraphModule.
+
+    Args:
+        path: the ``.onnx`` file.
+
+    Returns:
+        :class:`OnnxModel`; ``module`` takes (B, *sample_shape) float32 and matches onnxruntime to float32
+        rounding.
+
+    Raises:
+        CertkitError: unreadable file, unsupported operator (all of them are listed), or a graph shape
+        certkit cannot batch.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise CertkitError("reading ONNX files needs the onnx package: pip install 'certkit[onnx]'") from None
+    path = Path(path)
+    if not path.is_file():
+        raise CertkitError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError and others for corrupt files
+        raise CertkitError(f"cannot read {path} as ONNX: {type(e).__name__}: {str(e)[:200]}") from None
+    return _Builder(model, str(path)).build()

@@ -1,0 +1,169 @@
+"""Architecture zoo. Every architecture takes inputs already normalized and returns logits (B, K).
+
+Names:
+    ``mlp``            Flatten -> [Linear -> ReLU] x len(hidden) -> Linear. Sized from the input shape.
+    ``cnn``            Conv(C,16,3,p1) ReLU Conv(16,32,4,s2,p1) ReLU Flatten Linear(.,100) ReLU Linear(100,K);
+                       a small CNN sized from (C, H, W).
+    ``cifar_resnet20``, ``cifar_resnet110``
+                       the CIFAR ResNets (He et al. 2016, 6n+2 layers of BasicBlocks, 16/32/64 channels) with
+                       the module names of the Gaussian-smoothing reference checkpoints (Cohen et al. 2019,
+                       locuslab/smoothing), so their published state_dicts load unchanged.
+
+:class:`NormalizeLayer` keeps mean/std as non-persistent buffers: they are recorded in certkit checkpoints
+separately and are not part of the reference checkpoints' state_dict (whose keys start with ``1.``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from certkit.common.errors import CertkitError
+
+#: Per-channel normalization of the published CIFAR-10 Gaussian-smoothing models.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+
+
+class NormalizeLayer(nn.Module):
+    """(x - mean[c]) / std[c] for inputs (B, C, H, W) or (B, D) with one mean/std per channel or scalar.
+
+    It is the model's first layer: noise and perturbations are applied to raw [0,1] inputs before it.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean_t.shape != std_t.shape:
+            raise CertkitError("normalization mean and std must have the same length")
+        if torch.any(std_t <= 0):
+            raise CertkitError("normalization std must be > 0")
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2) if self.mean.numel() > 1 else (1,) * x.dim()
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
+def _flat_dim(input_shape: Sequence[int]) -> int:
+    d = 1
+    for s in input_shape:
+        d *= int(s)
+    return d
+
+
+def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 256)) -> nn.Module:
+    """Fully connected ReLU network: Flatten, Linear+ReLU per entry of ``hidden``, final Linear."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = _flat_dim(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        width = int(h)
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def cnn(input_shape: Sequence[int], num_classes: int, width: int = 16, fc: int = 100) -> nn.Module:
+    """Small CNN: Conv(C,w,3,p1) ReLU Conv(w,2w,4,s2,p1) ReLU Flatten Linear(.,fc) ReLU Linear(fc,K)."""
+    if len(input_shape) != 3:
+        raise CertkitError(f"arch cnn needs image inputs C x H x W, got input shape {tuple(input_shape)}")
+    c, h, w = (int(s) for s in input_shape)
+    ho, wo = (h + 2 - 4) // 2 + 1, (w + 2 - 4) // 2 + 1
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(2 * width * ho * wo, fc), nn.ReLU(), nn.Linear(fc, num_classes))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv+BN layers with an identity (or 1x1 conv+BN ``downsample``) shortcut."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+class CifarResNet(nn.Module):
+    """CIFAR ResNet of depth 6n+2 (BasicBlocks, 16/32/64 channels, 8x8 average pool, FC)."""
+
+    def __init__(self, depth: int, num_classes: int = 10):
+        super().__init__()
+        if (depth - 2) % 6 != 0:
+            raise CertkitError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.in_planes = 16
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU()
+        self.layer1 = self._make_layer(16, n, 1)
+        self.layer2 = self._make_layer(32, n, 2)
+        self.layer3 = self._make_layer(64, n, 2)
+        self.avgpool = nn.AvgPool2d(8)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.in_planes != planes:
+            downsample = nn.Sequential(nn.Conv2d(self.in_planes, planes, 1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.in_planes, planes, stride, downsample)]
+        self.in_planes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _cifar_resnet(depth: int) -> Callable[..., nn.Module]:
+    def build(input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        if tuple(int(s) for s in input_shape) != (3, 32, 32):
+            raise CertkitError(f"cifar_resnet{depth} needs 3 x 32 x 32 inputs, got {tuple(input_shape)}")
+        return CifarResNet(depth, num_classes)
+    build.__doc__ = f"CIFAR ResNet-{depth} (reference-checkpoint compatible)."
+    return build
+
+
+#: name -> builder(input_shape, num_classes, **config) -> nn.Module (without normalization).
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "cifar_resnet20": _cifar_resnet(20),
+    "cifar_resnet110": _cifar_resnet(110),
+}
+
+
+def build_model(arch: str, input_shape: Sequence[int], num_classes: int, **config) -> nn.Module:
+    """Instantiate architecture ``arch`` for inputs of ``input_shape`` (no batch dim) and K classes.
+
+    Raises:
+        CertkitError: unknown architecture, bad config keys, or an input shape the architecture cannot take.
+    """
+    if arch not in ARCHITECTURES:
+        raise CertkitError(f"unknown architecture {arch!r}: known are {', '.join(sorted(ARCHITECTURES))}")
+    try:
+        return ARCHITECTURES[arch](tuple(input_shape), int(num_classes), **config)
+    except TypeError as e:
+        raise CertkitError(f"bad configuration for architecture {arch}: {e}") from None

@@ -1,0 +1,1 @@
+"""Soundness benchmark with hidden counterexamples: see the project's issues."""
