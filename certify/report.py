@@ -160,7 +160,8 @@ def plot_curves(curves: dict[str, list[dict]], path: str | Path, title: str = ""
     ax.grid(alpha=0.3)
     ax.legend()
     if title:
-        ax.set_title(title, fontsize=9)
+        import textwrap
+        ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

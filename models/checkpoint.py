@@ -100,8 +100,10 @@ def load_checkpoint_file(path: Path, allow_pickle: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
-        if allow_pickle:
-            raise CertkitError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
+        if allow_pickle or "Unsupported global" not in str(e):
+            text = str(e)
+            detail = text.split("error:", 1)[1].strip().split("\n")[0] if "error:" in text else text.split("\n")[0]
+            raise CertkitError(f"cannot load {path}: not a valid torch checkpoint ({detail[:160]})") from None
         raise CertkitError(f"{path} holds Python objects that weights_only loading refuses "
                            f"({str(e).splitlines()[0][:120]}...); if you trust the file, pass --allow-pickle "
                            f"(this executes code stored in it)") from None

@@ -233,7 +233,7 @@ class _Builder:
         with torch.no_grad():
             lin.weight.copy_(torch.as_tensor(np.array(weight_out_in, dtype=np.float32)))
             if bias is not None:
-                lin.bias.copy_(torch.as_tensor(np.broadcast_to(np.array(bias, dtype=np.float32), (out_f,))))
+                lin.bias.copy_(torch.as_tensor(np.broadcast_to(np.array(bias, dtype=np.float32), (out_f,)).copy()))
         name = self.add_module(lin, "linear")
         n = self.fx.call_module(name, (x,))
         if bias is None:

@@ -1,0 +1,211 @@
+"""Model loading: certkit checkpoints, reference checkpoints, ONNX import (vs onnxruntime), factories."""
+import pickle
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from certkit.common.errors import CertkitError
+from certkit.models import NormalizeLayer, build_model, load_model, save_checkpoint
+from certkit.models.zoo import CIFAR10_MEAN, CIFAR10_STD
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from certkit.models.onnx_import import load_onnx  # noqa: E402
+from conftest import DATA  # noqa: E402
+
+
+def test_certkit_checkpoint_roundtrip(tmp_path):
+    net = build_model("cnn", (1, 8, 8), 10)
+    norm = {"mean": [0.3], "std": [0.4]}
+    save_checkpoint(tmp_path / "m.pt", net, "cnn", {}, (1, 8, 8), 10, norm, metadata={"sigma": 0.25})
+    m = load_model(tmp_path / "m.pt")
+    x = torch.rand(5, 1, 8, 8)
+    ref = net.eval()((x - 0.3) / 0.4)
+    torch.testing.assert_close(m.module(x), ref)
+    assert m.train_sigma == 0.25 and m.input_shape == (1, 8, 8) and m.kind == "certkit"
+
+
+def test_bundled_model_loads_and_is_accurate():
+    from certkit.datasets import load_dataset
+
+    m = load_model("bundled")
+    d = load_dataset("digits")
+    acc = (m.module(d.x).argmax(1) == d.y).float().mean().item()
+    assert m.train_sigma == 0.25 and acc > 0.9
+
+
+def _reference_checkpoint(path, arch, depth):
+    """A checkpoint exactly as the Gaussian-smoothing reference saves it: Sequential(normalize, net)."""
+    model = nn.Sequential(NormalizeLayer(CIFAR10_MEAN, CIFAR10_STD), build_model(arch, (3, 32, 32), 10))
+    for mod in model.modules():  # non-trivial BN statistics
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.1, 0.1)
+            mod.running_var.uniform_(0.5, 1.5)
+    torch.save({"epoch": 90, "arch": arch, "state_dict": model.state_dict(), "optimizer": {}}, path)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch,depth,blocks", [("cifar_resnet20", 20, 3), ("cifar_resnet110", 110, 18)])
+def test_reference_format_checkpoint(tmp_path, arch, depth, blocks):
+    model = _reference_checkpoint(tmp_path / "ref.pt", arch, depth)
+    keys = set(model.state_dict())
+    # the reference's key layout: Sequential index 1, conv1/bn1, layerK.i.{conv,bn}{1,2}, downsample.{0,1}, fc
+    assert {"1.conv1.weight", "1.bn1.running_var", "1.layer2.0.downsample.0.weight",
+            "1.layer3.0.downsample.1.bias", f"1.layer3.{blocks - 1}.conv2.weight", "1.fc.weight"} <= keys
+    assert f"1.layer1.{blocks}.conv1.weight" not in keys and not any(k.startswith("0.") for k in keys)
+    m = load_model(tmp_path / "ref.pt")
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(m.module(x), model(x))
+    assert m.kind == "reference" and m.arch == arch
+
+
+def test_reference_unknown_arch_and_corrupt(tmp_path):
+    torch.save({"arch": "resnet50", "state_dict": {}}, tmp_path / "r50.pt")
+    with pytest.raises(CertkitError, match="unknown architecture"):
+        load_model(tmp_path / "r50.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CertkitError, match="not a valid torch checkpoint"):
+        load_model(tmp_path / "bad.pt")
+    with pytest.raises(CertkitError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+    torch.save({"format": "certkit-checkpoint", "arch": "transformer9000", "state_dict": {},
+                "input_shape": [1, 8, 8], "num_classes": 10}, tmp_path / "unk.pt")
+    with pytest.raises(CertkitError, match="unknown architecture"):
+        load_model(tmp_path / "unk.pt")
+
+
+def test_weights_mismatch_is_a_clear_error(tmp_path):
+    net = build_model("mlp", (1, 8, 8), 10)
+    save_checkpoint(tmp_path / "m.pt", net, "mlp", {"hidden": [32]}, (1, 8, 8), 10)
+    with pytest.raises(CertkitError, match="do not match"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_pickled_module_needs_opt_in(tmp_path):
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), tmp_path / "whole.pt")
+    with pytest.raises(CertkitError, match="--allow-pickle"):
+        load_model(tmp_path / "whole.pt")
+    m = load_model(tmp_path / "whole.pt", allow_pickle=True)
+    assert m.module(torch.zeros(1, 4)).shape == (1, 2)
+
+
+def test_factory_with_weights(tmp_path, monkeypatch):
+    (tmp_path / "mynets.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        def tiny():
+            return nn.Sequential(nn.Flatten(), nn.Linear(5, 3))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(5, 3))
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    m = load_model("mynets:tiny", weights=tmp_path / "w.pt")
+    x = torch.rand(2, 5)
+    torch.testing.assert_close(m.module(x), net(x))
+    with pytest.raises(CertkitError, match="cannot import"):
+        load_model("mynets:nothere")
+
+
+# ------------------------------------------------------------------ ONNX importer
+def _onnx_file(path, nodes, inits, in_shape, out_shape, opset=13):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(np.asarray(v, dtype=np.float32 if np.asarray(v).dtype.kind == "f"
+                                                                  else np.int64), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _assert_matches_onnxruntime(path, low=-1.0, high=1.0, rows=6, atol=1e-5):
+    m = load_onnx(path)
+    x = torch.rand((rows,) + m.sample_shape) * (high - low) + low
+    ours = m.module(x).detach().numpy().reshape(rows, -1)
+    ref = m.run_onnxruntime(x)
+    np.testing.assert_allclose(ours, ref, atol=atol, rtol=1e-5)
+    return m
+
+
+def test_onnx_conv_bn_pool_activations(tmp_path):
+    rng = np.random.default_rng(0)
+    inits = {
+        "W1": rng.normal(size=(4, 2, 3, 3)), "B1": rng.normal(size=4),
+        "W2": rng.normal(size=(6, 2, 2, 2)),  # grouped conv: groups=2, 4 -> 6 channels
+        "s": rng.uniform(0.5, 2, 6), "b": rng.normal(size=6), "mu": rng.normal(size=6), "var": rng.uniform(0.5, 2, 6),
+        "mean": rng.uniform(0, 1, (1, 2, 1, 1)), "std": rng.uniform(0.5, 1, (1, 2, 1, 1)), "three": np.array(3.0),
+        "shape": np.array([-1, 6 * 3 * 4], dtype=np.int64),
+        "Wg": rng.normal(size=(5, 72)), "Cg": rng.normal(size=5), "Wm": rng.normal(size=(5, 4)), "bm": rng.normal(size=4),
+    }
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["n0"]), helper.make_node("Div", ["n0", "std"], ["n1"]),
+        helper.make_node("Conv", ["n1", "W1", "B1"], ["c1"], pads=[1, 0, 2, 1], strides=[2, 1], dilations=[1, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "W2"], ["c2"], group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", "s", "b", "mu", "var"], ["bn"], epsilon=1e-3),
+        helper.make_node("Sigmoid", ["bn"], ["sg"]),
+        helper.make_node("AveragePool", ["sg"], ["ap"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                         count_include_pad=0),
+        helper.make_node("Mul", ["ap", "three"], ["m3"]),
+        helper.make_node("Reshape", ["m3", "shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "Wg", "Cg"], ["g"], transB=1, alpha=0.5, beta=2.0),
+        helper.make_node("Tanh", ["g"], ["t"]),
+        helper.make_node("MatMul", ["t", "Wm"], ["mm"]), helper.make_node("Add", ["mm", "bm"], ["y"]),
+    ]
+    path = _onnx_file(tmp_path / "net.onnx", nodes, inits, [1, 2, 9, 10], [1, 4])
+    m = _assert_matches_onnxruntime(path, 0.0, 1.0)
+    assert m.sample_shape == (2, 9, 10) and m.num_outputs == 4
+    mods = dict(m.module.named_modules())
+    assert any(isinstance(v, nn.BatchNorm2d) for v in mods.values())
+    # MatMul + Add(bias) fused into one Linear with bias
+    assert sum(isinstance(v, nn.Linear) and v.bias is not None for v in mods.values()) == 2
+
+
+def test_onnx_flatten_and_gemm_without_bias(tmp_path):
+    rng = np.random.default_rng(1)
+    inits = {"W": rng.normal(size=(12, 3)), "two": np.array([2.0])}
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("Gemm", ["f", "W"], ["g"]),
+             helper.make_node("Relu", ["g"], ["r"]), helper.make_node("Add", ["r", "two"], ["y"])]
+    path = _onnx_file(tmp_path / "f.onnx", nodes, inits, ["batch", 3, 2, 2], ["batch", 3])
+    _assert_matches_onnxruntime(path)
+
+
+@pytest.mark.parametrize("name", ["ACASXU_run2a_1_1_batch_2000.onnx", "test_nano.onnx", "test_small.onnx",
+                                  "test_tiny.onnx"])
+def test_onnx_real_vnncomp_networks(name):
+    m = _assert_matches_onnxruntime(str(DATA / "vnncomp2021" / name), atol=1e-6)
+    assert m.num_outputs in (1, 5)
+
+
+def test_onnx_unsupported_ops_listed_together(tmp_path):
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Softmax", ["f"], ["y"])]
+    path = _onnx_file(tmp_path / "u.onnx", nodes, {}, [1, 1, 4, 4], [1, 4])
+    with pytest.raises(CertkitError) as e:
+        load_onnx(path)
+    assert "MaxPool" in str(e.value) and "Softmax" in str(e.value)
+
+
+def test_onnx_corrupt_file(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x01garbage")
+    with pytest.raises(CertkitError, match="ONNX"):
+        load_model(tmp_path / "bad.onnx")
+
+
+def test_torch_exported_cnn_roundtrip(tmp_path):
+    """A zoo CNN exported by torch.onnx imports back to the same function."""
+    net = nn.Sequential(NormalizeLayer([0.5], [0.25]), build_model("cnn", (1, 8, 8), 10)).eval()
+    path = tmp_path / "cnn.onnx"
+    try:
+        torch.onnx.export(net, (torch.rand(1, 1, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], opset_version=13)
+    except Exception as e:  # exporter availability differs between torch builds
+        pytest.skip(f"torch.onnx.export unavailable: {e}")
+    m = _assert_matches_onnxruntime(str(path), 0.0, 1.0)
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(m.module(x), net(x), atol=1e-5, rtol=1e-5)
