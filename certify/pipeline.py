@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 
 from certkit.certify.gaussian import ABSTAIN, GaussianSmoothing, check_certify_args
-from certkit.certify.report import ResultWriter, summarize
+from certkit.certify.report import COLUMNS, ResultWriter, summarize
 from certkit.certify.runner import run_inputs, select_indices
 from certkit.certify.sampling import NoiseSampler, input_generator
 from certkit.common.device import resolve_device
 from certkit.common.errors import CertkitError
 from certkit.datasets import Dataset, load_dataset
 from certkit.models import LoadedModel, load_model
-from certkit.models.checks import check_model_data
+from certkit.models.checks import fit_data_to_model
 
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
 
@@ -79,10 +79,7 @@ def prepare(cfg: CertifyConfig) -> Prepared:
         raise CertkitError("--amp needs a CUDA device (it runs the model in bfloat16 under autocast)")
     model = load_model(cfg.model, cfg.weights, cfg.allow_pickle)
     data = load_dataset(cfg.dataset, cfg.data_path, cfg.split)
-    shape = check_model_data(model, data.input_shape, data.num_classes)
-    if shape != data.input_shape:
-        data = Dataset(data.x.reshape((len(data),) + shape), data.y, data.name, data.split, data.num_classes,
-                       data.source)
+    data = fit_data_to_model(model, data)
     sigma = cfg.sigma if cfg.sigma is not None else model.train_sigma
     if sigma is None:
         raise CertkitError("--sigma is required: the model does not record the noise level it was trained with")
@@ -135,7 +132,7 @@ def run_certify(cfg: CertifyConfig, quiet: bool = False) -> tuple[list[dict], di
     """
     t0 = time.perf_counter()
     p = prepare(cfg)
-    writer = ResultWriter(cfg.out, _run_config(cfg, p, "gaussian"), cfg.resume, cfg.overwrite)
+    writer = ResultWriter(cfg.out, _run_config(cfg, p, "gaussian"), COLUMNS, cfg.resume, cfg.overwrite)
     smoothed = GaussianSmoothing(p.sampler)
 
     def certify_one(x: torch.Tensor, idx: int) -> tuple[int, float]:
@@ -152,8 +149,8 @@ def run_predict(cfg: CertifyConfig, quiet: bool = False) -> tuple[list[dict], di
     """PREDICT every selected input (n samples each, abstain by binomial test at level alpha)."""
     t0 = time.perf_counter()
     p = prepare(cfg)
-    writer = ResultWriter(cfg.out, _run_config(cfg, p, "gaussian-predict"), cfg.resume, cfg.overwrite,
-                          columns=PREDICT_COLUMNS)
+    writer = ResultWriter(cfg.out, _run_config(cfg, p, "gaussian-predict"), PREDICT_COLUMNS, cfg.resume,
+                          cfg.overwrite)
     smoothed = GaussianSmoothing(p.sampler)
 
     def predict_one(x: torch.Tensor, idx: int) -> tuple[int, float]:

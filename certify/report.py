@@ -7,100 +7,16 @@ computed with different settings.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from certkit.common.errors import CertkitError
+from certkit.common.results import ResultWriter  # noqa: F401  (re-exported for certify users)
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 RADIUS_STEP = 0.25
-
-
-class ResultWriter:
-    """Append-only TSV of per-input results with resume support.
-
-    Args:
-        path: the TSV file.
-        config: JSON-ready run parameters; stored beside the TSV and compared on resume.
-        resume: continue an existing file (rows already present are kept and their idx skipped).
-        overwrite: replace an existing file. Without resume or overwrite an existing file is an error, so
-            results are never lost by accident.
-
-    Raises:
-        CertkitError: the file exists and neither flag is given; the existing file or its config does not
-            match (different columns or parameters).
-    """
-
-    def __init__(self, path: str | Path, config: dict, resume: bool = False, overwrite: bool = False,
-                 columns: Sequence[str] = COLUMNS):
-        self.path = Path(path)
-        self.columns = tuple(columns)
-        self.config_path = self.path.with_name(self.path.name + ".config.json")
-        self.rows: list[dict] = []
-        config = json.loads(json.dumps(config))  # normalise tuples etc. for comparison
-        if self.path.exists() and not (resume or overwrite):
-            raise CertkitError(f"{self.path} exists: pass --resume to continue it or --overwrite to replace it")
-        if resume and self.path.exists():
-            self._load_existing(config)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w") as f:
-                f.write("\t".join(self.columns) + "\n")
-        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
-        self.done = {int(r["idx"]) for r in self.rows}
-
-    def _load_existing(self, config: dict) -> None:
-        if self.config_path.exists():
-            old = json.loads(self.config_path.read_text())
-            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            if diff:
-                raise CertkitError(f"cannot resume {self.path}: it was computed with different settings "
-                                   f"({', '.join(f'{k}: {old.get(k)} -> {config.get(k)}' for k in diff[:4])})")
-        text = self.path.read_text()
-        lines = text.split("\n")
-        if not lines or lines[0].split("\t") != list(self.columns):
-            raise CertkitError(f"cannot resume {self.path}: its header is not {' '.join(self.columns)}")
-        good = [lines[0]]
-        for line in lines[1:]:
-            fields = line.split("\t")
-            if len(fields) != len(self.columns):
-                break  # a partial last line from an interrupted run: drop it and what follows
-            try:
-                row = {k: _parse(v) for k, v in zip(self.columns, fields)}
-            except ValueError:
-                break
-            self.rows.append(row)
-            good.append(line)
-        repaired = "\n".join(good) + "\n"
-        if repaired != text:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(repaired)
-            os.replace(tmp, self.path)
-
-    def write(self, row: dict) -> None:
-        """Append one row (a dict with every column) and flush it to disk."""
-        with open(self.path, "a") as f:
-            f.write("\t".join(_fmt(row[c]) for c in self.columns) + "\n")
-        self.rows.append(dict(row))
-        self.done.add(int(row["idx"]))
-
-
-def _parse(v: str):
-    try:
-        return int(v)
-    except ValueError:
-        return float(v)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
-    return str(v)
 
 
 def radius_grid(max_radius: float, step: float = RADIUS_STEP, at_least: float = 1.0) -> list[float]:

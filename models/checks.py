@@ -48,3 +48,14 @@ def check_model_data(model: LoadedModel, data_shape: tuple[int, ...], num_labels
     if not torch.isfinite(out).all():
         raise CertkitError("the model produced NaN or inf logits on a clean input")
     return shape
+
+
+def fit_data_to_model(model: LoadedModel, data):
+    """Run :func:`check_model_data` for a dataset (anything with x, y, input_shape, num_classes) and return it
+    with x reshaped to the model's input shape when only the layout differs."""
+    import dataclasses
+
+    shape = check_model_data(model, data.input_shape, data.num_classes)
+    if shape == tuple(data.input_shape):
+        return data
+    return dataclasses.replace(data, x=data.x.reshape((len(data),) + shape))

@@ -42,10 +42,16 @@ class NormalizeLayer(nn.Module):
             raise CertkitError("normalization std must be > 0")
         self.register_buffer("mean", mean_t, persistent=False)
         self.register_buffer("std", std_t, persistent=False)
+        self.per_channel = mean_t.numel() > 1
+
+    def scale_shift(self, sample_shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1/std, -mean/std) shaped to broadcast over one input of ``sample_shape`` (channel first)."""
+        shape = (-1,) + (1,) * (len(sample_shape) - 1) if self.per_channel else (1,) * max(len(sample_shape), 1)
+        return (1.0 / self.std).view(shape), (-self.mean / self.std).view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2) if self.mean.numel() > 1 else (1,) * x.dim()
-        return (x - self.mean.view(shape)) / self.std.view(shape)
+        scale, shift = self.scale_shift(tuple(x.shape[1:]))
+        return x * scale + shift
 
 
 def _flat_dim(input_shape: Sequence[int]) -> int:

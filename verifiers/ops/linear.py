@@ -1,0 +1,32 @@
+"""Linear layers: y = x W^T + b on the last dim (Gowal et al. 2018 IBP; Zhang et al. 2018 CROWN backward)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from certkit.verifiers.ops.base import Op, center_radius, sum_node
+
+
+class Linear(Op):
+    """``nn.Linear`` (weights read live from the module, so bounds are differentiable w.r.t. them)."""
+
+    name = "Linear"
+
+    def __init__(self, module: nn.Linear):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)
+
+    def ibp(self, iv):
+        c, r = center_radius(iv)
+        c2 = self.module(c)
+        r2 = F.linear(r, self.module.weight.abs())
+        return c2 - r2, c2 + r2
+
+    def backward(self, A, *_):
+        w, b = self.module.weight, self.module.bias
+        bias = None if b is None else sum_node(A * b)
+        return [A.matmul(w)], bias

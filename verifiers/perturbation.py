@@ -1,0 +1,75 @@
+"""Input perturbation sets and the concretization of linear bounds over them.
+
+Units: x, eps, x_L, x_U are in the model's raw input units (for certkit checkpoints the [0,1] data range;
+normalization is a layer inside the model, so eps is divided by std implicitly by propagation).
+"""
+from __future__ import annotations
+
+import torch
+
+from certkit.common.errors import CertkitError
+
+
+class Perturbation:
+    """A set of inputs around a batch of points. ``box()`` encloses it; ``lower(A)`` = min over the set of
+    sum(A * x) for A of shape (B, S, *input_shape), returning (B, S)."""
+
+    def box(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def lower(self, A: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def center(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Box(Perturbation):
+    """Per-input box x_L <= x <= x_U, shapes (B, *input_shape)."""
+
+    def __init__(self, x_L: torch.Tensor, x_U: torch.Tensor):
+        if x_L.shape != x_U.shape:
+            raise CertkitError(f"x_L and x_U shapes differ: {tuple(x_L.shape)} vs {tuple(x_U.shape)}")
+        if torch.any(x_L > x_U):
+            raise CertkitError("x_L must be <= x_U everywhere")
+        if not (torch.isfinite(x_L).all() and torch.isfinite(x_U).all()):
+            raise CertkitError("input box bounds must be finite")
+        self.x_L, self.x_U = x_L, x_U
+
+    def box(self):
+        return self.x_L, self.x_U
+
+    def center(self):
+        return (self.x_L + self.x_U) / 2
+
+    def lower(self, A):
+        c, r = (self.x_U + self.x_L) / 2, (self.x_U - self.x_L) / 2
+        return (A * c.unsqueeze(1)).flatten(2).sum(-1) - (A.abs() * r.unsqueeze(1)).flatten(2).sum(-1)
+
+
+def linf_ball(x: torch.Tensor, eps: float, data_range: tuple[float, float] | None = (0.0, 1.0)) -> Box:
+    """Linf ball of radius eps around x (B, *shape), clipped to the data range."""
+    if not eps >= 0:
+        raise CertkitError(f"eps must be >= 0, got {eps}")
+    lo, hi = x - eps, x + eps
+    if data_range is not None:
+        lo, hi = lo.clamp(min=data_range[0]), hi.clamp(max=data_range[1])
+    return Box(lo, hi)
+
+
+class L2Ball(Perturbation):
+    """{x : ||x - x0||_2 <= eps} per input (not intersected with the data range: a sound superset)."""
+
+    def __init__(self, x0: torch.Tensor, eps: float):
+        if not eps >= 0:
+            raise CertkitError(f"eps must be >= 0, got {eps}")
+        self.x0, self.eps = x0, float(eps)
+
+    def box(self):
+        return self.x0 - self.eps, self.x0 + self.eps
+
+    def center(self):
+        return self.x0
+
+    def lower(self, A):
+        return (A * self.x0.unsqueeze(1)).flatten(2).sum(-1) - self.eps * A.flatten(2).norm(dim=-1)
