@@ -218,5 +218,134 @@ def train(method, dataset, data_path, arch, hidden, sigma, epochs, batch, optimi
     click.echo(f"checkpoint: {out}\nlog: {Path(out).with_suffix('.log.csv')}")
 
 
+@main.command()
+@click.option("--check", "check_only", is_flag=True,
+              help="Only run the pre-flight check of --model / --onnx: list every unsupported op, node and shape problem.")
+@model_options
+@click.option("--input-shape", default=None, help="Per-sample input shape for --check of a factory model, e.g. 1,28,28.")
+@click.option("--dataset", default="digits", show_default=True, help="digits, mnist DIR, cifar10 DIR or npz FILE.")
+@click.argument("data_path", required=False, type=click.Path())
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--eps", type=float, default=None,
+              help="Perturbation radius in data-range units ([0,1] pixels); Linf balls are clipped to [0,1].")
+@click.option("--norm", type=click.Choice(["inf", "2"]), default="inf", show_default=True)
+@click.option("--method", "methods", default="IBP,CROWN-IBP,CROWN", show_default=True,
+              help="Comma-separated bound methods: IBP, CROWN-IBP, CROWN, alpha-CROWN.")
+@click.option("--batch", type=int, default=32, show_default=True, help="Inputs bounded together.")
+@click.option("--skip", type=int, default=1, show_default=True)
+@click.option("--max", "max_inputs", type=int, default=None)
+@click.option("--pgd-steps", type=int, default=50, show_default=True)
+@click.option("--pgd-restarts", type=int, default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Per-input TSV. Default: ./certkit-results/.")
+@click.option("--resume", is_flag=True)
+@click.option("--overwrite", is_flag=True)
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None)
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None, help="VNN-COMP network.")
+@click.option("--vnnlib", "vnnlib_path", type=click.Path(dir_okay=False), default=None, help="VNN-LIB 1.0 property.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per VNN-COMP instance.")
+@click.option("--result", "result_path", type=click.Path(dir_okay=False), default=None,
+              help="VNN-COMP result file (sat + counterexample, unsat, unknown, timeout, error).")
+@click.option("--instances", "instances_csv", type=click.Path(dir_okay=False), default=None,
+              help="A benchmark's instances.csv (onnx,vnnlib,timeout rows, paths relative to it).")
+@click.option("--results", "results_csv", type=click.Path(dir_okay=False), default=None,
+              help="Results CSV for --instances (onnx,vnnlib,result,seconds,reason).")
+@click.option("--result-dir", type=click.Path(file_okay=False), default=None,
+              help="With --instances: also write one VNN-COMP result file per instance here.")
+@click.option("--no-bab", is_flag=True, help="VNN-COMP: bounds only, no input-split branch and bound.")
+@click.option("--quiet", is_flag=True)
+@_friendly
+def verify(check_only, model, weights, allow_pickle, input_shape, dataset, data_path, split, eps, norm, methods,
+           batch, skip, max_inputs, pgd_steps, pgd_restarts, seed, device, out, resume, overwrite, summary_json,
+           onnx_path, vnnlib_path, timeout, result_path, instances_csv, results_csv, result_dir, no_bab, quiet):
+    """Verify robustness with bound propagation (IBP, CROWN-IBP, CROWN, alpha-CROWN).
+
+    \b
+    Three uses:
+      certkit verify --model M --dataset D --eps E      clean / PGD / verified accuracy per method
+      certkit verify --onnx N --vnnlib P --result R     one VNN-COMP instance (sat/unsat/unknown/timeout/error)
+      certkit verify --instances instances.csv --results results.csv
+    and `certkit verify --check --model M` (or --onnx N) for the pre-flight check alone.
+    """
+    method_list = [m for m in methods.split(",") if m.strip()]
+    if check_only:
+        _verify_check(model, weights, allow_pickle, onnx_path, input_shape)
+        return
+    if instances_csv:
+        from certkit.verifiers.vnncomp import run_instances
+
+        results_csv = results_csv or str(Path(instances_csv).with_name("results.csv"))
+        rows = run_instances(instances_csv, results_csv, result_dir=result_dir, quiet=quiet, bab=not no_bab)
+        counts = {}
+        for r in rows:
+            counts[r["result"]] = counts.get(r["result"], 0) + 1
+        click.echo("results: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"  ({results_csv})")
+        return
+    if onnx_path or vnnlib_path:
+        if not (onnx_path and vnnlib_path):
+            raise CertkitError("a VNN-COMP instance needs both --onnx and --vnnlib")
+        if not timeout > 0:
+            raise CertkitError(f"--timeout must be > 0, got {timeout}")
+        from certkit.verifiers.vnncomp import format_result, verify_instance, write_result_file
+
+        res = verify_instance(onnx_path, vnnlib_path, timeout, bab=not no_bab)
+        if result_path:
+            write_result_file(result_path, res)
+        click.echo(format_result(res).rstrip())
+        if res.reason:
+            click.echo(f"{res.status}: {res.reason}", err=True)
+        click.echo(f"({res.seconds:.2f} s{', ' + res.method if res.method else ''}"
+                   f"{f', {res.domains} domains' if res.domains else ''})", err=True)
+        if res.status == "error":
+            sys.exit(1)
+        return
+    if eps is None:
+        raise CertkitError("--eps is required with --model (perturbation radius in [0,1] pixel units)")
+    from certkit.verifiers.verify import VerifyConfig, run_verify
+
+    if out is None:
+        if resume:
+            raise CertkitError("--resume needs --out FILE (the TSV to continue)")
+        import time as _time
+        out = str(Path("certkit-results") / f"verify_{dataset}_eps{eps:g}_{norm}_{_time.strftime('%Y%m%d-%H%M%S')}.tsv")
+    cfg = VerifyConfig(out=out, eps=eps, model=model, weights=weights, allow_pickle=allow_pickle, dataset=dataset,
+                       data_path=data_path, split=split, norm=norm, methods=method_list, batch=batch, skip=skip,
+                       max_inputs=max_inputs, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed,
+                       device=device, resume=resume, overwrite=overwrite)
+    rows, summary = run_verify(cfg, quiet=quiet)
+    unit = "Linf" if norm == "inf" else "L2"
+    click.echo(f"{summary['inputs']['dataset']} {summary['inputs']['split']}: {summary['n_inputs']} inputs, "
+               f"{unit} eps={eps:g} (data range [0,1])")
+    click.echo(f"{'clean accuracy':<28}{summary['clean_accuracy']:.3f}")
+    click.echo(f"{'PGD accuracy':<28}{summary['pgd_accuracy']:.3f}   ({summary['seconds']['PGD']:.2f} s)")
+    for m, v in summary["verified_accuracy"].items():
+        click.echo(f"{'verified accuracy ' + m:<30}{v:.3f}   ({summary['seconds'][m]:.2f} s)")
+    click.echo(f"results: {out}")
+    click.echo(f"summary: {_write_summary(summary, summary_json, out)}")
+
+
+def _verify_check(model, weights, allow_pickle, onnx_path, input_shape):
+    from certkit.models import load_model
+    from certkit.verifiers import check_model
+
+    loaded = load_model(onnx_path or model, weights, allow_pickle)
+    shape = loaded.input_shape
+    if input_shape:
+        try:
+            shape = tuple(int(s) for s in input_shape.split(","))
+        except ValueError:
+            raise CertkitError(f"--input-shape must be comma-separated integers, got {input_shape!r}") from None
+    if shape is None:
+        raise CertkitError("this model does not record its input shape: pass --input-shape C,H,W")
+    problems = check_model(loaded.module, shape)
+    if problems:
+        click.echo(f"{loaded.source}: {len(problems)} problem(s) for bound propagation:")
+        for p in problems:
+            click.echo(f"  - {p}")
+        sys.exit(1)
+    click.echo(f"{loaded.source}: OK, every op is supported (input shape {shape})")
+
+
 if __name__ == "__main__":
     main()

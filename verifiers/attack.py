@@ -18,7 +18,7 @@ def margin_objective(model: torch.nn.Module, y: torch.Tensor) -> Callable[[torch
     def obj(x):
         z = model(x)
         zy = z.gather(1, y[:, None])
-        other = z.masked_fill(torch.nn.functional.one_hot(y, z.shape[1]).bool(), float("inf"))
+        other = z.masked_fill(torch.nn.functional.one_hot(y, z.shape[1]).bool(), float("-inf"))
         return (zy - other).min(1).values
     return obj
 

@@ -13,6 +13,8 @@ IBP and CROWN-IBP (and CROWN) are differentiable w.r.t. the model weights when c
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from certkit.common.errors import CertkitError
@@ -121,25 +123,30 @@ class BoundedModule:
         A_in = acc.pop(0, None)
         return total if A_in is None else total + pert.lower(A_in)
 
-    def _backward_interval(self, i: int, pert: Perturbation, bounds: list, relax: dict) -> ops.Interval:
-        """(l, u) of node i by backward passes from +-identity rows, chunked to the memory budget."""
+    def _backward_interval(self, i: int, pert: Perturbation, bounds: list, relax: dict,
+                           only: torch.Tensor | None = None) -> ops.Interval:
+        """(l, u) of node i by backward passes from +-identity rows, chunked to the memory budget.
+
+        ``only`` (flat bool mask over the node's neurons) restricts the passes to those neurons; the others get
+        +-inf here (callers intersect with IBP bounds)."""
         shape = self.graph.nodes[i].shape
-        n = 1
-        for s in shape:
-            n *= s
+        n = torch.Size(shape).numel()
         x = pert.center()
         B = x.shape[0]
+        picked = torch.arange(n, device=x.device) if only is None else torch.nonzero(only).flatten()
+        low = torch.full((B, n), -math.inf, device=x.device, dtype=x.dtype)
+        high = torch.full((B, n), math.inf, device=x.device, dtype=x.dtype)
         biggest = max(max(1, torch.Size(nd.shape).numel()) for nd in self.graph.nodes[:i + 1])
-        chunk = max(1, min(n, self.budget // max(1, 2 * B * biggest)))
-        eye = torch.eye(n, device=x.device, dtype=x.dtype)
-        lows, highs = [], []
-        for s0 in range(0, n, chunk):
-            rows = eye[s0:s0 + chunk]
-            A0 = torch.cat([rows, -rows], 0).unsqueeze(0).expand(B, -1, -1).reshape((B, 2 * rows.shape[0]) + shape)
+        chunk = max(1, self.budget // max(1, 2 * B * biggest))
+        for s0 in range(0, picked.numel(), chunk):
+            sel = picked[s0:s0 + chunk]
+            rows = torch.zeros((sel.numel(), n), device=x.device, dtype=x.dtype)
+            rows[torch.arange(sel.numel()), sel] = 1.0
+            A0 = torch.cat([rows, -rows], 0).unsqueeze(0).expand(B, -1, -1).reshape((B, 2 * sel.numel()) + shape)
             lb = self._backward(i, A0, pert, bounds, relax)
-            lows.append(lb[:, :rows.shape[0]])
-            highs.append(-lb[:, rows.shape[0]:])
-        return torch.cat(lows, 1).reshape((B,) + shape), torch.cat(highs, 1).reshape((B,) + shape)
+            low[:, sel] = lb[:, :sel.numel()]
+            high[:, sel] = -lb[:, sel.numel():]
+        return low.reshape((B,) + shape), high.reshape((B,) + shape)
 
     def crown_intermediate(self, pert: Perturbation) -> tuple[list, dict]:
         """CROWN bounds of every activation input (intersected with IBP); other nodes keep IBP bounds."""
@@ -150,8 +157,13 @@ class BoundedModule:
             j = self.graph.nodes[a].inputs[0]
             if j in done:
                 continue
-            l, u = self._backward_interval(j, pert, bounds, relax)
-            bounds[j] = (torch.maximum(l, bounds[j][0]), torch.minimum(u, bounds[j][1]))
+            l0, u0 = bounds[j]
+            unstable = ((l0 < 0) & (u0 > 0)).flatten(1).any(0)  # neurons IBP leaves unstable in some input
+            if not unstable.any():
+                done.add(j)
+                continue
+            l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)
+            bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
             done.add(j)
         return bounds, {}
 

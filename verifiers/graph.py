@@ -125,8 +125,9 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
     model.eval()
     gm.eval()
     rec = _Recorder(gm)
-    example = torch.rand((2,) + tuple(input_shape), device=next((p.device for p in model.parameters()),
-                                                                  torch.device("cpu")))
+    ref = next(iter(list(model.parameters()) + list(model.buffers())), torch.zeros(()))
+    dtype = ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
+    example = torch.rand((2,) + tuple(input_shape), device=ref.device, dtype=dtype)
     try:
         with torch.no_grad():
             rec.run(example)
@@ -157,7 +158,7 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
                 arg = arg[0] if len(arg) == 1 else None
             if not is_data(arg):
                 problems.append("the model output is not a single tensor computed from the input")
-            else:
+            elif index[arg.name] >= 0:
                 output = index[arg.name]
             continue
         data_args = [a for a in list(n.args) + list(n.kwargs.values()) if is_data(a)]
@@ -174,6 +175,8 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
             continue
         shape = tuple(val.shape[1:])
         op, ins = None, [index[a.name] for a in data_args]
+        if any(i < 0 for i in ins):  # fed by an unsupported node: check the op itself, shapes are unknown
+            ins = [0] * len(ins)
 
         def const_of(a):
             v = rec.values[a.name] if isinstance(a, fx.Node) else a
@@ -258,6 +261,7 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
         else:
             problems.append(f"{where}: unsupported node kind {n.op}")
         if op is None:
+            index[n.name] = -1  # still data, so the nodes that consume it are checked too
             continue
         op.in_shapes = [nodes[i].shape for i in ins]
         op.out_shape = shape

@@ -15,6 +15,7 @@ Relaxation = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 class Activation(Op):
     affine = False
+    zero_lower_intercept = False
 
     def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None) -> Relaxation:
         raise NotImplementedError
@@ -27,8 +28,11 @@ class Activation(Op):
         aL, cL, aU, cU = relaxation if relaxation is not None else self.relax(*in_bounds, alpha)
         if aL.dim() < A.dim():
             aL, cL, aU, cU = (t.unsqueeze(1) for t in (aL, cL, aU, cU))
-        Ap, An = A.clamp(min=0), A.clamp(max=0)
-        return [Ap * aL + An * aU], sum_node(Ap * cL + An * cU)
+        pos = A >= 0
+        A_in = torch.where(pos, A * aL, A * aU)
+        if self.zero_lower_intercept:  # ReLU: c_L = 0, only the upper line has an intercept
+            return [A_in], sum_node(torch.where(pos, torch.zeros_like(A), A * cU))
+        return [A_in], sum_node(torch.where(pos, A * cL, A * cU))
 
 
 class ReLU(Activation):
@@ -36,6 +40,7 @@ class ReLU(Activation):
     ("adaptive"), or a_L = alpha in [0, 1] for unstable neurons (alpha-CROWN). Stable neurons are exact."""
 
     name = "ReLU"
+    zero_lower_intercept = True
 
     def forward(self, x):
         return torch.relu(x)

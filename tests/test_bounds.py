@@ -1,0 +1,262 @@
+"""Soundness and tightness of IBP / CROWN-IBP / CROWN / alpha-CROWN.
+
+Soundness: lb <= C f(x') <= ub for 10^4 uniform samples and PGD points of the box, on random float64 nets
+covering every supported op. Exactness: against the exact optimum of a MILP (scipy HiGHS) on tiny ReLU nets.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.optimize import Bounds, LinearConstraint, milp
+from torch import nn
+
+from certkit.common.errors import CertkitError
+from certkit.models.zoo import NormalizeLayer
+from certkit.verifiers import METHODS, BoundedModule, L2Ball, check_model, linf_ball, margin_spec
+from certkit.verifiers.attack import pgd_box
+
+torch.set_default_dtype(torch.float32)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 2, 3, padding=1)
+        self.skip = nn.Identity()
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(2 * 6 * 6, 3)
+
+    def forward(self, x):
+        h = self.c2(torch.relu(self.c1(x)))
+        y = self.skip(x) + h          # residual Add
+        y = torch.relu(y) - 0.5 * h   # Sub of two data tensors, Mul by a constant
+        return self.fc(self.drop(torch.flatten(y, 1)))
+
+
+class ConstArith(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = NormalizeLayer([0.4, 0.6], [0.2, 0.3])
+        self.fc1 = nn.Linear(2 * 3 * 3, 10)
+        self.fc2 = nn.Linear(10, 4)
+
+    def forward(self, x):
+        x = 1.0 - self.norm(x) / 3.0 + 0.25       # RSub, Div, Add constants
+        h = F.relu(self.fc1(x.view(x.size(0), -1)))  # view with x.size(0)
+        return self.fc2(-h * 2.0)
+
+
+def _bn(n, dim=2):
+    bn = nn.BatchNorm2d(n) if dim == 2 else nn.BatchNorm1d(n)
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(-1.5, 1.5)  # negative gamma too
+    bn.bias.data.uniform_(-0.5, 0.5)
+    return bn
+
+
+def _nets():
+    torch.manual_seed(0)
+    return {
+        "mlp": (nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                              nn.Linear(16, 4)), (6,)),
+        "cnn_bn_pool": (nn.Sequential(
+            nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1), _bn(4), nn.ReLU(),
+            nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2), nn.ReLU(),
+            nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), nn.Flatten(),
+            nn.Linear(6 * 4 * 4, 3)), (2, 7, 7)),
+        "residual": (Residual(), (2, 6, 6)),
+        "sigmoid_tanh": (nn.Sequential(nn.Linear(5, 12), nn.Sigmoid(), nn.Linear(12, 12), nn.Tanh(),
+                                       nn.Linear(12, 3)), (5,)),
+        "bn1d_const": (nn.Sequential(nn.Linear(4, 8), _bn(8, 1), nn.ReLU(), nn.Linear(8, 3)), (4,)),
+        "normalize_arith": (ConstArith(), (2, 3, 3)),
+    }
+
+
+def _check_sound(net, shape, method, eps, n_samples=10_000, B=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    net = net.double().eval()
+    x = torch.rand((B,) + shape, generator=gen, dtype=torch.float64)
+    pert = linf_ball(x, eps, None)
+    bm = BoundedModule(net, shape)
+    with torch.enable_grad() if method == "alpha-CROWN" else torch.no_grad():
+        lb, ub = bm.compute_bounds(pert, None, method)
+    lb, ub = lb.detach(), ub.detach()
+    K = lb.shape[1]
+    u = torch.rand((n_samples, B) + shape, generator=gen, dtype=torch.float64)
+    xs = pert.x_L + u * (pert.x_U - pert.x_L)
+    with torch.no_grad():
+        ys = net(xs.reshape((-1,) + shape)).reshape(n_samples, B, K)
+    tol = 1e-9 * (1 + ys.abs().max())
+    assert (ys >= lb - tol).all(), (method, (lb - ys).max())
+    assert (ys <= ub + tol).all(), (method, (ys - ub).max())
+    # PGD points: minimize and maximize every output inside the box
+    for k in range(K):
+        for sign in (1.0, -1.0):
+            xa, val = pgd_box(lambda z: sign * net(z)[:, k], pert.x_L, pert.x_U, steps=30, restarts=2,
+                              generator=gen, early_stop=False)
+            yk = net(xa)[:, k].detach()
+            assert (yk >= lb[:, k] - tol).all() and (yk <= ub[:, k] + tol).all(), (method, k)
+    return lb, ub
+
+
+@pytest.mark.parametrize("name", list(_nets()))
+@pytest.mark.parametrize("method", METHODS)
+def test_bounds_contain_sampled_and_attacked_outputs(name, method):
+    net, shape = _nets()[name]
+    _check_sound(net, shape, method, eps=0.15)
+
+
+def test_l2_ball_bounds_are_sound():
+    net, shape = _nets()["mlp"]
+    net = net.double()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand((2,) + shape, dtype=torch.float64, generator=gen)
+    bm = BoundedModule(net, shape)
+    for method in METHODS:
+        with torch.enable_grad():
+            lb, ub = bm.compute_bounds(L2Ball(x, 0.3), None, method)
+        d = torch.randn((5000, 2) + shape, generator=gen, dtype=torch.float64)
+        d = d / d.flatten(2).norm(dim=2)[..., None] * 0.3 * torch.rand((5000, 2, 1), generator=gen, dtype=torch.float64)
+        ys = net((x + d).reshape((-1,) + shape)).reshape(5000, 2, -1).detach()
+        assert (ys >= lb.detach() - 1e-9).all() and (ys <= ub.detach() + 1e-9).all(), method
+
+
+def test_tightness_order_and_alpha_improves_crown():
+    net, shape = _nets()["mlp"]
+    net = net.double()
+    x = torch.rand((4,) + shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    C = margin_spec(torch.tensor([0, 1, 2, 3]), 4).double()
+    bm = BoundedModule(net, shape)
+    pert = linf_ball(x, 0.2, None)
+    with torch.enable_grad():
+        res = {m: bm.compute_bounds(pert, C, m)[0].detach() for m in METHODS}
+    assert (res["alpha-CROWN"] >= res["CROWN"] - 1e-12).all()
+    assert (res["alpha-CROWN"] > res["CROWN"] + 1e-6).any()  # the optimization does something here
+    assert (res["CROWN"] >= res["CROWN-IBP"] - 1e-9).all()    # tighter intermediate bounds
+
+
+def test_ibp_last_layer_elision_is_at_least_as_tight():
+    for name, (net, shape) in _nets().items():
+        net = net.double()
+        x = torch.rand((3,) + shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        K = net(x).shape[1]
+        C = margin_spec(torch.zeros(3, dtype=torch.long), K).double()
+        bm = BoundedModule(net, shape)
+        pert = linf_ball(x, 0.1, None)
+        lb_e, ub_e = bm.compute_bounds(pert, C, "IBP", elide=True)
+        lb_n, ub_n = bm.compute_bounds(pert, C, "IBP", elide=False)
+        assert (lb_e >= lb_n - 1e-12).all() and (ub_e <= ub_n + 1e-12).all(), name
+
+
+# ------------------------------------------------------------------ exact optimum by MILP (HiGHS)
+def _ibp_np(layers, lo, hi):
+    out = []
+    for W, b in layers[:-1]:
+        c, r = (hi + lo) / 2, (hi - lo) / 2
+        zc, zr = W @ c + b, np.abs(W) @ r
+        out.append((zc - zr, zc + zr))
+        lo, hi = np.maximum(zc - zr, 0), np.maximum(zc + zr, 0)
+    return out
+
+
+def exact_min(layers, c, lo, hi):
+    """min over the box of c . f(x) for a ReLU MLP, as a big-M MILP with IBP pre-activation bounds."""
+    pre = _ibp_np(layers, lo, hi)
+    n0 = lo.size
+    sizes = [W.shape[0] for W, _ in layers[:-1]]
+    nvar = n0 + 2 * sum(sizes)
+    A, lbs, ubs = [], [], []
+    var_lo, var_hi = list(lo), list(hi)
+    integrality = [0] * n0
+    prev = list(range(n0))
+    off = n0
+    for (W, b), (l, u), h in zip(layers[:-1], pre, sizes):
+        a_idx, d_idx = list(range(off, off + h)), list(range(off + h, off + 2 * h))
+        var_lo += [0.0] * h + [0.0] * h
+        var_hi += [max(float(v), 0.0) for v in u] + [1.0] * h
+        integrality += [0] * h + [1] * h
+        for i in range(h):
+            z = np.zeros(nvar)
+            z[prev] = W[i]
+            # a >= z  ->  a - z >= b_i
+            row = -z.copy(); row[a_idx[i]] += 1
+            A.append(row); lbs.append(b[i]); ubs.append(np.inf)
+            # a <= z - l (1 - d)  ->  a - z - l d <= b_i - l
+            row = -z.copy(); row[a_idx[i]] += 1; row[d_idx[i]] -= l[i]
+            A.append(row); lbs.append(-np.inf); ubs.append(b[i] - l[i])
+            # a <= u d
+            row = np.zeros(nvar); row[a_idx[i]] = 1; row[d_idx[i]] = -max(u[i], 0)
+            A.append(row); lbs.append(-np.inf); ubs.append(0.0)
+        prev, off = a_idx, off + 2 * h
+    W, b = layers[-1]
+    obj = np.zeros(nvar)
+    obj[prev] = c @ W
+    res = milp(obj, constraints=LinearConstraint(np.array(A), lbs, ubs), integrality=integrality,
+               bounds=Bounds(var_lo, var_hi), options={"mip_rel_gap": 0, "presolve": True})
+    assert res.status == 0, res.message
+    return res.fun + float(c @ b)
+
+
+@pytest.mark.parametrize("eps,seed", [(0.3, 0), (0.5, 1), (0.002, 2)])
+def test_lower_bounds_below_exact_optimum_and_crown_exact_when_stable(eps, seed):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    layers = [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in net if isinstance(m, nn.Linear)]
+    x = torch.rand(1, 3, dtype=torch.float64)
+    pert = linf_ball(x, eps, None)
+    bm = BoundedModule(net, (3,))
+    C = torch.tensor([[[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64)
+    exact = [exact_min(layers, C[0, j].numpy(), pert.x_L[0].numpy(), pert.x_U[0].numpy()) for j in range(2)]
+    with torch.enable_grad():
+        lbs = {m: bm.compute_bounds(pert, C, m)[0].detach()[0] for m in METHODS}
+    for m, lb in lbs.items():
+        assert all(lb[j] <= exact[j] + 1e-7 for j in range(2)), (m, lb, exact)
+    pre = _ibp_np(layers, pert.x_L[0].numpy(), pert.x_U[0].numpy())
+    if all(((l >= 0) | (u <= 0)).all() for l, u in pre):  # every neuron stable: CROWN is exact
+        assert np.allclose(lbs["CROWN"].numpy(), exact, atol=1e-9)
+    else:
+        assert eps > 0.01  # the small-eps case must be the stable one
+        assert any(lbs["CROWN"][j] < exact[j] - 1e-6 for j in range(2))  # relaxation gap exists
+
+
+def test_bounds_are_differentiable_wrt_weights():
+    net, shape = _nets()["cnn_bn_pool"]
+    x = torch.rand((2,) + shape)
+    bm = BoundedModule(net, shape)
+    C = margin_spec(torch.tensor([0, 1]), 3)
+    for m in ("IBP", "CROWN-IBP"):
+        net.zero_grad()
+        lb, _ = bm.compute_bounds(linf_ball(x, 0.05), C, m)
+        (-lb.sum()).backward()
+        grads = [p.grad for p in net.parameters() if p.requires_grad]
+        assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0, m
+
+
+def test_preflight_lists_every_problem():
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.MaxPool2d(2)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = self.pool(x).flatten(1)
+            return self.fc(y * y) + torch.softmax(y, 1).sum()
+
+    problems = check_model(Bad(), (1, 4, 4))
+    text = " ".join(problems)
+    assert "MaxPool2d" in text and "product of two data tensors" in text and "softmax" in text, problems
+    with pytest.raises(CertkitError, match="MaxPool2d"):
+        BoundedModule(Bad(), (1, 4, 4))
+
+
+def test_unknown_method_and_bad_spec():
+    net, shape = _nets()["mlp"]
+    bm = BoundedModule(net, shape)
+    x = torch.rand((2,) + shape)
+    with pytest.raises(CertkitError, match="unknown bound method"):
+        bm.compute_bounds(linf_ball(x, 0.1), None, "DeepPoly")
+    with pytest.raises(CertkitError, match="C must have shape"):
+        bm.compute_bounds(linf_ball(x, 0.1), torch.zeros(2, 3, 7), "IBP")

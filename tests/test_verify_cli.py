@@ -1,0 +1,67 @@
+"""`certkit verify --model` end to end, `--check`, and PGD on a problem with a closed-form answer."""
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from certkit.verifiers.attack import pgd_attack
+from conftest import assert_clean_error
+
+
+def test_verify_bundled_model(cli, tmp_path):
+    out, summ = tmp_path / "v.tsv", tmp_path / "v.json"
+    r = cli("verify", "--eps", 0.02, "--method", "IBP,CROWN-IBP,CROWN,alpha-CROWN", "--max", 40, "--quiet",
+            "--out", out, "--summary-json", summ)
+    assert r.exit_code == 0, r.output
+    s = json.loads(summ.read_text())
+    for key in ("eps", "norm", "n_inputs", "clean_accuracy", "pgd_accuracy", "verified_accuracy", "seconds"):
+        assert key in s
+    v = s["verified_accuracy"]
+    assert s["n_inputs"] == 40 and set(v) == {"IBP", "CROWN-IBP", "CROWN", "alpha-CROWN"}
+    assert max(v.values()) <= s["pgd_accuracy"] <= s["clean_accuracy"]
+    assert v["IBP"] <= v["CROWN"] <= v["alpha-CROWN"] and v["CROWN"] > 0.5
+    rows = list(csv.DictReader(open(out), delimiter="\t"))
+    for row in rows:  # per input: verified => PGD-robust => clean-correct
+        assert int(row["verified_alpha_CROWN"]) <= int(row["pgd_robust"]) <= int(row["clean_correct"])
+    r = cli("verify", "--eps", 0.5, "--norm", "2", "--method", "CROWN", "--max", 10, "--quiet",
+            "--out", tmp_path / "l2.tsv")
+    assert r.exit_code == 0 and "verified accuracy CROWN" in r.output
+
+
+def test_verify_check(cli, tmp_path):
+    r = cli("verify", "--check")
+    assert r.exit_code == 0 and "OK" in r.output
+    torch.save(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Softmax(1)), tmp_path / "m.pt")
+    r = cli("verify", "--check", "--model", tmp_path / "m.pt", "--allow-pickle", "--input-shape", "1,8,8")
+    assert r.exit_code == 1 and "MaxPool2d" in r.output and "Softmax" in r.output
+
+
+def test_verify_bad_input(cli, tmp_path):
+    assert_clean_error(cli("verify"), "--eps")
+    assert_clean_error(cli("verify", "--eps", -0.1, "--out", tmp_path / "a.tsv"), "eps")
+    assert_clean_error(cli("verify", "--eps", 0.1, "--method", "DeepPoly", "--out", tmp_path / "b.tsv"), "DeepPoly")
+    assert_clean_error(cli("verify", "--instances", tmp_path / "none.csv"), "not found")
+
+
+def test_pgd_finds_the_closest_counterexample_of_a_linear_classifier():
+    """f(x) = [w.x + b > 0]: the Linf distance to the boundary is |w.x+b| / ||w||_1 and the L2 one |w.x+b| / ||w||_2."""
+    w = torch.tensor([[1.0, -2.0, 0.5, 3.0]])
+    net = nn.Sequential(nn.Linear(4, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(w)
+        net[0].bias.fill_(-0.2)
+    model = lambda x: torch.cat([-net(x), net(x)], 1)
+    x = torch.full((1, 4), 0.5)
+    s = float(net(x).detach())  # 0.5*(1-2+0.5+3) - 0.2 = 1.05 -> class 1
+    y = torch.tensor([1])
+    d_inf, d_2 = s / float(w.abs().sum()), s / float(w.norm())
+    _, robust = pgd_attack(model, x, y, 0.98 * d_inf, "inf", data_range=None)
+    assert robust.item()
+    _, robust = pgd_attack(model, x, y, 1.02 * d_inf, "inf", data_range=None)
+    assert not robust.item()
+    _, robust = pgd_attack(model, x, y, 0.98 * d_2, "2", data_range=None)
+    assert robust.item()
+    _, robust = pgd_attack(model, x, y, 1.02 * d_2, "2", data_range=None)
+    assert not robust.item()

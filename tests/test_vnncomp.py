@@ -1,0 +1,98 @@
+"""VNN-COMP instances on real published files: never unsat where a counterexample exists, every sat validated
+by onnxruntime, result files in the competition format, and the instances.csv runner."""
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from certkit.models.onnx_import import load_onnx  # noqa: E402
+from certkit.verifiers.vnncomp import format_result, run_instances, verify_instance, violates  # noqa: E402
+from certkit.verifiers.vnnlib import parse_vnnlib  # noqa: E402
+from conftest import DATA, assert_clean_error  # noqa: E402
+
+VNN = DATA / "vnncomp2021"
+ACAS11 = VNN / "ACASXU_run2a_1_1_batch_2000.onnx"
+ACAS17 = VNN / "ACASXU_run2a_1_7_batch_2000.onnx"
+
+
+def _check_witness(res, onnx_path, vnnlib_path):
+    """The reported counterexample lies in a box of the property EXACTLY and violates it in onnxruntime."""
+    from fractions import Fraction
+
+    prop = parse_vnnlib(vnnlib_path)
+    m = load_onnx(onnx_path)
+    import torch
+    y = m.run_onnxruntime(torch.from_numpy(res.x.reshape((1,) + m.sample_shape)))[0]
+    assert np.array_equal(y, res.y)
+    hits = [t for t in prop.terms
+            if all(lo <= Fraction(float(v)) <= hi for v, lo, hi in zip(res.x, t.x_L_exact, t.x_U_exact))
+            and violates(t, y)]
+    assert hits, "counterexample does not violate the property"
+    text = format_result(res)
+    assert text.startswith("sat\n((X_0 ") and text.rstrip().endswith(")")
+    assert text.count("(X_") == prop.n_inputs and text.count("(Y_") == prop.n_outputs
+
+
+@pytest.mark.parametrize("onnx_name,vnnlib_name", [("test_sat.onnx", "test_prop.vnnlib"),
+                                                   (ACAS17.name, "prop_3.vnnlib"), (ACAS17.name, "prop_4.vnnlib")])
+def test_sat_instances_give_validated_counterexamples(onnx_name, vnnlib_name):
+    res = verify_instance(VNN / onnx_name, VNN / vnnlib_name, timeout=60)
+    assert res.status == "sat", res
+    _check_witness(res, VNN / onnx_name, VNN / vnnlib_name)
+
+
+@pytest.mark.parametrize("onnx_name,vnnlib_name", [
+    ("test_nano.onnx", "test_nano.vnnlib"), ("test_tiny.onnx", "test_tiny.vnnlib"),
+    ("test_small.onnx", "test_small.vnnlib"), ("test_unsat.onnx", "test_prop.vnnlib"),
+    (ACAS11.name, "prop_1.vnnlib"), (ACAS11.name, "prop_4.vnnlib")])
+def test_unsat_instances_are_proved(onnx_name, vnnlib_name):
+    res = verify_instance(VNN / onnx_name, VNN / vnnlib_name, timeout=120)
+    assert res.status == "unsat", res
+
+
+def test_hard_instance_never_answers_unsat_wrongly_under_a_short_timeout():
+    """ACAS 1_7 prop 3 is sat: with bounds alone (no time to search), certkit must not claim unsat."""
+    res = verify_instance(ACAS17, VNN / "prop_3.vnnlib", timeout=60, bab=False)
+    assert res.status in ("sat", "unknown"), res
+
+
+def test_timeout_is_reported(tmp_path):
+    res = verify_instance(ACAS11, VNN / "prop_6.vnnlib", timeout=1.5)
+    assert res.status in ("timeout", "unsat")
+    if res.status == "timeout":
+        assert res.seconds < 30
+
+
+def test_mismatched_sizes_is_an_error_not_a_verdict():
+    res = verify_instance(VNN / "test_nano.onnx", VNN / "prop_1.vnnlib", timeout=10)
+    assert res.status == "error" and "inputs" in res.reason
+
+
+def test_instances_csv_runner(tmp_path):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    for name in ("test_nano.onnx", "test_nano.vnnlib", "test_sat.onnx", "test_prop.vnnlib", "test_unsat.onnx"):
+        shutil.copy(VNN / name, bench)
+    (bench / "instances.csv").write_text("test_nano.onnx,test_nano.vnnlib,60\ntest_sat.onnx,test_prop.vnnlib,60\n"
+                                         "test_unsat.onnx,test_prop.vnnlib,60\n")
+    rows = run_instances(bench / "instances.csv", tmp_path / "results.csv", result_dir=tmp_path / "res", quiet=True)
+    assert [r["result"] for r in rows] == ["unsat", "sat", "unsat"]
+    saved = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [r["result"] for r in saved] == ["unsat", "sat", "unsat"]
+    files = sorted((tmp_path / "res").iterdir())
+    assert [f.read_text().split("\n")[0] for f in files] == ["unsat", "sat", "unsat"]
+
+
+def test_cli_single_instance_and_errors(cli, tmp_path):
+    out = tmp_path / "r.txt"
+    r = cli("verify", "--onnx", VNN / "test_sat.onnx", "--vnnlib", VNN / "test_prop.vnnlib", "--result", out)
+    assert r.exit_code == 0, r.output
+    assert out.read_text().startswith("sat\n((X_0")
+    bad = tmp_path / "bad.vnnlib"
+    bad.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1)\n")
+    r = cli("verify", "--onnx", VNN / "test_nano.onnx", "--vnnlib", bad, "--result", out)
+    assert r.exit_code == 1 and "bad.vnnlib:3:" in r.output and out.read_text() == "error\n"
+    assert_clean_error(cli("verify", "--onnx", VNN / "test_nano.onnx"), "--vnnlib")

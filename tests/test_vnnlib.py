@@ -1,0 +1,71 @@
+"""VNN-LIB 1.0 parser: the forms VNN-COMP uses, and line-numbered errors for malformed files."""
+import gzip
+
+import numpy as np
+import pytest
+
+from certkit.verifiers.vnnlib import VnnlibError, parse_vnnlib, parse_vnnlib_text
+from conftest import DATA
+
+VNN = DATA / "vnncomp2021"
+
+
+def test_real_acas_properties():
+    p1 = parse_vnnlib(VNN / "prop_1.vnnlib")
+    assert (p1.n_inputs, p1.n_outputs, len(p1.terms)) == (5, 5, 1)
+    t = p1.terms[0]
+    # prop 1: unsafe iff Y_0 >= 3.991125645861615  <=>  -Y_0 <= -3.99...
+    assert t.C.tolist() == [[-1.0, 0, 0, 0, 0]] and t.d[0] == pytest.approx(-3.991125645861615)
+    assert t.x_L[0] == pytest.approx(0.6) and t.x_U[0] == pytest.approx(0.679857769)
+    p3 = parse_vnnlib(VNN / "prop_3.vnnlib")  # unsafe iff Y_0 <= Y_j for every j: rows Y_0 - Y_j <= 0
+    assert p3.terms[0].C.tolist() == [[1, -1, 0, 0, 0], [1, 0, -1, 0, 0], [1, 0, 0, -1, 0], [1, 0, 0, 0, -1]]
+    p6 = parse_vnnlib(VNN / "prop_6.vnnlib")  # 2 input boxes x 4 output disjuncts
+    assert len(p6.terms) == 8
+    assert {(round(t.x_L[1], 6), round(t.x_U[1], 6)) for t in p6.terms} == {(0.111408, 0.5), (-0.5, -0.111408)}
+    p7 = parse_vnnlib(VNN / "prop_7.vnnlib")
+    assert len(p7.terms) == 2 and all(t.C.shape == (3, 5) for t in p7.terms)
+
+
+def test_constants_both_sides_strict_and_gz(tmp_path):
+    text = """
+    ; a comment
+    (declare-const X_0 Real) (declare-const X_1 Real)
+    (declare-const Y_0 Real) (declare-const Y_1 Real)
+    (assert (<= X_0 1.5)) (assert (>= X_0 -2e-1))
+    (assert (<= -1 X_1)) (assert (>= 0.25 X_1))
+    (assert (or (and (< Y_0 Y_1) (>= Y_0 3)) (and (> 0.5 Y_1))))
+    """
+    p = parse_vnnlib_text(text)
+    assert np.allclose(p.terms[0].x_L, [-0.2, -1]) and np.allclose(p.terms[0].x_U, [1.5, 0.25])
+    a, b = p.terms
+    assert a.C.tolist() == [[1, -1], [-1, 0]] and a.d.tolist() == [0, -3] and a.strict.tolist() == [True, False]
+    assert b.C.tolist() == [[0, 1]] and b.d.tolist() == [0.5] and b.strict.tolist() == [True]
+    gz = tmp_path / "p.vnnlib.gz"
+    with gzip.open(gz, "wt") as f:
+        f.write(text)
+    assert len(parse_vnnlib(gz).terms) == 2
+
+
+@pytest.mark.parametrize("text,line,words", [
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1)\n", 3, "never closed"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
+     "(assert (<= Y_0 Z_9))\n", 5, "unknown symbol"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
+     "(assert (<= (+ Y_0 Y_0) 1))\n", 5, "arithmetic"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
+     "(assert (<= Y_0 X_0))\n", 5, "not both"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
+     "(assert (xor (<= Y_0 1)))\n", 5, "unsupported operator"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Int)\n", 2, "Real"),
+])
+def test_malformed_files_have_line_numbers(text, line, words):
+    with pytest.raises(VnnlibError) as e:
+        parse_vnnlib_text(text, "bad.vnnlib")
+    assert f"bad.vnnlib:{line}:" in str(e.value) and words in str(e.value)
+
+
+def test_missing_bounds_and_unreadable(tmp_path):
+    with pytest.raises(VnnlibError, match="X_0 lacks"):
+        parse_vnnlib_text("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (<= Y_0 0))")
+    with pytest.raises(VnnlibError, match="cannot read"):
+        parse_vnnlib(tmp_path / "missing.vnnlib")

@@ -1,0 +1,229 @@
+"""Parser for the VNN-LIB 1.0 subset used by VNN-COMP benchmarks.
+
+Supported: ``(declare-const X_i Real)`` / ``(declare-const Y_j Real)``; ``(assert E)`` where E is built from
+``and``, ``or``, and comparisons ``<=``, ``>=``, ``<``, ``>`` between a variable and a number or two variables of
+the same kind (X with constants only; Y with constants or other Y); ``;`` comments; ``.vnnlib.gz`` files.
+
+The property describes the UNSAFE region: the answer is ``sat`` when some input satisfies it (a counterexample),
+``unsat`` when none does. The conjunction of all asserts is expanded into a disjunction of terms; each term is an
+input box plus output constraints ``C y <= d`` (all rows). Every input X_i must be bounded above and below in
+every term. Input index i maps onto the network input in row-major (ONNX) order.
+"""
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from certkit.common.errors import CertkitError
+
+_VAR = re.compile(r"^([XY])_(\d+)$")
+_MAX_TERMS = 100_000
+
+
+class VnnlibError(CertkitError):
+    """A malformed or unsupported VNN-LIB file (message names the file and line)."""
+
+
+@dataclass
+class Term:
+    """One disjunct: input box [x_L, x_U] (float64 and exact rationals) and output rows C y <= d.
+
+    ``strict[j]`` marks rows written with < or > (for exact counterexample checks).
+    """
+
+    x_L: np.ndarray
+    x_U: np.ndarray
+    C: np.ndarray
+    d: np.ndarray
+    strict: np.ndarray
+    x_L_exact: list = field(repr=False, default_factory=list)
+    x_U_exact: list = field(repr=False, default_factory=list)
+
+
+@dataclass
+class Property:
+    """A parsed VNN-LIB property: sizes and the disjunction of terms of its unsafe region."""
+
+    n_inputs: int
+    n_outputs: int
+    terms: list[Term]
+    path: str = ""
+
+
+def _tokenize(text: str, path: str):
+    tokens = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split(";", 1)[0]
+        for tok in re.findall(r"\(|\)|[^\s()]+", line):
+            tokens.append((tok, lineno))
+    return tokens
+
+
+def _parse_sexprs(tokens, path):
+    stack, top = [], []
+    for tok, line in tokens:
+        if tok == "(":
+            stack.append(([], line))
+        elif tok == ")":
+            if not stack:
+                raise VnnlibError(f"{path}:{line}: unbalanced ')'")
+            items, start = stack.pop()
+            node = (items, start)
+            (stack[-1][0] if stack else top).append(node)
+        else:
+            (stack[-1][0] if stack else top).append((tok, line))
+    if stack:
+        raise VnnlibError(f"{path}:{stack[-1][1]}: '(' is never closed")
+    return top
+
+
+def _num(tok: str):
+    try:
+        return Fraction(tok)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+class _Parser:
+    def __init__(self, path: str):
+        self.path = path
+        self.x: set[int] = set()
+        self.y: set[int] = set()
+
+    def err(self, line, msg):
+        return VnnlibError(f"{self.path}:{line}: {msg}")
+
+    def term(self, node):
+        """A leaf: ('X', i) / ('Y', j) / ('c', Fraction)."""
+        tok, line = node
+        if isinstance(tok, list):
+            if len(tok) == 2 and tok[0][0] == "-" and not isinstance(tok[1][0], list) and _num(tok[1][0]) is not None:
+                return ("c", -_num(tok[1][0]))  # (- 1.5)
+            raise self.err(line, "only variables and numbers may be compared (no arithmetic expressions)")
+        m = _VAR.match(tok)
+        if m:
+            kind, i = m.group(1), int(m.group(2))
+            if i not in (self.x if kind == "X" else self.y):
+                raise self.err(line, f"{tok} is used but not declared")
+            return (kind, i)
+        v = _num(tok)
+        if v is None:
+            raise self.err(line, f"unknown symbol {tok!r}")
+        return ("c", v)
+
+    def dnf(self, node) -> list[list]:
+        """DNF of a boolean expression: a list of conjunctions, each a list of atoms (op, a, b, line)."""
+        items, line = node
+        if not isinstance(items, list) or not items:
+            raise self.err(line, "expected an expression in parentheses")
+        head = items[0][0]
+        if head == "and":
+            out = [[]]
+            for sub in items[1:]:
+                out = [a + b for a in out for b in self.dnf(sub)]
+                if len(out) > _MAX_TERMS:
+                    raise self.err(line, f"the property expands to more than {_MAX_TERMS} disjuncts")
+            return out
+        if head == "or":
+            return [c for sub in items[1:] for c in self.dnf(sub)]
+        if head in ("<=", ">=", "<", ">"):
+            if len(items) != 3:
+                raise self.err(line, f"({head} a b) takes exactly two arguments")
+            return [[(head, self.term(items[1]), self.term(items[2]), line)]]
+        raise self.err(line, f"unsupported operator {head!r} (VNN-LIB 1.0 subset: and, or, <=, >=, <, >)")
+
+    def parse(self, text: str) -> Property:
+        forms = _parse_sexprs(_tokenize(text, self.path), self.path)
+        asserts = []
+        for items, line in forms:
+            if not isinstance(items, list) or not items:
+                raise self.err(line, "expected (declare-const ...) or (assert ...)")
+            head = items[0][0]
+            if head == "declare-const":
+                if len(items) != 3 or items[2][0] != "Real":
+                    raise self.err(line, "declare-const takes a name and the sort Real")
+                m = _VAR.match(items[1][0])
+                if not m:
+                    raise self.err(line, f"variable names must be X_i or Y_j, got {items[1][0]!r}")
+                (self.x if m.group(1) == "X" else self.y).add(int(m.group(2)))
+            elif head == "assert":
+                if len(items) != 2:
+                    raise self.err(line, "assert takes one expression")
+                asserts.append(items[1])
+            else:
+                raise self.err(line, f"unsupported command {head!r}")
+        for kind, s in (("X", self.x), ("Y", self.y)):
+            if not s:
+                raise VnnlibError(f"{self.path}: no {kind}_ variables are declared")
+            if s != set(range(len(s))):
+                raise VnnlibError(f"{self.path}: {kind}_ variables must be numbered 0..{len(s) - 1}")
+        if not asserts:
+            raise VnnlibError(f"{self.path}: the file has no assert")
+        conj = [[]]
+        for a in asserts:
+            conj = [c + d for c in conj for d in self.dnf(a)]
+            if len(conj) > _MAX_TERMS:
+                raise VnnlibError(f"{self.path}: the property expands to more than {_MAX_TERMS} disjuncts")
+        terms = [self.term_of(c) for c in conj]
+        return Property(len(self.x), len(self.y), terms, self.path)
+
+    def term_of(self, atoms) -> Term:
+        nx, ny = len(self.x), len(self.y)
+        lo: list = [None] * nx
+        hi: list = [None] * nx
+        rows, ds, strict = [], [], []
+        for op, a, b, line in atoms:
+            if op in (">=", ">"):
+                a, b = b, a                                  # normalise to a <= b
+            kinds = {a[0], b[0]} - {"c"}
+            if len(kinds) != 1:
+                raise self.err(line, "a comparison must involve X variables or Y variables (not both, not only numbers)")
+            if "X" in kinds:
+                if a[0] == "X" and b[0] == "c":
+                    hi[a[1]] = b[1] if hi[a[1]] is None else min(hi[a[1]], b[1])
+                elif a[0] == "c" and b[0] == "X":
+                    lo[b[1]] = a[1] if lo[b[1]] is None else max(lo[b[1]], a[1])
+                else:
+                    raise self.err(line, "comparisons between two inputs are not supported")
+                continue
+            row, d = np.zeros(ny), Fraction(0)
+            for sign, t in ((1, a), (-1, b)):
+                if t[0] == "Y":
+                    row[t[1]] += sign
+                else:
+                    d -= sign * t[1]
+            rows.append(row)
+            ds.append(float(d))
+            strict.append(op in ("<", ">"))
+        missing = [i for i in range(nx) if lo[i] is None or hi[i] is None]
+        if missing:
+            raise VnnlibError(f"{self.path}: input X_{missing[0]} lacks a lower or upper bound in a disjunct")
+        empty = [i for i in range(nx) if lo[i] > hi[i]]
+        if empty:
+            raise VnnlibError(f"{self.path}: input X_{empty[0]} has lower bound > upper bound")
+        return Term(np.array([float(v) for v in lo]), np.array([float(v) for v in hi]),
+                    np.array(rows).reshape(len(rows), ny), np.array(ds), np.array(strict, dtype=bool), lo, hi)
+
+
+def parse_vnnlib(path: str | Path) -> Property:
+    """Parse a ``.vnnlib`` (or ``.vnnlib.gz``) file.
+
+    Raises:
+        VnnlibError (a CertkitError): unreadable file, syntax error or unsupported construct, with its line.
+    """
+    path = Path(path)
+    try:
+        raw = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise VnnlibError(f"cannot read {path}: {e}") from None
+    return _Parser(str(path)).parse(raw)
+
+
+def parse_vnnlib_text(text: str, name: str = "<string>") -> Property:
+    """Parse VNN-LIB text (see :func:`parse_vnnlib`)."""
+    return _Parser(name).parse(text)
