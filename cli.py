@@ -317,8 +317,8 @@ def verify(check_only, model, weights, allow_pickle, input_shape, dataset, data_
     unit = "Linf" if norm == "inf" else "L2"
     click.echo(f"{summary['inputs']['dataset']} {summary['inputs']['split']}: {summary['n_inputs']} inputs, "
                f"{unit} eps={eps:g} (data range [0,1])")
-    click.echo(f"{'clean accuracy':<28}{summary['clean_accuracy']:.3f}")
-    click.echo(f"{'PGD accuracy':<28}{summary['pgd_accuracy']:.3f}   ({summary['seconds']['PGD']:.2f} s)")
+    click.echo(f"{'clean accuracy':<30}{summary['clean_accuracy']:.3f}")
+    click.echo(f"{'PGD accuracy':<30}{summary['pgd_accuracy']:.3f}   ({summary['seconds']['PGD']:.2f} s)")
     for m, v in summary["verified_accuracy"].items():
         click.echo(f"{'verified accuracy ' + m:<30}{v:.3f}   ({summary['seconds'][m]:.2f} s)")
     click.echo(f"results: {out}")

@@ -10,7 +10,8 @@ first dimension is the batch (fixed 1 or symbolic) and the module accepts any ba
 (e.g. ``[1]`` in VNN-COMP's test networks) a batch dimension is added in front.
 
 Supported operators: Gemm, MatMul (constant right operand), Add, Sub, Mul, Div, Relu, Sigmoid, Tanh, Conv (2-D),
-Flatten, Reshape, BatchNormalization, AveragePool (2-D), plus Constant, Identity, Dropout (inference) and
+Flatten, Reshape, BatchNormalization, AveragePool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the
+batch dimension first), plus Constant, Identity, Dropout (inference) and
 constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze, Concat, Cast).
 Anything else raises :class:`CertkitError` naming every unsupported node at once.
 """
@@ -26,7 +27,7 @@ from torch import fx, nn
 from certkit.common.errors import CertkitError
 
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Conv", "Flatten",
-                 "Reshape", "BatchNormalization", "AveragePool", "Constant", "Identity", "Dropout",
+                 "Reshape", "BatchNormalization", "AveragePool", "Pad", "Transpose", "Constant", "Identity", "Dropout",
                  "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast")
 _ACTIVATIONS = {"Relu": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh}
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
@@ -224,6 +225,8 @@ class _Builder:
             return v.reshape(int(np.prod(v.shape[:ax])), -1)
         if op in _ACTIVATIONS:
             return _ACTIVATIONS[op]()(torch.as_tensor(v)).numpy()
+        if op == "Transpose":
+            return np.transpose(v, a.get("perm"))
         raise self.err(node, "constant folding of this op is not supported")
 
     # -- ops on the data tensor ------------------------------------------------------------------------
@@ -364,6 +367,29 @@ class _Builder:
         if ax not in (0, 1):
             raise self.err(node, f"Flatten with axis={ax} mixes the batch dimension")
         return self.fx.call_function(torch.flatten, (ins[0], 1))
+
+    def op_Pad(self, node, a, ins):
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = a.get("pads") if "pads" in a else (ins[1] if len(ins) > 1 else None)
+        value = a.get("value", 0.0) if len(ins) < 3 or ins[2] is None else float(np.asarray(ins[2]).reshape(-1)[0])
+        if not isinstance(pads, (list, np.ndarray)) or mode != "constant" or value != 0.0:
+            raise self.err(node, "only constant zero padding with constant pads is supported")
+        pads = [int(v) for v in np.asarray(pads).reshape(-1)]
+        rank = len(pads) // 2
+        begin, end = pads[:rank], pads[rank:]
+        if rank != 4 or any(begin[:2]) or any(end[:2]) or min(pads) < 0:
+            raise self.err(node, f"only non-negative padding of the two spatial dims of a 4-D tensor is supported, "
+                                 f"got pads={pads}")
+        if not any(pads):
+            return ins[0]
+        return self.fx.call_function(torch.nn.functional.pad, (ins[0], (begin[3], end[3], begin[2], end[2])))
+
+    def op_Transpose(self, node, a, ins):
+        perm = [int(p) for p in a.get("perm", [])]
+        if self.batch_added or not perm or perm[0] != 0:
+            raise self.err(node, f"Transpose must keep the batch dimension first, got perm={perm}")
+        return self.fx.call_function(torch.permute, (ins[0], tuple(perm)))
 
     def op_Reshape(self, node, a, ins):
         x, shape = ins

@@ -260,3 +260,43 @@ def test_unknown_method_and_bad_spec():
         bm.compute_bounds(linf_ball(x, 0.1), None, "DeepPoly")
     with pytest.raises(CertkitError, match="C must have shape"):
         bm.compute_bounds(linf_ball(x, 0.1), torch.zeros(2, 3, 7), "IBP")
+
+
+def test_lower_only_equals_lower_of_both():
+    net, shape = _nets()["residual"]
+    x = torch.rand((2,) + shape, generator=torch.Generator().manual_seed(4))
+    bm = BoundedModule(net, shape)
+    C = margin_spec(torch.tensor([0, 2]), 3)
+    for m in ("IBP", "CROWN-IBP", "CROWN"):
+        with torch.no_grad():
+            lb, ub = bm.compute_bounds(linf_ball(x, 0.05), C, m)
+            lb1, ub1 = bm.compute_bounds(linf_ball(x, 0.05), C, m, bound_upper=False)
+        assert ub1 is None and torch.allclose(lb, lb1, atol=1e-6), m
+
+
+def test_onnx_pad_and_transpose_import_and_bounds(tmp_path):
+    """Zero Pad (opset 9 attribute form) and an NHWC->NCHW Transpose, as in published VNN-COMP conv nets."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from certkit.models.onnx_import import load_onnx
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(size=(3, 2, 3, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(size=(3 * 5 * 4, 4)).astype(np.float32), "M"),
+             numpy_helper.from_array(np.array([-1, 3 * 5 * 4], dtype=np.int64), "shape")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Pad", ["t"], ["p"], mode="constant", pads=[0, 0, 1, 0, 0, 0, 2, 1], value=0.0),
+             helper.make_node("Conv", ["p", "W"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Reshape", ["r", "shape"], ["f"]), helper.make_node("MatMul", ["f", "M"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 7
+    onnx.save(model, str(tmp_path / "pt.onnx"))
+    m = load_onnx(tmp_path / "pt.onnx")
+    xs = torch.rand((4,) + m.sample_shape)
+    np.testing.assert_allclose(m.module(xs).detach().numpy(), m.run_onnxruntime(xs), atol=1e-5)
+    for method in METHODS:
+        _check_sound(m.module, m.sample_shape, method, eps=0.1, n_samples=2000)

@@ -14,6 +14,7 @@ IBP and CROWN-IBP (and CROWN) are differentiable w.r.t. the model weights when c
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -168,7 +169,7 @@ class BoundedModule:
         return bounds, {}
 
     # ------------------------------------------------------------------ alpha-CROWN
-    def _alpha_crown(self, pert, CC, bounds, iterations=20, lr=0.5, decay=0.98, patience=10):
+    def _alpha_crown(self, pert, CC, bounds, iterations=20, lr=0.5, decay=0.98, patience=10, deadline=None):
         g = self.graph
         relu_nodes = [a for a in g.activations() if isinstance(g.nodes[a].op, ops.ReLU)]
         S2 = CC.shape[1]
@@ -197,15 +198,16 @@ class BoundedModule:
                 improved = lb.detach() > best + 1e-7
                 stale = 0 if improved.any() else stale + 1
                 best = torch.maximum(best, lb.detach())
-            if stale >= patience:
-                break
+            if stale >= patience or (deadline is not None and time.perf_counter() > deadline):
+                break  # every iterate is a sound bound: stopping early keeps soundness
         with torch.no_grad():  # the final alphas too (after the last step)
             best = torch.maximum(best, self._backward(g.output, CC, pert, fixed, {}, alphas))
         return best
 
     # ------------------------------------------------------------------ public
     def compute_bounds(self, pert: Perturbation, C: torch.Tensor | None = None, method: str = "CROWN",
-                       elide: bool = True, alpha_iterations: int = 20, alpha_lr: float = 0.5):
+                       elide: bool = True, alpha_iterations: int = 20, alpha_lr: float = 0.5,
+                       bound_upper: bool = True, time_budget: float | None = None):
         """Lower and upper bounds of C f(x) over ``pert``.
 
         Args:
@@ -213,9 +215,12 @@ class BoundedModule:
             C: specification (B, S, K) with K = number of outputs; None = identity (bounds of the outputs).
             method: IBP, CROWN-IBP, CROWN or alpha-CROWN.
             elide: IBP only: fold the last affine layer into C (tighter; False for plain interval output).
+            bound_upper: False skips the upper bound (ub is None), halving the final backward pass; verification
+                and certified training need only lb.
+            time_budget: alpha-CROWN stops optimizing after this many seconds (keeping its best bound so far).
 
         Returns:
-            (lb, ub), each (B, S).
+            (lb, ub), each (B, S) (ub None when bound_upper is False).
 
         Raises:
             CertkitError: unknown method, C of the wrong shape, NaN/inf in the bounds.
@@ -234,7 +239,7 @@ class BoundedModule:
         if method == "IBP":
             lb, ub = self._ibp_output(pert, C, self.ibp(pert), elide)
         else:
-            CC = torch.cat([C, -C], 1).reshape((B, 2 * S) + tuple(g.output_shape))
+            CC = (torch.cat([C, -C], 1) if bound_upper else C).reshape((B, -1) + tuple(g.output_shape))
             if method == "CROWN-IBP":
                 both = self._backward(g.output, CC, pert, self.ibp(pert), {})
             else:
@@ -242,8 +247,11 @@ class BoundedModule:
                 if method == "CROWN":
                     both = self._backward(g.output, CC, pert, bounds, {})
                 else:
-                    both = self._alpha_crown(pert, CC, bounds, alpha_iterations, alpha_lr)
-            lb, ub = both[:, :S], -both[:, S:]
-        if not (torch.isfinite(lb).all() and torch.isfinite(ub).all()):
+                    deadline = None if time_budget is None else time.perf_counter() + time_budget
+                    both = self._alpha_crown(pert, CC, bounds, alpha_iterations, alpha_lr, deadline=deadline)
+            lb, ub = both[:, :S], (-both[:, S:] if bound_upper else None)
+        if not bound_upper:
+            ub = None
+        if not (torch.isfinite(lb).all() and (ub is None or torch.isfinite(ub).all())):
             raise CertkitError(f"{method} produced NaN or inf bounds (weights or inputs too large?)")
         return lb, ub

@@ -220,6 +220,14 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
                     getattr(t, "__name__", "") == "_reshape_batch":
                 op = ops.Reshape()
                 ins = ins[:1]
+            elif t is torch.permute or (n.op == "call_method" and t == "permute"):
+                perm = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+                perm = [int(p) for p in perm]
+                if perm[0] != 0:
+                    problems.append(f"{where}: a permutation must keep the batch dimension first")
+                else:
+                    op = ops.Permute(tuple(p - 1 for p in perm[1:]))
+                    ins = ins[:1]
             elif t in _ACT_FNS:
                 op = _ACT_FNS[t]()
             elif t is F.pad:

@@ -178,7 +178,8 @@ def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> Inst
     for m in methods:
         still = []
         for term in open_terms:
-            if not _refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m).all():
+            if not _refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m,
+                            time_budget=max(dl.left(), 0.0)).all():
                 still.append(term)
             if dl.passed():
                 raise TimeoutError(f"timed out while bounding with {m}")
@@ -204,7 +205,8 @@ def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> Inst
     return InstanceResult("unsat", time.perf_counter() - dl.t0, method="CROWN+input-split BaB", domains=total)
 
 
-def _refuted(bm: BoundedModule, term: Term, lo: torch.Tensor, hi: torch.Tensor, method: str) -> torch.Tensor:
+def _refuted(bm: BoundedModule, term: Term, lo: torch.Tensor, hi: torch.Tensor, method: str,
+             time_budget: float | None = None) -> torch.Tensor:
     """(N,) bool: the unsafe conjunction C y <= d is infeasible on each box (some row has lb > 0)."""
     N = lo.shape[0]
     if term.C.shape[0] == 0:
@@ -212,12 +214,8 @@ def _refuted(bm: BoundedModule, term: Term, lo: torch.Tensor, hi: torch.Tensor, 
     shape = bm.graph.input_shape
     C = torch.tensor(term.C, dtype=torch.float64)[None].expand(N, -1, -1)
     pert = Box(lo.reshape((N,) + shape), hi.reshape((N,) + shape))
-    if method == "alpha-CROWN":
-        with torch.enable_grad():
-            lb, _ = bm.compute_bounds(pert, C, method)
-    else:
-        with torch.no_grad():
-            lb, _ = bm.compute_bounds(pert, C, method)
+    with torch.enable_grad() if method == "alpha-CROWN" else torch.no_grad():
+        lb, _ = bm.compute_bounds(pert, C, method, bound_upper=False, time_budget=time_budget)
     return ((lb.detach() - torch.tensor(term.d)) > 0).any(1)
 
 

@@ -65,7 +65,7 @@ class ReLU(Activation):
         return aL, torch.zeros_like(aL), aU, cU
 
 
-def _bisect(fn, lo, hi, keep_lo: bool, iters: int = 40):
+def _bisect(fn, lo, hi, keep_lo: bool, iters: int = 25):
     """Vectorized bisection for the root of a monotone ``fn`` on [lo, hi].
 
     Returns the end of the final bracket on the side where fn keeps its sign at ``lo`` (keep_lo=True) or at
@@ -104,15 +104,16 @@ class SShaped(Activation):
         chord_c_u = fu - k * u                         # chord through (u, f(u))
         m = (l + u) / 2
         a_mid, c_mid = self._tangent(m)
+        crossing = bool(((l < 0) & (u > 0)).any())
         # lower line
-        dL = _bisect(lambda d: self.f(d) + self.df(d) * (u - d) - fu, torch.minimum(l, torch.zeros_like(l)),
+        dL = l if not crossing else _bisect(lambda d: self.f(d) + self.df(d) * (u - d) - fu, torch.minimum(l, torch.zeros_like(l)),
                      torch.zeros_like(l), keep_lo=True)
         aTL, cTL = self._tangent(dL)
         use_chord_L = k <= self.df(l)
         aL = torch.where(u <= 0, a_mid, torch.where(l >= 0, k, torch.where(use_chord_L, k, aTL)))
         cL = torch.where(u <= 0, c_mid, torch.where(l >= 0, chord_c_l, torch.where(use_chord_L, chord_c_l, cTL)))
         # upper line
-        dU = _bisect(lambda d: self.f(d) + self.df(d) * (l - d) - fl, torch.zeros_like(u),
+        dU = u if not crossing else _bisect(lambda d: self.f(d) + self.df(d) * (l - d) - fl, torch.zeros_like(u),
                      torch.maximum(u, torch.zeros_like(u)), keep_lo=False)
         aTU, cTU = self._tangent(dU)
         use_chord_U = k <= self.df(u)

@@ -19,6 +19,26 @@ class Reshape(Op):
         return [A.reshape(A.shape[:2] + tuple(self.in_shapes[0]))], None
 
 
+class Permute(Op):
+    """Permutation of the per-sample dims (ONNX Transpose keeping the batch first): a linear map."""
+
+    name = "Permute"
+
+    def __init__(self, perm: tuple[int, ...]):
+        super().__init__()
+        self.perm = tuple(int(p) for p in perm)                       # over per-sample dims
+        self.inverse = tuple(sorted(range(len(perm)), key=lambda k: self.perm[k]))
+
+    def forward(self, x):
+        return x.permute((0,) + tuple(p + 1 for p in self.perm))
+
+    def ibp(self, iv):
+        return self.forward(iv[0]), self.forward(iv[1])
+
+    def backward(self, A, *_):
+        return [A.permute((0, 1) + tuple(q + 2 for q in self.inverse))], None
+
+
 class Add(Op):
     """x + y of two data tensors of the same shape (residual connections)."""
 
