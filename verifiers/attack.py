@@ -23,6 +23,13 @@ def margin_objective(model: torch.nn.Module, y: torch.Tensor) -> Callable[[torch
     return obj
 
 
+def _keep_best(obj, x, obj_best, x_best):
+    """Per input, keep the point with the smaller objective."""
+    better = obj < obj_best
+    view = (-1,) + (1,) * (x.dim() - 1)
+    return torch.where(better, obj, obj_best), torch.where(better.view(view), x, x_best)
+
+
 def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor, x_U: torch.Tensor,
             steps: int = 50, restarts: int = 5, step_size: float | None = None, x_init: torch.Tensor | None = None,
             generator: torch.Generator | None = None, early_stop: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,18 +62,12 @@ def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor
                 obj = objective(x)
                 grad, = torch.autograd.grad(obj.sum(), x)
             with torch.no_grad():
-                better = obj < obj_best
-                if better.any():
-                    obj_best = torch.where(better, obj.detach(), obj_best)
-                    x_best = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), x.detach(), x_best)
+                obj_best, x_best = _keep_best(obj.detach(), x.detach(), obj_best, x_best)
                 if early_stop and bool((obj_best < 0).all()):
                     break
                 x = torch.minimum(torch.maximum(x - alpha * grad.sign(), x_L), x_U)
         with torch.no_grad():
-            obj = objective(x.detach())
-            better = obj < obj_best
-            obj_best = torch.where(better, obj, obj_best)
-            x_best = torch.where(better.view((-1,) + (1,) * (x.dim() - 1)), x.detach(), x_best)
+            obj_best, x_best = _keep_best(objective(x.detach()), x.detach(), obj_best, x_best)
     return x_best.detach(), obj_best.detach()
 
 
@@ -104,16 +105,11 @@ def pgd_l2(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, 
                 obj = objective(x)
                 grad, = torch.autograd.grad(obj.sum(), x)
             with torch.no_grad():
-                better = obj < obj_best
-                obj_best = torch.where(better, obj.detach(), obj_best)
-                x_best = torch.where(better.view(view), x.detach(), x_best)
+                obj_best, x_best = _keep_best(obj.detach(), x.detach(), obj_best, x_best)
                 g = grad / grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
                 x = project(x - step * g)
         with torch.no_grad():
-            obj = objective(x)
-            better = obj < obj_best
-            obj_best = torch.where(better, obj, obj_best)
-            x_best = torch.where(better.view(view), x, x_best)
+            obj_best, x_best = _keep_best(objective(x), x, obj_best, x_best)
     return x_best.detach(), obj_best.detach()
 
 

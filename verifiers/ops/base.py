@@ -48,6 +48,17 @@ class Op:
         return f"{self.name}{tuple(self.out_shape)}"
 
 
+class ModuleOp(Op):
+    """An op that evaluates a torch module (weights read live from it, so bounds are differentiable)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)
+
+
 def center_radius(iv: Interval) -> Interval:
     l, u = iv
     return (u + l) / 2, (u - l) / 2

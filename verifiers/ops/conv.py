@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from certkit.verifiers.ops.base import Op, center_radius, sum_node
+from certkit.verifiers.ops.base import ModuleOp, Op, center_radius
 
 
 def _output_padding(in_hw, out_hw, stride, padding, dilation, kernel):
@@ -14,17 +13,10 @@ def _output_padding(in_hw, out_hw, stride, padding, dilation, kernel):
                  for i in range(2))
 
 
-class Conv2d(Op):
+class Conv2d(ModuleOp):
     """``nn.Conv2d`` with zero padding (stride, padding, dilation, groups)."""
 
     name = "Conv2d"
-
-    def __init__(self, module: nn.Conv2d):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x):
-        return self.module(x)
 
     def ibp(self, iv):
         c, r = center_radius(iv)
@@ -44,20 +36,16 @@ class Conv2d(Op):
         return [A_in.reshape((B, S) + tuple(in_shape))], bias
 
 
-class AvgPool2d(Op):
+class AvgPool2d(ModuleOp):
     """``nn.AvgPool2d`` without ceil_mode: a fixed linear map with non-negative weights."""
 
     name = "AvgPool2d"
 
     def __init__(self, module: nn.AvgPool2d):
-        super().__init__()
-        self.module = module
+        super().__init__(module)
         pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
         self.k, self.s, self.p = pair(module.kernel_size), pair(module.stride or module.kernel_size), pair(module.padding)
         self._divisor = None
-
-    def forward(self, x):
-        return self.module(x)
 
     def ibp(self, iv):
         return self.module(iv[0]), self.module(iv[1])

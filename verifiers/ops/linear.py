@@ -1,24 +1,15 @@
 """Linear layers: y = x W^T + b on the last dim (Gowal et al. 2018 IBP; Zhang et al. 2018 CROWN backward)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
-from torch import nn
 
-from certkit.verifiers.ops.base import Op, center_radius, sum_node
+from certkit.verifiers.ops.base import ModuleOp, center_radius, sum_node
 
 
-class Linear(Op):
+class Linear(ModuleOp):
     """``nn.Linear`` (weights read live from the module, so bounds are differentiable w.r.t. them)."""
 
     name = "Linear"
-
-    def __init__(self, module: nn.Linear):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x):
-        return self.module(x)
 
     def ibp(self, iv):
         c, r = center_radius(iv)
