@@ -174,12 +174,37 @@ def predict(model, weights, allow_pickle, dataset, split, data_path, sigma, n, a
 
 
 @main.command()
-@click.option("--method", type=click.Choice(["natural", "gaussian"]), default="gaussian", show_default=True,
-              help="natural: clean cross-entropy; gaussian: noise augmentation x + N(0, sigma^2) (Cohen et al.).")
+@click.option("--method", type=click.Choice(["natural", "gaussian", "ibp", "crown-ibp"]), default="gaussian",
+              show_default=True,
+              help="natural: clean cross-entropy; gaussian: noise augmentation x + N(0, sigma^2) (Cohen et al.); "
+                   "ibp / crown-ibp: certified training against Linf perturbations of radius --eps.")
 @click.option("--dataset", default="digits", show_default=True, help="digits, mnist DIR, cifar10 DIR or npz FILE.")
 @click.argument("data_path", required=False, type=click.Path())
-@click.option("--arch", default="mlp", show_default=True, help="mlp, cnn, cifar_resnet20 or cifar_resnet110.")
+@click.option("--arch", default="mlp", show_default=True,
+              help="mlp, cnn, cnn_a, cnn_7layer_bn, dm_large, resnet_small, cifar_resnet20 or cifar_resnet110.")
 @click.option("--hidden", default=None, help="mlp hidden widths, comma separated (default 256,256).")
+@click.option("--width", type=int, default=None, help="Base width of cnn_7layer_bn / dm_large / resnet_small / cnn.")
+@click.option("--bn", is_flag=True, help="mlp: BatchNorm after every hidden layer.")
+@click.option("--eps", type=float, default=0.0, show_default=True,
+              help="Target Linf radius in [0,1] pixel units: training radius of ibp/crown-ibp and the radius of the "
+                   "per-epoch IBP / CROWN-IBP verified accuracy.")
+@click.option("--eps-train", type=float, default=None, help="Training radius if different from --eps (e.g. 1.1x).")
+@click.option("--schedule", type=click.Choice(["smoothed", "linear"]), default="smoothed", show_default=True,
+              help="eps ramp: smoothed (polynomial then linear, auto_LiRPA/DeepMind) or linear.")
+@click.option("--schedule-start", type=int, default=1, show_default=True, help="First epoch of the eps ramp.")
+@click.option("--schedule-length", type=int, default=0, show_default=True,
+              help="Epochs of the eps ramp (0: half of --epochs).")
+@click.option("--kappa-final", type=float, default=0.5, show_default=True,
+              help="Natural-loss weight at the end of the ramp (kappa: 1 -> kappa-final with eps).")
+@click.option("--beta-final", type=float, default=0.0, show_default=True,
+              help="crown-ibp: CROWN-IBP bound weight at the end of the ramp (beta: 1 -> beta-final).")
+@click.option("--init", "init_kind", type=click.Choice(["default", "ibp"]), default="default", show_default=True,
+              help="ibp: IBP initialization (Shi et al. 2021).")
+@click.option("--reg-lambda", type=float, default=0.0, show_default=True,
+              help="Weight of the tightness + ReLU-balance warm-up regularizers (Shi et al. 2021 use 0.5).")
+@click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Max gradient norm (0: off).")
+@click.option("--lr-milestones", default=None, help="Epochs at which lr is multiplied by --lr-gamma, e.g. 50,60.")
+@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
 @click.option("--sigma", type=float, default=0.25, show_default=True,
               help="Training noise std in [0,1] pixel units (gaussian method).")
 @click.option("--epochs", type=int, default=30, show_default=True)
@@ -196,26 +221,47 @@ def predict(model, weights, allow_pickle, dataset, split, data_path, sigma, n, a
 @click.option("--resume", is_flag=True, help="Continue training --out from its last epoch.")
 @click.option("--quiet", is_flag=True)
 @_friendly
-def train(method, dataset, data_path, arch, hidden, sigma, epochs, batch, optimizer, lr, weight_decay, lr_step,
-          val_fraction, seed, device, out, resume, quiet):
-    """Train a classifier and save a certkit checkpoint (with a CSV log beside it)."""
+def train(method, dataset, data_path, arch, hidden, width, bn, eps, eps_train, schedule, schedule_start,
+          schedule_length, kappa_final, beta_final, init_kind, reg_lambda, grad_clip, lr_milestones, lr_gamma, sigma,
+          epochs, batch, optimizer, lr, weight_decay, lr_step, val_fraction, seed, device, out, resume, quiet):
+    """Train a classifier and save a certkit checkpoint (with a CSV log and a PNG of the curves beside it).
+
+    Under torchrun (e.g. `torchrun --nproc_per_node 2 -m certkit.cli train ...`) processes train data-parallel.
+    """
     from certkit.train import TrainConfig, train as run_train
+
+    def ints(text, name):
+        try:
+            return [int(h) for h in text.split(",")]
+        except ValueError:
+            raise CertkitError(f"{name} must be comma-separated integers, got {text!r}") from None
 
     arch_config = {}
     if hidden:
-        try:
-            arch_config["hidden"] = [int(h) for h in hidden.split(",")]
-        except ValueError:
-            raise CertkitError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+        arch_config["hidden"] = ints(hidden, "--hidden")
+    if width is not None:
+        arch_config["width"] = width
+    if bn:
+        arch_config["bn"] = True
     cfg = TrainConfig(out=out, method=method, dataset=dataset, data_path=data_path, arch=arch,
                       arch_config=arch_config, sigma=sigma, epochs=epochs, batch_size=batch, optimizer=optimizer,
-                      lr=lr, weight_decay=weight_decay, lr_step=lr_step, val_fraction=val_fraction, seed=seed,
-                      device=device)
+                      lr=lr, weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma,
+                      lr_milestones=ints(lr_milestones, "--lr-milestones") if lr_milestones else [],
+                      val_fraction=val_fraction, seed=seed, device=device, eps=eps, eps_train=eps_train,
+                      schedule=schedule, schedule_start=schedule_start, schedule_length=schedule_length,
+                      kappa_final=kappa_final, beta_final=beta_final, init=init_kind, reg_lambda=reg_lambda,
+                      grad_clip=grad_clip)
     row = run_train(cfg, resume=resume, quiet=quiet)
-    noisy = row["val_noisy_accuracy"]
+    from certkit.train import distributed
+
+    if distributed.world()[0] != 0:
+        return
+    fmt = lambda k: "" if row[k] != row[k] else f"  {k.replace('_', ' ')} {row[k]:.3f}"
     click.echo(f"epoch {row['epoch']}: loss {row['loss']:.4f}  train acc {row['train_accuracy']:.3f}  "
-               f"val acc {row['val_accuracy']:.3f}" + ("" if noisy != noisy else f"  val acc under noise {noisy:.3f}"))
-    click.echo(f"checkpoint: {out}\nlog: {Path(out).with_suffix('.log.csv')}")
+               f"val acc {row['val_accuracy']:.3f}" + fmt("val_noisy_accuracy").replace("val noisy accuracy",
+                                                                                        "val acc under noise")
+               + fmt("val_ibp_verified") + fmt("val_crown_ibp_verified") + fmt("val_tightness"))
+    click.echo(f"checkpoint: {out}\nlog: {Path(out).with_suffix('.log.csv')}\ncurves: {Path(out).with_suffix('.curves.png')}")
 
 
 @main.command()
@@ -254,11 +300,15 @@ def train(method, dataset, data_path, arch, hidden, sigma, epochs, batch, optimi
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="With --instances: also write one VNN-COMP result file per instance here.")
 @click.option("--no-bab", is_flag=True, help="VNN-COMP: bounds only, no input-split branch and bound.")
+@click.option("--tightness", is_flag=True,
+              help="Also report the mean IBP propagation tightness (Mao et al. ICLR 2024): optimal box radius of the "
+                   "locally linearized network / IBP box radius, in (0, 1].")
 @click.option("--quiet", is_flag=True)
 @_friendly
 def verify(check_only, model, weights, allow_pickle, input_shape, dataset, data_path, split, eps, norm, methods,
            batch, skip, max_inputs, pgd_steps, pgd_restarts, seed, device, out, resume, overwrite, summary_json,
-           onnx_path, vnnlib_path, timeout, result_path, instances_csv, results_csv, result_dir, no_bab, quiet):
+           onnx_path, vnnlib_path, timeout, result_path, instances_csv, results_csv, result_dir, no_bab, tightness,
+           quiet):
     """Verify robustness with bound propagation (IBP, CROWN-IBP, CROWN, alpha-CROWN).
 
     \b
@@ -312,7 +362,7 @@ def verify(check_only, model, weights, allow_pickle, input_shape, dataset, data_
     cfg = VerifyConfig(out=out, eps=eps, model=model, weights=weights, allow_pickle=allow_pickle, dataset=dataset,
                        data_path=data_path, split=split, norm=norm, methods=method_list, batch=batch, skip=skip,
                        max_inputs=max_inputs, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed,
-                       device=device, resume=resume, overwrite=overwrite)
+                       device=device, resume=resume, overwrite=overwrite, tightness=tightness)
     rows, summary = run_verify(cfg, quiet=quiet)
     unit = "Linf" if norm == "inf" else "L2"
     click.echo(f"{summary['inputs']['dataset']} {summary['inputs']['split']}: {summary['n_inputs']} inputs, "
@@ -321,6 +371,8 @@ def verify(check_only, model, weights, allow_pickle, input_shape, dataset, data_
     click.echo(f"{'PGD accuracy':<30}{summary['pgd_accuracy']:.3f}   ({summary['seconds']['PGD']:.2f} s)")
     for m, v in summary["verified_accuracy"].items():
         click.echo(f"{'verified accuracy ' + m:<30}{v:.3f}   ({summary['seconds'][m]:.2f} s)")
+    if tightness:
+        click.echo(f"{'IBP tightness (mean)':<30}{summary['tightness']:.3f}")
     click.echo(f"results: {out}")
     click.echo(f"summary: {_write_summary(summary, summary_json, out)}")
 

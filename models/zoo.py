@@ -4,6 +4,11 @@ Names:
     ``mlp``            Flatten -> [Linear -> ReLU] x len(hidden) -> Linear. Sized from the input shape.
     ``cnn``            Conv(C,16,3,p1) ReLU Conv(16,32,4,s2,p1) ReLU Flatten Linear(.,100) ReLU Linear(100,K);
                        a small CNN sized from (C, H, W).
+    ``cnn_a``          Wong & Kolter 2018: Conv(C,16,4,s2,p1) ReLU Conv(16,32,4,s2,p1) ReLU Flatten FC100 ReLU FC(K).
+    ``cnn_7layer_bn``  Shi et al. 2021: 5 convs (w, w, 2w stride 2, 2w, 2w; 3x3) each with BN+ReLU, FC(8w) BN ReLU,
+                       FC(K); w = 64 in the paper (``width``).
+    ``dm_large``       Gowal et al. 2018: conv w-3-s1, w-3-s1, 2w-3-s2, 2w-3-s1, 2w-3-s1, FC(8w), FC(K); w = 64.
+    ``resnet_small``   Conv(C,w) BN ReLU, two residual blocks [conv BN ReLU conv BN + identity, ReLU], FC(K).
     ``cifar_resnet20``, ``cifar_resnet110``
                        the CIFAR ResNets (He et al. 2016, 6n+2 layers of BasicBlocks, 16/32/64 channels) with
                        the module names of the Gaussian-smoothing reference checkpoints (Cohen et al. 2019,
@@ -61,12 +66,12 @@ def _flat_dim(input_shape: Sequence[int]) -> int:
     return d
 
 
-def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 256)) -> nn.Module:
-    """Fully connected ReLU network: Flatten, Linear+ReLU per entry of ``hidden``, final Linear."""
+def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 256), bn: bool = False) -> nn.Module:
+    """Fully connected ReLU network: Flatten, Linear (+BatchNorm1d) + ReLU per entry of ``hidden``, final Linear."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = _flat_dim(input_shape)
     for h in hidden:
-        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        layers += [nn.Linear(width, int(h))] + ([nn.BatchNorm1d(int(h))] if bn else []) + [nn.ReLU()]
         width = int(h)
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
@@ -82,6 +87,65 @@ def cnn(input_shape: Sequence[int], num_classes: int, width: int = 16, fc: int =
         nn.Conv2d(c, width, 3, padding=1), nn.ReLU(),
         nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),
         nn.Flatten(), nn.Linear(2 * width * ho * wo, fc), nn.ReLU(), nn.Linear(fc, num_classes))
+
+
+def _image_shape(arch: str, input_shape) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise CertkitError(f"arch {arch} needs image inputs C x H x W, got input shape {tuple(input_shape)}")
+    return tuple(int(v) for v in input_shape)
+
+
+def _conv_out(h: int, k: int, s: int, p: int) -> int:
+    return (h + 2 * p - k) // s + 1
+
+
+def cnn_a(input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Wong & Kolter (2018) small CNN, 'cnn_a' in the certified-training literature (MNIST: 1568 -> 100)."""
+    c, h, w = _image_shape("cnn_a", input_shape)
+    h2, w2 = _conv_out(_conv_out(h, 4, 2, 1), 4, 2, 1), _conv_out(_conv_out(w, 4, 2, 1), 4, 2, 1)
+    return nn.Sequential(nn.Conv2d(c, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(32 * h2 * w2, 100), nn.ReLU(), nn.Linear(100, num_classes))
+
+
+def _conv_stack(arch, input_shape, num_classes, width, bn):
+    c, h, w = _image_shape(arch, input_shape)
+    chans = [width, width, 2 * width, 2 * width, 2 * width]
+    strides = [1, 1, 2, 1, 1]
+    layers: list[nn.Module] = []
+    for out, st in zip(chans, strides):
+        layers += [nn.Conv2d(c, out, 3, st, 1)] + ([nn.BatchNorm2d(out)] if bn else []) + [nn.ReLU()]
+        c, h, w = out, _conv_out(h, 3, st, 1), _conv_out(w, 3, st, 1)
+    layers += [nn.Flatten(), nn.Linear(c * h * w, 8 * width)] + ([nn.BatchNorm1d(8 * width)] if bn else []) + \
+              [nn.ReLU(), nn.Linear(8 * width, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def cnn_7layer_bn(input_shape: Sequence[int], num_classes: int, width: int = 64) -> nn.Module:
+    """Shi et al. (2021) CNN-7 with BatchNorm after every conv and the hidden FC."""
+    return _conv_stack("cnn_7layer_bn", input_shape, num_classes, width, bn=True)
+
+
+def dm_large(input_shape: Sequence[int], num_classes: int, width: int = 64) -> nn.Module:
+    """Gowal et al. (2018) DM-large (no BatchNorm)."""
+    return _conv_stack("dm_large", input_shape, num_classes, width, bn=False)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(ch, ch, 3, 1, 1), nn.BatchNorm2d(ch)
+        self.conv2, self.bn2 = nn.Conv2d(ch, ch, 3, 1, 1), nn.BatchNorm2d(ch)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(x + self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+
+def resnet_small(input_shape: Sequence[int], num_classes: int, width: int = 16) -> nn.Module:
+    """A small residual network for certified training: stem conv, two residual blocks, FC."""
+    c, h, w = _image_shape("resnet_small", input_shape)
+    return nn.Sequential(nn.Conv2d(c, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(), _ResBlock(width),
+                         _ResBlock(width), nn.Flatten(), nn.Linear(width * h * w, num_classes))
 
 
 class BasicBlock(nn.Module):
@@ -156,6 +220,10 @@ def _cifar_resnet(depth: int) -> Callable[..., nn.Module]:
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "cnn": cnn,
+    "cnn_a": cnn_a,
+    "cnn_7layer_bn": cnn_7layer_bn,
+    "dm_large": dm_large,
+    "resnet_small": resnet_small,
     "cifar_resnet20": _cifar_resnet(20),
     "cifar_resnet110": _cifar_resnet(110),
 }

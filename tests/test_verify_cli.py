@@ -65,3 +65,12 @@ def test_pgd_finds_the_closest_counterexample_of_a_linear_classifier():
     assert robust.item()
     _, robust = pgd_attack(model, x, y, 1.02 * d_2, "2", data_range=None)
     assert not robust.item()
+
+
+def test_verify_reports_tightness(cli, tmp_path):
+    summ = tmp_path / "t.json"
+    r = cli("verify", "--eps", 0.01, "--method", "IBP", "--tightness", "--max", 16, "--quiet", "--out",
+            tmp_path / "t.tsv", "--summary-json", summ)
+    assert r.exit_code == 0 and "IBP tightness" in r.output
+    tau = json.loads(summ.read_text())["tightness"]
+    assert 0 < tau <= 1

@@ -1,4 +1,4 @@
-"""Training: natural and Gaussian noise-augmented training (certified training builds on the same loop)."""
+"""Training: natural, Gaussian noise augmentation, and IBP / CROWN-IBP certified training (one loop)."""
 from certkit.train.loop import METHODS, TrainConfig, train
 
 __all__ = ["METHODS", "TrainConfig", "train"]

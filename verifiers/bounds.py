@@ -78,11 +78,23 @@ class BoundedModule:
                 bounds.append(n.op.ibp(*[bounds[j] for j in n.inputs]))
         return bounds
 
-    def _ibp_output(self, pert: Perturbation, C: torch.Tensor, bounds: list, elide: bool = True):
+    def ibp_margins(self, pert: Perturbation, C: torch.Tensor, bounds: list | None = None) -> tuple[torch.Tensor, list]:
+        """IBP lower bounds of C f(x) (last layer elided) and the intervals of every node (reusable by CROWN-IBP
+        and by the warm-up regularizers). Differentiable w.r.t. the weights."""
+        bounds = self.ibp(pert) if bounds is None else bounds
+        return self._ibp_output(pert, C, bounds, True, upper=False)[0], bounds
+
+    def crown_ibp_lower(self, pert: Perturbation, C: torch.Tensor, bounds: list) -> torch.Tensor:
+        """CROWN-IBP lower bounds of C f(x) given IBP intervals ``bounds`` (B, S). Differentiable."""
+        B = C.shape[0]
+        return self._backward(self.graph.output, C.reshape((B, -1) + tuple(self.graph.output_shape)), pert,
+                              bounds, {})
+
+    def _ibp_output(self, pert: Perturbation, C: torch.Tensor, bounds: list, elide: bool = True, upper: bool = True):
         g = self.graph
         out = g.nodes[g.output]
         B, S = C.shape[:2]
-        CC = torch.cat([C, -C], 1).reshape((B, 2 * S) + tuple(g.output_shape))
+        CC = (torch.cat([C, -C], 1) if upper else C).reshape((B, -1) + tuple(g.output_shape))
         if elide and out.op is not None and out.op.affine:
             A_ins, bias = out.op.backward(CC)
             lb = sum(Box(*bounds[j]).lower(A) for j, A in zip(out.inputs, A_ins) if A is not None)
@@ -90,13 +102,20 @@ class BoundedModule:
                 lb = lb + bias
         else:
             lb = Box(*bounds[g.output]).lower(CC)
-        return lb[:, :S], -lb[:, S:]
+        return lb[:, :S], (-lb[:, S:] if upper else None)
 
     # ------------------------------------------------------------------ backward (CROWN)
     def _backward(self, start: int, A0: torch.Tensor, pert: Perturbation, bounds: list, relax: dict,
                   alphas: dict | None = None) -> torch.Tensor:
         """min over the perturbation set of sum(A0 * node_start) + bias, via backward linear bounds.
         A0: (B, S, *shape_start). Returns (B, S)."""
+        A_in, total = self.propagate(start, A0, bounds, relax, alphas)
+        return total if A_in is None else total + pert.lower(A_in)
+
+    def propagate(self, start: int, A0: torch.Tensor, bounds: list, relax: dict, alphas: dict | None = None):
+        """Backward linear bound of sum(A0 * node_start) down to the input: returns (A_in (B,S,*input) or None,
+        bias (B,S)) with sum(A0 * node_start) >= sum(A_in * x) + bias for every x whose activations respect the
+        relaxations (``relax``: activation node -> (a_L, c_L, a_U, c_U); missing ones from ``bounds``)."""
         g = self.graph
         acc: dict[int, torch.Tensor] = {start: A0}
         total = torch.zeros(A0.shape[:2], device=A0.device, dtype=A0.dtype)
@@ -121,8 +140,7 @@ class BoundedModule:
             for j, Aj in zip(n.inputs, A_ins):
                 if Aj is not None:
                     acc[j] = Aj if j not in acc else acc[j] + Aj
-        A_in = acc.pop(0, None)
-        return total if A_in is None else total + pert.lower(A_in)
+        return acc.pop(0, None), total
 
     def _backward_interval(self, i: int, pert: Perturbation, bounds: list, relax: dict,
                            only: torch.Tensor | None = None) -> ops.Interval:
@@ -237,7 +255,7 @@ class BoundedModule:
         C = C.to(x.dtype)
         S = C.shape[1]
         if method == "IBP":
-            lb, ub = self._ibp_output(pert, C, self.ibp(pert), elide)
+            lb, ub = self._ibp_output(pert, C, self.ibp(pert), elide, upper=bound_upper)
         else:
             CC = (torch.cat([C, -C], 1) if bound_upper else C).reshape((B, -1) + tuple(g.output_shape))
             if method == "CROWN-IBP":

@@ -41,6 +41,7 @@ class VerifyConfig:
     device: str = "auto"
     resume: bool = False
     overwrite: bool = False
+    tightness: bool = False   # also report the mean IBP propagation tightness (Mao et al. 2024)
 
 
 def _col(method: str) -> str:
@@ -84,6 +85,7 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
     writer = ResultWriter(cfg.out, run_cfg, columns, cfg.resume, cfg.overwrite)
     todo = [i for i in indices if i not in writer.done]
     seconds = {m: 0.0 for m in methods + ["PGD"]}
+    tau_sum, tau_n = 0.0, 0
     bar = tqdm(total=len(todo), desc="verify", unit="input", disable=quiet, dynamic_ncols=True)
     for b0 in range(0, len(todo), cfg.batch):
         idx = todo[b0:b0 + cfg.batch]
@@ -108,6 +110,10 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
             if bad.any():
                 raise RuntimeError(f"soundness violation: {m} verified input(s) "
                                    f"{[idx[i] for i in bad.nonzero().flatten().tolist()]} that PGD broke")
+        if cfg.tightness:
+            from certkit.verifiers.tightness import tightness
+            tau_sum += float(tightness(bm, x, cfg.eps, C)) * len(idx)
+            tau_n += len(idx)
         for k, i in enumerate(idx):
             writer.write({"idx": i, "label": int(y[k]), "clean_correct": int(clean[k]), "pgd_robust": int(robust[k]),
                           **{_col(m): int(verified[m][k]) for m in methods}})
@@ -125,4 +131,6 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
                "inputs": {**data.describe(), "skip": cfg.skip, "max": cfg.max_inputs, "selected": len(indices),
                           "full_split": cfg.skip == 1 and len(rows) == len(data)},
                "pgd": {"steps": cfg.pgd_steps, "restarts": cfg.pgd_restarts}, "tsv": str(cfg.out)}
+    if cfg.tightness:
+        summary["tightness"] = tau_sum / tau_n if tau_n else None  # over the inputs bounded in this run
     return rows, summary

@@ -42,15 +42,33 @@ class ElementwiseAffine(Op):
         return [A_in], bias
 
 
+def track_batch_stats(model: nn.Module) -> list:
+    """Record, on every BatchNorm of ``model``, the mean/var of the batch it normalizes in training mode.
+
+    Certified training computes bounds with the statistics of the clean batch (Shi et al. 2021): run the clean
+    forward pass first, then the bounds. Returns the hook handles (call ``.remove()`` to stop).
+    """
+    def hook(m, inputs, _):
+        if m.training:
+            x = inputs[0]
+            dims = [0] + list(range(2, x.dim()))
+            m._certkit_batch_stats = (x.mean(dims), x.var(dims, unbiased=False))
+    return [m.register_forward_hook(hook) for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def batchnorm_op(module: nn.modules.batchnorm._BatchNorm, sample_shape: tuple) -> ElementwiseAffine:
-    """BatchNorm with running statistics: w = gamma / sqrt(var + eps), b = beta - mean * w (per channel)."""
+    """BatchNorm: w = gamma / sqrt(var + eps), b = beta - mean * w (per channel), with the running statistics in
+    eval mode and, in training mode, the clean batch's statistics recorded by :func:`track_batch_stats`."""
     view = (-1,) + (1,) * (len(sample_shape) - 1)
 
     def params():
-        w = torch.rsqrt(module.running_var + module.eps)
+        stats = getattr(module, "_certkit_batch_stats", None)
+        mean, var = stats if module.training and stats is not None else (module.running_mean, module.running_var)
+        w = torch.rsqrt(var + module.eps)
         if module.weight is not None:
             w = w * module.weight
-        b = -module.running_mean * w
+        b = -mean * w
         if module.bias is not None:
             b = b + module.bias
         return w.view(view), b.view(view)
