@@ -120,34 +120,49 @@ def _write_summary(summary: dict, path: str | None, out: str) -> str:
 @model_options
 @data_options
 @mc_options
-@click.option("--n0", type=int, default=100, show_default=True, help="Samples used to select the top class.")
+@click.option("--n0", type=int, default=100, show_default=True,
+              help="Selection samples (top class; for lvm also the simplex map and temperature).")
+@click.option("--method", "methods", default="gaussian", show_default=True,
+              help="gaussian (Cohen et al.), dual (Dual RS, needs a `certkit train --method dual` checkpoint), "
+                   "lvm (LVM-RS, any model), or a comma list to certify the same inputs with several.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="PNG of certified accuracy against L2 radius.")
+              help="PNG of certified accuracy against L2 radius (one curve per method).")
 @_friendly
 def certify(model, weights, allow_pickle, dataset, split, data_path, sigma, n, alpha, batch, skip, max_inputs,
-            seed, device, use_compile, amp, out, resume, overwrite, summary_json, quiet, n0, plot):
-    """Certify inputs with Gaussian randomized smoothing (CERTIFY, Cohen et al. 2019).
+            seed, device, use_compile, amp, out, resume, overwrite, summary_json, quiet, n0, methods, plot):
+    """Certify inputs with randomized smoothing: Gaussian (CERTIFY, Cohen et al. 2019), Dual RS or LVM-RS.
 
     For each input: the smoothed prediction and a certified L2 radius (data-range units) that holds with
     probability at least 1 - alpha; predict -1 means abstain. Bare `certkit certify` certifies the bundled
     digits model on the digits test split.
     """
-    from certkit.certify.pipeline import run_certify
+    from certkit.certify.pipeline import CERTIFY_METHODS, run_certify
     from certkit.certify.report import format_table, plot_curves
 
+    names = [m.strip().lower() for m in methods.split(",") if m.strip()]
+    bad = [m for m in names if m not in CERTIFY_METHODS]
+    if bad or not names:
+        raise CertkitError(f"unknown --method {','.join(bad) or methods!r}: choose from {', '.join(CERTIFY_METHODS)}")
+    if summary_json and len(names) > 1:
+        raise CertkitError("--summary-json names one file: with several methods each summary goes beside its TSV")
     cfg = _config(model, weights, allow_pickle, dataset, split, data_path, sigma, n0, n, alpha, batch, skip,
                   max_inputs, seed, device, use_compile, amp, out, resume, overwrite, "certify")
-    rows, summary = run_certify(cfg, quiet=quiet)
-    inp = summary["inputs"]
-    scope = ("the full split" if inp["full_split"] else
-             f"{inp['certified']} of {inp['split_size']} (skip {inp['skip']}, max {inp['max']})")
-    title = (f"Gaussian smoothing on {inp['dataset']} {inp['split']} ({scope}): sigma={summary['sigma']:g} "
-             f"n0={cfg.n0} n={cfg.n} alpha={cfg.alpha:g}")
-    click.echo(format_table(summary, title))
-    click.echo(f"results: {cfg.out}")
-    click.echo(f"summary: {_write_summary(summary, summary_json, cfg.out)}")
+    base, curves, label = cfg.out, {}, {"gaussian": "Gaussian", "dual": "Dual RS", "lvm": "LVM-RS"}
+    for method in names:
+        if len(names) > 1:
+            cfg.out = str(Path(base).with_suffix("")) + f"_{method}.tsv"
+        rows, summary = run_certify(cfg, quiet=quiet, method=method)
+        inp = summary["inputs"]
+        scope = ("the full split" if inp["full_split"] else
+                 f"{inp['certified']} of {inp['split_size']} (skip {inp['skip']}, max {inp['max']})")
+        title = (f"{label[method]} smoothing on {inp['dataset']} {inp['split']} ({scope}): sigma={summary['sigma']:g} "
+                 f"n0={cfg.n0} n={cfg.n} alpha={cfg.alpha:g}")
+        click.echo(format_table(summary, title))
+        click.echo(f"results: {cfg.out}")
+        click.echo(f"summary: {_write_summary(summary, summary_json, cfg.out)}")
+        curves[f"{label[method]} sigma={summary['sigma']:g}"] = rows
     if plot:
-        plot_curves({f"Gaussian sigma={summary['sigma']:g}": rows}, plot, title)
+        plot_curves(curves, plot, f"{inp['dataset']} {inp['split']}, n={cfg.n}, alpha={cfg.alpha:g}")
         click.echo(f"plot: {plot}")
 
 
@@ -174,10 +189,15 @@ def predict(model, weights, allow_pickle, dataset, split, data_path, sigma, n, a
 
 
 @main.command()
-@click.option("--method", type=click.Choice(["natural", "gaussian", "ibp", "crown-ibp"]), default="gaussian",
+@click.option("--method", type=click.Choice(["natural", "gaussian", "ibp", "crown-ibp", "dual"]), default="gaussian",
               show_default=True,
               help="natural: clean cross-entropy; gaussian: noise augmentation x + N(0, sigma^2) (Cohen et al.); "
-                   "ibp / crown-ibp: certified training against Linf perturbations of radius --eps.")
+                   "ibp / crown-ibp: certified training against Linf perturbations of radius --eps; dual: Dual RS "
+                   "branches fine-tuned from --init-from with noise --sigma.")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="dual: the noise-trained full-image certkit checkpoint both branches start from.")
+@click.option("--consistency", type=float, default=0.0, show_default=True,
+              help="dual: consistency-loss weight over 4 noise copies (the DRS paper uses 15).")
 @click.option("--dataset", default="digits", show_default=True, help="digits, mnist DIR, cifar10 DIR or npz FILE.")
 @click.argument("data_path", required=False, type=click.Path())
 @click.option("--arch", default="mlp", show_default=True,
@@ -221,7 +241,7 @@ def predict(model, weights, allow_pickle, dataset, split, data_path, sigma, n, a
 @click.option("--resume", is_flag=True, help="Continue training --out from its last epoch.")
 @click.option("--quiet", is_flag=True)
 @_friendly
-def train(method, dataset, data_path, arch, hidden, width, bn, eps, eps_train, schedule, schedule_start,
+def train(method, init_from, consistency, dataset, data_path, arch, hidden, width, bn, eps, eps_train, schedule, schedule_start,
           schedule_length, kappa_final, beta_final, init_kind, reg_lambda, grad_clip, lr_milestones, lr_gamma, sigma,
           epochs, batch, optimizer, lr, weight_decay, lr_step, val_fraction, seed, device, out, resume, quiet):
     """Train a classifier and save a certkit checkpoint (with a CSV log and a PNG of the curves beside it).
@@ -250,7 +270,7 @@ def train(method, dataset, data_path, arch, hidden, width, bn, eps, eps_train, s
                       val_fraction=val_fraction, seed=seed, device=device, eps=eps, eps_train=eps_train,
                       schedule=schedule, schedule_start=schedule_start, schedule_length=schedule_length,
                       kappa_final=kappa_final, beta_final=beta_final, init=init_kind, reg_lambda=reg_lambda,
-                      grad_clip=grad_clip)
+                      grad_clip=grad_clip, init_from=init_from, consistency=consistency)
     row = run_train(cfg, resume=resume, quiet=quiet)
     from certkit.train import distributed
 

@@ -123,8 +123,37 @@ def _summary_extra(cfg: CertifyConfig, p: Prepared, rows: list, method: str, wal
             "amp": cfg.amp, "tsv": str(cfg.out), "wall_seconds_this_run": wall}
 
 
-def run_certify(cfg: CertifyConfig, quiet: bool = False) -> tuple[list[dict], dict]:
-    """CERTIFY every selected input, writing ``cfg.out`` row by row (resumable).
+CERTIFY_METHODS = ("gaussian", "dual", "lvm")
+SELECTION_NOTE = {"lvm": "simplex map, temperature and class chosen on the n0 selection samples only; "
+                         "empirical Bernstein bounds at alpha/K on the n certification samples",
+                  "dual": "Clopper-Pearson at alpha/2 per branch; R = sigma/sqrt(2) (PhiInv(pA_l) + PhiInv(pA_r))",
+                  "gaussian": "one-sided Clopper-Pearson; R = sigma PhiInv(pA_lower)"}
+
+
+def smoothing_for(method: str, sampler: NoiseSampler):
+    """The smoothed classifier of ``method`` (gaussian, dual, lvm) on a sampler."""
+    from certkit.certify.dual import DualSmoothing
+    from certkit.certify.lvm import LVMSmoothing
+
+    kinds = {"gaussian": GaussianSmoothing, "dual": DualSmoothing, "lvm": LVMSmoothing}
+    if method not in kinds:
+        raise CertkitError(f"unknown certification method {method!r}: choose from {', '.join(CERTIFY_METHODS)}")
+    return kinds[method](sampler)
+
+
+def _check_heads(p: Prepared, method: str) -> None:
+    with torch.inference_mode():
+        out = p.sampler.model(p.data.x[:1].to(p.device))
+    if method == "dual" and (out.dim() != 3 or out.shape[1] != 2):
+        raise CertkitError("--method dual needs a Dual RS checkpoint with two branches "
+                           "(certkit train --method dual --init-from MODEL)")
+    if method != "dual" and out.dim() != 2:
+        raise CertkitError(f"this is a Dual RS checkpoint: certify it with --method dual (not {method})")
+
+
+def run_certify(cfg: CertifyConfig, quiet: bool = False, method: str = "gaussian") -> tuple[list[dict], dict]:
+    """Certify every selected input with ``method`` (gaussian: CERTIFY of Cohen et al. 2019; dual: Dual RS; lvm:
+    LVM-RS), writing ``cfg.out`` row by row (resumable).
 
     Returns:
         (rows, summary) where summary has method, sigma, n0, n, alpha, n_inputs, certified_accuracy
@@ -132,16 +161,18 @@ def run_certify(cfg: CertifyConfig, quiet: bool = False) -> tuple[list[dict], di
     """
     t0 = time.perf_counter()
     p = prepare(cfg)
-    writer = ResultWriter(cfg.out, _run_config(cfg, p, "gaussian"), COLUMNS, cfg.resume, cfg.overwrite)
-    smoothed = GaussianSmoothing(p.sampler)
+    _check_heads(p, method)
+    writer = ResultWriter(cfg.out, _run_config(cfg, p, method), COLUMNS, cfg.resume, cfg.overwrite)
+    smoothed = smoothing_for(method, p.sampler)
 
     def certify_one(x: torch.Tensor, idx: int) -> tuple[int, float]:
         cert = smoothed.certify(x, cfg.n0, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device))
         return cert.prediction, cert.radius
 
-    rows = run_inputs(certify_one, p.data, p.indices, writer, quiet, desc="certify")
+    rows = run_inputs(certify_one, p.data, p.indices, writer, quiet, desc=f"certify {method}")
     summary = summarize(rows)
-    summary.update(_summary_extra(cfg, p, rows, "gaussian", time.perf_counter() - t0))
+    summary.update(_summary_extra(cfg, p, rows, method, time.perf_counter() - t0))
+    summary["procedure"] = SELECTION_NOTE[method]
     return rows, summary
 
 
@@ -173,5 +204,5 @@ def default_out(prefix: str, dataset: str, sigma: float | None) -> str:
     return str(Path("certkit-results") / f"{prefix}_{dataset}_sigma{s}_{stamp}.tsv")
 
 
-__all__ = ["CertifyConfig", "PREDICT_COLUMNS", "Prepared", "default_out", "prepare", "run_certify",
-           "run_predict"]
+__all__ = ["CERTIFY_METHODS", "CertifyConfig", "PREDICT_COLUMNS", "Prepared", "default_out", "prepare",
+           "run_certify", "run_predict", "smoothing_for"]

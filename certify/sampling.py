@@ -69,14 +69,21 @@ class NoiseSampler:
             remaining -= b
 
     def counts(self, x: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
-        """Counts of f(x + e) over ``num`` draws: int64 tensor (K,) on the CPU.
+        """Counts of f(x + e) over ``num`` draws: int64 tensor (K,) on the CPU; for a model with H heads
+        (logits (B, H, K), e.g. the two branches of Dual RS) counts per head, (H, K).
 
         Raises:
             CertkitError: the model produced NaN or inf logits (checked once per call, no per-batch sync).
         """
         counts, total = None, None
         for logits in self.logits_stream(x, num, generator):
-            c = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1])
+            if logits.dim() == 3:
+                K = logits.shape[2]
+                heads = torch.arange(logits.shape[1], device=logits.device) * K
+                c = torch.bincount((logits.argmax(dim=2) + heads).flatten(), minlength=logits.shape[1] * K)
+                c = c.view(logits.shape[1], K)
+            else:
+                c = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1])
             # The sum is NaN/inf iff some logit is (or |logits| ~ 1e38 overflow, which also refuses): one
             # cheap reduction instead of an isfinite pass, and no device sync per batch.
             s = logits.sum(dtype=torch.float64)

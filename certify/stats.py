@@ -1,6 +1,7 @@
 """Confidence bounds and tests. Nothing else in certkit computes a bound.
 
-Clopper-Pearson via statsmodels, the binomial test via scipy (``scipy.stats.binomtest``).
+Clopper-Pearson via statsmodels, the binomial test via scipy (``scipy.stats.binomtest``), and the empirical
+Bernstein bound of Maurer & Pontil (2009) for [0,1]-valued samples.
 """
 from __future__ import annotations
 
@@ -44,3 +45,22 @@ def binomial_test_pvalue(k: int, n: int, p: float = 0.5) -> float:
     if n == 0:
         return 1.0
     return float(binomtest(int(k), int(n), p).pvalue)
+
+
+def empirical_bernstein_shift(variance, n: int, delta: float):
+    """One-sided empirical Bernstein deviation (Maurer & Pontil 2009, Theorem 4) for [0,1]-valued samples.
+
+    With probability >= 1 - delta, E[X] >= mean - shift (and, as a separate statement, E[X] <= mean + shift), where
+    shift = sqrt(2 V ln(2/delta) / n) + 7 ln(2/delta) / (3 (n - 1)) and V is the unbiased sample variance.
+
+    Args:
+        variance: V (float or array), the sample variance with denominator n - 1.
+        n: number of samples, >= 2.
+        delta: failure probability in (0, 1).
+    """
+    import math
+
+    if n < 2:
+        raise ValueError("the empirical Bernstein bound needs n >= 2 samples")
+    log_term = math.log(2.0 / delta)
+    return np.sqrt(2.0 * np.asarray(variance, dtype=np.float64) * log_term / n) + 7.0 * log_term / (3.0 * (n - 1))

@@ -39,10 +39,10 @@ def check_model_data(model: LoadedModel, data_shape: tuple[int, ...], num_labels
             out = model.module(torch.full((2,) + shape, 0.5, device=device))
     except (RuntimeError, ValueError, TypeError, IndexError) as e:
         raise CertkitError(f"model does not accept inputs of shape {shape}: {str(e).splitlines()[0][:200]}") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise CertkitError(f"model must return logits of shape (batch, classes), got "
-                           f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    k = out.shape[1]
+    if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3):
+        raise CertkitError(f"model must return logits of shape (batch, classes) (or (batch, heads, classes) for "
+                           f"Dual RS), got {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    k = out.shape[-1]
     if k < 2 or k < num_labels:
         raise CertkitError(f"model has {k} outputs but the data has labels up to {num_labels - 1}")
     if not torch.isfinite(out).all():

@@ -216,6 +216,43 @@ def _cifar_resnet(depth: int) -> Callable[..., nn.Module]:
     return build
 
 
+def checkerboard_mask(sample_shape: Sequence[int]) -> torch.Tensor:
+    """The Dual RS split (Xia et al. ICLR 2024): within every 2x2 pixel block, the diagonal pixels (i + j even)
+    form the left sub-image and the anti-diagonal ones the right; the same mask for every channel. Vectors
+    alternate entries. Returns a float mask of ``sample_shape`` with 1 on the left sub-image."""
+    shape = tuple(int(v) for v in sample_shape)
+    if len(shape) >= 2:
+        h, w = shape[-2], shape[-1]
+        m = ((torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2 == 0).float()
+        return m.expand(shape).clone()
+    return (torch.arange(shape[0]) % 2 == 0).float()
+
+
+class DualModel(nn.Module):
+    """Two base classifiers, each seeing one checkerboard half of the input (the other half set to 0).
+
+    Input (B, *shape); output logits (B, 2, K): [:, 0] from ``left`` on the left half, [:, 1] from ``right``.
+    Noise added to the whole input reaches each branch only on its own half, so one draw gives the two branches
+    independent noise of the same sigma, as Dual RS requires.
+    """
+
+    def __init__(self, left: nn.Module, right: nn.Module, sample_shape: Sequence[int]):
+        super().__init__()
+        self.left, self.right = left, right
+        self.register_buffer("mask", checkerboard_mask(sample_shape), persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.left(z * self.mask), self.right(z * (1 - self.mask))], dim=1)
+
+
+def dual(input_shape: Sequence[int], num_classes: int, base_arch: str = "mlp", base_config: dict | None = None) -> nn.Module:
+    """Dual RS model: two copies of ``base_arch`` (built with ``base_config``) on the checkerboard halves."""
+    if base_arch == "dual":
+        raise CertkitError("a dual model's branches cannot themselves be dual")
+    mk = lambda: build_model(base_arch, input_shape, num_classes, **(base_config or {}))
+    return DualModel(mk(), mk(), input_shape)
+
+
 #: name -> builder(input_shape, num_classes, **config) -> nn.Module (without normalization).
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
@@ -226,6 +263,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet_small": resnet_small,
     "cifar_resnet20": _cifar_resnet(20),
     "cifar_resnet110": _cifar_resnet(110),
+    "dual": dual,
 }
 
 

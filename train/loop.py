@@ -40,7 +40,8 @@ from certkit.train.losses import mixed_margin, robust_cross_entropy
 from certkit.train.regularizers import relu_balance_regularizer, tightness_regularizer
 from certkit.train.schedules import EpsSchedule, beta_at, kappa_at
 
-METHODS = ("natural", "gaussian", "ibp", "crown-ibp")
+METHODS = ("natural", "gaussian", "ibp", "crown-ibp", "dual")
+NOISY = ("gaussian", "dual")
 CERTIFIED = ("ibp", "crown-ibp")
 LOG_COLUMNS = ("epoch", "loss", "train_accuracy", "val_accuracy", "val_noisy_accuracy", "val_ibp_verified",
                "val_crown_ibp_verified", "val_tightness", "eps", "kappa", "beta", "lr", "seconds")
@@ -80,13 +81,19 @@ class TrainConfig:
     init: str = "default"          # "ibp": IBP initialization (Shi et al. 2021)
     reg_lambda: float = 0.0        # warm-up regularizers (Shi et al. 2021 use 0.5)
     grad_clip: float = 0.0         # max gradient norm (0: off)
+    init_from: str | None = None   # dual: the noise-trained full-image certkit checkpoint both branches start from
+    consistency: float = 0.0       # dual: weight of the consistency loss over 4 noise copies (DRS paper: 15)
 
     def validate(self) -> None:
         """Raise CertkitError for options out of range."""
         if self.method not in METHODS:
             raise CertkitError(f"unknown training method {self.method!r}: choose one of {', '.join(METHODS)}")
-        if self.method == "gaussian" and not self.sigma > 0:
-            raise CertkitError(f"sigma must be > 0 for gaussian training, got {self.sigma}")
+        if self.method in NOISY and not self.sigma > 0:
+            raise CertkitError(f"sigma must be > 0 for {self.method} training, got {self.sigma}")
+        if self.method == "dual" and not self.init_from:
+            raise CertkitError("--method dual fine-tunes a noise-trained model: pass --init-from CHECKPOINT")
+        if self.consistency < 0:
+            raise CertkitError("--consistency must be >= 0")
         if self.epochs < 1 or self.batch_size < 1:
             raise CertkitError("--epochs and --batch must be >= 1")
         if not self.lr > 0:
@@ -129,7 +136,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 
         xb = x[i:i + batch].to(device)
         if sigma > 0:
             xb = xb + sigma * torch.randn(xb.shape, generator=generator, device=device)
-        correct += int((model(xb).argmax(1).cpu() == y[i:i + batch]).sum())
+        out = model(xb)
+        pred = out.softmax(-1).sum(1).argmax(-1) if out.dim() == 3 else out.argmax(1)  # Dual RS: both branches
+        correct += int((pred.cpu() == y[i:i + batch]).sum())
     return correct / max(len(y), 1)
 
 
@@ -206,11 +215,17 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     data = load_dataset(cfg.dataset, cfg.data_path, split="train")
     train_set, val_set = _split(data, cfg.val_fraction)
     torch.manual_seed(cfg.seed)
-    net = build_model(cfg.arch, data.input_shape, data.num_classes, **cfg.arch_config)
+    base_norm = None
+    if cfg.method == "dual":
+        cfg.arch, cfg.arch_config, base_norm, net = _dual_from(cfg.init_from, data)
+    else:
+        net = build_model(cfg.arch, data.input_shape, data.num_classes, **cfg.arch_config)
     if cfg.init == "ibp":
         ibp_init(net, torch.Generator().manual_seed(cfg.seed))
     norm = None
-    if cfg.normalize:
+    if base_norm is not None:
+        norm = base_norm
+    elif cfg.normalize:
         dims = [0] + list(range(2, train_set.x.dim()))
         chan_mean = train_set.x.mean(dim=dims) if train_set.x.dim() > 2 else train_set.x.mean().reshape(1)
         chan_std = train_set.x.std(dim=dims) if train_set.x.dim() > 2 else train_set.x.std().reshape(1)
@@ -274,14 +289,24 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         eps_t = kappa = beta = 0.0
         for b, i in enumerate(range(0, n, cfg.batch_size)):
             idx_all = perm[i:i + cfg.batch_size]
-            noise = (cfg.sigma * torch.randn((len(idx_all),) + tuple(train_set.x.shape[1:]), generator=gen)
-                     if cfg.method == "gaussian" else None)
+            copies = 4 if cfg.method == "dual" and cfg.consistency > 0 else 1
+            noise = (cfg.sigma * torch.randn((len(idx_all) * copies,) + tuple(train_set.x.shape[1:]), generator=gen)
+                     if cfg.method in NOISY else None)
+            if copies > 1:  # (copies, batch, ...) with each rank taking its rows of every copy
+                noise = noise.view((copies, len(idx_all)) + tuple(train_set.x.shape[1:]))[:, rank::world_size]
+                noise = noise.reshape((-1,) + tuple(train_set.x.shape[1:]))
             idx = idx_all[rank::world_size]
             xb, yb = train_set.x[idx].to(device), train_set.y[idx].to(device)
-            if noise is not None:
+            if noise is not None and copies > 1:
+                xb, yb = xb.repeat((copies,) + (1,) * (xb.dim() - 1)) + noise.to(device), yb.repeat(copies)
+            elif noise is not None:
                 xb = xb + noise[rank::world_size].to(device)
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            if cfg.method == "dual":
+                loss = _dual_loss(logits, yb, copies, cfg.consistency)
+                logits = logits.softmax(-1).sum(1)
+            else:
+                loss = F.cross_entropy(logits, yb)
             if cfg.method in CERTIFIED:
                 step = (epoch - 1) * steps_per_epoch + b
                 eps_t = eps_sched(step)
@@ -294,7 +319,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            stats += torch.tensor([float(loss.detach()) * len(idx), int((logits.argmax(1) == yb).sum()), len(idx)],
+            stats += torch.tensor([float(loss.detach()) * len(idx), int((logits.argmax(1) == yb).sum()) / copies
+                                   if cfg.method == "dual" else int((logits.argmax(1) == yb).sum()), len(idx)],
                                   dtype=torch.float64)
         if sched is not None:
             sched.step()
@@ -305,7 +331,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         row = {"epoch": epoch, "loss": float(stats[0] / stats[2]), "train_accuracy": float(stats[1] / stats[2]),
                "val_accuracy": accuracy(model, val_set.x, val_set.y) if val_set else nan,
                "val_noisy_accuracy": (accuracy(model, val_set.x, val_set.y, cfg.sigma, generator=eval_gen)
-                                      if val_set and cfg.method == "gaussian" else nan),
+                                      if val_set and cfg.method in NOISY else nan),
                "val_ibp_verified": nan, "val_crown_ibp_verified": nan, "val_tightness": nan,
                "eps": eps_t, "kappa": kappa, "beta": beta, "lr": opt.param_groups[0]["lr"]}
         if bm is not None and val_set is not None and cfg.eps > 0:
@@ -315,7 +341,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
             with open(log_path, "a", newline="") as f:
                 csv.writer(f).writerow([f"{row[c]:.5g}" if isinstance(row[c], float) else row[c] for c in LOG_COLUMNS])
             meta = {"dataset": cfg.dataset, "method": cfg.method, "epochs": epoch, "seed": cfg.seed,
-                    "sigma": cfg.sigma if cfg.method == "gaussian" else None,
+                    "sigma": cfg.sigma if cfg.method in NOISY else None,
                     "eps": cfg.eps if cfg.eps > 0 else None, "eps_train": cfg.eps_max if certified else None,
                     "norm": "inf" if certified else None, "world_size": world_size,
                     **{k: row[k] for k in ("val_accuracy", "val_noisy_accuracy", "val_ibp_verified",
@@ -329,6 +355,39 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
             plot_log(log_path, out.with_suffix(".curves.png"))
         dist.barrier()
     return row
+
+
+def _dual_from(init_from: str, data: Dataset):
+    """Dual RS model whose two branches start from a noise-trained full-image certkit checkpoint."""
+    from certkit.models.checkpoint import FORMAT
+
+    ckpt = load_checkpoint_file(Path(init_from), allow_pickle=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CertkitError(f"--init-from {init_from}: needs a certkit checkpoint (certkit train --method gaussian)")
+    if ckpt["arch"] == "dual":
+        raise CertkitError(f"--init-from {init_from} is already a Dual RS model")
+    if tuple(ckpt["input_shape"]) != tuple(data.input_shape):
+        raise CertkitError(f"--init-from model takes inputs {tuple(ckpt['input_shape'])}, data has {data.input_shape}")
+    config = {"base_arch": ckpt["arch"], "base_config": dict(ckpt.get("arch_config") or {})}
+    net = build_model("dual", data.input_shape, data.num_classes, **config)
+    for branch in (net.left, net.right):
+        branch.load_state_dict(ckpt["state_dict"])
+    return "dual", config, ckpt.get("normalization"), net
+
+
+def _dual_loss(logits: torch.Tensor, y: torch.Tensor, copies: int, weight: float) -> torch.Tensor:
+    """CE of both branches; with copies > 1 plus weight * (mean KL(p_i || p_mean) + 0.05 H(p_mean)) over the
+    noise copies of each input (consistency regularization as in the DRS paper)."""
+    loss = F.cross_entropy(logits[:, 0], y) + F.cross_entropy(logits[:, 1], y)
+    if copies > 1 and weight > 0:
+        logp = logits.log_softmax(-1).view((copies, -1) + tuple(logits.shape[1:]))
+        p = logp.exp()
+        p_mean = p.mean(0)
+        log_mean = p_mean.clamp(min=1e-12).log()
+        kl = (p * (logp - log_mean)).sum(-1).mean()
+        entropy = -(p_mean * log_mean).sum(-1).mean()
+        loss = loss + weight * (kl + 0.05 * entropy)
+    return loss
 
 
 def _certified_loss(bm, model, xb, yb, logits, natural_loss, eps_t, kappa, beta, cfg, num_classes):
