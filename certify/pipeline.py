@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from certkit.certify.gaussian import ABSTAIN, GaussianSmoothing, check_certify_args
-from certkit.certify.report import COLUMNS, ResultWriter, summarize
+from certkit.certify.report import COLUMNS, summarize
 from certkit.certify.runner import run_inputs, select_indices
 from certkit.certify.sampling import NoiseSampler, input_generator
 from certkit.common.device import resolve_device
+from certkit.common.results import ResultWriter
 from certkit.common.errors import CertkitError
 from certkit.datasets import Dataset, load_dataset
 from certkit.models import LoadedModel, load_model

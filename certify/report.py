@@ -13,8 +13,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from certkit.common.results import ResultWriter  # noqa: F401  (re-exported for certify users)
-
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 RADIUS_STEP = 0.25
 

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from certkit.certify.report import ResultWriter
+from certkit.common.results import ResultWriter
 from certkit.common.errors import CertkitError
 from certkit.datasets import Dataset
 

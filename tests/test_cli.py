@@ -12,7 +12,7 @@ from torch import nn
 
 from certkit.models import NormalizeLayer, build_model, save_checkpoint
 from certkit.models.zoo import CIFAR10_MEAN, CIFAR10_STD
-from conftest import DATA, assert_clean_error
+from conftest import assert_clean_error
 
 FAST = ["--n0", "10", "--n", "300", "--batch", "300", "--quiet"]
 

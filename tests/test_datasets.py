@@ -1,5 +1,4 @@
 """Dataset readers on tiny files written in each standard format."""
-import gzip
 import os
 import pickle
 

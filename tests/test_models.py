@@ -1,5 +1,4 @@
 """Model loading: certkit checkpoints, reference checkpoints, ONNX import (vs onnxruntime), factories."""
-import pickle
 import textwrap
 
 import numpy as np

@@ -2,7 +2,6 @@
 import csv
 import json
 
-import pytest
 import torch
 from torch import nn
 

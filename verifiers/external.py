@@ -15,7 +15,7 @@ from certkit.verifiers.perturbation import Box, L2Ball, Perturbation
 
 def auto_lirpa_available() -> bool:
     try:
-        import auto_LiRPA  # noqa: F401
+        import auto_LiRPA  # noqa: F401  (availability check)
     except Exception:
         return False
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from certkit.verifiers.ops.base import ModuleOp, Op, center_radius
 
