@@ -44,8 +44,8 @@ def sparsemax(z: torch.Tensor) -> torch.Tensor:
 
 
 def simplex_map(name: str, t: float, logits: torch.Tensor) -> torch.Tensor:
-    """S(t * logits): probability vectors (..., K) in [0, 1]."""
-    z = logits.double() * t
+    """S(t * logits): probability vectors (..., K) in [0, 1], in the dtype of ``logits``."""
+    z = logits * t
     if name == "softmax":
         return torch.softmax(z, dim=-1)
     if name == "sparsemax":
@@ -82,7 +82,7 @@ class LVMSmoothing:
         self.last_selection: dict = {}
 
     def _logits(self, x, num, generator) -> torch.Tensor:
-        out = torch.cat([z.double().cpu() for z in self.sampler.logits_stream(x, num, generator)])
+        out = torch.cat([z.double().cpu() for z in self.sampler.logits_stream(x, num, generator)])  # small: n0 rows
         if out.dim() != 2:
             raise CertkitError("LVM-RS needs a model returning logits of shape (batch, classes)")
         if not torch.isfinite(out).all():
@@ -90,16 +90,28 @@ class LVMSmoothing:
         return out
 
     def select(self, logits0: torch.Tensor, n: int, alpha: float) -> tuple[str, float, int, float]:
-        """Choose (map, t, class A) from the n0 selection logits only: the largest predicted radius."""
+        """Choose (map, t, class A) from the n0 selection logits only: the largest predicted radius.
+
+        All temperatures of a map are evaluated in one batched call (T, n0, K)."""
         best = None
-        for name, t in self.candidates:
-            h = simplex_map(name, t, logits0).numpy()
-            mean, var = h.mean(0), h.var(0, ddof=1) if h.shape[0] > 1 else np.zeros(h.shape[1])
-            A = int(mean.argmax())
-            pA, pB = _bounds(mean, var, A, n, alpha)
-            r = max(lvm_radius(pA, pB, self.sigma))
-            if best is None or r > best[3]:
-                best = (name, t, A, r)
+        K = logits0.shape[1]
+        for name in dict.fromkeys(m for m, _ in self.candidates):
+            ts = torch.tensor([t for m, t in self.candidates if m == name], dtype=torch.float64)
+            h = simplex_map(name, 1.0, logits0.double().unsqueeze(0) * ts.view(-1, 1, 1)).numpy()  # (T, n0, K)
+            mean, var = h.mean(1), h.var(1, ddof=1)
+            A = mean.argmax(1)
+            shift = empirical_bernstein_shift(var, n, alpha / K)
+            rows = np.arange(len(ts))
+            pA = np.clip(mean[rows, A] - shift[rows, A], 0.0, 1.0)
+            upper = mean + shift
+            upper[rows, A] = -np.inf
+            pB = np.clip(upper.max(1), 0.0, 1.0)
+            r_phi = self.sigma / 2 * (norm.ppf(pA) - norm.ppf(pB))
+            r_lip = self.sigma * math.sqrt(math.pi / 2) * (pA - pB)
+            r = np.maximum(np.nan_to_num(r_phi, nan=-np.inf), r_lip)
+            k = int(r.argmax())
+            if best is None or r[k] > best[3]:
+                best = (name, float(ts[k]), int(A[k]), float(r[k]))
         return best
 
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
@@ -112,13 +124,14 @@ class LVMSmoothing:
         if n0 < 2 or n < 2:
             raise CertkitError("LVM-RS needs n0 >= 2 and n >= 2 (sample variances)")
         name, t, A, predicted = self.select(self._logits(x, n0, generator), n, alpha)
-        s1 = s2 = None
+        s1 = s2 = total = None
         for z in self.sampler.logits_stream(x, n, generator):  # fresh certification samples
-            if not torch.isfinite(z).all():
-                raise CertkitError("the model produced NaN or inf logits on noisy inputs; no certificate is issued")
-            h = simplex_map(name, t, z.cpu())
-            s1 = h.sum(0) if s1 is None else s1 + h.sum(0)
-            s2 = (h * h).sum(0) if s2 is None else s2 + (h * h).sum(0)
+            h = simplex_map(name, t, z)                       # float32 values in [0, 1]
+            a, b, c = h.sum(0, dtype=torch.float64), (h * h).sum(0, dtype=torch.float64), z.sum(dtype=torch.float64)
+            s1, s2, total = (a, b, c) if s1 is None else (s1 + a, s2 + b, total + c)
+        if not bool(torch.isfinite(total)):  # NaN/inf in any logit makes the sum non-finite
+            raise CertkitError("the model produced NaN or inf logits on noisy inputs; no certificate is issued")
+        s1, s2 = s1.cpu(), s2.cpu()
         mean = (s1 / n).numpy()
         var = np.clip(((s2 - n * (s1 / n) ** 2) / (n - 1)).numpy(), 0.0, None)
         pA, pB = _bounds(mean, var, A, n, alpha)

@@ -55,7 +55,7 @@ def test_lvm_formulas_hand_computed():
     assert shift == pytest.approx(math.sqrt(2 * 0.04 * math.log(200) / 100) + 7 * math.log(200) / (3 * 99))
     z = torch.tensor([[1.0, 0.5, -1.0], [0.2, 0.2, 0.2]])
     assert torch.allclose(sparsemax(z), torch.tensor([[0.75, 0.25, 0.0], [1 / 3, 1 / 3, 1 / 3]]))
-    assert torch.allclose(simplex_map("softmax", 2.0, z), torch.softmax(2 * z.double(), -1))
+    assert torch.allclose(simplex_map("softmax", 2.0, z), torch.softmax(2 * z, -1))
 
 
 class TwoLinearBranches(nn.Module):
@@ -175,3 +175,18 @@ def test_cli_compare_dual_and_errors(cli, tmp_path):
                        "--method dual")
     assert_clean_error(cli("certify", "--method", "median", "--out", tmp_path / "g.tsv"), "median")
     assert_clean_error(cli("train", "--method", "dual", "--out", tmp_path / "h.pt"), "--init-from")
+
+
+def test_dual_from_reference_checkpoint(cli, tmp_path, cifar_dir):
+    """Dual RS branches can start from a published Gaussian-smoothing checkpoint (reference format)."""
+    from certkit.models import NormalizeLayer, build_model
+    from certkit.models.zoo import CIFAR10_MEAN, CIFAR10_STD
+
+    ref = nn.Sequential(NormalizeLayer(CIFAR10_MEAN, CIFAR10_STD), build_model("cifar_resnet20", (3, 32, 32), 10))
+    torch.save({"arch": "cifar_resnet20", "state_dict": ref.state_dict()}, tmp_path / "ref.pth.tar")
+    r = cli("train", "--method", "dual", "--init-from", tmp_path / "ref.pth.tar", "--dataset", "cifar10", cifar_dir,
+            "--sigma", 0.25, "--epochs", 1, "--batch", 10, "--out", tmp_path / "drs.pt", "--quiet")
+    assert r.exit_code == 0, r.output
+    r = cli("certify", "--method", "dual", "--model", tmp_path / "drs.pt", "--dataset", "cifar10", cifar_dir,
+            "--n0", 4, "--n", 16, "--batch", 16, "--max", 1, "--quiet", "--out", tmp_path / "d.tsv")
+    assert r.exit_code == 0, r.output

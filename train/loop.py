@@ -359,11 +359,18 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
 
 def _dual_from(init_from: str, data: Dataset):
     """Dual RS model whose two branches start from a noise-trained full-image certkit checkpoint."""
-    from certkit.models.checkpoint import FORMAT
+    from certkit.models.checkpoint import FORMAT, REFERENCE_ARCHS
 
     ckpt = load_checkpoint_file(Path(init_from), allow_pickle=False)
+    if isinstance(ckpt, dict) and ckpt.get("arch") in REFERENCE_ARCHS and "format" not in ckpt:
+        # a Gaussian-smoothing reference checkpoint: Sequential(normalize, net) with keys "1.*"
+        mean, std = REFERENCE_ARCHS[ckpt["arch"]]
+        ckpt = {"format": FORMAT, "arch": ckpt["arch"], "arch_config": {}, "input_shape": [3, 32, 32],
+                "normalization": {"mean": list(mean), "std": list(std)},
+                "state_dict": {k[2:]: v for k, v in ckpt["state_dict"].items() if k.startswith("1.")}}
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CertkitError(f"--init-from {init_from}: needs a certkit checkpoint (certkit train --method gaussian)")
+        raise CertkitError(f"--init-from {init_from}: needs a certkit checkpoint (certkit train --method gaussian) "
+                           f"or a Gaussian-smoothing reference checkpoint")
     if ckpt["arch"] == "dual":
         raise CertkitError(f"--init-from {init_from} is already a Dual RS model")
     if tuple(ckpt["input_shape"]) != tuple(data.input_shape):
