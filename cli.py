@@ -320,6 +320,8 @@ def train(method, init_from, consistency, dataset, data_path, arch, hidden, widt
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="With --instances: also write one VNN-COMP result file per instance here.")
 @click.option("--no-bab", is_flag=True, help="VNN-COMP: bounds only, no input-split branch and bound.")
+@click.option("--backend", type=click.Choice(["certkit", "auto_lirpa"]), default="certkit", show_default=True,
+              help="Bound engine for --model: certkit's own, or auto_LiRPA when it can be imported.")
 @click.option("--tightness", is_flag=True,
               help="Also report the mean IBP propagation tightness (Mao et al. ICLR 2024): optimal box radius of the "
                    "locally linearized network / IBP box radius, in (0, 1].")
@@ -327,8 +329,8 @@ def train(method, init_from, consistency, dataset, data_path, arch, hidden, widt
 @_friendly
 def verify(check_only, model, weights, allow_pickle, input_shape, dataset, data_path, split, eps, norm, methods,
            batch, skip, max_inputs, pgd_steps, pgd_restarts, seed, device, out, resume, overwrite, summary_json,
-           onnx_path, vnnlib_path, timeout, result_path, instances_csv, results_csv, result_dir, no_bab, tightness,
-           quiet):
+           onnx_path, vnnlib_path, timeout, result_path, instances_csv, results_csv, result_dir, no_bab, backend,
+           tightness, quiet):
     """Verify robustness with bound propagation (IBP, CROWN-IBP, CROWN, alpha-CROWN).
 
     \b
@@ -382,7 +384,7 @@ def verify(check_only, model, weights, allow_pickle, input_shape, dataset, data_
     cfg = VerifyConfig(out=out, eps=eps, model=model, weights=weights, allow_pickle=allow_pickle, dataset=dataset,
                        data_path=data_path, split=split, norm=norm, methods=method_list, batch=batch, skip=skip,
                        max_inputs=max_inputs, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed,
-                       device=device, resume=resume, overwrite=overwrite, tightness=tightness)
+                       device=device, resume=resume, overwrite=overwrite, tightness=tightness, backend=backend)
     rows, summary = run_verify(cfg, quiet=quiet)
     unit = "Linf" if norm == "inf" else "L2"
     click.echo(f"{summary['inputs']['dataset']} {summary['inputs']['split']}: {summary['n_inputs']} inputs, "

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from certkit.verifiers.attack import pgd_attack
+import pytest
+
 from conftest import assert_clean_error
 
 
@@ -73,3 +75,29 @@ def test_verify_reports_tightness(cli, tmp_path):
     assert r.exit_code == 0 and "IBP tightness" in r.output
     tau = json.loads(summ.read_text())["tightness"]
     assert 0 < tau <= 1
+
+
+def test_auto_lirpa_backend_is_optional(cli, tmp_path):
+    from certkit.verifiers.external import auto_lirpa_available
+
+    r = cli("verify", "--eps", 0.01, "--method", "CROWN", "--max", 4, "--quiet", "--backend", "auto_lirpa",
+            "--out", tmp_path / "a.tsv")
+    if auto_lirpa_available():
+        assert r.exit_code == 0, r.output
+    else:
+        assert_clean_error(r, "auto_LiRPA")
+
+
+def test_verify_onnx_model_on_data(cli, tmp_path, npz_file):
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    path = tmp_path / "m.onnx"
+    try:
+        torch.onnx.export(net, (torch.rand(1, 5),), str(path), dynamo=False, input_names=["x"], opset_version=13)
+    except Exception as e:
+        pytest.skip(f"torch.onnx.export unavailable: {e}")
+    r = cli("verify", "--model", path, "--dataset", "npz", npz_file, "--eps", 0.05, "--method", "IBP,CROWN",
+            "--quiet", "--out", tmp_path / "v.tsv")
+    assert r.exit_code == 0, r.output
+    assert onnx is not None

@@ -37,7 +37,8 @@ class AutoLirpaBackend:
         self.input_shape = tuple(input_shape)
         self.bm = BoundedModule(model, torch.zeros((1,) + self.input_shape))
 
-    def compute_bounds(self, pert: Perturbation, C: torch.Tensor | None = None, method: str = "CROWN", **_):
+    def compute_bounds(self, pert: Perturbation, C: torch.Tensor | None = None, method: str = "CROWN",
+                       bound_upper: bool = True, **_):
         from auto_LiRPA import BoundedTensor
         from auto_LiRPA.perturbations import PerturbationLpNorm
 
@@ -52,4 +53,4 @@ class AutoLirpaBackend:
         else:
             raise CertkitError(f"auto_LiRPA backend: unsupported perturbation {type(pert).__name__}")
         bx = BoundedTensor(x, ptb)
-        return self.bm.compute_bounds(x=(bx,), C=C, method=method)
+        return self.bm.compute_bounds(x=(bx,), C=C, method=method, bound_upper=bound_upper)

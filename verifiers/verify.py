@@ -42,6 +42,27 @@ class VerifyConfig:
     resume: bool = False
     overwrite: bool = False
     tightness: bool = False   # also report the mean IBP propagation tightness (Mao et al. 2024)
+    backend: str = "certkit"  # or "auto_lirpa" (when importable)
+
+
+def _check_onnx_conversion(path: str, x: torch.Tensor, eps: float) -> None:
+    """Compare certkit's converted ONNX network with onnxruntime on points of the eps-boxes of some inputs.
+
+    Raises:
+        CertkitError: the outputs differ by more than 1e-4 * (1 + |y|).
+    """
+    import numpy as np
+
+    from certkit.models.onnx_import import load_onnx
+
+    onnx_model = load_onnx(path)
+    gen = torch.Generator().manual_seed(0)
+    pts = (x + eps * (2 * torch.rand(x.shape, generator=gen) - 1)).clamp(0, 1).reshape((-1,) + onnx_model.sample_shape)
+    ours = onnx_model.module(pts).detach().reshape(pts.shape[0], -1).numpy()
+    ref = onnx_model.run_onnxruntime(pts)
+    if not np.allclose(ours, ref, rtol=1e-4, atol=1e-4):
+        raise CertkitError(f"{path}: certkit's converted network differs from onnxruntime by "
+                           f"{np.abs(ours - ref).max():.3g}; refusing to verify")
 
 
 def _col(method: str) -> str:
@@ -75,7 +96,15 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
     model = load_model(cfg.model, cfg.weights, cfg.allow_pickle)
     data = fit_data_to_model(model, load_dataset(cfg.dataset, cfg.data_path, cfg.split))
     module = model.module.to(device).eval()
-    bm = BoundedModule(module, data.input_shape)
+    if model.kind == "onnx":
+        _check_onnx_conversion(model.source, data.x[:8], cfg.eps)
+    bm = BoundedModule(module, data.input_shape)  # certkit's engine: pre-flight check, sizes, tightness
+    bounder = bm
+    if cfg.backend == "auto_lirpa":
+        from certkit.verifiers.external import AutoLirpaBackend
+        bounder = AutoLirpaBackend(module, data.input_shape)
+    elif cfg.backend != "certkit":
+        raise CertkitError(f"unknown --backend {cfg.backend!r}: use certkit or auto_lirpa")
     K = torch.Size(bm.graph.output_shape).numel()
     indices = select_indices(len(data), cfg.skip, cfg.max_inputs)
     columns = ["idx", "label", "clean_correct", "pgd_robust"] + [_col(m) for m in methods]
@@ -103,7 +132,7 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
         for m in methods:
             t0 = time.perf_counter()
             with torch.no_grad() if m != "alpha-CROWN" else torch.enable_grad():
-                lb, _ = bm.compute_bounds(pert, C, m, bound_upper=False)
+                lb, _ = bounder.compute_bounds(pert, C, m, bound_upper=False)
             verified[m] = (lb.detach() > 0).all(1)
             seconds[m] += time.perf_counter() - t0
             bad = verified[m] & ~robust
