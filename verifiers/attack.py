@@ -23,6 +23,15 @@ def margin_objective(model: torch.nn.Module, y: torch.Tensor) -> Callable[[torch
     return obj
 
 
+def _value_and_grad(objective, x):
+    """(x as a leaf, objective (B,), d sum(objective) / dx) at x."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        obj = objective(x)
+        grad, = torch.autograd.grad(obj.sum(), x)
+    return x, obj, grad
+
+
 def _keep_best(obj, x, obj_best, x_best):
     """Per input, keep the point with the smaller objective."""
     better = obj < obj_best
@@ -57,10 +66,7 @@ def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor
             u = torch.rand(x_L.shape, generator=generator, device=x_L.device, dtype=x_L.dtype)
             x = x_L + u * (x_U - x_L)
         for _ in range(steps):
-            x = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                obj = objective(x)
-                grad, = torch.autograd.grad(obj.sum(), x)
+            x, obj, grad = _value_and_grad(objective, x)
             with torch.no_grad():
                 obj_best, x_best = _keep_best(obj.detach(), x.detach(), obj_best, x_best)
                 if early_stop and bool((obj_best < 0).all()):
@@ -100,10 +106,7 @@ def pgd_l2(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, 
                                                                           device=x0.device).view(view)
             x = project(x0 + d)
         for _ in range(steps):
-            x = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                obj = objective(x)
-                grad, = torch.autograd.grad(obj.sum(), x)
+            x, obj, grad = _value_and_grad(objective, x)
             with torch.no_grad():
                 obj_best, x_best = _keep_best(obj.detach(), x.detach(), obj_best, x_best)
                 g = grad / grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
