@@ -14,6 +14,7 @@ from certkit.verifiers.perturbation import Box, L2Ball, Perturbation
 
 
 def auto_lirpa_available() -> bool:
+    """True when ``import auto_LiRPA`` succeeds in this environment."""
     try:
         import auto_LiRPA  # noqa: F401  (availability check)
     except Exception:

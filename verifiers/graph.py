@@ -73,9 +73,11 @@ class BoundGraph:
         return vals[self.output]
 
     def activations(self) -> list[int]:
+        """Indices of the activation nodes (ReLU, Sigmoid, Tanh), in topological order."""
         return [i for i, n in enumerate(self.nodes) if isinstance(n.op, ops.Activation)]
 
     def describe(self) -> str:
+        """One line per node: index, name, op with output shape, input indices."""
         return "\n".join(f"{i:3d} {n.name:<24} {n.op!r:<28} <- {n.inputs}" for i, n in enumerate(self.nodes))
 
 

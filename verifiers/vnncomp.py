@@ -262,6 +262,7 @@ def _input_bab(bm, net32, onnx_model, term, dl, max_domains, batch):
 
 # ------------------------------------------------------------------ benchmark folders
 def write_result_file(path: str | Path, res: InstanceResult) -> None:
+    """Write ``res`` as a VNN-COMP result file (see :func:`format_result`), creating parent folders."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(format_result(res))
 

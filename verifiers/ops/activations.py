@@ -14,10 +14,17 @@ Relaxation = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class Activation(Op):
+    """An elementwise monotone activation: IBP maps endpoints; CROWN uses the linear relaxation from ``relax``."""
+
     affine = False
     zero_lower_intercept = False
 
     def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None) -> Relaxation:
+        """Lines a_L z + c_L <= act(z) <= a_U z + c_U valid for l <= z <= u (tensors (B, *shape)).
+
+        Returns (a_L, c_L, a_U, c_U), each (B, *shape), or (B, S, *shape) when ``alpha`` (per specification row
+        lower slopes, ReLU only) is given.
+        """
         raise NotImplementedError
 
     def ibp(self, iv):  # monotone non-decreasing
@@ -49,6 +56,7 @@ class ReLU(Activation):
 
     @staticmethod
     def default_alpha(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """CROWN's adaptive lower slope: 1 where u > -l, else 0 (the alpha-CROWN starting point)."""
         return (u > -l).to(l.dtype)
 
     def relax(self, l, u, alpha=None):
@@ -133,6 +141,8 @@ class SShaped(Activation):
 
 
 class Sigmoid(SShaped):
+    """Logistic sigmoid with the S-shaped CROWN relaxation."""
+
     name = "Sigmoid"
 
     def f(self, x):
@@ -144,6 +154,8 @@ class Sigmoid(SShaped):
 
 
 class Tanh(SShaped):
+    """tanh with the S-shaped CROWN relaxation."""
+
     name = "Tanh"
 
     def f(self, x):

@@ -35,9 +35,11 @@ class Op:
         self.out_shape: tuple = ()
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The op on concrete inputs (B, *in_shape) -> (B, *out_shape)."""
         raise NotImplementedError
 
     def ibp(self, *intervals: Interval) -> Interval:
+        """Interval rule (Gowal et al. 2018): bounds (l, u) of the output from input bounds, each (B, *shape)."""
         raise NotImplementedError
 
     def backward(self, A: torch.Tensor, *in_bounds: Interval | None) -> tuple[list[torch.Tensor | None], torch.Tensor | None]:
