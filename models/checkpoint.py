@@ -61,6 +61,7 @@ class LoadedModel:
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     arch: str | None = None
+    onnx: Any = None  # the OnnxModel (input name, onnxruntime session) when loaded from an .onnx file
 
 
 def bundled_checkpoint_path() -> Path:
@@ -207,7 +208,7 @@ def load_model(spec: str | Path | None = None, weights: str | Path | None = None
         from certkit.models.onnx_import import load_onnx
         onnx_model = load_onnx(path)
         return LoadedModel(onnx_model.module.eval(), onnx_model.sample_shape, onnx_model.num_outputs,
-                           (0.0, 1.0), None, "onnx", str(path), {}, None)
+                           (0.0, 1.0), None, "onnx", str(path), {}, None, onnx_model)
     ckpt = load_checkpoint_file(path, allow_pickle)
     if isinstance(ckpt, nn.Module):  # only reachable with allow_pickle
         return LoadedModel(ckpt.eval(), None, None, (0.0, 1.0), None, "pickled-module", str(path), {})

@@ -74,6 +74,18 @@ class OnnxModel:
                 for row in arr]
         return np.stack(outs)
 
+    def check_against_onnxruntime(self, x: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-4) -> None:
+        """Refuse a conversion that disagrees with onnxruntime on the points x (B, *sample_shape).
+
+        Raises:
+            CertkitError: some output differs by more than atol + rtol * |y_onnxruntime|.
+        """
+        ours = self.module(x).detach().reshape(x.shape[0], -1).numpy()
+        ref = self.run_onnxruntime(x)
+        if not np.allclose(ours, ref, rtol=rtol, atol=atol):
+            raise CertkitError(f"{self.path}: certkit's converted network differs from onnxruntime by "
+                               f"{np.abs(ours - ref).max():.3g}; refusing to verify")
+
 
 def _attrs(node) -> dict:
     import onnx

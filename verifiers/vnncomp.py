@@ -112,12 +112,7 @@ def check_conversion(onnx_model: OnnxModel, prop: Property, points: int = 16, se
         lo = torch.from_numpy(term.x_L).float()
         hi = torch.from_numpy(term.x_U).float()
         x = lo + (hi - lo) * torch.rand((points, lo.numel()), generator=gen)
-        x = x.reshape((points,) + onnx_model.sample_shape)
-        ours = onnx_model.module(x).detach().reshape(points, -1).numpy()
-        ref = onnx_model.run_onnxruntime(x)
-        if not np.allclose(ours, ref, rtol=1e-4, atol=1e-4):
-            raise CertkitError(f"{onnx_model.path}: certkit's converted network differs from onnxruntime by "
-                               f"{np.abs(ours - ref).max():.3g}; refusing to verify")
+        onnx_model.check_against_onnxruntime(x.reshape((points,) + onnx_model.sample_shape))
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0,
