@@ -51,7 +51,7 @@ class BoundedModule:
     Args:
         model: an nn.Module (traced with torch.fx) or certkit's ONNX GraphModule; evaluated in eval mode.
         input_shape: shape of one input (without batch).
-        rows_per_pass: memory budget for CROWN's intermediate passes, in (B x rows x node size) floats.
+        budget: memory budget for CROWN's intermediate passes, in (B x rows x node size) floats.
 
     Raises:
         CertkitError: unsupported ops (all listed).
@@ -167,7 +167,7 @@ class BoundedModule:
             high[:, sel] = -lb[:, sel.numel():]
         return low.reshape((B,) + shape), high.reshape((B,) + shape)
 
-    def crown_intermediate(self, pert: Perturbation) -> tuple[list, dict]:
+    def crown_intermediate(self, pert: Perturbation) -> list:
         """CROWN bounds of every activation input (intersected with IBP); other nodes keep IBP bounds."""
         bounds = self.ibp(pert)
         relax: dict = {}
@@ -184,7 +184,7 @@ class BoundedModule:
             l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)
             bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
             done.add(j)
-        return bounds, {}
+        return bounds
 
     # ------------------------------------------------------------------ alpha-CROWN
     def _alpha_crown(self, pert, CC, bounds, iterations=20, lr=0.5, decay=0.98, patience=10, deadline=None):
@@ -261,7 +261,7 @@ class BoundedModule:
             if method == "CROWN-IBP":
                 both = self._backward(g.output, CC, pert, self.ibp(pert), {})
             else:
-                bounds, _ = self.crown_intermediate(pert)
+                bounds = self.crown_intermediate(pert)
                 if method == "CROWN":
                     both = self._backward(g.output, CC, pert, bounds, {})
                 else:

@@ -15,6 +15,7 @@ NaN or inf anywhere in the bounds is an ``error``, never a verdict.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ def _objective(net: torch.nn.Module, C: torch.Tensor, d: torch.Tensor, sample_sh
 
 def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
     net32 = onnx_model.module.float().eval()
-    net64 = load_onnx(onnx_model.path).module.double().eval()
+    net64 = copy.deepcopy(net32).double().eval()
     shape = onnx_model.sample_shape
     gen = torch.Generator().manual_seed(seed)
     # 2. falsification on every term
