@@ -97,12 +97,13 @@ def main():
 
 def _config(model, weights, allow_pickle, dataset, split, data_path, sigma, n0, n, alpha, batch, skip,
             max_inputs, seed, device, use_compile, amp, out, resume, overwrite, prefix):
-    from certkit.certify.pipeline import CertifyConfig, default_out
+    from certkit.certify.pipeline import CertifyConfig
+    from certkit.common.results import default_results_path
 
     if out is None:
         if resume:
             raise CertkitError("--resume needs --out FILE (the TSV to continue)")
-        out = default_out(prefix, dataset, sigma)
+        out = default_results_path(prefix, dataset, f"sigma{'model' if sigma is None else f'{sigma:g}'}")
     return CertifyConfig(out=out, model=model, weights=weights, allow_pickle=allow_pickle, dataset=dataset,
                          data_path=data_path, split=split, sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch,
                          skip=skip, max_inputs=max_inputs, seed=seed, device=device, compile=use_compile,
@@ -392,8 +393,8 @@ def verify(check_only, model, weights, allow_pickle, input_shape, dataset, data_
     if out is None:
         if resume:
             raise CertkitError("--resume needs --out FILE (the TSV to continue)")
-        import time as _time
-        out = str(Path("certkit-results") / f"verify_{dataset}_eps{eps:g}_{norm}_{_time.strftime('%Y%m%d-%H%M%S')}.tsv")
+        from certkit.common.results import default_results_path
+        out = default_results_path("verify", dataset, f"eps{eps:g}", norm)
     cfg = VerifyConfig(out=out, eps=eps, model=model, weights=weights, allow_pickle=allow_pickle, dataset=dataset,
                        data_path=data_path, split=split, norm=norm, methods=method_list, batch=batch, skip=skip,
                        max_inputs=max_inputs, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed,
@@ -469,15 +470,15 @@ def conformal(model, weights, allow_pickle, dataset, data_path, split, sigma, ep
     the mean set size, as (mean, std) over random calibration/test splits.
     """
     import csv as _csv
-    import time as _time
 
     from certkit.certify.conformal import run_conformal
 
     rows, summary = run_conformal(model, dataset, data_path, split, sigma, eps, alpha, beta, n_mc, score, ptt,
                                   holdout, splits, attack_steps, seed, device, rule, weights, allow_pickle,
                                   max_inputs, quiet)
-    out = out or str(Path("certkit-results") / f"conformal_{dataset}_{rule}_{score}{'_ptt' if ptt else ''}_"
-                                                f"{_time.strftime('%Y%m%d-%H%M%S')}.tsv")
+    from certkit.common.results import default_results_path
+
+    out = out or default_results_path("conformal", dataset, rule, score + ("_ptt" if ptt else ""))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = _csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t")

@@ -8,18 +8,17 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from certkit.certify.gaussian import ABSTAIN, GaussianSmoothing, check_certify_args
 from certkit.certify.report import COLUMNS, summarize
-from certkit.certify.runner import run_inputs, select_indices
+from certkit.certify.runner import run_inputs
 from certkit.certify.sampling import NoiseSampler, input_generator
 from certkit.common.device import resolve_device
 from certkit.common.results import ResultWriter
 from certkit.common.errors import CertkitError
-from certkit.datasets import Dataset, load_dataset
+from certkit.datasets import Dataset, load_dataset, select_indices
 from certkit.models import LoadedModel, load_model
 from certkit.models.checks import fit_data_to_model
 
@@ -198,12 +197,5 @@ def run_predict(cfg: CertifyConfig, quiet: bool = False) -> tuple[list[dict], di
     return rows, summary
 
 
-def default_out(prefix: str, dataset: str, sigma: float | None) -> str:
-    """A fresh results path: certkit-results/<prefix>_<dataset>_sigma<s>_<timestamp>.tsv."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    s = "model" if sigma is None else f"{sigma:g}"
-    return str(Path("certkit-results") / f"{prefix}_{dataset}_sigma{s}_{stamp}.tsv")
-
-
-__all__ = ["CERTIFY_METHODS", "CertifyConfig", "PREDICT_COLUMNS", "Prepared", "default_out", "prepare",
+__all__ = ["CERTIFY_METHODS", "CertifyConfig", "PREDICT_COLUMNS", "Prepared", "prepare",
            "run_certify", "run_predict", "smoothing_for"]

@@ -8,22 +8,7 @@ import torch
 from tqdm import tqdm
 
 from certkit.common.results import ResultWriter
-from certkit.common.errors import CertkitError
 from certkit.datasets import Dataset
-
-
-def select_indices(n_total: int, skip: int = 1, max_inputs: int | None = None) -> list[int]:
-    """Every ``skip``-th index of a split of size n_total, at most ``max_inputs`` of them (reference semantics).
-
-    Raises:
-        CertkitError: skip < 1 or max_inputs < 1.
-    """
-    if skip < 1:
-        raise CertkitError(f"--skip must be >= 1, got {skip}")
-    if max_inputs is not None and max_inputs < 1:
-        raise CertkitError(f"--max must be >= 1, got {max_inputs}")
-    idx = list(range(0, n_total, skip))
-    return idx if max_inputs is None else idx[:max_inputs]
 
 
 def run_inputs(certify_one: Callable[[torch.Tensor, int], tuple[int, float]], dataset: Dataset,

@@ -14,6 +14,13 @@ from typing import Sequence
 from certkit.common.errors import CertkitError
 
 
+def default_results_path(*parts: str) -> str:
+    """A fresh results file: certkit-results/<parts joined by _>_<YYYYmmdd-HHMMSS>.tsv."""
+    import time
+
+    return str(Path("certkit-results") / ("_".join(str(p) for p in parts) + "_" + time.strftime("%Y%m%d-%H%M%S") + ".tsv"))
+
+
 class ResultWriter:
     """Append-only TSV of per-input results with resume support.
 

@@ -3,6 +3,6 @@
 Every loader returns a :class:`Dataset` whose images are float32 in [0, 1] (the data range in which
 certkit's sigma and eps are expressed) with integer labels.
 """
-from certkit.datasets.core import DATASET_NAMES, DIGITS_TEST_SIZE, Dataset, load_dataset
+from certkit.datasets.core import DATASET_NAMES, DIGITS_TEST_SIZE, Dataset, load_dataset, select_indices
 
-__all__ = ["DATASET_NAMES", "DIGITS_TEST_SIZE", "Dataset", "load_dataset"]
+__all__ = ["DATASET_NAMES", "DIGITS_TEST_SIZE", "Dataset", "load_dataset", "select_indices"]

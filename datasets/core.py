@@ -78,6 +78,20 @@ def _validate(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
 
 
+def select_indices(n_total: int, skip: int = 1, max_inputs: int | None = None) -> list[int]:
+    """Every ``skip``-th index of a split of size n_total, at most ``max_inputs`` of them (reference semantics).
+
+    Raises:
+        CertkitError: skip < 1 or max_inputs < 1.
+    """
+    if skip < 1:
+        raise CertkitError(f"--skip must be >= 1, got {skip}")
+    if max_inputs is not None and max_inputs < 1:
+        raise CertkitError(f"--max must be >= 1, got {max_inputs}")
+    idx = list(range(0, n_total, skip))
+    return idx if max_inputs is None else idx[:max_inputs]
+
+
 def load_dataset(name: str, path: str | Path | None = None, split: str = "test") -> Dataset:
     """Load a dataset split with images in [0, 1].
 

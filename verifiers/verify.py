@@ -10,7 +10,7 @@ from tqdm import tqdm
 from certkit.common.device import resolve_device
 from certkit.common.errors import CertkitError
 from certkit.common.results import ResultWriter
-from certkit.datasets import load_dataset
+from certkit.datasets import load_dataset, select_indices
 from certkit.models import load_model
 from certkit.models.checks import fit_data_to_model
 from certkit.verifiers.attack import pgd_attack
@@ -61,8 +61,6 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
         (rows, summary) with summary {"eps", "norm", "n_inputs", "clean_accuracy", "pgd_accuracy",
         "verified_accuracy": {method: v}, "seconds": {method: s}, ...}.
     """
-    from certkit.certify.runner import select_indices  # input selection shared with certify
-
     if not cfg.eps >= 0:
         raise CertkitError(f"eps must be >= 0, got {cfg.eps}")
     if cfg.norm not in ("inf", "2"):
