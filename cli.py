@@ -510,5 +510,141 @@ def conformal(model, weights, allow_pickle, dataset, data_path, split, sigma, ep
         click.echo(f"plot: {plot}")
 
 
+@main.group()
+def soundness():
+    """Soundness benchmark: instances with hidden counterexamples, and an audit of verifiers on them.
+
+    \b
+    certkit soundness generate --out bench/mlp_eps0.2 --arch mlp_4_hidden --eps 0.2 --preset cpu
+    certkit soundness run --bench bench --verifier certkit
+    certkit soundness run --bench bench --command 'my_verifier {onnx} {vnnlib} {result} {timeout}' --name mine
+    certkit soundness score --bench bench --summary-json audit.json
+    """
+
+
+_ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs), cnn_1_conv / cnn_2_conv / cnn_3_conv, "
+              "cnn_avgpool, cnn_tanh, cnn_sigmoid ((C,5,5) inputs).")
+
+
+@soundness.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder of this model's benchmark (model.onnx, vnnlib/, instances.csv, private/).")
+@click.option("--arch", default="mlp_4_hidden", show_default=True, help=_ARCH_HELP)
+@click.option("--eps", type=float, default=0.2, show_default=True,
+              help="Linf radius RELATIVE to the data range r = 0.1 (the paper's eps0.2 / eps0.5): absolute radius "
+                   "eps * r, e.g. 0.2 -> 0.02.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, planting and training.")
+@click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper", show_default=True,
+              help="paper: the paper's sizes and budgets (GPU hours per model); cpu: width 200, 600 epochs, smaller "
+                   "attack budgets (minutes per model on a CPU). Options below override the preset.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="CNN input channels.")
+@click.option("--input-size", type=int, default=None, help="MLP input length (default 10) or CNN image side (5).")
+@click.option("--width", type=int, default=None, help="Units of the paper's 1000-unit layers.")
+@click.option("--epochs", type=int, default=None, help="Training epochs at most (paper 10000).")
+@click.option("--attack-iters", type=int, default=None, help="PGD iterations per training epoch (paper 75).")
+@click.option("--attack-restarts", type=int, default=None, help="PGD restarts per training epoch (paper 75).")
+@click.option("--check-every", type=int, default=None, help="Epochs between model-selection checks (paper 200).")
+@click.option("--sweep-restarts", type=int, default=None,
+              help="Restarts of each of the 8 PGD settings of the final hiddenness sweep (paper 1000).")
+@click.option("--strong/--no-strong", default=True, show_default=True,
+              help="Also require the planted counterexamples to survive certkit's stronger attacks (vertex-start "
+                   "PGD with a step schedule, vertex sampling).")
+@click.option("--strong-restarts", type=int, default=None, help="Restarts of the vertex-start PGD.")
+@click.option("--vertex-samples", type=int, default=None, help="Random box vertices tried per instance.")
+@click.option("--n-planted", type=int, default=10, show_default=True, help="Planted counterexample pairs.")
+@click.option("--n-regular", type=int, default=10, show_default=True, help="Regular points.")
+@click.option("--timeout", type=float, default=100.0, show_default=True,
+              help="Seconds per instance written to instances.csv.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted generation in --out.")
+@click.option("--quiet", is_flag=True)
+@_friendly
+def generate(out, arch, eps, seed, preset, channels, input_size, width, epochs, attack_iters, attack_restarts,
+             check_every, sweep_restarts, strong, strong_restarts, vertex_samples, n_planted, n_regular, timeout,
+             resume, quiet):
+    """Train a model with planted counterexamples and export it as a VNN-COMP benchmark.
+
+    Planted counterexamples that survive the hiddenness check become instances whose true answer is sat; regular
+    points give instances without ground truth. private/ holds the ground truth: never give it to a verifier.
+    """
+    from certkit.soundness_bench.generate import config_with_preset, generate as gen
+
+    cfg = config_with_preset(preset, out=out, arch=arch, eps=eps, seed=seed, channels=int(channels),
+                             input_size=input_size, width=width, epochs=epochs, attack_iters=attack_iters,
+                             attack_restarts=attack_restarts, check_every=check_every,
+                             sweep_restarts=sweep_restarts, strong=strong, strong_restarts=strong_restarts,
+                             vertex_samples=vertex_samples, n_planted=n_planted, n_regular=n_regular,
+                             timeout=timeout)
+    s = gen(cfg, resume=resume, quiet=quiet)
+    click.echo(f"{arch} eps={eps:g} (Linf {cfg.eps_abs:g}), seed {seed}: {s['valid_pairs']}/{s['planted_pairs']} pairs "
+               f"planted, {s['survive_sweep']} survive the PGD sweep, {s['hidden']} survive every attack")
+    click.echo(f"instances: {s['planted_instances']} planted + {s['regular_instances']} regular -> {s['instances']}")
+    if s["not_confirmed"]:
+        click.echo(f"dropped {s['not_confirmed']} planted pair(s) that onnxruntime did not confirm", err=True)
+    click.echo(f"time: {s['seconds_total']:.0f} s (training {s['seconds_train']:.0f} s, "
+               f"hiddenness check {s['seconds_hiddenness']:.0f} s); ground truth: {Path(out) / 'private'}")
+
+
+@soundness.command()
+@click.option("--bench", required=True, type=click.Path(file_okay=False),
+              help="A generated folder (with instances.csv) or a folder of them.")
+@click.option("--verifier", default=None,
+              help="Built-in verifier: certkit, certkit-ibp, certkit-crown, certkit-alpha-crown, marabou, or the "
+                   "deliberately unsound bug-shrink-input.")
+@click.option("--command", "command", default=None,
+              help="External verifier as a command template with {onnx} {vnnlib} {result} and optionally "
+                   "{timeout}; split like a shell would, run without a shell.")
+@click.option("--name", default=None, help="Label of a --command verifier (default: its program name).")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds per instance (default: the instances.csv value, 100 s for generated benchmarks).")
+@click.option("--grace", type=float, default=5.0, show_default=True,
+              help="Extra seconds before the verifier's whole process group is killed.")
+@click.option("--results", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default BENCH/results/NAME).")
+@click.option("--resume", is_flag=True, help="Skip instances already answered in --results.")
+@click.option("--overwrite", is_flag=True, help="Replace existing results.")
+@click.option("--quiet", is_flag=True)
+@_friendly
+def run(bench, verifier, command, name, timeout, grace, results, resume, overwrite, quiet):
+    """Run a verifier on every instance (one subprocess each, VNN-COMP style) and record its answers."""
+    from collections import Counter
+
+    from certkit.soundness_bench.run import run_verifier
+
+    rows = run_verifier(bench, verifier, command, name, results, timeout, grace, resume, overwrite, quiet)
+    counts = Counter(r["result"] for r in rows)
+    click.echo(f"{len(rows)} instances: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    label = verifier or name or "the verifier"
+    click.echo(f"results: {Path(results) if results else Path(bench) / 'results' / label}")
+
+
+@soundness.command()
+@click.option("--bench", required=True, type=click.Path(file_okay=False))
+@click.option("--results", multiple=True, type=click.Path(file_okay=False),
+              help="Results folder(s) of `soundness run` (default: every BENCH/results/*).")
+@click.option("--tol", type=float, default=1e-4, show_default=True,
+              help="Tolerance (input units and logits) when checking returned counterexamples.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None)
+@click.option("--fail-on-unsound", is_flag=True,
+              help="Exit with status 3 when a verifier not unsound by design answered unsat on a planted instance.")
+@_friendly
+def score(bench, results, tol, summary_json, fail_on_unsound):
+    """Score verifiers against the ground truth: unsat on a planted instance is UNSOUND.
+
+    Planted instances have a hidden counterexample (true answer sat); regular ones have no ground truth. Every
+    sat answer's counterexample is re-checked in onnxruntime.
+    """
+    from certkit.soundness_bench.score import format_table, score as do_score, write_summary
+
+    summary = do_score(bench, list(results) or None, tol)
+    click.echo(format_table(summary))
+    if summary_json:
+        write_summary(summary, summary_json)
+        click.echo(f"summary: {summary_json}")
+    from certkit.soundness_bench.adapters import UNSOUND_BY_DESIGN
+
+    if fail_on_unsound and any(s["has_unsound"] for n, s in summary.items() if n not in UNSOUND_BY_DESIGN):
+        sys.exit(3)
+
+
 if __name__ == "__main__":
     main()

@@ -71,11 +71,7 @@ class ResultWriter:
             fields = line.split("\t")
             if len(fields) != len(self.columns):
                 break  # a partial last line from an interrupted run: drop it and what follows
-            try:
-                row = {k: _parse(v) for k, v in zip(self.columns, fields)}
-            except ValueError:
-                break
-            self.rows.append(row)
+            self.rows.append({k: _parse(v) for k, v in zip(self.columns, fields)})
             good.append(line)
         repaired = "\n".join(good) + "\n"
         if repaired != text:
@@ -92,10 +88,13 @@ class ResultWriter:
 
 
 def _parse(v: str):
-    try:
-        return int(v)
-    except ValueError:
-        return float(v)
+    """A cell as int, else float, else the text itself."""
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
 
 
 def _fmt(v) -> str:

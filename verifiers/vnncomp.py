@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import re
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -80,6 +81,71 @@ def violates(term: Term, y: np.ndarray) -> bool:
     return bool(np.all(np.where(term.strict, val < 0, val <= 0)))
 
 
+def check_witness(onnx_model: OnnxModel, prop: Property, x_flat: np.ndarray, tol: float = 0.0) -> str | None:
+    """Check a claimed counterexample: None when the input x (flat, row-major, used as float32) lies in the input box
+    of some disjunct (within ``tol``, compared exactly as rationals) and onnxruntime's output at x lies in that
+    disjunct's unsafe region (each row C_j y - d_j <= tol; strict rows < 0 when tol = 0). Otherwise the reason.
+
+    tol = 0 is the exact check used for planted counterexamples; VNN-COMP-style scoring uses a small tolerance
+    (1e-4) for witnesses printed with rounding.
+    """
+    x = np.asarray(x_flat, dtype=np.float32).ravel()
+    if x.size != prop.n_inputs:
+        return f"the witness has {x.size} inputs, the property {prop.n_inputs}"
+    if not np.all(np.isfinite(x)):
+        return "the witness has NaN or inf inputs"
+    y = onnx_model.run_onnxruntime(torch.from_numpy(x.reshape((1,) + onnx_model.sample_shape)))[0]
+    if not np.all(np.isfinite(y)):
+        return "onnxruntime gives NaN or inf at the witness"
+    t = Fraction(tol)
+    xf = [Fraction(float(v)) for v in x]
+    reason = "the witness lies outside every input box"
+    for term in prop.terms:
+        if not all(lo - t <= v <= hi + t for v, lo, hi in zip(xf, term.x_L_exact, term.x_U_exact)):
+            continue
+        val = term.C @ np.asarray(y, dtype=np.float64) - term.d
+        ok = np.all(val <= tol) if tol > 0 else np.all(np.where(term.strict, val < 0, val <= 0))
+        if ok:
+            return None
+        reason = f"onnxruntime output {np.array2string(y, precision=6)} is outside the unsafe region"
+    return reason
+
+
+_ALIASES = {"holds": "unsat", "violated": "sat"}
+_PAIR = re.compile(r"\(\s*([XY])_(\d+)\s+([^\s()]+)\s*\)")
+
+
+def parse_result_text(text: str) -> tuple[str, np.ndarray | None, str]:
+    """Parse a VNN-COMP result file: (status, witness x or None, reason).
+
+    The first non-empty line must be EXACTLY one token of RESULTS (case-insensitive; the 2021 names ``holds`` /
+    ``violated`` map to unsat / sat). Anything else -- ``unsafe``, ``sat (maybe)``, ``result: unsat`` -- is status
+    ``error`` with the reason, never a verdict found by substring matching. For sat, the ``(X_i value)`` pairs give the
+    witness (None when absent or incomplete).
+    """
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return "error", None, "empty result file"
+    tok = lines[0].lower()
+    tok = _ALIASES.get(tok, tok)
+    if tok not in RESULTS:
+        return "error", None, f"unrecognized result {lines[0][:60]!r}"
+    if tok != "sat":
+        return tok, None, ""
+    xs: dict[int, float] = {}
+    for kind, i, v in _PAIR.findall("\n".join(lines[1:])):
+        if kind == "X":
+            try:
+                xs[int(i)] = float(v)
+            except ValueError:
+                return "sat", None, f"witness value {v!r} is not a number"
+    if not xs:
+        return "sat", None, "no witness"
+    if sorted(xs) != list(range(len(xs))):
+        return "sat", None, "the witness skips inputs"
+    return "sat", np.array([xs[i] for i in range(len(xs))]), ""
+
+
 def _validate(onnx_model: OnnxModel, term: Term, x_flat: np.ndarray):
     x = _snap_into_box(x_flat, term)
     if x is None:
@@ -122,7 +188,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     """Answer one VNN-COMP instance: sat (validated counterexample), unsat, unknown, timeout or error.
 
     Args:
-        timeout: seconds for the whole instance.
+        timeout: seconds for the whole instance (loading included).
         methods: bound methods tried in order on each whole disjunct.
         bab: input-split branch and bound after the bounds (inputs of at most 64 dimensions).
     Never raises for a problem with the instance: errors are returned as status ``error`` with a reason.
@@ -131,6 +197,19 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     try:
         onnx_model = load_onnx(onnx_path)
         prop = parse_vnnlib(vnnlib_path)
+    except CertkitError as e:
+        return InstanceResult("error", time.perf_counter() - dl.t0, str(e))
+    res = verify_property(onnx_model, prop, dl.left(), methods, bab, max_domains, batch, seed)
+    res.seconds = time.perf_counter() - dl.t0
+    return res
+
+
+def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0,
+                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool = True, max_domains: int = 200_000,
+                    batch: int = 2048, seed: int = 0) -> InstanceResult:
+    """:func:`verify_instance` on an already loaded network and parsed property (same arguments and result)."""
+    dl = _Deadline(timeout)
+    try:
         n_in = int(np.prod(onnx_model.sample_shape))
         if prop.n_inputs != n_in or prop.n_outputs != onnx_model.num_outputs:
             raise CertkitError(f"the property has {prop.n_inputs} inputs / {prop.n_outputs} outputs but the network "
@@ -301,5 +380,5 @@ def run_instances(csv_path: str | Path, results_csv: str | Path, timeout_scale: 
     return out
 
 
-__all__ = ["InstanceResult", "RESULTS", "check_conversion", "format_result", "run_instances", "verify_instance",
-           "violates", "write_result_file"]
+__all__ = ["InstanceResult", "RESULTS", "check_conversion", "check_witness", "format_result", "parse_result_text",
+           "run_instances", "verify_instance", "verify_property", "violates", "write_result_file"]

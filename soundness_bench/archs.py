@@ -1,0 +1,82 @@
+"""Model families of the soundness benchmark (Zhou et al. 2024, "Testing Neural Network Verifiers: A Soundness
+Benchmark with Hidden Counterexamples", Sec. 4 / their models/synthetic_*.py), as plain ``nn.Sequential`` so the
+ONNX export is a straight chain of Conv/Gemm/activation nodes every verifier reads.
+
+Inputs are synthetic: MLPs take a vector (default 10 values), CNNs a (C, 5, 5) image with C = 1 or 3; the output is
+2 logits. ``width`` replaces the paper's 1000-unit layers (1000 by default; smaller widths make generation feasible
+on a CPU). Every convolution is followed by its activation (the reference omits it after the third convolution of
+the 3-conv CNN; certkit does not copy that).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+_ACTS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def _head(n_in: int, width: int, act: Callable[[], nn.Module]) -> list[nn.Module]:
+    """FC width -> FC100 -> FC20 -> FC2 (the classifier tail shared by the CNN families)."""
+    return [nn.Flatten(), nn.Linear(n_in, width), act(), nn.Linear(width, 100), act(), nn.Linear(100, 20), act(),
+            nn.Linear(20, 2)]
+
+
+def mlp(input_shape: tuple, hidden: int = 4, width: int = 1000, act: str = "relu") -> nn.Sequential:
+    """FC100 -> (hidden - 2) x FC<width> -> FC20 -> FC2 on a flat input (the paper's mlp_4_hidden / mlp_5_hidden)."""
+    a = _ACTS[act]
+    n_in = 1
+    for s in input_shape:
+        n_in *= s
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(n_in, 100), a(), nn.Linear(100, width), a()]
+    for _ in range(hidden - 3):
+        layers += [nn.Linear(width, width), a()]
+    return nn.Sequential(*layers, nn.Linear(width, 20), a(), nn.Linear(20, 2))
+
+
+def cnn(input_shape: tuple, convs: int = 1, width: int = 1000, act: str = "relu", avgpool: bool = False,
+        stride2: bool = False) -> nn.Sequential:
+    """convs conv layers (Conv10 3x3 pad 1; Conv5 -> Conv10; Conv5 -> Conv10 -> Conv20), optional AvgPool 3x3 stride
+    1 pad 1, then the FC head. ``stride2``: one Conv10 5x5 stride 2 pad 2 (the paper's Tanh / Sigmoid CNNs)."""
+    a = _ACTS[act]
+    c, h, w = input_shape
+    if stride2:
+        layers: list[nn.Module] = [nn.Conv2d(c, 10, 5, stride=2, padding=2), a()]
+        h, w, c = (h - 1) // 2 + 1, (w - 1) // 2 + 1, 10
+    else:
+        chans = {1: [10], 2: [5, 10], 3: [5, 10, 20]}[convs]
+        layers = []
+        for out in chans:
+            layers += [nn.Conv2d(c, out, 3, stride=1, padding=1), a()]
+            c = out
+    if avgpool:
+        layers.append(nn.AvgPool2d(3, stride=1, padding=1))
+    return nn.Sequential(*layers, *_head(c * h * w, width, a))
+
+
+# family -> (builder, default input shape given channels, builder kwargs)
+FAMILIES: dict[str, dict] = {
+    "mlp_4_hidden": dict(kind="mlp", hidden=4),
+    "mlp_5_hidden": dict(kind="mlp", hidden=5),
+    "cnn_1_conv": dict(kind="cnn", convs=1),
+    "cnn_2_conv": dict(kind="cnn", convs=2),
+    "cnn_3_conv": dict(kind="cnn", convs=3),
+    "cnn_avgpool": dict(kind="cnn", convs=1, avgpool=True),
+    "cnn_tanh": dict(kind="cnn", stride2=True, act="tanh"),
+    "cnn_sigmoid": dict(kind="cnn", stride2=True, act="sigmoid"),
+}
+
+
+def input_shape_for(arch: str, channels: int = 1, input_size: int | None = None) -> tuple:
+    """Sample shape of ``arch``: (input_size,) for MLPs (default 10), (channels, s, s) for CNNs (default s = 5)."""
+    if FAMILIES[arch]["kind"] == "mlp":
+        return (input_size or 10,)
+    s = input_size or 5
+    return (channels, s, s)
+
+
+def build(arch: str, input_shape: tuple, width: int = 1000) -> nn.Sequential:
+    """The network of family ``arch`` (a key of FAMILIES) for samples of ``input_shape``, 2 output logits."""
+    spec = dict(FAMILIES[arch])
+    kind = spec.pop("kind")
+    return mlp(input_shape, width=width, **spec) if kind == "mlp" else cnn(input_shape, width=width, **spec)

@@ -1,0 +1,319 @@
+"""Generate verification instances with hidden, planted counterexamples (Zhou et al. 2024, "Testing Neural Network
+Verifiers: A Soundness Benchmark with Hidden Counterexamples", Sec. 3; spec: shared/spec/soundness_bench.md).
+
+Per model:
+  1. data: inputs x ~ U[-r, r]^shape (r = ``data_range`` = 0.1), ``n_planted`` counterexample pairs
+     (x, y, target = 1 - y, x_cex) with x_cex a random vertex of the clipped Linf ball of radius eps around x, and
+     ``n_regular`` regular points (x, y); every two anchors are more than 2 eps apart (Linf) so no boxes overlap.
+     eps = eps_rel * r (the paper's names eps0.2 / eps0.5 are eps_rel; absolute radii 0.02 / 0.05).
+  2. two-objective training (their adv_training.py): on the 2 x 10 anchors, PGD-Linf with margin loss (step
+     0.1 eps, ``attack_iters`` iterations, ``attack_restarts`` restarts, best kept) gives one delta per anchor per
+     epoch; the last ``window`` deltas are kept (FIFO) and L_adv = CE over x + delta for all of them;
+     L_cex = mean ReLU(z_y(x_cex) + m - z_target(x_cex)), m = 0.01; L = L_adv + L_cex; Adam, cyclic lr (0 -> lr at
+     40% of the epochs -> 0), gradient norm clipped at 10.
+  3. model selection: every ``check_every`` epochs count the pairs that are valid (x correct, x_cex misclassified)
+     and survive the attack sweep at the training restarts; keep the best model, stop when all survive.
+  4. the hiddenness check (hide.py) on the selected model: the paper's 8-setting sweep at ``sweep_restarts`` plus
+     certkit's stronger attacks. Only pairs that survive every attack become planted instances.
+  5. export (export.py): model.onnx, vnnlib/<i>.vnnlib, instances.csv (planted first, then regular), and
+     private/ground_truth.json; every planted counterexample is confirmed in onnxruntime on the exported ONNX.
+
+Training state is saved at every check, so ``resume`` continues an interrupted run exactly.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from certkit.common.errors import CertkitError
+from certkit.soundness_bench import archs
+from certkit.soundness_bench.hide import SWEEP, hiddenness_check, pgd_search
+
+# The paper's settings, and a preset that makes one model a few minutes of CPU time.
+PRESETS: dict[str, dict] = {
+    "paper": dict(width=1000, epochs=10000, attack_iters=75, attack_restarts=75, check_every=200,
+                  sweep_restarts=1000, strong_restarts=1000, strong_iters=200, vertex_samples=10000),
+    "cpu": dict(width=200, epochs=600, attack_iters=20, attack_restarts=10, check_every=50,
+                sweep_restarts=50, strong_restarts=100, strong_iters=100, vertex_samples=4096),
+}
+
+
+@dataclass
+class GenerateConfig:
+    """Options of :func:`generate` (defaults: the paper's values; see PRESETS).
+
+    eps is RELATIVE to the data range r: the absolute Linf radius is eps * data_range (eps 0.2 -> 0.02).
+    """
+
+    out: str
+    arch: str = "mlp_4_hidden"
+    eps: float = 0.2
+    seed: int = 0
+    channels: int = 1
+    input_size: int | None = None
+    width: int = 1000
+    data_range: float = 0.1
+    n_planted: int = 10
+    n_regular: int = 10
+    epochs: int = 10000
+    attack_iters: int = 75
+    attack_restarts: int = 75
+    alpha: float = 0.1
+    window: int = 300
+    margin: float = 0.01
+    lr: float = 1e-3
+    grad_clip: float = 10.0
+    check_every: int = 200
+    sweep_restarts: int = 1000
+    sweep: tuple = SWEEP
+    strong: bool = True
+    strong_restarts: int = 1000
+    strong_iters: int = 200
+    vertex_samples: int = 10000
+    timeout: float = 100.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def eps_abs(self) -> float:
+        return round(self.eps * self.data_range, 12)
+
+    @property
+    def input_shape(self) -> tuple:
+        return archs.input_shape_for(self.arch, self.channels, self.input_size)
+
+    def validate(self) -> None:
+        if self.arch not in archs.FAMILIES:
+            raise CertkitError(f"unknown --arch {self.arch!r}: choose from {', '.join(archs.FAMILIES)}")
+        if not 0 < self.eps <= 1:
+            raise CertkitError(f"--eps {self.eps} must be in (0, 1]: it is relative to the data range "
+                               f"(0.2 means an Linf radius of 0.2 * {self.data_range:g})")
+        if self.channels not in (1, 3):
+            raise CertkitError("--channels must be 1 or 3")
+        for name in ("width", "epochs", "attack_restarts", "check_every", "sweep_restarts", "strong_restarts",
+                     "window", "n_planted"):
+            if getattr(self, name) < 1:
+                raise CertkitError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.attack_iters < 0 or self.n_regular < 0 or self.strong_iters < 0 or self.vertex_samples < 0:
+            raise CertkitError("iteration counts and sample counts must be >= 0")
+        if self.timeout <= 0:
+            raise CertkitError("--timeout must be positive (seconds per instance)")
+
+
+def config_with_preset(preset: str = "paper", **overrides) -> GenerateConfig:
+    """GenerateConfig from PRESETS[preset] with explicit options (not None) taking precedence."""
+    if preset not in PRESETS:
+        raise CertkitError(f"unknown --preset {preset!r}: choose from {', '.join(PRESETS)}")
+    names = {f.name for f in fields(GenerateConfig)}
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None and k in names}}
+    return GenerateConfig(**values)
+
+
+@dataclass
+class PlantedData:
+    """Anchors and boxes. x, lo, hi: (P + R, *shape) float32, the P planted anchors first; y: (P + R,) labels;
+    x_cex: (P, *shape) vertices of the first P boxes; target: (P,) = 1 - y[:P]."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    x_cex: torch.Tensor
+    target: torch.Tensor
+
+    @property
+    def n_planted(self) -> int:
+        return self.x_cex.shape[0]
+
+
+def make_data(cfg: GenerateConfig) -> PlantedData:
+    """Sample anchors (rejection sampling for pairwise Linf distance > 2 eps), labels and planted vertices."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    r, eps, shape = cfg.data_range, cfg.eps_abs, cfg.input_shape
+    n = cfg.n_planted + cfg.n_regular
+    xs: list[torch.Tensor] = []
+    tries = 0
+    while len(xs) < n:
+        tries += 1
+        if tries > 100_000:
+            raise CertkitError(f"cannot place {n} anchors more than 2 eps = {2 * eps:g} apart in [-{r:g}, {r:g}]^"
+                               f"{shape}: lower --eps or the number of points")
+        cand = (torch.rand(shape, generator=gen) * 2 - 1) * r
+        if all(float((cand - o).abs().max()) > 2 * eps for o in xs):
+            xs.append(cand)
+    x = torch.stack(xs).float()
+    y = torch.randint(0, 2, (n,), generator=gen)
+    lo, hi = (x - eps).clamp(-r, r), (x + eps).clamp(-r, r)
+    P = cfg.n_planted
+    sign = torch.rand((P,) + shape, generator=gen) >= 0.5
+    x_cex = torch.where(sign, hi[:P], lo[:P])
+    return PlantedData(x, y, lo, hi, x_cex, 1 - y[:P])
+
+
+def valid_pairs(model: torch.nn.Module, data: PlantedData) -> torch.Tensor:
+    """(P,) bool: anchor x classified as y and x_cex classified as target (margin z_t - z_y >= 0 at x_cex)."""
+    with torch.no_grad():
+        P = data.n_planted
+        z = model(data.x[:P])
+        zc = model(data.x_cex)
+        correct = z.argmax(1) == data.y[:P]
+        flipped = (zc.gather(1, data.target[:, None]) - zc.gather(1, data.y[:P, None]))[:, 0] >= 0
+    return correct & flipped
+
+
+def cyclic_lr(t: float, total: float, lr_max: float) -> float:
+    """Triangular schedule of the reference: 0 -> lr_max at 40% of training -> 0 (t, total in epochs)."""
+    return float(np.interp(t, [0, 0.4 * total, total], [0, lr_max, 0]))
+
+
+def _count_hidden(model, data: PlantedData, cfg: GenerateConfig, restarts: int, strong: bool, seed: int,
+                  progress=None) -> tuple[torch.Tensor, object]:
+    """(P,) bool hidden & valid, and the HidingReport, for the planted anchors."""
+    P = data.n_planted
+    valid = valid_pairs(model, data)
+    if not valid.any():
+        return valid, None
+    rep = hiddenness_check(model, data.x[:P], data.y[:P], data.lo[:P], data.hi[:P], cfg.eps_abs,
+                           restarts=restarts, settings=cfg.sweep, strong=strong, strong_restarts=cfg.strong_restarts,
+                           strong_iters=cfg.strong_iters, vertex_samples=cfg.vertex_samples, seed=seed,
+                           progress=progress)
+    return valid & torch.tensor(rep.hidden), rep
+
+
+def train_model(cfg: GenerateConfig, data: PlantedData, resume: bool = False, quiet: bool = False):
+    """Two-objective training with model selection (module docstring, steps 2-3).
+
+    Returns (model in eval mode, history list of dict rows). Writes private/train_state.pt at every check and
+    private/train_log.csv (one row per check).
+    """
+    from tqdm import tqdm
+
+    priv = Path(cfg.out) / "private"
+    priv.mkdir(parents=True, exist_ok=True)
+    state_path, log_path = priv / "train_state.pt", priv / "train_log.csv"
+    torch.manual_seed(cfg.seed)
+    model = archs.build(cfg.arch, cfg.input_shape, cfg.width)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    window: deque = deque(maxlen=cfg.window)
+    start, best_count, best_state, history = 0, -1, None, []
+    config_json = json.loads(json.dumps(asdict(cfg)))
+    if state_path.exists():
+        if not resume:
+            raise CertkitError(f"{state_path} exists: pass --resume to continue this run or choose another --out")
+        st = torch.load(state_path, weights_only=True)
+        keep = ("epochs", "sweep_restarts", "sweep", "strong", "strong_restarts", "strong_iters", "vertex_samples",
+                "timeout", "out")
+        diff = [k for k in config_json if k not in keep and st["config"].get(k) != config_json[k]]
+        if diff:
+            raise CertkitError(f"cannot resume {cfg.out}: it was generated with other settings ({', '.join(diff)})")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        window.extend(st["window"].unbind(0))
+        start, best_count, best_state, history = st["epoch"], st["best_count"], st["best_state"], st["history"]
+        if best_count >= data.n_planted:
+            start = cfg.epochs
+    P = data.n_planted
+    eps = cfg.eps_abs
+    x, y = data.x, data.y
+    bar = tqdm(total=cfg.epochs, initial=start, desc=f"train {cfg.arch} eps{cfg.eps:g}", unit="epoch",
+               disable=quiet, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    epoch = start
+    for epoch in range(start + 1, cfg.epochs + 1):
+        model.eval()
+        x_adv, _ = pgd_search(model, x, y, data.lo, data.hi, cfg.alpha * eps, cfg.attack_iters, cfg.attack_restarts,
+                              gen)
+        window.append((x_adv - x).detach())
+        model.train()
+        deltas = torch.stack(list(window))  # (W, n, *shape)
+        xw = (x[None] + deltas).reshape((-1,) + x.shape[1:])
+        loss_adv = F.cross_entropy(model(xw), y.repeat(deltas.shape[0]))
+        zc = model(data.x_cex)
+        loss_cex = F.relu(zc.gather(1, data.y[:P, None]) + cfg.margin - zc.gather(1, data.target[:, None])).mean()
+        loss = loss_adv + loss_cex
+        for g in opt.param_groups:
+            g["lr"] = cyclic_lr(epoch, cfg.epochs, cfg.lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        bar.update(1)
+        if epoch % cfg.check_every and epoch != cfg.epochs:
+            continue
+        model.eval()
+        hidden, _ = _count_hidden(model, data, cfg, cfg.attack_restarts, strong=False, seed=cfg.seed + epoch)
+        count = int(hidden.sum())
+        row = {"epoch": epoch, "loss_adv": float(loss_adv.detach()), "loss_cex": float(loss_cex.detach()),
+               "valid": int(valid_pairs(model, data).sum()), "hidden": count,
+               "seconds": round(time.perf_counter() - t0, 1)}
+        history.append(row)
+        bar.set_postfix(valid=row["valid"], hidden=count, best=max(best_count, count))
+        if count >= best_count:
+            best_count, best_state = count, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        torch.save({"config": config_json, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    "window": torch.stack(list(window)), "best_count": best_count, "best_state": best_state,
+                    "history": history}, state_path)
+        with open(log_path, "w") as f:
+            f.write("\t".join(row) + "\n")
+            for h in history:
+                f.write("\t".join(str(h[k]) for k in row) + "\n")
+        if best_count >= P:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Generate one model's benchmark folder ``cfg.out`` (module docstring). Returns the summary that is also
+    written to private/generation.json: counts of valid / sweep-surviving / hidden pairs, seconds, file paths.
+
+    Raises:
+        CertkitError: bad options; ``cfg.out`` already holds a benchmark (without ``resume``); onnx/onnxruntime
+            missing; a planted counterexample that onnxruntime does not confirm is dropped, never exported.
+    """
+    from certkit.soundness_bench import export
+
+    cfg.validate()
+    export.require_onnx()
+    out = Path(cfg.out)
+    if (out / "instances.csv").exists() and not resume:
+        raise CertkitError(f"{out} already holds a benchmark: choose another --out or pass --resume")
+    t0 = time.perf_counter()
+    data = make_data(cfg)
+    model, history = train_model(cfg, data, resume=resume, quiet=quiet)
+    t_train = time.perf_counter() - t0
+    P = data.n_planted
+    valid = valid_pairs(model, data)
+    from tqdm import tqdm
+
+    bar = tqdm(desc="hiddenness check", disable=quiet, dynamic_ncols=True, bar_format="{desc}")
+    rep_sweep_only = None
+    hidden, rep = _count_hidden(model, data, cfg, cfg.sweep_restarts, strong=cfg.strong, seed=cfg.seed + 10**6,
+                                progress=lambda name: bar.set_description_str(f"hiddenness check: {name}"))
+    bar.close()
+    if rep is not None:
+        rep_sweep_only = [f is None or not f.startswith("pgd(") for f in rep.found_by]
+    t_hide = time.perf_counter() - t0 - t_train
+    summary = export.export_benchmark(cfg, model, data, valid, hidden, rep)
+    summary.update({
+        "arch": cfg.arch, "eps": cfg.eps, "eps_abs": cfg.eps_abs, "seed": cfg.seed, "input_shape": list(cfg.input_shape),
+        "width": cfg.width, "planted_pairs": P, "valid_pairs": int(valid.sum()),
+        "survive_sweep": int(sum(bool(v) and s for v, s in zip(valid, rep_sweep_only))) if rep_sweep_only else 0,
+        "hidden": int(hidden.sum()), "epochs_run": history[-1]["epoch"] if history else 0,
+        "seconds_train": round(t_train, 1), "seconds_hiddenness": round(t_hide, 1),
+        "seconds_total": round(time.perf_counter() - t0, 1), "config": json.loads(json.dumps(asdict(cfg))),
+    })
+    (out / "private" / "generation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

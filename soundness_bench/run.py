@@ -1,0 +1,233 @@
+"""Run a verifier on every instance of a benchmark, as VNN-COMP does: one subprocess per instance.
+
+The verifier is a command TEMPLATE with the placeholders {onnx}, {vnnlib}, {result} and optionally {timeout}. It
+is split into an argument list ONCE (shell syntax, ``shlex``) and the placeholders are replaced inside the
+arguments, so file names never pass through a shell. Each instance runs in its own process group (session); at
+``timeout + grace`` seconds the whole group -- the verifier and every process it started -- gets SIGTERM, then
+SIGKILL, and the answer is ``timeout``. After a normal exit, leftover processes of the group are killed too.
+
+The result file is parsed by exact token (verifiers.vnncomp.parse_result_text); a missing or unreadable file is
+``error``. Results go row by row to ``<results>/results.tsv`` (resumable) with the verifier's output in
+``<results>/logs/`` and its result files in ``<results>/files/``.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from certkit.common.errors import CertkitError
+from certkit.common.results import ResultWriter
+from certkit.soundness_bench.adapters import ADAPTERS
+from certkit.verifiers.vnncomp import parse_result_text
+
+PLACEHOLDERS = ("{onnx}", "{vnnlib}", "{result}", "{timeout}")
+COLUMNS = ("idx", "benchmark", "onnx", "vnnlib", "result", "seconds", "reason")
+
+
+@dataclass
+class Instance:
+    """One row of an instances.csv: ``benchmark`` is its folder relative to the --bench root ('.' for the root)."""
+
+    idx: int
+    root: Path
+    benchmark: str
+    onnx: str
+    vnnlib: str
+    timeout: float
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.benchmark
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.benchmark, self.vnnlib
+
+
+def find_instances(bench: str | Path) -> list[Instance]:
+    """The instances of ``bench``: its own instances.csv, or those of its direct subfolders (one per model).
+
+    Raises:
+        CertkitError: no instances.csv, or a malformed row (needs onnx,vnnlib,timeout).
+    """
+    root = Path(bench)
+    if not root.is_dir():
+        raise CertkitError(f"benchmark folder not found: {root}")
+    csvs = [root / "instances.csv"] if (root / "instances.csv").is_file() else sorted(root.glob("*/instances.csv"))
+    if not csvs:
+        raise CertkitError(f"{root} has no instances.csv (nor do its subfolders): generate one with "
+                           f"`certkit soundness generate`")
+    out = []
+    for path in csvs:
+        rel = os.path.relpath(path.parent, root)
+        for lineno, row in enumerate(csv.reader(open(path)), 1):
+            if not row or row[0].startswith("#"):
+                continue
+            if len(row) < 3:
+                raise CertkitError(f"{path}:{lineno}: expected onnx,vnnlib,timeout")
+            try:
+                tmo = float(row[2])
+            except ValueError:
+                raise CertkitError(f"{path}:{lineno}: timeout {row[2]!r} is not a number") from None
+            out.append(Instance(len(out), root, rel, row[0].strip(), row[1].strip(), tmo))
+    return out
+
+
+def builtin_template(name: str) -> list[str]:
+    """Argument list of built-in verifier ``name`` (see adapters.py)."""
+    if name not in ADAPTERS:
+        raise CertkitError(f"unknown --verifier {name!r}: choose from {', '.join(ADAPTERS)} or pass --command")
+    return [sys.executable, "-m", "certkit.soundness_bench.adapters", name, "{onnx}", "{vnnlib}", "{result}",
+            "{timeout}"]
+
+
+def split_template(template: str | list[str]) -> list[str]:
+    """Split a command template into arguments (shell quoting rules, no shell) and check its placeholders.
+
+    Raises:
+        CertkitError: empty template, unbalanced quotes, or {onnx} / {vnnlib} / {result} missing.
+    """
+    if isinstance(template, str):
+        try:
+            args = shlex.split(template)
+        except ValueError as e:
+            raise CertkitError(f"cannot split --command: {e}") from None
+    else:
+        args = list(template)
+    if not args:
+        raise CertkitError("--command is empty")
+    joined = " ".join(args)
+    missing = [p for p in PLACEHOLDERS[:3] if p not in joined]
+    if missing:
+        raise CertkitError(f"--command needs the placeholders {', '.join(missing)} (and may use {{timeout}})")
+    return args
+
+
+def fill(args: list[str], onnx: str, vnnlib: str, result: str, timeout: float) -> list[str]:
+    """Replace the placeholders inside every argument (plain text replacement, no shell, no format())."""
+    vals = {"{onnx}": onnx, "{vnnlib}": vnnlib, "{result}": result, "{timeout}": f"{timeout:g}"}
+    out = []
+    for a in args:
+        for k, v in vals.items():
+            a = a.replace(k, v)
+        out.append(a)
+    return out
+
+
+def _kill_group(pgid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        if sig == signal.SIGTERM:
+            time.sleep(0.5)
+
+
+def run_command(argv: list[str], timeout: float, log_path: str | Path) -> tuple[int | None, float, bool]:
+    """Run argv in a new process group with stdout+stderr to ``log_path``; kill the group at ``timeout`` seconds.
+
+    Returns (exit code or None when killed, seconds, timed_out).
+
+    Raises:
+        CertkitError: the program cannot be started (not found / not executable).
+    """
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log_path, "wb") as log:
+        try:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        except OSError as e:
+            raise CertkitError(f"cannot start {argv[0]!r}: {e.strerror or e}") from None
+        try:
+            code = proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            code, timed_out = None, True
+        _kill_group(proc.pid)  # the verifier's own group: stragglers after an exit, everything after a timeout
+        if timed_out:
+            proc.wait()
+    return code, time.perf_counter() - t0, timed_out
+
+
+def _tail(path: Path, n: int = 200) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return text[-1][:n] if text else ""
+
+
+def run_verifier(bench: str | Path, verifier: str | None = None, command: str | list | None = None,
+                 name: str | None = None, results: str | Path | None = None, timeout: float | None = None,
+                 grace: float = 5.0, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> list[dict]:
+    """Run one verifier on every instance of ``bench`` (module docstring).
+
+    Args:
+        verifier: a built-in name (adapters.ADAPTERS), or None with ``command``.
+        command: a command template (str in shell syntax, or an argument list) with {onnx} {vnnlib} {result}
+            [{timeout}]; ``name`` labels it (default: the program's file name).
+        results: output folder (default ``<bench>/results/<name>``).
+        timeout: seconds per instance passed to the verifier (default: the instances.csv value); the runner kills
+            the verifier at timeout + ``grace``.
+    Returns:
+        one dict per instance with COLUMNS.
+    Raises:
+        CertkitError: bad arguments, no instances, an existing results folder without resume/overwrite.
+    """
+    from tqdm import tqdm
+
+    if (verifier is None) == (command is None):
+        raise CertkitError("give exactly one of --verifier NAME or --command TEMPLATE")
+    if timeout is not None and timeout <= 0:
+        raise CertkitError("--timeout must be positive (seconds)")
+    args = builtin_template(verifier) if verifier else split_template(command)
+    if shutil.which(args[0]) is None:
+        raise CertkitError(f"cannot find the program {args[0]!r} of --command")
+    name = verifier or name or Path(args[0]).name
+    if not name or "/" in name or name.startswith("."):
+        raise CertkitError(f"--name {name!r} must be a plain folder name")
+    instances = find_instances(bench)
+    root = Path(results) if results else Path(bench) / "results" / name
+    config = {"verifier": name, "command": args, "timeout": timeout, "grace": grace,
+              "instances": [list(i.key) for i in instances]}
+    writer = ResultWriter(root / "results.tsv", config, COLUMNS, resume=resume, overwrite=overwrite)
+    rows = list(writer.rows)
+    todo = [i for i in instances if i.idx not in writer.done]
+    for inst in tqdm(todo, desc=f"{name}", unit="instance", disable=quiet, dynamic_ncols=True):
+        tmo = inst.timeout if timeout is None else timeout
+        result_file = result_file_of(root, inst).resolve()
+        stem = result_file.stem
+        result_file.parent.mkdir(parents=True, exist_ok=True)
+        result_file.unlink(missing_ok=True)  # never read a stale answer
+        argv = fill(args, str((inst.folder / inst.onnx).resolve()), str((inst.folder / inst.vnnlib).resolve()),
+                    str(result_file), tmo)
+        log = root / "logs" / f"{stem}.log"
+        code, secs, timed_out = run_command(argv, tmo + grace, log)
+        if timed_out:
+            status, reason = "timeout", f"killed after {tmo + grace:g} s"
+        elif not result_file.is_file():
+            status, reason = "error", f"no result file (exit code {code}; {_tail(log)})"
+        else:
+            status, _, reason = parse_result_text(result_file.read_text(errors="replace"))
+        row = {"idx": inst.idx, "benchmark": inst.benchmark, "onnx": inst.onnx, "vnnlib": inst.vnnlib,
+               "result": status, "seconds": round(secs, 3), "reason": reason.replace("\t", " ").replace("\n", " ")}
+        writer.write(row)
+        rows.append(row)
+    return sorted(rows, key=lambda r: int(r["idx"]))
+
+
+def result_file_of(results_root: str | Path, inst: Instance) -> Path:
+    """Where :func:`run_verifier` keeps the result file of ``inst``."""
+    stem = f"{inst.benchmark.replace('/', '__')}__{Path(inst.vnnlib).stem}" if inst.benchmark != "." \
+        else Path(inst.vnnlib).stem
+    return Path(results_root) / "files" / f"{stem}.txt"

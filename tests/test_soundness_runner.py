@@ -1,0 +1,173 @@
+"""The soundness runner and result parsing: exact tokens, argument lists without a shell, timeouts that kill the
+verifier's whole process group."""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from certkit.common.errors import CertkitError
+from certkit.soundness_bench.run import fill, find_instances, run_verifier, split_template
+from certkit.verifiers.vnncomp import parse_result_text
+
+
+@pytest.mark.parametrize("text,status", [
+    ("unsat\n", "unsat"), ("UNSAT", "unsat"), ("  sat  \n((X_0 0.5)\n (Y_0 1.0))", "sat"),
+    ("unknown", "unknown"), ("timeout\n", "timeout"), ("error", "error"),
+    ("holds", "unsat"), ("violated", "sat"),
+    # substrings of a real token are NOT that token (the reference's scorer read 'unsat' as 'sat')
+    ("unsafe", "error"), ("safe", "error"), ("sat (maybe)", "error"), ("result: unsat", "error"),
+    ("unsatisfiable", "error"), ("", "error"), ("\n\n", "error"),
+])
+def test_result_tokens_match_exactly(text, status):
+    assert parse_result_text(text)[0] == status
+
+
+def test_sat_witness_parsing():
+    status, x, why = parse_result_text("sat\n((X_0 0.25)\n (X_1 -1e-3)\n (Y_0 2.0)\n (Y_1 3.5))\n")
+    assert status == "sat" and why == "" and x.tolist() == [0.25, -0.001]
+    assert parse_result_text("sat\n")[1] is None and parse_result_text("sat\n")[2] == "no witness"
+    assert parse_result_text("sat\n((X_0 1)(X_2 3))")[2] == "the witness skips inputs"
+
+
+def test_template_is_split_once_and_filled_without_a_shell():
+    args = split_template("my-verifier --net {onnx} --spec={vnnlib} -o {result} -t {timeout}")
+    filled = fill(args, "/a b/net;rm -rf x.onnx", "$(touch pwned).vnnlib", "/r/out.txt", 12.5)
+    assert filled == ["my-verifier", "--net", "/a b/net;rm -rf x.onnx", "--spec=$(touch pwned).vnnlib", "-o",
+                      "/r/out.txt", "-t", "12.5"]
+    with pytest.raises(CertkitError, match="placeholders"):
+        split_template("verifier {onnx} {vnnlib}")
+    with pytest.raises(CertkitError, match="cannot split"):
+        split_template("verifier '{onnx} {vnnlib} {result}")
+
+
+def _fake_bench(root: Path, names: list[str], timeout: float = 1.0) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "model.onnx").write_bytes(b"not used by the fake verifiers")
+    (root / "vnnlib").mkdir(exist_ok=True)
+    rows = []
+    for n in names:
+        (root / "vnnlib" / n).write_text("(declare-const X_0 Real)\n")
+        rows.append(f"model.onnx,vnnlib/{n},{timeout:g}")
+    (root / "instances.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _script(tmp_path: Path, body: str) -> str:
+    p = tmp_path / "fake_verifier.py"
+    p.write_text(textwrap.dedent(body))
+    return str(p)
+
+
+def test_runner_passes_file_names_as_arguments(tmp_path):
+    bench = _fake_bench(tmp_path / "bench", ["a b;$(touch pwned).vnnlib"])
+    script = _script(tmp_path, """
+        import json, sys
+        onnx, vnnlib, result, timeout = sys.argv[1:]
+        open(result, "w").write("unknown\\n")
+        open(result + ".argv.json", "w").write(json.dumps(sys.argv[1:]))
+    """)
+    rows = run_verifier(bench, command=f"{sys.executable} {script} {{onnx}} {{vnnlib}} {{result}} {{timeout}}",
+                        name="fake", quiet=True)
+    assert [r["result"] for r in rows] == ["unknown"]
+    argv_file = next((bench / "results" / "fake" / "files").glob("*.argv.json"))
+    import json
+
+    got = json.loads(argv_file.read_text())
+    assert got[1] == str((bench / "vnnlib" / "a b;$(touch pwned).vnnlib").resolve())
+    assert got[3] == "1"
+    assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
+
+
+def test_runner_statuses_from_result_files(tmp_path):
+    # the fake verifier answers with the text stored in the vnnlib file's name
+    names = ["unsat.vnnlib", "unsafe.vnnlib", "sat.vnnlib", "nofile.vnnlib", "crash.vnnlib"]
+    bench = _fake_bench(tmp_path / "bench", names)
+    script = _script(tmp_path, """
+        import os, sys
+        onnx, vnnlib, result, timeout = sys.argv[1:]
+        word = os.path.basename(vnnlib).split(".")[0]
+        if word == "crash":
+            raise SystemExit("verifier crashed")
+        if word != "nofile":
+            open(result, "w").write(word + "\\n")
+    """)
+    rows = run_verifier(bench, command=[sys.executable, script, "{onnx}", "{vnnlib}", "{result}", "{timeout}"],
+                        name="fake", quiet=True)
+    got = {Path(r["vnnlib"]).stem: r["result"] for r in rows}
+    assert got == {"unsat": "unsat", "unsafe": "error", "sat": "sat", "nofile": "error", "crash": "error"}
+    crash = next(r for r in rows if "crash" in r["vnnlib"])
+    assert "exit code 1" in crash["reason"] and "verifier crashed" in crash["reason"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks /proc")
+def test_timeout_kills_the_verifier_and_its_children(tmp_path):
+    bench = _fake_bench(tmp_path / "bench", ["slow.vnnlib"], timeout=0.5)
+    pids = tmp_path / "pids.txt"
+    script = _script(tmp_path, f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        open({str(pids)!r}, "w").write(f"{{child.pid}}\\n")
+        import os
+        open({str(pids)!r}, "a").write(f"{{os.getpid()}}\\n")
+        time.sleep(120)
+    """)
+    t0 = time.perf_counter()
+    rows = run_verifier(bench, command=[sys.executable, script, "{onnx}", "{vnnlib}", "{result}"], name="slow",
+                        grace=0.5, quiet=True)
+    assert time.perf_counter() - t0 < 30
+    assert rows[0]["result"] == "timeout"
+    grandchild, child = (int(p) for p in pids.read_text().split())
+    deadline = time.time() + 10
+    while time.time() < deadline and (_alive(child) or _alive(grandchild)):
+        time.sleep(0.1)
+    assert not _alive(child) and not _alive(grandchild)
+
+
+def test_resume_skips_answered_instances(tmp_path):
+    bench = _fake_bench(tmp_path / "bench", ["a.vnnlib", "b.vnnlib"])
+    counter = tmp_path / "calls.txt"
+    script = _script(tmp_path, f"""
+        import sys
+        open({str(counter)!r}, "a").write("x")
+        open(sys.argv[3], "w").write("unknown")
+    """)
+    cmd = [sys.executable, script, "{onnx}", "{vnnlib}", "{result}"]
+    run_verifier(bench, command=cmd, name="f", quiet=True)
+    with pytest.raises(CertkitError, match="--resume"):
+        run_verifier(bench, command=cmd, name="f", quiet=True)
+    rows = run_verifier(bench, command=cmd, name="f", quiet=True, resume=True)
+    assert len(rows) == 2 and counter.read_text() == "xx"
+
+
+def test_find_instances_errors(tmp_path):
+    with pytest.raises(CertkitError, match="not found"):
+        find_instances(tmp_path / "nope")
+    with pytest.raises(CertkitError, match="no instances.csv"):
+        find_instances(tmp_path)
+    (tmp_path / "instances.csv").write_text("model.onnx,vnnlib/0.vnnlib,abc\n")
+    with pytest.raises(CertkitError, match="not a number"):
+        find_instances(tmp_path)
+
+
+def test_unknown_builtin_verifier_is_a_clean_error(tmp_path):
+    bench = _fake_bench(tmp_path / "bench", ["a.vnnlib"])
+    with pytest.raises(CertkitError, match="unknown --verifier"):
+        run_verifier(bench, verifier="nosuch", quiet=True)
+    with pytest.raises(CertkitError, match="exactly one"):
+        run_verifier(bench, quiet=True)
+    with pytest.raises(CertkitError, match="cannot find"):
+        run_verifier(bench, command="/no/such/program {onnx} {vnnlib} {result}", name="x", quiet=True)
+    assert os.path.exists(bench / "instances.csv")
