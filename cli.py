@@ -535,7 +535,7 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs), cnn_1_conv
                    "eps * r, e.g. 0.2 -> 0.02.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, planting and training.")
 @click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper", show_default=True,
-              help="paper: the paper's sizes and budgets (GPU hours per model); cpu: width 200, 600 epochs, smaller "
+              help="paper: the paper's sizes and budgets (GPU hours per model); cpu: width 200, 2000 epochs, smaller "
                    "attack budgets (minutes per model on a CPU). Options below override the preset.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="CNN input channels.")
 @click.option("--input-size", type=int, default=None, help="MLP input length (default 10) or CNN image side (5).")
@@ -544,8 +544,13 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs), cnn_1_conv
 @click.option("--attack-iters", type=int, default=None, help="PGD iterations per training epoch (paper 75).")
 @click.option("--attack-restarts", type=int, default=None, help="PGD restarts per training epoch (paper 75).")
 @click.option("--check-every", type=int, default=None, help="Epochs between model-selection checks (paper 200).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate of the cyclic Adam schedule (paper 1e-3).")
 @click.option("--sweep-restarts", type=int, default=None,
               help="Restarts of each of the 8 PGD settings of the final hiddenness sweep (paper 1000).")
+@click.option("--sweep", "sweep", default=None,
+              help="PGD settings of the hiddenness sweep as STEP:ITERS,... with STEP in units of eps (default: the "
+                   "paper's 0.25:0,0.25:100,0.02:100,0.02:250,0.02:500,0.01:1000,0.01:3000,0.01:5000). A weaker "
+                   "sweep gives weakly hidden counterexamples; say so when you publish them.")
 @click.option("--strong/--no-strong", default=True, show_default=True,
               help="Also require the planted counterexamples to survive certkit's stronger attacks (vertex-start "
                    "PGD with a step schedule, vertex sampling).")
@@ -559,19 +564,20 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs), cnn_1_conv
 @click.option("--quiet", is_flag=True)
 @_friendly
 def generate(out, arch, eps, seed, preset, channels, input_size, width, epochs, attack_iters, attack_restarts,
-             check_every, sweep_restarts, strong, strong_restarts, vertex_samples, n_planted, n_regular, timeout,
+             check_every, lr, sweep_restarts, sweep, strong, strong_restarts, vertex_samples, n_planted, n_regular, timeout,
              resume, quiet):
     """Train a model with planted counterexamples and export it as a VNN-COMP benchmark.
 
     Planted counterexamples that survive the hiddenness check become instances whose true answer is sat; regular
     points give instances without ground truth. private/ holds the ground truth: never give it to a verifier.
     """
-    from certkit.soundness_bench.generate import config_with_preset, generate as gen
+    from certkit.soundness_bench.generate import config_with_preset, generate as gen, parse_sweep
 
     cfg = config_with_preset(preset, out=out, arch=arch, eps=eps, seed=seed, channels=int(channels),
                              input_size=input_size, width=width, epochs=epochs, attack_iters=attack_iters,
-                             attack_restarts=attack_restarts, check_every=check_every,
-                             sweep_restarts=sweep_restarts, strong=strong, strong_restarts=strong_restarts,
+                             attack_restarts=attack_restarts, check_every=check_every, lr=lr,
+                             sweep_restarts=sweep_restarts, sweep=parse_sweep(sweep) if sweep else None,
+                             strong=strong, strong_restarts=strong_restarts,
                              vertex_samples=vertex_samples, n_planted=n_planted, n_regular=n_regular,
                              timeout=timeout)
     s = gen(cfg, resume=resume, quiet=quiet)
@@ -608,13 +614,12 @@ def run(bench, verifier, command, name, timeout, grace, results, resume, overwri
     """Run a verifier on every instance (one subprocess each, VNN-COMP style) and record its answers."""
     from collections import Counter
 
-    from certkit.soundness_bench.run import run_verifier
+    from certkit.soundness_bench.run import results_dir, run_verifier
 
     rows = run_verifier(bench, verifier, command, name, results, timeout, grace, resume, overwrite, quiet)
     counts = Counter(r["result"] for r in rows)
     click.echo(f"{len(rows)} instances: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    label = verifier or name or "the verifier"
-    click.echo(f"results: {Path(results) if results else Path(bench) / 'results' / label}")
+    click.echo(f"results: {results_dir(bench, verifier, command, name, results)}")
 
 
 @soundness.command()

@@ -126,7 +126,11 @@ def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hid
     with open(out / "instances.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     gt = {"format": "certkit soundness ground truth v1", "model": "model.onnx", "eps": cfg.eps,
-          "eps_abs": cfg.eps_abs, "data_range": cfg.data_range, "instances": truth,
+          "eps_abs": cfg.eps_abs, "data_range": cfg.data_range,
+          "hiddenness": {"sweep": [list(t) for t in cfg.sweep], "sweep_restarts": cfg.sweep_restarts,
+                         "strong": cfg.strong, "strong_restarts": cfg.strong_restarts,
+                         "vertex_samples": cfg.vertex_samples},
+          "instances": truth,
           "not_hidden": exposed, "not_confirmed_by_onnxruntime": not_confirmed}
     (out / "private" / "ground_truth.json").write_text(json.dumps(gt, indent=1) + "\n")
     return {"planted_instances": n_planted, "regular_instances": len(rows) - n_planted,

@@ -40,7 +40,7 @@ from certkit.soundness_bench.hide import SWEEP, hiddenness_check, pgd_search
 PRESETS: dict[str, dict] = {
     "paper": dict(width=1000, epochs=10000, attack_iters=75, attack_restarts=75, check_every=200,
                   sweep_restarts=1000, strong_restarts=1000, strong_iters=200, vertex_samples=10000),
-    "cpu": dict(width=200, epochs=600, attack_iters=20, attack_restarts=10, check_every=50,
+    "cpu": dict(width=200, epochs=2000, attack_iters=20, attack_restarts=10, check_every=100,
                 sweep_restarts=50, strong_restarts=100, strong_iters=100, vertex_samples=4096),
 }
 
@@ -104,6 +104,24 @@ class GenerateConfig:
             raise CertkitError("iteration counts and sample counts must be >= 0")
         if self.timeout <= 0:
             raise CertkitError("--timeout must be positive (seconds per instance)")
+
+
+def parse_sweep(text: str) -> tuple:
+    """"0.25:0,0.25:100" -> ((0.25, 0), (0.25, 100)): PGD settings (step in units of eps, iterations).
+
+    Raises:
+        CertkitError: malformed text, a step <= 0 or negative iterations.
+    """
+    out = []
+    for part in text.split(","):
+        try:
+            step, iters = part.split(":")
+            out.append((float(step), int(iters)))
+        except ValueError:
+            raise CertkitError(f"--sweep {text!r}: expected STEP:ITERS,... e.g. 0.25:0,0.02:100") from None
+        if out[-1][0] <= 0 or out[-1][1] < 0:
+            raise CertkitError(f"--sweep {text!r}: steps must be > 0 and iterations >= 0")
+    return tuple(out)
 
 
 def config_with_preset(preset: str = "paper", **overrides) -> GenerateConfig:

@@ -30,9 +30,7 @@ VERTEX_SCHEDULE: tuple[float, ...] = (0.1, 0.03, 0.01, 0.003)
 
 def _starts(lo: torch.Tensor, hi: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
     u = torch.rand(lo.shape, generator=generator, dtype=lo.dtype)
-    if kind == "vertex":
-        u = (u >= 0.5).to(lo.dtype)
-    return lo + u * (hi - lo)
+    return torch.where(u >= 0.5, hi, lo) if kind == "vertex" else lo + u * (hi - lo)
 
 
 def pgd_search(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
@@ -92,10 +90,10 @@ def vertex_search(model: torch.nn.Module, y: torch.Tensor, lo: torch.Tensor, hi:
                 R = min(max_rows, total - s)
                 if exhaustive:
                     idx = torch.arange(s, s + R)
-                    bits = ((idx[:, None] >> torch.arange(d)) & 1).to(lo.dtype)
+                    bits = ((idx[:, None] >> torch.arange(d)) & 1).bool()
                 else:
-                    bits = (torch.rand((R, d), generator=generator) >= 0.5).to(lo.dtype)
-                xv = (lo[i].flatten() + bits * (hi[i] - lo[i]).flatten()).view((R,) + shape)
+                    bits = torch.rand((R, d), generator=generator) >= 0.5
+                xv = torch.where(bits, hi[i].flatten(), lo[i].flatten()).view((R,) + shape)  # exact vertices
                 m = margin_objective(model, y[i].repeat(R))(xv)
                 k = int(m.argmin())
                 if m[k] < m_best[i]:

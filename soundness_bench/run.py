@@ -167,6 +167,26 @@ def _tail(path: Path, n: int = 200) -> str:
     return text[-1][:n] if text else ""
 
 
+def results_dir(bench: str | Path, verifier: str | None = None, command: str | list | None = None,
+                name: str | None = None, results: str | Path | None = None) -> Path:
+    """The folder :func:`run_verifier` writes to: ``results``, else ``<bench>/results/<name>`` where name is the
+    built-in verifier's name, ``name``, or the command's program name.
+
+    Raises:
+        CertkitError: the name is not a plain folder name.
+    """
+    if results:
+        return Path(results)
+    if name is None and command is not None:
+        first = shlex.split(command)[0] if isinstance(command, str) and command.strip() else \
+            (command[0] if command else "")
+        name = Path(first).name
+    name = verifier or name
+    if not name or "/" in name or name.startswith("."):
+        raise CertkitError(f"--name {name!r} must be a plain folder name")
+    return Path(bench) / "results" / name
+
+
 def run_verifier(bench: str | Path, verifier: str | None = None, command: str | list | None = None,
                  name: str | None = None, results: str | Path | None = None, timeout: float | None = None,
                  grace: float = 5.0, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> list[dict]:
@@ -193,17 +213,14 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
     args = builtin_template(verifier) if verifier else split_template(command)
     if shutil.which(args[0]) is None:
         raise CertkitError(f"cannot find the program {args[0]!r} of --command")
-    name = verifier or name or Path(args[0]).name
-    if not name or "/" in name or name.startswith("."):
-        raise CertkitError(f"--name {name!r} must be a plain folder name")
     instances = find_instances(bench)
-    root = Path(results) if results else Path(bench) / "results" / name
-    config = {"verifier": name, "command": args, "timeout": timeout, "grace": grace,
+    root = results_dir(bench, verifier, command, name, results)
+    config = {"verifier": root.name, "command": args, "timeout": timeout, "grace": grace,
               "instances": [list(i.key) for i in instances]}
     writer = ResultWriter(root / "results.tsv", config, COLUMNS, resume=resume, overwrite=overwrite)
     rows = list(writer.rows)
     todo = [i for i in instances if i.idx not in writer.done]
-    for inst in tqdm(todo, desc=f"{name}", unit="instance", disable=quiet, dynamic_ncols=True):
+    for inst in tqdm(todo, desc=root.name, unit="instance", disable=quiet, dynamic_ncols=True):
         tmo = inst.timeout if timeout is None else timeout
         result_file = result_file_of(root, inst).resolve()
         stem = result_file.stem
