@@ -102,6 +102,8 @@ def run_adapter(name: str, onnx_path: str, vnnlib_path: str, timeout: float) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry (module docstring): answer one instance, write its result file, return exit status 0
+    (2 for a wrong number of arguments). Failures of the verifier become an ``error`` result with the reason."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 5:
         print("usage: python -m certkit.soundness_bench.adapters NAME ONNX VNNLIB RESULT TIMEOUT", file=sys.stderr)

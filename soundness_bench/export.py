@@ -38,9 +38,9 @@ def exact_decimal(v: float) -> str:
     return "0.0" if s in ("0", "-0") else s
 
 
-def export_onnx(model: torch.nn.Module, input_shape: tuple, path: str | Path) -> None:
+def export_onnx(model: torch.nn.Module, input_shape: tuple, path: str | Path):
     """Write ``model`` (float32, eval mode) as ONNX opset 13 with a dynamic batch axis, then check that certkit's
-    importer and onnxruntime agree with it on random inputs.
+    importer and onnxruntime agree with it on random inputs. Returns the imported OnnxModel.
 
     Raises:
         CertkitError: the export fails or the exported graph computes something else.
@@ -61,6 +61,7 @@ def export_onnx(model: torch.nn.Module, input_shape: tuple, path: str | Path) ->
     got = om.run_onnxruntime(x)
     if not np.allclose(ref, got, rtol=1e-4, atol=1e-5):
         raise CertkitError(f"ONNX export of the model differs from torch by {np.abs(ref - got).max():.3g}")
+    return om
 
 
 def vnnlib_text(lo: np.ndarray, hi: np.ndarray, y: int, n_outputs: int) -> str:
@@ -83,7 +84,6 @@ def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hid
 
     Returns {"planted_instances", "regular_instances", "not_confirmed", "onnx", "instances"}.
     """
-    from certkit.models.onnx_import import load_onnx
     from certkit.verifiers.vnncomp import check_witness
     from certkit.verifiers.vnnlib import parse_vnnlib
 
@@ -93,8 +93,7 @@ def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hid
     for old in (out / "vnnlib").glob("*.vnnlib"):
         old.unlink()
     onnx_path = out / "model.onnx"
-    export_onnx(model, cfg.input_shape, onnx_path)
-    om = load_onnx(onnx_path)
+    om = export_onnx(model, cfg.input_shape, onnx_path)
     P = data.n_planted
     rows, truth, not_confirmed, exposed = [], [], [], []
 
@@ -108,8 +107,7 @@ def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hid
 
     for i in range(P):
         if not bool(hidden[i]):
-            exposed.append({"pair": i, "valid": bool(valid[i]),
-                            "found_by": report.found_by[i] if report is not None else None})
+            exposed.append({"pair": i, "valid": bool(valid[i]), "found_by": report.found_by[i]})
             continue
         x_cex = data.x_cex[i].numpy().astype(np.float32).ravel()
         path = add("planted", i, {"pair": i, "target": int(data.target[i]), "x_cex": [float(v) for v in x_cex],

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from certkit.common.errors import CertkitError
 from certkit.soundness_bench import archs
-from certkit.soundness_bench.hide import SWEEP, hiddenness_check, pgd_search
+from certkit.soundness_bench.hide import SWEEP, HidingReport, hiddenness_check, pgd_search
 
 # The paper's settings, and a preset that makes one model a few minutes of CPU time.
 PRESETS: dict[str, dict] = {
@@ -78,7 +78,6 @@ class GenerateConfig:
     strong_iters: int = 200
     vertex_samples: int = 10000
     timeout: float = 100.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def eps_abs(self) -> float:
@@ -191,17 +190,21 @@ def cyclic_lr(t: float, total: float, lr_max: float) -> float:
 
 
 def _count_hidden(model, data: PlantedData, cfg: GenerateConfig, restarts: int, strong: bool, seed: int,
-                  progress=None) -> tuple[torch.Tensor, object]:
-    """(P,) bool hidden & valid, and the HidingReport, for the planted anchors."""
+                  progress=None) -> tuple[torch.Tensor, torch.Tensor, HidingReport]:
+    """(hidden, valid, report) for the P planted pairs: only valid pairs are attacked; an invalid pair is reported
+    as found by "not valid" (x misclassified or x_cex not flipped)."""
     P = data.n_planted
     valid = valid_pairs(model, data)
-    if not valid.any():
-        return valid, None
-    rep = hiddenness_check(model, data.x[:P], data.y[:P], data.lo[:P], data.hi[:P], cfg.eps_abs,
-                           restarts=restarts, settings=cfg.sweep, strong=strong, strong_restarts=cfg.strong_restarts,
-                           strong_iters=cfg.strong_iters, vertex_samples=cfg.vertex_samples, seed=seed,
-                           progress=progress)
-    return valid & torch.tensor(rep.hidden), rep
+    rep = HidingReport(["not valid"] * P, [None] * P, [float("nan")] * P)
+    idx = torch.nonzero(valid).flatten()
+    if len(idx):
+        sub = hiddenness_check(model, data.x[idx], data.y[idx], data.lo[idx], data.hi[idx], cfg.eps_abs,
+                               restarts=restarts, settings=cfg.sweep, strong=strong,
+                               strong_restarts=cfg.strong_restarts, strong_iters=cfg.strong_iters,
+                               vertex_samples=cfg.vertex_samples, seed=seed, progress=progress)
+        for k, i in enumerate(idx.tolist()):
+            rep.found_by[i], rep.x_found[i], rep.margin[i] = sub.found_by[k], sub.x_found[k], sub.margin[k]
+    return torch.tensor(rep.hidden), valid, rep
 
 
 def train_model(cfg: GenerateConfig, data: PlantedData, resume: bool = False, quiet: bool = False):
@@ -268,10 +271,10 @@ def train_model(cfg: GenerateConfig, data: PlantedData, resume: bool = False, qu
         if epoch % cfg.check_every and epoch != cfg.epochs:
             continue
         model.eval()
-        hidden, _ = _count_hidden(model, data, cfg, cfg.attack_restarts, strong=False, seed=cfg.seed + epoch)
+        hidden, valid, _ = _count_hidden(model, data, cfg, cfg.attack_restarts, strong=False, seed=cfg.seed + epoch)
         count = int(hidden.sum())
         row = {"epoch": epoch, "loss_adv": float(loss_adv.detach()), "loss_cex": float(loss_cex.detach()),
-               "valid": int(valid_pairs(model, data).sum()), "hidden": count,
+               "valid": int(valid.sum()), "hidden": count,
                "seconds": round(time.perf_counter() - t0, 1)}
         history.append(row)
         bar.set_postfix(valid=row["valid"], hidden=count, best=max(best_count, count))
@@ -301,6 +304,8 @@ def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> 
         CertkitError: bad options; ``cfg.out`` already holds a benchmark (without ``resume``); onnx/onnxruntime
             missing; a planted counterexample that onnxruntime does not confirm is dropped, never exported.
     """
+    from tqdm import tqdm
+
     from certkit.soundness_bench import export
 
     cfg.validate()
@@ -312,23 +317,18 @@ def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> 
     data = make_data(cfg)
     model, history = train_model(cfg, data, resume=resume, quiet=quiet)
     t_train = time.perf_counter() - t0
-    P = data.n_planted
-    valid = valid_pairs(model, data)
-    from tqdm import tqdm
-
     bar = tqdm(desc="hiddenness check", disable=quiet, dynamic_ncols=True, bar_format="{desc}")
-    rep_sweep_only = None
-    hidden, rep = _count_hidden(model, data, cfg, cfg.sweep_restarts, strong=cfg.strong, seed=cfg.seed + 10**6,
-                                progress=lambda name: bar.set_description_str(f"hiddenness check: {name}"))
+    hidden, valid, rep = _count_hidden(model, data, cfg, cfg.sweep_restarts, strong=cfg.strong,
+                                       seed=cfg.seed + 10**6,
+                                       progress=lambda name: bar.set_description_str(f"hiddenness check: {name}"))
     bar.close()
-    if rep is not None:
-        rep_sweep_only = [f is None or not f.startswith("pgd(") for f in rep.found_by]
+    survive_sweep = sum(bool(v) and not (f or "").startswith("pgd(") for v, f in zip(valid, rep.found_by))
     t_hide = time.perf_counter() - t0 - t_train
     summary = export.export_benchmark(cfg, model, data, valid, hidden, rep)
     summary.update({
         "arch": cfg.arch, "eps": cfg.eps, "eps_abs": cfg.eps_abs, "seed": cfg.seed, "input_shape": list(cfg.input_shape),
-        "width": cfg.width, "planted_pairs": P, "valid_pairs": int(valid.sum()),
-        "survive_sweep": int(sum(bool(v) and s for v, s in zip(valid, rep_sweep_only))) if rep_sweep_only else 0,
+        "width": cfg.width, "planted_pairs": data.n_planted, "valid_pairs": int(valid.sum()),
+        "survive_sweep": int(survive_sweep),
         "hidden": int(hidden.sum()), "epochs_run": history[-1]["epoch"] if history else 0,
         "seconds_train": round(t_train, 1), "seconds_hiddenness": round(t_hide, 1),
         "seconds_total": round(time.perf_counter() - t0, 1), "config": json.loads(json.dumps(asdict(cfg))),

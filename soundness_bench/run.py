@@ -178,9 +178,7 @@ def results_dir(bench: str | Path, verifier: str | None = None, command: str | l
     if results:
         return Path(results)
     if name is None and command is not None:
-        first = shlex.split(command)[0] if isinstance(command, str) and command.strip() else \
-            (command[0] if command else "")
-        name = Path(first).name
+        name = Path(split_template(command)[0]).name
     name = verifier or name
     if not name or "/" in name or name.startswith("."):
         raise CertkitError(f"--name {name!r} must be a plain folder name")

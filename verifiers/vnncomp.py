@@ -103,9 +103,7 @@ def check_witness(onnx_model: OnnxModel, prop: Property, x_flat: np.ndarray, tol
     for term in prop.terms:
         if not all(lo - t <= v <= hi + t for v, lo, hi in zip(xf, term.x_L_exact, term.x_U_exact)):
             continue
-        val = term.C @ np.asarray(y, dtype=np.float64) - term.d
-        ok = np.all(val <= tol) if tol > 0 else np.all(np.where(term.strict, val < 0, val <= 0))
-        if ok:
+        if violates(term, y) if tol == 0 else np.all(term.C @ np.asarray(y, dtype=np.float64) - term.d <= tol):
             return None
         reason = f"onnxruntime output {np.array2string(y, precision=6)} is outside the unsafe region"
     return reason
