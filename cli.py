@@ -522,7 +522,8 @@ def soundness():
     """
 
 
-_ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs), cnn_1_conv / cnn_2_conv / cnn_3_conv, "
+_ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs; use --input-size 20 or more with --strong, "
+              "else the 2^10 box vertices are enumerated), cnn_1_conv / cnn_2_conv / cnn_3_conv, "
               "cnn_avgpool, cnn_tanh, cnn_sigmoid ((C,5,5) inputs).")
 
 
@@ -535,8 +536,9 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs), cnn_1_conv
                    "eps * r, e.g. 0.2 -> 0.02.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, planting and training.")
 @click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper", show_default=True,
-              help="paper: the paper's sizes and budgets (GPU hours per model); cpu: width 200, 2000 epochs, smaller "
-                   "attack budgets (minutes per model on a CPU). Options below override the preset.")
+              help="paper: the paper's sizes, budgets and two-objective training (GPU hours per model); cpu: width "
+                   "200, 1000 epochs, smaller attack budgets, certkit's pocket loss (minutes per model on a CPU). "
+                   "Options below override the preset.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="CNN input channels.")
 @click.option("--input-size", type=int, default=None, help="MLP input length (default 10) or CNN image side (5).")
 @click.option("--width", type=int, default=None, help="Units of the paper's 1000-unit layers.")
@@ -545,6 +547,16 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs), cnn_1_conv
 @click.option("--attack-restarts", type=int, default=None, help="PGD restarts per training epoch (paper 75).")
 @click.option("--check-every", type=int, default=None, help="Epochs between model-selection checks (paper 200).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate of the cyclic Adam schedule (paper 1e-3).")
+@click.option("--steps-per-epoch", type=int, default=None,
+              help="Optimizer steps per training-PGD call (paper 1, cpu preset 5).")
+@click.option("--input-scale", type=float, default=None,
+              help="Train the network on input_scale * x, folded into the first layer before export (paper 1, cpu "
+                   "preset 10 = 1 / data range).")
+@click.option("--pocket-weight", type=float, default=None,
+              help="Weight of certkit's pocket loss, which makes the margin rise toward each planted vertex outside a "
+                   "small pocket (0 = the paper's two-objective training; cpu preset 1).")
+@click.option("--pocket-radius", type=float, default=None,
+              help="Linf radius of that pocket as a fraction of eps (default 0.05).")
 @click.option("--sweep-restarts", type=int, default=None,
               help="Restarts of each of the 8 PGD settings of the final hiddenness sweep (paper 1000).")
 @click.option("--sweep", "sweep", default=None,
@@ -564,7 +576,7 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs), cnn_1_conv
 @click.option("--quiet", is_flag=True)
 @_friendly
 def generate(out, arch, eps, seed, preset, channels, input_size, width, epochs, attack_iters, attack_restarts,
-             check_every, lr, sweep_restarts, sweep, strong, strong_restarts, vertex_samples, n_planted, n_regular, timeout,
+             check_every, lr, steps_per_epoch, input_scale, pocket_weight, pocket_radius, sweep_restarts, sweep, strong, strong_restarts, vertex_samples, n_planted, n_regular, timeout,
              resume, quiet):
     """Train a model with planted counterexamples and export it as a VNN-COMP benchmark.
 
@@ -576,6 +588,8 @@ def generate(out, arch, eps, seed, preset, channels, input_size, width, epochs, 
     cfg = config_with_preset(preset, out=out, arch=arch, eps=eps, seed=seed, channels=int(channels),
                              input_size=input_size, width=width, epochs=epochs, attack_iters=attack_iters,
                              attack_restarts=attack_restarts, check_every=check_every, lr=lr,
+                             steps_per_epoch=steps_per_epoch, input_scale=input_scale, pocket_weight=pocket_weight,
+                             pocket_radius=pocket_radius,
                              sweep_restarts=sweep_restarts, sweep=parse_sweep(sweep) if sweep else None,
                              strong=strong, strong_restarts=strong_restarts,
                              vertex_samples=vertex_samples, n_planted=n_planted, n_regular=n_regular,

@@ -1,7 +1,7 @@
 """Generate a small soundness benchmark on this machine and audit verifiers on it.
 
     python bench/soundness_bench.py --out sb-bench [--preset cpu] [--models mlp_4_hidden:0.2,cnn_1_conv:0.5,...]
-        [--verifiers certkit,certkit-crown,bug-shrink-input,marabou] [--timeout 10]
+        [--verifiers certkit,certkit-crown,bug-shrink-input,marabou] [--timeout 10] [--mlp-input-size 20]
 
 Each model is ``certkit soundness generate`` (resumable: rerunning skips finished models), then every verifier runs
 on every instance (``certkit soundness run``, resumable) and the answers are scored. Prints, per model, the
@@ -31,6 +31,9 @@ def main() -> None:
                                            "marabou")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per instance in the audit")
     ap.add_argument("--n-regular", type=int, default=10)
+    ap.add_argument("--mlp-input-size", type=int, default=20,
+                    help="input length of the MLP families (10-dim boxes have only 1024 vertices, all of which the "
+                         "strong check enumerates)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep", default=None, help="hiddenness sweep STEP:ITERS,... (default: the paper's 8 settings)")
     ap.add_argument("--no-strong", action="store_true", help="skip certkit's stronger attacks")
@@ -51,8 +54,9 @@ def main() -> None:
         if gen_json.is_file():
             s = json.loads(gen_json.read_text())
         else:
+            size = args.mlp_input_size if arch.startswith("mlp") else None
             cfg = config_with_preset(args.preset, out=str(out), arch=arch, eps=float(eps), seed=args.seed,
-                                     n_regular=args.n_regular, **extra)
+                                     n_regular=args.n_regular, input_size=size, **extra)
             s = generate(cfg, resume=True)
         rows.append(s)
         print(f"{arch:<14} eps {float(eps):<4g} width {s['width']:<5} epochs {s['epochs_run']:<6} "
@@ -64,11 +68,14 @@ def main() -> None:
           f"{sum(s['valid_pairs'] for s in rows)}/{total_p}, surviving the PGD sweep "
           f"{sum(s['survive_sweep'] for s in rows)}/{total_p}, surviving every attack {sum(s['hidden'] for s in rows)}"
           f"/{total_p}")
-    for v in args.verifiers.split(","):
+    verifiers = [v for v in args.verifiers.split(",") if v]
+    for v in verifiers:
         t0 = time.perf_counter()
         run_verifier(args.out, verifier=v, timeout=args.timeout, grace=5.0, resume=True, quiet=True)
         print(f"ran {v} in {time.perf_counter() - t0:.0f} s", flush=True)
-    summary = score(args.out, [args.out / "results" / v for v in args.verifiers.split(",")])
+    if not verifiers:
+        return
+    summary = score(args.out, [args.out / "results" / v for v in verifiers])
     print(format_table(summary))
     (args.out / "audit.json").write_text(json.dumps(summary, indent=2) + "\n")
 

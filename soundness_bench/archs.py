@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 _ACTS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -23,13 +24,14 @@ def _head(n_in: int, width: int, act: Callable[[], nn.Module]) -> list[nn.Module
 
 
 def mlp(input_shape: tuple, hidden: int = 4, width: int = 1000, act: str = "relu") -> nn.Sequential:
-    """FC100 -> (hidden - 2) x FC<width> -> FC20 -> FC2 on a flat input (the paper's mlp_4_hidden / mlp_5_hidden)."""
+    """FC100 -> (hidden - 1) x FC<width> -> FC20 -> FC2 on a flat input: mlp_4_hidden is FC100, 3 x FC1000, FC20, FC2
+    and mlp_5_hidden has 4 x FC1000 (the paper's Table / their models/synthetic_mlp.py)."""
     a = _ACTS[act]
     n_in = 1
     for s in input_shape:
         n_in *= s
     layers: list[nn.Module] = [nn.Flatten(), nn.Linear(n_in, 100), a(), nn.Linear(100, width), a()]
-    for _ in range(hidden - 3):
+    for _ in range(hidden - 2):
         layers += [nn.Linear(width, width), a()]
     return nn.Sequential(*layers, nn.Linear(width, 20), a(), nn.Linear(20, 2))
 
@@ -37,7 +39,8 @@ def mlp(input_shape: tuple, hidden: int = 4, width: int = 1000, act: str = "relu
 def cnn(input_shape: tuple, convs: int = 1, width: int = 1000, act: str = "relu", avgpool: bool = False,
         stride2: bool = False) -> nn.Sequential:
     """convs conv layers (Conv10 3x3 pad 1; Conv5 -> Conv10; Conv5 -> Conv10 -> Conv20), optional AvgPool 3x3 stride
-    1 pad 1, then the FC head. ``stride2``: one Conv10 5x5 stride 2 pad 2 (the paper's Tanh / Sigmoid CNNs)."""
+    1 pad 1, then the FC head. ``stride2``: one Conv10 5x5 stride 2 pad 2 (the paper's 1-channel Tanh / Sigmoid CNNs;
+    their 3-channel ones use the 1-conv layout, see :func:`build`)."""
     a = _ACTS[act]
     c, h, w = input_shape
     if stride2:
@@ -79,4 +82,35 @@ def build(arch: str, input_shape: tuple, width: int = 1000) -> nn.Sequential:
     """The network of family ``arch`` (a key of FAMILIES) for samples of ``input_shape``, 2 output logits."""
     spec = dict(FAMILIES[arch])
     kind = spec.pop("kind")
+    if spec.get("stride2") and input_shape[0] == 3:
+        spec["stride2"] = False  # the paper's 3-channel Tanh / Sigmoid CNNs are CNN 1 Conv with that activation
     return mlp(input_shape, width=width, **spec) if kind == "mlp" else cnn(input_shape, width=width, **spec)
+
+
+class InputScale(nn.Module):
+    """x -> scale * x. Used only while training (generate.py ``input_scale``): it makes Adam's steps on the first
+    layer act in units of the data range instead of raw input units; :func:`fold_input_scale` removes it."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def fold_input_scale(model: nn.Sequential) -> nn.Sequential:
+    """``Sequential(InputScale(s), net)`` -> ``net`` with s multiplied into its first Linear / Conv2d weight (exact:
+    the layers before it are Flatten only, and zero padding is unchanged by scaling). Other models are returned as
+    they are. Modifies ``net`` in place."""
+    if not (len(model) == 2 and isinstance(model[0], InputScale)):
+        return model
+    s, net = model[0].scale, model[1]
+    for m in net:
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            with torch.no_grad():
+                m.weight.mul_(s)
+            return net
+        if not isinstance(m, nn.Flatten):
+            break
+    raise ValueError("fold_input_scale: the network does not start with Linear or Conv2d")

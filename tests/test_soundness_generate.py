@@ -1,0 +1,91 @@
+"""Generator pieces of the soundness benchmark that need no training: the paper's architectures, the exact folding
+of the training input scale, and certkit's pocket loss (soundness_bench/generate.py, archs.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from certkit.soundness_bench import archs
+from certkit.soundness_bench.generate import PlantedData, config_with_preset, make_data, pocket_loss, pocket_points
+
+
+def _layers(model, kind):
+    return [m for m in model if isinstance(m, kind)]
+
+
+def test_architectures_match_the_paper_table():
+    # MLP 4 Hidden: FC100, FC1000 x3, FC20, FC2; MLP 5 Hidden: FC100, FC1000 x4, FC20, FC2 (paper Table / README).
+    for arch, wide in (("mlp_4_hidden", 3), ("mlp_5_hidden", 4)):
+        outs = [m.out_features for m in _layers(archs.build(arch, (10,), 1000), nn.Linear)]
+        assert outs == [100] + [1000] * wide + [20, 2]
+    convs = _layers(archs.build("cnn_3_conv", (1, 5, 5), 1000), nn.Conv2d)
+    assert [c.out_channels for c in convs] == [5, 10, 20] and all(c.kernel_size == (3, 3) for c in convs)
+    # Tanh / Sigmoid CNNs: 5x5 stride-2 conv on 1 channel, the 1-conv 3x3 layout on 3 channels (their models/).
+    assert _layers(archs.build("cnn_tanh", (1, 5, 5), 50), nn.Conv2d)[0].stride == (2, 2)
+    c3 = _layers(archs.build("cnn_sigmoid", (3, 5, 5), 50), nn.Conv2d)[0]
+    assert c3.stride == (1, 1) and c3.kernel_size == (3, 3)
+    assert _layers(archs.build("cnn_sigmoid", (3, 5, 5), 50), nn.Sigmoid)
+    for arch in archs.FAMILIES:
+        shape = archs.input_shape_for(arch, 3)
+        assert archs.build(arch, shape, 30)(torch.zeros((4,) + shape)).shape == (4, 2)
+
+
+@pytest.mark.parametrize("arch", ["mlp_4_hidden", "cnn_1_conv", "cnn_tanh"])
+def test_fold_input_scale_is_exact(arch):
+    torch.manual_seed(0)
+    shape = archs.input_shape_for(arch, 1)
+    wrapped = nn.Sequential(archs.InputScale(10.0), archs.build(arch, shape, 40)).double()
+    x = (torch.rand((64,) + shape, dtype=torch.float64) * 2 - 1) * 0.1
+    before = wrapped(x)
+    folded = archs.fold_input_scale(wrapped)
+    assert not any(isinstance(m, archs.InputScale) for m in folded.modules())
+    torch.testing.assert_close(folded(x), before, rtol=1e-12, atol=1e-12)  # zero padding included (CNNs)
+
+
+def _data(arch="cnn_1_conv", eps=0.5, seed=2):
+    cfg = config_with_preset("cpu", out="unused", arch=arch, eps=eps, seed=seed)
+    return cfg, make_data(cfg)
+
+
+def test_pocket_points_lie_in_the_corner_of_each_box():
+    cfg, d = _data()
+    P, eps = d.n_planted, cfg.eps_abs
+    p = pocket_points(d, eps, cfg.pocket_radius, 50, torch.Generator().manual_seed(0))
+    assert p.shape == (50, P) + d.x.shape[1:]
+    assert bool((p >= d.lo[:P][None]).all() and (p <= d.hi[:P][None]).all())
+    dist = (p - d.x_cex[None]).flatten(2).abs().amax(2)
+    width = (d.hi[:P] - d.lo[:P]).flatten(1).amin(1)[None]
+    assert bool((dist >= torch.minimum(torch.full_like(dist, cfg.pocket_radius * eps), width) - 1e-9).all())
+    assert bool((dist <= 2 * eps + 1e-9).all())
+
+
+class _LinearMargin(nn.Module):
+    """2-class logits whose margin z_y - z_{1-y} is c + a * (inward distance from x_cex), per planted pair."""
+
+    def __init__(self, d: PlantedData, c: float, a: float):
+        super().__init__()
+        self.d, self.c, self.a = d, c, a
+
+    def forward(self, x):
+        P = self.d.n_planted
+        inward = torch.where(self.d.x_cex == self.d.hi[:P], -1.0, 1.0)
+        k = x.shape[0] // P  # pocket_loss stacks (samples, P) points, pair index fastest
+        dist = ((x.view((k, P) + x.shape[1:]) - self.d.x_cex[None]) * inward[None]).flatten(2).sum(2).flatten()
+        m = self.c + self.a * dist
+        yv = self.d.y[:P].repeat(k)
+        z = torch.zeros(x.shape[0], 2)
+        return z.scatter(1, yv[:, None], m[:, None])
+
+
+def test_pocket_loss_rewards_a_margin_rising_toward_the_planted_vertex():
+    cfg, d = _data()
+    gen = torch.Generator().manual_seed(1)
+    flat = pocket_loss(_LinearMargin(d, c=cfg.pocket_margin + 0.5, a=0.0), d, cfg, gen)
+    max_dist = d.x[0].numel() * 2 * cfg.eps_abs  # largest inward L1 distance inside a box
+    rising = pocket_loss(_LinearMargin(d, c=cfg.pocket_margin + 50.0 * max_dist, a=-50.0), d, cfg, gen)
+    funnel = pocket_loss(_LinearMargin(d, c=cfg.pocket_margin + 0.5, a=50.0), d, cfg, gen)
+    assert float(flat) == 0.0 and float(rising) == 0.0  # margin >= pocket_margin and never falling toward x_cex
+    assert float(funnel) > 0.0  # the paper's failure mode: margin sloping down to x_cex
+    low = pocket_loss(_LinearMargin(d, c=cfg.pocket_margin - 0.5, a=0.0), d, cfg, gen)
+    assert float(low) == pytest.approx(0.5)
