@@ -11,7 +11,7 @@ Per model:
      epoch; the last ``window`` deltas are kept (FIFO) and L_adv = CE over x + delta for all of them;
      L_cex = mean ReLU(z_y(x_cex) + m - z_target(x_cex)), m = 0.01; L = L_adv + L_cex; Adam, cyclic lr (0 -> lr at
      40% of the epochs -> 0), gradient norm clipped at 10.
-     certkit additions (both off under ``--preset paper``, on under ``--preset cpu``; without them no planted
+     certkit additions (all off under ``--preset paper``, on under ``--preset cpu``; without them no planted
      counterexample survived the sweep at CPU budgets, measured in bench/README.md):
      - the pocket loss (``pocket_weight`` > 0, :func:`pocket_loss`): the paper's training leaves the margin sloping
        down toward x_cex from the whole box, and large-step PGD follows that slope to the vertex. On points p of the
@@ -272,8 +272,8 @@ def _count_hidden(model, data: PlantedData, cfg: GenerateConfig, restarts: int, 
 def train_model(cfg: GenerateConfig, data: PlantedData, resume: bool = False, quiet: bool = False):
     """Two-objective training with model selection (module docstring, steps 2-3).
 
-    Returns (model in eval mode, the input scale folded into its first layer; history list of dict rows). Writes private/train_state.pt at every check and
-    private/train_log.csv (one row per check).
+    Returns (model in eval mode with ``input_scale`` folded into its first layer, history list of dict rows).
+    Writes private/train_state.pt at every check and private/train_log.csv (one row per check).
     """
     from tqdm import tqdm
 
@@ -327,7 +327,7 @@ def train_model(cfg: GenerateConfig, data: PlantedData, resume: bool = False, qu
         for _ in range(cfg.steps_per_epoch):
             loss_adv = F.cross_entropy(model(xw), yw)
             zc = model(data.x_cex)
-            loss_cex = F.relu(zc.gather(1, data.y[:P, None]) + cfg.margin - zc.gather(1, data.target[:, None])).mean()
+            loss_cex = F.relu(_margin(zc, data.y[:P]) + cfg.margin).mean()  # target = 1 - y
             loss = loss_adv + loss_cex
             if cfg.pocket_weight > 0:
                 loss_pocket = pocket_loss(model, data, cfg, gen)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from certkit.common.errors import CertkitError
 from certkit.common.results import ResultWriter
-from certkit.soundness_bench.adapters import ADAPTERS
 from certkit.verifiers.vnncomp import parse_result_text
 
 PLACEHOLDERS = ("{onnx}", "{vnnlib}", "{result}", "{timeout}")
@@ -83,6 +82,10 @@ def find_instances(bench: str | Path) -> list[Instance]:
 
 def builtin_template(name: str) -> list[str]:
     """Argument list of built-in verifier ``name`` (see adapters.py)."""
+    # imported here, not at module level: the adapters module runs as ``python -m``, and importing it with the
+    # package first makes runpy warn in every verifier log
+    from certkit.soundness_bench.adapters import ADAPTERS
+
     if name not in ADAPTERS:
         raise CertkitError(f"unknown --verifier {name!r}: choose from {', '.join(ADAPTERS)} or pass --command")
     return [sys.executable, "-m", "certkit.soundness_bench.adapters", name, "{onnx}", "{vnnlib}", "{result}",

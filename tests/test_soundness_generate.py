@@ -89,3 +89,37 @@ def test_pocket_loss_rewards_a_margin_rising_toward_the_planted_vertex():
     assert float(funnel) > 0.0  # the paper's failure mode: margin sloping down to x_cex
     low = pocket_loss(_LinearMargin(d, c=cfg.pocket_margin - 0.5, a=0.0), d, cfg, gen)
     assert float(low) == pytest.approx(0.5)
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+    import importlib
+
+    gen_mod = importlib.import_module("certkit.soundness_bench.generate")
+    from certkit.common.errors import CertkitError
+
+    def cfg(out):
+        return config_with_preset("cpu", out=str(out), arch="cnn_1_conv", eps=0.5, seed=4, width=16, epochs=30,
+                                  attack_iters=3, attack_restarts=2, check_every=10, n_planted=2, n_regular=1,
+                                  steps_per_epoch=2, sweep=((0.25, 0),))
+
+    c_full = cfg(tmp_path / "full")
+    full, _ = gen_mod.train_model(c_full, make_data(c_full), quiet=True)
+
+    c_cut = cfg(tmp_path / "cut")
+    real, calls = gen_mod.pgd_search, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 15:  # in epoch 15, after the check at epoch 10 saved the state
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(gen_mod, "pgd_search", dying)
+    with pytest.raises(KeyboardInterrupt):
+        gen_mod.train_model(c_cut, make_data(c_cut), quiet=True)
+    monkeypatch.setattr(gen_mod, "pgd_search", real)
+    with pytest.raises(CertkitError, match="--resume"):
+        gen_mod.train_model(c_cut, make_data(c_cut), quiet=True)
+    resumed, _ = gen_mod.train_model(c_cut, make_data(c_cut), resume=True, quiet=True)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
