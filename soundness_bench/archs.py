@@ -102,7 +102,11 @@ class InputScale(nn.Module):
 def fold_input_scale(model: nn.Sequential) -> nn.Sequential:
     """``Sequential(InputScale(s), net)`` -> ``net`` with s multiplied into its first Linear / Conv2d weight (exact:
     the layers before it are Flatten only, and zero padding is unchanged by scaling). Other models are returned as
-    they are. Modifies ``net`` in place."""
+    they are. Modifies ``net`` in place. Shapes and units are those of ``net`` (raw inputs, no normalization).
+
+    Raises:
+        ValueError: the wrapped network starts with something other than Flatten before its first Linear/Conv2d.
+    """
     if not (len(model) == 2 and isinstance(model[0], InputScale)):
         return model
     s, net = model[0].scale, model[1]

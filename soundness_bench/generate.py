@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from certkit.common.errors import CertkitError
 from certkit.soundness_bench import archs
 from certkit.soundness_bench.hide import SWEEP, HidingReport, hiddenness_check, pgd_search
+from certkit.verifiers.attack import margin_objective
 
 # The paper's settings, and a preset that makes one model a few minutes of CPU time.
 PRESETS: dict[str, dict] = {
@@ -208,16 +209,14 @@ def valid_pairs(model: torch.nn.Module, data: PlantedData) -> torch.Tensor:
     return correct & flipped
 
 
-def _margin(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) z_y - z_{1-y} for 2-class logits z (B, 2)."""
-    return (z.gather(1, y[:, None]) - z.gather(1, 1 - y[:, None]))[:, 0]
-
-
 def pocket_points(data: PlantedData, eps: float, radius: float, samples: int, generator: torch.Generator,
                   ) -> torch.Tensor:
     """(samples, P, *shape) points of the box corner at each x_cex: p = x_cex + s * R * u, with s the inward sign
     of the vertex, u in [0, 1]^d with one random coordinate set to 1 (so ||p - x_cex||_inf = R, or the box width
-    where the box is narrower), R log-uniform in [radius * eps, 2 eps]; clipped to the box."""
+    where the box is narrower), R log-uniform in [radius * eps, 2 eps]; clipped to the box.
+
+    Units: ``eps`` is the ABSOLUTE Linf radius (input units, cfg.eps_abs), ``radius`` a fraction of it. Source:
+    certkit's own (not in Zhou et al. 2024); used by :func:`pocket_loss`."""
     P, shape = data.n_planted, data.x_cex.shape[1:]
     lo, hi = data.lo[:P], data.hi[:P]
     inward = torch.where(data.x_cex == hi, -1.0, 1.0)
@@ -233,7 +232,10 @@ def pocket_loss(model: torch.nn.Module, data: PlantedData, cfg: GenerateConfig, 
                 ) -> torch.Tensor:
     """certkit's pocket loss (module docstring): mean ReLU(pocket_margin - f(p)) + mean over pairs (p, p') whose
     inner point p' is >= pocket_radius * eps from x_cex of ReLU(f(p) - f(p')), f the margin of label y over the
-    target, p from :func:`pocket_points`, p' = x_cex + lam (p - x_cex), lam ~ U[0.3, 0.9]."""
+    target, p from :func:`pocket_points`, p' = x_cex + lam (p - x_cex), lam ~ U[0.3, 0.9].
+
+    Returns a scalar tensor (differentiable in the model's parameters). Source: certkit's own addition to the
+    two-objective training of Zhou et al. 2024 (Sec. 3); why it is needed: module docstring and bench/README.md."""
     P, shape = data.n_planted, data.x_cex.shape[1:]
     eps, n = cfg.eps_abs, cfg.pocket_samples
     p = pocket_points(data, eps, cfg.pocket_radius, n, generator)
@@ -241,7 +243,7 @@ def pocket_loss(model: torch.nn.Module, data: PlantedData, cfg: GenerateConfig, 
     p_in = data.x_cex[None] + (p - data.x_cex[None]) * lam
     far = (p_in - data.x_cex[None]).flatten(2).abs().amax(2).flatten() >= cfg.pocket_radius * eps
     y = data.y[:P].repeat(n)
-    f = _margin(model(torch.cat([p, p_in]).reshape((-1,) + shape)), y.repeat(2))
+    f = margin_objective(model, y.repeat(2))(torch.cat([p, p_in]).reshape((-1,) + shape))
     f_out, f_in = f[: n * P], f[n * P:]
     return F.relu(cfg.pocket_margin - f_out).mean() + (F.relu(f_out - f_in) * far).mean()
 
@@ -326,8 +328,7 @@ def train_model(cfg: GenerateConfig, data: PlantedData, resume: bool = False, qu
             g["lr"] = cyclic_lr(epoch, cfg.epochs, cfg.lr)
         for _ in range(cfg.steps_per_epoch):
             loss_adv = F.cross_entropy(model(xw), yw)
-            zc = model(data.x_cex)
-            loss_cex = F.relu(_margin(zc, data.y[:P]) + cfg.margin).mean()  # target = 1 - y
+            loss_cex = F.relu(margin_objective(model, data.y[:P])(data.x_cex) + cfg.margin).mean()  # 2 classes
             loss = loss_adv + loss_cex
             if cfg.pocket_weight > 0:
                 loss_pocket = pocket_loss(model, data, cfg, gen)
