@@ -9,11 +9,15 @@ Batch convention: certkit modules always take a batch dimension first. When the 
 first dimension is the batch (fixed 1 or symbolic) and the module accepts any batch size; when it has rank 1
 (e.g. ``[1]`` in VNN-COMP's test networks) a batch dimension is added in front.
 
-Supported operators: Gemm, MatMul (constant right operand), Add, Sub, Mul, Div, Relu, Sigmoid, Tanh, Conv (2-D),
-Flatten, Reshape, BatchNormalization, AveragePool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the
-batch dimension first), plus Constant, Identity, Dropout (inference) and
-constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze, Concat, Cast).
-Anything else raises :class:`CertkitError` naming every unsupported node at once.
+Supported operators: Gemm, MatMul (constant right operand), Add, Sub, Mul, Div, Conv (2-D), Flatten, Reshape,
+BatchNormalization, AveragePool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the batch dimension
+first), the elementwise activations of :data:`ELEMENTWISE` (ONNX op type -> torch module), plus Constant, Identity,
+Dropout (inference) and constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze,
+Concat, Cast). Anything else raises :class:`CertkitError` naming every unsupported node at once.
+
+The importer only makes the network RUN in torch; which ops certkit can BOUND is the op registry's business
+(``certkit.verifiers.ops``): an activation of ELEMENTWISE without a registered op imports fine (certify works on it)
+and is listed by ``certkit verify --check``.
 """
 from __future__ import annotations
 
@@ -26,12 +30,41 @@ from torch import fx, nn
 
 from certkit.common.errors import CertkitError
 
-SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Conv", "Flatten",
-                 "Reshape", "BatchNormalization", "AveragePool", "Pad", "Transpose", "Constant", "Identity", "Dropout",
-                 "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast")
-_ACTIVATIONS = {"Relu": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh}
+#: Elementwise ONNX activations: op type -> (attributes -> the torch module computing it), ONNX defaults applied.
+ELEMENTWISE: dict = {
+    "Relu": lambda a: nn.ReLU(),
+    "LeakyRelu": lambda a: nn.LeakyReLU(float(a.get("alpha", 0.01))),
+    "Sigmoid": lambda a: nn.Sigmoid(),
+    "Tanh": lambda a: nn.Tanh(),
+    "Softplus": lambda a: nn.Softplus(),
+    "Softsign": lambda a: nn.Softsign(),
+    "Elu": lambda a: nn.ELU(float(a.get("alpha", 1.0))),
+    "Selu": lambda a: nn.SELU(),
+    "HardSwish": lambda a: nn.Hardswish(),
+    "Abs": lambda a: _Fn(torch.abs),
+    "Exp": lambda a: _Fn(torch.exp),
+    "Sin": lambda a: _Fn(torch.sin),
+    "Cos": lambda a: _Fn(torch.cos),
+}
+SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
+                 "AveragePool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather", "Unsqueeze",
+                 "Squeeze", "Concat", "Cast") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 _NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
+class _Fn(nn.Module):
+    """A module wrapping an elementwise torch function (for ONNX ops that have no torch module)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.fn.__name__
 
 
 @dataclass
@@ -204,6 +237,12 @@ class _Builder:
         x = ins[0]
         if not isinstance(x, fx.Node) and op not in _BINARY and op != "MatMul":
             raise self.err(node, "the first input must be the data tensor")
+        if op in ELEMENTWISE:
+            if op == "Selu" and (abs(a.get("alpha", 1.67326) - 1.67326) > 1e-4 or abs(a.get("gamma", 1.0507) - 1.0507) > 1e-4):
+                raise self.err(node, "Selu with non-default alpha/gamma is not supported")
+            module = ELEMENTWISE[op](a)
+            self.env[node.output[0]] = self.fx.call_module(self.add_module(module, op.lower()), (x,))
+            return
         out = getattr(self, f"op_{op}", None)
         if out is None:
             raise self.err(node, "this op is only supported on constant inputs")
@@ -235,8 +274,8 @@ class _Builder:
         if op == "Flatten":
             ax = a.get("axis", 1)
             return v.reshape(int(np.prod(v.shape[:ax])), -1)
-        if op in _ACTIVATIONS:
-            return _ACTIVATIONS[op]()(torch.as_tensor(v)).numpy()
+        if op in ELEMENTWISE:
+            return ELEMENTWISE[op](a)(torch.as_tensor(v)).numpy()
         if op == "Transpose":
             return np.transpose(v, a.get("perm"))
         raise self.err(node, "constant folding of this op is not supported")
@@ -308,15 +347,6 @@ class _Builder:
                 return x
         args = tuple(self.const_node(v) if isinstance(v, np.ndarray) else v for v in (x, y))
         return self.fx.call_function(_BINARY[op], args)
-
-    def op_Relu(self, node, a, ins):
-        return self.fx.call_module(self.add_module(nn.ReLU(), "relu"), (ins[0],))
-
-    def op_Sigmoid(self, node, a, ins):
-        return self.fx.call_module(self.add_module(nn.Sigmoid(), "sigmoid"), (ins[0],))
-
-    def op_Tanh(self, node, a, ins):
-        return self.fx.call_module(self.add_module(nn.Tanh(), "tanh"), (ins[0],))
 
     def _pads(self, node, a, nd=2):
         if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
@@ -419,15 +449,15 @@ class _Builder:
             if t[0] == -1 and -1 in rest:
                 raise self.err(node, f"Reshape to {t} has two inferred (-1) dimensions")
             target = tuple(rest)
-        return self.fx.call_function(_reshape_batch, (x, target))
+        return self.fx.call_function(reshape_batch, (x, target))
 
 
-def _reshape_batch(x: torch.Tensor, sample_shape: tuple) -> torch.Tensor:
+def reshape_batch(x: torch.Tensor, sample_shape: tuple) -> torch.Tensor:
     """Reshape each batch row to ``sample_shape`` (the batch dimension is kept)."""
     return x.reshape((x.shape[0],) + tuple(sample_shape))
 
 
-fx.wrap("_reshape_batch")
+fx.wrap("reshape_batch")
 
 
 def load_onnx(path: str | Path) -> OnnxModel:

@@ -412,7 +412,7 @@ def _certified_loss(bm, model, xb, yb, logits, natural_loss, eps_t, kappa, beta,
         lb_cibp = bm.crown_ibp_lower(pert, C, bounds) if beta > 0 else None
         loss = kappa * natural_loss + (1 - kappa) * robust_cross_entropy(mixed_margin(lb_ibp, lb_cibp, beta))
     if reg_on:
-        relu_in = [bounds[bm.graph.nodes[a].inputs[0]] for a in bm.graph.activations()]
+        relu_in = [bounds[bm.graph.nodes[a].inputs[0]] for a in bm.graph.nonlinear()]
         first = bm.graph.nodes[1] if len(bm.graph.nodes) > 1 else None
         x0 = bounds[1] if first is not None and first.op.name == "Normalize" else bounds[0]
         delta0 = ((x0[1] - x0[0]) / 2).mean()

@@ -1,15 +1,15 @@
-"""IBP, CROWN-IBP, CROWN and alpha-CROWN over a :class:`BoundGraph`.
+"""IBP, CROWN-IBP and CROWN over a :class:`BoundGraph` (alpha-CROWN's optimisation loop is alpha_crown.py).
 
     IBP         Gowal et al. 2018: interval arithmetic, last affine layer elided into the spec C.
     CROWN       Zhang et al. 2018: backward linear bounds; every pre-activation bound by its own backward pass
                 (intersected with IBP), then the output bound from C.
     CROWN-IBP   Zhang et al. ICLR 2020: IBP intermediate bounds, CROWN for the output bound only.
-    alpha-CROWN Xu et al. ICLR 2021: CROWN with the ReLU lower slopes (one per spec row and neuron) optimized by
-                Adam (lr 0.5, ExponentialLR 0.98, 20 iterations, keep best per row, clip to [0,1], patience 10).
-                Intermediate bounds are CROWN's (not re-optimized).
+    alpha-CROWN Xu et al. ICLR 2021: CROWN with the relaxation parameters of every activation (ReLU lower slopes,
+                Sigmoid/Tanh tangent points) optimised per specification row; see alpha_crown.py.
 
-``compute_bounds`` returns (lb, ub) of C f(x) over the perturbation set, each (B, S). Every method is sound;
-IBP and CROWN-IBP (and CROWN) are differentiable w.r.t. the model weights when called with grad enabled.
+The graph's ops carry the per-op rules (verifiers/ops); this module only walks the graph. ``compute_bounds`` returns
+(lb, ub) of C f(x) over the perturbation set, each (B, S). Every method is sound; IBP and CROWN-IBP (and CROWN) are
+differentiable w.r.t. the model weights when called with grad enabled.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 
 from certkit.common.errors import CertkitError
 from certkit.verifiers import ops
+from certkit.verifiers.alpha_crown import alpha_crown
 from certkit.verifiers.graph import BoundGraph, build_graph
 from certkit.verifiers.perturbation import Box, Perturbation
 
@@ -114,8 +115,9 @@ class BoundedModule:
 
     def propagate(self, start: int, A0: torch.Tensor, bounds: list, relax: dict, alphas: dict | None = None):
         """Backward linear bound of sum(A0 * node_start) down to the input: returns (A_in (B,S,*input) or None,
-        bias (B,S)) with sum(A0 * node_start) >= sum(A_in * x) + bias for every x whose activations respect the
-        relaxations (``relax``: activation node -> (a_L, c_L, a_U, c_U); missing ones from ``bounds``)."""
+        bias (B,S)) with sum(A0 * node_start) >= sum(A_in * x) + bias for every x whose non-affine nodes respect their
+        relaxations (``relax``: node -> the op's relaxation, filled from ``bounds`` when missing; ``alphas``: node ->
+        alpha (n_alpha, B, S, *shape) of alpha-CROWN, used instead)."""
         g = self.graph
         acc: dict[int, torch.Tensor] = {start: A0}
         total = torch.zeros(A0.shape[:2], device=A0.device, dtype=A0.dtype)
@@ -124,17 +126,16 @@ class BoundedModule:
             if A is None:
                 continue
             n = g.nodes[i]
-            if isinstance(n.op, ops.Activation):
-                j = n.inputs[0]
+            in_bounds = [bounds[j] for j in n.inputs]
+            r = None
+            if not n.op.affine:
                 if alphas is not None and i in alphas:
-                    r = n.op.relax(*bounds[j], alpha=alphas[i])
+                    r = n.op.relaxation(in_bounds, alpha=alphas[i])
                 else:
                     r = relax.get(i)
                     if r is None:
-                        r = relax[i] = n.op.relax(*bounds[j])
-                A_ins, bias = n.op.backward(A, bounds[j], r)
-            else:
-                A_ins, bias = n.op.backward(A, *[bounds[j] for j in n.inputs])
+                        r = relax[i] = n.op.relaxation(in_bounds)
+            A_ins, bias = n.op.backward(A, in_bounds, r)
             if bias is not None:
                 total = total + bias
             for j, Aj in zip(n.inputs, A_ins):
@@ -168,16 +169,17 @@ class BoundedModule:
         return low.reshape((B,) + shape), high.reshape((B,) + shape)
 
     def crown_intermediate(self, pert: Perturbation) -> list:
-        """CROWN bounds of every activation input (intersected with IBP); other nodes keep IBP bounds."""
+        """CROWN bounds of the input of every non-affine node (intersected with IBP); other nodes keep IBP bounds."""
         bounds = self.ibp(pert)
         relax: dict = {}
         done = set()
-        for a in self.graph.activations():
+        for a in self.graph.nonlinear():
+            op = self.graph.nodes[a].op
             j = self.graph.nodes[a].inputs[0]
             if j in done:
                 continue
             l0, u0 = bounds[j]
-            unstable = ((l0 < 0) & (u0 > 0)).flatten(1).any(0)  # neurons IBP leaves unstable in some input
+            unstable = op.unstable(l0, u0).flatten(1).any(0)  # neurons IBP leaves unstable in some input
             if not unstable.any():
                 done.add(j)
                 continue
@@ -185,42 +187,6 @@ class BoundedModule:
             bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
             done.add(j)
         return bounds
-
-    # ------------------------------------------------------------------ alpha-CROWN
-    def _alpha_crown(self, pert, CC, bounds, iterations=20, lr=0.5, decay=0.98, patience=10, deadline=None):
-        g = self.graph
-        relu_nodes = [a for a in g.activations() if isinstance(g.nodes[a].op, ops.ReLU)]
-        S2 = CC.shape[1]
-        with torch.no_grad():
-            alphas = {a: ops.ReLU.default_alpha(*bounds[g.nodes[a].inputs[0]]).unsqueeze(1)
-                      .expand(-1, S2, *[-1] * len(g.nodes[a].shape)).clone() for a in relu_nodes}
-        best = self._backward(g.output, CC, pert, bounds, {}, alphas).detach()
-        if not relu_nodes or iterations <= 0:
-            return best
-        params = [alphas[a].requires_grad_(True) for a in relu_nodes]
-        opt = torch.optim.Adam(params, lr=lr)
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
-        fixed = [(b[0].detach(), b[1].detach()) for b in bounds]
-        stale = 0
-        for _ in range(iterations):
-            with torch.enable_grad():
-                lb = self._backward(g.output, CC, pert, fixed, {}, alphas)
-                loss = -lb.sum()
-                opt.zero_grad()
-                loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                for p in params:
-                    p.clamp_(0, 1)
-                improved = lb.detach() > best + 1e-7
-                stale = 0 if improved.any() else stale + 1
-                best = torch.maximum(best, lb.detach())
-            if stale >= patience or (deadline is not None and time.perf_counter() > deadline):
-                break  # every iterate is a sound bound: stopping early keeps soundness
-        with torch.no_grad():  # the final alphas too (after the last step)
-            best = torch.maximum(best, self._backward(g.output, CC, pert, fixed, {}, alphas))
-        return best
 
     # ------------------------------------------------------------------ public
     def compute_bounds(self, pert: Perturbation, C: torch.Tensor | None = None, method: str = "CROWN",
@@ -266,7 +232,7 @@ class BoundedModule:
                     both = self._backward(g.output, CC, pert, bounds, {})
                 else:
                     deadline = None if time_budget is None else time.perf_counter() + time_budget
-                    both = self._alpha_crown(pert, CC, bounds, alpha_iterations, alpha_lr, deadline=deadline)
+                    both = alpha_crown(self, pert, CC, bounds, alpha_iterations, alpha_lr, deadline=deadline)
             lb, ub = both[:, :S], (-both[:, S:] if bound_upper else None)
         if not bound_upper:
             ub = None

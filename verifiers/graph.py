@@ -6,27 +6,13 @@ value of every node that does not depend on the input (constants), and maps each
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from certkit.common.errors import CertkitError
-from certkit.models.zoo import NormalizeLayer
 from certkit.verifiers import ops
-
-_LEAF_TYPES = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten,
-               nn.AvgPool2d, nn.Identity, nn.Dropout, NormalizeLayer)
-_ADD = {operator.add, torch.add, operator.iadd}
-_SUB = {operator.sub, torch.sub, operator.isub}
-_MUL = {operator.mul, torch.mul, operator.imul}
-_DIV = {operator.truediv, torch.div, operator.itruediv}
-_RESHAPE_FNS = {torch.flatten, torch.reshape}
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
-_ACT_FNS = {torch.relu: ops.ReLU, F.relu: ops.ReLU, torch.sigmoid: ops.Sigmoid, F.sigmoid: ops.Sigmoid,
-            torch.tanh: ops.Tanh, F.tanh: ops.Tanh}
 
 
 class _Tracer(fx.Tracer):
@@ -34,7 +20,7 @@ class _Tracer(fx.Tracer):
     unsupported torch layer such as MaxPool2d shows up by name)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, _LEAF_TYPES) or super().is_leaf_module(m, qualname)
+        return isinstance(m, ops.registered_modules()) or super().is_leaf_module(m, qualname)
 
 
 @dataclass
@@ -72,13 +58,9 @@ class BoundGraph:
             vals.append(n.op.forward(*[vals[i] for i in n.inputs]))
         return vals[self.output]
 
-    def activations(self) -> list[int]:
-        """Indices of the activation nodes (ReLU, Sigmoid, Tanh), in topological order."""
-        return [i for i, n in enumerate(self.nodes) if isinstance(n.op, ops.Activation)]
-
-    def describe(self) -> str:
-        """One line per node: index, name, op with output shape, input indices."""
-        return "\n".join(f"{i:3d} {n.name:<24} {n.op!r:<28} <- {n.inputs}" for i, n in enumerate(self.nodes))
+    def nonlinear(self) -> list[int]:
+        """Indices of the non-affine nodes (activations), in topological order."""
+        return [i for i, n in enumerate(self.nodes) if n.op is not None and not n.op.affine]
 
 
 class _Recorder(fx.Interpreter):
@@ -90,23 +72,6 @@ class _Recorder(fx.Interpreter):
         out = super().run_node(n)
         self.values[n.name] = out
         return out
-
-
-def _per_sample_const(c: torch.Tensor, shape: tuple, where: str, problems: list) -> torch.Tensor | None:
-    """A constant operand shaped to broadcast over one sample of ``shape`` without changing it."""
-    c = torch.as_tensor(c).detach()
-    while c.dim() > len(shape):
-        if c.shape[0] != 1:
-            problems.append(f"{where}: constant of shape {tuple(c.shape)} varies over the batch dimension")
-            return None
-        c = c[0]
-    try:
-        if torch.broadcast_shapes(c.shape, shape) != torch.Size(shape):
-            raise RuntimeError
-    except RuntimeError:
-        problems.append(f"{where}: constant of shape {tuple(c.shape)} would change the data shape {shape}")
-        return None
-    return c
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -184,92 +149,30 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
             v = rec.values[a.name] if isinstance(a, fx.Node) else a
             return torch.as_tensor(v, dtype=val.dtype, device=val.device) if not isinstance(v, torch.Tensor) else v
 
-        if n.op == "call_module":
-            m = modules[n.target]
-            if isinstance(m, nn.Linear):
-                op = ops.Linear(m)
-            elif isinstance(m, nn.Conv2d):
-                if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
-                    problems.append(f"{where}: only zero padding given as numbers is supported")
-                else:
-                    op = ops.Conv2d(m)
-            elif isinstance(m, nn.ReLU):
-                op = ops.ReLU()
-            elif isinstance(m, nn.Sigmoid):
-                op = ops.Sigmoid()
-            elif isinstance(m, nn.Tanh):
-                op = ops.Tanh()
-            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                if m.running_mean is None:
-                    problems.append(f"{where}: BatchNorm without running statistics")
-                else:
-                    op = ops.batchnorm_op(m, shape)
-            elif isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout)):
-                op = ops.Reshape()
-            elif isinstance(m, nn.AvgPool2d):
-                if m.ceil_mode:
-                    problems.append(f"{where}: AvgPool2d with ceil_mode is not supported")
-                else:
-                    op = ops.AvgPool2d(m)
-            elif isinstance(m, NormalizeLayer):
-                op = ops.ElementwiseAffine(lambda m=m, s=shape: m.scale_shift(s), "Normalize")
-            else:
-                problems.append(f"{where}: unsupported layer {type(m).__name__}")
-        elif n.op in ("call_function", "call_method"):
-            t = n.target
-            args = list(n.args)
-            if n.op == "call_method" and t in _RESHAPE_METHODS or t in _RESHAPE_FNS or \
-                    getattr(t, "__name__", "") == "_reshape_batch":
-                op = ops.Reshape()
-                ins = ins[:1]
-            elif t is torch.permute or (n.op == "call_method" and t == "permute"):
-                perm = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
-                perm = [int(p) for p in perm]
-                if perm[0] != 0:
-                    problems.append(f"{where}: a permutation must keep the batch dimension first")
-                else:
-                    op = ops.Permute(tuple(p - 1 for p in perm[1:]))
-                    ins = ins[:1]
-            elif t in _ACT_FNS:
-                op = _ACT_FNS[t]()
-            elif t is F.pad:
-                pad = args[1] if len(args) > 1 else n.kwargs.get("pad")
-                mode = n.kwargs.get("mode", args[2] if len(args) > 2 else "constant")
-                value = n.kwargs.get("value", args[3] if len(args) > 3 else 0)
-                if mode != "constant" or (value or 0) != 0 or len(pad) != 4:
-                    problems.append(f"{where}: only 2-D zero padding is supported")
-                else:
-                    op = ops.ZeroPad2d(tuple(pad))
-            elif t in _ADD | _SUB | _MUL | _DIV or t in (operator.neg, torch.neg):
-                if set(n.kwargs) - {"alpha"} or n.kwargs.get("alpha", 1) != 1:
-                    problems.append(f"{where}: keyword arguments are not supported")
-                elif t in (operator.neg, torch.neg):
-                    op = ops.constant_op(-1.0, None, "Neg")
-                elif len(data_args) == 2:
-                    if t in _ADD | _SUB and rec.values[args[0].name].shape == rec.values[args[1].name].shape:
-                        op = ops.Add() if t in _ADD else ops.Sub()
-                    else:
-                        problems.append(f"{where}: {'product' if t in _MUL | _DIV else 'broadcast sum'} of two "
-                                        f"data tensors is not supported (only constants may multiply the data)")
-                else:
-                    first = is_data(args[0])
-                    c = _per_sample_const(const_of(args[1] if first else args[0]), shape, where, problems)
-                    if c is not None:
-                        if t in _ADD:
-                            op = ops.constant_op(None, c, "AddConst")
-                        elif t in _SUB:
-                            op = ops.constant_op(None, -c, "SubConst") if first else ops.constant_op(-1.0, c, "RSubConst")
-                        elif t in _MUL:
-                            op = ops.constant_op(c, None, "MulConst")
-                        elif first:
-                            op = ops.constant_op(1.0 / c, None, "DivConst")
-                        else:
-                            problems.append(f"{where}: division by a data tensor is not supported")
-            else:
-                name = t if isinstance(t, str) else getattr(t, "__name__", str(t))
-                problems.append(f"{where}: unsupported {'method' if n.op == 'call_method' else 'function'} {name}")
-        else:
+        kind = {"call_module": "module", "call_function": "function", "call_method": "method"}.get(n.op)
+        if kind is None:
             problems.append(f"{where}: unsupported node kind {n.op}")
+            entry = None
+        elif kind == "module":
+            entry = ops.entry_for_module(modules[n.target])
+            if entry is None:
+                problems.append(f"{where}: unsupported layer {type(modules[n.target]).__name__}")
+        else:
+            entry = ops.entry_for_function(n.target) if kind == "function" else ops.entry_for_method(n.target)
+            if entry is None:
+                t = n.target
+                name = t if isinstance(t, str) else getattr(t, "__name__", str(t))
+                problems.append(f"{where}: unsupported {kind} {name}")
+        if entry is not None:
+            call = ops.Call(kind, modules[n.target] if kind == "module" else n.target, tuple(n.args), dict(n.kwargs),
+                            is_data, lambda a: rec.values[a.name] if isinstance(a, fx.Node) else a, shape, where,
+                            const_of, data_args)
+            try:
+                op = entry.factory(call)
+            except ops.Unsupported as e:
+                problems.append(f"{where}: {e}")
+            else:
+                ins = ins[:op.arity]
         if op is None:
             index[n.name] = -1  # still data, so the nodes that consume it are checked too
             continue

@@ -13,28 +13,29 @@ from __future__ import annotations
 
 import torch
 
-from certkit.verifiers import ops
 from certkit.verifiers.bounds import BoundedModule
 
 
 def _slopes(bm: BoundedModule, x: torch.Tensor) -> dict:
-    """Derivative of every activation at its clean pre-activation (D of the linearization)."""
+    """Derivative of every non-affine (elementwise) node at its clean input: D of the linearization."""
     g = bm.graph
     vals = [x]
     slopes = {}
     for i, n in enumerate(g.nodes[1:], start=1):
         ins = [vals[j] for j in n.inputs]
-        if isinstance(n.op, ops.ReLU):
-            slopes[i] = (ins[0] > 0).to(x.dtype)
-        elif isinstance(n.op, ops.SShaped):
-            slopes[i] = n.op.df(ins[0])
+        if not n.op.affine:
+            slopes[i] = n.op.derivative(*ins)
         vals.append(n.op.forward(*ins))
     return slopes
 
 
 @torch.no_grad()
 def tightness(bm: BoundedModule, x: torch.Tensor, eps: float, C: torch.Tensor) -> torch.Tensor:
-    """Mean propagation tightness tau over inputs and specification rows (Linf radius eps around x, (B, *shape))."""
+    """Mean propagation tightness tau over inputs and specification rows (Linf radius eps around x, (B, *shape)).
+
+    Raises:
+        NotImplementedError: a non-affine op without an elementwise derivative.
+    """
     g = bm.graph
     B = x.shape[0]
     slopes = _slopes(bm, x)
@@ -43,7 +44,7 @@ def tightness(bm: BoundedModule, x: torch.Tensor, eps: float, C: torch.Tensor) -
     A0 = C.reshape((B, C.shape[1]) + tuple(g.output_shape))
     A_in, _ = bm.propagate(g.output, A0, [None] * len(g.nodes), relax)
     numerator = A_in.abs().flatten(2).sum(-1) * eps
-    # denominator: IBP radius with the activations replaced by their slopes, last layer elided into |C W_L|
+    # denominator: IBP radius with the activations replaced by their slopes, last affine layer elided into |C W_L|
     radius = [torch.full_like(x, eps)]
     for i, n in enumerate(g.nodes[1:], start=1):
         if i in slopes:
@@ -53,9 +54,10 @@ def tightness(bm: BoundedModule, x: torch.Tensor, eps: float, C: torch.Tensor) -
             l, u = n.op.ibp(*ivs)
             radius.append((u - l) / 2)
     out = g.nodes[g.output]
-    if isinstance(out.op, ops.Linear):
-        CW = A0.flatten(2) @ out.op.module.weight
-        denominator = (CW.abs() * radius[out.inputs[0]].flatten(1).unsqueeze(1)).sum(-1)
+    if out.op is not None and out.op.affine:
+        A_ins, _ = out.op.backward(A0, [None] * len(out.inputs))
+        denominator = sum((Aj.abs() * radius[j].unsqueeze(1)).flatten(2).sum(-1)
+                          for j, Aj in zip(out.inputs, A_ins) if Aj is not None)
     else:
         denominator = (A0.abs().flatten(2) * radius[g.output].flatten(1).unsqueeze(1)).sum(-1)
     return (numerator / denominator.clamp(min=1e-30)).mean()

@@ -1,10 +1,20 @@
-"""Bound-propagation ops: one class per op family with its IBP rule and backward (CROWN) rule."""
-from certkit.verifiers.ops.activations import Activation, ReLU, Sigmoid, SShaped, Tanh
-from certkit.verifiers.ops.affine import ElementwiseAffine, batchnorm_op, constant_op, track_batch_stats
-from certkit.verifiers.ops.base import Interval, Op
-from certkit.verifiers.ops.conv import AvgPool2d, Conv2d, ZeroPad2d
-from certkit.verifiers.ops.linear import Linear
-from certkit.verifiers.ops.shape import Add, Permute, Reshape, Sub
+"""Bound-propagation ops: one file per op (family) with its IBP rule and backward (CROWN) rule, registered with
+:func:`certkit.verifiers.ops.base.register_op`. Importing this package imports every module in it, so a new op is
+one new file here (and its test); nothing else names it.
+"""
+import importlib
+import pkgutil
 
-__all__ = ["Activation", "Add", "AvgPool2d", "Conv2d", "ElementwiseAffine", "Interval", "Linear", "Op", "Permute", "ReLU",
-           "Reshape", "SShaped", "Sigmoid", "Sub", "Tanh", "ZeroPad2d", "batchnorm_op", "constant_op", "track_batch_stats"]
+from certkit.verifiers.ops.activation import Activation, Relaxation
+from certkit.verifiers.ops.affine import ElementwiseAffine, constant_op
+from certkit.verifiers.ops.base import (Call, Interval, Op, Unsupported, entry_for_function, entry_for_method,
+                                        entry_for_module, onnx_op_types, register_op, registered_modules,
+                                        registered_ops)
+from certkit.verifiers.ops.batchnorm import track_batch_stats
+
+for _m in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_m.name}")
+
+__all__ = ["Activation", "Call", "ElementwiseAffine", "Interval", "Op", "Relaxation", "Unsupported", "constant_op",
+           "entry_for_function", "entry_for_method", "entry_for_module", "onnx_op_types", "register_op",
+           "registered_modules", "registered_ops", "track_batch_stats"]

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
+from torch import nn
 
-from certkit.verifiers.ops.base import ModuleOp, center_radius, sum_node
+from certkit.verifiers.ops.base import ModuleOp, center_radius, register_op, sum_node
 
 
+@register_op(modules=(nn.Linear,), onnx=("Gemm", "MatMul"))
 class Linear(ModuleOp):
     """``nn.Linear`` (weights read live from the module, so bounds are differentiable w.r.t. them)."""
 
@@ -17,7 +19,7 @@ class Linear(ModuleOp):
         r2 = F.linear(r, self.module.weight.abs())
         return c2 - r2, c2 + r2
 
-    def backward(self, A, *_):
+    def backward(self, A, in_bounds=(), relaxation=None):
         w, b = self.module.weight, self.module.bias
         bias = None if b is None else sum_node(A * b)
         return [A.matmul(w)], bias

@@ -1,0 +1,84 @@
+"""Checks every activation op must pass, independent of whole networks (imported by tests/test_op_*.py).
+
+On a dense grid of input intervals [l, u] (degenerate l = u, tiny, ordinary and very wide ones, on both sides of 0)
+and dense points z in each: the CROWN lines and every alpha-CROWN line (alpha at 0, 1 and random values in [0, 1])
+bound the function, IBP contains it, ``alpha_init`` reproduces the CROWN lines, and the backward rule gives a sound
+lower bound of sum(A * act(z)) for random A of both signs.
+"""
+import itertools
+
+import torch
+
+ENDPOINTS = (-1e3, -40.0, -8.0, -3.0, -1.0, -0.3, -1e-3, -1e-7, 0.0, 1e-7, 1e-3, 0.3, 1.0, 3.0, 8.0, 40.0, 1e3)
+
+
+def intervals(extra_random: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(l, u), each (N,) float64: every ordered pair of ENDPOINTS (l == u included) plus random intervals."""
+    pairs = [(a, b) for a, b in itertools.product(ENDPOINTS, ENDPOINTS) if a <= b]
+    gen = torch.Generator().manual_seed(seed)
+    c = (torch.rand(extra_random, generator=gen, dtype=torch.float64) - 0.5) * 20
+    w = torch.rand(extra_random, generator=gen, dtype=torch.float64) ** 3 * 20
+    l = torch.cat([torch.tensor([p[0] for p in pairs], dtype=torch.float64), c - w / 2])
+    u = torch.cat([torch.tensor([p[1] for p in pairs], dtype=torch.float64), c + w / 2])
+    return l, u
+
+
+def points(l: torch.Tensor, u: torch.Tensor, n: int = 513) -> torch.Tensor:
+    """(N, n) points of each interval: a uniform grid including both ends."""
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    return l[:, None] + t[None] * (u - l)[:, None]
+
+
+def _tol(*terms):
+    return 1e-10 * (1 + sum(t.abs() for t in terms))
+
+
+def assert_lines_bound(op, l, u, lines, z):
+    """a_L z + c_L <= act(z) <= a_U z + c_U at every point z (N, n) (lines (N, ...) broadcast to (N, n))."""
+    aL, cL, aU, cU = (t.reshape(t.shape[0], -1) for t in lines)
+    f = op.function(z)
+    low, up = aL * z + cL, aU * z + cU
+    bad_low = low > f + _tol(aL * z, cL, f)
+    bad_up = f > up + _tol(aU * z, cU, f)
+    assert not bad_low.any(), f"lower line above {op.name} on [{l[bad_low.any(1)][0]}, {u[bad_low.any(1)][0]}]"
+    assert not bad_up.any(), f"upper line below {op.name} on [{l[bad_up.any(1)][0]}, {u[bad_up.any(1)][0]}]"
+    assert all(torch.isfinite(t).all() for t in lines), f"{op.name}: non-finite relaxation"
+
+
+def check_activation(op, rows: int = 3, seed: int = 0):
+    """Run every check on activation op ``op`` (see the module docstring)."""
+    l, u = intervals(seed=seed)
+    z = points(l, u)
+    f = op.function(z)
+    # IBP contains the function
+    lo, hi = op.ibp((l, u))
+    assert (lo[:, None] <= f + _tol(f)).all() and (f <= hi[:, None] + _tol(f)).all(), f"{op.name}: IBP misses values"
+    # CROWN lines
+    crown = op.relax(l, u)
+    assert_lines_bound(op, l, u, crown, z)
+    # alpha-CROWN lines: alpha at the corners and at random points of [0, 1]
+    if op.n_alpha:
+        init = op.alpha_init([(l, u)])
+        assert init.shape == (op.n_alpha,) + l.shape and (init >= 0).all() and (init <= 1).all()
+        same = op.relax(l, u, init.unsqueeze(2))
+        for a, b in zip(crown, same):
+            assert torch.allclose(a, b.reshape(a.shape), atol=1e-9, rtol=1e-9), \
+                f"{op.name}: alpha_init does not reproduce the CROWN relaxation"
+        gen = torch.Generator().manual_seed(seed + 1)
+        alpha = torch.rand((op.n_alpha, l.shape[0], rows), generator=gen, dtype=torch.float64)
+        alpha[:, :, 0], alpha[:, :, 1] = 0.0, 1.0
+        lines = op.relax(l, u, alpha)
+        for s in range(rows):
+            row = tuple(t.expand(-1, rows)[:, s] for t in lines)
+            assert_lines_bound(op, l, u, row, z)
+    # backward: sum(A * act(z)) >= sum(A_in * z) + bias for A of both signs
+    gen = torch.Generator().manual_seed(seed + 2)
+    B = 4
+    lB, uB = l[None].expand(B, -1), u[None].expand(B, -1)
+    A = torch.randn((B, rows, l.shape[0]), generator=gen, dtype=torch.float64)
+    (A_in,), bias = op.backward(A, [(lB, uB)])
+    t = torch.rand((B, 64, l.shape[0]), generator=gen, dtype=torch.float64)
+    zs = lB[:, None] + t * (uB - lB)[:, None]                               # (B, 64, N)
+    exact = torch.einsum("bsn,bkn->bsk", A, op.function(zs))
+    linear = torch.einsum("bsn,bkn->bsk", A_in, zs) + bias[..., None]
+    assert (linear <= exact + 1e-8 * (1 + exact.abs())).all(), f"{op.name}: backward bound above the function"

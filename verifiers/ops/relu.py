@@ -1,0 +1,46 @@
+"""ReLU (CROWN, Zhang et al. NeurIPS 2018; alpha-CROWN, Xu et al. ICLR 2021)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from certkit.verifiers.ops.activation import Activation, per_row
+from certkit.verifiers.ops.base import register_op
+
+
+@register_op(modules=(nn.ReLU,), functions=(torch.relu, F.relu), methods=("relu",), onnx=("Relu",))
+class ReLU(Activation):
+    """ReLU. Upper line through (l-, 0) and (u+, u+); lower line a_L z with a_L = 1 if u > -l else 0
+    ("adaptive"), or a_L = alpha in [0, 1] for unstable neurons (alpha-CROWN). Stable neurons are exact."""
+
+    name = "ReLU"
+    zero_lower_intercept = True
+    n_alpha = 1
+
+    def function(self, z):
+        return torch.relu(z)
+
+    def derivative(self, z):
+        return (z > 0).to(z.dtype)
+
+    @staticmethod
+    def default_alpha(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """CROWN's adaptive lower slope: 1 where u > -l, else 0 (the alpha-CROWN starting point)."""
+        return (u > -l).to(l.dtype)
+
+    def alpha_init(self, in_bounds):
+        return self.default_alpha(*in_bounds[0]).unsqueeze(0)
+
+    def relax(self, l, u, alpha=None):
+        lm, up = l.clamp(max=0), u.clamp(min=0)
+        aU = up / (up - lm).clamp(min=1e-8)
+        cU = -lm * aU
+        active, inactive = per_row(l >= 0, alpha), per_row(u <= 0, alpha)
+        if alpha is None:
+            aL = self.default_alpha(l, u)
+        else:
+            aL = alpha[0].clamp(0, 1)
+            aU, cU = aU.unsqueeze(1).expand_as(aL), cU.unsqueeze(1).expand_as(aL)
+        aL = torch.where(active, torch.ones_like(aL), torch.where(inactive, torch.zeros_like(aL), aL))
+        return aL, torch.zeros_like(aL), aU, cU
