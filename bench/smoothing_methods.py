@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from certkit.certify import NoiseSampler, input_generator
-from certkit.certify.pipeline import smoothing_for
+from certkit.certify.smoothing import smoothing_method
 from certkit.datasets import load_dataset
 from certkit.models import load_model
 from certkit.models.zoo import DualModel
@@ -54,7 +54,7 @@ def main() -> None:
     dual = nn.Sequential(norm, DualModel(net, net, tuple(xs.shape[1:])))
     res = {}
     for method, model in (("gaussian", base), ("lvm", base), ("dual", dual)):
-        s = smoothing_for(method, NoiseSampler(model, 0.25, args.batch, device))
+        s = smoothing_method(method)(NoiseSampler(model, 0.25, args.batch, device))
         res[method] = rate(s, xs, args.n0, args.n, device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, n0={args.n0} n={args.n}, "
           f"batch {args.batch}, {args.inputs} inputs, base model {args.arch}")

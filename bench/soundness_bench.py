@@ -55,7 +55,7 @@ def main() -> None:
             s = json.loads(gen_json.read_text())
         else:
             size = args.mlp_input_size if arch.startswith("mlp") else None
-            cfg = config_with_preset(args.preset, out=str(out), arch=arch, eps=float(eps), seed=args.seed,
+            cfg = config_with_preset(args.preset, out=str(out), arch=arch, eps_rel=float(eps), seed=args.seed,
                                      n_regular=args.n_regular, input_size=size, **extra)
             s = generate(cfg, resume=True)
         rows.append(s)

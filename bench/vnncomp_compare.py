@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from certkit.verifiers.vnncomp import verify_instance
+from certkit.verifiers.strategy import verify_instance
 
 _NORMAL = {"sat": "sat", "violated": "sat", "unsat": "unsat", "holds": "unsat"}
 

@@ -140,117 +140,16 @@ def rscp_sets(mean: torch.Tensor, tau: float, eps: float, sigma: float) -> torch
 def pgd_l2_smoothed(scorer: SmoothedScorer, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, eps: float,
                     steps: int = 20, generator: torch.Generator | None = None,
                     data_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
-    """PGD-L2 raising the smoothed true-label score within ||x~ - x||_2 <= eps (20 steps of 2 eps / steps,
-    the same N_mc draws for every step). The returned points are scored afterwards with fresh draws.
-    With PTT the attack ascends the untransformed score: the rank transform is monotone per draw but has no
-    gradient, so raising the base score raises the transformed one."""
+    """The attack of the coverage check: L2 PGD (verifiers.attack.pgd_l2, one start at x, keep-best) RAISING the
+    smoothed true-label score within ||x~ - x||_2 <= eps, with the same N_mc noise draws at every step. The returned
+    points are scored afterwards with fresh draws. With PTT the attack ascends the untransformed score: the rank
+    transform is monotone per draw but has no gradient, so raising the base score raises the transformed one."""
+    from certkit.verifiers.attack import pgd_l2
+
     noise = scorer.noise(x, generator)
-    view = (-1,) + (1,) * (x.dim() - 1)
-    x_adv = x.clone()
-    step = 2 * eps / max(steps, 1)
-    for _ in range(steps):
-        x_adv = x_adv.detach().requires_grad_(True)
-        with torch.enable_grad():
-            s = scorer.per_draw(x_adv, u, noise, apply_ptt=False).mean(1).gather(1, y[:, None]).sum()
-            g, = torch.autograd.grad(s, x_adv)
-        with torch.no_grad():
-            g = g / g.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
-            d = x_adv + step * g - x
-            d = d * torch.clamp(eps / d.flatten(1).norm(dim=1).clamp(min=1e-12), max=1.0).view(view)
-            x_adv = (x + d).clamp(*data_range)
-    return x_adv.detach()
 
+    def objective(z):
+        return -scorer.per_draw(z, u, noise, apply_ptt=False).mean(1).gather(1, y[:, None]).squeeze(1)
 
-def run_conformal(model_spec=None, dataset: str = "digits", data_path=None, split: str = "test", sigma=None,
-                  eps: float = 0.125, alpha: float = 0.1, beta: float = 0.001, n_mc: int = 256, score: str = "aps",
-                  ptt: bool = False, holdout: int = 100, splits: int = 50, attack_steps: int = 20, seed: int = 0,
-                  device: str = "auto", rule: str = "rscp+", weights=None, allow_pickle: bool = False,
-                  max_inputs: int | None = None, quiet: bool = False) -> tuple[list[dict], dict]:
-    """Marginal coverage (clean and under PGD-L2 within eps) and set size of RSCP+ (or RSCP) over random
-    calibration/test splits of a dataset split. Returns (per-split rows, summary).
-
-    The first ``holdout`` points fit PTT when ``ptt`` (otherwise they join the pool, as in the paper's fairness
-    rule); the pool is split in halves at random ``splits`` times.
-    Raises:
-        CertkitError: bad options or inputs.
-    """
-    from tqdm import tqdm
-
-    from certkit.common.device import resolve_device
-    from certkit.datasets import load_dataset
-    from certkit.models import load_model
-    from certkit.models.checks import fit_data_to_model
-
-    if not 0 < alpha < 1 or not 0 < beta < alpha / 2:
-        raise CertkitError(f"need 0 < alpha < 1 and 0 < beta < alpha/2, got alpha={alpha}, beta={beta}")
-    if not eps >= 0 or splits < 1 or rule not in ("rscp+", "rscp"):
-        raise CertkitError("need eps >= 0, --splits >= 1 and rule rscp+ or rscp")
-    dev = resolve_device(device)
-    loaded = load_model(model_spec, weights, allow_pickle)
-    data = fit_data_to_model(loaded, load_dataset(dataset, data_path, split))
-    sigma = sigma if sigma is not None else loaded.train_sigma
-    if sigma is None:
-        raise CertkitError("--sigma is required: the model does not record the noise level it was trained with")
-    model = loaded.module.to(dev).eval()
-    x_all, y_all = data.x, data.y
-    if max_inputs is not None:
-        x_all, y_all = x_all[:max_inputs], y_all[:max_inputs]
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    cpu_gen = torch.Generator().manual_seed(seed)
-    u_all = torch.rand(len(y_all), generator=cpu_gen)
-    transform = None
-    start = 0
-    if ptt:
-        if holdout < 2 or holdout >= len(y_all) - 4:
-            raise CertkitError(f"--holdout {holdout} leaves too few points")
-        xh, yh, uh = x_all[:holdout].to(dev), y_all[:holdout].to(dev), u_all[:holdout].to(dev)
-        with torch.no_grad():
-            probs = torch.softmax(model(xh + sigma * torch.randn(xh.shape, generator=gen, device=dev)), -1)
-            true = base_scores(probs, score, uh).gather(1, yh[:, None])
-        transform = PTT(true.cpu())
-        start = holdout
-    scorer = SmoothedScorer(model, sigma, n_mc, score, ptt=transform)
-    x, y, u = x_all[start:].to(dev), y_all[start:].to(dev), u_all[start:].to(dev)
-    clean_m, clean_v, adv_m, adv_v = [], [], [], []
-    step = max(1, 4096 // n_mc)
-    for i in tqdm(range(0, len(y), step), desc="conformal scores", disable=quiet):
-        sl = slice(i, i + step)
-        m, v = scorer(x[sl], u[sl], gen)
-        clean_m.append(m)
-        clean_v.append(v)
-        xa = pgd_l2_smoothed(scorer, x[sl], y[sl], u[sl], eps, attack_steps, gen) if eps > 0 else x[sl]
-        m, v = scorer(xa, u[sl], gen)
-        adv_m.append(m)
-        adv_v.append(v)
-    clean_m, clean_v, adv_m, adv_v = (torch.cat(t).cpu() for t in (clean_m, clean_v, adv_m, adv_v))
-    y = y.cpu()
-    true_clean = clean_m.gather(1, y[:, None]).squeeze(1).numpy()
-    rows = []
-    n = len(y)
-    for k in range(splits):
-        perm = torch.randperm(n, generator=cpu_gen)
-        cal, test = perm[: n // 2], perm[n // 2:]
-        if rule == "rscp+":
-            tau = conformal_quantile(true_clean[cal.numpy()], 1 - alpha + 2 * beta)
-            sets_c = rscp_plus_sets(clean_m[test], clean_v[test], tau, n_mc, beta, eps, sigma)
-            sets_a = rscp_plus_sets(adv_m[test], adv_v[test], tau, n_mc, beta, eps, sigma)
-        else:
-            tau = conformal_quantile(true_clean[cal.numpy()], (1 - alpha))
-            sets_c, sets_a = rscp_sets(clean_m[test], tau, eps, sigma), rscp_sets(adv_m[test], tau, eps, sigma)
-        yt = y[test]
-        rows.append({"split": k, "n_cal": len(cal), "n_test": len(test), "tau": tau,
-                     "coverage_clean": float(sets_c[torch.arange(len(yt)), yt].float().mean()),
-                     "coverage_attacked": float(sets_a[torch.arange(len(yt)), yt].float().mean()),
-                     "mean_set_size": float(sets_c.float().sum(1).mean()),
-                     "mean_set_size_attacked": float(sets_a.float().sum(1).mean())})
-    stat = lambda key: (float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows])))
-    summary = {"method": rule, "alpha": alpha, "beta": beta, "eps": eps, "sigma": sigma, "n_mc": n_mc,
-               "score": score, "ptt": ptt, "splits": splits, "rule": rule,
-               "guarantee": ("P(y in C+(x~)) >= 1 - alpha for ||x~ - x||_2 <= eps" if rule == "rscp+"
-                             else "none (RSCP does not bound the Monte-Carlo error)"),
-               "coverage_clean": stat("coverage_clean"), "coverage_attacked": stat("coverage_attacked"),
-               "mean_set_size": stat("mean_set_size"), "mean_set_size_attacked": stat("mean_set_size_attacked"),
-               "n_pool": n, "holdout": start, "num_classes": int(clean_m.shape[1]),
-               "inputs": {**data.describe(), "max": max_inputs}, "attack": {"steps": attack_steps, "norm": "L2"},
-               "note": "(mean, std) over random half/half calibration/test splits of the pool"}
-    return rows, summary
+    x_adv, _ = pgd_l2(objective, x, eps, steps, restarts=1, data_range=data_range, early_stop=False)
+    return x_adv

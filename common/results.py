@@ -31,6 +31,7 @@ class ResultWriter:
         resume: continue an existing file (rows already present are kept and their idx skipped).
         overwrite: replace an existing file. Without resume or overwrite an existing file is an error, so
             results are never lost by accident.
+        key: the integer column that identifies a row (``done`` holds its values).
 
     Raises:
         CertkitError: the file exists and neither flag is given; the existing file or its config does not
@@ -38,8 +39,9 @@ class ResultWriter:
     """
 
     def __init__(self, path: str | Path, config: dict, columns: Sequence[str], resume: bool = False,
-                 overwrite: bool = False):
+                 overwrite: bool = False, key: str = "idx"):
         self.path = Path(path)
+        self.key = key
         self.columns = tuple(columns)
         self.config_path = self.path.with_name(self.path.name + ".config.json")
         self.rows: list[dict] = []
@@ -53,7 +55,7 @@ class ResultWriter:
             with open(self.path, "w") as f:
                 f.write("\t".join(self.columns) + "\n")
         self.config_path.write_text(json.dumps(config, indent=2) + "\n")
-        self.done = {int(r["idx"]) for r in self.rows}
+        self.done = {int(r[key]) for r in self.rows}
 
     def _load_existing(self, config: dict) -> None:
         if self.config_path.exists():
@@ -84,7 +86,7 @@ class ResultWriter:
         with open(self.path, "a") as f:
             f.write("\t".join(_fmt(row[c]) for c in self.columns) + "\n")
         self.rows.append(dict(row))
-        self.done.add(int(row["idx"]))
+        self.done.add(int(row[self.key]))
 
 
 def _parse(v: str):

@@ -124,6 +124,50 @@ def _load_state(net: nn.Module, state: Any, where: str, strict: bool = True) -> 
         raise CertkitError(f"{where}: weights do not match the architecture ({' '.join(lines[1:3])[:300]})") from None
 
 
+def reference_to_certkit(ckpt: dict, where: str) -> dict:
+    """A reference-format checkpoint (locuslab/smoothing: ``{'arch', 'state_dict'}`` of Sequential(normalize, net),
+    keys ``1.*``, or ``1.module.*`` when saved from DataParallel) as a certkit-format checkpoint dict.
+
+    The one converter of reference checkpoints: certify, verify, conformal and ``train --init-from`` all use it.
+    Raises:
+        CertkitError: unknown architecture, or a state_dict that is not a dict.
+    """
+    arch = ckpt["arch"]
+    if arch not in REFERENCE_ARCHS:
+        raise CertkitError(f"{where}: unknown architecture {arch!r} in reference-format checkpoint "
+                           f"(certkit defines {', '.join(REFERENCE_ARCHS)})")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict):
+        raise CertkitError(f"{where}: state_dict must be a dict of tensors")
+    net_state = {}
+    for k, v in state.items():
+        for prefix in ("1.module.", "1."):
+            if k.startswith(prefix):
+                net_state[k[len(prefix):]] = v
+                break
+    mean, std = REFERENCE_ARCHS[arch]
+    return {"format": FORMAT, "version": VERSION, "arch": arch, "arch_config": {}, "state_dict": net_state,
+            "input_shape": [3, 32, 32], "num_classes": 10,
+            "normalization": {"mean": list(mean), "std": list(std)}, "data_range": [0.0, 1.0],
+            "metadata": {"dataset": "cifar10", "epoch": ckpt.get("epoch"), "converted_from": "reference"}}
+
+
+def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
+    """A certkit checkpoint or a reference-format one (converted), as a certkit-format dict.
+
+    Raises:
+        CertkitError: missing or corrupt file, or neither format.
+    """
+    path = Path(path)
+    ckpt = load_checkpoint_file(path, allow_pickle)
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        return ckpt
+    if isinstance(ckpt, dict) and "arch" in ckpt and "state_dict" in ckpt:
+        return reference_to_certkit(ckpt, str(path))
+    raise CertkitError(f"{path}: not a certkit checkpoint nor a reference-format {{'arch', 'state_dict'}} "
+                       f"checkpoint (a bare state_dict needs --model package.module:factory --weights FILE)")
+
+
 def _from_certkit(ckpt: dict, path: Path) -> LoadedModel:
     for key in ("arch", "state_dict", "input_shape", "num_classes"):
         if key not in ckpt:
@@ -136,25 +180,10 @@ def _from_certkit(ckpt: dict, path: Path) -> LoadedModel:
     module = nn.Sequential(NormalizeLayer(norm["mean"], norm["std"]), net) if norm else net
     meta = dict(ckpt.get("metadata") or {})
     sigma = meta.get("sigma")
+    kind = "reference" if meta.get("converted_from") == "reference" else "certkit"
     return LoadedModel(module.eval(), tuple(ckpt["input_shape"]), int(ckpt["num_classes"]),
                        tuple(ckpt.get("data_range", (0.0, 1.0))),
-                       float(sigma) if sigma is not None else None, "certkit", str(path), meta, ckpt["arch"])
-
-
-def _from_reference(ckpt: dict, path: Path) -> LoadedModel:
-    arch = ckpt["arch"]
-    if arch not in REFERENCE_ARCHS:
-        raise CertkitError(f"{path}: unknown architecture {arch!r} in reference-format checkpoint "
-                           f"(certkit defines {', '.join(REFERENCE_ARCHS)})")
-    mean, std = REFERENCE_ARCHS[arch]
-    net = build_model(arch, (3, 32, 32), 10)
-    module = nn.Sequential(NormalizeLayer(mean, std), net)
-    state = ckpt["state_dict"]
-    if isinstance(state, dict):  # checkpoints saved from DataParallel carry a "module." prefix
-        state = {k.replace("1.module.", "1.", 1) if k.startswith("1.module.") else k: v for k, v in state.items()}
-    _load_state(module, state, str(path))
-    return LoadedModel(module.eval(), (3, 32, 32), 10, (0.0, 1.0), None, "reference", str(path),
-                       {"dataset": "cifar10", "epoch": ckpt.get("epoch")}, arch)
+                       float(sigma) if sigma is not None else None, kind, str(path), meta, ckpt["arch"])
 
 
 def _from_factory(spec: str, weights: str | None) -> LoadedModel:
@@ -215,6 +244,6 @@ def load_model(spec: str | Path | None = None, weights: str | Path | None = None
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         return _from_certkit(ckpt, path)
     if isinstance(ckpt, dict) and "arch" in ckpt and "state_dict" in ckpt:
-        return _from_reference(ckpt, path)
+        return _from_certkit(reference_to_certkit(ckpt, str(path)), path)
     raise CertkitError(f"{path}: not a certkit checkpoint nor a reference-format {{'arch', 'state_dict'}} "
                        f"checkpoint (a bare state_dict needs --model package.module:factory --weights FILE)")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from certkit.verifiers.vnncomp import InstanceResult, verify_property
+from certkit.verifiers.registry import Instance, Verifier, register_verifier
+from certkit.verifiers.strategy import verify_property
+from certkit.verifiers.vnncomp import InstanceResult
 from certkit.verifiers.vnnlib import Property, parse_vnnlib
 
 
@@ -38,3 +40,15 @@ def shrink_input_verify(onnx_path: str | Path, vnnlib_path: str | Path, timeout:
 
     prop = shrink_property(parse_vnnlib(vnnlib_path), shrink)
     return verify_property(load_onnx(onnx_path), prop, timeout)
+
+
+@register_verifier
+class ShrinkInputBug(Verifier):
+    """DELIBERATELY UNSOUND: :func:`shrink_input_verify` with the input boxes shrunk by half."""
+
+    name = "bug-shrink-input"
+    help = "synthetic UNSOUND verifier: input boxes shrunk by 0.5"
+    sound = False
+
+    def solve(self, instance: Instance, timeout: float) -> InstanceResult:
+        return shrink_input_verify(instance.onnx, instance.vnnlib, timeout)

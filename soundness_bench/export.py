@@ -123,7 +123,7 @@ def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hid
         add("regular", i, {"anchor": i - P})
     with open(out / "instances.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
-    gt = {"format": "certkit soundness ground truth v1", "model": "model.onnx", "eps": cfg.eps,
+    gt = {"format": "certkit soundness ground truth v1", "model": "model.onnx", "eps_rel": cfg.eps_rel,
           "eps_abs": cfg.eps_abs, "data_range": cfg.data_range,
           "hiddenness": {"sweep": [list(t) for t in cfg.sweep], "sweep_restarts": cfg.sweep_restarts,
                          "strong": cfg.strong, "strong_restarts": cfg.strong_restarts,

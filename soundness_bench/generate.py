@@ -30,7 +30,8 @@ Per model:
   5. export (export.py): model.onnx, vnnlib/<i>.vnnlib, instances.csv (planted first, then regular), and
      private/ground_truth.json; every planted counterexample is confirmed in onnxruntime on the exported ONNX.
 
-Training state is saved at every check, so ``resume`` continues an interrupted run exactly.
+Training runs in certkit's one training harness (train/harness.py, :class:`PlantedTraining`); its state is saved at
+every check, so ``resume`` continues an interrupted run exactly.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from certkit.common.errors import CertkitError
 from certkit.soundness_bench import archs
 from certkit.soundness_bench.hide import SWEEP, HidingReport, hiddenness_check, pgd_search
+from certkit.train.harness import Run, StepOutput, TrainingMethod, fit
 from certkit.verifiers.attack import margin_objective
 
 # The paper's settings, and a preset that makes one model a few minutes of CPU time.
@@ -64,12 +66,12 @@ PRESETS: dict[str, dict] = {
 class GenerateConfig:
     """Options of :func:`generate` (defaults: the paper's values; see PRESETS).
 
-    eps is RELATIVE to the data range r: the absolute Linf radius is eps * data_range (eps 0.2 -> 0.02).
+    eps_rel is RELATIVE to the data range r: the absolute Linf radius is eps_rel * data_range (0.2 -> 0.02).
     """
 
     out: str
     arch: str = "mlp_4_hidden"
-    eps: float = 0.2
+    eps_rel: float = 0.2
     seed: int = 0
     channels: int = 1
     input_size: int | None = None
@@ -102,7 +104,7 @@ class GenerateConfig:
 
     @property
     def eps_abs(self) -> float:
-        return round(self.eps * self.data_range, 12)
+        return round(self.eps_rel * self.data_range, 12)
 
     @property
     def input_shape(self) -> tuple:
@@ -111,8 +113,8 @@ class GenerateConfig:
     def validate(self) -> None:
         if self.arch not in archs.FAMILIES:
             raise CertkitError(f"unknown --arch {self.arch!r}: choose from {', '.join(archs.FAMILIES)}")
-        if not 0 < self.eps <= 1:
-            raise CertkitError(f"--eps {self.eps} must be in (0, 1]: it is relative to the data range "
+        if not 0 < self.eps_rel <= 1:
+            raise CertkitError(f"--eps-rel {self.eps_rel} must be in (0, 1]: it is relative to the data range "
                                f"(0.2 means an Linf radius of 0.2 * {self.data_range:g})")
         if self.channels not in (1, 3):
             raise CertkitError("--channels must be 1 or 3")
@@ -185,7 +187,7 @@ def make_data(cfg: GenerateConfig) -> PlantedData:
         tries += 1
         if tries > 100_000:
             raise CertkitError(f"cannot place {n} anchors more than 2 eps = {2 * eps:g} apart in [-{r:g}, {r:g}]^"
-                               f"{shape}: lower --eps or the number of points")
+                               f"{shape}: lower --eps-rel or the number of points")
         cand = (torch.rand(shape, generator=gen) * 2 - 1) * r
         if all(float((cand - o).abs().max()) > 2 * eps for o in xs):
             xs.append(cand)
@@ -271,100 +273,141 @@ def _count_hidden(model, data: PlantedData, cfg: GenerateConfig, restarts: int, 
     return torch.tensor(rep.hidden), valid, rep
 
 
-def train_model(cfg: GenerateConfig, data: PlantedData, resume: bool = False, quiet: bool = False):
-    """Two-objective training with model selection (module docstring, steps 2-3).
-
-    Returns (model in eval mode with ``input_scale`` folded into its first layer, history list of dict rows).
-    Writes private/train_state.pt at every check and private/train_log.csv (one row per check).
+class PlantedTraining(TrainingMethod):
+    """Two-objective training with model selection (module docstring, steps 2-3), as a plug-in of the training
+    harness (train/harness.py): one "epoch" is one training-PGD call on the anchors followed by ``steps_per_epoch``
+    optimizer steps; every ``check_every`` epochs the model is scored, the best one kept, a log row and a checkpoint
+    (private/train_state.pt) written; training stops when every planted pair survives the check.
     """
-    from tqdm import tqdm
 
-    priv = Path(cfg.out) / "private"
-    priv.mkdir(parents=True, exist_ok=True)
-    state_path, log_path = priv / "train_state.pt", priv / "train_log.csv"
-    torch.manual_seed(cfg.seed)
-    model = archs.build(cfg.arch, cfg.input_shape, cfg.width)
-    if cfg.input_scale != 1.0:
-        model = torch.nn.Sequential(archs.InputScale(cfg.input_scale), model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    window: deque = deque(maxlen=cfg.window)
-    start, best_count, best_state, history = 0, -1, None, []
-    config_json = json.loads(json.dumps(asdict(cfg)))
-    if state_path.exists():
-        if not resume:
-            raise CertkitError(f"{state_path} exists: pass --resume to continue this run or choose another --out")
-        st = torch.load(state_path, weights_only=True)
-        keep = ("epochs", "sweep_restarts", "sweep", "strong", "strong_restarts", "strong_iters", "vertex_samples",
-                "timeout", "out")
-        diff = [k for k in config_json if k not in keep and st["config"].get(k) != config_json[k]]
-        if diff:
-            raise CertkitError(f"cannot resume {cfg.out}: it was generated with other settings ({', '.join(diff)})")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        gen.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
-        window.extend(st["window"].unbind(0))
-        start, best_count, best_state, history = st["epoch"], st["best_count"], st["best_state"], st["history"]
-        if best_count >= data.n_planted:
-            start = cfg.epochs
-    P = data.n_planted
-    eps = cfg.eps_abs
-    x, y = data.x, data.y
-    bar = tqdm(total=cfg.epochs, initial=start, desc=f"train {cfg.arch} eps{cfg.eps:g}", unit="epoch",
-               disable=quiet, dynamic_ncols=True)
-    t0 = time.perf_counter()
-    epoch = start
-    for epoch in range(start + 1, cfg.epochs + 1):
+    name = "planted"
+    verb = "generated"
+    resume_ignores = ("epochs", "sweep_restarts", "sweep", "strong", "strong_restarts", "strong_iters",
+                      "vertex_samples", "timeout", "out")
+    log_columns = ("epoch", "loss_adv", "loss_cex", "loss_pocket", "valid", "hidden", "seconds")
+
+    def __init__(self, cfg: GenerateConfig, data: PlantedData):
+        self.cfg, self.data = cfg, data
+        self.window: deque = deque(maxlen=cfg.window)
+        self.best_count, self.best_state, self.history = -1, None, []
+
+    def config(self) -> dict:
+        return json.loads(json.dumps(asdict(self.cfg)))
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.epochs
+
+    def checkpoint_path(self) -> Path:
+        return Path(self.cfg.out) / "private" / "train_state.pt"
+
+    def log_path(self) -> Path:
+        return Path(self.cfg.out) / "private" / "train_log.csv"
+
+    def curves_path(self) -> Path:
+        return Path(self.cfg.out) / "private" / "train_curves.png"
+
+    def curves(self):
+        P = self.data.n_planted
+        return {"valid": f"valid pairs / {P}", "hidden": f"hidden pairs / {P}"}, None
+
+    def desc(self) -> str:
+        return f"train {self.cfg.arch} eps-rel {self.cfg.eps_rel:g}"
+
+    def setup(self, run: Run) -> None:
+        cfg = self.cfg
+        self.checkpoint_path().parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        model = archs.build(cfg.arch, cfg.input_shape, cfg.width)
+        if cfg.input_scale != 1.0:
+            model = torch.nn.Sequential(archs.InputScale(cfg.input_scale), model)
+        run.model = self.model = model
+        run.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        run.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        run.grad_clip = cfg.grad_clip
+        self.t0 = time.perf_counter()
+
+    def save(self, run: Run, train_state: dict, row: dict) -> None:
+        torch.save({"model": run.model.state_dict(), "train_state": train_state}, self.checkpoint_path())
+
+    def load(self, run: Run) -> dict | None:
+        st = torch.load(self.checkpoint_path(), weights_only=True)
+        if not isinstance(st, dict) or "train_state" not in st:
+            return None
+        run.model.load_state_dict(st["model"])
+        return st["train_state"]
+
+    def state_dict(self) -> dict:
+        return {"window": torch.stack(list(self.window)), "best_count": self.best_count,
+                "best_state": self.best_state, "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.window.extend(state["window"].unbind(0))
+        self.best_count, self.best_state, self.history = state["best_count"], state["best_state"], state["history"]
+
+    def batches(self, run: Run, epoch: int):
+        cfg, data, model = self.cfg, self.data, run.model
         model.eval()
-        x_adv, _ = pgd_search(model, x, y, data.lo, data.hi, cfg.alpha * eps, cfg.attack_iters, cfg.attack_restarts,
-                              gen)
-        window.append((x_adv - x).detach())
+        x_adv, _ = pgd_search(model, data.x, data.y, data.lo, data.hi, cfg.alpha * cfg.eps_abs, cfg.attack_iters,
+                              cfg.attack_restarts, run.generator)
+        self.window.append((x_adv - data.x).detach())
         model.train()
-        deltas = torch.stack(list(window))  # (W, n, *shape)
-        xw = (x[None] + deltas).reshape((-1,) + x.shape[1:])
-        yw = y.repeat(deltas.shape[0])
-        for g in opt.param_groups:
+        deltas = torch.stack(list(self.window))  # (W, n, *shape)
+        xw = (data.x[None] + deltas).reshape((-1,) + data.x.shape[1:])
+        yw = data.y.repeat(deltas.shape[0])
+        for g in run.optimizer.param_groups:
             g["lr"] = cyclic_lr(epoch, cfg.epochs, cfg.lr)
         for _ in range(cfg.steps_per_epoch):
-            loss_adv = F.cross_entropy(model(xw), yw)
-            loss_cex = F.relu(margin_objective(model, data.y[:P])(data.x_cex) + cfg.margin).mean()  # 2 classes
-            loss = loss_adv + loss_cex
-            if cfg.pocket_weight > 0:
-                loss_pocket = pocket_loss(model, data, cfg, gen)
-                loss = loss + cfg.pocket_weight * loss_pocket
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-        bar.update(1)
+            yield xw, yw
+
+    def step(self, run: Run, batch) -> StepOutput:
+        cfg, data, model = self.cfg, self.data, run.model
+        xw, yw = batch
+        P = data.n_planted
+        self.loss_adv = F.cross_entropy(model(xw), yw)
+        self.loss_cex = F.relu(margin_objective(model, data.y[:P])(data.x_cex) + cfg.margin).mean()  # 2 classes
+        loss = self.loss_adv + self.loss_cex
+        self.loss_pocket = None
+        if cfg.pocket_weight > 0:
+            self.loss_pocket = pocket_loss(model, data, cfg, run.generator)
+            loss = loss + cfg.pocket_weight * self.loss_pocket
+        return StepOutput(loss)
+
+    def end_epoch(self, run: Run, epoch: int, stats) -> dict | None:
+        cfg, model = self.cfg, run.model
         if epoch % cfg.check_every and epoch != cfg.epochs:
-            continue
+            return None
         model.eval()
-        hidden, valid, _ = _count_hidden(model, data, cfg, cfg.attack_restarts, strong=False, seed=cfg.seed + epoch)
+        hidden, valid, _ = _count_hidden(model, self.data, cfg, cfg.attack_restarts, strong=False,
+                                         seed=cfg.seed + epoch)
         count = int(hidden.sum())
-        row = {"epoch": epoch, "loss_adv": float(loss_adv.detach()), "loss_cex": float(loss_cex.detach()),
-               "loss_pocket": float(loss_pocket.detach()) if cfg.pocket_weight > 0 else 0.0,
-               "valid": int(valid.sum()), "hidden": count,
-               "seconds": round(time.perf_counter() - t0, 1)}
-        history.append(row)
-        bar.set_postfix(valid=row["valid"], hidden=count, best=max(best_count, count))
-        if count >= best_count:
-            best_count, best_state = count, {k: v.detach().clone() for k, v in model.state_dict().items()}
-        torch.save({"config": config_json, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                    "window": torch.stack(list(window)), "best_count": best_count, "best_state": best_state,
-                    "history": history}, state_path)
-        with open(log_path, "w") as f:
-            f.write("\t".join(row) + "\n")
-            for h in history:
-                f.write("\t".join(str(h[k]) for k in row) + "\n")
-        if best_count >= P:
-            break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return archs.fold_input_scale(model).eval(), history
+        row = {"epoch": epoch, "loss_adv": float(self.loss_adv.detach()), "loss_cex": float(self.loss_cex.detach()),
+               "loss_pocket": float(self.loss_pocket.detach()) if self.loss_pocket is not None else 0.0,
+               "valid": int(valid.sum()), "hidden": count, "seconds": round(time.perf_counter() - self.t0, 1)}
+        self.history.append(row)
+        if count >= self.best_count:
+            self.best_count, self.best_state = count, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return row
+
+    def postfix(self, row: dict) -> dict:
+        return {"valid": row["valid"], "hidden": row["hidden"], "best": self.best_count}
+
+    def finished(self, run: Run) -> bool:
+        return self.best_count >= self.data.n_planted
+
+
+def train_model(cfg: GenerateConfig, data: PlantedData, resume: bool = False, quiet: bool = False):
+    """Two-objective training with model selection in the training harness (:class:`PlantedTraining`).
+
+    Returns (model in eval mode with ``input_scale`` folded into its first layer, history list of dict rows).
+    Writes private/train_state.pt and a row of private/train_log.csv at every check.
+    """
+    method = PlantedTraining(cfg, data)
+    fit(method, "cpu", resume, quiet)
+    model = method.model
+    if method.best_state is not None:
+        model.load_state_dict(method.best_state)
+    return archs.fold_input_scale(model).eval(), method.history
 
 
 def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> dict:
@@ -397,7 +440,7 @@ def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> 
     t_hide = time.perf_counter() - t0 - t_train
     summary = export.export_benchmark(cfg, model, data, valid, hidden, rep)
     summary.update({
-        "arch": cfg.arch, "eps": cfg.eps, "eps_abs": cfg.eps_abs, "seed": cfg.seed, "input_shape": list(cfg.input_shape),
+        "arch": cfg.arch, "eps_rel": cfg.eps_rel, "eps_abs": cfg.eps_abs, "seed": cfg.seed, "input_shape": list(cfg.input_shape),
         "width": cfg.width, "planted_pairs": data.n_planted, "valid_pairs": int(valid.sum()),
         "survive_sweep": int(survive_sweep),
         "hidden": int(hidden.sum()), "epochs_run": history[-1]["epoch"] if history else 0,

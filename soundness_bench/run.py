@@ -84,10 +84,11 @@ def builtin_template(name: str) -> list[str]:
     """Argument list of built-in verifier ``name`` (see adapters.py)."""
     # imported here, not at module level: the adapters module runs as ``python -m``, and importing it with the
     # package first makes runpy warn in every verifier log
-    from certkit.soundness_bench.adapters import ADAPTERS
+    from certkit.soundness_bench.adapters import audit_verifiers
 
-    if name not in ADAPTERS:
-        raise CertkitError(f"unknown --verifier {name!r}: choose from {', '.join(ADAPTERS)} or pass --command")
+    known = audit_verifiers()
+    if name not in known:
+        raise CertkitError(f"unknown --verifier {name!r}: choose from {', '.join(known)} or pass --command")
     return [sys.executable, "-m", "certkit.soundness_bench.adapters", name, "{onnx}", "{vnnlib}", "{result}",
             "{timeout}"]
 
@@ -194,7 +195,7 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
     """Run one verifier on every instance of ``bench`` (module docstring).
 
     Args:
-        verifier: a built-in name (adapters.ADAPTERS), or None with ``command``.
+        verifier: a built-in name (adapters.audit_verifiers()), or None with ``command``.
         command: a command template (str in shell syntax, or an argument list) with {onnx} {vnnlib} {result}
             [{timeout}]; ``name`` labels it (default: the program's file name).
         results: output folder (default ``<bench>/results/<name>``).

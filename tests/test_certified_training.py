@@ -112,7 +112,7 @@ def test_crown_ibp_model_is_verified_as_logged_and_certifiable(tmp_path, cli):
     """Per-epoch verified accuracy (training) == `certkit verify` on the same data; `certify` takes the model."""
     from certkit.datasets import load_dataset
     from certkit.models import load_model
-    from certkit.train.loop import verified_metrics
+    from certkit.train.classifier import verified_metrics
     from certkit.verifiers import BoundedModule
 
     ck = tmp_path / "c.pt"

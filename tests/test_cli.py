@@ -233,3 +233,42 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
     assert "certified accuracy" in r.stdout
     r = subprocess.run(exe + ["certify", "--sigma", "-1"], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.strip().startswith("Error:")
+
+
+def test_eps_has_one_meaning_per_option_name(cli):
+    """--eps is an ABSOLUTE radius in data-range units everywhere it exists (verify, train); the L2 radius of
+    conformal is --eps-l2 and the relative radius of soundness generate is --eps-rel; the old names give a one-line
+    error pointing to the new one."""
+    for cmd in (["verify"], ["train"]):
+        text = " ".join(cli(*cmd, "--help").output.split())
+        assert "--eps FLOAT" in text and "ABSOLUTE" in text, cmd
+    conf = " ".join(cli("conformal", "--help").output.split())
+    assert "--eps-l2 FLOAT" in conf and "L2 radius (ABSOLUTE" in conf and "--eps FLOAT" not in conf
+    gen = " ".join(cli("soundness", "generate", "--help").output.split())
+    assert "--eps-rel FLOAT" in gen and "RELATIVE" in gen and "--eps FLOAT" not in gen
+    r = cli("conformal", "--eps", "0.1")
+    assert r.exit_code == 2 and "renamed --eps-l2" in r.output and "Traceback" not in r.output
+    r = cli("soundness", "generate", "--out", "x", "--eps", "0.2")
+    assert r.exit_code == 2 and "renamed --eps-rel" in r.output
+
+
+def test_choices_and_help_come_from_the_registries(cli):
+    from certkit.certify.smoothing import smoothing_methods
+    from certkit.soundness_bench.adapters import audit_verifiers
+    from certkit.train import training_methods
+
+    assert set(training_methods()) >= {"natural", "gaussian", "ibp", "crown-ibp", "dual", "rct"}
+    certify_help = " ".join(cli("certify", "--help").output.split())
+    train_help = " ".join(cli("train", "--help").output.split())
+    run_help = "".join(cli("soundness", "run", "--help").output.split())
+    assert all(f"{n}:" in certify_help for n in smoothing_methods())
+    assert all(f"{n}:" in train_help for n in training_methods())
+    assert all(n in run_help for n in audit_verifiers()) and "DELIBERATELYUNSOUND" in run_help
+
+
+def test_every_subcommand_takes_quiet_and_seed_where_it_applies(cli):
+    for cmd in (["certify"], ["predict"], ["verify"], ["conformal"], ["train"], ["soundness", "generate"],
+                ["soundness", "run"], ["soundness", "score"]):
+        assert "--quiet" in cli(*cmd, "--help").output, cmd
+    for cmd in (["certify"], ["predict"], ["verify"], ["conformal"], ["train"], ["soundness", "generate"]):
+        assert "--seed" in cli(*cmd, "--help").output, cmd

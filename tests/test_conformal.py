@@ -90,12 +90,12 @@ def test_rscp_plus_covers_clean_and_worst_case_shifted_inputs():
 
 def test_cli_conformal(cli, tmp_path):
     summ = tmp_path / "c.json"
-    r = cli("conformal", "--n-mc", 32, "--splits", 3, "--max", 120, "--ptt", "--holdout", 40, "--eps", 0.1,
+    r = cli("conformal", "--n-mc", 32, "--splits", 3, "--max", 120, "--ptt", "--holdout", 40, "--eps-l2", 0.1,
             "--attack-steps", 3, "--quiet", "--out", tmp_path / "c.tsv", "--summary-json", summ, "--plot",
             tmp_path / "c.png")
     assert r.exit_code == 0, r.output
     s = json.loads(summ.read_text())
-    for key in ("alpha", "beta", "eps", "sigma", "n_mc", "score", "ptt", "coverage_clean", "coverage_attacked",
+    for key in ("alpha", "beta", "eps_l2", "sigma", "n_mc", "score", "ptt", "coverage_clean", "coverage_attacked",
                 "mean_set_size", "splits"):
         assert key in s, key
     assert s["ptt"] is True and s["n_pool"] == 80 and (tmp_path / "c.png").exists()
@@ -106,7 +106,7 @@ def test_cli_conformal(cli, tmp_path):
 def test_rct_loss_hand_computed():
     from scipy.stats import norm
 
-    from certkit.train.rct import rct_loss
+    from certkit.train.methods.rct import rct_loss
 
     p = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.7, 0.1]])
     y = torch.tensor([0, 0, 1, 1])
@@ -131,3 +131,19 @@ def test_cli_rct_trains_the_final_layer_only(cli, tmp_path):
     changed = [k for k in a if not torch.equal(a[k], b["state_dict"][k])]
     assert changed and all(k.startswith("5.") for k in changed), changed  # the last Linear of the MLP
     assert_clean_error(cli("train", "--method", "rct", "--out", tmp_path / "x.pt"), "--init-from")
+
+
+def test_cli_conformal_never_overwrites_and_resumes_split_by_split(cli, tmp_path):
+    """Results go through the shared ResultWriter: an existing file is refused without --overwrite, --resume keeps
+    the rows and refuses other settings, and the rows equal an uninterrupted run's."""
+    base = ["conformal", "--n-mc", 16, "--max", 60, "--eps-l2", 0.1, "--attack-steps", 2, "--quiet"]
+    r = cli(*base, "--splits", 4, "--out", tmp_path / "full.tsv")
+    assert r.exit_code == 0, r.output
+    assert_clean_error(cli(*base, "--splits", 4, "--out", tmp_path / "full.tsv"), "exists")
+    r = cli(*base, "--splits", 2, "--out", tmp_path / "part.tsv")
+    assert r.exit_code == 0, r.output
+    r = cli(*base, "--splits", 4, "--out", tmp_path / "part.tsv", "--resume")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "part.tsv").read_text() == (tmp_path / "full.tsv").read_text()
+    assert_clean_error(cli(*base[:-5], "--max", 60, "--eps-l2", 0.2, "--attack-steps", 2, "--quiet", "--splits", 4,
+                           "--out", tmp_path / "part.tsv", "--resume"), "different settings")

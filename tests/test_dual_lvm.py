@@ -10,8 +10,8 @@ from scipy.stats import beta, binom, norm
 from torch import nn
 
 from certkit.certify import ABSTAIN, NoiseSampler
-from certkit.certify.dual import DualSmoothing, dual_radius
-from certkit.certify.lvm import LVMSmoothing, lvm_radius, simplex_map, sparsemax
+from certkit.certify.smoothing.dual import DualSmoothing, dual_radius
+from certkit.certify.smoothing.lvm import LVMSmoothing, lvm_radius, simplex_map, sparsemax
 from certkit.certify.stats import empirical_bernstein_shift
 from conftest import assert_clean_error
 

@@ -208,3 +208,23 @@ def test_torch_exported_cnn_roundtrip(tmp_path):
     m = _assert_matches_onnxruntime(str(path), 0.0, 1.0)
     x = torch.rand(4, 1, 8, 8)
     torch.testing.assert_close(m.module(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_dataparallel_reference_checkpoint_loads_for_certify_and_for_dual_training(tmp_path, cli):
+    """One converter of reference checkpoints: a DataParallel one (keys ``1.module.*``) that certify loads must
+    also start Dual RS training (``train --method dual --init-from``, which used its own converter and failed)."""
+    import numpy as np
+
+    model = nn.Sequential(NormalizeLayer(CIFAR10_MEAN, CIFAR10_STD), build_model("cifar_resnet20", (3, 32, 32), 10))
+    state = {(k.replace("1.", "1.module.", 1) if k.startswith("1.") else k): v for k, v in model.state_dict().items()}
+    torch.save({"epoch": 3, "arch": "cifar_resnet20", "state_dict": state}, tmp_path / "dp.pt")
+    m = load_model(tmp_path / "dp.pt")
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(m.module(x), model.eval()(x))
+    gen = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x=gen.random((10, 3, 32, 32), dtype=np.float32), y=np.arange(10))
+    r = cli("train", "--method", "dual", "--init-from", tmp_path / "dp.pt", "--dataset", "npz", tmp_path / "c.npz",
+            "--epochs", 1, "--batch", 10, "--val-fraction", 0, "--out", tmp_path / "drs.pt", "--quiet")
+    assert r.exit_code == 0, r.output
+    drs = torch.load(tmp_path / "drs.pt", weights_only=True)
+    assert drs["arch"] == "dual" and drs["normalization"]["mean"] == list(CIFAR10_MEAN)

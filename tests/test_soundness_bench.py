@@ -21,7 +21,7 @@ onnxruntime = pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("sb")
-    cfg = config_with_preset("cpu", out=str(root / "mlp"), arch="mlp_4_hidden", eps=0.5, seed=1, width=32,
+    cfg = config_with_preset("cpu", out=str(root / "mlp"), arch="mlp_4_hidden", eps_rel=0.5, seed=1, width=32,
                              epochs=300, attack_iters=10, attack_restarts=10, check_every=100, sweep_restarts=20,
                              n_planted=4, n_regular=2, timeout=20.0, lr=0.01)
     cfg.sweep = ((0.25, 0),)
@@ -35,7 +35,7 @@ def _truth(folder):
 
 
 def test_data_anchors_are_separated_and_cex_are_vertices():
-    cfg = config_with_preset("cpu", out="unused", arch="cnn_1_conv", eps=0.5, seed=3)
+    cfg = config_with_preset("cpu", out="unused", arch="cnn_1_conv", eps_rel=0.5, seed=3)
     d = make_data(cfg)
     n = d.x.shape[0]
     dist = (d.x[:, None] - d.x[None]).flatten(2).abs().amax(2) + 1e9 * np.eye(n)
@@ -71,7 +71,7 @@ def test_instances_load_in_maraboupy(bench):
     root, _, _ = bench
     net = Marabou.read_onnx(str(root / "mlp" / "model.onnx"))
     assert np.asarray(net.inputVars[0]).size == 10 and np.asarray(net.outputVars[0]).size == 2
-    from certkit.soundness_bench.adapters import marabou_verify
+    from certkit.verifiers.solvers.marabou import marabou_verify
 
     truth = _truth(root / "mlp")
     e = truth["instances"][0]
@@ -128,6 +128,6 @@ def test_cli_generate_run_score(cli, tmp_path, bench):
     assert set(s["planted"]) >= {"unsat", "sat", "unknown", "timeout", "error"}
     assert_clean_error(cli("soundness", "generate", "--out", root / "mlp", "--preset", "cpu"),
                        "already holds a benchmark")
-    assert_clean_error(cli("soundness", "generate", "--out", tmp_path / "x", "--eps", "2"), "relative to the data range")
+    assert_clean_error(cli("soundness", "generate", "--out", tmp_path / "x", "--eps-rel", "2"), "relative to the data range")
     assert_clean_error(cli("soundness", "run", "--bench", root, "--command", "verifier {onnx}"), "placeholders")
     assert_clean_error(cli("soundness", "score", "--bench", tmp_path), "no instances.csv")

@@ -44,7 +44,7 @@ def test_fold_input_scale_is_exact(arch):
 
 
 def _data(arch="cnn_1_conv", eps=0.5, seed=2):
-    cfg = config_with_preset("cpu", out="unused", arch=arch, eps=eps, seed=seed)
+    cfg = config_with_preset("cpu", out="unused", arch=arch, eps_rel=eps, seed=seed)
     return cfg, make_data(cfg)
 
 
@@ -98,7 +98,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     from certkit.common.errors import CertkitError
 
     def cfg(out):
-        return config_with_preset("cpu", out=str(out), arch="cnn_1_conv", eps=0.5, seed=4, width=16, epochs=30,
+        return config_with_preset("cpu", out=str(out), arch="cnn_1_conv", eps_rel=0.5, seed=4, width=16, epochs=30,
                                   attack_iters=3, attack_restarts=2, check_every=10, n_planted=2, n_regular=1,
                                   steps_per_epoch=2, sweep=((0.25, 0),))
 

@@ -9,7 +9,9 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from certkit.models.onnx_import import load_onnx  # noqa: E402
-from certkit.verifiers.vnncomp import format_result, run_instances, verify_instance, violates  # noqa: E402
+from certkit.runs.vnncomp import InstancesConfig, run_instances  # noqa: E402
+from certkit.verifiers.strategy import verify_instance  # noqa: E402
+from certkit.verifiers.vnncomp import format_result, violates  # noqa: E402
 from certkit.verifiers.vnnlib import parse_vnnlib  # noqa: E402
 from conftest import DATA, assert_clean_error  # noqa: E402
 
@@ -78,9 +80,11 @@ def test_instances_csv_runner(tmp_path):
         shutil.copy(VNN / name, bench)
     (bench / "instances.csv").write_text("test_nano.onnx,test_nano.vnnlib,60\ntest_sat.onnx,test_prop.vnnlib,60\n"
                                          "test_unsat.onnx,test_prop.vnnlib,60\n")
-    rows = run_instances(bench / "instances.csv", tmp_path / "results.csv", result_dir=tmp_path / "res", quiet=True)
+    cfg = InstancesConfig(out=str(tmp_path / "results.tsv"), instances=str(bench / "instances.csv"),
+                          result_dir=str(tmp_path / "res"), quiet=True)
+    rows = run_instances(cfg)
     assert [r["result"] for r in rows] == ["unsat", "sat", "unsat"]
-    saved = list(csv.DictReader(open(tmp_path / "results.csv")))
+    saved = list(csv.DictReader(open(tmp_path / "results.tsv"), delimiter="\t"))
     assert [r["result"] for r in saved] == ["unsat", "sat", "unsat"]
     files = sorted((tmp_path / "res").iterdir())
     assert [f.read_text().split("\n")[0] for f in files] == ["unsat", "sat", "unsat"]

@@ -77,26 +77,31 @@ def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor
     return x_best.detach(), obj_best.detach()
 
 
+def project_l2(x: torch.Tensor, x0: torch.Tensor, eps: float,
+               data_range: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+    """Projection of x (B, *shape) onto {||x - x0||_2 <= eps} per input, then clipped to the data range (a point of
+    the intersection, not the exact projection onto it, when the ball leaves the range)."""
+    view = (x0.shape[0],) + (1,) * (x0.dim() - 1)
+    d = x - x0
+    norm = d.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
+    x = x0 + d * torch.clamp(eps / norm, max=1.0)
+    return x if data_range is None else x.clamp(*data_range)
+
+
 def pgd_l2(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, eps: float, steps: int = 50,
            restarts: int = 5, data_range: tuple[float, float] | None = (0.0, 1.0),
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           generator: torch.Generator | None = None, early_stop: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimize ``objective`` over {||x - x0||_2 <= eps} (intersected with the data range) with normalized-gradient
-    PGD, step 2.5 eps / steps. Returns (x_best, obj_best) like :func:`pgd_box`."""
+    PGD, step 2.5 eps / steps (Madry et al. 2018). The first restart starts at x0, the others at random points of
+    the ball. Returns (x_best, obj_best) like :func:`pgd_box`; ``early_stop`` stops once every objective is < 0."""
     B = x0.shape[0]
     view = (B,) + (1,) * (x0.dim() - 1)
-
-    def project(x):
-        d = x - x0
-        norm = d.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
-        x = x0 + d * torch.clamp(eps / norm, max=1.0)
-        return x if data_range is None else x.clamp(*data_range)
-
     step = 2.5 * eps / max(steps, 1)
     x_best = x0.clone()
     with torch.no_grad():
         obj_best = objective(x_best)
     for r in range(restarts):
-        if bool((obj_best < 0).all()):
+        if early_stop and bool((obj_best < 0).all()):
             break
         if r == 0:
             x = x0.clone()
@@ -104,13 +109,13 @@ def pgd_l2(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, 
             d = torch.randn(x0.shape, generator=generator, device=x0.device)
             d = d / d.flatten(1).norm(dim=1).view(view) * eps * torch.rand((B,), generator=generator,
                                                                           device=x0.device).view(view)
-            x = project(x0 + d)
+            x = project_l2(x0 + d, x0, eps, data_range)
         for _ in range(steps):
             x, obj, grad = _value_and_grad(objective, x)
             with torch.no_grad():
                 obj_best, x_best = _keep_best(obj.detach(), x.detach(), obj_best, x_best)
                 g = grad / grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
-                x = project(x - step * g)
+                x = project_l2(x - step * g, x0, eps, data_range)
         with torch.no_grad():
             obj_best, x_best = _keep_best(objective(x), x, obj_best, x_best)
     return x_best.detach(), obj_best.detach()

@@ -7,40 +7,24 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from certkit.common.device import resolve_device
 from certkit.common.errors import CertkitError
-from certkit.common.results import ResultWriter
-from certkit.datasets import load_dataset, select_indices
-from certkit.models import load_model
-from certkit.models.checks import fit_data_to_model
+from certkit.runs.config import DatasetRunConfig, open_results, prepare
 from certkit.verifiers.attack import pgd_attack
 from certkit.verifiers.bounds import BoundedModule, canonical_method, margin_spec
 from certkit.verifiers.perturbation import L2Ball, linf_ball
 
 
 @dataclass
-class VerifyConfig:
-    """Options of ``certkit verify --model``. eps is in the data range ([0,1] pixels); norm 'inf' or '2'."""
+class VerifyConfig(DatasetRunConfig):
+    """Options of ``certkit verify --model``: eps is the radius of the perturbation ball in the data range ([0,1]
+    pixels), of the Linf (norm 'inf', clipped to the data range) or L2 (norm '2') norm."""
 
-    out: str
-    eps: float
-    model: str | None = None
-    weights: str | None = None
-    allow_pickle: bool = False
-    dataset: str = "digits"
-    data_path: str | None = None
-    split: str = "test"
+    eps: float | None = None
     norm: str = "inf"
     methods: list = field(default_factory=lambda: ["IBP", "CROWN-IBP", "CROWN"])
     batch: int = 32
-    skip: int = 1
-    max_inputs: int | None = None
     pgd_steps: int = 50
     pgd_restarts: int = 5
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    overwrite: bool = False
     tightness: bool = False   # also report the mean IBP propagation tightness (Mao et al. 2024)
     backend: str = "certkit"  # or "auto_lirpa" (when importable)
 
@@ -49,7 +33,7 @@ def _col(method: str) -> str:
     return "verified_" + method.replace("-", "_")
 
 
-def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict]:
+def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
     """Verify every selected input with each method; writes one TSV row per input as batches finish.
 
     Per input: clean correctness, PGD robustness (margin-loss PGD, restarts), and for each method whether every
@@ -61,8 +45,8 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
         (rows, summary) with summary {"eps", "norm", "n_inputs", "clean_accuracy", "pgd_accuracy",
         "verified_accuracy": {method: v}, "seconds": {method: s}, ...}.
     """
-    if not cfg.eps >= 0:
-        raise CertkitError(f"eps must be >= 0, got {cfg.eps}")
+    if cfg.eps is None or not cfg.eps >= 0:
+        raise CertkitError(f"--eps must be given and >= 0 (perturbation radius in [0,1] pixel units), got {cfg.eps}")
     if cfg.norm not in ("inf", "2"):
         raise CertkitError(f"--norm must be inf or 2, got {cfg.norm!r}")
     if cfg.batch < 1:
@@ -70,10 +54,9 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
     methods = [canonical_method(m) for m in cfg.methods]
     if not methods:
         raise CertkitError("give at least one --method")
-    device = resolve_device(cfg.device)
-    model = load_model(cfg.model, cfg.weights, cfg.allow_pickle)
-    data = fit_data_to_model(model, load_dataset(cfg.dataset, cfg.data_path, cfg.split))
-    module = model.module.to(device).eval()
+    p = prepare(cfg)
+    model, data, module, device, indices = p.model, p.data, p.module, p.device, p.indices
+    cfg.results_path("verify", cfg.dataset, f"eps{cfg.eps:g}", cfg.norm)
     if model.onnx is not None:  # random points of the eps-boxes of the first inputs
         gen = torch.Generator().manual_seed(0)
         x8 = data.x[:8]
@@ -86,16 +69,13 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
     elif cfg.backend != "certkit":
         raise CertkitError(f"unknown --backend {cfg.backend!r}: use certkit or auto_lirpa")
     K = torch.Size(bm.graph.output_shape).numel()
-    indices = select_indices(len(data), cfg.skip, cfg.max_inputs)
     columns = ["idx", "label", "clean_correct", "pgd_robust"] + [_col(m) for m in methods]
-    run_cfg = {"model": model.source, "dataset": data.name, "split": data.split, "data_source": data.source,
-               "eps": cfg.eps, "norm": cfg.norm, "methods": methods, "pgd_steps": cfg.pgd_steps,
-               "pgd_restarts": cfg.pgd_restarts, "seed": cfg.seed}
-    writer = ResultWriter(cfg.out, run_cfg, columns, cfg.resume, cfg.overwrite)
+    writer = open_results(cfg, {**p.settings(cfg), "eps": cfg.eps, "norm": cfg.norm, "methods": methods,
+                                "pgd_steps": cfg.pgd_steps, "pgd_restarts": cfg.pgd_restarts}, columns)
     todo = [i for i in indices if i not in writer.done]
     seconds = {m: 0.0 for m in methods + ["PGD"]}
     tau_sum, tau_n = 0.0, 0
-    bar = tqdm(total=len(todo), desc="verify", unit="input", disable=quiet, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="verify", unit="input", disable=cfg.quiet, dynamic_ncols=True)
     for b0 in range(0, len(todo), cfg.batch):
         idx = todo[b0:b0 + cfg.batch]
         x, y = data.x[idx].to(device), data.y[idx].to(device)
@@ -137,8 +117,7 @@ def run_verify(cfg: VerifyConfig, quiet: bool = False) -> tuple[list[dict], dict
                "verified_accuracy": {m: sum(int(r[_col(m)]) for r in rows) / n for m in methods},
                "seconds": {m: seconds[m] for m in methods + ["PGD"]},
                "eps_units": "data range ([0,1] pixels)", "model": model.source,
-               "inputs": {**data.describe(), "skip": cfg.skip, "max": cfg.max_inputs, "selected": len(indices),
-                          "full_split": cfg.skip == 1 and len(rows) == len(data)},
+               "inputs": p.inputs_summary(cfg, len(rows)),
                "pgd": {"steps": cfg.pgd_steps, "restarts": cfg.pgd_restarts}, "tsv": str(cfg.out)}
     if cfg.tightness:
         summary["tightness"] = tau_sum / tau_n if tau_n else None  # over the inputs bounded in this run

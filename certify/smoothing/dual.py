@@ -15,8 +15,8 @@ import math
 import torch
 from scipy.stats import norm
 
-from certkit.certify.gaussian import ABSTAIN, Certificate, check_certify_args
-from certkit.certify.sampling import NoiseSampler
+from certkit.certify.smoothing.base import (ABSTAIN, Certificate, SmoothingMethod, check_certify_args,
+                                            register_smoothing)
 from certkit.certify.stats import clopper_pearson_lower
 from certkit.common.errors import CertkitError
 
@@ -26,13 +26,25 @@ def dual_radius(pA_l_lower: float, pA_r_lower: float, sigma: float) -> float:
     return sigma / math.sqrt(2.0) * (float(norm.ppf(pA_l_lower)) + float(norm.ppf(pA_r_lower)))
 
 
-class DualSmoothing:
+@register_smoothing
+class DualSmoothing(SmoothingMethod):
     """CERTIFY for Dual RS on a sampler whose model returns two heads, logits (B, 2, K)."""
 
-    def __init__(self, sampler: NoiseSampler):
-        self.sampler = sampler
-        self.sigma = sampler.sigma
+    name = "dual"
+    label = "Dual RS"
+    help = "Dual RS, Xia et al. ICLR 2024 (needs a `certkit train --method dual` checkpoint)"
+    procedure = "Clopper-Pearson at alpha/2 per branch; R = sigma/sqrt(2) (PhiInv(pA_l) + PhiInv(pA_r))"
+    heads = 2
+
+    def __init__(self, sampler):
+        super().__init__(sampler)
         self.last_bounds: tuple[float, float] | None = None  # (pA_l_lower, pA_r_lower) of the last call
+
+    @classmethod
+    def check_output(cls, logits):
+        if logits.dim() != 3 or logits.shape[1] != 2:
+            raise CertkitError("--method dual needs a Dual RS checkpoint with two branches "
+                               "(certkit train --method dual --init-from MODEL)")
 
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
         """1. cA = argmax(counts0_l + counts0_r) on n0 noisy copies; 2. nA_l, nA_r on n fresh copies;

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from certkit.certify.gaussian import ABSTAIN, Certificate, check_certify_args
-from certkit.certify.sampling import NoiseSampler
+from certkit.certify.smoothing.base import (ABSTAIN, Certificate, SmoothingMethod, check_certify_args,
+                                            register_smoothing)
 from certkit.certify.stats import empirical_bernstein_shift
 from certkit.common.errors import CertkitError
 
@@ -68,16 +68,22 @@ def _bounds(mean: np.ndarray, var: np.ndarray, A: int, n: int, alpha: float) -> 
     return float(mean[A] - shift[A]), float(others.max()) if others.size else 0.0
 
 
-class LVMSmoothing:
-    """LVM-RS on a :class:`NoiseSampler` (any classifier, zero-shot).
+@register_smoothing
+class LVMSmoothing(SmoothingMethod):
+    """LVM-RS on a :class:`~certkit.certify.sampling.NoiseSampler` (any classifier, zero-shot).
 
     Args:
         maps, temperatures: the candidate set searched on the selection samples.
     """
 
-    def __init__(self, sampler: NoiseSampler, maps=MAPS, temperatures=DEFAULT_TEMPERATURES):
-        self.sampler = sampler
-        self.sigma = sampler.sigma
+    name = "lvm"
+    label = "LVM-RS"
+    help = "Lipschitz-variance-margin smoothing, Delattre et al. ICLR 2024 (any classifier)"
+    procedure = ("simplex map, temperature and class chosen on the n0 selection samples only; "
+                 "empirical Bernstein bounds at alpha/K on the n certification samples")
+
+    def __init__(self, sampler, maps=MAPS, temperatures=DEFAULT_TEMPERATURES):
+        super().__init__(sampler)
         self.candidates = [(m, float(t)) for m in maps for t in temperatures]
         self.last_selection: dict = {}
 

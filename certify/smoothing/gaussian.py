@@ -6,45 +6,17 @@ P(f(x+e) = cA) from below, g is constant on the L2 ball of radius R = sigma * Ph
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from scipy.stats import norm
 
-from certkit.certify.sampling import NoiseSampler
+from certkit.certify.smoothing.base import (ABSTAIN, Certificate, SmoothingMethod, check_certify_args,
+                                            register_smoothing)
 from certkit.certify.stats import binomial_test_pvalue, clopper_pearson_lower
 from certkit.common.errors import CertkitError
 
-ABSTAIN = -1
-
-
-@dataclass
-class Certificate:
-    """Outcome of CERTIFY for one input.
-
-    Attributes:
-        prediction: the certified class, or ``ABSTAIN`` (-1).
-        radius: certified L2 radius in data-range units (0.0 on abstain).
-        pA_lower: the one-sided Clopper-Pearson lower bound on P(f(x+e) = cA).
-        nA: count of the selected class among the n certification samples.
-    """
-
-    prediction: int
-    radius: float
-    pA_lower: float
-    nA: int
-
-
-def check_certify_args(n0: int, n: int, alpha: float) -> None:
-    """Raise CertkitError unless n0 >= 1, n >= 1 and 0 < alpha < 1."""
-    if n0 < 1 or n < 1:
-        raise CertkitError(f"n0 and n must be >= 1, got n0={n0}, n={n}")
-    if not (0.0 < alpha < 1.0):
-        raise CertkitError(f"alpha must lie in (0, 1), got {alpha}")
-
-
-class GaussianSmoothing:
-    """A smoothed classifier g built on a :class:`NoiseSampler` (base classifier f + sigma).
+@register_smoothing
+class GaussianSmoothing(SmoothingMethod):
+    """A smoothed classifier g built on a :class:`~certkit.certify.sampling.NoiseSampler` (base classifier f + sigma).
 
     Example::
 
@@ -52,9 +24,10 @@ class GaussianSmoothing:
         cert = g.certify(x, n0=100, n=100_000, alpha=0.001, generator=torch.Generator().manual_seed(0))
     """
 
-    def __init__(self, sampler: NoiseSampler):
-        self.sampler = sampler
-        self.sigma = sampler.sigma
+    name = "gaussian"
+    label = "Gaussian"
+    help = "Gaussian smoothing, CERTIFY of Cohen et al. 2019 (any classifier)"
+    procedure = "one-sided Clopper-Pearson; R = sigma PhiInv(pA_lower)"
 
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
         """CERTIFY (Cohen et al. 2019, Algorithm 1 / Pseudocode "CERTIFY").

@@ -1,0 +1,112 @@
+"""The smoothing-method contract and registry.
+
+A smoothing method turns a base classifier f (run by a :class:`~certkit.certify.sampling.NoiseSampler`) into a
+smoothed classifier g and certifies one input at a time: ``certify(x, n0, n, alpha, generator) -> Certificate``.
+Every method returns the same :class:`Certificate` (prediction or ABSTAIN, an L2 radius in data-range units,
+the lower confidence bound it rests on), so runs, files, summaries and plots are shared. A method registers itself
+with :func:`register_smoothing`; the package imports every module in ``certify/smoothing/``, so a new method is
+ONE module there (the CLI's ``--method`` choices and help come from this registry).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from certkit.common.errors import CertkitError
+
+ABSTAIN = -1
+
+
+@dataclass
+class Certificate:
+    """Outcome of certifying one input.
+
+    Attributes:
+        prediction: the certified class, or ``ABSTAIN`` (-1).
+        radius: certified L2 radius in data-range units (0.0 on abstain).
+        pA_lower: the lower confidence bound the radius rests on (method-specific; see each method).
+        nA: count of the selected class among the n certification samples (-1 when not a count).
+    """
+
+    prediction: int
+    radius: float
+    pA_lower: float
+    nA: int
+
+
+def check_certify_args(n0: int, n: int, alpha: float) -> None:
+    """Raise CertkitError unless n0 >= 1, n >= 1 and 0 < alpha < 1."""
+    if n0 < 1 or n < 1:
+        raise CertkitError(f"n0 and n must be >= 1, got n0={n0}, n={n}")
+    if not (0.0 < alpha < 1.0):
+        raise CertkitError(f"alpha must lie in (0, 1), got {alpha}")
+
+
+class SmoothingMethod:
+    """A smoothed classifier on a sampler.
+
+    Class attributes (read by the registry, the CLI and the run summary):
+        name: the ``--method`` value; label: the display name; help: one line for ``--help``;
+        procedure: how the certificate is computed, recorded in the summary JSON;
+        heads: logits the base model returns per input (1: (B, K); 2: (B, 2, K) for Dual RS).
+    """
+
+    name = ""
+    label = ""
+    help = ""
+    procedure = ""
+    heads = 1
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.sigma = sampler.sigma
+
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
+        """Certify one raw input x (*input_shape) with n0 selection and n certification samples at level alpha."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_output(cls, logits: torch.Tensor) -> None:
+        """Refuse a base model whose output (for a batch of clean inputs) has the wrong form for this method.
+
+        Raises:
+            CertkitError: with a one-line reason.
+        """
+        heads = 1 if logits.dim() == 2 else logits.shape[1] if logits.dim() == 3 else None
+        if heads != cls.heads:
+            raise CertkitError(f"--method {cls.name} needs a model returning "
+                               f"{'(batch, classes)' if cls.heads == 1 else f'(batch, {cls.heads}, classes)'} "
+                               f"logits, got {tuple(logits.shape)}"
+                               + ("; this is a Dual RS checkpoint: certify it with --method dual" if heads == 2 else ""))
+
+
+_METHODS: dict[str, type[SmoothingMethod]] = {}
+
+
+def register_smoothing(cls: type[SmoothingMethod]) -> type[SmoothingMethod]:
+    """Class decorator: make ``cls`` available as ``certkit certify --method cls.name``.
+
+    Raises:
+        ValueError: the name is empty or taken.
+    """
+    if not cls.name or cls.name in _METHODS:
+        raise ValueError(f"smoothing method name {cls.name!r} is empty or already registered")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def smoothing_methods() -> dict[str, type[SmoothingMethod]]:
+    """Every registered method by name (in registration order)."""
+    return dict(_METHODS)
+
+
+def smoothing_method(name: str) -> type[SmoothingMethod]:
+    """The registered method called ``name``.
+
+    Raises:
+        CertkitError: unknown name (the message lists the registered ones).
+    """
+    if name not in _METHODS:
+        raise CertkitError(f"unknown certification method {name!r}: choose from {', '.join(_METHODS)}")
+    return _METHODS[name]

@@ -1,0 +1,78 @@
+"""Certified training against Linf perturbations of radius eps (clipped to [0,1]):
+
+    ibp        IBP (Gowal et al. 2018): kappa CE(z, y) + (1 - kappa) CE(z_hat(eps_t), y), z_hat from IBP margin
+               lower bounds over the Linf ball of radius eps_t.
+    crown-ibp  CROWN-IBP (Zhang et al. ICLR 2020): z_hat from m = beta m_CROWN-IBP + (1 - beta) m_IBP.
+
+eps_t follows the smoothed or linear schedule (train/schedules.py); kappa and beta follow eps_t. Options of the
+short-warmup recipe (Shi et al. NeurIPS 2021): IBP initialization (``init='ibp'``), BatchNorm architectures (bounds
+use the clean batch's statistics), the tightness and ReLU-balance regularizers (``reg_lambda``) during the ramp with
+bounds at eps 1e-6 while eps_t = 0, and gradient-norm clipping.
+"""
+import torch.nn.functional as F
+
+from certkit.train.classifier import ClassifierTraining, register_training
+from certkit.train.losses import mixed_margin, robust_cross_entropy
+from certkit.train.regularizers import relu_balance_regularizer, tightness_regularizer
+from certkit.train.schedules import EpsSchedule, beta_at, kappa_at
+
+
+@register_training
+class IBPTraining(ClassifierTraining):
+    """IBP certified training (module docstring)."""
+
+    name = "ibp"
+    help = "IBP certified training against Linf perturbations of radius --eps (Gowal et al. 2018)"
+    certified = True
+    uses_crown_ibp = False
+
+    def prepare(self, run):
+        super().prepare(run)
+        cfg = self.cfg
+        self.steps_per_epoch = (len(self.train_set) + cfg.batch_size - 1) // cfg.batch_size
+        self.schedule = EpsSchedule(cfg.eps_max, cfg.schedule_start, cfg.schedule_length or max(1, cfg.epochs // 2),
+                                    self.steps_per_epoch, cfg.schedule)
+
+    def batch_loss(self, run, batch):
+        cfg = self.cfg
+        xb, yb = self.xy(run, batch)
+        logits = run.model(xb)
+        loss = F.cross_entropy(logits, yb)
+        eps_t = self.schedule((batch.epoch - 1) * self.steps_per_epoch + batch.b)
+        kappa = kappa_at(eps_t, cfg.eps_max, cfg.kappa_final)
+        beta = beta_at(eps_t, cfg.eps_max, cfg.beta_final) if self.uses_crown_ibp else 0.0
+        self.last_schedule = (eps_t, kappa, beta)
+        return self.output(self.certified_loss(xb, yb, loss, eps_t, kappa, beta), logits, yb, batch)
+
+    def certified_loss(self, xb, yb, natural_loss, eps_t, kappa, beta):
+        """kappa * natural + (1 - kappa) * robust (+ warm-up regularizers); natural alone while eps_t = 0."""
+        from certkit.verifiers import linf_ball, margin_spec
+
+        cfg, bm = self.cfg, self.bm
+        reg_on = cfg.reg_lambda > 0 and eps_t < cfg.eps_max
+        if eps_t <= 0 and not reg_on:
+            return natural_loss
+        C = margin_spec(yb, self.data.num_classes)
+        pert = linf_ball(xb, max(eps_t, 1e-6))
+        lb_ibp, bounds = bm.ibp_margins(pert, C)
+        loss = natural_loss
+        if eps_t > 0:
+            lb_cibp = bm.crown_ibp_lower(pert, C, bounds) if beta > 0 else None
+            loss = kappa * natural_loss + (1 - kappa) * robust_cross_entropy(mixed_margin(lb_ibp, lb_cibp, beta))
+        if reg_on:
+            relu_in = [bounds[bm.graph.nodes[a].inputs[0]] for a in bm.graph.nonlinear()]
+            first = bm.graph.nodes[1] if len(bm.graph.nodes) > 1 else None
+            x0 = bounds[1] if first is not None and first.op.name == "Normalize" else bounds[0]
+            delta0 = ((x0[1] - x0[0]) / 2).mean()
+            reg = tightness_regularizer(delta0, relu_in) + relu_balance_regularizer(relu_in)
+            loss = loss + cfg.reg_lambda * (1 - eps_t / cfg.eps_max) * reg
+        return loss
+
+
+@register_training
+class CROWNIBPTraining(IBPTraining):
+    """CROWN-IBP certified training (module docstring)."""
+
+    name = "crown-ibp"
+    help = "CROWN-IBP certified training against Linf perturbations of radius --eps (Zhang et al. 2020)"
+    uses_crown_ibp = True

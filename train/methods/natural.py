@@ -1,0 +1,10 @@
+"""natural: cross-entropy on clean inputs."""
+from certkit.train.classifier import ClassifierTraining, register_training
+
+
+@register_training
+class Natural(ClassifierTraining):
+    """Cross-entropy on clean inputs."""
+
+    name = "natural"
+    help = "clean cross-entropy"

@@ -1,0 +1,1 @@
+"""Built-in verifiers, one module each, registered with :func:`certkit.verifiers.registry.register_verifier`."""

@@ -1,0 +1,146 @@
+"""How certkit answers one VNN-COMP instance (ONNX network + VNN-LIB property); answers are sound by construction:
+  1. import the ONNX file and compare the converted network with onnxruntime on random points of every input
+     box; refuse (``error``) on a mismatch;
+  2. falsify: PGD on max_j (C_j y - d_j) inside each disjunct's box; a candidate is snapped into the box with
+     exact rational comparisons, replayed in onnxruntime and reported ``sat`` only if it violates the property
+     there (verifiers/vnncomp.py);
+  3. prove: bound max_j lb(C_j y - d_j) > 0 for every disjunct (IBP, CROWN, then alpha-CROWN) in float64;
+  4. branch and bound on the input for low-dimensional inputs (verifiers/input_split.py).
+NaN or inf anywhere in the bounds is an ``error``, never a verdict.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from certkit.common.errors import CertkitError
+from certkit.models.onnx_import import OnnxModel, load_onnx
+from certkit.verifiers.attack import pgd_box
+from certkit.verifiers.bounds import BoundedModule, canonical_method
+from certkit.verifiers.input_split import input_split_bab, objective, refuted
+from certkit.verifiers.vnncomp import InstanceResult, validate_witness
+from certkit.verifiers.vnnlib import Property, parse_vnnlib
+
+
+class Deadline:
+    """Seconds left of a time budget started at construction."""
+
+    def __init__(self, seconds: float):
+        self.t0, self.seconds = time.perf_counter(), seconds
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.t0)
+
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+
+def check_conversion(onnx_model: OnnxModel, prop: Property, points: int = 16, seed: int = 0) -> None:
+    """Compare certkit's converted network with onnxruntime on random points in every input box.
+
+    Raises:
+        CertkitError: the outputs differ by more than 1e-4 * (1 + |y|).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for term in prop.terms[:8]:
+        lo = torch.from_numpy(term.x_L).float()
+        hi = torch.from_numpy(term.x_U).float()
+        x = lo + (hi - lo) * torch.rand((points, lo.numel()), generator=gen)
+        onnx_model.check_against_onnxruntime(x.reshape((points,) + onnx_model.sample_shape))
+
+
+def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0,
+                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool = True, max_domains: int = 200_000,
+                    batch: int = 2048, seed: int = 0) -> InstanceResult:
+    """Answer one VNN-COMP instance: sat (validated counterexample), unsat, unknown, timeout or error.
+
+    Args:
+        timeout: seconds for the whole instance (loading included).
+        methods: bound methods tried in order on each whole disjunct.
+        bab: input-split branch and bound after the bounds (inputs of at most 64 dimensions).
+    Never raises for a problem with the instance: errors are returned as status ``error`` with a reason.
+    """
+    dl = Deadline(timeout)
+    try:
+        onnx_model = load_onnx(onnx_path)
+        prop = parse_vnnlib(vnnlib_path)
+    except CertkitError as e:
+        return InstanceResult("error", time.perf_counter() - dl.t0, str(e))
+    res = verify_property(onnx_model, prop, dl.left(), methods, bab, max_domains, batch, seed)
+    res.seconds = time.perf_counter() - dl.t0
+    return res
+
+
+def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0,
+                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool = True, max_domains: int = 200_000,
+                    batch: int = 2048, seed: int = 0) -> InstanceResult:
+    """:func:`verify_instance` on an already loaded network and parsed property (same arguments and result)."""
+    dl = Deadline(timeout)
+    try:
+        n_in = int(np.prod(onnx_model.sample_shape))
+        if prop.n_inputs != n_in or prop.n_outputs != onnx_model.num_outputs:
+            raise CertkitError(f"the property has {prop.n_inputs} inputs / {prop.n_outputs} outputs but the network "
+                               f"has {n_in} / {onnx_model.num_outputs}")
+        check_conversion(onnx_model, prop, seed=seed)
+        return _solve(onnx_model, prop, dl, [canonical_method(m) for m in methods], bab, max_domains, batch, seed)
+    except CertkitError as e:
+        return InstanceResult("error", time.perf_counter() - dl.t0, str(e))
+    except TimeoutError as e:
+        return InstanceResult("timeout", time.perf_counter() - dl.t0, str(e) or f"no answer within {timeout:g} s")
+
+
+def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
+    net32 = onnx_model.module.float().eval()
+    net64 = copy.deepcopy(net32).double().eval()
+    shape = onnx_model.sample_shape
+    gen = torch.Generator().manual_seed(seed)
+    # 2. falsification on every term
+    for term in prop.terms:
+        C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+        lo, hi = torch.tensor(term.x_L, dtype=torch.float32)[None], torch.tensor(term.x_U, dtype=torch.float32)[None]
+        x, val = pgd_box(objective(net32, C32, d32, shape), lo, hi, steps=100, restarts=10, generator=gen)
+        if float(val[0]) <= 1e-4:
+            found = validate_witness(onnx_model, term, x[0].numpy())
+            if found:
+                return InstanceResult("sat", time.perf_counter() - dl.t0, x=found[0], y=found[1], method="PGD")
+        if dl.passed():
+            raise TimeoutError("timed out while searching for counterexamples")
+    # 3. bounds on whole terms, 4. input-split branch and bound
+    bm = BoundedModule(net64, shape)
+    open_terms = list(prop.terms)
+    used = ""
+    for m in methods:
+        still = []
+        for term in open_terms:
+            if not refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m,
+                            time_budget=max(dl.left(), 0.0)).all():
+                still.append(term)
+            if dl.passed():
+                raise TimeoutError(f"timed out while bounding with {m}")
+        open_terms, used = still, m
+        if not open_terms:
+            return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
+    if not bab or prop.n_inputs > 64:
+        return InstanceResult("unknown", time.perf_counter() - dl.t0,
+                              f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound "
+                              f"{'disabled' if not bab else 'needs inputs of at most 64 dimensions'}")
+    total = 0
+    for term in open_terms:
+        status, n = input_split_bab(bm, net32, onnx_model, term, dl, max_domains - total, batch)
+        total += n
+        if status != "unsat":
+            res = status if isinstance(status, InstanceResult) else None
+            if res is not None:
+                res.domains = total
+                res.seconds = time.perf_counter() - dl.t0
+                return res
+            return InstanceResult(status, time.perf_counter() - dl.t0,
+                                  f"branch and bound stopped after {total} domains ({status})", domains=total)
+    return InstanceResult("unsat", time.perf_counter() - dl.t0, method="CROWN+input-split BaB", domains=total)
+
+
+__all__ = ["Deadline", "check_conversion", "verify_instance", "verify_property"]
