@@ -274,7 +274,9 @@ def _ints(text: str | None, name: str) -> list[int]:
 @click.option("--bn", is_flag=True, help="mlp: BatchNorm after every hidden layer.")
 @click.option("--eps", type=float, default=0.0, show_default=True,
               help="ABSOLUTE Linf radius in [0,1] pixel units: training radius of ibp/crown-ibp and the radius of the "
-                   "per-epoch IBP / CROWN-IBP verified accuracy (rct: the L2 radius its sets must withstand).")
+                   "per-epoch IBP / CROWN-IBP verified accuracy.")
+@click.option("--eps-l2", type=float, default=0.0, show_default=True,
+              help="rct: the L2 radius (ABSOLUTE, [0,1] pixel units) its conformal sets must withstand.")
 @click.option("--eps-train", type=float, default=None, help="Training radius if different from --eps (e.g. 1.1x).")
 @click.option("--schedule", type=click.Choice(["smoothed", "linear"]), default="smoothed", show_default=True,
               help="eps ramp: smoothed (polynomial then linear, auto_LiRPA/DeepMind) or linear.")

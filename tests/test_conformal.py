@@ -122,7 +122,7 @@ def test_rct_loss_hand_computed():
 def test_cli_rct_trains_the_final_layer_only(cli, tmp_path):
     from certkit.models import bundled_checkpoint_path
     base = str(bundled_checkpoint_path())
-    r = cli("train", "--method", "rct", "--init-from", base, "--sigma", 0.25, "--eps", 0.125, "--epochs", 1,
+    r = cli("train", "--method", "rct", "--init-from", base, "--sigma", 0.25, "--eps-l2", 0.125, "--epochs", 1,
             "--out", tmp_path / "r.pt", "--quiet")
     assert r.exit_code == 0, r.output
     a = torch.load(base, weights_only=True)["state_dict"]
@@ -131,6 +131,8 @@ def test_cli_rct_trains_the_final_layer_only(cli, tmp_path):
     changed = [k for k in a if not torch.equal(a[k], b["state_dict"][k])]
     assert changed and all(k.startswith("5.") for k in changed), changed  # the last Linear of the MLP
     assert_clean_error(cli("train", "--method", "rct", "--out", tmp_path / "x.pt"), "--init-from")
+    assert_clean_error(cli("train", "--method", "rct", "--init-from", base, "--eps", 0.1, "--out", tmp_path / "y.pt"),
+                       "--eps-l2")
 
 
 def test_cli_conformal_never_overwrites_and_resumes_split_by_split(cli, tmp_path):

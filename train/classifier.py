@@ -70,6 +70,7 @@ class TrainConfig:
     init_from: str | None = None   # dual, rct: the certkit or reference checkpoint training starts from
     consistency: float = 0.0       # dual: weight of the consistency loss over 4 noise copies (DRS paper: 15)
     alpha: float = 0.1             # rct: target miscoverage of the RSCP+ sets
+    eps_l2: float = 0.0            # rct: L2 radius (data-range units) the RSCP+ sets must withstand
 
     @property
     def eps_max(self) -> float:

@@ -171,10 +171,12 @@ def plot_log(log_path: Path, png_path: Path, series: dict, twin: str | None = No
     ep = [int(r["epoch"]) for r in rows]
     val = lambda k: [float(r[k]) if r.get(k) not in (None, "", "nan") else float("nan") for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    drawn = 0
     for key, label in series.items():
         ys = val(key)
         if any(v == v for v in ys):  # skip series that are all NaN (not computed for this method)
             ax.plot(ep, ys, label=label)
+            drawn += 1
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
@@ -182,7 +184,8 @@ def plot_log(log_path: Path, png_path: Path, series: dict, twin: str | None = No
         ax2 = ax.twinx()
         ax2.plot(ep, val(twin), "k--", alpha=0.4, label=twin)
         ax2.set_ylabel(twin)
-    ax.legend(loc="lower right", fontsize=8)
+    if drawn:
+        ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)

@@ -5,7 +5,7 @@ same guaranteed coverage. Trains on the whole train split (no validation metrics
 Per batch: p_bar = mean over n_train = 8 noise draws of softmax(f(x + e)); conformity c_k = PhiInv(p_bar_k) (higher
 is more conforming). The batch is split 50/50: on half 1, tau = the alpha-quantile of the true-class conformity
 (torch.quantile: subgradients through the selected order statistics, in place of a smooth sort), shifted by
--eps/sigma for robustness (eps an L2 radius); on half 2 the soft set is C_k = sigmoid((c_k - tau) / temp).
+-eps_l2/sigma for robustness (``eps_l2``, an L2 radius in data-range units); on half 2 the soft set is C_k = sigmoid((c_k - tau) / temp).
 Loss = log(L_class + w L_size + 1e-8), L_class = mean(1 - C_y), L_size = mean(max(sum_k C_k - target, 0)).
 Optimizer: SGD with Nesterov momentum 0.9, weight decay 5e-4, lr ``lr``.
 """
@@ -42,7 +42,7 @@ class RCTTraining(ClassifierTraining):
     """RCT fine-tuning of the final linear layer of ``init_from`` (module docstring)."""
 
     name = "rct"
-    help = "robust conformal training of the final layer of --init-from (RSCP+ sets at --alpha, L2 radius --eps)"
+    help = "robust conformal training of the final layer of --init-from (RSCP+ sets at --alpha, L2 radius --eps-l2)"
     noisy = True
     loads_weights = True
     holds_out_validation = False
@@ -55,8 +55,10 @@ class RCTTraining(ClassifierTraining):
             raise CertkitError("--init ibp initializes a new network, but rct starts from --init-from")
         if not cfg.init_from:
             raise CertkitError("--method rct fine-tunes the final layer of --init-from CHECKPOINT")
-        if not cfg.sigma > 0 or not cfg.eps >= 0 or not 0 < cfg.alpha < 1 or cfg.epochs < 1 or cfg.batch_size < 4:
-            raise CertkitError("RCT needs sigma > 0, eps >= 0, 0 < alpha < 1, epochs >= 1, batch >= 4")
+        if cfg.eps or cfg.eps_train:
+            raise CertkitError("--method rct takes the L2 radius of its sets as --eps-l2 (--eps is an Linf radius)")
+        if not cfg.sigma > 0 or not cfg.eps_l2 >= 0 or not 0 < cfg.alpha < 1 or cfg.epochs < 1 or cfg.batch_size < 4:
+            raise CertkitError("RCT needs sigma > 0, eps-l2 >= 0, 0 < alpha < 1, epochs >= 1, batch >= 4")
         if not cfg.lr > 0:
             raise CertkitError(f"--lr must be > 0, got {cfg.lr}")
 
@@ -97,14 +99,13 @@ class RCTTraining(ClassifierTraining):
         noise = cfg.sigma * torch.randn((self.n_train,) + tuple(x.shape), generator=run.generator).to(run.device)
         probs = torch.softmax(run.model((x.unsqueeze(0) + noise).reshape((-1,) + tuple(x.shape[1:]))), -1)
         p_bar = probs.view(self.n_train, x.shape[0], -1).mean(0)
-        loss = rct_loss(p_bar, y, cfg.alpha, cfg.eps, cfg.sigma, self.temp, self.size_weight)
+        loss = rct_loss(p_bar, y, cfg.alpha, cfg.eps_l2, cfg.sigma, self.temp, self.size_weight)
         return StepOutput(loss, int((p_bar.argmax(1) == y).sum()), len(batch.idx),
                           len(batch.idx) / max(len(batch.idx_all), 1))
 
     def metadata(self, epoch, row, world):
         meta = super().metadata(epoch, row, world)
-        meta["rct"] = {"init_from": str(self.cfg.init_from), "sigma": self.cfg.sigma, "eps_l2": self.cfg.eps,
+        meta["rct"] = {"init_from": str(self.cfg.init_from), "sigma": self.cfg.sigma, "eps_l2": self.cfg.eps_l2,
                        "alpha": self.cfg.alpha, "n_train": self.n_train, "temp": self.temp,
                        "size_weight": self.size_weight}
-        meta["eps"] = None  # RCT's eps is an L2 radius of the conformal sets, not a trained Linf radius
         return meta
