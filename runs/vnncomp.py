@@ -3,16 +3,14 @@
 per instance."""
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from certkit.common.errors import CertkitError
 from certkit.runs.config import RunConfig, open_results
 from certkit.verifiers.registry import Instance, get_verifier
-from certkit.verifiers.vnncomp import write_result_file
+from certkit.verifiers.vnncomp import read_instances, write_result_file
 
 COLUMNS = ("idx", "onnx", "vnnlib", "result", "seconds", "reason")
 
@@ -34,28 +32,6 @@ class InstancesConfig(RunConfig):
     bab: bool = True
     timeout_scale: float = 1.0
     result_dir: str | None = None
-
-
-def read_instances(path: str | Path) -> list[tuple[str, str, float]]:
-    """Rows (onnx, vnnlib, timeout seconds) of an instances.csv.
-
-    Raises:
-        CertkitError: missing file or a malformed row (with its line number).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CertkitError(f"instances file not found: {path}")
-    out = []
-    for i, r in enumerate(csv.reader(open(path)), 1):
-        if not r or r[0].startswith("#"):
-            continue
-        if len(r) < 3:
-            raise CertkitError(f"{path}:{i}: expected onnx,vnnlib,timeout")
-        try:
-            out.append((r[0].strip(), r[1].strip(), float(r[2])))
-        except ValueError:
-            raise CertkitError(f"{path}:{i}: timeout {r[2]!r} is not a number") from None
-    return out
 
 
 def run_instances(cfg: InstancesConfig) -> list[dict]:

@@ -291,13 +291,6 @@ class PlantedTraining(TrainingMethod):
         self.window: deque = deque(maxlen=cfg.window)
         self.best_count, self.best_state, self.history = -1, None, []
 
-    def config(self) -> dict:
-        return json.loads(json.dumps(asdict(self.cfg)))
-
-    @property
-    def epochs(self) -> int:
-        return self.cfg.epochs
-
     def checkpoint_path(self) -> Path:
         return Path(self.cfg.out) / "private" / "train_state.pt"
 

@@ -12,7 +12,6 @@ The result file is parsed by exact token (verifiers.vnncomp.parse_result_text); 
 """
 from __future__ import annotations
 
-import csv
 import os
 import shlex
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from certkit.common.errors import CertkitError
 from certkit.common.results import ResultWriter
-from certkit.verifiers.vnncomp import parse_result_text
+from certkit.verifiers.vnncomp import parse_result_text, read_instances
 
 PLACEHOLDERS = ("{onnx}", "{vnnlib}", "{result}", "{timeout}")
 COLUMNS = ("idx", "benchmark", "onnx", "vnnlib", "result", "seconds", "reason")
@@ -67,16 +66,8 @@ def find_instances(bench: str | Path) -> list[Instance]:
     out = []
     for path in csvs:
         rel = os.path.relpath(path.parent, root)
-        for lineno, row in enumerate(csv.reader(open(path)), 1):
-            if not row or row[0].startswith("#"):
-                continue
-            if len(row) < 3:
-                raise CertkitError(f"{path}:{lineno}: expected onnx,vnnlib,timeout")
-            try:
-                tmo = float(row[2])
-            except ValueError:
-                raise CertkitError(f"{path}:{lineno}: timeout {row[2]!r} is not a number") from None
-            out.append(Instance(len(out), root, rel, row[0].strip(), row[1].strip(), tmo))
+        for onnx, vnnlib, tmo in read_instances(path):
+            out.append(Instance(len(out), root, rel, onnx, vnnlib, tmo))
     return out
 
 

@@ -10,9 +10,8 @@ one subclass in ``train/methods/`` registered with :func:`register_training`; it
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from certkit.common.errors import CertkitError
+from certkit.common.registry import Registry
 from certkit.datasets import Dataset, load_dataset
-from certkit.models.checkpoint import save_checkpoint
+from certkit.models.checkpoint import read_checkpoint, save_checkpoint
 from certkit.models.zoo import NormalizeLayer, build_model
 from certkit.train.harness import Run, StepOutput, TrainingMethod, fit
 from certkit.train.init import ibp_init
@@ -77,7 +77,7 @@ class TrainConfig:
         return self.eps if self.eps_train is None else self.eps_train
 
 
-_METHODS: dict[str, type["ClassifierTraining"]] = {}
+REGISTRY = Registry("training method", "certkit.train.methods")
 
 
 def register_training(cls: type["ClassifierTraining"]) -> type["ClassifierTraining"]:
@@ -86,22 +86,12 @@ def register_training(cls: type["ClassifierTraining"]) -> type["ClassifierTraini
     Raises:
         ValueError: the name is empty or taken.
     """
-    if not cls.name or cls.name in _METHODS:
-        raise ValueError(f"training method name {cls.name!r} is empty or already registered")
-    _METHODS[cls.name] = cls
-    return cls
+    return REGISTRY.register(cls)
 
 
 def training_methods() -> dict[str, type["ClassifierTraining"]]:
     """Every registered training method by name (the modules of train/methods/ are imported first)."""
-    import importlib
-    import pkgutil
-
-    from certkit.train import methods
-
-    for m in pkgutil.iter_modules(methods.__path__):
-        importlib.import_module(f"{methods.__name__}.{m.name}")
-    return dict(_METHODS)
+    return REGISTRY.all()
 
 
 def _split(data: Dataset, fraction: float) -> tuple[Dataset, Dataset | None]:
@@ -213,13 +203,6 @@ class ClassifierTraining(TrainingMethod):
         if cfg.init == "ibp" and self.loads_weights:
             raise CertkitError("--init ibp initializes a new network, but this method starts from --init-from")
 
-    def config(self) -> dict:
-        return json.loads(json.dumps(asdict(self.cfg)))
-
-    @property
-    def epochs(self) -> int:
-        return self.cfg.epochs
-
     def checkpoint_path(self) -> Path:
         return Path(self.cfg.out)
 
@@ -241,6 +224,23 @@ class ClassifierTraining(TrainingMethod):
         self.num_classes = data.num_classes
         return cfg.arch, cfg.arch_config, None, build_model(cfg.arch, data.input_shape, data.num_classes,
                                                            **cfg.arch_config)
+
+    def init_checkpoint(self, data: Dataset) -> dict:
+        """The ``init_from`` checkpoint (certkit or reference format, one converter) after checking that it fits the
+        data; sets ``self.num_classes`` to its outputs.
+
+        Raises:
+            CertkitError: unreadable file, other input shape, fewer classes than the data's labels.
+        """
+        ckpt = read_checkpoint(self.cfg.init_from)
+        if tuple(ckpt["input_shape"]) != tuple(data.input_shape):
+            raise CertkitError(f"--init-from model takes inputs {tuple(ckpt['input_shape'])}, data has "
+                               f"{data.input_shape}")
+        if int(ckpt["num_classes"]) < data.num_classes:
+            raise CertkitError(f"--init-from model has {ckpt['num_classes']} classes, the data has labels up to "
+                               f"{data.num_classes - 1}")
+        self.num_classes = int(ckpt["num_classes"])
+        return ckpt
 
     def parameters(self, model: nn.Module):
         """The parameters the optimizer trains (default: all)."""
@@ -388,8 +388,5 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     Raises:
         CertkitError: unknown method, bad options, unreadable data, or ``resume`` with a checkpoint of other settings.
     """
-    methods = training_methods()
-    if cfg.method not in methods:
-        raise CertkitError(f"unknown training method {cfg.method!r}: choose one of {', '.join(methods)}")
-    method = methods[cfg.method](cfg)
+    method = REGISTRY.get(cfg.method)(cfg)
     return fit(method, cfg.device, resume, quiet, cfg.grad_clip)

@@ -19,8 +19,9 @@ exactly (bit for bit on CPU). A checkpoint is never overwritten by a new run wit
 from __future__ import annotations
 
 import csv
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -83,14 +84,16 @@ class TrainingMethod:
     resume_ignores: tuple = ("epochs", "device")
     log_columns: tuple = ("epoch", "loss", "seconds")
 
+    cfg: Any = None  # the method's settings: a dataclass with at least ``epochs``
+
     # -- set-up and persistence ---------------------------------------------------------------------
     def config(self) -> dict:
-        """JSON-ready settings, stored in the checkpoint and compared on resume."""
-        raise NotImplementedError
+        """JSON-ready settings, stored in the checkpoint and compared on resume (default: ``self.cfg``)."""
+        return json.loads(json.dumps(asdict(self.cfg)))
 
     @property
     def epochs(self) -> int:
-        raise NotImplementedError
+        return self.cfg.epochs
 
     def checkpoint_path(self) -> Path:
         raise NotImplementedError

@@ -11,13 +11,12 @@ one module each in ``verifiers/solvers/`` (imported by :func:`verifiers`).
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from certkit.common.errors import CertkitError
+from certkit.common.registry import Registry
 from certkit.verifiers.vnncomp import InstanceResult
 
 
@@ -54,7 +53,8 @@ class Instance:
 class Verifier:
     """Base class of registered verifiers.
 
-    Class attributes: ``name`` (the CLI name), ``help`` (one line), ``sound``, ``complete`` (module docstring).
+    Class attributes: ``name`` (the CLI name), ``help`` (one line), ``sound``, ``complete`` (module docstring),
+    ``package`` (the distribution whose version :meth:`version` reports).
     Subclasses implement :meth:`solve`; :meth:`verify` adds the contract: the whole call (loading included) within
     ``timeout`` seconds as far as the verifier can tell, and every problem with the instance returned as ``error``,
     never raised.
@@ -64,15 +64,16 @@ class Verifier:
     help = ""
     sound = True
     complete = False
+    package = "certkit"
 
     def version(self) -> str:
         """The verifier's version string (recorded next to its answers)."""
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            return f"certkit {version('certkit')}"
+            return f"{self.package} {version(self.package)}"
         except PackageNotFoundError:
-            return "certkit (not installed)"
+            return f"{self.package} (not installed)"
 
     def solve(self, instance: Instance, timeout: float) -> InstanceResult:
         raise NotImplementedError
@@ -88,7 +89,7 @@ class Verifier:
         return res
 
 
-_VERIFIERS: dict[str, type[Verifier]] = {}
+REGISTRY = Registry("verifier", "certkit.verifiers.solvers")
 
 
 def register_verifier(cls: type[Verifier]) -> type[Verifier]:
@@ -97,19 +98,12 @@ def register_verifier(cls: type[Verifier]) -> type[Verifier]:
     Raises:
         ValueError: empty or duplicate name.
     """
-    if not cls.name or cls.name in _VERIFIERS:
-        raise ValueError(f"verifier name {cls.name!r} is empty or already registered")
-    _VERIFIERS[cls.name] = cls
-    return cls
+    return REGISTRY.register(cls)
 
 
 def verifiers() -> dict[str, type[Verifier]]:
     """Every registered verifier by name (the built-in ones of verifiers/solvers/ are imported first)."""
-    from certkit.verifiers import solvers
-
-    for m in pkgutil.iter_modules(solvers.__path__):
-        importlib.import_module(f"{solvers.__name__}.{m.name}")
-    return dict(_VERIFIERS)
+    return REGISTRY.all()
 
 
 def get_verifier(name: str) -> Verifier:
@@ -118,7 +112,4 @@ def get_verifier(name: str) -> Verifier:
     Raises:
         CertkitError: unknown name (the message lists the registered ones).
     """
-    known = verifiers()
-    if name not in known:
-        raise CertkitError(f"unknown verifier {name!r}: choose from {', '.join(known)}")
-    return known[name]()
+    return REGISTRY.get(name)()

@@ -8,6 +8,7 @@ instance is verifiers/strategy.py.
 """
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from certkit.common.errors import CertkitError
 from certkit.models.onnx_import import OnnxModel
 from certkit.verifiers.vnnlib import Property, Term
 
@@ -148,5 +150,28 @@ def write_result_file(path: str | Path, res: InstanceResult) -> None:
     Path(path).write_text(format_result(res))
 
 
-__all__ = ["InstanceResult", "RESULTS", "check_witness", "format_result", "parse_result_text", "snap_into_box",
+def read_instances(path: str | Path) -> list[tuple[str, str, float]]:
+    """Rows (onnx, vnnlib, timeout seconds) of a VNN-COMP instances.csv (paths as written: relative to its folder;
+    empty lines and lines starting with # are skipped).
+
+    Raises:
+        CertkitError: missing file or a malformed row (with its line number).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CertkitError(f"instances file not found: {path}")
+    out = []
+    for i, r in enumerate(csv.reader(open(path)), 1):
+        if not r or r[0].startswith("#"):
+            continue
+        if len(r) < 3:
+            raise CertkitError(f"{path}:{i}: expected onnx,vnnlib,timeout")
+        try:
+            out.append((r[0].strip(), r[1].strip(), float(r[2])))
+        except ValueError:
+            raise CertkitError(f"{path}:{i}: timeout {r[2]!r} is not a number") from None
+    return out
+
+
+__all__ = ["InstanceResult", "RESULTS", "check_witness", "format_result", "parse_result_text", "read_instances", "snap_into_box",
            "validate_witness", "violates", "write_result_file"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from certkit.common.errors import CertkitError
+from certkit.common.registry import Registry
 
 ABSTAIN = -1
 
@@ -81,7 +82,7 @@ class SmoothingMethod:
                                + ("; this is a Dual RS checkpoint: certify it with --method dual" if heads == 2 else ""))
 
 
-_METHODS: dict[str, type[SmoothingMethod]] = {}
+REGISTRY = Registry("certification method", "certkit.certify.smoothing")
 
 
 def register_smoothing(cls: type[SmoothingMethod]) -> type[SmoothingMethod]:
@@ -90,15 +91,12 @@ def register_smoothing(cls: type[SmoothingMethod]) -> type[SmoothingMethod]:
     Raises:
         ValueError: the name is empty or taken.
     """
-    if not cls.name or cls.name in _METHODS:
-        raise ValueError(f"smoothing method name {cls.name!r} is empty or already registered")
-    _METHODS[cls.name] = cls
-    return cls
+    return REGISTRY.register(cls)
 
 
 def smoothing_methods() -> dict[str, type[SmoothingMethod]]:
-    """Every registered method by name (in registration order)."""
-    return dict(_METHODS)
+    """Every registered method by name (every module of certify/smoothing/ imported first)."""
+    return REGISTRY.all()
 
 
 def smoothing_method(name: str) -> type[SmoothingMethod]:
@@ -107,6 +105,4 @@ def smoothing_method(name: str) -> type[SmoothingMethod]:
     Raises:
         CertkitError: unknown name (the message lists the registered ones).
     """
-    if name not in _METHODS:
-        raise CertkitError(f"unknown certification method {name!r}: choose from {', '.join(_METHODS)}")
-    return _METHODS[name]
+    return REGISTRY.get(name)

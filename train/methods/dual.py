@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from certkit.common.errors import CertkitError
-from certkit.models.checkpoint import read_checkpoint
 from certkit.models.zoo import build_model
 from certkit.train.classifier import ClassifierTraining, register_training
 from certkit.train.harness import StepOutput
@@ -45,19 +44,11 @@ class DualTraining(ClassifierTraining):
             raise CertkitError("--consistency must be >= 0")
 
     def build_net(self, data):
-        path = self.cfg.init_from
-        ckpt = read_checkpoint(path)
+        ckpt = self.init_checkpoint(data)
         if ckpt["arch"] == "dual":
-            raise CertkitError(f"--init-from {path} is already a Dual RS model")
-        if tuple(ckpt["input_shape"]) != tuple(data.input_shape):
-            raise CertkitError(f"--init-from model takes inputs {tuple(ckpt['input_shape'])}, data has "
-                               f"{data.input_shape}")
-        if int(ckpt["num_classes"]) < data.num_classes:
-            raise CertkitError(f"--init-from model has {ckpt['num_classes']} classes, the data has labels up to "
-                               f"{data.num_classes - 1}")
-        self.num_classes = int(ckpt["num_classes"])
+            raise CertkitError(f"--init-from {self.cfg.init_from} is already a Dual RS model")
         config = {"base_arch": ckpt["arch"], "base_config": dict(ckpt.get("arch_config") or {})}
-        net = build_model("dual", data.input_shape, int(ckpt["num_classes"]), **config)
+        net = build_model("dual", data.input_shape, self.num_classes, **config)
         for branch in (net.left, net.right):
             branch.load_state_dict(ckpt["state_dict"])
         return "dual", config, ckpt.get("normalization"), net

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from certkit.common.errors import CertkitError
-from certkit.models.checkpoint import read_checkpoint
 from certkit.models.zoo import build_model
 from certkit.train.classifier import ClassifierTraining, register_training
 from certkit.train.harness import StepOutput
@@ -63,15 +62,8 @@ class RCTTraining(ClassifierTraining):
             raise CertkitError(f"--lr must be > 0, got {cfg.lr}")
 
     def build_net(self, data):
-        ckpt = read_checkpoint(self.cfg.init_from)
-        if tuple(ckpt["input_shape"]) != tuple(data.input_shape):
-            raise CertkitError(f"--init-from model takes inputs {tuple(ckpt['input_shape'])}, data has "
-                               f"{data.input_shape}")
-        if int(ckpt["num_classes"]) < data.num_classes:
-            raise CertkitError(f"--init-from model has {ckpt['num_classes']} classes, the data has labels up to "
-                               f"{data.num_classes - 1}")
+        ckpt = self.init_checkpoint(data)
         config = dict(ckpt.get("arch_config") or {})
-        self.num_classes = int(ckpt["num_classes"])
         net = build_model(ckpt["arch"], ckpt["input_shape"], ckpt["num_classes"], **config)
         net.load_state_dict(ckpt["state_dict"])
         linears = [m for m in net.modules() if isinstance(m, nn.Linear)]

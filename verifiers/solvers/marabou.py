@@ -65,14 +65,7 @@ class MarabouVerifier(Verifier):
     name = "marabou"
     help = "Marabou 2.0 (maraboupy)"
     complete = True
-
-    def version(self) -> str:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return f"maraboupy {version('maraboupy')}"
-        except PackageNotFoundError:
-            return "maraboupy (not installed)"
+    package = "maraboupy"
 
     def solve(self, instance: Instance, timeout: float) -> InstanceResult:
         return marabou_verify(instance.onnx, instance.vnnlib, timeout)
