@@ -196,7 +196,7 @@ def certify(methods, plot, **kw):
     """
     from certkit.certify.report import format_table, plot_curves
     from certkit.certify.smoothing import smoothing_method
-    from certkit.runs.certify import CertifyConfig, run_certify
+    from certkit.runs.certify import CertifyConfig, default_out, run_certify
 
     names = [m.strip().lower() for m in methods.split(",") if m.strip()]
     if not names:
@@ -211,8 +211,7 @@ def certify(methods, plot, **kw):
         out = base if base is None or len(names) == 1 else str(Path(base).with_suffix("")) + f"_{name}.tsv"
         cfg = _build(CertifyConfig, {**kw, "out": out}, method=name)
         if len(names) > 1 and base is None:
-            cfg.results_path("certify", cfg.dataset, f"sigma{'model' if cfg.sigma is None else f'{cfg.sigma:g}'}",
-                             name)
+            default_out(cfg, "certify", name)
         rows, summary = run_certify(cfg)
         inp = summary["inputs"]
         scope = ("the full split" if inp["full_split"] else

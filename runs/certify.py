@@ -36,6 +36,11 @@ class CertifyConfig(DatasetRunConfig):
     amp: bool = False
 
 
+def default_out(cfg: CertifyConfig, command: str, *extra: str) -> str:
+    """``cfg.out``, or a new file in ./certkit-results/ named after the command, data and sigma."""
+    return cfg.results_path(command, cfg.dataset, f"sigma{'model' if cfg.sigma is None else f'{cfg.sigma:g}'}", *extra)
+
+
 def _sampler(cfg: CertifyConfig, p: Prepared, sigma: float) -> NoiseSampler:
     module = p.module
     if cfg.compile:
@@ -89,7 +94,7 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     check_certify_args(cfg.n0, cfg.n, cfg.alpha)
     p = prepare(cfg)
     sigma = resolve_sigma(cfg.sigma, p.model)
-    cfg.results_path("certify", cfg.dataset, f"sigma{'model' if cfg.sigma is None else f'{cfg.sigma:g}'}")
+    default_out(cfg, "certify")
     with torch.inference_mode():
         method.check_output(p.module(p.data.x[:1].to(p.device)))
     smoothed = method(_sampler(cfg, p, sigma))
@@ -113,7 +118,7 @@ def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     check_certify_args(1, cfg.n, cfg.alpha)
     p = prepare(cfg)
     sigma = resolve_sigma(cfg.sigma, p.model)
-    cfg.results_path("predict", cfg.dataset, f"sigma{'model' if cfg.sigma is None else f'{cfg.sigma:g}'}")
+    default_out(cfg, "predict")
     writer = open_results(cfg, {"method": "gaussian-predict", **p.settings(cfg), "sigma": sigma, "n0": cfg.n0,
                                 "n": cfg.n, "alpha": cfg.alpha}, PREDICT_COLUMNS)
     smoothed = GaussianSmoothing(_sampler(cfg, p, sigma))

@@ -24,15 +24,17 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
     """
     g = bm.graph
     S2 = CC.shape[1]
-    alphas = {}
+    alphas, setups = {}, {}
     with torch.no_grad():
         for a in g.nonlinear():
             op = g.nodes[a].op
             if op.n_alpha == 0:
                 continue
-            init = op.alpha_init([bounds[j] for j in g.nodes[a].inputs])       # (n_alpha, B, *shape)
+            in_bounds = [(b[0].detach(), b[1].detach()) for b in (bounds[j] for j in g.nodes[a].inputs)]
+            init = op.alpha_init(in_bounds)                                      # (n_alpha, B, *shape)
             alphas[a] = init.unsqueeze(2).expand(-1, -1, S2, *[-1] * len(g.nodes[a].shape)).clone()
-    best = bm._backward(g.output, CC, pert, bounds, {}, alphas).detach()
+            setups[a] = op.relaxation_setup(in_bounds)                           # depends on the bounds only
+    best = bm._backward(g.output, CC, pert, bounds, {}, alphas, setups).detach()
     if not alphas or iterations <= 0:
         return best
     params = [t.requires_grad_(True) for t in alphas.values()]
@@ -42,7 +44,7 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
     stale = 0
     for _ in range(iterations):
         with torch.enable_grad():
-            lb = bm._backward(g.output, CC, pert, fixed, {}, alphas)
+            lb = bm._backward(g.output, CC, pert, fixed, {}, alphas, setups)
             loss = -lb.sum()
             opt.zero_grad()
             loss.backward()
@@ -57,5 +59,5 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
         if stale >= patience or (deadline is not None and time.perf_counter() > deadline):
             break  # every iterate is a sound bound: stopping early keeps soundness
     with torch.no_grad():  # the final alphas too (after the last step)
-        best = torch.maximum(best, bm._backward(g.output, CC, pert, fixed, {}, alphas))
+        best = torch.maximum(best, bm._backward(g.output, CC, pert, fixed, {}, alphas, setups))
     return best

@@ -107,17 +107,19 @@ class BoundedModule:
 
     # ------------------------------------------------------------------ backward (CROWN)
     def _backward(self, start: int, A0: torch.Tensor, pert: Perturbation, bounds: list, relax: dict,
-                  alphas: dict | None = None) -> torch.Tensor:
+                  alphas: dict | None = None, setups: dict | None = None) -> torch.Tensor:
         """min over the perturbation set of sum(A0 * node_start) + bias, via backward linear bounds.
         A0: (B, S, *shape_start). Returns (B, S)."""
-        A_in, total = self.propagate(start, A0, bounds, relax, alphas)
+        A_in, total = self.propagate(start, A0, bounds, relax, alphas, setups)
         return total if A_in is None else total + pert.lower(A_in)
 
-    def propagate(self, start: int, A0: torch.Tensor, bounds: list, relax: dict, alphas: dict | None = None):
+    def propagate(self, start: int, A0: torch.Tensor, bounds: list, relax: dict, alphas: dict | None = None,
+                  setups: dict | None = None):
         """Backward linear bound of sum(A0 * node_start) down to the input: returns (A_in (B,S,*input) or None,
         bias (B,S)) with sum(A0 * node_start) >= sum(A_in * x) + bias for every x whose non-affine nodes respect their
         relaxations (``relax``: node -> the op's relaxation, filled from ``bounds`` when missing; ``alphas``: node ->
-        alpha (n_alpha, B, S, *shape) of alpha-CROWN, used instead)."""
+        alpha (n_alpha, B, S, *shape) of alpha-CROWN, used instead, with ``setups``: node -> the op's
+        relaxation_setup of these bounds)."""
         g = self.graph
         acc: dict[int, torch.Tensor] = {start: A0}
         total = torch.zeros(A0.shape[:2], device=A0.device, dtype=A0.dtype)
@@ -130,7 +132,7 @@ class BoundedModule:
             r = None
             if not n.op.affine:
                 if alphas is not None and i in alphas:
-                    r = n.op.relaxation(in_bounds, alpha=alphas[i])
+                    r = n.op.relaxation(in_bounds, alpha=alphas[i], setup=(setups or {}).get(i))
                 else:
                     r = relax.get(i)
                     if r is None:

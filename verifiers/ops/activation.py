@@ -32,11 +32,12 @@ class Activation(Op):
         """act'(z) (a subgradient where act is not differentiable)."""
         raise NotImplementedError
 
-    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None) -> Relaxation:
+    def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None, setup=None) -> Relaxation:
         """Lines a_L z + c_L <= act(z) <= a_U z + c_U valid for l <= z <= u (tensors (B, *shape)).
 
         Returns (a_L, c_L, a_U, c_U), each (B, *shape); with ``alpha`` of shape (n_alpha, B, S, *shape) (one set
-        per specification row, values in [0, 1]) each is (B, S, *shape) or broadcastable to it.
+        per specification row, values in [0, 1]) each is (B, S, *shape) or broadcastable to it. ``setup`` is
+        :meth:`relaxation_setup` of the same bounds (computed here when None).
         """
         raise NotImplementedError
 
@@ -51,9 +52,9 @@ class Activation(Op):
     def ibp(self, iv):  # monotone non-decreasing
         return self.function(iv[0]), self.function(iv[1])
 
-    def relaxation(self, in_bounds, alpha=None) -> Relaxation:
+    def relaxation(self, in_bounds, alpha=None, setup=None) -> Relaxation:
         l, u = in_bounds[0]
-        return self.relax(l, u, alpha)
+        return self.relax(l, u, alpha, setup)
 
     def backward(self, A, in_bounds, relaxation: Relaxation | None = None):
         """Lower bound: A+ takes the lower line, A- the upper line."""

@@ -95,8 +95,13 @@ class Op:
         """Interval rule (Gowal et al. 2018): bounds (l, u) of the output from input bounds, each (B, *shape)."""
         raise NotImplementedError
 
-    def relaxation(self, in_bounds: Sequence[Interval], alpha: torch.Tensor | None = None):
-        """What ``backward`` needs besides the bounds: None for affine ops (see the module docstring)."""
+    def relaxation(self, in_bounds: Sequence[Interval], alpha: torch.Tensor | None = None, setup=None):
+        """What ``backward`` needs besides the bounds: None for affine ops (see the module docstring).
+        ``setup`` is :meth:`relaxation_setup` of the same bounds, when the caller keeps it across alphas."""
+        return None
+
+    def relaxation_setup(self, in_bounds: Sequence[Interval]):
+        """Work that depends on the bounds only, reused by alpha-CROWN for every alpha (None: nothing to reuse)."""
         return None
 
     def alpha_init(self, in_bounds: Sequence[Interval]) -> torch.Tensor | None:

@@ -47,7 +47,7 @@ class LeakyReLU(Activation):
         l, u = in_bounds[0]
         return (u > -l).to(l.dtype).unsqueeze(0)
 
-    def relax(self, l, u, alpha=None):
+    def relax(self, l, u, alpha=None, setup=None):
         lm, up = l.clamp(max=0), u.clamp(min=0)
         k = (up - self.a * lm) / (up - lm).clamp(min=1e-8)        # chord through (l-, a l-) and (u+, u+)
         cU = (self.a - k) * lm

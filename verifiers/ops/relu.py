@@ -32,7 +32,7 @@ class ReLU(Activation):
     def alpha_init(self, in_bounds):
         return self.default_alpha(*in_bounds[0]).unsqueeze(0)
 
-    def relax(self, l, u, alpha=None):
+    def relax(self, l, u, alpha=None, setup=None):
         lm, up = l.clamp(max=0), u.clamp(min=0)
         aU = up / (up - lm).clamp(min=1e-8)
         cU = -lm * aU

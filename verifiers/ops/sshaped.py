@@ -46,7 +46,19 @@ class SShaped(Activation):
         l, u = in_bounds[0]
         return torch.stack([torch.where(u <= 0, 0.5, 0.0).to(l.dtype), torch.where(l >= 0, 0.5, 0.0).to(l.dtype)])
 
-    def relax(self, l, u, alpha=None):
+    def relaxation_setup(self, in_bounds):
+        """(d_L*, d_U*): the tangent points through the far ends of crossing intervals (two bisections)."""
+        l, u = in_bounds[0]
+        f = self.function
+        fl, fu = f(l), f(u)
+        if not bool(((l < 0) & (u > 0)).any()):
+            return l, u
+        zero = torch.zeros_like(l)
+        dL = bisect(lambda d: f(d) + self.derivative(d) * (u - d) - fu, torch.minimum(l, zero), zero, keep_lo=True)
+        dU = bisect(lambda d: f(d) + self.derivative(d) * (l - d) - fl, zero, torch.maximum(u, zero), keep_lo=False)
+        return dL, dU
+
+    def relax(self, l, u, alpha=None, setup=None):
         f = self.function
         fl, fu = f(l), f(u)
         width = u - l
@@ -54,12 +66,7 @@ class SShaped(Activation):
         k = (fu - fl) / width.clamp(min=1e-5)
         chord_c_l = fl - k * l                         # chord through (l, f(l))
         chord_c_u = fu - k * u                         # chord through (u, f(u))
-        crossing = bool(((l < 0) & (u > 0)).any())
-        zero = torch.zeros_like(l)
-        dL = l if not crossing else bisect(lambda d: f(d) + self.derivative(d) * (u - d) - fu, torch.minimum(l, zero),
-                                           zero, keep_lo=True)
-        dU = u if not crossing else bisect(lambda d: f(d) + self.derivative(d) * (l - d) - fl, zero,
-                                           torch.maximum(u, zero), keep_lo=False)
+        dL, dU = setup if setup is not None else self.relaxation_setup([(l, u)])
         if alpha is None:
             m = (l + u) / 2
             d_low, d_up = torch.where(u <= 0, m, dL), torch.where(l >= 0, m, dU)
