@@ -29,7 +29,10 @@ def _friendly(fn):
         try:
             return fn(*args, **kwargs)
         except CertkitError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(" ".join(str(e).split())) from None
+        except OSError as e:  # the file system refused (full disk, read-only, missing directory): not a bug
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            raise click.ClickException(f"cannot read or write {where}{e.strerror or e}") from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted: rows computed so far are saved; rerun with --resume to continue", err=True)
             sys.exit(130)
@@ -58,7 +61,8 @@ def _renamed(old: str, new: str, meaning: str):
     def fail(ctx, param, value):
         if value is not None:
             raise click.BadParameter(f"{old} was renamed {new}: {meaning}", ctx=ctx, param=param)
-    return click.option(old, type=str, default=None, hidden=True, expose_value=False, callback=fail)
+    dest = "renamed_" + old.strip("-").replace("-", "_")  # never the name of the option that replaced it
+    return click.option(old, dest, type=str, default=None, hidden=True, expose_value=False, callback=fail)
 
 
 def _options(*decorators):
@@ -603,9 +607,10 @@ def generate(preset, channels, sweep, resume, quiet, **kw):
               help="Seconds per instance (default: the instances.csv value, 100 s for generated benchmarks).")
 @click.option("--grace", type=float, default=5.0, show_default=True,
               help="Extra seconds before the verifier's whole process group is killed.")
-@click.option("--results", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default BENCH/results/NAME).")
-@click.option("--resume", is_flag=True, help="Skip instances already answered in --results.")
+@click.option("--out", "results", type=click.Path(file_okay=False), default=None,
+              help="Output folder: results.tsv (row by row), logs/, files/ (default BENCH/results/NAME).")
+@_renamed("--results", "--out", "the output folder of soundness run")
+@click.option("--resume", is_flag=True, help="Skip instances already answered in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace existing results.")
 @quiet_option
 @_friendly

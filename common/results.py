@@ -1,8 +1,12 @@
-"""Append-only result tables shared by every long-running command (certify, predict, verify).
+"""Append-only result tables shared by every long-running command (certify, predict, verify, conformal, VNN-COMP
+and soundness runs).
 
-Rows are written one at a time and flushed, so an interrupted run loses nothing. A sidecar
+Rows are written one at a time, each with one write of a whole line, so an interrupted run loses nothing: a row is
+complete exactly when its newline is on disk, and ``resume`` drops a torn last line. A sidecar
 ``<file>.config.json`` records the run's parameters so ``resume`` refuses to mix rows computed with different
-settings, and an existing file is never replaced unless ``overwrite`` is given.
+settings, an existing file is never replaced unless ``overwrite`` is given, and ``<file>.lock`` keeps a second
+process from writing the same file (common/locks.py). A failed write (full disk, read-only or missing directory) is
+a one-line CertkitError that leaves every row already written intact.
 """
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from certkit.common import faults
 from certkit.common.errors import CertkitError
+from certkit.common.locks import FileLock
 
 
 def default_results_path(*parts: str) -> str:
@@ -35,7 +41,7 @@ class ResultWriter:
 
     Raises:
         CertkitError: the file exists and neither flag is given; the existing file or its config does not
-            match (different columns or parameters).
+            match (different columns or parameters); another process writes it; it cannot be written.
     """
 
     def __init__(self, path: str | Path, config: dict, columns: Sequence[str], resume: bool = False,
@@ -46,16 +52,36 @@ class ResultWriter:
         self.config_path = self.path.with_name(self.path.name + ".config.json")
         self.rows: list[dict] = []
         config = json.loads(json.dumps(config))  # normalise tuples etc. for comparison
+        if self.path.is_dir():
+            raise CertkitError(f"{self.path} is a directory: give a file name")
         if self.path.exists() and not (resume or overwrite):
             raise CertkitError(f"{self.path} exists: pass --resume to continue it or --overwrite to replace it")
-        if resume and self.path.exists():
-            self._load_existing(config)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w") as f:
-                f.write("\t".join(self.columns) + "\n")
-        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+        self.lock = FileLock(self.path).acquire()
+        try:
+            if resume and self.path.exists():
+                self._load_existing(config)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "w") as f:
+                    f.write("\t".join(self.columns) + "\n")
+            self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+        except OSError as e:
+            self.lock.release()
+            raise CertkitError(f"cannot write {self.path}: {e.strerror or e}") from None
+        except CertkitError:
+            self.lock.release()
+            raise
         self.done = {int(r[key]) for r in self.rows}
+
+    def close(self) -> None:
+        """Release the file's lock (also done at exit)."""
+        self.lock.release()
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _load_existing(self, config: dict) -> None:
         if self.config_path.exists():
@@ -69,10 +95,12 @@ class ResultWriter:
         if not lines or lines[0].split("\t") != list(self.columns):
             raise CertkitError(f"cannot resume {self.path}: its header is not {' '.join(self.columns)}")
         good = [lines[0]]
-        for line in lines[1:]:
+        # a row is complete only when followed by its newline: the last element of the split is what came after
+        # the last newline ('' for a whole file), so it is never a row
+        for line in lines[1:-1]:
             fields = line.split("\t")
             if len(fields) != len(self.columns):
-                break  # a partial last line from an interrupted run: drop it and what follows
+                break  # a damaged line: drop it and what follows
             self.rows.append({k: _parse(v) for k, v in zip(self.columns, fields)})
             good.append(line)
         repaired = "\n".join(good) + "\n"
@@ -82,9 +110,28 @@ class ResultWriter:
             os.replace(tmp, self.path)
 
     def write(self, row: dict) -> None:
-        """Append one row (a dict with every column) and flush it to disk."""
-        with open(self.path, "a") as f:
-            f.write("\t".join(_fmt(row[c]) for c in self.columns) + "\n")
+        """Append one row (a dict with every column) with a single write of the whole line.
+
+        Raises:
+            CertkitError: the write failed (full disk, read-only file system, ...); every earlier row is intact and
+                a torn remainder of this one is dropped by ``resume``.
+        """
+        line = ("\t".join(_fmt(row[c]) for c in self.columns) + "\n").encode()
+        action = faults.reached("row")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                if action:  # fault injection (tests only): half the row reaches the disk first
+                    os.write(fd, line[: len(line) // 2])
+                    faults.trigger(action)
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise CertkitError(f"cannot write {self.path}: {e.strerror or e} ({len(self.rows)} rows written before "
+                               f"are intact; rerun with --resume once the problem is fixed)") from None
         self.rows.append(dict(row))
         self.done.add(int(row[self.key]))
 

@@ -123,15 +123,25 @@ def load_dataset(name: str, path: str | Path | None = None, split: str = "test")
         path = Path(path)
         if not path.exists():
             raise CertkitError(f"{name} data not found: {path} does not exist")
-        if name == "mnist":
-            x, y = readers.read_mnist(path, split)
-        elif name == "cifar10":
-            x, y = readers.read_cifar10(path, split)
-        else:
-            x, y = readers.read_npz(path)
-            split = "all"
+        try:
+            if name == "mnist":
+                x, y = readers.read_mnist(path, split)
+            elif name == "cifar10":
+                x, y = readers.read_cifar10(path, split)
+            else:
+                x, y = readers.read_npz(path)
+                split = "all"
+            x, y = _validate(x, y, f"{name} ({path})")
+        except CertkitError:
+            raise
+        except MemoryError:
+            raise CertkitError(f"{name} data in {path} asks for more memory than there is") from None
+        except Exception as e:  # damaged files raise many types from numpy, zipfile, gzip, pickle
+            msg = str(e).splitlines()[0][:160] if str(e) else ""
+            raise CertkitError(f"cannot read {name} data from {path} ({type(e).__name__}: {msg})") from None
         source = str(path)
-    x, y = _validate(x, y, f"{name} ({source})")
+    if name == "digits":
+        x, y = _validate(x, y, f"{name} ({source})")
     num_classes = max(int(y.max()) + 1, 10 if name in ("digits", "mnist", "cifar10") else 0)
     return Dataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), name, split,
                    num_classes, source)

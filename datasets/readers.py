@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -42,7 +43,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     try:
         raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as e:
-        raise CertkitError(f"cannot read {path}: {e}") from None
+        raise CertkitError(f"cannot read {path}: {' '.join(str(e).split())[:200]}") from None
     if len(raw) < 4 + 4 * ndim:
         raise CertkitError(f"{path} is not an IDX file (too short)")
     zero, dtype_code, dims = raw[0:2], raw[2], raw[3]
@@ -50,7 +51,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         raise CertkitError(f"{path} is not an IDX{ndim} unsigned-byte file (bad magic number)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
+    if data.size != math.prod(shape):
         raise CertkitError(f"{path} is truncated: header says {shape}, found {data.size} values")
     return data.reshape(shape)
 
@@ -92,7 +93,7 @@ def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             d = _CifarUnpickler(f, encoding="bytes").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
             IndexError, KeyError) as e:
-        raise CertkitError(f"{path} is not a CIFAR-10 python batch: {e}") from None
+        raise CertkitError(f"{path} is not a CIFAR-10 python batch: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(d, dict):
         raise CertkitError(f"{path} is not a CIFAR-10 python batch (no dict inside)")
     d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
@@ -127,7 +128,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise CertkitError(f"{path} must contain arrays 'x' and 'y', found {z.files}")
             return np.asarray(z["x"]), np.asarray(z["y"])
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CertkitError(f"cannot read {path} as .npz: {e}") from None
+        raise CertkitError(f"cannot read {path} as .npz: {' '.join(str(e).split())[:200]}") from None
 
 
 __all__ = ["read_digits", "read_mnist", "read_cifar10", "read_npz"]

@@ -16,7 +16,6 @@ import importlib
 import os
 import pickle
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,17 +100,19 @@ def load_checkpoint_file(path: Path, allow_pickle: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
-        if allow_pickle or "Unsupported global" not in str(e):
-            text = str(e)
-            detail = text.split("error:", 1)[1].strip().split("\n")[0] if "error:" in text else text.split("\n")[0]
-            raise CertkitError(f"cannot load {path}: not a valid torch checkpoint ({detail[:160]})") from None
-        raise CertkitError(f"{path} holds Python objects that weights_only loading refuses "
-                           f"({str(e).splitlines()[0][:120]}...); if you trust the file, pass --allow-pickle "
-                           f"(this executes code stored in it)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
-            ModuleNotFoundError, TypeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CertkitError(f"cannot load {path}: not a valid torch checkpoint ({msg})") from None
+        text = str(e)
+        refused = "GLOBAL" in text or "Unsupported global" in text or "unrecognized function" in text
+        if not allow_pickle and refused:
+            why = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "global" in ln), "")
+            raise CertkitError(f"{path} holds Python objects that weights_only loading refuses ({why[:140]}); if you "
+                               f"trust the file, pass --allow-pickle (this executes code stored in it)") from None
+        detail = text.split("error:", 1)[1].strip().split("\n")[0] if "error:" in text else text.split("\n")[0]
+        raise CertkitError(f"cannot load {path}: not a valid torch checkpoint ({detail[:160]})") from None
+    except MemoryError:
+        raise CertkitError(f"cannot load {path}: it asks for more memory than there is") from None
+    except Exception as e:  # torch.load on a damaged file raises many types (IndexError, RuntimeError, ...)
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CertkitError(f"cannot load {path}: not a valid torch checkpoint ({type(e).__name__}: {msg})") from None
 
 
 def _load_state(net: nn.Module, state: Any, where: str, strict: bool = True) -> None:
@@ -172,18 +173,29 @@ def _from_certkit(ckpt: dict, path: Path) -> LoadedModel:
     for key in ("arch", "state_dict", "input_shape", "num_classes"):
         if key not in ckpt:
             raise CertkitError(f"{path}: certkit checkpoint is missing {key!r}")
-    if int(ckpt.get("version", 0)) > VERSION:
-        raise CertkitError(f"{path}: checkpoint version {ckpt['version']} is newer than this certkit reads")
-    net = build_model(ckpt["arch"], ckpt["input_shape"], ckpt["num_classes"], **ckpt.get("arch_config", {}))
-    _load_state(net, ckpt["state_dict"], str(path))
-    norm = ckpt.get("normalization")
-    module = nn.Sequential(NormalizeLayer(norm["mean"], norm["std"]), net) if norm else net
-    meta = dict(ckpt.get("metadata") or {})
-    sigma = meta.get("sigma")
+    try:
+        if int(ckpt.get("version", 0)) > VERSION:
+            raise CertkitError(f"{path}: checkpoint version {ckpt['version']} is newer than this certkit reads")
+        input_shape = tuple(int(d) for d in ckpt["input_shape"])
+        num_classes = int(ckpt["num_classes"])
+        if not input_shape or min(input_shape) < 1 or num_classes < 1:
+            raise CertkitError(f"{path}: input_shape {input_shape} / num_classes {num_classes} are not valid")
+        net = build_model(ckpt["arch"], input_shape, num_classes, **dict(ckpt.get("arch_config") or {}))
+        _load_state(net, ckpt["state_dict"], str(path))
+        norm = ckpt.get("normalization")
+        module = nn.Sequential(NormalizeLayer(norm["mean"], norm["std"]), net) if norm else net
+        meta = dict(ckpt.get("metadata") or {})
+        sigma = meta.get("sigma")
+        data_range = tuple(float(v) for v in ckpt.get("data_range", (0.0, 1.0)))
+        train_sigma = float(sigma) if sigma is not None else None
+    except CertkitError:
+        raise
+    except Exception as e:  # a damaged or hand-made file: wrong types anywhere in the dict
+        raise CertkitError(f"{path}: malformed certkit checkpoint ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     kind = "reference" if meta.get("converted_from") == "reference" else "certkit"
-    return LoadedModel(module.eval(), tuple(ckpt["input_shape"]), int(ckpt["num_classes"]),
-                       tuple(ckpt.get("data_range", (0.0, 1.0))),
-                       float(sigma) if sigma is not None else None, kind, str(path), meta, ckpt["arch"])
+    return LoadedModel(module.eval(), input_shape, num_classes, data_range, train_sigma, kind, str(path), meta,
+                       ckpt["arch"])
 
 
 def _from_factory(spec: str, weights: str | None) -> LoadedModel:

@@ -485,4 +485,12 @@ def load_onnx(path: str | Path) -> OnnxModel:
         model = onnx.load(str(path))
     except Exception as e:  # onnx raises DecodeError and others for corrupt files
         raise CertkitError(f"cannot read {path} as ONNX: {type(e).__name__}: {str(e)[:200]}") from None
-    return _Builder(model, str(path)).build()
+    try:
+        return _Builder(model, str(path)).build()
+    except CertkitError:
+        raise
+    except MemoryError:
+        raise CertkitError(f"{path}: the network asks for more memory than there is") from None
+    except Exception as e:  # a damaged or unusual file: the graph refers to names or shapes that do not fit
+        msg = str(e).splitlines()[0][:160] if str(e) else ""
+        raise CertkitError(f"cannot import {path}: malformed ONNX graph ({type(e).__name__}: {msg})") from None

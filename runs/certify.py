@@ -105,7 +105,8 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
         cert = smoothed.certify(x, cfg.n0, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device))
         return cert.prediction, cert.radius
 
-    rows = run_inputs(certify_one, p, writer, cfg.quiet, f"certify {cfg.method}")
+    with writer:
+        rows = run_inputs(certify_one, p, writer, cfg.quiet, f"certify {cfg.method}")
     summary = summarize(rows)
     summary.update(_summary_extra(cfg, p, rows, cfg.method, sigma, time.perf_counter() - t0))
     summary["procedure"] = method.procedure
@@ -126,7 +127,8 @@ def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     def predict_one(x: torch.Tensor, idx: int) -> tuple[int, float]:
         return smoothed.predict(x, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device)), 0.0
 
-    rows = run_inputs(predict_one, p, writer, cfg.quiet, "predict")
+    with writer:
+        rows = run_inputs(predict_one, p, writer, cfg.quiet, "predict")
     n = max(len(rows), 1)
     summary = {"n_inputs": len(rows), "accuracy": sum(int(r["correct"]) for r in rows) / n,
                "abstain_rate": sum(int(r["predict"]) == ABSTAIN for r in rows) / n,

@@ -64,60 +64,63 @@ def run_conformal(cfg: ConformalConfig) -> tuple[list[dict], dict]:
                 "n_mc": cfg.n_mc, "score": cfg.score, "ptt": cfg.ptt, "holdout": cfg.holdout, "rule": cfg.rule,
                 "attack_steps": cfg.attack_steps, "inputs": len(p.indices)}
     writer = open_results(cfg, settings, COLUMNS, key="split")
-    dev, model = p.device, p.module
-    x_all, y_all = p.data.x[p.indices], p.data.y[p.indices]
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    cpu_gen = torch.Generator().manual_seed(cfg.seed)
-    u_all = torch.rand(len(y_all), generator=cpu_gen)
-    transform = None
-    start = 0
-    if cfg.ptt:
-        if cfg.holdout < 2 or cfg.holdout >= len(y_all) - 4:
-            raise CertkitError(f"--holdout {cfg.holdout} leaves too few points")
-        xh, yh, uh = x_all[:cfg.holdout].to(dev), y_all[:cfg.holdout].to(dev), u_all[:cfg.holdout].to(dev)
-        with torch.no_grad():
-            probs = torch.softmax(model(xh + sigma * torch.randn(xh.shape, generator=gen, device=dev)), -1)
-            true = base_scores(probs, cfg.score, uh).gather(1, yh[:, None])
-        transform = PTT(true.cpu())
-        start = cfg.holdout
-    scorer = SmoothedScorer(model, sigma, cfg.n_mc, cfg.score, ptt=transform)
-    x, y, u = x_all[start:].to(dev), y_all[start:].to(dev), u_all[start:].to(dev)
-    clean_m, clean_v, adv_m, adv_v = [], [], [], []
-    step = max(1, 4096 // cfg.n_mc)
-    for i in tqdm(range(0, len(y), step), desc="conformal scores", disable=cfg.quiet):
-        sl = slice(i, i + step)
-        m, v = scorer(x[sl], u[sl], gen)
-        clean_m.append(m)
-        clean_v.append(v)
-        xa = pgd_l2_smoothed(scorer, x[sl], y[sl], u[sl], cfg.eps_l2, cfg.attack_steps, gen) if cfg.eps_l2 > 0 \
-            else x[sl]
-        m, v = scorer(xa, u[sl], gen)
-        adv_m.append(m)
-        adv_v.append(v)
-    clean_m, clean_v, adv_m, adv_v = (torch.cat(t).cpu() for t in (clean_m, clean_v, adv_m, adv_v))
-    y = y.cpu()
-    true_clean = clean_m.gather(1, y[:, None]).squeeze(1).numpy()
-    n = len(y)
-    for k in range(cfg.splits):
-        perm = torch.randperm(n, generator=cpu_gen)  # drawn for every split, so resumed runs see the same splits
-        if k in writer.done:
-            continue
-        cal, test = perm[: n // 2], perm[n // 2:]
-        if cfg.rule == "rscp+":
-            tau = conformal_quantile(true_clean[cal.numpy()], 1 - cfg.alpha + 2 * cfg.beta)
-            sets_c = rscp_plus_sets(clean_m[test], clean_v[test], tau, cfg.n_mc, cfg.beta, cfg.eps_l2, sigma)
-            sets_a = rscp_plus_sets(adv_m[test], adv_v[test], tau, cfg.n_mc, cfg.beta, cfg.eps_l2, sigma)
-        else:
-            tau = conformal_quantile(true_clean[cal.numpy()], (1 - cfg.alpha))
-            sets_c = rscp_sets(clean_m[test], tau, cfg.eps_l2, sigma)
-            sets_a = rscp_sets(adv_m[test], tau, cfg.eps_l2, sigma)
-        yt = y[test]
-        writer.write({"split": k, "n_cal": len(cal), "n_test": len(test), "tau": tau,
-                      "coverage_clean": float(sets_c[torch.arange(len(yt)), yt].float().mean()),
-                      "coverage_attacked": float(sets_a[torch.arange(len(yt)), yt].float().mean()),
-                      "mean_set_size": float(sets_c.float().sum(1).mean()),
-                      "mean_set_size_attacked": float(sets_a.float().sum(1).mean())})
-    rows = [r for r in writer.rows if int(r["split"]) < cfg.splits]
+    try:
+        dev, model = p.device, p.module
+        x_all, y_all = p.data.x[p.indices], p.data.y[p.indices]
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+        cpu_gen = torch.Generator().manual_seed(cfg.seed)
+        u_all = torch.rand(len(y_all), generator=cpu_gen)
+        transform = None
+        start = 0
+        if cfg.ptt:
+            if cfg.holdout < 2 or cfg.holdout >= len(y_all) - 4:
+                raise CertkitError(f"--holdout {cfg.holdout} leaves too few points")
+            xh, yh, uh = x_all[:cfg.holdout].to(dev), y_all[:cfg.holdout].to(dev), u_all[:cfg.holdout].to(dev)
+            with torch.no_grad():
+                probs = torch.softmax(model(xh + sigma * torch.randn(xh.shape, generator=gen, device=dev)), -1)
+                true = base_scores(probs, cfg.score, uh).gather(1, yh[:, None])
+            transform = PTT(true.cpu())
+            start = cfg.holdout
+        scorer = SmoothedScorer(model, sigma, cfg.n_mc, cfg.score, ptt=transform)
+        x, y, u = x_all[start:].to(dev), y_all[start:].to(dev), u_all[start:].to(dev)
+        clean_m, clean_v, adv_m, adv_v = [], [], [], []
+        step = max(1, 4096 // cfg.n_mc)
+        for i in tqdm(range(0, len(y), step), desc="conformal scores", disable=cfg.quiet):
+            sl = slice(i, i + step)
+            m, v = scorer(x[sl], u[sl], gen)
+            clean_m.append(m)
+            clean_v.append(v)
+            xa = pgd_l2_smoothed(scorer, x[sl], y[sl], u[sl], cfg.eps_l2, cfg.attack_steps, gen) if cfg.eps_l2 > 0 \
+                else x[sl]
+            m, v = scorer(xa, u[sl], gen)
+            adv_m.append(m)
+            adv_v.append(v)
+        clean_m, clean_v, adv_m, adv_v = (torch.cat(t).cpu() for t in (clean_m, clean_v, adv_m, adv_v))
+        y = y.cpu()
+        true_clean = clean_m.gather(1, y[:, None]).squeeze(1).numpy()
+        n = len(y)
+        for k in range(cfg.splits):
+            perm = torch.randperm(n, generator=cpu_gen)  # drawn for every split, so resumed runs see the same splits
+            if k in writer.done:
+                continue
+            cal, test = perm[: n // 2], perm[n // 2:]
+            if cfg.rule == "rscp+":
+                tau = conformal_quantile(true_clean[cal.numpy()], 1 - cfg.alpha + 2 * cfg.beta)
+                sets_c = rscp_plus_sets(clean_m[test], clean_v[test], tau, cfg.n_mc, cfg.beta, cfg.eps_l2, sigma)
+                sets_a = rscp_plus_sets(adv_m[test], adv_v[test], tau, cfg.n_mc, cfg.beta, cfg.eps_l2, sigma)
+            else:
+                tau = conformal_quantile(true_clean[cal.numpy()], (1 - cfg.alpha))
+                sets_c = rscp_sets(clean_m[test], tau, cfg.eps_l2, sigma)
+                sets_a = rscp_sets(adv_m[test], tau, cfg.eps_l2, sigma)
+            yt = y[test]
+            writer.write({"split": k, "n_cal": len(cal), "n_test": len(test), "tau": tau,
+                          "coverage_clean": float(sets_c[torch.arange(len(yt)), yt].float().mean()),
+                          "coverage_attacked": float(sets_a[torch.arange(len(yt)), yt].float().mean()),
+                          "mean_set_size": float(sets_c.float().sum(1).mean()),
+                          "mean_set_size_attacked": float(sets_a.float().sum(1).mean())})
+        rows = [r for r in writer.rows if int(r["split"]) < cfg.splits]
+    finally:
+        writer.close()
     stat = lambda key: (float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows])))
     summary = {"method": cfg.rule, "alpha": cfg.alpha, "beta": cfg.beta, "eps_l2": cfg.eps_l2, "sigma": sigma,
                "n_mc": cfg.n_mc, "score": cfg.score, "ptt": cfg.ptt, "splits": cfg.splits, "rule": cfg.rule,

@@ -72,44 +72,47 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
     columns = ["idx", "label", "clean_correct", "pgd_robust"] + [_col(m) for m in methods]
     writer = open_results(cfg, {**p.settings(cfg), "eps": cfg.eps, "norm": cfg.norm, "methods": methods,
                                 "pgd_steps": cfg.pgd_steps, "pgd_restarts": cfg.pgd_restarts}, columns)
-    todo = [i for i in indices if i not in writer.done]
-    seconds = {m: 0.0 for m in methods + ["PGD"]}
-    tau_sum, tau_n = 0.0, 0
-    bar = tqdm(total=len(todo), desc="verify", unit="input", disable=cfg.quiet, dynamic_ncols=True)
-    for b0 in range(0, len(todo), cfg.batch):
-        idx = todo[b0:b0 + cfg.batch]
-        x, y = data.x[idx].to(device), data.y[idx].to(device)
-        with torch.no_grad():
-            clean = module(x).argmax(1) == y
-        t0 = time.perf_counter()
-        _, robust = pgd_attack(module, x, y, cfg.eps, cfg.norm, cfg.pgd_steps, cfg.pgd_restarts,
-                               data_range=model.data_range, seed=cfg.seed)
-        seconds["PGD"] += time.perf_counter() - t0
-        robust &= clean
-        pert = linf_ball(x, cfg.eps, model.data_range) if cfg.norm == "inf" else L2Ball(x, cfg.eps)
-        C = margin_spec(y, K)
-        verified = {}
-        for m in methods:
+    try:
+        todo = [i for i in indices if i not in writer.done]
+        seconds = {m: 0.0 for m in methods + ["PGD"]}
+        tau_sum, tau_n = 0.0, 0
+        bar = tqdm(total=len(todo), desc="verify", unit="input", disable=cfg.quiet, dynamic_ncols=True)
+        for b0 in range(0, len(todo), cfg.batch):
+            idx = todo[b0:b0 + cfg.batch]
+            x, y = data.x[idx].to(device), data.y[idx].to(device)
+            with torch.no_grad():
+                clean = module(x).argmax(1) == y
             t0 = time.perf_counter()
-            with torch.no_grad() if m != "alpha-CROWN" else torch.enable_grad():
-                lb, _ = bounder.compute_bounds(pert, C, m, bound_upper=False)
-            verified[m] = (lb.detach() > 0).all(1)
-            seconds[m] += time.perf_counter() - t0
-            bad = verified[m] & ~robust
-            if bad.any():
-                raise RuntimeError(f"soundness violation: {m} verified input(s) "
-                                   f"{[idx[i] for i in bad.nonzero().flatten().tolist()]} that PGD broke")
-        if cfg.tightness:
-            from certkit.verifiers.tightness import tightness
-            tau_sum += float(tightness(bm, x, cfg.eps, C)) * len(idx)
-            tau_n += len(idx)
-        for k, i in enumerate(idx):
-            writer.write({"idx": i, "label": int(y[k]), "clean_correct": int(clean[k]), "pgd_robust": int(robust[k]),
-                          **{_col(m): int(verified[m][k]) for m in methods}})
-        bar.update(len(idx))
-    bar.close()
-    wanted = set(indices)
-    rows = [r for r in writer.rows if int(r["idx"]) in wanted]
+            _, robust = pgd_attack(module, x, y, cfg.eps, cfg.norm, cfg.pgd_steps, cfg.pgd_restarts,
+                                   data_range=model.data_range, seed=cfg.seed)
+            seconds["PGD"] += time.perf_counter() - t0
+            robust &= clean
+            pert = linf_ball(x, cfg.eps, model.data_range) if cfg.norm == "inf" else L2Ball(x, cfg.eps)
+            C = margin_spec(y, K)
+            verified = {}
+            for m in methods:
+                t0 = time.perf_counter()
+                with torch.no_grad() if m != "alpha-CROWN" else torch.enable_grad():
+                    lb, _ = bounder.compute_bounds(pert, C, m, bound_upper=False)
+                verified[m] = (lb.detach() > 0).all(1)
+                seconds[m] += time.perf_counter() - t0
+                bad = verified[m] & ~robust
+                if bad.any():
+                    raise RuntimeError(f"soundness violation: {m} verified input(s) "
+                                       f"{[idx[i] for i in bad.nonzero().flatten().tolist()]} that PGD broke")
+            if cfg.tightness:
+                from certkit.verifiers.tightness import tightness
+                tau_sum += float(tightness(bm, x, cfg.eps, C)) * len(idx)
+                tau_n += len(idx)
+            for k, i in enumerate(idx):
+                writer.write({"idx": i, "label": int(y[k]), "clean_correct": int(clean[k]), "pgd_robust": int(robust[k]),
+                              **{_col(m): int(verified[m][k]) for m in methods}})
+            bar.update(len(idx))
+        bar.close()
+        wanted = set(indices)
+        rows = [r for r in writer.rows if int(r["idx"]) in wanted]
+    finally:
+        writer.close()
     n = max(len(rows), 1)
     summary = {"eps": cfg.eps, "norm": cfg.norm, "n_inputs": len(rows),
                "clean_accuracy": sum(int(r["clean_correct"]) for r in rows) / n,

@@ -49,14 +49,17 @@ def run_instances(cfg: InstancesConfig) -> list[dict]:
     settings = {"instances": str(cfg.instances), "verifier": cfg.verifier, "version": verifier.version(),
                 "bab": cfg.bab, "timeout_scale": cfg.timeout_scale, "rows": [list(r[:2]) for r in rows]}
     writer = open_results(cfg, settings, COLUMNS)
-    root = Path(cfg.instances).parent
-    todo = [k for k in range(len(rows)) if k not in writer.done]
-    for k in tqdm(todo, desc=f"instances ({cfg.verifier})", disable=cfg.quiet, dynamic_ncols=True):
-        onnx_rel, vnn_rel, tmo = rows[k]
-        res = verifier.verify(Instance(root / onnx_rel, root / vnn_rel), tmo * cfg.timeout_scale)
-        if cfg.result_dir is not None:
-            write_result_file(Path(cfg.result_dir) / f"{k:04d}_{Path(vnn_rel).stem}.txt", res)
-        writer.write({"idx": k, "onnx": onnx_rel, "vnnlib": vnn_rel, "result": res.status,
-                      "seconds": round(res.seconds, 3),
-                      "reason": res.reason.replace("\t", " ").replace("\n", " ")})
-    return sorted(writer.rows, key=lambda r: int(r["idx"]))
+    try:
+        root = Path(cfg.instances).parent
+        todo = [k for k in range(len(rows)) if k not in writer.done]
+        for k in tqdm(todo, desc=f"instances ({cfg.verifier})", disable=cfg.quiet, dynamic_ncols=True):
+            onnx_rel, vnn_rel, tmo = rows[k]
+            res = verifier.verify(Instance(root / onnx_rel, root / vnn_rel), tmo * cfg.timeout_scale)
+            if cfg.result_dir is not None:
+                write_result_file(Path(cfg.result_dir) / f"{k:04d}_{Path(vnn_rel).stem}.txt", res)
+            writer.write({"idx": k, "onnx": onnx_rel, "vnnlib": vnn_rel, "result": res.status,
+                          "seconds": round(res.seconds, 3),
+                          "reason": res.reason.replace("\t", " ").replace("\n", " ")})
+        return sorted(writer.rows, key=lambda r: int(r["idx"]))
+    finally:
+        writer.close()

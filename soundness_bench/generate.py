@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from certkit.common.errors import CertkitError
+from certkit.common.locks import FileLock
 from certkit.soundness_bench import archs
 from certkit.soundness_bench.hide import SWEEP, HidingReport, hiddenness_check, pgd_search
 from certkit.train.harness import Run, StepOutput, TrainingMethod, fit
@@ -323,12 +324,14 @@ class PlantedTraining(TrainingMethod):
     def save(self, run: Run, train_state: dict, row: dict) -> None:
         torch.save({"model": run.model.state_dict(), "train_state": train_state}, self.checkpoint_path())
 
-    def load(self, run: Run) -> dict | None:
-        st = torch.load(self.checkpoint_path(), weights_only=True)
-        if not isinstance(st, dict) or "train_state" not in st:
-            return None
-        run.model.load_state_dict(st["model"])
-        return st["train_state"]
+    def load(self) -> dict | None:
+        from certkit.models.checkpoint import load_checkpoint_file
+
+        st = load_checkpoint_file(self.checkpoint_path(), allow_pickle=False)
+        return st if isinstance(st, dict) else None
+
+    def restore(self, run: Run, ckpt: dict) -> None:
+        run.model.load_state_dict(ckpt["model"])
 
     def state_dict(self) -> dict:
         return {"window": torch.stack(list(self.window)), "best_count": self.best_count,
@@ -409,10 +412,9 @@ def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> 
 
     Raises:
         CertkitError: bad options; ``cfg.out`` already holds a benchmark (without ``resume``); onnx/onnxruntime
-            missing; a planted counterexample that onnxruntime does not confirm is dropped, never exported.
+            missing; another process generates into the same folder; a planted counterexample that onnxruntime
+            does not confirm is dropped, never exported.
     """
-    from tqdm import tqdm
-
     from certkit.soundness_bench import export
 
     cfg.validate()
@@ -420,6 +422,15 @@ def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> 
     out = Path(cfg.out)
     if (out / "instances.csv").exists() and not resume:
         raise CertkitError(f"{out} already holds a benchmark: choose another --out or pass --resume")
+    with FileLock(out / "instances.csv"):  # one generator per folder
+        return _generate(cfg, out, resume, quiet)
+
+
+def _generate(cfg: GenerateConfig, out: Path, resume: bool, quiet: bool) -> dict:
+    from tqdm import tqdm
+
+    from certkit.soundness_bench import export
+
     t0 = time.perf_counter()
     data = make_data(cfg)
     model, history = train_model(cfg, data, resume=resume, quiet=quiet)

@@ -12,10 +12,12 @@ The result file is parsed by exact token (verifiers.vnncomp.parse_result_text); 
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certkit.common.errors import CertkitError
+from certkit.common.locks import alive, start_time
 from certkit.common.results import ResultWriter
 from certkit.verifiers.vnncomp import parse_result_text, read_instances
 
@@ -127,9 +130,12 @@ def _kill_group(pgid: int) -> None:
             time.sleep(0.5)
 
 
-def run_command(argv: list[str], timeout: float, log_path: str | Path) -> tuple[int | None, float, bool]:
+def run_command(argv: list[str], timeout: float, log_path: str | Path,
+                running: str | Path | None = None) -> tuple[int | None, float, bool]:
     """Run argv in a new process group with stdout+stderr to ``log_path``; kill the group at ``timeout`` seconds.
 
+    ``running``: a file that names the group while it runs (pid, start time, host), so that a runner killed in the
+    meantime can stop the orphaned verifier when it resumes (:func:`stop_orphan`).
     Returns (exit code or None when killed, seconds, timed_out).
 
     Raises:
@@ -143,6 +149,9 @@ def run_command(argv: list[str], timeout: float, log_path: str | Path) -> tuple[
                                     start_new_session=True)
         except OSError as e:
             raise CertkitError(f"cannot start {argv[0]!r}: {e.strerror or e}") from None
+        if running is not None:
+            Path(running).write_text(json.dumps({"pid": proc.pid, "start": start_time(proc.pid),
+                                                 "host": socket.gethostname()}) + "\n")
         try:
             code = proc.wait(timeout=timeout)
             timed_out = False
@@ -151,7 +160,23 @@ def run_command(argv: list[str], timeout: float, log_path: str | Path) -> tuple[
         _kill_group(proc.pid)  # the verifier's own group: stragglers after an exit, everything after a timeout
         if timed_out:
             proc.wait()
+    if running is not None:
+        Path(running).unlink(missing_ok=True)
     return code, time.perf_counter() - t0, timed_out
+
+
+def stop_orphan(running: str | Path) -> None:
+    """Kill the process group named by ``running`` if it still runs (its runner was killed while it ran)."""
+    path = Path(running)
+    if not path.is_file():
+        return
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        holder = {}
+    if holder and holder.get("host") == socket.gethostname() and alive(holder):
+        _kill_group(int(holder["pid"]))
+    path.unlink(missing_ok=True)
 
 
 def _tail(path: Path, n: int = 200) -> str:
@@ -211,28 +236,33 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
     config = {"verifier": root.name, "command": args, "timeout": timeout, "grace": grace,
               "instances": [list(i.key) for i in instances]}
     writer = ResultWriter(root / "results.tsv", config, COLUMNS, resume=resume, overwrite=overwrite)
-    rows = list(writer.rows)
-    todo = [i for i in instances if i.idx not in writer.done]
-    for inst in tqdm(todo, desc=root.name, unit="instance", disable=quiet, dynamic_ncols=True):
-        tmo = inst.timeout if timeout is None else timeout
-        result_file = result_file_of(root, inst).resolve()
-        stem = result_file.stem
-        result_file.parent.mkdir(parents=True, exist_ok=True)
-        result_file.unlink(missing_ok=True)  # never read a stale answer
-        argv = fill(args, str((inst.folder / inst.onnx).resolve()), str((inst.folder / inst.vnnlib).resolve()),
-                    str(result_file), tmo)
-        log = root / "logs" / f"{stem}.log"
-        code, secs, timed_out = run_command(argv, tmo + grace, log)
-        if timed_out:
-            status, reason = "timeout", f"killed after {tmo + grace:g} s"
-        elif not result_file.is_file():
-            status, reason = "error", f"no result file (exit code {code}; {_tail(log)})"
-        else:
-            status, _, reason = parse_result_text(result_file.read_text(errors="replace"))
-        row = {"idx": inst.idx, "benchmark": inst.benchmark, "onnx": inst.onnx, "vnnlib": inst.vnnlib,
-               "result": status, "seconds": round(secs, 3), "reason": reason.replace("\t", " ").replace("\n", " ")}
-        writer.write(row)
-        rows.append(row)
+    running = root / "running.json"
+    try:
+        stop_orphan(running)  # the lock is ours: a verifier still running was started by a runner that is gone
+        rows = list(writer.rows)
+        todo = [i for i in instances if i.idx not in writer.done]
+        for inst in tqdm(todo, desc=root.name, unit="instance", disable=quiet, dynamic_ncols=True):
+            tmo = inst.timeout if timeout is None else timeout
+            result_file = result_file_of(root, inst).resolve()
+            stem = result_file.stem
+            result_file.parent.mkdir(parents=True, exist_ok=True)
+            result_file.unlink(missing_ok=True)  # never read a stale answer
+            argv = fill(args, str((inst.folder / inst.onnx).resolve()), str((inst.folder / inst.vnnlib).resolve()),
+                        str(result_file), tmo)
+            log = root / "logs" / f"{stem}.log"
+            code, secs, timed_out = run_command(argv, tmo + grace, log, running)
+            if timed_out:
+                status, reason = "timeout", f"killed after {tmo + grace:g} s"
+            elif not result_file.is_file():
+                status, reason = "error", f"no result file (exit code {code}; {_tail(log)})"
+            else:
+                status, _, reason = parse_result_text(result_file.read_text(errors="replace"))
+            row = {"idx": inst.idx, "benchmark": inst.benchmark, "onnx": inst.onnx, "vnnlib": inst.vnnlib,
+                   "result": status, "seconds": round(secs, 3), "reason": reason.replace("\t", " ").replace("\n", " ")}
+            writer.write(row)
+            rows.append(row)
+    finally:
+        writer.close()
     return sorted(rows, key=lambda r: int(r["idx"]))
 
 

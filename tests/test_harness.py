@@ -42,10 +42,11 @@ class Toy(TrainingMethod):
     def save(self, run, train_state, row):
         torch.save({"model": run.model.state_dict(), "train_state": train_state}, self.path)
 
-    def load(self, run):
-        st = torch.load(self.path, weights_only=True)
-        run.model.load_state_dict(st["model"])
-        return st["train_state"]
+    def load(self):
+        return torch.load(self.path, weights_only=True)
+
+    def restore(self, run, ckpt):
+        run.model.load_state_dict(ckpt["model"])
 
     def batches(self, run, epoch):
         perm = torch.randperm(32, generator=run.generator)

@@ -171,3 +171,26 @@ def test_unknown_builtin_verifier_is_a_clean_error(tmp_path):
     with pytest.raises(CertkitError, match="cannot find"):
         run_verifier(bench, command="/no/such/program {onnx} {vnnlib} {result}", name="x", quiet=True)
     assert os.path.exists(bench / "instances.csv")
+
+
+def test_a_resumed_runner_stops_the_verifier_its_killed_predecessor_left_running(tmp_path):
+    """A runner killed by SIGKILL cannot kill its verifier's process group; the next run (holding the results lock)
+    stops it before starting its own, so two verifiers never write the same result file."""
+    import json
+    import signal as sig
+    import socket
+    import subprocess
+    import time
+
+    from certkit.common.locks import start_time
+    from certkit.soundness_bench.run import stop_orphan
+
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    running = tmp_path / "running.json"
+    running.write_text(json.dumps({"pid": orphan.pid, "start": start_time(orphan.pid), "host": socket.gethostname()}))
+    stop_orphan(running)
+    deadline = time.time() + 10
+    while orphan.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert orphan.returncode in (-sig.SIGTERM, -sig.SIGKILL) and not running.exists()
+    stop_orphan(running)  # nothing to do: no error

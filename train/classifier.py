@@ -310,15 +310,14 @@ class ClassifierTraining(TrainingMethod):
                         self.num_classes, self.norm, metadata=self.metadata(row["epoch"], row, run.world),
                         extra={"train_state": train_state})
 
-    def load(self, run: Run) -> dict | None:
+    def load(self) -> dict | None:
         from certkit.models.checkpoint import load_checkpoint_file
 
         ckpt = load_checkpoint_file(self.checkpoint_path(), allow_pickle=False)
-        state = ckpt.get("train_state") if isinstance(ckpt, dict) else None
-        if state is None:
-            return None
+        return ckpt if isinstance(ckpt, dict) else None
+
+    def restore(self, run: Run, ckpt: dict) -> None:
         self.net.load_state_dict(ckpt["state_dict"])
-        return state
 
     # -- the loop -----------------------------------------------------------------------------------
     def batches(self, run: Run, epoch: int):

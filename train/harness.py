@@ -28,8 +28,10 @@ from typing import Any, Iterable
 import torch
 from tqdm import tqdm
 
+from certkit.common import faults
 from certkit.common.device import resolve_device
 from certkit.common.errors import CertkitError
+from certkit.common.locks import FileLock
 from certkit.train import distributed as dist
 
 
@@ -120,8 +122,12 @@ class TrainingMethod:
         """Write the checkpoint: the model plus ``train_state`` (the harness's resumable state)."""
         raise NotImplementedError
 
-    def load(self, run: Run) -> dict:
-        """Load the model weights from the checkpoint into run.model and return its ``train_state``."""
+    def load(self) -> dict | None:
+        """The checkpoint's content: a dict with the harness's ``train_state`` (None when it holds none)."""
+        raise NotImplementedError
+
+    def restore(self, run: Run, ckpt: dict) -> None:
+        """Load the checkpoint's weights into run.model (called after the settings were compared)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -195,6 +201,28 @@ def plot_log(log_path: Path, png_path: Path, series: dict, twin: str | None = No
     plt.close(fig)
 
 
+def _repair_log(log_path: Path, columns: tuple, last_epoch: int) -> None:
+    """Keep the header and the complete rows of epochs <= last_epoch (the checkpoint's): a run killed between a log
+    row and its checkpoint redoes that epoch, and its row must not appear twice."""
+    text = ""
+    if log_path.exists():
+        with open(log_path, newline="") as f:
+            text = f.read()
+    lines = text.split("\n")[:-1]  # complete lines only (a torn last line has no newline); csv ends lines in \r\n
+    keep = lines[:1] or [",".join(columns) + "\r"]
+    for line in lines[1:]:
+        try:
+            if int(line.split(",", 1)[0]) <= last_epoch:
+                keep.append(line)
+        except ValueError:
+            break
+    new = "\n".join(keep) + "\n"
+    if new != text:
+        tmp = log_path.with_name(log_path.name + ".tmp")
+        tmp.write_text(new, newline="")
+        tmp.replace(log_path)
+
+
 def _check_resume(method: TrainingMethod, saved: dict, path: Path) -> None:
     now = method.config()
     ignore = set(method.resume_ignores)
@@ -208,22 +236,43 @@ def fit(method: TrainingMethod, device: str = "auto", resume: bool = False, quie
     """Train with ``method`` (module docstring). Returns the last recorded log row ({} when none).
 
     Raises:
-        CertkitError: a checkpoint exists and ``resume`` is False; resuming with other settings; and whatever the
-            method raises for bad options or data.
+        CertkitError: a checkpoint exists and ``resume`` is False; resuming with other settings; another process
+            trains into the same checkpoint (lock file ``<checkpoint>.lock``); a file cannot be written; and
+            whatever the method raises for bad options or data.
     """
     dev = resolve_device(device)
     rank, world = dist.init_from_env(dev)
     run = Run(dev, rank, world, resume, quiet, grad_clip=grad_clip)
     method.setup(run)
     path = method.checkpoint_path()
+    lock = FileLock(path) if rank == 0 else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        return _loop(method, run, path, resume, quiet)
+    except OSError as e:  # a checkpoint, log or plot that cannot be written
+        raise CertkitError(f"cannot write {e.filename or path}: {e.strerror or e} (the last checkpoint is intact; "
+                           f"rerun with --resume once the problem is fixed)") from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _loop(method: TrainingMethod, run: Run, path: Path, resume: bool, quiet: bool) -> dict:
+    rank = run.rank
     start = 1
     if path.exists():
         if not resume:
             raise CertkitError(f"{path} exists: pass --resume to continue it or choose another --out")
-        state = method.load(run)
+        ckpt = method.load()
+        state = None if ckpt is None else ckpt.get("train_state")
         if state is None:
             raise CertkitError(f"{path} has no training state to resume from")
         _check_resume(method, state["config"], path)
+        try:
+            method.restore(run, ckpt)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CertkitError(f"cannot resume {path}: its weights do not fit ({str(e).splitlines()[0][:160]})") from None
         run.optimizer.load_state_dict(state["optimizer"])
         if run.scheduler is not None and state.get("scheduler"):
             run.scheduler.load_state_dict(state["scheduler"])
@@ -234,10 +283,13 @@ def fit(method: TrainingMethod, device: str = "auto", resume: bool = False, quie
     dist.broadcast_parameters(run.model)
     method.prepare(run)
     log_path = method.log_path()
-    if start == 1 and rank == 0:
+    if rank == 0:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(method.log_columns)
+        if start == 1:
+            with open(log_path, "w", newline="") as f:
+                csv.writer(f).writerow(method.log_columns)
+        else:
+            _repair_log(log_path, method.log_columns, start - 1)
     last: dict = {}
     bar = tqdm(total=method.epochs, initial=start - 1, desc=method.desc(), unit="epoch", disable=quiet or rank != 0,
                dynamic_ncols=True)
@@ -267,11 +319,13 @@ def fit(method: TrainingMethod, device: str = "auto", resume: bool = False, quie
         if rank == 0:
             with open(log_path, "a", newline="") as f:
                 csv.writer(f).writerow([_format(row[c]) for c in method.log_columns])
+            faults.fault_point("epoch-log")
             state = {"epoch": epoch, "config": method.config(), "optimizer": run.optimizer.state_dict(),
                      "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
                      "generator": run.generator.get_state(), "torch_rng": torch.get_rng_state(),
                      "method": method.state_dict()}
             method.save(run, state, row)
+            faults.fault_point("epoch")
             png = method.curves_path()
             if png is not None:
                 series, twin = method.curves()
