@@ -16,6 +16,7 @@ import importlib
 import os
 import pickle
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,9 @@ def load_checkpoint_file(path: Path, allow_pickle: bool = False) -> Any:
     if not path.is_file():
         raise CertkitError(f"model file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
         text = str(e)
         refused = "GLOBAL" in text or "Unsupported global" in text or "unrecognized function" in text
