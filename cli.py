@@ -96,7 +96,8 @@ data_options = _options(
     click.argument("data_path", required=False, type=click.Path()),
     click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
     click.option("--skip", type=int, default=1, show_default=True, help="Use every skip-th input of the split."),
-    click.option("--max", "max_inputs", type=int, default=None, help="At most this many inputs."),
+    click.option("--max", "--max-inputs", "max_inputs", type=int, default=None,
+                 help="At most this many inputs (--max-inputs under torchrun, whose own options swallow --max)."),
 )
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed (noise, attacks, data order); the same seed gives the same results.")
@@ -112,15 +113,30 @@ run_options = _options(
                  help="Summary JSON. Default: <out>.summary.json."),
     seed_option, device_option, quiet_option,
 )
+def _parse_shard(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        k, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected K/N, e.g. 0/4, got {value!r}") from None
+    return k, n
+
+
 smoothing_options = _options(
     click.option("--sigma", type=float, default=None, help=SIGMA_HELP),
-    click.option("--n", "n", type=int, default=100_000, show_default=True, help="Monte-Carlo samples for the estimate."),
+    click.option("--n", "--num-samples", "n", type=int, default=100_000, show_default=True,
+                 help="Monte-Carlo samples for the estimate (--num-samples under torchrun, whose own options "
+                      "swallow --n)."),
     click.option("--alpha", type=float, default=0.001, show_default=True,
                  help="Failure probability: the answer is wrong with probability at most alpha."),
     click.option("--batch", type=int, default=1000, show_default=True, help="Noisy copies per forward pass."),
     click.option("--compile", "compile", is_flag=True, help="torch.compile the model (first call ~20 s)."),
     click.option("--amp", is_flag=True, help="CUDA only: bfloat16 autocast forward passes (the certificate is then "
                                              "for the model as evaluated in bfloat16)."),
+    click.option("--shard", default=None, callback=_parse_shard,
+                 help="K/N: certify only the K-th (0-based) of N interleaved shares of the inputs, for job arrays "
+                      "(then `certkit merge`). Under torchrun ranks share the inputs by themselves."),
 )
 
 
@@ -172,6 +188,13 @@ def main():
     warnings.showwarning = _warn_to_stderr
 
 
+def _quiet_rank() -> bool:
+    """True on torchrun ranks other than 0 (rank 0 prints the merged result)."""
+    from certkit.common import distributed
+
+    return distributed.world()[0] != 0
+
+
 def _echo_outputs(cfg, summary) -> None:
     from certkit.runs import write_summary
 
@@ -190,6 +213,15 @@ def _echo_outputs(cfg, summary) -> None:
 @click.option("--method", "methods", default="gaussian", show_default=True, cls=LazyHelpOption, help_fn=_smoothing_help)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="PNG of certified accuracy against L2 radius (one curve per method).")
+@click.option("--calibration-split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="lvm: split whose LAST --calibration-size inputs choose the simplex map and temperature once per "
+                   "model (they must not be certified in the same run).")
+@click.option("--calibration-size", type=int, default=100, show_default=True, help="lvm: held-out inputs.")
+@click.option("--calibration-noise", type=int, default=1000, show_default=True,
+              help="lvm: noisy copies per held-out input.")
+@click.option("--calibration-dataset", default=None,
+              help="lvm: another data set for the held-out inputs (digits, mnist, cifar10, npz; default: --dataset).")
+@click.option("--calibration-path", type=click.Path(), default=None, help="lvm: its directory or file.")
 @_friendly
 def certify(methods, plot, **kw):
     """Certify inputs with randomized smoothing: Gaussian (CERTIFY, Cohen et al. 2019), Dual RS or LVM-RS.
@@ -217,6 +249,8 @@ def certify(methods, plot, **kw):
         if len(names) > 1 and base is None:
             default_out(cfg, "certify", name)
         rows, summary = run_certify(cfg)
+        if _quiet_rank():
+            return
         inp = summary["inputs"]
         scope = ("the full split" if inp["full_split"] else
                  f"{inp['certified']} of {inp['split_size']} (skip {inp['skip']}, max {inp['max']})")
@@ -245,9 +279,38 @@ def predict(**kw):
 
     cfg = _build(CertifyConfig, kw, n0=1)
     rows, summary = run_predict(cfg)
+    if _quiet_rank():
+        return
     click.echo(f"smoothed accuracy {summary['accuracy']:.3f}   abstain rate {summary['abstain_rate']:.3f}   "
                f"inputs {summary['n_inputs']}   sigma={summary['sigma']:g} n={cfg.n} alpha={cfg.alpha:g}")
     _echo_outputs(cfg, summary)
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The merged TSV.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
+              help="Summary JSON. Default: <out>.summary.json.")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@quiet_option
+@_friendly
+def merge(out, overwrite, summary_json, shards, quiet):
+    """Merge the shard files of one `certify --shard K/N` (or `predict`) run: the rows of a single-process run.
+
+    Refuses shards computed with other settings, missing, duplicated or unfinished shards.
+    """
+    from certkit.certify.report import format_table
+    from certkit.runs import RunConfig
+    from certkit.runs.certify import merge_shards
+
+    rows, summary = merge_shards(out, list(shards), overwrite=overwrite)
+    if "certified_accuracy" in summary:
+        click.echo(format_table(summary, f"{summary['method']} on {summary['inputs']['dataset']} "
+                                         f"{summary['inputs']['split']}, {summary['shards']} shards merged"))
+    else:
+        click.echo(f"smoothed accuracy {summary['accuracy']:.3f}   abstain rate {summary['abstain_rate']:.3f}   "
+                   f"inputs {summary['n_inputs']}   ({summary['shards']} shards merged)")
+    _echo_outputs(RunConfig(out=out, summary_json=summary_json), summary)
 
 
 # ------------------------------------------------------------------------------------ train
@@ -319,7 +382,7 @@ def train(hidden, width, bn, lr_milestones, resume, quiet, **kw):
     Under torchrun (e.g. `torchrun --nproc_per_node 2 -m certkit.cli train ...`) processes train data-parallel.
     """
     from certkit.train import TrainConfig, train as run_train
-    from certkit.train import distributed
+    from certkit.common import distributed
 
     arch_config = {}
     if hidden:
@@ -476,8 +539,12 @@ def _verify_check(model, weights, allow_pickle, onnx_path, input_shape):
               help="Monte-Carlo error budget of RSCP+ (both sides), 0 < beta < alpha/2.")
 @click.option("--n-mc", type=int, default=256, show_default=True, help="Noise draws per smoothed score.")
 @click.option("--score", type=click.Choice(["aps", "hps"]), default="aps", show_default=True)
-@click.option("--ptt", is_flag=True, help="Post-training transformation of the scores (fit on --holdout points).")
-@click.option("--holdout", type=int, default=100, show_default=True, help="Points reserved to fit PTT.")
+@click.option("--ptt/--no-ptt", default=True, show_default=True,
+              help="Post-training transformation of the scores, fit on --holdout points (Yan et al. 2024 recommend it: "
+                   "RSCP+ alone pays its Monte-Carlo corrections with near-trivial sets, e.g. all 10 classes with APS on "
+                   "the bundled model, 3.3 with PTT).")
+@click.option("--holdout", type=int, default=100, show_default=True,
+              help="Points reserved to fit PTT (not in the calibration/test pool).")
 @click.option("--rule", type=click.Choice(["rscp+", "rscp"]), default="rscp+", show_default=True,
               help="rscp+ (guaranteed) or the original rscp (no finite-sample guarantee, for comparison).")
 @click.option("--splits", type=int, default=50, show_default=True, help="Random calibration/test splits.")

@@ -147,6 +147,8 @@ def _parse(v: str):
 
 
 def _fmt(v) -> str:
+    """A cell: floats at full precision (repr round-trips exactly, so a radius read back on resume is the radius
+    computed, never rounded up), everything else as str."""
     if isinstance(v, float):
-        return f"{v:.6g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
+        return repr(v)
     return str(v)

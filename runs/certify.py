@@ -1,8 +1,18 @@
-"""``certkit certify`` and ``certkit predict``: randomized smoothing over a dataset split, one TSV row per input."""
+"""``certkit certify`` and ``certkit predict``: randomized smoothing over a dataset split, one TSV row per input.
+
+Sharding, for users who outgrow one process or machine: ``--shard K/N`` certifies the K-th of N interleaved shares
+of the selected inputs (a job array: one shard per job, then ``certkit merge``); under torchrun every rank takes its
+share, writes ``<out>.shard-K-of-N.tsv`` as it goes, and rank 0 merges them into ``<out>`` when all are done. Each
+input's noise stream depends only on (seed, input index), so the merged file has the rows of a single-process run,
+in the same order; a killed job resumes shard by shard with ``--resume``.
+"""
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -13,7 +23,7 @@ from certkit.certify.sampling import NoiseSampler, input_generator
 from certkit.certify.smoothing import ABSTAIN, check_certify_args, smoothing_method
 from certkit.certify.smoothing.gaussian import GaussianSmoothing
 from certkit.common.errors import CertkitError
-from certkit.runs.config import DatasetRunConfig, Prepared, open_results, prepare, resolve_sigma
+from certkit.runs.config import DatasetRunConfig, Prepared, open_results, prepare, resolve_sigma, write_summary
 
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
 
@@ -24,9 +34,16 @@ class CertifyConfig(DatasetRunConfig):
 
     ``sigma=None`` uses the training sigma recorded in the checkpoint (an error when none is recorded); ``method`` is
     a registered smoothing method (certify.smoothing); ``batch`` noisy copies go through the model per forward pass.
+    Methods that tune something once per model (LVM-RS: map and temperature) do it on the ``calibration_size`` last
+    inputs of ``calibration_split`` of ``calibration_dataset``, which must never be certified in the same run.
     """
 
     method: str = "gaussian"
+    calibration_dataset: str | None = None   # methods tuned once per model (lvm): default the run's dataset
+    calibration_path: str | None = None
+    calibration_split: str = "train"
+    calibration_size: int = 100              # the LAST this many inputs of that split (never certified)
+    calibration_noise: int = 1000            # noisy copies per calibration input
     sigma: float | None = None
     n0: int = 100
     n: int = 100_000
@@ -34,6 +51,7 @@ class CertifyConfig(DatasetRunConfig):
     batch: int = 1000
     compile: bool = False
     amp: bool = False
+    shard: tuple | None = None                # (K, N): certify the K-th of N interleaved shares (0 <= K < N)
 
 
 def default_out(cfg: CertifyConfig, command: str, *extra: str) -> str:
@@ -52,6 +70,57 @@ def _sampler(cfg: CertifyConfig, p: Prepared, sigma: float) -> NoiseSampler:
             raise CertkitError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                                f"run without --compile") from None
     return NoiseSampler(module, sigma, cfg.batch, p.device, cfg.amp)
+
+
+def _shard(cfg: CertifyConfig) -> tuple[int, int, bool]:
+    """(K, N, under torchrun) of this process: ``cfg.shard``, else the torchrun rank, else (0, 1).
+
+    Raises:
+        CertkitError: a malformed shard, or --shard under torchrun.
+    """
+    from certkit.common import distributed
+
+    if cfg.shard is not None:
+        k, n = cfg.shard
+        if not (n >= 1 and 0 <= k < n):
+            raise CertkitError(f"--shard K/N needs 0 <= K < N, got {k}/{n}")
+        if distributed.world()[1] > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise CertkitError("--shard is for separate jobs; under torchrun every rank takes its share itself")
+        return k, n, False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        rank, world = distributed.init_from_env(torch.device("cpu") if cfg.device == "cpu" else
+                                                torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return rank, world, True
+    return 0, 1, False
+
+
+def shard_path(out: str, k: int, n: int) -> str:
+    """The file of shard k of n under torchrun: ``<out without .tsv>.shard-k-of-n.tsv``."""
+    return str(Path(out).with_suffix("")) + f".shard-{k}-of-{n}.tsv"
+
+
+def calibrate(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
+    """Tune ``smoothed`` once for this model on held-out inputs (see CertifyConfig); returns what was chosen.
+
+    Raises:
+        CertkitError: a calibration input is also certified in this run; unreadable calibration data.
+    """
+    from certkit.datasets import load_dataset
+    from certkit.models.checks import fit_data_to_model
+
+    name = cfg.calibration_dataset or cfg.dataset
+    path = cfg.calibration_path if cfg.calibration_dataset else (cfg.calibration_path or cfg.data_path)
+    data = fit_data_to_model(p.model, load_dataset(name, path, cfg.calibration_split))
+    if cfg.calibration_size < 1 or cfg.calibration_noise < 2:
+        raise CertkitError("--calibration-size must be >= 1 and --calibration-noise >= 2")
+    first = max(0, len(data) - cfg.calibration_size)
+    if data.source == p.data.source and data.split == p.data.split and set(range(first, len(data))) & set(p.indices):
+        raise CertkitError(f"the calibration inputs ({name} {data.split}, last {cfg.calibration_size}) would also be "
+                           f"certified: calibrate on another split (--calibration-split) or data set")
+    chosen = smoothed.calibrate(data.x[first:], data.y[first:], cfg.calibration_noise, cfg.n, cfg.alpha,
+                                input_generator(cfg.seed, -1, p.device))
+    return {**chosen, "dataset": data.name, "split": data.split, "source": data.source,
+            "indices": [first, len(data)]}
 
 
 def run_inputs(certify_one: Callable[[torch.Tensor, int], tuple[int, float]], p: Prepared, writer, quiet: bool,
@@ -81,7 +150,7 @@ def _summary_extra(cfg: CertifyConfig, p: Prepared, rows: list, method: str, sig
 
 def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     """Certify every selected input with ``cfg.method`` (a registered smoothing method), writing ``cfg.out`` row by
-    row (resumable).
+    row (resumable; sharded as the module docstring says).
 
     Returns:
         (rows, summary) where summary has method, sigma, n0, n, alpha, n_inputs, certified_accuracy
@@ -98,19 +167,19 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     with torch.inference_mode():
         method.check_output(p.module(p.data.x[:1].to(p.device)))
     smoothed = method(_sampler(cfg, p, sigma))
-    writer = open_results(cfg, {"method": cfg.method, **p.settings(cfg), "sigma": sigma, "n0": cfg.n0, "n": cfg.n,
-                                "alpha": cfg.alpha}, COLUMNS)
+    settings = {"method": cfg.method, **p.settings(cfg), "sigma": sigma, "n0": cfg.n0, "n": cfg.n,
+                "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type}
+    extra = {"procedure": method.procedure}
+    if method.needs_calibration:
+        extra["calibration"] = calibrate(cfg, p, smoothed)
+        settings["calibration"] = {k: extra["calibration"][k] for k in ("map", "t", "dataset", "split", "source",
+                                                                        "indices", "noisy_copies")}
 
     def certify_one(x: torch.Tensor, idx: int) -> tuple[int, float]:
         cert = smoothed.certify(x, cfg.n0, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device))
         return cert.prediction, cert.radius
 
-    with writer:
-        rows = run_inputs(certify_one, p, writer, cfg.quiet, f"certify {cfg.method}")
-    summary = summarize(rows)
-    summary.update(_summary_extra(cfg, p, rows, cfg.method, sigma, time.perf_counter() - t0))
-    summary["procedure"] = method.procedure
-    return rows, summary
+    return _run_shards(cfg, p, settings, COLUMNS, certify_one, f"certify {cfg.method}", sigma, t0, extra)
 
 
 def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:
@@ -120,19 +189,110 @@ def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     p = prepare(cfg)
     sigma = resolve_sigma(cfg.sigma, p.model)
     default_out(cfg, "predict")
-    writer = open_results(cfg, {"method": "gaussian-predict", **p.settings(cfg), "sigma": sigma, "n0": cfg.n0,
-                                "n": cfg.n, "alpha": cfg.alpha}, PREDICT_COLUMNS)
+    settings = {"method": "gaussian-predict", **p.settings(cfg), "sigma": sigma, "n0": cfg.n0, "n": cfg.n,
+                "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type}
     smoothed = GaussianSmoothing(_sampler(cfg, p, sigma))
 
     def predict_one(x: torch.Tensor, idx: int) -> tuple[int, float]:
         return smoothed.predict(x, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device)), 0.0
 
-    with writer:
-        rows = run_inputs(predict_one, p, writer, cfg.quiet, "predict")
-    n = max(len(rows), 1)
-    summary = {"n_inputs": len(rows), "accuracy": sum(int(r["correct"]) for r in rows) / n,
+    return _run_shards(cfg, p, settings, PREDICT_COLUMNS, predict_one, "predict", sigma, t0, {})
+
+
+def _summary(rows: list, method: str, base: dict) -> dict:
+    """The summary of ``rows`` with the run description of ``base`` (a run's or a shard's summary)."""
+    if method == "gaussian-predict":
+        n = max(len(rows), 1)
+        out = {"n_inputs": len(rows), "accuracy": sum(int(r["correct"]) for r in rows) / n,
                "abstain_rate": sum(int(r["predict"]) == ABSTAIN for r in rows) / n,
                "seconds": float(sum(float(r["time"]) for r in rows))}
-    summary.update(_summary_extra(cfg, p, rows, "gaussian-predict", sigma, time.perf_counter() - t0))
-    summary.pop("n0")
-    return rows, summary
+    else:
+        out = summarize(rows)
+    out.update({k: v for k, v in base.items() if k not in out})
+    if method == "gaussian-predict":
+        out.pop("n0", None)  # PREDICT has no selection samples
+    return out
+
+
+def _run_shards(cfg, p, settings, columns, one, desc, sigma, t0, extra) -> tuple[list[dict], dict]:
+    from certkit.common import distributed
+
+    k, n, torchrun = _shard(cfg)
+    final = cfg.out
+    if n > 1:
+        p.indices = p.indices[k::n]
+        settings = {**settings, "shard": [k, n]}
+        if torchrun:
+            cfg.out = shard_path(final, k, n)
+    writer = open_results(cfg, settings, columns)
+    with writer:
+        rows = run_inputs(one, p, writer, cfg.quiet or k != 0, desc + (f" (shard {k}/{n})" if n > 1 else ""))
+    base = {**_summary_extra(cfg, p, rows, settings["method"], sigma, time.perf_counter() - t0), **extra}
+    summary = _summary(rows, settings["method"], base)
+    if n > 1:
+        summary["shard"] = [k, n]
+    if not torchrun:
+        return rows, summary
+    write_summary(summary, cfg)  # the shard's summary, beside it, for the merge
+    distributed.barrier()
+    cfg.out = final
+    if k != 0:
+        return rows, summary
+    return merge_shards(final, [shard_path(final, i, n) for i in range(n)], resume=cfg.resume,
+                        overwrite=cfg.overwrite)
+
+
+def merge_shards(out: str, shards: list, resume: bool = False, overwrite: bool = False) -> tuple[list[dict], dict]:
+    """Merge the result files of the N shards of one run into ``out``: the rows of a single-process run in the same
+    order (by input index), with its summary. Returns (rows, summary).
+
+    Raises:
+        CertkitError: a shard is missing or incomplete, appears twice, or was computed with other settings; ``out``
+            exists without resume/overwrite.
+    """
+    from certkit.common.results import ResultWriter
+
+    if not shards:
+        raise CertkitError("give the shard files to merge")
+    configs, summaries, tables = [], [], []
+    for path in map(Path, shards):
+        cfg_path = path.with_name(path.name + ".config.json")
+        summ_path = Path(str(path.with_suffix("")) + ".summary.json")
+        if not path.is_file() or not cfg_path.is_file() or not summ_path.is_file():
+            raise CertkitError(f"{path} is not a finished shard (its .tsv, .config.json and .summary.json are needed)")
+        configs.append(json.loads(cfg_path.read_text()))
+        summaries.append(json.loads(summ_path.read_text()))
+        tables.append(path)
+    shard_of = [c.get("shard") for c in configs]
+    if any(s is None for s in shard_of):
+        raise CertkitError(f"{tables[shard_of.index(None)]} was not computed as a shard (--shard K/N)")
+    n = shard_of[0][1]
+    if sorted(tuple(s) for s in shard_of) != [(i, n) for i in range(n)]:
+        raise CertkitError(f"need each of the {n} shards exactly once, got {sorted(tuple(s) for s in shard_of)}")
+    common = {key: v for key, v in configs[0].items() if key != "shard"}
+    for path, c in zip(tables, configs):
+        diff = sorted(key for key in set(c) | set(common) if key != "shard" and c.get(key) != common.get(key))
+        if diff:
+            raise CertkitError(f"refusing to merge {path}: it was computed with other settings ({', '.join(diff)})")
+    columns = tuple(Path(tables[0]).read_text().split("\n", 1)[0].split("\t"))
+    rows = []
+    for path, summ in zip(tables, summaries):
+        with ResultWriter(path, configs[tables.index(path)], columns, resume=True) as part:
+            if len(part.rows) != summ["inputs"]["selected"]:
+                raise CertkitError(f"{path} is incomplete ({len(part.rows)} of {summ['inputs']['selected']} rows): "
+                                   f"finish it with --resume first")
+            rows += part.rows
+    rows.sort(key=lambda r: int(r["idx"]))
+    if len({int(r["idx"]) for r in rows}) != len(rows):
+        raise CertkitError("the shards overlap: an input appears twice")
+    with ResultWriter(out, common, columns, resume=False, overwrite=overwrite or resume) as writer:
+        for r in rows:
+            writer.write(r)
+    base = dict(summaries[0])
+    base["inputs"] = {**base["inputs"], "selected": sum(s["inputs"]["selected"] for s in summaries),
+                      "certified": len(rows)}
+    base["inputs"]["full_split"] = base["inputs"]["skip"] == 1 and len(rows) == base["inputs"]["split_size"]
+    base.pop("shard", None)
+    base.update({"tsv": str(out), "shards": n, "wall_seconds_this_run": max(s["wall_seconds_this_run"]
+                                                                           for s in summaries)})
+    return rows, _summary(rows, common["method"], base)

@@ -272,3 +272,23 @@ def test_every_subcommand_takes_quiet_and_seed_where_it_applies(cli):
         assert "--quiet" in cli(*cmd, "--help").output, cmd
     for cmd in (["certify"], ["predict"], ["verify"], ["conformal"], ["train"], ["soundness", "generate"]):
         assert "--seed" in cli(*cmd, "--help").output, cmd
+
+
+def test_stored_radii_are_exact_and_resume_checks_batch_and_device(cli, tmp_path):
+    """The TSV holds each radius exactly as computed (it was rounded to nearest 4 decimals, half of the time up), and
+    --resume refuses another --batch or device, on which the noise stream depends."""
+    from certkit.certify import GaussianSmoothing, NoiseSampler, input_generator
+    from certkit.datasets import load_dataset
+    from certkit.models import load_model
+
+    out = tmp_path / "c.tsv"
+    r = cli("certify", "--n", 500, "--n0", 20, "--max", 6, "--batch", 250, "--device", "cpu", "--quiet", "--out", out)
+    assert r.exit_code == 0, r.output
+    lines = [ln.split("\t") for ln in out.read_text().splitlines()[1:]]
+    g = GaussianSmoothing(NoiseSampler(load_model().module, 0.25, 250, "cpu"))
+    x = load_dataset("digits").x
+    for idx, _, pred, radius, *_ in lines:
+        cert = g.certify(x[int(idx)], 20, 500, 0.001, input_generator(0, int(idx), torch.device("cpu")))
+        assert (cert.prediction, cert.radius) == (int(pred), float(radius))
+    assert_clean_error(cli("certify", "--n", 500, "--n0", 20, "--max", 6, "--batch", 100, "--device", "cpu",
+                           "--quiet", "--out", out, "--resume"), "batch: 250 -> 100")

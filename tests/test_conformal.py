@@ -138,7 +138,7 @@ def test_cli_rct_trains_the_final_layer_only(cli, tmp_path):
 def test_cli_conformal_never_overwrites_and_resumes_split_by_split(cli, tmp_path):
     """Results go through the shared ResultWriter: an existing file is refused without --overwrite, --resume keeps
     the rows and refuses other settings, and the rows equal an uninterrupted run's."""
-    base = ["conformal", "--n-mc", 16, "--max", 60, "--eps-l2", 0.1, "--attack-steps", 2, "--quiet"]
+    base = ["conformal", "--no-ptt", "--n-mc", 16, "--max", 60, "--eps-l2", 0.1, "--attack-steps", 2, "--quiet"]
     r = cli(*base, "--splits", 4, "--out", tmp_path / "full.tsv")
     assert r.exit_code == 0, r.output
     assert_clean_error(cli(*base, "--splits", 4, "--out", tmp_path / "full.tsv"), "exists")

@@ -55,7 +55,7 @@ def test_lvm_formulas_hand_computed():
     assert shift == pytest.approx(math.sqrt(2 * 0.04 * math.log(200) / 100) + 7 * math.log(200) / (3 * 99))
     z = torch.tensor([[1.0, 0.5, -1.0], [0.2, 0.2, 0.2]])
     assert torch.allclose(sparsemax(z), torch.tensor([[0.75, 0.25, 0.0], [1 / 3, 1 / 3, 1 / 3]]))
-    assert torch.allclose(simplex_map("softmax", 2.0, z), torch.softmax(2 * z, -1))
+    assert torch.allclose(simplex_map("softmax", 2.0, z), torch.softmax(2 * z.double(), -1))
 
 
 class TwoLinearBranches(nn.Module):
@@ -107,17 +107,16 @@ def _smoothed_soft(name, t, u0, sigma):
     return np.array([comp(c) for c in range(3)])
 
 
-def test_lvm_bounds_hold_at_stated_rate():
-    sigma, alpha, reps, n = 0.5, 0.1, 300, 400
-    g = LVMSmoothing(NoiseSampler(Projection3(), sigma, batch_size=n), temperatures=(1.0, 4.0))
-    cache, failures = {}, 0
+@pytest.mark.parametrize("name,t", [("softmax", 1.0), ("softmax", 4.0), ("sparsemax", 4.0)])
+def test_lvm_bounds_hold_at_stated_rate(name, t):
+    """For one fixed smoothed classifier G_(S,t): P(pA_lower > H_A or pB_upper < max_c!=A H_c) <= alpha."""
+    sigma, alpha, reps, n = 0.5, 0.1, 200, 400
+    g = LVMSmoothing(NoiseSampler(Projection3(), sigma, batch_size=n), name, t)
+    H = _smoothed_soft(name, t, 0.3, sigma)
+    failures = 0
     for s in range(reps):
         g.certify(torch.tensor([0.3, 0.0]), 50, n, alpha, torch.Generator().manual_seed(s))
         sel = g.last_selection
-        key = (sel["map"], sel["t"])
-        if key not in cache:
-            cache[key] = _smoothed_soft(sel["map"], sel["t"], 0.3, sigma)
-        H = cache[key]
         A = sel["class"]
         if sel["pA_lower"] > H[A] or sel["pB_upper"] < np.delete(H, A).max():
             failures += 1
@@ -126,7 +125,7 @@ def test_lvm_bounds_hold_at_stated_rate():
 
 class CorruptAfter(nn.Module):
     """Returns the true logits for the first ``n0`` rows it ever sees, then reversed logits (as if the
-    certification samples were adversarial): the selection must not change."""
+    certification samples were adversarial): the class chosen on the n0 selection samples must not change."""
 
     def __init__(self, base, n0, corrupt):
         super().__init__()
@@ -140,26 +139,75 @@ class CorruptAfter(nn.Module):
         return out
 
 
-def test_lvm_selection_never_sees_the_certification_samples():
+def test_lvm_class_selection_never_sees_the_certification_samples():
     picks = []
     for corrupt in (False, True):
-        model = CorruptAfter(Projection3(), 50, corrupt)
-        g = LVMSmoothing(NoiseSampler(model, 0.5, batch_size=50))
+        g = LVMSmoothing(NoiseSampler(CorruptAfter(Projection3(), 50, corrupt), 0.5, batch_size=50), "softmax", 4.0)
         g.certify(torch.tensor([0.3, 0.0]), 50, 500, 0.01, torch.Generator().manual_seed(1))
-        sel = g.last_selection
-        picks.append((sel["map"], sel["t"], sel["class"], sel["predicted_radius"]))
+        picks.append(g.last_selection["class"])
     assert picks[0] == picks[1]
+
+
+class Funnel(nn.Module):
+    """The spec's model where per-input selection fails: logits (0, -D(s)), D = 0.01 relu(s) - 20 relu(-s), s = x_0.
+    Class 0 barely wins for s > 0, class 1 wins by far for s < 0: soft maps at low temperature see almost no margin
+    on the right, a hard vote sees the sign."""
+
+    def forward(self, x):
+        s = x[:, 0]
+        d = 0.01 * torch.relu(s) - 20 * torch.relu(-s)
+        return torch.stack([torch.zeros_like(s), -d], 1)
+
+
+def test_one_fixed_lvm_classifier_never_certifies_two_classes_in_one_ball():
+    """Regression test (spec section 3): x at s = 0.5 and x' at s = 0.075 (0.425 apart), sigma 0.25. When (map, t)
+    was picked per input, x was certified as class 0 beyond 0.425 and x' as class 1 in 25 of 30 repetitions; for a
+    fixed smoothed classifier that has probability <= 2 alpha per repetition."""
+    sigma, alpha = 0.25, 0.001
+    x, x2 = torch.tensor([0.5]), torch.tensor([0.075])
+    g = LVMSmoothing(NoiseSampler(Funnel(), sigma, batch_size=2000))
+    held_out = torch.linspace(-1, 1, 21)[:, None]
+    chosen = g.calibrate(held_out, (held_out[:, 0] < 0).long(), 200, 10_000, alpha, torch.Generator().manual_seed(0))
+    assert chosen["map"] in ("softmax", "sparsemax") and g.t == chosen["t"]
+    conflicts = certified = 0
+    for s in range(30):
+        c1 = g.certify(x, 100, 10_000, alpha, torch.Generator().manual_seed(2 * s))
+        c2 = g.certify(x2, 100, 10_000, alpha, torch.Generator().manual_seed(2 * s + 1))
+        certified += c1.prediction != ABSTAIN
+        if c1.prediction != ABSTAIN and c2.prediction not in (ABSTAIN, c1.prediction) and c1.radius > 0.425:
+            conflicts += 1
+    assert certified > 0 and conflicts == 0
+
+
+def test_lvm_two_classes_use_one_bound_at_alpha_and_sparsemax_is_float64():
+    """K = 2: pA_low at alpha (not alpha/2) and pB_up = 1 - pA_low; sparsemax at t = 1e7 on float32 logits (which
+    gave an index error in float32) is a valid distribution."""
+    from certkit.certify.smoothing.lvm import lvm_bounds
+
+    mean, var = np.array([0.8, 0.2]), np.array([0.05, 0.05])
+    pA, pB = lvm_bounds(mean, var, 0, 1000, 0.01)
+    assert pA == pytest.approx(0.8 - empirical_bernstein_shift(0.05, 1000, 0.01)) and pB == pytest.approx(1 - pA)
+    pA3, pB3 = lvm_bounds(np.array([0.8, 0.15, 0.05]), np.array([0.05, 0.05, 0.01]), 0, 1000, 0.01)
+    assert pA3 == pytest.approx(0.8 - empirical_bernstein_shift(0.05, 1000, 0.01 / 3)) and pB3 <= 1 - pA3
+    z = torch.randn(100, 10, generator=torch.Generator().manual_seed(0))
+    h = simplex_map("sparsemax", 1e7, z)
+    assert h.dtype == torch.float64 and torch.allclose(h.sum(-1), torch.ones(100, dtype=torch.float64))
+    assert (h >= 0).all() and torch.equal(h.argmax(-1), z.argmax(-1))
 
 
 def test_cli_compare_dual_and_errors(cli, tmp_path):
     r = cli("certify", "--method", "gaussian,lvm", "--n0", 20, "--n", 300, "--max", 4, "--quiet",
-            "--out", tmp_path / "c.tsv", "--plot", tmp_path / "c.png")
+            "--calibration-size", 20, "--calibration-noise", 100, "--out", tmp_path / "c.tsv", "--plot",
+            tmp_path / "c.png")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "c_gaussian.tsv").exists() and (tmp_path / "c_lvm.tsv").exists()
     assert "LVM-RS smoothing" in r.output and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     import json
     s = json.loads((tmp_path / "c_lvm.summary.json").read_text())
-    assert s["method"] == "lvm" and "selection samples" in s["procedure"]
+    assert s["method"] == "lvm" and "once per model" in s["procedure"]
+    assert s["calibration"]["split"] == "train" and s["calibration"]["map"] in ("softmax", "sparsemax")
+    assert_clean_error(cli("certify", "--method", "lvm", "--split", "train", "--n", 100, "--max", 2, "--skip", 1346,
+                           "--calibration-size", 20, "--out", tmp_path / "overlap.tsv"), "would also be certified")
     base = tmp_path / "base.pt"
     assert cli("train", "--method", "gaussian", "--sigma", 0.25, "--hidden", "32", "--epochs", 2, "--out", base,
                "--quiet").exit_code == 0

@@ -87,7 +87,8 @@ def dual_model(tmp_path_factory):
     ("predict", ["predict", "--n", 300, "--max", 10], 10),
     ("verify", ["verify", "--eps", 0.02, "--method", "IBP,CROWN", "--max", 24, "--batch", 4, "--pgd-steps", 5,
                 "--pgd-restarts", 1], 24),
-    ("conformal", ["conformal", "--splits", 6, "--n-mc", 16, "--max", 60, "--attack-steps", 2, "--eps-l2", 0.1], 6),
+    ("conformal", ["conformal", "--no-ptt", "--splits", 6, "--n-mc", 16, "--max", 60, "--attack-steps", 2,
+                   "--eps-l2", 0.1], 6),
 ])
 def test_killed_run_resumes_to_the_uninterrupted_result(cli, tmp_path, dual_model, command, args, total):
     if command == "certify-dual":

@@ -10,7 +10,7 @@ data and the loss. Per epoch::
     row = method.end_epoch(run, epoch, stats)       # validation metrics; None = nothing to record this epoch
     rank 0: append row to the CSV log, write the checkpoint (method.save), redraw the curves
 
-Data parallelism (torchrun; gloo on CPU, nccl on GPU; train/distributed.py): every rank runs the same loop on its
+Data parallelism (torchrun; gloo on CPU, nccl on GPU; common/distributed.py): every rank runs the same loop on its
 share of each batch and gradients are summed, so one step equals the single-process step. Resume: the checkpoint
 holds the model (the method's artifact), the optimizer, scheduler and RNG states, the method's own state and the
 configuration; resuming with other settings (but ``method.resume_ignores``) is refused, and a resumed run continues
@@ -32,7 +32,7 @@ from certkit.common import faults
 from certkit.common.device import resolve_device
 from certkit.common.errors import CertkitError
 from certkit.common.locks import FileLock
-from certkit.train import distributed as dist
+from certkit.common import distributed as dist
 
 
 @dataclass

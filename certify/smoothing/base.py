@@ -50,7 +50,9 @@ class SmoothingMethod:
     Class attributes (read by the registry, the CLI and the run summary):
         name: the ``--method`` value; label: the display name; help: one line for ``--help``;
         procedure: how the certificate is computed, recorded in the summary JSON;
-        heads: logits the base model returns per input (1: (B, K); 2: (B, 2, K) for Dual RS).
+        heads: logits the base model returns per input (1: (B, K); 2: (B, 2, K) for Dual RS);
+        needs_calibration: the method tunes something ONCE PER MODEL on held-out inputs before certifying
+        (``calibrate(x, y, num, n, alpha, generator) -> dict``, called by the run; never on certified inputs).
     """
 
     name = ""
@@ -58,6 +60,7 @@ class SmoothingMethod:
     help = ""
     procedure = ""
     heads = 1
+    needs_calibration = False
 
     def __init__(self, sampler):
         self.sampler = sampler

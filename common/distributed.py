@@ -1,6 +1,7 @@
-"""Data-parallel training across processes (torch.distributed; launched by torchrun; gloo on CPU, nccl on GPU).
+"""Processes working together under torchrun (gloo on CPU, nccl on GPU): data-parallel training (train/harness.py)
+and sharded certification (runs/certify.py).
 
-Every rank draws the same global batch order (same seed) and trains on its share of each global batch; gradients
+In training every rank draws the same global batch order (same seed) and trains on its share of each global batch; gradients
 are summed across ranks after each rank scaled its loss by (its batch share / global batch), so one step equals
 the single-process step on the global batch (up to floating-point summation order; BatchNorm statistics are
 per rank, as in standard data parallelism).
