@@ -2,11 +2,9 @@
 rows of a single-process run in the same order; shards with other settings are refused; a killed torchrun job
 resumes."""
 import os
-import signal
 import subprocess
 import sys
 
-import pytest
 
 from conftest import assert_clean_error
 from test_faults import rows
