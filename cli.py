@@ -113,6 +113,15 @@ run_options = _options(
                  help="Summary JSON. Default: <out>.summary.json."),
     seed_option, device_option, quiet_option,
 )
+def _floats(text: str | None, name: str):
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
 def _parse_shard(ctx, param, value):
     if value is None:
         return None
@@ -213,6 +222,9 @@ def _echo_outputs(cfg, summary) -> None:
 @click.option("--method", "methods", default="gaussian", show_default=True, cls=LazyHelpOption, help_fn=_smoothing_help)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="PNG of certified accuracy against L2 radius (one curve per method).")
+@click.option("--radii", default=None, callback=lambda ctx, p, v: _floats(v, "--radii"),
+              help="Comma list of L2 radii (data-range units): the target radii of --method sequential, and the "
+                   "radius grid of the summary table for every method.")
 @click.option("--calibration-split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="lvm: split whose LAST --calibration-size inputs choose the simplex map and temperature once per "
                    "model (they must not be certified in the same run).")

@@ -52,6 +52,7 @@ class CertifyConfig(DatasetRunConfig):
     compile: bool = False
     amp: bool = False
     shard: tuple | None = None                # (K, N): certify the K-th of N interleaved shares (0 <= K < N)
+    radii: list | None = None                 # target radii (sequential) and the summary's radius grid
 
 
 def default_out(cfg: CertifyConfig, command: str, *extra: str) -> str:
@@ -123,17 +124,19 @@ def calibrate(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
             "indices": [first, len(data)]}
 
 
-def run_inputs(certify_one: Callable[[torch.Tensor, int], tuple[int, float]], p: Prepared, writer, quiet: bool,
+def run_inputs(certify_one: Callable[[torch.Tensor, int], tuple], p: Prepared, writer, quiet: bool,
                desc: str) -> list[dict]:
-    """Call ``certify_one(x, idx) -> (prediction, radius)`` for each selected input not yet in ``writer``, writing
-    one row per input as soon as it is computed; returns the rows of the file that belong to the selection."""
+    """Call ``certify_one(x, idx) -> (prediction, radius[, extra columns dict])`` for each selected input not yet in
+    ``writer``, writing one row per input as soon as it is computed; returns the rows of the file that belong to the
+    selection."""
     todo = [i for i in p.indices if i not in writer.done]
     for i in tqdm(todo, desc=desc, unit="input", disable=quiet, dynamic_ncols=True):
         x, label = p.data.x[i], int(p.data.y[i])
         t0 = time.perf_counter()
-        prediction, radius = certify_one(x, i)
+        prediction, radius, *extra = certify_one(x, i)
         writer.write({"idx": i, "label": label, "predict": int(prediction), "radius": float(radius),
-                      "correct": int(prediction == label), "time": time.perf_counter() - t0})
+                      "correct": int(prediction == label), "time": time.perf_counter() - t0,
+                      **(extra[0] if extra else {})})
     wanted = set(p.indices)
     return [r for r in writer.rows if int(r["idx"]) in wanted]
 
@@ -145,7 +148,8 @@ def _summary_extra(cfg: CertifyConfig, p: Prepared, rows: list, method: str, sig
                       "train_sigma": p.model.train_sigma},
             "inputs": p.inputs_summary(cfg, len(rows)),
             "seed": cfg.seed, "device": str(p.device), "batch": cfg.batch, "compile": cfg.compile,
-            "amp": cfg.amp, "tsv": str(cfg.out), "wall_seconds_this_run": wall}
+            "amp": cfg.amp, "tsv": str(cfg.out), "wall_seconds_this_run": wall,
+            **({"radii": sorted(cfg.radii)} if cfg.radii else {})}
 
 
 def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
@@ -167,19 +171,25 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     with torch.inference_mode():
         method.check_output(p.module(p.data.x[:1].to(p.device)))
     smoothed = method(_sampler(cfg, p, sigma))
+    if cfg.radii is not None and (not cfg.radii or min(cfg.radii) < 0):
+        raise CertkitError(f"--radii must be radii >= 0 (L2, data-range units), got {cfg.radii}")
+    smoothed.radii = cfg.radii
     settings = {"method": cfg.method, **p.settings(cfg), "sigma": sigma, "n0": cfg.n0, "n": cfg.n,
                 "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type}
+    if cfg.radii is not None:
+        settings["radii"] = sorted(cfg.radii)
     extra = {"procedure": method.procedure}
     if method.needs_calibration:
         extra["calibration"] = calibrate(cfg, p, smoothed)
         settings["calibration"] = {k: extra["calibration"][k] for k in ("map", "t", "dataset", "split", "source",
                                                                         "indices", "noisy_copies")}
 
-    def certify_one(x: torch.Tensor, idx: int) -> tuple[int, float]:
+    def certify_one(x: torch.Tensor, idx: int) -> tuple:
         cert = smoothed.certify(x, cfg.n0, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device))
-        return cert.prediction, cert.radius
+        return cert.prediction, cert.radius, {c: getattr(cert, c) for c in method.columns}
 
-    return _run_shards(cfg, p, settings, COLUMNS, certify_one, f"certify {cfg.method}", sigma, t0, extra)
+    return _run_shards(cfg, p, settings, COLUMNS + tuple(method.columns), certify_one, f"certify {cfg.method}", sigma,
+                       t0, extra)
 
 
 def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:
@@ -207,7 +217,9 @@ def _summary(rows: list, method: str, base: dict) -> dict:
                "abstain_rate": sum(int(r["predict"]) == ABSTAIN for r in rows) / n,
                "seconds": float(sum(float(r["time"]) for r in rows))}
     else:
-        out = summarize(rows)
+        out = summarize(rows, base.get("radii"))
+        if rows and "samples" in rows[0]:
+            out["mean_samples"] = sum(int(r["samples"]) for r in rows) / len(rows)
     out.update({k: v for k, v in base.items() if k not in out})
     if method == "gaussian-predict":
         out.pop("n0", None)  # PREDICT has no selection samples

@@ -28,12 +28,14 @@ class Certificate:
         radius: certified L2 radius in data-range units (0.0 on abstain).
         pA_lower: the lower confidence bound the radius rests on (method-specific; see each method).
         nA: count of the selected class among the n certification samples (-1 when not a count).
+        samples: noise samples the certificate used, n0 included (-1 when not recorded; sequential methods).
     """
 
     prediction: int
     radius: float
     pA_lower: float
     nA: int
+    samples: int = -1
 
 
 def check_certify_args(n0: int, n: int, alpha: float) -> None:
@@ -52,7 +54,9 @@ class SmoothingMethod:
         procedure: how the certificate is computed, recorded in the summary JSON;
         heads: logits the base model returns per input (1: (B, K); 2: (B, 2, K) for Dual RS);
         needs_calibration: the method tunes something ONCE PER MODEL on held-out inputs before certifying
-        (``calibrate(x, y, num, n, alpha, generator) -> dict``, called by the run; never on certified inputs).
+        (``calibrate(x, y, num, n, alpha, generator) -> dict``, called by the run; never on certified inputs);
+        columns: Certificate attributes written as extra TSV columns (e.g. ``samples``).
+    Instance attribute ``radii``: the target radii of the run (``--radii``), for methods that decide at given radii.
     """
 
     name = ""
@@ -61,10 +65,12 @@ class SmoothingMethod:
     procedure = ""
     heads = 1
     needs_calibration = False
+    columns: tuple = ()
 
     def __init__(self, sampler):
         self.sampler = sampler
         self.sigma = sampler.sigma
+        self.radii: list | None = None
 
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
         """Certify one raw input x (*input_shape) with n0 selection and n certification samples at level alpha."""
