@@ -22,6 +22,19 @@ def input_generator(seed: int, idx: int, device: torch.device) -> torch.Generato
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
+_POOL = None
+
+
+def _noise_pool():
+    """One helper thread for drawing noise ahead (module docstring of NoiseSampler.logits_stream)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certkit-noise")
+    return _POOL
+
+
 class NoiseSampler:
     """Runs a base classifier f on Gaussian-noised copies of one input.
 
@@ -53,20 +66,36 @@ class NoiseSampler:
 
     @torch.inference_mode()
     def logits_stream(self, x: torch.Tensor, num: int, generator: torch.Generator):
-        """Yield logits (b, K) for ``num`` noisy copies of x (shape (*input_shape)), b <= batch_size."""
+        """Yield logits (b, K) for ``num`` noisy copies of x (shape (*input_shape)), b <= batch_size.
+
+        On the CPU the next chunk's noise is drawn on a helper thread while the model runs on the current one
+        (torch releases the GIL in both), so a small model is not held back by the seeded normal generator. The
+        chunks, their sizes and their order are those of a plain loop: the noise stream is unchanged.
+        """
         x = x.to(self.device, torch.float32)
+        sizes = []
         remaining = int(num)
         while remaining > 0:
-            b = min(self.batch_size, remaining)
-            noisy = torch.randn((b,) + tuple(x.shape), generator=generator, device=self.device)
-            torch.add(x, noisy, alpha=self.sigma, out=noisy)
-            if self.amp:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = self.model(noisy)
-            else:
-                logits = self.model(noisy)
-            yield logits.float()
-            remaining -= b
+            sizes.append(min(self.batch_size, remaining))
+            remaining -= sizes[-1]
+        draw = lambda b: torch.randn((b,) + tuple(x.shape), generator=generator, device=self.device)
+        if self.device.type != "cpu" or len(sizes) < 2:
+            for b in sizes:
+                yield self._forward(x, draw(b))
+            return
+        pool = _noise_pool()
+        pending = pool.submit(draw, sizes[0])
+        for k in range(len(sizes)):
+            noisy = pending.result()
+            pending = pool.submit(draw, sizes[k + 1]) if k + 1 < len(sizes) else None
+            yield self._forward(x, noisy)
+
+    def _forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        noisy = torch.add(x, noise, alpha=self.sigma, out=noise)
+        if self.amp:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model(noisy).float()
+        return self.model(noisy).float()
 
     def counts(self, x: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
         """Counts of f(x + e) over ``num`` draws: int64 tensor (K,) on the CPU; for a model with H heads
