@@ -162,3 +162,64 @@ def test_two_process_training_matches_single_process(tmp_path):
     assert b["metadata"]["world_size"] == 2
     for k in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=1e-4, atol=1e-5)
+
+
+def _tiny():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 4)).double()
+    x = torch.rand(5, 6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 1])
+    return net, x, y
+
+
+def test_expressive_losses_span_adversarial_to_ibp():
+    """alpha = 1 gives IBP's loss, alpha = 0 the adversarial cross-entropy, for MTL-, CC- and EXP-IBP (De Palma et al.
+    2024); in between MTL-IBP and EXP-IBP are the arithmetic and geometric means of the two."""
+    import torch.nn.functional as F
+
+    from certkit.train.methods.expressive import CCIBPTraining, EXPIBPTraining, MTLIBPTraining, margins
+    from certkit.verifiers import BoundedModule, linf_ball, margin_spec
+
+    net, x, y = _tiny()
+    C = margin_spec(y, 4).double()
+    lb, _ = BoundedModule(net, (6,)).ibp_margins(linf_ball(x, 0.1), C)
+    x_adv = (x + 0.05).clamp(0, 1)
+    z = net(x_adv)
+    m_adv = margins(z, C)
+    l_ibp, l_adv = robust_cross_entropy(lb), F.cross_entropy(z, y)
+    assert float(robust_cross_entropy(m_adv)) == pytest.approx(float(l_adv), rel=1e-12)  # CE sees margins only
+    for cls in (MTLIBPTraining, CCIBPTraining, EXPIBPTraining):
+        assert float(cls.combine(m_adv, lb, 1.0)) == pytest.approx(float(l_ibp), rel=1e-12)
+        assert float(cls.combine(m_adv, lb, 0.0)) == pytest.approx(float(l_adv), rel=1e-12)
+    assert float(MTLIBPTraining.combine(m_adv, lb, 0.3)) == pytest.approx(float(0.7 * l_adv + 0.3 * l_ibp))
+    assert float(EXPIBPTraining.combine(m_adv, lb, 0.3)) == pytest.approx(float(l_adv ** 0.7 * l_ibp ** 0.3))
+    cc = float(CCIBPTraining.combine(m_adv, lb, 0.3))
+    assert float(l_adv) <= cc <= float(l_ibp)  # CE of margins is monotone: between the two ends
+
+
+def test_sabr_box_is_the_ball_at_lambda_one_and_the_attack_point_at_zero():
+    from certkit.train.methods.sabr import small_box
+    from certkit.verifiers import BoundedModule, Box, linf_ball, margin_spec
+
+    net, x, y = _tiny()
+    eps = 0.1
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    ball = linf_ball(x, eps)
+    lo, hi = small_box(x, x_adv, eps, 1.0)
+    assert torch.allclose(lo, ball.x_L, rtol=0, atol=1e-15) and torch.allclose(hi, ball.x_U, rtol=0, atol=1e-15)
+    lo, hi = small_box(x, x_adv, eps, 0.25)
+    assert (lo >= ball.x_L - 1e-12).all() and (hi <= ball.x_U + 1e-12).all() and ((hi - lo) <= 0.05 + 1e-12).all()
+    lo, hi = small_box(x, x_adv, eps, 1e-12)  # a point: IBP's worst case is the loss at x_adv
+    C = margin_spec(y, 4).double()
+    lb, _ = BoundedModule(net, (6,)).ibp_margins(Box(lo, hi), C)
+    import torch.nn.functional as F
+    assert float(robust_cross_entropy(lb)) == pytest.approx(float(F.cross_entropy(net(x_adv), y)), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["sabr", "mtl-ibp", "cc-ibp", "exp-ibp"])
+def test_new_losses_train_through_the_harness(cli, tmp_path, method):
+    r = cli("train", "--method", method, "--eps", 0.1, "--hidden", 32, "--epochs", 2, "--schedule-length", 1,
+            "--attack-steps", 3, "--quiet", "--out", tmp_path / "m.pt")
+    assert r.exit_code == 0, r.output
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert ck["metadata"]["method"] == method and ck["metadata"]["val_ibp_verified"] is not None

@@ -69,6 +69,10 @@ class TrainConfig:
     grad_clip: float = 0.0         # max gradient norm (0: off)
     init_from: str | None = None   # dual, rct: the certkit or reference checkpoint training starts from
     consistency: float = 0.0       # dual: weight of the consistency loss over 4 noise copies (DRS paper: 15)
+    sabr_lambda: float = 0.4       # sabr: small-box radius as a fraction of eps
+    expressive_alpha: float = 0.5  # mtl-ibp, cc-ibp, exp-ibp: weight of the IBP term
+    attack_steps: int = 8          # sabr, mtl-ibp, cc-ibp, exp-ibp: PGD steps of the training attack
+    augment: str = "auto"          # "auto" (crop,flip for cifar10, none otherwise), "none", or a list: crop,flip
     alpha: float = 0.1             # rct: target miscoverage of the RSCP+ sets
     eps_l2: float = 0.0            # rct: L2 radius (data-range units) the RSCP+ sets must withstand
 
@@ -143,6 +147,31 @@ def verified_metrics(model: nn.Module, bm, x: torch.Tensor, y: torch.Tensor, eps
     return {"val_ibp_verified": ibp / n, "val_crown_ibp_verified": cibp / n, "val_tightness": sum(taus) / n}
 
 
+def augmentations(cfg: TrainConfig) -> list[str]:
+    """The augmentations of ``cfg.augment``: auto = crop and flip for CIFAR-10 (as the papers train), none else."""
+    if cfg.augment == "auto":
+        return ["crop", "flip"] if cfg.dataset == "cifar10" else []
+    if cfg.augment in ("none", ""):
+        return []
+    return [a.strip() for a in cfg.augment.split(",") if a.strip()]
+
+
+def augment(x: torch.Tensor, batch: "Batch", run: Run, kinds: list, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` and random horizontal flip of images (B, C, H, W), the randomness
+    drawn from the run's generator for the whole global batch (every rank the same) and cut to this rank's rows."""
+    n = len(batch.idx_all)
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=run.generator)[run.rank::run.world]
+    flips = (torch.rand(n, generator=run.generator) < 0.5)[run.rank::run.world]
+    out = x
+    if "crop" in kinds:
+        H, W = x.shape[-2:]
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        out = torch.stack([padded[i, :, dy:dy + H, dx:dx + W] for i, (dy, dx) in enumerate(shifts.tolist())])
+    if "flip" in kinds:
+        out = torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
+    return out
+
+
 @dataclass
 class Batch:
     """One minibatch: ``idx_all`` the global batch's indices into the train split, ``idx`` this rank's share,
@@ -200,6 +229,8 @@ class ClassifierTraining(TrainingMethod):
             raise CertkitError(f"unknown --init {cfg.init!r}: use default or ibp")
         if not 0 <= cfg.kappa_final <= 1 or not 0 <= cfg.beta_final <= 1:
             raise CertkitError("--kappa-final and --beta-final must lie in [0, 1]")
+        if not set(augmentations(cfg)) <= {"crop", "flip"}:
+            raise CertkitError(f"unknown --augment {cfg.augment!r}: use auto, none, or crop,flip")
         if cfg.init == "ibp" and self.loads_weights:
             raise CertkitError("--init ibp initializes a new network, but this method starts from --init-from")
 
@@ -297,6 +328,7 @@ class ClassifierTraining(TrainingMethod):
         cfg = self.cfg
         certified = self.bm is not None
         return {"dataset": cfg.dataset, "method": self.name, "epochs": epoch, "seed": cfg.seed,
+                "recipe": self.config(), "augment": augmentations(cfg),
                 "sigma": cfg.sigma if self.noisy else None,
                 "eps": cfg.eps if cfg.eps > 0 else None, "eps_train": cfg.eps_max if certified else None,
                 "norm": "inf" if certified else None, "world_size": world,
@@ -340,8 +372,12 @@ class ClassifierTraining(TrainingMethod):
         return noise.reshape((-1,) + shape)
 
     def xy(self, run: Run, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's clean inputs and labels on the device."""
-        return self.train_set.x[batch.idx].to(run.device), self.train_set.y[batch.idx].to(run.device)
+        """This rank's clean inputs (augmented when ``augment`` says so) and labels on the device."""
+        x = self.train_set.x[batch.idx]
+        kinds = augmentations(self.cfg)
+        if kinds and x.dim() == 4:
+            x = augment(x, batch, run, kinds)
+        return x.to(run.device), self.train_set.y[batch.idx].to(run.device)
 
     def batch_loss(self, run: Run, batch: Batch) -> StepOutput:
         """The loss of one batch (default: cross-entropy on the clean inputs)."""

@@ -35,6 +35,7 @@ class IBPTraining(ClassifierTraining):
 
     def batch_loss(self, run, batch):
         cfg = self.cfg
+        self.run = run
         xb, yb = self.xy(run, batch)
         logits = run.model(xb)
         loss = F.cross_entropy(logits, yb)
@@ -54,11 +55,10 @@ class IBPTraining(ClassifierTraining):
             return natural_loss
         C = margin_spec(yb, self.data.num_classes)
         pert = linf_ball(xb, max(eps_t, 1e-6))
-        lb_ibp, bounds = bm.ibp_margins(pert, C)
+        lb_ibp, bounds = bm.ibp_margins(pert, C) if (reg_on or self.full_box_ibp) else (None, None)
         loss = natural_loss
         if eps_t > 0:
-            lb_cibp = bm.crown_ibp_lower(pert, C, bounds) if beta > 0 else None
-            loss = kappa * natural_loss + (1 - kappa) * robust_cross_entropy(mixed_margin(lb_ibp, lb_cibp, beta))
+            loss = kappa * natural_loss + (1 - kappa) * self.robust_loss(xb, yb, C, pert, lb_ibp, bounds, eps_t, beta)
         if reg_on:
             relu_in = [bounds[bm.graph.nodes[a].inputs[0]] for a in bm.graph.nonlinear()]
             first = bm.graph.nodes[1] if len(bm.graph.nodes) > 1 else None
@@ -67,6 +67,32 @@ class IBPTraining(ClassifierTraining):
             reg = tightness_regularizer(delta0, relu_in) + relu_balance_regularizer(relu_in)
             loss = loss + cfg.reg_lambda * (1 - eps_t / cfg.eps_max) * reg
         return loss
+
+    full_box_ibp = True  # robust_loss needs the IBP margins over the whole eps_t box
+
+    def robust_loss(self, xb, yb, C, pert, lb_ibp, bounds, eps_t, beta):
+        """The robust part of the loss over the Linf ball ``pert`` of radius eps_t (margin rows C): IBP's (or
+        CROWN-IBP's, mixed by beta) worst-case cross-entropy. Methods of train/methods/expressive.py and sabr.py
+        override it."""
+        lb_cibp = self.bm.crown_ibp_lower(pert, C, bounds) if beta > 0 else None
+        return robust_cross_entropy(mixed_margin(lb_ibp, lb_cibp, beta))
+
+    def adversarial(self, xb, yb, eps_t):
+        """A PGD point of the Linf ball of radius eps_t around xb (clipped to [0,1]; margin loss, the model in eval
+        mode so the attack does not move BatchNorm statistics): ``attack_steps`` steps of 2.5 eps_t / steps from the
+        clean input (Madry et al. 2018)."""
+        from certkit.verifiers.attack import margin_objective, pgd_box
+
+        model = self.run.model
+        was = model.training
+        model.eval()
+        try:
+            lo, hi = (xb - eps_t).clamp(min=0), (xb + eps_t).clamp(max=1)
+            x_adv, _ = pgd_box(margin_objective(model, yb), lo, hi, steps=self.cfg.attack_steps, restarts=1,
+                               x_init=xb, early_stop=False)
+        finally:
+            model.train(was)
+        return x_adv.detach()
 
 
 @register_training
