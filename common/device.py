@@ -7,18 +7,24 @@ from certkit.common.errors import CertkitError
 def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a :class:`torch.device`.
 
-    ``auto`` picks the first CUDA device when one is visible, else the CPU.
+    ``auto`` picks the first CUDA device when one is visible, else the CPU. Under torchrun (LOCAL_RANK set) ``auto``
+    and ``cuda`` mean this rank's GPU, cuda:LOCAL_RANK (modulo the number of GPUs), so that ranks do not share one.
 
     Raises:
         CertkitError: ``cuda`` was requested but no CUDA device is available, or the name is unknown.
     """
+    import os
+
     name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if name.startswith("cuda"):
+    if name in ("auto", "cuda") or name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise CertkitError(f"--device {name} was requested but no CUDA device is available")
-        return torch.device(name)
+        if name in ("auto", "cuda") and "LOCAL_RANK" in os.environ:
+            return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+        try:
+            return torch.device("cuda" if name == "auto" else name)
+        except RuntimeError:
+            raise CertkitError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
     raise CertkitError(f"unknown device {name!r}: use auto, cpu or cuda")

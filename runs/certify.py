@@ -89,8 +89,7 @@ def _shard(cfg: CertifyConfig) -> tuple[int, int, bool]:
             raise CertkitError("--shard is for separate jobs; under torchrun every rank takes its share itself")
         return k, n, False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        rank, world = distributed.init_from_env(torch.device("cpu") if cfg.device == "cpu" else
-                                                torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        rank, world = distributed.init_from_env(torch.device("cpu"))  # gloo: the ranks only meet at a barrier
         return rank, world, True
     return 0, 1, False
 
