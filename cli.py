@@ -89,6 +89,14 @@ model_options = _options(
                  help="Load checkpoints with full pickle (EXECUTES code stored in the file). Only for files you trust; "
                       "default is torch.load(weights_only=True)."),
 )
+denoiser_options = _options(
+    click.option("--denoiser", default=None,
+                 help="Denoised smoothing: a denoiser D put in front of --model F; the run certifies F(D(x + noise)) as "
+                      "ONE fixed classifier. A certkit denoiser checkpoint (certkit train --method denoiser), an .onnx "
+                      "file, or package.module:factory (your own diffusion / consistency model: see README)."),
+    click.option("--denoiser-weights", type=click.Path(dir_okay=False), default=None,
+                 help="state_dict file for a --denoiser package.module:factory."),
+)
 DATASET_HELP = ("digits (bundled 8x8 scikit-learn digits), mnist DIR (IDX files), cifar10 DIR (python batches) or npz "
                 "FILE (x in [0,1], integer y). The path follows as an argument: --dataset cifar10 DIR.")
 data_options = _options(
@@ -214,6 +222,7 @@ def _echo_outputs(cfg, summary) -> None:
 # ------------------------------------------------------------------------------------ certify / predict
 @main.command()
 @model_options
+@denoiser_options
 @data_options
 @smoothing_options
 @run_options
@@ -234,9 +243,16 @@ def _echo_outputs(cfg, summary) -> None:
 @click.option("--calibration-dataset", default=None,
               help="lvm: another data set for the held-out inputs (digits, mnist, cifar10, npz; default: --dataset).")
 @click.option("--calibration-path", type=click.Path(), default=None, help="lvm: its directory or file.")
+@click.option("--standard-model", default=None,
+              help="adaptive: the standard (accurate, non-robust) classifier g mixed with the smoothed --model; any "
+                   "--model source.")
+@click.option("--mixing-weight", type=float, default=None,
+              help="adaptive: weight w in (0.5, 1] of the smoothed model in (1 - w) softmax(g) + w smoothed; fixed "
+                   "once per model. The certified radius sigma (PhiInv(pA_lower) - PhiInv(1/(2w))) shrinks as w falls.")
 @_friendly
 def certify(methods, plot, **kw):
-    """Certify inputs with randomized smoothing: Gaussian (CERTIFY, Cohen et al. 2019), Dual RS or LVM-RS.
+    """Certify inputs with randomized smoothing: Gaussian (CERTIFY, Cohen et al. 2019), Dual RS, LVM-RS, sequential
+    or adaptive smoothing; with --denoiser D the base classifier is F(D(x)) (denoised smoothing).
 
     For each input: the smoothed prediction and a certified L2 radius (data-range units) that holds with
     probability at least 1 - alpha; predict -1 means abstain. Bare `certkit certify` certifies the bundled
@@ -278,6 +294,7 @@ def certify(methods, plot, **kw):
 
 @main.command()
 @model_options
+@denoiser_options
 @data_options
 @smoothing_options
 @run_options
@@ -371,13 +388,34 @@ def _recipes_help() -> str:
 @click.argument("data_path", required=False, type=click.Path())
 @click.option("--alpha", type=float, default=0.1, show_default=True, help="rct: target miscoverage of the sets.")
 @click.option("--init-from", type=click.Path(dir_okay=False), default=None,
-              help="dual, rct: the noise-trained certkit or reference checkpoint training starts from.")
+              help="dual, rct: the noise-trained certkit or reference checkpoint training starts from; denoiser: a "
+                   "denoiser checkpoint to continue from (e.g. MSE-trained, then fine-tuned with stability).")
 @click.option("--consistency", type=float, default=0.0, show_default=True,
               help="dual: consistency-loss weight over 4 noise copies (the DRS paper uses 15).")
-@click.option("--arch", default="mlp", show_default=True,
-              help="mlp, cnn, cnn_a, cnn_7layer_bn, dm_large, resnet_small, cifar_resnet20 or cifar_resnet110.")
+@click.option("--arch", default=None,
+              help="mlp (the default), cnn, cnn_a, cnn_7layer_bn, dm_large, resnet_small, cifar_resnet20 or "
+                   "cifar_resnet110; denoiser: dncnn (the default) or ae_dncnn (DnCNN + autoencoder of ZO-AE-DS).")
 @click.option("--hidden", default=None, help="mlp hidden widths, comma separated (default 256,256).")
-@click.option("--width", type=int, default=None, help="Base width of cnn_7layer_bn / dm_large / resnet_small / cnn.")
+@click.option("--width", type=int, default=None,
+              help="Base width of cnn_7layer_bn / dm_large / resnet_small / cnn; channels of dncnn / ae_dncnn.")
+@click.option("--depth", type=int, default=None, help="denoiser: convolution layers of the DnCNN (default 5).")
+@click.option("--latent", type=int, default=None, help="denoiser ae_dncnn: size of the autoencoder's code (default 32).")
+@click.option("--classifier", type=click.Path(dir_okay=False), default=None,
+              help="denoiser: the frozen classifier F (any --model source) the denoiser is trained for; needed by "
+                   "the stability and consistency objectives and for the validation accuracy of F(D(x + noise)).")
+@click.option("--objective", type=click.Choice(["mse", "stability", "consistency"]), default="mse", show_default=True,
+              help="denoiser: mse ||D(x+e) - x||^2; stability CE(F(D(x+e)), F(x)) (Salman et al. 2020); consistency "
+                   "(contrastive agreement of F(D(.)) across noise levels, rRCM-style, plus MSE).")
+@click.option("--zeroth-order", is_flag=True,
+              help="denoiser, stability objective: F is a black box queried for outputs only; its gradient is "
+                   "estimated from queries (ZO-AE-DS, Zhang et al. 2022; with ae_dncnn the decoder is frozen and "
+                   "merged into the black box, and the estimate is taken in the code space).")
+@click.option("--zo-estimator", type=click.Choice(["rge", "cge"]), default="rge", show_default=True,
+              help="rge: --zo-queries random directions (q + 1 queries per example and step); cge: every coordinate "
+                   "(d + 1 queries).")
+@click.option("--zo-queries", type=int, default=20, show_default=True, help="q: RGE random directions per example.")
+@click.option("--zo-mu", type=float, default=0.005, show_default=True,
+              help="Finite-difference step of the zeroth-order estimate (units of the code / pixels).")
 @click.option("--bn", is_flag=True, help="mlp: BatchNorm after every hidden layer.")
 @click.option("--eps", type=float, default=0.0, show_default=True,
               help="ABSOLUTE Linf radius in [0,1] pixel units: training radius of ibp/crown-ibp and the radius of the "
@@ -412,7 +450,8 @@ def _recipes_help() -> str:
 @click.option("--lr-milestones", default=None, help="Epochs at which lr is multiplied by --lr-gamma, e.g. 50,60.")
 @click.option("--lr-gamma", type=float, default=0.1, show_default=True)
 @click.option("--sigma", type=float, default=0.25, show_default=True,
-              help="Training noise std in [0,1] pixel units (gaussian, dual, rct).")
+              help="Training noise std in [0,1] pixel units (gaussian, dual, rct; denoiser: the noise it removes, "
+                   "match it to the certify --sigma).")
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--batch", "batch_size", type=int, default=64, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
@@ -427,7 +466,7 @@ def _recipes_help() -> str:
 @click.option("--resume", is_flag=True, help="Continue training --out from its last epoch.")
 @quiet_option
 @_friendly
-def train(hidden, width, bn, lr_milestones, resume, quiet, **kw):
+def train(hidden, width, depth, latent, bn, lr_milestones, resume, quiet, **kw):
     """Train a classifier and save a certkit checkpoint (with a CSV log and a PNG of the curves beside it).
 
     Under torchrun (e.g. `torchrun --nproc_per_node 2 -m certkit.cli train ...`) processes train data-parallel.
@@ -440,14 +479,21 @@ def train(hidden, width, bn, lr_milestones, resume, quiet, **kw):
         arch_config["hidden"] = _ints(hidden, "--hidden")
     if width is not None:
         arch_config["width"] = width
+    if depth is not None:
+        arch_config["depth"] = depth
+    if latent is not None:
+        arch_config["latent"] = latent
     if bn:
         arch_config["bn"] = True
     cfg = _build(TrainConfig, kw, arch_config=arch_config, lr_milestones=_ints(lr_milestones, "--lr-milestones"))
     row = run_train(cfg, resume=resume, quiet=quiet)
     if distributed.world()[0] != 0:
         return
-    fmt = lambda k: "" if row[k] != row[k] else f"  {k.replace('_', ' ')} {row[k]:.3f}"
-    click.echo(f"epoch {row['epoch']}: loss {row['loss']:.4f}  train acc {row['train_accuracy']:.3f}"
+    nan = float("nan")
+    fmt = lambda k: "" if row.get(k, nan) != row.get(k, nan) else f"  {k.replace('_', ' ')} {row[k]:.3f}"
+    click.echo(f"epoch {row['epoch']}: loss {row['loss']:.4f}" + fmt("train_accuracy").replace("train accuracy",
+                                                                                               "train acc")
+               + fmt("val_mse").replace("val mse", "val MSE")
                + fmt("val_accuracy").replace("val accuracy", "val acc")
                + fmt("val_noisy_accuracy").replace("val noisy accuracy", "val acc under noise")
                + fmt("val_ibp_verified") + fmt("val_crown_ibp_verified") + fmt("val_tightness"))
@@ -580,6 +626,7 @@ def _verify_check(model, weights, allow_pickle, onnx_path, input_shape):
 # ------------------------------------------------------------------------------------ conformal
 @main.command()
 @model_options
+@denoiser_options
 @data_options
 @click.option("--sigma", type=float, default=None, help=SIGMA_HELP)
 @click.option("--eps-l2", type=float, default=0.125, show_default=True,

@@ -256,6 +256,8 @@ def load_model(spec: str | Path | None = None, weights: str | Path | None = None
     ckpt = load_checkpoint_file(path, allow_pickle)
     if isinstance(ckpt, nn.Module):  # only reachable with allow_pickle
         return LoadedModel(ckpt.eval(), None, None, (0.0, 1.0), None, "pickled-module", str(path), {})
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and ckpt.get("task") == "denoiser":
+        raise CertkitError(f"{path} is a denoiser checkpoint: pass it as --denoiser (with a classifier as --model)")
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
         return _from_certkit(ckpt, path)
     if isinstance(ckpt, dict) and "arch" in ckpt and "state_dict" in ckpt:

@@ -53,6 +53,8 @@ class CertifyConfig(DatasetRunConfig):
     amp: bool = False
     shard: tuple | None = None                # (K, N): certify the K-th of N interleaved shares (0 <= K < N)
     radii: list | None = None                 # target radii (sequential) and the summary's radius grid
+    standard_model: str | None = None         # adaptive: the standard classifier g mixed with the smoothed model
+    mixing_weight: float | None = None        # adaptive: w in (1/2, 1], the smoothed model's weight
 
 
 def default_out(cfg: CertifyConfig, command: str, *extra: str) -> str:
@@ -144,7 +146,8 @@ def _summary_extra(cfg: CertifyConfig, p: Prepared, rows: list, method: str, sig
     return {"method": method, "sigma": sigma, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha,
             "norm": "L2", "radius_units": "data range ([0,1] pixels)",
             "model": {"source": p.model.source, "kind": p.model.kind, "arch": p.model.arch,
-                      "train_sigma": p.model.train_sigma},
+                      "train_sigma": p.model.train_sigma,
+                      **({"denoiser": p.model.metadata["denoiser"]} if "denoiser" in p.model.metadata else {})},
             "inputs": p.inputs_summary(cfg, len(rows)),
             "seed": cfg.seed, "device": str(p.device), "batch": cfg.batch, "compile": cfg.compile,
             "amp": cfg.amp, "tsv": str(cfg.out), "wall_seconds_this_run": wall,
@@ -178,6 +181,11 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     if cfg.radii is not None:
         settings["radii"] = sorted(cfg.radii)
     extra = {"procedure": method.procedure}
+    if method.needs_standard_model:
+        settings.update(standard_model=cfg.standard_model, mixing_weight=cfg.mixing_weight)
+        extra["standard_model"] = _attach_standard(cfg, p, smoothed)
+    elif cfg.standard_model is not None or cfg.mixing_weight is not None:
+        raise CertkitError(f"--standard-model and --mixing-weight are for --method adaptive, not {cfg.method}")
     if method.needs_calibration:
         extra["calibration"] = calibrate(cfg, p, smoothed)
         settings["calibration"] = {k: extra["calibration"][k] for k in ("map", "t", "dataset", "split", "source",
@@ -189,6 +197,35 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
 
     return _run_shards(cfg, p, settings, COLUMNS + tuple(method.columns), certify_one, f"certify {cfg.method}", sigma,
                        t0, extra)
+
+
+def _attach_standard(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
+    """Load ``cfg.standard_model`` (any --model source) and attach it with ``cfg.mixing_weight`` to ``smoothed``.
+
+    Raises:
+        CertkitError: no standard model; a weight outside (1/2, 1]; a model that does not take the data's inputs or
+            returns another number of classes than the smoothed model.
+    """
+    from certkit.certify.smoothing.adaptive import check_mixing_weight
+    from certkit.models.checkpoint import load_model
+
+    if not cfg.standard_model:
+        raise CertkitError(f"--method {cfg.method} needs the standard classifier: --standard-model MODEL")
+    w = check_mixing_weight(cfg.mixing_weight)
+    g = load_model(cfg.standard_model, None, cfg.allow_pickle)
+    module = g.module.to(p.device).eval()
+    x = p.data.x[:1].to(p.device)
+    try:
+        with torch.inference_mode():
+            out_g, out_f = module(x), p.module(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise CertkitError(f"--standard-model does not take the data's inputs of shape {tuple(x.shape[1:])}: "
+                           f"{str(e).splitlines()[0][:160]}") from None
+    if out_g.dim() != 2 or out_g.shape != out_f.shape:
+        raise CertkitError(f"--standard-model returns logits of shape {tuple(out_g.shape)}, the smoothed model "
+                           f"{tuple(out_f.shape)}: both must be (batch, classes) with the same classes")
+    smoothed.attach_standard(module, w)
+    return {"source": g.source, "kind": g.kind, "arch": g.arch, "mixing_weight": w}
 
 
 def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:
@@ -219,6 +256,8 @@ def _summary(rows: list, method: str, base: dict) -> dict:
         out = summarize(rows, base.get("radii"))
         if rows and "samples" in rows[0]:
             out["mean_samples"] = sum(int(r["samples"]) for r in rows) / len(rows)
+        if rows and "mixed_predict" in rows[0]:  # adaptive smoothing: h's empirical clean accuracy (no certificate)
+            out["mixed_accuracy_empirical"] = sum(int(r["mixed_predict"]) == int(r["label"]) for r in rows) / len(rows)
     out.update({k: v for k, v in base.items() if k not in out})
     if method == "gaussian-predict":
         out.pop("n0", None)  # PREDICT has no selection samples

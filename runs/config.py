@@ -60,6 +60,9 @@ class DatasetRunConfig(RunConfig):
     Attributes:
         model: certkit / reference checkpoint, ``.onnx`` file, ``package.module:factory``, or None / ``bundled``.
         weights: state_dict for a factory model; allow_pickle: full pickle loading (executes code in the file).
+        denoiser: a denoiser D put in front of the model (denoised smoothing: the run certifies F o D as ONE fixed
+            classifier; models/denoisers.py): certkit denoiser checkpoint, ``.onnx`` or ``package.module:factory``;
+            denoiser_weights: state_dict for a factory denoiser.
         dataset, data_path, split: what :func:`certkit.datasets.load_dataset` reads.
         skip, max_inputs: every skip-th input of the split, at most max_inputs of them.
     """
@@ -67,6 +70,8 @@ class DatasetRunConfig(RunConfig):
     model: str | None = None
     weights: str | None = None
     allow_pickle: bool = False
+    denoiser: str | None = None
+    denoiser_weights: str | None = None
     dataset: str = "digits"
     data_path: str | None = None
     split: str = "test"
@@ -109,6 +114,12 @@ def prepare(cfg: DatasetRunConfig) -> Prepared:
     device = resolve_device(cfg.device)
     model = load_model(cfg.model, cfg.weights, cfg.allow_pickle)
     data = fit_data_to_model(model, load_dataset(cfg.dataset, cfg.data_path, cfg.split))
+    if cfg.denoiser is not None:
+        from certkit.models.denoisers import compose, load_denoiser
+
+        model = compose(load_denoiser(cfg.denoiser, cfg.denoiser_weights), model, data.input_shape)
+    elif cfg.denoiser_weights is not None:
+        raise CertkitError("--denoiser-weights needs --denoiser package.module:factory")
     indices = select_indices(len(data), cfg.skip, cfg.max_inputs)
     return Prepared(model, model.module.to(device).eval(), data, indices, device)
 

@@ -10,6 +10,7 @@ one subclass in ``train/methods/`` registered with :func:`register_training`; it
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ class TrainConfig:
     method: str = "gaussian"
     dataset: str = "digits"
     data_path: str | None = None
-    arch: str = "mlp"
+    arch: str | None = None        # None: the method's default_arch (mlp; dncnn for denoiser)
     arch_config: dict = field(default_factory=dict)
     sigma: float = 0.25
     epochs: int = 30
@@ -75,6 +76,12 @@ class TrainConfig:
     augment: str = "auto"          # "auto" (crop,flip for cifar10, none otherwise), "none", or a list: crop,flip
     alpha: float = 0.1             # rct: target miscoverage of the RSCP+ sets
     eps_l2: float = 0.0            # rct: L2 radius (data-range units) the RSCP+ sets must withstand
+    classifier: str | None = None  # denoiser: the frozen classifier F the denoiser is trained for
+    objective: str = "mse"         # denoiser: mse, stability or consistency
+    zeroth_order: bool = False     # denoiser: F is a black box, its gradient estimated from queries (ZO-AE-DS)
+    zo_estimator: str = "rge"      # denoiser: rge (q random directions) or cge (every coordinate)
+    zo_queries: int = 20           # denoiser: q of RGE
+    zo_mu: float = 0.005           # denoiser: finite-difference step of the ZO estimate
 
     @property
     def eps_max(self) -> float:
@@ -192,10 +199,12 @@ class ClassifierTraining(TrainingMethod):
         certified: needs eps > 0 and the bound engine during training;
         holds_out_validation: keep the last ``val_fraction`` of the train split for validation;
         min_batch: drop a last batch smaller than this;
-        loads_weights: the network starts from ``init_from`` (its normalization, if any, is kept as it is).
+        loads_weights: the network starts from ``init_from`` (its normalization, if any, is kept as it is);
+        default_arch: the architecture when ``arch`` is None.
     """
 
     help = ""
+    default_arch = "mlp"
     noisy = False
     certified = False
     holds_out_validation = True
@@ -204,6 +213,8 @@ class ClassifierTraining(TrainingMethod):
     log_columns = LOG_COLUMNS
 
     def __init__(self, cfg: TrainConfig):
+        if cfg.arch is None:
+            cfg = dataclasses.replace(cfg, arch=self.default_arch)
         self.cfg = cfg
         self.bm = None
 

@@ -55,7 +55,9 @@ class SmoothingMethod:
         heads: logits the base model returns per input (1: (B, K); 2: (B, 2, K) for Dual RS);
         needs_calibration: the method tunes something ONCE PER MODEL on held-out inputs before certifying
         (``calibrate(x, y, num, n, alpha, generator) -> dict``, called by the run; never on certified inputs);
-        columns: Certificate attributes written as extra TSV columns (e.g. ``samples``).
+        columns: Certificate attributes written as extra TSV columns (e.g. ``samples``);
+        needs_standard_model: the method mixes in a second, standard classifier (``attach_standard(model, w)``,
+        called by the run; adaptive smoothing).
     Instance attribute ``radii``: the target radii of the run (``--radii``), for methods that decide at given radii.
     """
 
@@ -65,6 +67,7 @@ class SmoothingMethod:
     procedure = ""
     heads = 1
     needs_calibration = False
+    needs_standard_model = False
     columns: tuple = ()
 
     def __init__(self, sampler):

@@ -1,0 +1,123 @@
+"""Adaptive smoothing with a FIXED mixing weight: a standard (accurate, non-robust) classifier g mixed with a
+smoothed robust classifier r (Bai, Anderson, Kim, Sojoudi, "Improving the Accuracy-Robustness Trade-Off of
+Classifiers via Adaptive Smoothing", SIAM J. Math. Data Sci. 2024; the mixing idea of their Sec. 3).
+
+Problem: g (``--standard-model``) maps x to probabilities p^g(x) = softmax(g(x)) in the simplex Delta_K and has no
+robustness at all; r is Gaussian smoothing of the base classifier f (``--model``, optionally behind ``--denoiser``):
+p^r_c(x) = P(f(x + e) = c), e ~ N(0, sigma^2 I). For a weight w in (1/2, 1] the mixed classifier is
+
+    h(x) = argmax_c  (1 - w) p^g_c(x) + w p^r_c(x).
+
+Certificate (derived here; it is the paper's fixed-weight argument with the smoothed r as the robust part):
+for any class y, any j != y and any x',
+    (1 - w)(p^g_y(x') - p^g_j(x')) >= -(1 - w)              (g arbitrary: probabilities lie in [0, 1])
+    w (p^r_y(x') - p^r_j(x'))      >= w (2 p^r_y(x') - 1)   (p^r_j <= 1 - p^r_y: the p^r sum to 1)
+so h(x') = y whenever p^r_y(x') > 1 / (2w). The map x -> PhiInv(p^r_y(x)) is 1/sigma-Lipschitz in L2
+(Salman et al. NeurIPS 2019, Lemma 2; Levine et al. 2020), hence for ||x' - x||_2 <= R
+    p^r_y(x') >= Phi(PhiInv(p^r_y(x)) - R / sigma),
+and with a (1 - alpha) lower confidence bound pA_lower of p^r_y(x) the prediction y holds on the L2 ball of radius
+
+    R = sigma * (PhiInv(pA_lower) - PhiInv(1 / (2w))),   certified iff pA_lower > 1 / (2w).
+
+At w = 1 this is Cohen et al.'s R = sigma PhiInv(pA_lower); the radius shrinks as w decreases and vanishes at
+w = 1/2 (below it g can outvote any r, so no certificate exists without assumptions on g). The bound is tight: for
+a linear f and a g that always puts probability 1 on the runner-up class, h's decision boundary lies exactly at R.
+
+Why mix at all: where r is unsure (pA below 1/(2w)) the mixture follows g, so the EMPIRICAL clean accuracy of h
+(column ``mixed_predict``: argmax of (1 - w) p^g(x) + w p_hat^r(x) with the n-sample frequencies; no certificate)
+can exceed r's; the certified prediction (``predict``) is r's top class cA or ABSTAIN. w is fixed once per model
+(never per input). Bai et al. also train a mixing network that chooses w(x) per input; that variant needs its own
+robustness analysis of the mixing network and is not offered here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from scipy.stats import norm
+
+from certkit.certify.smoothing.base import (ABSTAIN, Certificate, SmoothingMethod, check_certify_args,
+                                            register_smoothing)
+from certkit.certify.stats import clopper_pearson_lower
+from certkit.common.errors import CertkitError
+
+
+def adaptive_radius(pA_lower: float, w: float, sigma: float) -> float:
+    """sigma (PhiInv(pA_lower) - PhiInv(1 / (2w))): the L2 radius of the mixed classifier (module docstring);
+    <= 0 means no certificate. ``w`` in (1/2, 1]."""
+    return float(sigma * (norm.ppf(pA_lower) - norm.ppf(1.0 / (2.0 * w))))
+
+
+def check_mixing_weight(w) -> float:
+    """Raise CertkitError unless 1/2 < w <= 1 (the weights with a certificate)."""
+    if w is None or not 0.5 < float(w) <= 1.0:
+        raise CertkitError(f"--mixing-weight must lie in (0.5, 1] (weight of the smoothed robust classifier; at or "
+                           f"below 0.5 the standard classifier can outvote it and nothing is certified), got {w}")
+    return float(w)
+
+
+@dataclass
+class MixedCertificate(Certificate):
+    """A :class:`Certificate` with the mixed classifier's empirical prediction (no certificate)."""
+
+    mixed_predict: int = ABSTAIN
+
+
+@register_smoothing
+class AdaptiveSmoothing(SmoothingMethod):
+    """Fixed-weight mixture of a standard classifier and Gaussian smoothing (module docstring).
+
+    ``attach_standard(model, w)`` must be called before ``certify`` (the run does it from --standard-model and
+    --mixing-weight).
+    """
+
+    name = "adaptive"
+    label = "Adaptive"
+    help = ("adaptive smoothing, Bai et al. 2024: (1 - w) softmax(g) + w smoothed(--model) with a fixed weight w = "
+            "--mixing-weight in (0.5, 1] and g = --standard-model; R = sigma (PhiInv(pA_lower) - PhiInv(1/(2w)))")
+    procedure = ("one-sided Clopper-Pearson on the smoothed robust classifier; R = sigma (PhiInv(pA_lower) - "
+                 "PhiInv(1/(2w))); mixed_predict is the empirical mixed prediction (no certificate)")
+    needs_standard_model = True
+    columns = ("mixed_predict",)
+
+    def __init__(self, sampler):
+        super().__init__(sampler)
+        self.standard = None
+        self.w = None
+
+    def attach_standard(self, model: torch.nn.Module, w: float) -> None:
+        """Set g (raw inputs (B, *input_shape) -> logits (B, K), K as the robust model's) and the weight w.
+
+        Raises:
+            CertkitError: w outside (1/2, 1].
+        """
+        self.w = check_mixing_weight(w)
+        self.standard = model.to(self.sampler.device).eval()
+
+    @torch.inference_mode()
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
+        """1. cA = argmax of f's counts on n0 noisy copies; 2. nA on n fresh copies; 3. pA_lower = one-sided
+        (1 - alpha) Clopper-Pearson bound; 4. abstain unless pA_lower > 1/(2w), else (cA, adaptive_radius).
+
+        Args:
+            x: one raw input (*input_shape) in the data range.
+        Guarantee: with probability >= 1 - alpha over the noise, h predicts the returned class on the whole L2
+        ball of the returned radius (module docstring).
+        Raises:
+            CertkitError: no standard model attached; g's classes differ from f's; bad n0 / n / alpha; NaN logits.
+        """
+        if self.standard is None or self.w is None:
+            raise CertkitError("adaptive smoothing needs --standard-model and --mixing-weight")
+        check_certify_args(n0, n, alpha)
+        cA = int(self.sampler.counts(x, n0, generator).argmax())
+        counts = self.sampler.counts(x, n, generator)
+        p_g = torch.softmax(self.standard(x.unsqueeze(0).to(self.sampler.device, torch.float32)).float(), -1)[0].cpu()
+        if p_g.shape != counts.shape:
+            raise CertkitError(f"the standard model has {p_g.numel()} classes, the robust model {counts.numel()}")
+        mixed = int(((1 - self.w) * p_g.double() + self.w * counts.double() / n).argmax())
+        nA = int(counts[cA])
+        pA_lower = clopper_pearson_lower(nA, n, alpha)
+        radius = adaptive_radius(pA_lower, self.w, self.sigma)
+        if (self.w < 1.0 and pA_lower <= 1.0 / (2.0 * self.w)) or pA_lower < 0.5:  # w = 1: Cohen's rule
+            return MixedCertificate(ABSTAIN, 0.0, pA_lower, nA, mixed_predict=mixed)
+        return MixedCertificate(cA, max(radius, 0.0), pA_lower, nA, mixed_predict=mixed)
