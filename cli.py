@@ -91,9 +91,9 @@ model_options = _options(
 )
 denoiser_options = _options(
     click.option("--denoiser", default=None,
-                 help="Denoised smoothing: a denoiser D put in front of --model F; the run certifies F(D(x + noise)) as "
-                      "ONE fixed classifier. A certkit denoiser checkpoint (certkit train --method denoiser), an .onnx "
-                      "file, or package.module:factory (your own diffusion / consistency model: see README)."),
+                 help="Denoised smoothing: a denoiser D put in front of --model F; the run certifies F(D(x + noise)) "
+                      "as ONE fixed classifier. A certkit denoiser checkpoint (certkit train --method denoiser), an "
+                      ".onnx file, or package.module:factory (your own diffusion / consistency model: see README)."),
     click.option("--denoiser-weights", type=click.Path(dir_okay=False), default=None,
                  help="state_dict file for a --denoiser package.module:factory."),
 )
@@ -249,6 +249,10 @@ def _echo_outputs(cfg, summary) -> None:
 @click.option("--mixing-weight", type=float, default=None,
               help="adaptive: weight w in (0.5, 1] of the smoothed model in (1 - w) softmax(g) + w smoothed; fixed "
                    "once per model. The certified radius sigma (PhiInv(pA_lower) - PhiInv(1/(2w))) shrinks as w falls.")
+@click.option("--mixing-network", type=click.Path(dir_okay=False), default=None,
+              help="adaptive: a trained mixing network (certkit train --method mixing) choosing w per input instead; "
+                   "certified at its floor when the floor exceeds 0.5, else empirical only (every row abstains; see "
+                   "mixed_predict).")
 @_friendly
 def certify(methods, plot, **kw):
     """Certify inputs with randomized smoothing: Gaussian (CERTIFY, Cohen et al. 2019), Dual RS, LVM-RS, sequential
@@ -399,10 +403,18 @@ def _recipes_help() -> str:
 @click.option("--width", type=int, default=None,
               help="Base width of cnn_7layer_bn / dm_large / resnet_small / cnn; channels of dncnn / ae_dncnn.")
 @click.option("--depth", type=int, default=None, help="denoiser: convolution layers of the DnCNN (default 5).")
-@click.option("--latent", type=int, default=None, help="denoiser ae_dncnn: size of the autoencoder's code (default 32).")
+@click.option("--latent", type=int, default=None,
+              help="denoiser ae_dncnn: size of the autoencoder's code (default 32).")
 @click.option("--classifier", type=click.Path(dir_okay=False), default=None,
               help="denoiser: the frozen classifier F (any --model source) the denoiser is trained for; needed by "
-                   "the stability and consistency objectives and for the validation accuracy of F(D(x + noise)).")
+                   "the stability and consistency objectives and for the validation accuracy of F(D(x + noise)). "
+                   "mixing: the robust base classifier (smoothed with --sigma).")
+@click.option("--standard-model", default=None,
+              help="mixing: the standard (accurate) classifier g whose mixture with the smoothed --classifier the "
+                   "mixing network weighs.")
+@click.option("--mixing-floor", type=float, default=0.0, show_default=True,
+              help="mixing: least weight of the robust part; above 0.5 the mixture keeps the certificate of that "
+                   "fixed weight, else it is empirical only.")
 @click.option("--objective", type=click.Choice(["mse", "stability", "consistency"]), default="mse", show_default=True,
               help="denoiser: mse ||D(x+e) - x||^2; stability CE(F(D(x+e)), F(x)) (Salman et al. 2020); consistency "
                    "(contrastive agreement of F(D(.)) across noise levels, rRCM-style, plus MSE).")
@@ -421,7 +433,8 @@ def _recipes_help() -> str:
               help="ABSOLUTE Linf radius in [0,1] pixel units: training radius of ibp/crown-ibp and the radius of the "
                    "per-epoch IBP / CROWN-IBP verified accuracy.")
 @click.option("--eps-l2", type=float, default=0.0, show_default=True,
-              help="rct: the L2 radius (ABSOLUTE, [0,1] pixel units) its conformal sets must withstand.")
+              help="rct: the L2 radius (ABSOLUTE, [0,1] pixel units) its conformal sets must withstand; mixing: the "
+                   "L2 radius of the training attack on the mixed classifier.")
 @click.option("--eps-train", type=float, default=None, help="Training radius if different from --eps (e.g. 1.1x).")
 @click.option("--schedule", type=click.Choice(["smoothed", "linear"]), default="smoothed", show_default=True,
               help="eps ramp: smoothed (polynomial then linear, auto_LiRPA/DeepMind) or linear.")
@@ -438,7 +451,7 @@ def _recipes_help() -> str:
 @click.option("--expressive-alpha", type=float, default=0.5, show_default=True,
               help="mtl-ibp, cc-ibp, exp-ibp: weight of the IBP term (0 = adversarial training, 1 = IBP).")
 @click.option("--attack-steps", type=int, default=8, show_default=True,
-              help="sabr, mtl-ibp, cc-ibp, exp-ibp: PGD steps of the training attack (step 2.5 eps / steps).")
+              help="sabr, mtl-ibp, cc-ibp, exp-ibp, mixing: PGD steps of the training attack (step 2.5 eps / steps).")
 @click.option("--augment", default="auto", show_default=True,
               help="Training-data augmentation: auto (random crop after 4-pixel zero padding and horizontal flip for "
                    "cifar10, as the papers train; none for other data), none, or a list: crop,flip.")
@@ -495,6 +508,7 @@ def train(hidden, width, depth, latent, bn, lr_milestones, resume, quiet, **kw):
                                                                                                "train acc")
                + fmt("val_mse").replace("val mse", "val MSE")
                + fmt("val_accuracy").replace("val accuracy", "val acc")
+               + fmt("val_adv_accuracy").replace("val adv accuracy", "val acc attacked")
                + fmt("val_noisy_accuracy").replace("val noisy accuracy", "val acc under noise")
                + fmt("val_ibp_verified") + fmt("val_crown_ibp_verified") + fmt("val_tightness"))
     out = Path(cfg.out)

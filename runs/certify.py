@@ -55,6 +55,7 @@ class CertifyConfig(DatasetRunConfig):
     radii: list | None = None                 # target radii (sequential) and the summary's radius grid
     standard_model: str | None = None         # adaptive: the standard classifier g mixed with the smoothed model
     mixing_weight: float | None = None        # adaptive: w in (1/2, 1], the smoothed model's weight
+    mixing_network: str | None = None         # adaptive: a trained mixing network instead (train --method mixing)
 
 
 def default_out(cfg: CertifyConfig, command: str, *extra: str) -> str:
@@ -182,10 +183,12 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
         settings["radii"] = sorted(cfg.radii)
     extra = {"procedure": method.procedure}
     if method.needs_standard_model:
-        settings.update(standard_model=cfg.standard_model, mixing_weight=cfg.mixing_weight)
+        settings.update(standard_model=cfg.standard_model, mixing_weight=cfg.mixing_weight,
+                        mixing_network=cfg.mixing_network)
         extra["standard_model"] = _attach_standard(cfg, p, smoothed)
-    elif cfg.standard_model is not None or cfg.mixing_weight is not None:
-        raise CertkitError(f"--standard-model and --mixing-weight are for --method adaptive, not {cfg.method}")
+    elif cfg.standard_model is not None or cfg.mixing_weight is not None or cfg.mixing_network is not None:
+        raise CertkitError(f"--standard-model, --mixing-weight and --mixing-network are for --method adaptive, not "
+                           f"{cfg.method}")
     if method.needs_calibration:
         extra["calibration"] = calibrate(cfg, p, smoothed)
         settings["calibration"] = {k: extra["calibration"][k] for k in ("map", "t", "dataset", "split", "source",
@@ -211,7 +214,21 @@ def _attach_standard(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
 
     if not cfg.standard_model:
         raise CertkitError(f"--method {cfg.method} needs the standard classifier: --standard-model MODEL")
-    w = check_mixing_weight(cfg.mixing_weight)
+    if (cfg.mixing_weight is None) == (cfg.mixing_network is None):
+        raise CertkitError(f"--method {cfg.method} needs one of --mixing-weight W (fixed, certified) or "
+                           f"--mixing-network FILE (certkit train --method mixing)")
+    mixing, info = None, {}
+    if cfg.mixing_network is not None:
+        from certkit.models.mixing import load_mixing
+
+        if cfg.denoiser is not None:
+            raise CertkitError("a mixing network is trained on the robust model's own outputs: no --denoiser with it")
+        mixing, meta = load_mixing(cfg.mixing_network)
+        w = None
+        info = {"mixing_network": cfg.mixing_network, "floor": mixing.floor, "certified_at_floor": mixing.certifies,
+                "trained_for": {k: meta.get(k) for k in ("standard_model", "classifier", "sigma", "eps_l2")}}
+    else:
+        w = check_mixing_weight(cfg.mixing_weight)
     g = load_model(cfg.standard_model, None, cfg.allow_pickle)
     module = g.module.to(p.device).eval()
     x = p.data.x[:1].to(p.device)
@@ -224,8 +241,11 @@ def _attach_standard(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
     if out_g.dim() != 2 or out_g.shape != out_f.shape:
         raise CertkitError(f"--standard-model returns logits of shape {tuple(out_g.shape)}, the smoothed model "
                            f"{tuple(out_f.shape)}: both must be (batch, classes) with the same classes")
-    smoothed.attach_standard(module, w)
-    return {"source": g.source, "kind": g.kind, "arch": g.arch, "mixing_weight": w}
+    if mixing is not None and out_g.shape[1] != mixing.net[0].in_features // 2:
+        raise CertkitError(f"the mixing network was trained for {mixing.net[0].in_features // 2} classes, the models "
+                           f"have {out_g.shape[1]}")
+    smoothed.attach_standard(module, w, mixing)
+    return {"source": g.source, "kind": g.kind, "arch": g.arch, "mixing_weight": w, **info}
 
 
 def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:

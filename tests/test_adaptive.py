@@ -110,3 +110,69 @@ def test_cli_adaptive_end_to_end_and_errors(cli, tmp_path):
     assert_clean_error(cli("certify", "--method", "adaptive", "--standard-model", "bundled", "--mixing-weight", "0.4",
                            "--out", tmp_path / "b.tsv"), "(0.5, 1]")
     assert_clean_error(cli("certify", "--mixing-weight", "0.7", "--out", tmp_path / "b.tsv"), "adaptive")
+
+
+def test_a_mixing_network_with_a_floor_above_half_keeps_the_floors_certificate():
+    # models/mixing.py: 2 w p_y - 1 is increasing in w, so any w(x') >= floor keeps the fixed-weight radius at the
+    # floor. Random network weights (w(x) varies with x), adversarial g; check h with the network's OWN weight at the
+    # attacked point x - R e_0 for every issued certificate.
+    from certkit.models.mixing import MixingNetwork
+
+    torch.manual_seed(3)
+    net = MixingNetwork(2, hidden=8, floor=0.6)
+    nn.init.normal_(net.net[0].weight, std=3.0)
+    x = torch.zeros(3)
+    x[0] = 0.6
+    g = AdaptiveSmoothing(NoiseSampler(Linear2(), SIGMA, batch_size=500))
+    g.attach_standard(Adversary(), mixing=net)
+    p_gs = torch.softmax(torch.tensor([[30.0, -30.0]]), 1)
+
+    def h_at(x0):
+        p1 = norm.cdf(x0 / SIGMA)
+        with torch.no_grad():
+            w = float(net(p_gs, torch.softmax(torch.tensor([[-x0, x0]], dtype=torch.float32), 1))[0])
+        assert 0.6 <= w <= 1
+        return int(((1 - w) * p_gs[0].double().numpy() + w * np.array([1 - p1, p1])).argmax())
+
+    reps, alpha, failures = 200, 0.05, 0
+    for s in range(reps):
+        cert = g.certify(x, 20, 500, alpha, torch.Generator().manual_seed(s))
+        if cert.prediction != ABSTAIN:
+            assert cert.radius == pytest.approx(adaptive_radius(cert.pA_lower, 0.6, SIGMA))
+            failures += h_at(0.6 - cert.radius) != 1
+    assert failures <= int(binom.ppf(1 - 1e-6, reps, alpha)), failures
+    low = AdaptiveSmoothing(NoiseSampler(Linear2(), SIGMA, batch_size=500))
+    low.attach_standard(Adversary(), mixing=MixingNetwork(2, floor=0.3))
+    cert = low.certify(x, 20, 500, alpha, torch.Generator().manual_seed(0))
+    assert cert.prediction == ABSTAIN and cert.mixed_predict in (0, 1)  # empirical only
+    with pytest.raises(CertkitError, match="either"):
+        low.attach_standard(Adversary(), 0.8, MixingNetwork(2))
+
+
+def test_cli_mixing_network_train_and_certify(cli, tmp_path):
+    nat = tmp_path / "nat.pt"
+    assert cli("train", "--method", "natural", "--epochs", "3", "--out", nat, "--quiet").exit_code == 0
+    for floor in ("0.6", "0.0"):
+        mix = tmp_path / f"mix{floor}.pt"
+        r = cli("train", "--method", "mixing", "--standard-model", nat, "--classifier", "bundled", "--sigma", "0.25",
+                "--eps-l2", "0.3", "--attack-steps", "2", "--epochs", "1", "--batch", "512", "--mixing-floor", floor,
+                "--out", mix,
+                "--quiet")
+        assert r.exit_code == 0, r.output
+        r = cli("certify", "--method", "adaptive", "--standard-model", nat, "--mixing-network", mix, "--max-inputs",
+                "5", "--n", "200", "--n0", "20", "--out", tmp_path / f"m{floor}.tsv", "--quiet")
+        assert r.exit_code == 0, r.output
+        summary = json.loads((tmp_path / f"m{floor}.summary.json").read_text())
+        assert summary["standard_model"]["certified_at_floor"] == (floor == "0.6")
+    rows_net = [r.split("\t")[:5] for r in (tmp_path / "m0.6.tsv").read_text().splitlines()]
+    r = cli("certify", "--method", "adaptive", "--standard-model", nat, "--mixing-weight", "0.6", "--max-inputs", "5",
+            "--n", "200", "--n0", "20", "--out", tmp_path / "w.tsv", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert rows_net == [r.split("\t")[:5] for r in (tmp_path / "w.tsv").read_text().splitlines()]
+    assert all(r.split("\t")[2] == str(ABSTAIN) for r in (tmp_path / "m0.0.tsv").read_text().splitlines()[1:])
+    assert_clean_error(cli("certify", "--method", "adaptive", "--standard-model", nat, "--mixing-weight", "0.7",
+                           "--mixing-network", tmp_path / "mix0.6.pt", "--out", tmp_path / "e.tsv"), "one of")
+    assert_clean_error(cli("certify", "--method", "adaptive", "--standard-model", nat, "--mixing-network", nat,
+                           "--out", tmp_path / "e.tsv"), "not a certkit mixing network")
+    assert_clean_error(cli("train", "--method", "mixing", "--classifier", nat, "--out", tmp_path / "e.pt"),
+                       "--standard-model")

@@ -76,12 +76,14 @@ class TrainConfig:
     augment: str = "auto"          # "auto" (crop,flip for cifar10, none otherwise), "none", or a list: crop,flip
     alpha: float = 0.1             # rct: target miscoverage of the RSCP+ sets
     eps_l2: float = 0.0            # rct: L2 radius (data-range units) the RSCP+ sets must withstand
-    classifier: str | None = None  # denoiser: the frozen classifier F the denoiser is trained for
+    classifier: str | None = None  # denoiser: the frozen classifier F; mixing: the robust base classifier
     objective: str = "mse"         # denoiser: mse, stability or consistency
     zeroth_order: bool = False     # denoiser: F is a black box, its gradient estimated from queries (ZO-AE-DS)
     zo_estimator: str = "rge"      # denoiser: rge (q random directions) or cge (every coordinate)
     zo_queries: int = 20           # denoiser: q of RGE
     zo_mu: float = 0.005           # denoiser: finite-difference step of the ZO estimate
+    standard_model: str | None = None  # mixing: the standard classifier g of adaptive smoothing
+    mixing_floor: float = 0.0      # mixing: least weight of the robust part (> 0.5 keeps a certificate)
 
     @property
     def eps_max(self) -> float:

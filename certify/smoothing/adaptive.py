@@ -26,8 +26,12 @@ a linear f and a g that always puts probability 1 on the runner-up class, h's de
 Why mix at all: where r is unsure (pA below 1/(2w)) the mixture follows g, so the EMPIRICAL clean accuracy of h
 (column ``mixed_predict``: argmax of (1 - w) p^g(x) + w p_hat^r(x) with the n-sample frequencies; no certificate)
 can exceed r's; the certified prediction (``predict``) is r's top class cA or ABSTAIN. w is fixed once per model
-(never per input). Bai et al. also train a mixing network that chooses w(x) per input; that variant needs its own
-robustness analysis of the mixing network and is not offered here.
+(never per input).
+
+Bai et al. also train a mixing network that chooses w(x) per input (``certkit train --method mixing``, models/mixing.py;
+``--mixing-network`` here). Because the bound above is monotone in w, ANY weights w(x') >= floor keep the radius of the
+fixed weight floor: a network whose floor exceeds 1/2 is certified at its floor; with a lower floor nothing is
+certified (every row abstains) and only the empirical ``mixed_predict`` is reported.
 """
 from __future__ import annotations
 
@@ -84,15 +88,25 @@ class AdaptiveSmoothing(SmoothingMethod):
         super().__init__(sampler)
         self.standard = None
         self.w = None
+        self.mixing = None
 
-    def attach_standard(self, model: torch.nn.Module, w: float) -> None:
-        """Set g (raw inputs (B, *input_shape) -> logits (B, K), K as the robust model's) and the weight w.
+    def attach_standard(self, model: torch.nn.Module, w: float | None = None, mixing=None) -> None:
+        """Set g (raw inputs (B, *input_shape) -> logits (B, K), K as the robust model's) and either the fixed weight
+        w or a trained mixing network (models/mixing.py: w(x) from softmax g(x) and softmax f(x), f the sampler's
+        base model). With a network the certificate is the one of its floor when the floor exceeds 1/2
+        (models/mixing.py), else no input is certified and only ``mixed_predict`` is reported.
 
         Raises:
-            CertkitError: w outside (1/2, 1].
+            CertkitError: both or neither of w and mixing; w outside (1/2, 1].
         """
-        self.w = check_mixing_weight(w)
+        if (w is None) == (mixing is None):
+            raise CertkitError("adaptive smoothing takes either --mixing-weight or --mixing-network")
         self.standard = model.to(self.sampler.device).eval()
+        if mixing is not None:
+            self.mixing = mixing.to(self.sampler.device).eval()
+            self.w = mixing.floor if mixing.certifies else None
+        else:
+            self.w = check_mixing_weight(w)
 
     @torch.inference_mode()
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
@@ -105,18 +119,27 @@ class AdaptiveSmoothing(SmoothingMethod):
         ball of the returned radius (module docstring).
         Raises:
             CertkitError: no standard model attached; g's classes differ from f's; bad n0 / n / alpha; NaN logits.
+        A mixing network's w(x) enters only ``mixed_predict``; the radius uses its floor (attach_standard).
         """
-        if self.standard is None or self.w is None:
-            raise CertkitError("adaptive smoothing needs --standard-model and --mixing-weight")
+        if self.standard is None or (self.w is None and self.mixing is None):
+            raise CertkitError("adaptive smoothing needs --standard-model and --mixing-weight or --mixing-network")
         check_certify_args(n0, n, alpha)
         cA = int(self.sampler.counts(x, n0, generator).argmax())
         counts = self.sampler.counts(x, n, generator)
-        p_g = torch.softmax(self.standard(x.unsqueeze(0).to(self.sampler.device, torch.float32)).float(), -1)[0].cpu()
+        xb = x.unsqueeze(0).to(self.sampler.device, torch.float32)
+        p_g = torch.softmax(self.standard(xb).float(), -1)[0].cpu().double()
         if p_g.shape != counts.shape:
             raise CertkitError(f"the standard model has {p_g.numel()} classes, the robust model {counts.numel()}")
-        mixed = int(((1 - self.w) * p_g.double() + self.w * counts.double() / n).argmax())
+        if self.mixing is not None:
+            p_f = torch.softmax(self.sampler.model(xb).float(), -1)
+            w_x = float(self.mixing(p_g[None].float().to(p_f.device), p_f)[0])
+        else:
+            w_x = self.w
+        mixed = int(((1 - w_x) * p_g + w_x * counts.double() / n).argmax())
         nA = int(counts[cA])
         pA_lower = clopper_pearson_lower(nA, n, alpha)
+        if self.w is None:  # a mixing network with floor <= 1/2: empirical only
+            return MixedCertificate(ABSTAIN, 0.0, pA_lower, nA, mixed_predict=mixed)
         radius = adaptive_radius(pA_lower, self.w, self.sigma)
         if (self.w < 1.0 and pA_lower <= 1.0 / (2.0 * self.w)) or pA_lower < 0.5:  # w = 1: Cohen's rule
             return MixedCertificate(ABSTAIN, 0.0, pA_lower, nA, mixed_predict=mixed)
