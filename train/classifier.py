@@ -65,6 +65,7 @@ class TrainConfig:
     schedule_length: int = 0       # ramp length in epochs (0: half of the epochs)
     kappa_final: float = 0.5
     beta_final: float = 0.0
+    loss_fusion: bool = False      # crown-ibp: bound the cross-entropy itself on one backward row (Xu et al. 2020)
     init: str = "default"          # "ibp": IBP initialization (Shi et al. 2021)
     reg_lambda: float = 0.0        # warm-up regularizers (Shi et al. 2021 use 0.5)
     grad_clip: float = 0.0         # max gradient norm (0: off)

@@ -85,6 +85,10 @@ class BoundedModule:
         bounds = self.ibp(pert) if bounds is None else bounds
         return self._ibp_output(pert, C, bounds, True, upper=False)[0], bounds
 
+    def ibp_margin_bounds(self, pert: Perturbation, C: torch.Tensor, bounds: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """IBP lower and upper bounds (B, S) of C f(x) (last layer elided) from the intervals ``bounds``."""
+        return self._ibp_output(pert, C, bounds, True, upper=True)
+
     def crown_ibp_lower(self, pert: Perturbation, C: torch.Tensor, bounds: list) -> torch.Tensor:
         """CROWN-IBP lower bounds of C f(x) given IBP intervals ``bounds`` (B, S). Differentiable."""
         B = C.shape[0]
