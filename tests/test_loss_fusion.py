@@ -64,3 +64,6 @@ def test_crown_ibp_with_loss_fusion_trains(cli, tmp_path):
     assert r.exit_code == 0, r.output
     from certkit.models.checkpoint import load_checkpoint_file
     assert load_checkpoint_file(out)["metadata"]["recipe"]["loss_fusion"] is True
+    from conftest import assert_clean_error
+    assert_clean_error(cli("train", "--method", "ibp", "--loss-fusion", "--eps", "0.1", "--out", tmp_path / "i.pt"),
+                       "crown-ibp")

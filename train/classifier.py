@@ -245,6 +245,8 @@ class ClassifierTraining(TrainingMethod):
             raise CertkitError("--kappa-final and --beta-final must lie in [0, 1]")
         if not set(augmentations(cfg)) <= {"crop", "flip"}:
             raise CertkitError(f"unknown --augment {cfg.augment!r}: use auto, none, or crop,flip")
+        if cfg.loss_fusion and not getattr(self, "uses_crown_ibp", False):
+            raise CertkitError(f"--loss-fusion is for --method crown-ibp, not {self.name}")
         if cfg.init == "ibp" and self.loads_weights:
             raise CertkitError("--init ibp initializes a new network, but this method starts from --init-from")
 
