@@ -785,7 +785,14 @@ def generate(preset, channels, sweep, resume, quiet, **kw):
 @click.option("--command", "command", default=None,
               help="External verifier as a command template with {onnx} {vnnlib} {result} and optionally "
                    "{timeout}; split like a shell would, run without a shell.")
-@click.option("--name", default=None, help="Label of a --command verifier (default: its program name).")
+@click.option("--vnncomp-tool", "tool", type=click.Path(file_okay=False), default=None,
+              help="A verifier packaged for VNN-COMP: the folder with its prepare_instance.sh and run_instance.sh "
+                   "(or their vnncomp_scripts/ folder); run as the competition does (v1 CATEGORY ONNX VNNLIB "
+                   "[RESULT TIMEOUT]), CATEGORY being the benchmark folder's name.")
+@click.option("--prepare-timeout", type=float, default=60.0, show_default=True,
+              help="--vnncomp-tool: seconds allowed for prepare_instance.sh per instance.")
+@click.option("--name", default=None,
+              help="Label of a --command or --vnncomp-tool verifier (default: its program or folder name).")
 @click.option("--timeout", type=float, default=None,
               help="Seconds per instance (default: the instances.csv value, 100 s for generated benchmarks).")
 @click.option("--grace", type=float, default=5.0, show_default=True,
@@ -797,16 +804,17 @@ def generate(preset, channels, sweep, resume, quiet, **kw):
 @click.option("--overwrite", is_flag=True, help="Replace existing results.")
 @quiet_option
 @_friendly
-def run(bench, verifier, command, name, timeout, grace, results, resume, overwrite, quiet):
+def run(bench, verifier, command, tool, prepare_timeout, name, timeout, grace, results, resume, overwrite, quiet):
     """Run a verifier on every instance (one subprocess each, VNN-COMP style) and record its answers."""
     from collections import Counter
 
     from certkit.soundness_bench.run import results_dir, run_verifier
 
-    rows = run_verifier(bench, verifier, command, name, results, timeout, grace, resume, overwrite, quiet)
+    rows = run_verifier(bench, verifier, command, name, results, timeout, grace, resume, overwrite, quiet, tool,
+                        prepare_timeout)
     counts = Counter(r["result"] for r in rows)
     click.echo(f"{len(rows)} instances: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    click.echo(f"results: {results_dir(bench, verifier, command, name, results)}")
+    click.echo(f"results: {results_dir(bench, verifier, command, name, results, tool)}")
 
 
 @soundness.command()

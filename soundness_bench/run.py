@@ -6,6 +6,13 @@ arguments, so file names never pass through a shell. Each instance runs in its o
 ``timeout + grace`` seconds the whole group -- the verifier and every process it started -- gets SIGTERM, then
 SIGKILL, and the answer is ``timeout``. After a normal exit, leftover processes of the group are killed too.
 
+``--vnncomp-tool DIR`` drives a tool folder packaged for VNN-COMP (the competition's scripts, in DIR or in
+DIR/vnncomp_scripts): per instance ``prepare_instance.sh v1 CATEGORY ONNX VNNLIB`` (optional; a non-zero exit means
+the tool declines the instance, recorded as ``error``; its own time limit ``prepare_timeout``), then
+``run_instance.sh v1 CATEGORY ONNX VNNLIB RESULT TIMEOUT``, both run from the scripts' folder in their own process
+group with the same timeouts and parsing as any command. CATEGORY is the instance's benchmark folder name (the
+--bench folder's own name for a single benchmark). Scripts without the execute bit run through bash.
+
 The result file is parsed by exact token (verifiers.vnncomp.parse_result_text); a missing or unreadable file is
 ``error``. Results go row by row to ``<results>/results.tsv`` (resumable) with the verifier's output in
 ``<results>/logs/`` and its result files in ``<results>/files/``.
@@ -29,7 +36,8 @@ from certkit.common.locks import alive, start_time
 from certkit.common.results import ResultWriter
 from certkit.verifiers.vnncomp import parse_result_text, read_instances
 
-PLACEHOLDERS = ("{onnx}", "{vnnlib}", "{result}", "{timeout}")
+PLACEHOLDERS = ("{onnx}", "{vnnlib}", "{result}", "{timeout}", "{category}")
+VNNCOMP_VERSION = "v1"  # the version string VNN-COMP passes to a tool's scripts
 COLUMNS = ("idx", "benchmark", "onnx", "vnnlib", "result", "seconds", "reason")
 
 
@@ -51,6 +59,11 @@ class Instance:
     @property
     def key(self) -> tuple[str, str]:
         return self.benchmark, self.vnnlib
+
+    @property
+    def category(self) -> str:
+        """The VNN-COMP benchmark category: the benchmark folder's name."""
+        return (self.root / self.benchmark).resolve().name
 
 
 def find_instances(bench: str | Path) -> list[Instance]:
@@ -109,9 +122,35 @@ def split_template(template: str | list[str]) -> list[str]:
     return args
 
 
-def fill(args: list[str], onnx: str, vnnlib: str, result: str, timeout: float) -> list[str]:
+def vnncomp_tool(tool: str | Path) -> tuple[list[str] | None, list[str], Path]:
+    """(prepare argument list or None, run argument list, scripts folder) of a VNN-COMP tool folder (module
+    docstring), with the placeholders {category} {onnx} {vnnlib} {result} {timeout}.
+
+    Raises:
+        CertkitError: not a folder, or no run_instance.sh in it or in its vnncomp_scripts/.
+    """
+    root = Path(tool)
+    if not root.is_dir():
+        raise CertkitError(f"--vnncomp-tool {root} is not a folder")
+    scripts = next((d for d in (root, root / "vnncomp_scripts") if (d / "run_instance.sh").is_file()), None)
+    if scripts is None:
+        raise CertkitError(f"--vnncomp-tool {root} has no run_instance.sh (nor vnncomp_scripts/run_instance.sh)")
+    scripts = scripts.resolve()
+
+    def argv(name: str) -> list[str]:
+        path = scripts / name
+        return [str(path)] if os.access(path, os.X_OK) else ["bash", str(path)]
+
+    run = argv("run_instance.sh") + [VNNCOMP_VERSION, "{category}", "{onnx}", "{vnnlib}", "{result}", "{timeout}"]
+    prepare = (argv("prepare_instance.sh") + [VNNCOMP_VERSION, "{category}", "{onnx}", "{vnnlib}"]
+               if (scripts / "prepare_instance.sh").is_file() else None)
+    return prepare, run, scripts
+
+
+def fill(args: list[str], onnx: str, vnnlib: str, result: str, timeout: float, category: str = "") -> list[str]:
     """Replace the placeholders inside every argument (plain text replacement, no shell, no format())."""
-    vals = {"{onnx}": onnx, "{vnnlib}": vnnlib, "{result}": result, "{timeout}": f"{timeout:g}"}
+    vals = {"{onnx}": onnx, "{vnnlib}": vnnlib, "{result}": result, "{timeout}": f"{timeout:g}",
+            "{category}": category}
     out = []
     for a in args:
         for k, v in vals.items():
@@ -131,7 +170,7 @@ def _kill_group(pgid: int) -> None:
 
 
 def run_command(argv: list[str], timeout: float, log_path: str | Path,
-                running: str | Path | None = None) -> tuple[int | None, float, bool]:
+                running: str | Path | None = None, cwd: str | Path | None = None) -> tuple[int | None, float, bool]:
     """Run argv in a new process group with stdout+stderr to ``log_path``; kill the group at ``timeout`` seconds.
 
     ``running``: a file that names the group while it runs (pid, start time, host), so that a runner killed in the
@@ -146,7 +185,7 @@ def run_command(argv: list[str], timeout: float, log_path: str | Path,
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True, cwd=cwd)
         except OSError as e:
             raise CertkitError(f"cannot start {argv[0]!r}: {e.strerror or e}") from None
         if running is not None:
@@ -188,15 +227,17 @@ def _tail(path: Path, n: int = 200) -> str:
 
 
 def results_dir(bench: str | Path, verifier: str | None = None, command: str | list | None = None,
-                name: str | None = None, results: str | Path | None = None) -> Path:
+                name: str | None = None, results: str | Path | None = None, tool: str | Path | None = None) -> Path:
     """The folder :func:`run_verifier` writes to: ``results``, else ``<bench>/results/<name>`` where name is the
-    built-in verifier's name, ``name``, or the command's program name.
+    built-in verifier's name, ``name``, the VNN-COMP tool folder's name, or the command's program name.
 
     Raises:
         CertkitError: the name is not a plain folder name.
     """
     if results:
         return Path(results)
+    if name is None and tool is not None:
+        name = Path(tool).resolve().name
     if name is None and command is not None:
         name = Path(split_template(command)[0]).name
     name = verifier or name
@@ -207,13 +248,16 @@ def results_dir(bench: str | Path, verifier: str | None = None, command: str | l
 
 def run_verifier(bench: str | Path, verifier: str | None = None, command: str | list | None = None,
                  name: str | None = None, results: str | Path | None = None, timeout: float | None = None,
-                 grace: float = 5.0, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> list[dict]:
+                 grace: float = 5.0, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+                 tool: str | Path | None = None, prepare_timeout: float = 60.0) -> list[dict]:
     """Run one verifier on every instance of ``bench`` (module docstring).
 
     Args:
         verifier: a built-in name (adapters.audit_verifiers()), or None with ``command``.
         command: a command template (str in shell syntax, or an argument list) with {onnx} {vnnlib} {result}
-            [{timeout}]; ``name`` labels it (default: the program's file name).
+            [{timeout}] [{category}]; ``name`` labels it (default: the program's file name).
+        tool: a VNN-COMP tool folder (module docstring) instead; ``prepare_timeout`` seconds for its
+            prepare_instance.sh.
         results: output folder (default ``<bench>/results/<name>``).
         timeout: seconds per instance passed to the verifier (default: the instances.csv value); the runner kills
             the verifier at timeout + ``grace``.
@@ -224,17 +268,25 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
     """
     from tqdm import tqdm
 
-    if (verifier is None) == (command is None):
-        raise CertkitError("give exactly one of --verifier NAME or --command TEMPLATE")
+    if sum(x is not None for x in (verifier, command, tool)) != 1:
+        raise CertkitError("give exactly one of --verifier NAME, --command TEMPLATE or --vnncomp-tool DIR")
     if timeout is not None and timeout <= 0:
         raise CertkitError("--timeout must be positive (seconds)")
-    args = builtin_template(verifier) if verifier else split_template(command)
+    if not prepare_timeout > 0:
+        raise CertkitError("--prepare-timeout must be positive (seconds)")
+    prepare, cwd = None, None
+    if tool is not None:
+        prepare, args, cwd = vnncomp_tool(tool)
+    else:
+        args = builtin_template(verifier) if verifier else split_template(command)
     if shutil.which(args[0]) is None:
         raise CertkitError(f"cannot find the program {args[0]!r} of --command")
     instances = find_instances(bench)
-    root = results_dir(bench, verifier, command, name, results)
+    root = results_dir(bench, verifier, command, name, results, tool)
     config = {"verifier": root.name, "command": args, "timeout": timeout, "grace": grace,
               "instances": [list(i.key) for i in instances]}
+    if tool is not None:
+        config.update(prepare=prepare, prepare_timeout=prepare_timeout)
     writer = ResultWriter(root / "results.tsv", config, COLUMNS, resume=resume, overwrite=overwrite)
     running = root / "running.json"
     try:
@@ -247,11 +299,21 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
             stem = result_file.stem
             result_file.parent.mkdir(parents=True, exist_ok=True)
             result_file.unlink(missing_ok=True)  # never read a stale answer
-            argv = fill(args, str((inst.folder / inst.onnx).resolve()), str((inst.folder / inst.vnnlib).resolve()),
-                        str(result_file), tmo)
+            files = (str((inst.folder / inst.onnx).resolve()), str((inst.folder / inst.vnnlib).resolve()),
+                     str(result_file), tmo, inst.category)
             log = root / "logs" / f"{stem}.log"
-            code, secs, timed_out = run_command(argv, tmo + grace, log, running)
-            if timed_out:
+            declined = None
+            if prepare is not None:
+                pcode, _, ptimed = run_command(fill(prepare, *files), prepare_timeout, root / "logs" /
+                                               f"{stem}.prepare.log", running, cwd)
+                if ptimed or pcode != 0:
+                    declined = (f"prepare_instance.sh timed out after {prepare_timeout:g} s" if ptimed else
+                                f"prepare_instance.sh exited {pcode}: the tool declines this instance")
+            if declined is None:
+                code, secs, timed_out = run_command(fill(args, *files), tmo + grace, log, running, cwd)
+            if declined is not None:
+                status, reason, secs = "error", declined, 0.0
+            elif timed_out:
                 status, reason = "timeout", f"killed after {tmo + grace:g} s"
             elif not result_file.is_file():
                 status, reason = "error", f"no result file (exit code {code}; {_tail(log)})"

@@ -194,3 +194,62 @@ def test_a_resumed_runner_stops_the_verifier_its_killed_predecessor_left_running
         time.sleep(0.1)
     assert orphan.returncode in (-sig.SIGTERM, -sig.SIGKILL) and not running.exists()
     stop_orphan(running)  # nothing to do: no error
+
+
+def _tool(folder: Path, run_body: str, prepare_body: str | None = None, executable: bool = True) -> Path:
+    """A VNN-COMP tool folder with its scripts in vnncomp_scripts/ (as competition repositories keep them)."""
+    scripts = folder / "vnncomp_scripts"
+    scripts.mkdir(parents=True)
+    for name, body in (("run_instance.sh", run_body), ("prepare_instance.sh", prepare_body)):
+        if body is None:
+            continue
+        p = scripts / name
+        p.write_text("#!/bin/bash\n" + textwrap.dedent(body))
+        if executable:
+            p.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("executable", [True, False])
+def test_vnncomp_tool_scripts_get_the_competition_arguments(tmp_path, executable):
+    bench = _fake_bench(tmp_path / "mybench", ["unsat.vnnlib", "sat.vnnlib", "skip.vnnlib"])
+    tool = _tool(tmp_path / "mytool", """
+        [ "$1" = v1 ] || { echo "bad version $1"; exit 1; }
+        printf '%s\\n' "$@" > "$5.args"
+        echo "$(pwd)" > "$5.cwd"
+        case "$(basename "$4")" in unsat.*) echo unsat > "$5";; *) echo unknown > "$5";; esac
+    """, """
+        [ "$1" = v1 ] || exit 1
+        case "$(basename "$4")" in skip.*) exit 3;; esac
+        exit 0
+    """, executable)
+    rows = run_verifier(bench, tool=tool, quiet=True)
+    assert [r["result"] for r in rows] == ["unsat", "unknown", "error"]
+    assert "prepare_instance.sh exited 3" in rows[2]["reason"]
+    files = bench / "results" / "mytool" / "files"
+    args = (files / "unsat.txt.args").read_text().split("\n")[:6]
+    assert args == ["v1", "mybench", str((bench / "model.onnx").resolve()), str((bench / "vnnlib" / "unsat.vnnlib")
+                    .resolve()), str((files / "unsat.txt").resolve()), "1"]
+    assert (files / "unsat.txt.cwd").read_text().strip() == str((tool / "vnncomp_scripts").resolve())
+
+
+def test_vnncomp_tool_timeouts_kill_the_group_and_bad_folders_are_one_line_errors(tmp_path):
+    bench = _fake_bench(tmp_path / "b", ["slow.vnnlib"], timeout=0.5)
+    marker = tmp_path / "survivor"
+    tool = _tool(tmp_path / "slowtool", f"""
+        (sleep 4; touch {marker}) &
+        sleep 30
+    """)
+    t0 = time.perf_counter()
+    rows = run_verifier(bench, tool=tool, grace=0.5, quiet=True)
+    assert rows[0]["result"] == "timeout" and time.perf_counter() - t0 < 6
+    time.sleep(4.5)
+    assert not marker.exists()  # the child of run_instance.sh died with its process group
+    prep = _tool(tmp_path / "slowprep", "echo unsat > \"$5\"\n", "sleep 30\n")
+    rows = run_verifier(bench, tool=prep, prepare_timeout=0.5, quiet=True)
+    assert rows[0]["result"] == "error" and "timed out" in rows[0]["reason"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CertkitError, match="run_instance.sh"):
+        run_verifier(bench, tool=tmp_path / "empty", quiet=True)
+    with pytest.raises(CertkitError, match="exactly one"):
+        run_verifier(bench, verifier="certkit", tool=tool, quiet=True)
