@@ -1,18 +1,31 @@
 """Deliberately unsound verifiers: synthetic bugs the soundness audit must catch (Zhou et al. 2024, Sec. 5.3).
+Never use them for anything but testing an audit; each declares ``sound = False``.
 
-``shrink_input``: the paper's "shrinking bounds toward the clean value" bug applied to the input bounds:
-l <- l + a (x0 - l), u <- u - a (u - x0) with x0 the box center and a = ``shrink`` (0.5 by default), after which
-certkit's own (sound) procedure runs on the smaller box. Every answer it gives is about the wrong box: a planted
-counterexample on a vertex of the real box is outside the shrunk one, so it typically answers ``unsat`` -- an
-unsound verdict that ``certkit soundness score`` must flag. Never use it for anything but testing the audit.
+``bug-shrink-input``: the paper's "shrinking bounds toward the clean value" bug applied to the input bounds:
+    l <- l + a (x0 - l), u <- u - a (u - x0) with x0 the box center and a = ``shrink`` (0.5 by default), after which
+    certkit's own (sound) procedure runs on the smaller box. A planted counterexample on a vertex of the real box is
+    outside the shrunk one, so it typically answers ``unsat``: an unsound verdict the audit must flag.
+``bug-vnnlib-last-bound``: an off-by-one in reading the VNN-LIB input box (``for i in range(n - 1)`` over the upper
+    bounds): the last input's upper bound is never read and stays at its lower bound, so that input is pinned and
+    the rest of certkit's procedure answers about a slice of the box.
+``bug-relu-slope``: CROWN with a wrong upper line for unstable ReLUs (through (l, 0) with HALF the slope u / (u - l),
+    so it lies below the ReLU at u), bounds only (no attack: like the incomplete verifiers that answer only
+    unsat / unknown); lower bounds come out too high, so it proves properties that are false.
+``bug-bab-drop``: input-split branch and bound (no attack first) whose split keeps only the lower half of each split
+    box and silently drops the upper half; it answers ``unsat`` once every kept leaf is refuted.
+Which benchmark families catch which bug is measured in README ("certkit soundness").
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from certkit.verifiers.registry import Instance, Verifier, register_verifier
 from certkit.verifiers.strategy import verify_property
@@ -52,3 +65,113 @@ class ShrinkInputBug(Verifier):
 
     def solve(self, instance: Instance, timeout: float) -> InstanceResult:
         return shrink_input_verify(instance.onnx, instance.vnnlib, timeout)
+
+
+def last_bound_property(prop: Property) -> Property:
+    """A copy of ``prop`` whose last input's upper bound equals its lower bound (the off-by-one of the module doc)."""
+    terms = []
+    for t in prop.terms:
+        hi_exact = list(t.x_U_exact[:-1]) + [t.x_L_exact[-1]]
+        hi = np.array(t.x_U, dtype=float).copy()
+        hi[-1] = t.x_L[-1]
+        terms.append(replace(t, x_U=hi, x_U_exact=hi_exact))
+    return replace(prop, terms=terms)
+
+
+@register_verifier
+class LastBoundBug(Verifier):
+    """DELIBERATELY UNSOUND: certkit's procedure on the box read with an off-by-one (module docstring)."""
+
+    name = "bug-vnnlib-last-bound"
+    help = "synthetic UNSOUND verifier: the last input's upper bound is never read (off-by-one)"
+    sound = False
+
+    def solve(self, instance: Instance, timeout: float) -> InstanceResult:
+        return verify_property(instance.network(), last_bound_property(instance.property()), timeout)
+
+
+@contextlib.contextmanager
+def half_slope_relu():
+    """Within the block, certkit's ReLU relaxation uses the wrong upper line of ``bug-relu-slope`` (restored on
+    exit; only the bug verifiers use it)."""
+    from certkit.verifiers.ops.relu import ReLU
+
+    sound_relax = ReLU.relax
+
+    def relax(self, l, u, alpha=None, setup=None):
+        aL, cL, aU, cU = sound_relax(self, l, u, alpha, setup)
+        unstable = (l < 0) & (u > 0)
+        if aU.dim() > unstable.dim():
+            unstable = unstable.unsqueeze(1).expand_as(aU)
+        half = torch.where(unstable, aU / 2, aU)
+        return aL, cL, half, torch.where(unstable, cU / 2, cU)  # the line through (l, 0) with half the slope
+
+    ReLU.relax = relax
+    try:
+        yield
+    finally:
+        ReLU.relax = sound_relax
+
+
+def _bounds_only(instance: Instance, timeout: float) -> InstanceResult:
+    """unsat when CROWN refutes every disjunct on its whole box, else unknown (no attack, no branching)."""
+    from certkit.verifiers.bounds import BoundedModule
+    from certkit.verifiers.input_split import refuted
+
+    t0 = time.perf_counter()
+    net = instance.network()
+    bm = BoundedModule(copy.deepcopy(net.module).double().eval(), net.sample_shape)
+    for term in instance.property().terms:
+        if not bool(refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], "CROWN").all()):
+            return InstanceResult("unknown", time.perf_counter() - t0, "CROWN does not refute every disjunct")
+    return InstanceResult("unsat", time.perf_counter() - t0, method="CROWN (half-slope ReLU)")
+
+
+@register_verifier
+class ReluSlopeBug(Verifier):
+    """DELIBERATELY UNSOUND: CROWN with half the upper slope on unstable ReLUs, bounds only (module docstring)."""
+
+    name = "bug-relu-slope"
+    help = "synthetic UNSOUND verifier: CROWN whose unstable-ReLU upper line has half the correct slope"
+    sound = False
+
+    def solve(self, instance: Instance, timeout: float) -> InstanceResult:
+        with half_slope_relu():
+            return _bounds_only(instance, timeout)
+
+
+def lower_half_only(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bug of ``bug-bab-drop``: of each split box only the half below the middle of ``dim`` (N,) is kept."""
+    from certkit.verifiers.input_split import bisect
+
+    lo2, hi2 = bisect(lo, hi, dim)
+    return lo2[:lo.shape[0]], hi2[:lo.shape[0]]
+
+
+@register_verifier
+class BaBDropBug(Verifier):
+    """DELIBERATELY UNSOUND: input-split BaB that drops the upper half of every split box (module docstring)."""
+
+    name = "bug-bab-drop"
+    help = "synthetic UNSOUND verifier: input-split branch and bound that drops half of every split"
+    sound = False
+
+    def solve(self, instance: Instance, timeout: float) -> InstanceResult:
+        from certkit.verifiers.bounds import BoundedModule
+        from certkit.verifiers.input_split import input_split_bab
+        from certkit.verifiers.strategy import Deadline
+
+        dl = Deadline(timeout)
+        net = instance.network()
+        net32 = copy.deepcopy(net.module).float().eval()
+        bm = BoundedModule(copy.deepcopy(net.module).double().eval(), net.sample_shape)
+        total = 0
+        for term in instance.property().terms:
+            status, n = input_split_bab(bm, net32, net, term, dl, 20_000 - total, 256, split=lower_half_only)
+            total += n
+            if status != "unsat":
+                if isinstance(status, InstanceResult):
+                    return status
+                return InstanceResult(status, time.perf_counter() - dl.t0, f"branch and bound: {status}")
+        return InstanceResult("unsat", time.perf_counter() - dl.t0, method="input-split BaB (drops halves)",
+                              domains=total)

@@ -5,6 +5,8 @@ The network is y = relu(x0) + 2 - relu(x1) on x in [0, 1]^2 (so y = x0 - x1 + 2 
     robust   unsafe y <= 0      unsat (min y = 1: IBP alone proves it)
     easy     unsafe y <= 1.5    sat   (every x with x1 - x0 >= 0.5)
     corner   unsafe y <= 1.05   sat   (only near the corner (0, 1): a verifier that shrinks the box misses it)
+and on x in [-1, 1]^2, where both ReLUs are unstable:
+    unstable unsafe y <= 1.05   sat   (min y = 1 at x0 <= 0, x1 = 1; a wrong ReLU relaxation "proves" it)
 A sound verifier never answers unsat on a sat instance nor sat on an unsat one, and every sat comes with a witness
 that onnxruntime confirms; a complete one decides all three; a verifier declared unsound is caught here.
 """
@@ -20,8 +22,8 @@ from certkit.soundness_bench.adapters import audit_verifiers  # noqa: E402
 from certkit.verifiers.registry import Instance  # noqa: E402
 from certkit.verifiers.vnncomp import RESULTS, check_witness  # noqa: E402
 
-TRUTH = {"robust": "unsat", "easy": "sat", "corner": "sat"}
-BOUND = {"robust": "0.0", "easy": "1.5", "corner": "1.05"}
+TRUTH = {"robust": "unsat", "easy": "sat", "corner": "sat", "unstable": "sat"}
+BOUND = {"robust": "0.0", "easy": "1.5", "corner": "1.05", "unstable": "1.05"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def instances(tmp_path_factory):
     out = {}
     for name, bound in BOUND.items():
         text = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + "(declare-const Y_0 Real)\n"
-        text += "".join(f"(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))\n" for i in range(2))
+        low = "-1.0" if name == "unstable" else "0.0"
+        text += "".join(f"(assert (>= X_{i} {low}))\n(assert (<= X_{i} 1.0))\n" for i in range(2))
         text += f"(assert (<= Y_0 {bound}))\n"
         (root / f"{name}.vnnlib").write_text(text)
         out[name] = Instance(root / "net.onnx", root / f"{name}.vnnlib")

@@ -35,8 +35,19 @@ def refuted(bm: BoundedModule, term: Term, lo: torch.Tensor, hi: torch.Tensor, m
     return ((lb.detach() - torch.tensor(term.d)) > 0).any(1)
 
 
-def input_split_bab(bm, net32, onnx_model, term, dl, max_domains, batch):
-    """Input-split BaB on one disjunct ``term`` until the Deadline ``dl``. Returns ("unsat"|"timeout"|"unknown"|InstanceResult(sat), domains)."""
+def bisect(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both halves of each box (N, n) split at the middle of dimension dim (N,): (lo, hi) of the 2N children."""
+    mid = ((lo + hi) / 2).gather(1, dim[:, None])
+    left_hi, right_lo = hi.clone(), lo.clone()
+    left_hi.scatter_(1, dim[:, None], mid)
+    right_lo.scatter_(1, dim[:, None], mid)
+    return torch.cat([lo, right_lo]), torch.cat([left_hi, hi])
+
+
+def input_split_bab(bm, net32, onnx_model, term, dl, max_domains, batch, split=bisect):
+    """Input-split BaB on one disjunct ``term`` until the Deadline ``dl``. Returns ("unsat"|"timeout"|"unknown"|
+    InstanceResult(sat), domains). ``split(lo, hi, dim) -> (lo, hi)`` makes the children of the boxes to split; a
+    sound one must cover every box with its children (:func:`bisect`)."""
     lo, hi = torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None]
     C64, d64 = torch.tensor(term.C), torch.tensor(term.d)
     C32, d32 = C64.float(), d64.float()
@@ -67,12 +78,8 @@ def input_split_bab(bm, net32, onnx_model, term, dl, max_domains, batch):
         with torch.enable_grad():
             g, = torch.autograd.grad(obj64(c).sum(), c)
         score = (hi_b - lo_b) * (g.abs() + 1e-9 * width0)
-        dim = score.argmax(1)
-        mid = ((lo_b + hi_b) / 2).gather(1, dim[:, None])
-        left_hi, right_lo = hi_b.clone(), lo_b.clone()
-        left_hi.scatter_(1, dim[:, None], mid)
-        right_lo.scatter_(1, dim[:, None], mid)
-        lo, hi = torch.cat([lo_b, right_lo, lo]), torch.cat([left_hi, hi_b, hi])
+        children_lo, children_hi = split(lo_b, hi_b, score.argmax(1))
+        lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
     return "unsat", domains
 
 
