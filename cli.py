@@ -824,11 +824,14 @@ def run(bench, verifier, command, tool, prepare_timeout, name, timeout, grace, r
 @click.option("--tol", type=float, default=1e-4, show_default=True,
               help="Tolerance (input units and logits) when checking returned counterexamples.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None)
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="A report for people: markdown FILE with a verdict per verifier, answer counts and the unsound "
+                   "instances, and FILE.png (time per instance) beside it.")
 @click.option("--fail-on-unsound", is_flag=True,
               help="Exit with status 3 when a verifier not unsound by design answered unsat on a planted instance.")
 @quiet_option
 @_friendly
-def score(bench, results, tol, summary_json, fail_on_unsound, quiet):
+def score(bench, results, tol, summary_json, report, fail_on_unsound, quiet):
     """Score verifiers against the ground truth: unsat on a planted instance is UNSOUND.
 
     Planted instances have a hidden counterexample (true answer sat); regular ones have no ground truth. Every
@@ -842,6 +845,11 @@ def score(bench, results, tol, summary_json, fail_on_unsound, quiet):
     if summary_json:
         write_summary(summary, summary_json)
         click.echo(f"summary: {summary_json}")
+    if report:
+        from certkit.soundness_bench.score import write_report
+
+        md, png = write_report(summary, report, unsound_by_design())
+        click.echo(f"report: {md} (plot {png})")
     if fail_on_unsound and any(s["has_unsound"] for n, s in summary.items() if n not in unsound_by_design()):
         sys.exit(3)
 

@@ -20,20 +20,27 @@ from certkit.soundness_bench.run import find_instances, result_file_of
 STATUSES = ("unsat", "sat", "unknown", "timeout", "error", "missing")
 
 
-def _read_results(path: Path) -> dict[tuple[str, str], str]:
+def _read_results(path: Path) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], float]]:
+    """({(benchmark, vnnlib): result}, {(benchmark, vnnlib): seconds}) of a results.tsv."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if rows and not {"benchmark", "vnnlib", "result"} <= set(rows[0]):
         raise CertkitError(f"{path} is not a results table of `certkit soundness run`")
-    return {(r["benchmark"], r["vnnlib"]): r["result"] for r in rows}
+    seconds = {}
+    for r in rows:
+        try:
+            seconds[(r["benchmark"], r["vnnlib"])] = float(r.get("seconds") or "nan")
+        except ValueError:
+            seconds[(r["benchmark"], r["vnnlib"])] = float("nan")
+    return {(r["benchmark"], r["vnnlib"]): r["result"] for r in rows}, seconds
 
 
 def score(bench: str | Path, results: list[str | Path] | None = None, tol: float = 1e-4) -> dict[str, dict]:
     """Score every results folder (default: all of ``<bench>/results/*``) on ``bench``.
 
     Returns {verifier: {"planted": {status: count}, "regular": {...}, "unsound_instances": [...],
-    "invalid_counterexamples": [...], "has_unsound": bool}}; instance entries are "benchmark/vnnlib" strings
-    (invalid ones as {"instance", "reason"}).
+    "invalid_counterexamples": [...], "has_unsound": bool, "seconds": [per answered instance]}}; instance entries
+    are "benchmark/vnnlib" strings (invalid ones as {"instance", "reason"}).
 
     Raises:
         CertkitError: no results, a folder without ground truth, or an unreadable results table.
@@ -57,9 +64,10 @@ def score(bench: str | Path, results: list[str | Path] | None = None, tol: float
         table = d / "results.tsv"
         if not table.is_file():
             raise CertkitError(f"{d} has no results.tsv")
-        answers = _read_results(table)
+        answers, seconds = _read_results(table)
         s = {"planted": dict.fromkeys(STATUSES, 0), "regular": dict.fromkeys(STATUSES, 0),
-             "unsound_instances": [], "invalid_counterexamples": []}
+             "unsound_instances": [], "invalid_counterexamples": [],
+             "seconds": [seconds[i.key] for i in instances if i.key in seconds]}
         for inst in instances:
             entry = truth[inst.benchmark].get(inst.vnnlib)
             if entry is None:
@@ -114,3 +122,64 @@ def write_summary(summary: dict, path: str | Path) -> None:
     """Write the scorer's summary as JSON."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def write_report(summary: dict[str, dict], path: str | Path, positive_controls: tuple = ()) -> list[Path]:
+    """A report for people: ``path`` (markdown) with one verdict per verifier, the answer counts and the unsound
+    instances, and ``<path>.png`` (time per instance, one box per verifier) beside it. ``positive_controls``: the
+    verifiers unsound by design, for which being flagged is the expected outcome. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = path.with_suffix(".png")
+    cols = ("unsat", "sat", "unknown", "timeout", "error")
+    lines = ["# Soundness audit", "",
+             "A planted instance hides a counterexample (the true answer is sat), so `unsat` on it is a soundness "
+             "bug; regular instances have no ground truth. Every `sat` answer's counterexample was re-checked in "
+             "onnxruntime.", "", "## Verdicts", ""]
+    for name, s in summary.items():
+        n_planted = sum(s["planted"][c] for c in cols)
+        k = len(s["unsound_instances"])
+        if name in positive_controls:
+            verdict = (f"deliberately unsound (positive control): **flagged** on {k} planted instance(s), as it must be"
+                       if k else "deliberately unsound (positive control): **NOT flagged** by this benchmark")
+        elif k:
+            verdict = f"**UNSOUND on this benchmark**: unsat on {k} planted instance(s) (listed below)"
+        else:
+            verdict = f"sound on this benchmark: no unsat on any of its {n_planted} answered planted instances"
+        bad = len(s["invalid_counterexamples"])
+        lines.append(f"- **{name}**: {verdict}" + (f"; {bad} sat answer(s) with an invalid counterexample" if bad
+                                                    else ""))
+    lines += ["", "## Answers", "", "| verifier | planted: " + " / ".join(cols) + " | regular: " + " / ".join(cols)
+              + " | UNSOUND | bad cex | median s |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, s in summary.items():
+        secs = sorted(v for v in s.get("seconds", []) if v == v)
+        med = f"{secs[len(secs) // 2]:.1f}" if secs else "-"
+        lines.append(f"| {name} | " + " / ".join(str(s["planted"][c]) for c in cols) + " | "
+                     + " / ".join(str(s["regular"][c]) for c in cols)
+                     + f" | {len(s['unsound_instances'])} | {len(s['invalid_counterexamples'])} | {med} |")
+    details = [(n, s) for n, s in summary.items() if s["unsound_instances"] or s["invalid_counterexamples"]]
+    if details:
+        lines += ["", "## Unsound answers and invalid counterexamples", ""]
+        for name, s in details:
+            for inst in s["unsound_instances"]:
+                lines.append(f"- {name}: unsat on planted instance `{inst}` (its hidden counterexample was confirmed "
+                             f"in onnxruntime when the benchmark was generated)")
+            for e in s["invalid_counterexamples"]:
+                lines.append(f"- {name}: invalid counterexample on `{e['instance']}`: {e['reason']}")
+    lines += ["", "## Time per instance", "", f"![time per instance]({png.name})", ""]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(summary)), 3.2))
+    data = [[v for v in s.get("seconds", []) if v == v] or [0.0] for s in summary.values()]
+    ax.boxplot(data)
+    ax.set_xticks(range(1, len(summary) + 1), list(summary), rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("seconds per instance")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    path.write_text("\n".join(lines) + "\n")
+    return [path, png]

@@ -95,6 +95,15 @@ def test_audit_flags_the_unsound_verifier_and_not_certkit(bench, tmp_path):
     assert sum(ok["planted"].values()) == len([e for e in _truth(root / "mlp")["instances"] if e["kind"] == "planted"])
     table = format_table(summary)
     assert "UNSOUND: bug-shrink-input answered unsat on planted instance mlp/vnnlib/" in table
+    from certkit.soundness_bench.score import write_report
+
+    md, png = write_report(summary, tmp_path / "audit.md", positive_controls=("bug-shrink-input",))
+    text = md.read_text()
+    assert "- **certkit**: sound on this benchmark" in text
+    assert "- **bug-shrink-input**: deliberately unsound (positive control): **flagged** on" in text
+    assert f"unsat on planted instance `{bug['unsound_instances'][0]}`" in text
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG" and "](audit.png)" in text
+    assert len(ok["seconds"]) == sum(ok["planted"].values()) + sum(ok["regular"].values())
 
 
 def test_forged_counterexample_is_invalid(bench, tmp_path):
@@ -126,6 +135,10 @@ def test_cli_generate_run_score(cli, tmp_path, bench):
     s = json.loads(out.read_text())["certkit-ibp"]
     assert set(s) >= {"planted", "regular", "unsound_instances", "invalid_counterexamples"}
     assert set(s["planted"]) >= {"unsat", "sat", "unknown", "timeout", "error"}
+    r = cli("soundness", "score", "--bench", root, "--results", root / "results" / "certkit-ibp", "--report",
+            tmp_path / "rep" / "audit.md", "--quiet")
+    assert r.exit_code == 0 and (tmp_path / "rep" / "audit.png").is_file(), r.output
+    assert "- **certkit-ibp**: sound on this benchmark" in (tmp_path / "rep" / "audit.md").read_text()
     assert_clean_error(cli("soundness", "generate", "--out", root / "mlp", "--preset", "cpu"),
                        "already holds a benchmark")
     assert_clean_error(cli("soundness", "generate", "--out", tmp_path / "x", "--eps-rel", "2"), "relative to the data range")
