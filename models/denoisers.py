@@ -139,11 +139,14 @@ def _image_shape(arch: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def dncnn(input_shape: Sequence[int], depth: int = 5, width: int = 32, bn: bool = True) -> nn.Module:
+    """DnCNN for images of ``input_shape`` (C, H, W). Raises CertkitError for non-image shapes or bad sizes."""
     return DnCNN(_image_shape("dncnn", input_shape)[0], depth, width, bn)
 
 
 def ae_dncnn(input_shape: Sequence[int], depth: int = 5, width: int = 32, latent: int = 32, ae_width: int = 16,
              bn: bool = True) -> nn.Module:
+    """DnCNN + autoencoder of ZO-AE-DS for images of ``input_shape`` (C, H, W); ``latent`` = code size. Raises
+    CertkitError for non-image shapes or bad sizes."""
     return AEDenoiser(_image_shape("ae_dncnn", input_shape), depth, width, latent, ae_width, bn)
 
 
@@ -193,6 +196,7 @@ def save_denoiser(path: str | Path, net: nn.Module, arch: str, arch_config: dict
 
 
 def is_denoiser_checkpoint(ckpt: Any) -> bool:
+    """True for a loaded certkit checkpoint dict whose ``task`` is ``denoiser``."""
     return isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and ckpt.get("task") == TASK
 
 

@@ -157,6 +157,21 @@ def verified_metrics(model: nn.Module, bm, x: torch.Tensor, y: torch.Tensor, eps
     return {"val_ibp_verified": ibp / n, "val_crown_ibp_verified": cibp / n, "val_tightness": sum(taus) / n}
 
 
+def frozen_model(spec: str, device: torch.device) -> nn.Module:
+    """A model that a method trains around but never updates (any ``--model`` source, models.load_model): on
+    ``device``, in eval mode, without gradients for its parameters.
+
+    Raises:
+        CertkitError: what load_model raises for a missing, corrupt or unsupported model.
+    """
+    from certkit.models.checkpoint import load_model
+
+    module = load_model(spec).module.to(device).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
 def augmentations(cfg: TrainConfig) -> list[str]:
     """The augmentations of ``cfg.augment``: auto = crop and flip for CIFAR-10 (as the papers train), none else."""
     if cfg.augment == "auto":
@@ -203,11 +218,13 @@ class ClassifierTraining(TrainingMethod):
         holds_out_validation: keep the last ``val_fraction`` of the train split for validation;
         min_batch: drop a last batch smaller than this;
         loads_weights: the network starts from ``init_from`` (its normalization, if any, is kept as it is);
-        default_arch: the architecture when ``arch`` is None.
+        default_arch: the architecture when ``arch`` is None;
+        normalizes: put a normalization layer computed from the training data in front of a new network.
     """
 
     help = ""
     default_arch = "mlp"
+    normalizes = True
     noisy = False
     certified = False
     holds_out_validation = True
@@ -318,7 +335,7 @@ class ClassifierTraining(TrainingMethod):
         self.arch, self.arch_config, norm, self.net = self.build_net(data)
         if cfg.init == "ibp":
             ibp_init(self.net, torch.Generator().manual_seed(cfg.seed))
-        if norm is None and cfg.normalize and not self.loads_weights:
+        if norm is None and cfg.normalize and self.normalizes and not self.loads_weights:
             x = self.train_set.x
             dims = [0] + list(range(2, x.dim()))
             chan_mean = x.mean(dim=dims) if x.dim() > 2 else x.mean().reshape(1)

@@ -36,11 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from certkit.common.errors import CertkitError
-from certkit.datasets import load_dataset
-from certkit.models.checkpoint import load_checkpoint_file, load_model
+from certkit.models.checkpoint import load_checkpoint_file
 from certkit.models.denoisers import (DENOISERS, AEDenoiser, build_denoiser, is_denoiser_checkpoint,
                                       read_denoiser, save_denoiser)
-from certkit.train.classifier import ClassifierTraining, _split, augmentations, register_training
+from certkit.train.classifier import ClassifierTraining, augmentations, frozen_model, register_training
 from certkit.train.harness import StepOutput
 from certkit.train.zeroth_order import zo_gradient, zo_queries, zo_surrogate
 
@@ -55,6 +54,7 @@ class DenoiserTraining(ClassifierTraining):
     help = ("a denoiser D for F = --classifier (denoised smoothing): --objective mse | stability | consistency, "
             "--zeroth-order for a black-box F (ZO-AE-DS)")
     default_arch = "dncnn"
+    normalizes = False
     noisy = True
     log_columns = ("epoch", "loss", "train_accuracy", "val_mse", "val_accuracy", "val_noisy_accuracy", "queries",
                    "lr", "seconds")
@@ -79,45 +79,46 @@ class DenoiserTraining(ClassifierTraining):
                 raise CertkitError(f"--zo-queries must be >= 1 and --zo-mu > 0, got {cfg.zo_queries}, {cfg.zo_mu}")
 
     # -- set-up -------------------------------------------------------------------------------------
-    def setup(self, run):
+    def build_net(self, data):
+        """The denoiser: ``init_from`` (a denoiser checkpoint for the data's input shape) or a new ``arch``; no
+        normalization layer (a denoiser maps [0,1] images to [0,1] images)."""
         cfg = self.cfg
-        self.validate()
-        data = load_dataset(cfg.dataset, cfg.data_path, split="train")
-        self.data = data
-        self.train_set, self.val_set = _split(data, cfg.val_fraction)
         shape = tuple(data.input_shape)
-        torch.manual_seed(cfg.seed)
         if cfg.init_from:
             ckpt = load_checkpoint_file(cfg.init_from)
             if not is_denoiser_checkpoint(ckpt):
                 raise CertkitError(f"--init-from {cfg.init_from} is not a certkit denoiser checkpoint")
-            self.net, init_shape = read_denoiser(ckpt, str(cfg.init_from))
+            net, init_shape = read_denoiser(ckpt, str(cfg.init_from))
             if init_shape != shape:
                 raise CertkitError(f"--init-from denoiser takes inputs {init_shape}, the data has {shape}")
-            self.arch, self.arch_config = str(ckpt["arch"]), dict(ckpt.get("arch_config") or {})
+            arch, arch_config = str(ckpt["arch"]), dict(ckpt.get("arch_config") or {})
         else:
-            self.arch, self.arch_config = cfg.arch, dict(cfg.arch_config)
-            self.net = build_denoiser(cfg.arch, shape, **self.arch_config)
+            arch, arch_config = cfg.arch, dict(cfg.arch_config)
+            net = build_denoiser(cfg.arch, shape, **arch_config)
         self.num_classes = 0
-        self.norm = None
-        self.classifier = self._load_classifier(run, shape) if cfg.classifier else None
-        self.ae = isinstance(self.net, AEDenoiser)
-        run.model = self.net.to(run.device)
-        frozen = set(map(id, self.net.decoder_parameters())) if (cfg.zeroth_order and self.ae) else set()
+        self.ae = isinstance(net, AEDenoiser)
+        return arch, arch_config, None, net
+
+    def parameters(self, model):
+        """Every denoiser parameter, but the decoder's under --zeroth-order with ae_dncnn (merged into the black
+        box, frozen)."""
+        frozen = set(map(id, self.net.decoder_parameters())) if (self.cfg.zeroth_order and self.ae) else set()
         for p in self.net.parameters():
             p.requires_grad_(id(p) not in frozen)
-        run.optimizer, run.scheduler = self.make_optimizer([p for p in self.net.parameters() if id(p) not in frozen])
-        run.generator = torch.Generator().manual_seed(cfg.seed)
+        return [p for p in self.net.parameters() if id(p) not in frozen]
+
+    def setup(self, run):
+        super().setup(run)
+        cfg = self.cfg
+        shape = tuple(self.data.input_shape)
+        self.classifier = self._load_classifier(run, shape) if cfg.classifier else None
         self.zo_generator = torch.Generator().manual_seed(cfg.seed + 7919 * (run.rank + 1))
         d = self.arch_config.get("latent", 32) if self.ae else math.prod(shape)
         self.queries = (1 + zo_queries(cfg.zo_estimator, d, cfg.zo_queries)) if cfg.zeroth_order else 0
         self.total_queries = 0
 
     def _load_classifier(self, run, shape) -> nn.Module:
-        m = load_model(self.cfg.classifier)
-        f = m.module.to(run.device).eval()
-        for p in f.parameters():
-            p.requires_grad_(False)
+        f = frozen_model(self.cfg.classifier, run.device)
         try:
             with torch.no_grad():
                 out = f(torch.full((2,) + shape, 0.5, device=run.device))
@@ -128,9 +129,6 @@ class DenoiserTraining(ClassifierTraining):
             raise CertkitError(f"--classifier must return logits (B, K), got shape {tuple(out.shape)} (a Dual RS "
                                f"model? train its denoiser on a single-head classifier)")
         return f
-
-    def prepare(self, run):
-        pass
 
     def state_dict(self):
         return {"zo_generator": self.zo_generator.get_state(), "total_queries": self.total_queries}
@@ -253,6 +251,3 @@ class DenoiserTraining(ClassifierTraining):
                                if self.val_set is not None else f"{cfg.dataset} train split")}
         save_denoiser(cfg.out, self.net, self.arch, self.arch_config, self.data.input_shape, metadata=meta,
                       extra={"train_state": train_state})
-
-    def restore(self, run, ckpt):
-        self.net.load_state_dict(ckpt["state_dict"])

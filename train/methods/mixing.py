@@ -18,13 +18,10 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import nn
 
 from certkit.common.errors import CertkitError
-from certkit.datasets import load_dataset
-from certkit.models.checkpoint import load_checkpoint_file, load_model
 from certkit.models.mixing import MixingNetwork, save_mixing
-from certkit.train.classifier import ClassifierTraining, _split, register_training
+from certkit.train.classifier import ClassifierTraining, frozen_model, register_training
 from certkit.train.harness import StepOutput
 from certkit.verifiers.attack import pgd_l2
 
@@ -38,6 +35,7 @@ class MixingTraining(ClassifierTraining):
             "with --sigma), trained on clean and L2-attacked (--eps-l2) inputs; --mixing-floor > 0.5 keeps a "
             "certificate")
     noisy = True
+    normalizes = False
     log_columns = ("epoch", "loss", "train_accuracy", "val_accuracy", "val_adv_accuracy", "val_w_clean", "val_w_adv",
                    "lr", "seconds")
     n_noise, hidden = 8, 32
@@ -50,37 +48,26 @@ class MixingTraining(ClassifierTraining):
                                "model, smoothed with --sigma)")
         if not 0 <= cfg.mixing_floor < 1 or not cfg.eps_l2 >= 0 or cfg.attack_steps < 1:
             raise CertkitError("--mixing-floor must lie in [0, 1), --eps-l2 >= 0, --attack-steps >= 1")
-        if cfg.eps or cfg.eps_train or cfg.init_from:
-            raise CertkitError("--method mixing takes its attack radius as --eps-l2 (L2) and no --eps / --init-from")
+        if cfg.eps or cfg.eps_train or cfg.init_from or cfg.init != "default":
+            raise CertkitError("--method mixing takes its attack radius as --eps-l2 (L2) and no --eps / --init-from / "
+                               "--init")
 
-    def setup(self, run):
+    def build_net(self, data):
+        """The mixing network for the classes of g and f (loaded here on the CPU, frozen); no normalization."""
         cfg = self.cfg
-        self.validate()
-        self.data = load_dataset(cfg.dataset, cfg.data_path, split="train")
-        self.train_set, self.val_set = _split(self.data, cfg.val_fraction)
-        torch.manual_seed(cfg.seed)
-        self.g = self._frozen(cfg.standard_model, run)
-        self.f = self._frozen(cfg.classifier, run)
-        x = self.data.x[:2].to(run.device)
+        self.g = frozen_model(cfg.standard_model, torch.device("cpu"))
+        self.f = frozen_model(cfg.classifier, torch.device("cpu"))
         with torch.no_grad():
-            out_g, out_f = self.g(x), self.f(x)
+            out_g, out_f = self.g(data.x[:2]), self.f(data.x[:2])
         if out_g.dim() != 2 or out_g.shape != out_f.shape:
             raise CertkitError(f"--standard-model returns {tuple(out_g.shape)}, --classifier {tuple(out_f.shape)}: "
                                f"both must be (batch, classes) logits with the same classes")
         self.num_classes = out_g.shape[1]
-        self.net = MixingNetwork(self.num_classes, self.hidden, cfg.mixing_floor)
-        run.model = self.net.to(run.device)
-        run.optimizer, run.scheduler = self.make_optimizer(self.net.parameters())
-        run.generator = torch.Generator().manual_seed(cfg.seed)
+        return "mixing_mlp", {}, None, MixingNetwork(self.num_classes, self.hidden, cfg.mixing_floor)
 
-    def _frozen(self, spec, run) -> nn.Module:
-        m = load_model(spec).module.to(run.device).eval()
-        for p in m.parameters():
-            p.requires_grad_(False)
-        return m
-
-    def prepare(self, run):
-        pass
+    def setup(self, run):
+        super().setup(run)
+        self.g, self.f = self.g.to(run.device), self.f.to(run.device)
 
     def curves(self):
         return {"val_accuracy": "h clean", "val_adv_accuracy": "h attacked", "val_w_clean": "mean w clean",
@@ -156,10 +143,3 @@ class MixingTraining(ClassifierTraining):
                 "certifies": self.net.certifies, "n_noise": self.n_noise, "world_size": run.world,
                 **{k: row[k] for k in ("val_accuracy", "val_adv_accuracy", "val_w_clean", "val_w_adv")}}
         save_mixing(cfg.out, self.net, self.num_classes, self.hidden, meta, extra={"train_state": train_state})
-
-    def load(self):
-        ckpt = load_checkpoint_file(self.checkpoint_path())
-        return ckpt if isinstance(ckpt, dict) else None
-
-    def restore(self, run, ckpt):
-        self.net.load_state_dict(ckpt["state_dict"])
