@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from certkit.common.errors import CertkitError
 from certkit.models.zoo import NormalizeLayer
 from certkit.verifiers import METHODS, BoundedModule, L2Ball, check_model, linf_ball, margin_spec
 from certkit.verifiers.attack import pgd_box
+
+from milp import exact_min, ibp_np
 
 torch.set_default_dtype(torch.float32)
 
@@ -150,55 +151,6 @@ def test_ibp_last_layer_elision_is_at_least_as_tight():
         assert (lb_e >= lb_n - 1e-12).all() and (ub_e <= ub_n + 1e-12).all(), name
 
 
-# ------------------------------------------------------------------ exact optimum by MILP (HiGHS)
-def _ibp_np(layers, lo, hi):
-    out = []
-    for W, b in layers[:-1]:
-        c, r = (hi + lo) / 2, (hi - lo) / 2
-        zc, zr = W @ c + b, np.abs(W) @ r
-        out.append((zc - zr, zc + zr))
-        lo, hi = np.maximum(zc - zr, 0), np.maximum(zc + zr, 0)
-    return out
-
-
-def exact_min(layers, c, lo, hi):
-    """min over the box of c . f(x) for a ReLU MLP, as a big-M MILP with IBP pre-activation bounds."""
-    pre = _ibp_np(layers, lo, hi)
-    n0 = lo.size
-    sizes = [W.shape[0] for W, _ in layers[:-1]]
-    nvar = n0 + 2 * sum(sizes)
-    A, lbs, ubs = [], [], []
-    var_lo, var_hi = list(lo), list(hi)
-    integrality = [0] * n0
-    prev = list(range(n0))
-    off = n0
-    for (W, b), (l, u), h in zip(layers[:-1], pre, sizes):
-        a_idx, d_idx = list(range(off, off + h)), list(range(off + h, off + 2 * h))
-        var_lo += [0.0] * h + [0.0] * h
-        var_hi += [max(float(v), 0.0) for v in u] + [1.0] * h
-        integrality += [0] * h + [1] * h
-        for i in range(h):
-            z = np.zeros(nvar)
-            z[prev] = W[i]
-            # a >= z  ->  a - z >= b_i
-            row = -z.copy(); row[a_idx[i]] += 1
-            A.append(row); lbs.append(b[i]); ubs.append(np.inf)
-            # a <= z - l (1 - d)  ->  a - z - l d <= b_i - l
-            row = -z.copy(); row[a_idx[i]] += 1; row[d_idx[i]] -= l[i]
-            A.append(row); lbs.append(-np.inf); ubs.append(b[i] - l[i])
-            # a <= u d
-            row = np.zeros(nvar); row[a_idx[i]] = 1; row[d_idx[i]] = -max(u[i], 0)
-            A.append(row); lbs.append(-np.inf); ubs.append(0.0)
-        prev, off = a_idx, off + 2 * h
-    W, b = layers[-1]
-    obj = np.zeros(nvar)
-    obj[prev] = c @ W
-    res = milp(obj, constraints=LinearConstraint(np.array(A), lbs, ubs), integrality=integrality,
-               bounds=Bounds(var_lo, var_hi), options={"mip_rel_gap": 0, "presolve": True})
-    assert res.status == 0, res.message
-    return res.fun + float(c @ b)
-
-
 @pytest.mark.parametrize("eps,seed", [(0.3, 0), (0.5, 1), (0.002, 2)])
 def test_lower_bounds_below_exact_optimum_and_crown_exact_when_stable(eps, seed):
     torch.manual_seed(seed)
@@ -213,7 +165,7 @@ def test_lower_bounds_below_exact_optimum_and_crown_exact_when_stable(eps, seed)
         lbs = {m: bm.compute_bounds(pert, C, m)[0].detach()[0] for m in METHODS}
     for m, lb in lbs.items():
         assert all(lb[j] <= exact[j] + 1e-7 for j in range(2)), (m, lb, exact)
-    pre = _ibp_np(layers, pert.x_L[0].numpy(), pert.x_U[0].numpy())
+    pre = ibp_np(layers, pert.x_L[0].numpy(), pert.x_U[0].numpy())
     if all(((l >= 0) | (u <= 0)).all() for l, u in pre):  # every neuron stable: CROWN is exact
         assert np.allclose(lbs["CROWN"].numpy(), exact, atol=1e-9)
     else:

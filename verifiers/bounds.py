@@ -118,19 +118,29 @@ class BoundedModule:
         return total if A_in is None else total + pert.lower(A_in)
 
     def propagate(self, start: int, A0: torch.Tensor, bounds: list, relax: dict, alphas: dict | None = None,
-                  setups: dict | None = None):
+                  setups: dict | None = None, extra: dict | None = None, record: dict | None = None):
         """Backward linear bound of sum(A0 * node_start) down to the input: returns (A_in (B,S,*input) or None,
         bias (B,S)) with sum(A0 * node_start) >= sum(A_in * x) + bias for every x whose non-affine nodes respect their
         relaxations (``relax``: node -> the op's relaxation, filled from ``bounds`` when missing; ``alphas``: node ->
         alpha (n_alpha, B, S, *shape) of alpha-CROWN, used instead, with ``setups``: node -> the op's
-        relaxation_setup of these bounds)."""
+        relaxation_setup of these bounds).
+
+        ``extra``: node -> (A_add (B,S,*shape), bias_add (B,S)), a linear term added at that node, sound when
+        sum(A_add * node) + bias_add <= 0 on the set bounded (beta-CROWN's split constraints, verifiers/bab.py).
+        ``record``: node -> filled with the A (B,S,*shape) reaching that node's output (for branching scores)."""
         g = self.graph
         acc: dict[int, torch.Tensor] = {start: A0}
         total = torch.zeros(A0.shape[:2], device=A0.device, dtype=A0.dtype)
         for i in range(start, 0, -1):
             A = acc.pop(i, None)
+            if extra is not None and i in extra:
+                A_add, b_add = extra[i]
+                A = A_add if A is None else A + A_add
+                total = total + b_add
             if A is None:
                 continue
+            if record is not None and i in record:
+                record[i] = A
             n = g.nodes[i]
             in_bounds = [bounds[j] for j in n.inputs]
             r = None

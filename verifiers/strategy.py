@@ -5,7 +5,8 @@
      exact rational comparisons, replayed in onnxruntime and reported ``sat`` only if it violates the property
      there (verifiers/vnncomp.py);
   3. prove: bound max_j lb(C_j y - d_j) > 0 for every disjunct (IBP, CROWN, then alpha-CROWN) in float64;
-  4. branch and bound on the input for low-dimensional inputs (verifiers/input_split.py).
+  4. branch and bound on what bounds leave open: input splits for low-dimensional inputs (verifiers/input_split.py),
+     else activation splits with beta-CROWN bounds (ReLU) or GenBaB splits (Sigmoid/Tanh) (verifiers/bab.py).
 NaN or inf anywhere in the bounds is an ``error``, never a verdict.
 """
 from __future__ import annotations
@@ -20,10 +21,15 @@ import torch
 from certkit.common.errors import CertkitError
 from certkit.models.onnx_import import OnnxModel, load_onnx
 from certkit.verifiers.attack import pgd_box
+from certkit.verifiers.bab import ActivationBaB
 from certkit.verifiers.bounds import BoundedModule, canonical_method
 from certkit.verifiers.input_split import input_split_bab, objective, refuted
+from certkit.verifiers.ops.activation import Activation
 from certkit.verifiers.vnncomp import InstanceResult, validate_witness
 from certkit.verifiers.vnnlib import Property, parse_vnnlib
+
+
+INPUT_SPLIT_MAX_DIM = 16
 
 
 class Deadline:
@@ -54,14 +60,17 @@ def check_conversion(onnx_model: OnnxModel, prop: Property, points: int = 16, se
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0,
-                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool = True, max_domains: int = 200_000,
-                    batch: int = 2048, seed: int = 0) -> InstanceResult:
+                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool | str = True,
+                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0) -> InstanceResult:
     """Answer one VNN-COMP instance: sat (validated counterexample), unsat, unknown, timeout or error.
 
     Args:
         timeout: seconds for the whole instance (loading included).
         methods: bound methods tried in order on each whole disjunct.
-        bab: input-split branch and bound after the bounds (inputs of at most 64 dimensions).
+        bab: branch and bound after the bounds: True = automatic (:func:`choose_bab`: input split for inputs of at
+            most 16 dimensions, else activation split with beta-CROWN / GenBaB), ``input``, ``activation``, or
+            False / ``none``.
+        max_domains: subdomains (boxes or activation splits) bounded at most; batch: boxes per input-split pass.
     Never raises for a problem with the instance: errors are returned as status ``error`` with a reason.
     """
     dl = Deadline(timeout)
@@ -76,8 +85,8 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
 
 
 def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0,
-                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool = True, max_domains: int = 200_000,
-                    batch: int = 2048, seed: int = 0) -> InstanceResult:
+                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool | str = True,
+                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0) -> InstanceResult:
     """:func:`verify_instance` on an already loaded network and parsed property (same arguments and result)."""
     dl = Deadline(timeout)
     try:
@@ -124,13 +133,16 @@ def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> Inst
         open_terms, used = still, m
         if not open_terms:
             return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
-    if not bab or prop.n_inputs > 64:
+    kind = choose_bab(bm, prop.n_inputs) if bab is True else (bab or "none")
+    if kind == "none":
         return InstanceResult("unknown", time.perf_counter() - dl.t0,
-                              f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound "
-                              f"{'disabled' if not bab else 'needs inputs of at most 64 dimensions'}")
+                              f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound disabled")
     total = 0
     for term in open_terms:
-        status, n = input_split_bab(bm, net32, onnx_model, term, dl, max_domains - total, batch)
+        if kind == "input":
+            status, n = input_split_bab(bm, net32, onnx_model, term, dl, max_domains - total, batch)
+        else:
+            status, n = activation_bab(bm, net32, onnx_model, term, dl, max_domains - total)
         total += n
         if status != "unsat":
             res = status if isinstance(status, InstanceResult) else None
@@ -140,7 +152,57 @@ def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> Inst
                 return res
             return InstanceResult(status, time.perf_counter() - dl.t0,
                                   f"branch and bound stopped after {total} domains ({status})", domains=total)
-    return InstanceResult("unsat", time.perf_counter() - dl.t0, method="CROWN+input-split BaB", domains=total)
+    how = "CROWN+input-split BaB" if kind == "input" else "beta-CROWN activation-split BaB"
+    return InstanceResult("unsat", time.perf_counter() - dl.t0, method=how, domains=total)
+
+
+def choose_bab(bm, n_inputs: int) -> str:
+    """``input`` split for inputs of at most ``INPUT_SPLIT_MAX_DIM`` dimensions (ACAS Xu: 5; few input dimensions
+    control everything, and boxes shrink fast), else ``activation`` split when the network has activations
+    (ReLU: beta-CROWN; Sigmoid/Tanh: GenBaB), else ``none``."""
+    if n_inputs <= INPUT_SPLIT_MAX_DIM:
+        return "input"
+    if any(isinstance(bm.graph.nodes[a].op, Activation) for a in bm.graph.nonlinear()):
+        return "activation"
+    return "none"
+
+
+def candidate_checker(net32, onnx_model, term, tries: int = 8):
+    """x (N, *input) float64 -> a validated ``sat`` InstanceResult or None: the ``tries`` points with the lowest
+    float32 objective max_r (C_r y - d_r) <= 1e-4 are replayed exactly (verifiers/vnncomp.py)."""
+    obj = objective(net32, torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32),
+                    onnx_model.sample_shape)
+
+    def check(x: torch.Tensor):
+        if x.shape[0] == 0:
+            return None
+        with torch.no_grad():
+            val = obj(x.reshape(x.shape[0], -1).float())
+        for k in torch.argsort(val)[:tries].tolist():
+            if float(val[k]) > 1e-4:
+                break
+            found = validate_witness(onnx_model, term, x[k].reshape(-1).numpy())
+            if found:
+                return InstanceResult("sat", 0.0, x=found[0], y=found[1], method="beta-CROWN BaB")
+        return None
+    return check
+
+
+def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "fsb"):
+    """Activation-split BaB (verifiers/bab.py) on one disjunct until the Deadline ``dl``: returns ("unsat" |
+    "timeout" | "unknown" | InstanceResult(sat), subdomains bounded). ``batch`` subdomains are bounded per backward
+    pass (default: as many as keep one pass near 2^22 neuron-rows, at most 256)."""
+    if term.C.shape[0] == 0:   # no output constraint: every input is a counterexample, attacks decide it
+        return "unknown", 0
+    search = ActivationBaB(bm, torch.tensor(term.x_L), torch.tensor(term.x_U), torch.tensor(term.C),
+                           torch.tensor(term.d), branching=branching)
+    if batch is None:
+        neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
+        batch = int(max(4, min(256, 2 ** 22 // max(1, neurons * term.C.shape[0]))))
+    C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+    obj = objective(net32, C32, d32, onnx_model.sample_shape)
+    return search.run(time.perf_counter() + dl.left(), max_domains, batch, candidate_checker(net32, onnx_model, term),
+                      lambda x: obj(x.reshape(x.shape[0], -1)))
 
 
 __all__ = ["Deadline", "check_conversion", "verify_instance", "verify_property"]

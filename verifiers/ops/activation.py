@@ -24,6 +24,7 @@ class Activation(Op):
 
     affine = False
     zero_lower_intercept = False  # True when c_L = 0 always (ReLU): skips a multiply in backward
+    piecewise_linear = False      # True when both pieces of a split at 0 are exact lines (ReLU, LeakyReLU)
 
     def function(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -44,6 +45,19 @@ class Activation(Op):
     def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Neurons whose relaxation is inexact and whose bounds CROWN refines (default: l < 0 < u)."""
         return (l < 0) & (u > 0)
+
+    def splittable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Neurons worth splitting in branch and bound (bool, like l): for piecewise-linear activations the
+        unstable ones (l < 0 < u: each half is exact); otherwise every interval wider than 1e-4 (GenBaB, Shi et al.
+        2024: each half gets a tighter relaxation)."""
+        if self.piecewise_linear:
+            return (l < 0) & (u > 0)
+        return (u - l) > 1e-4
+
+    def split_point(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Where branch and bound splits [l, u]: 0 when l < 0 < u (the kink of ReLU, the inflection point of
+        Sigmoid/Tanh, so each half is linear, convex or concave), else the midpoint."""
+        return torch.where((l < 0) & (u > 0), torch.zeros_like(l), (l + u) / 2)
 
     # -- the generic parts of the op contract -------------------------------------------------------
     def forward(self, z):

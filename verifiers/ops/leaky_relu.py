@@ -22,6 +22,7 @@ class LeakyReLU(Activation):
 
     name = "LeakyReLU"
     zero_lower_intercept = True
+    piecewise_linear = True
     n_alpha = 1
 
     def __init__(self, negative_slope: float = 0.01):

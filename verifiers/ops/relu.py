@@ -16,6 +16,7 @@ class ReLU(Activation):
 
     name = "ReLU"
     zero_lower_intercept = True
+    piecewise_linear = True
     n_alpha = 1
 
     def function(self, z):

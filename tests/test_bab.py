@@ -1,0 +1,239 @@
+"""Activation-split branch and bound (verifiers/bab.py): decisions against exact answers, bounds of every subdomain
+against the exact subdomain optimum (MILP, scipy HiGHS) and sampled points, branching covers the parent, the deadline
+is kept.
+"""
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from certkit.verifiers import BoundedModule
+from certkit.verifiers.bab import ActivationBaB, Domains
+from certkit.verifiers.ops.activation import Activation
+
+from milp import exact_min
+
+
+def relu_net(seed, sizes=(5, 12, 12, 3)):
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).double().eval()
+
+
+def np_layers(net):
+    return [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in net if isinstance(m, nn.Linear)]
+
+
+def box(seed, n, eps):
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(n, generator=gen, dtype=torch.float64)
+    return x0 - eps, x0 + eps
+
+
+def search_for(net, lo, hi, c, d, **kw):
+    bm = BoundedModule(net, (lo.numel(),))
+    return ActivationBaB(bm, lo, hi, torch.tensor([c], dtype=torch.float64), torch.tensor([d], dtype=torch.float64),
+                         **kw)
+
+
+def witness_checker(net, c, d):
+    """A counterexample is a point with c . f(x) <= d (exact float64 forward)."""
+    cvec = torch.tensor(c, dtype=torch.float64)
+
+    def check(x):
+        if x.shape[0] == 0:
+            return None
+        with torch.no_grad():
+            v = net(x) @ cvec
+        k = int(v.argmin())
+        return ("sat", x[k]) if float(v[k]) <= d else None
+    return check
+
+
+def pgd_objective(net, c, d):
+    cvec = torch.tensor(c, dtype=torch.float64)
+    return lambda x: net(x.double()) @ cvec - d
+
+
+def crown_lb(search):
+    """Plain CROWN on the root (CROWN relaxation, no optimisation): the bound that bounds alone give."""
+    dom = search.root()
+    with torch.no_grad():
+        lb, _ = search._lower(dom)
+    return float(lb[0, 0])
+
+
+@pytest.mark.parametrize("branching", ["fsb", "babsr"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_relu_decisions_match_the_exact_milp_optimum(seed, branching):
+    net = relu_net(seed)
+    lo, hi = box(seed, 5, 0.4)
+    c = [1.0, -1.0, 0.0]
+    opt = exact_min(np_layers(net), np.array(c), lo.numpy(), hi.numpy())
+    search = search_for(net, lo, hi, c, 0.0, branching=branching)
+    root = crown_lb(search)
+    assert root < opt - 1e-3  # CROWN alone leaves a gap: the answers below need branching
+    # unsat: the threshold closes 90% of CROWN's gap to the exact optimum
+    d_unsat = opt - 0.1 * (opt - root)
+    status, visited = search_for(net, lo, hi, c, d_unsat, branching=branching).run(
+        time.perf_counter() + 60, 100_000, 64, witness_checker(net, c, d_unsat))
+    assert status == "unsat" and visited > 1
+    # sat: just above the optimum, a counterexample exists and must be found (and is checked by the checker)
+    d_sat = opt + 0.05 * (opt - root)
+    status, _ = search_for(net, lo, hi, c, d_sat, branching=branching).run(
+        time.perf_counter() + 60, 100_000, 64, witness_checker(net, c, d_sat))
+    assert isinstance(status, tuple) and status[0] == "sat"
+
+
+def leaves(search, depth):
+    """All 2^depth subdomains of the root split ``depth`` times (BaBSR choices, each bounded with beta-CROWN)."""
+    dom = search.root()
+    coeffs, _ = search.optimize(dom, 20)
+    for _ in range(depth):
+        dom = search.branch(dom, coeffs)
+        dom.score = torch.full_like(dom.score, -torch.inf)
+        coeffs, _ = search.optimize(dom, 20)
+    return dom
+
+
+def crown_on(search, dom):
+    """CROWN on each subdomain: the CROWN relaxation of the subdomain's intervals, beta = 0."""
+    plain = dom.take(torch.arange(len(dom)))
+    S = 1
+    for a, j in search.acts.items():
+        op = search.g.nodes[a].op
+        init = op.alpha_init([(dom.lo[j], dom.hi[j])])
+        plain.alphas[a] = init.unsqueeze(2).expand(-1, -1, S, *[-1] * (init.dim() - 2)).clone()
+        plain.betas[j] = torch.zeros_like(plain.betas[j])
+    with torch.no_grad():
+        lb, _ = search._lower(plain)
+    return lb[:, 0]
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_every_subdomain_bound_is_sound_and_at_least_crown(seed):
+    net = relu_net(seed, (4, 10, 10, 2))
+    lo, hi = box(seed, 4, 0.5)
+    c = [1.0, -1.0]
+    search = search_for(net, lo, hi, c, 0.0, branching="babsr")
+    dom = leaves(search, 3)
+    lb = dom.score                                  # d = 0: score = lb
+    assert bool((lb >= crown_on(search, dom) - 1e-9).all())
+    layers = np_layers(net)
+    js = list(search.acts.values())
+    for k in range(len(dom)):
+        zb = [(dom.lo[j][k].numpy(), dom.hi[j][k].numpy()) for j in js]
+        exact = exact_min(layers, np.array(c), lo.numpy(), hi.numpy(), zb)
+        assert float(lb[k]) <= exact + 1e-7, (k, float(lb[k]), exact)
+    # sampled points: each lies in a subdomain (the leaves cover the box) and respects that subdomain's bound
+    gen = torch.Generator().manual_seed(seed)
+    x = lo + (hi - lo) * torch.rand((20000, 4), generator=gen, dtype=torch.float64)
+    z1 = net[0](x)
+    z2 = net[2](net[1](z1))
+    val = net(x) @ torch.tensor(c, dtype=torch.float64)
+    inside = torch.ones((len(dom), x.shape[0]), dtype=torch.bool)
+    for j, z in zip(js, (z1, z2)):
+        inside &= ((z[None] >= dom.lo[j][:, None]) & (z[None] <= dom.hi[j][:, None])).all(-1)
+    assert bool(inside.any(0).all())
+    for k in range(len(dom)):
+        assert bool((val[inside[k]] >= lb[k] - 1e-9).all())
+
+
+def test_children_cover_their_parent_and_respect_the_split():
+    net = relu_net(5, (4, 10, 10, 2))
+    lo, hi = box(5, 4, 0.5)
+    search = search_for(net, lo, hi, [1.0, -1.0], 0.0, branching="babsr")
+    dom = search.root()
+    coeffs, _ = search.optimize(dom, 5)
+    kids = search.branch(dom, coeffs)
+    assert len(kids) == 2
+    changed = [(j, (kids.hi[j][0] != dom.hi[j][0]), (kids.lo[j][1] != dom.lo[j][0])) for j in dom.lo]
+    moved = [(j, h, l_) for j, h, l_ in changed if bool(h.any())]
+    assert len(moved) == 1 and int(moved[0][1].sum()) == 1 and bool((moved[0][1] == moved[0][2]).all())
+    j, mask = moved[0][0], moved[0][1]
+    p = kids.hi[j][0][mask]
+    assert float(p) == float(kids.lo[j][1][mask]) == 0.0          # a ReLU is split at 0
+    assert float(dom.lo[j][0][mask]) < 0 < float(dom.hi[j][0][mask])
+
+
+def sigmoid_net(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(2, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)).double().eval()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_general_nonlinear_splits_decide_sigmoid_tanh_nets(seed):
+    """GenBaB on a Sigmoid/Tanh net with 2 inputs: the true minimum is bracketed by a dense grid and a Lipschitz
+    constant (grid min - L h / 2 <= min <= grid min); thresholds outside the bracket have known answers."""
+    net = sigmoid_net(seed)
+    for m in net:
+        if isinstance(m, nn.Linear):
+            m.weight.data *= 3
+    lo, hi = box(seed, 2, 1.0)
+    c = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    g = torch.linspace(0, 1, 801, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(lo[0] + g * (hi[0] - lo[0]), lo[1] + g * (hi[1] - lo[1]), indexing="ij"), -1)
+    with torch.no_grad():
+        vals = net(grid.reshape(-1, 2)) @ c
+    W = [m.weight.detach() for m in net if isinstance(m, nn.Linear)]
+    L = float((c @ W[2]).abs().sum()) * float(W[1].abs().sum(1).max()) * 0.25 * float(W[0].abs().sum(1).max())
+    h = float((hi - lo).max()) / 800
+    upper, lower = float(vals.min()), float(vals.min()) - L * h / 2
+    search = search_for(net, lo, hi, c.tolist(), 0.0)
+    root = crown_lb(search)
+    assert root < lower - 1e-2
+    d_unsat = lower - 0.2 * (lower - root)
+    status, visited = search_for(net, lo, hi, c.tolist(), d_unsat).run(
+        time.perf_counter() + 60, 200_000, 64, witness_checker(net, c.tolist(), d_unsat))
+    assert status == "unsat" and visited > 1
+    d_sat = upper + 0.05 * (upper - root)
+    status, _ = search_for(net, lo, hi, c.tolist(), d_sat).run(
+        time.perf_counter() + 60, 200_000, 64, witness_checker(net, c.tolist(), d_sat),
+        pgd_objective(net, c.tolist(), d_sat))
+    assert isinstance(status, tuple) and status[0] == "sat"
+
+
+def test_split_point_and_splittable():
+    from certkit.verifiers.ops.relu import ReLU
+    from certkit.verifiers.ops.sigmoid import Sigmoid
+    l = torch.tensor([-1.0, 0.5, -3.0, -1.0])
+    u = torch.tensor([2.0, 1.5, -1.0, -1.0])
+    assert ReLU().splittable(l, u).tolist() == [True, False, False, False]
+    assert Sigmoid().splittable(l, u).tolist() == [True, True, True, False]
+    assert Activation().split_point(l, u).tolist() == [0.0, 1.0, -2.0, -1.0]
+
+
+def test_deadline_is_kept_within_ten_percent():
+    net = relu_net(7, (30, 80, 80, 80, 2))
+    lo, hi = box(7, 30, 0.3)
+    c = [1.0, -1.0]
+    probe = search_for(net, lo, hi, c, 0.0)
+    root = crown_lb(probe)
+    # an upper estimate of the minimum from the sampled points; a threshold well below it but far above CROWN's bound
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sampled = float((net(lo + (hi - lo) * torch.rand((4000, 30), generator=gen, dtype=torch.float64))
+                         @ torch.tensor(c, dtype=torch.float64)).min())
+    d = root + 0.5 * (sampled - root)
+    search = search_for(net, lo, hi, c, d)
+    budget = 2.0
+    t0 = time.perf_counter()
+    status, visited = search.run(t0 + budget, 10 ** 7, 64, witness_checker(net, c, d))
+    elapsed = time.perf_counter() - t0
+    assert status == "timeout" and visited > 64
+    assert elapsed <= 1.1 * budget
+
+
+def test_domains_take_and_cat_round_trip():
+    net = relu_net(8, (4, 6, 2))
+    lo, hi = box(8, 4, 0.5)
+    search = search_for(net, lo, hi, [1.0, -1.0], 0.0)
+    dom = Domains.cat([search.root(), search.root()])
+    dom.score = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    back = Domains.cat([dom.take(torch.tensor([1])), dom.take(torch.tensor([0]))])
+    assert back.score.tolist() == [2.0, 1.0] and len(back) == 2
+    assert all(back.alphas[a].shape[1] == 2 for a in back.alphas)
