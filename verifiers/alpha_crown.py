@@ -15,18 +15,20 @@ import torch
 
 
 def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, lr: float = 0.5, decay: float = 0.98,
-                patience: int = 10, deadline: float | None = None) -> torch.Tensor:
-    """Optimised lower bounds of sum(CC * output), (B, S2), for a BoundedModule ``bm``.
+                patience: int = 10, deadline: float | None = None, start: int | None = None) -> torch.Tensor:
+    """Optimised lower bounds of sum(CC * node_start), (B, S2), for a BoundedModule ``bm``.
 
     Args:
-        pert: the input perturbation; CC: specification rows (B, S2, *output_shape); bounds: intervals of every node
-            (CROWN's); deadline: a time.perf_counter() value after which optimisation stops.
+        pert: the input perturbation; CC: specification rows (B, S2, *shape of node ``start``); bounds: intervals of
+            every node (CROWN's); deadline: a time.perf_counter() value after which optimisation stops; start: the
+            node bounded (default the output).
     """
     g = bm.graph
+    start = g.output if start is None else start
     S2 = CC.shape[1]
     alphas, setups = {}, {}
     with torch.no_grad():
-        for a in g.nonlinear():
+        for a in (a for a in g.nonlinear() if a < start):
             op = g.nodes[a].op
             if op.n_alpha == 0:
                 continue
@@ -34,7 +36,7 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
             init = op.alpha_init(in_bounds)                                      # (n_alpha, B, *shape)
             alphas[a] = init.unsqueeze(2).expand(-1, -1, S2, *[-1] * len(g.nodes[a].shape)).clone()
             setups[a] = op.relaxation_setup(in_bounds)                           # depends on the bounds only
-    best = bm._backward(g.output, CC, pert, bounds, {}, alphas, setups).detach()
+    best = bm._backward(start, CC, pert, bounds, {}, alphas, setups).detach()
     if not alphas or iterations <= 0:
         return best
     params = [t.requires_grad_(True) for t in alphas.values()]
@@ -44,7 +46,7 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
     stale = 0
     for _ in range(iterations):
         with torch.enable_grad():
-            lb = bm._backward(g.output, CC, pert, fixed, {}, alphas, setups)
+            lb = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
             loss = -lb.sum()
             opt.zero_grad()
             loss.backward()
@@ -59,5 +61,46 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
         if stale >= patience or (deadline is not None and time.perf_counter() > deadline):
             break  # every iterate is a sound bound: stopping early keeps soundness
     with torch.no_grad():  # the final alphas too (after the last step)
-        best = torch.maximum(best, bm._backward(g.output, CC, pert, fixed, {}, alphas, setups))
+        best = torch.maximum(best, bm._backward(start, CC, pert, fixed, {}, alphas, setups))
     return best
+
+
+def optimize_intermediate(bm, pert, bounds: list, iterations: int = 20, lr: float = 0.5,
+                          deadline: float | None = None) -> list:
+    """alpha-CROWN bounds of the input of every activation (the "optimise intermediate layers" choice of Xu et al.
+    2021, done layer by layer): for each activation input in topological order, its neurons left unstable by
+    ``bounds`` are bounded from +-identity rows with alphas of all earlier activations optimised per row (the
+    earlier layers' optimised bounds fixed), then intersected with ``bounds``. Sound for any alphas, so stopping at
+    ``deadline`` keeps soundness (later layers keep their given bounds). Returns a new list (B, *shape) per node.
+    """
+    g = bm.graph
+    out = list(bounds)
+    first = min(g.nonlinear(), default=None)
+    done = set()
+    for a in g.nonlinear():
+        j = g.nodes[a].inputs[0]
+        if j in done or first is None or j < first:  # nothing non-linear before j: CROWN is already exact there
+            continue
+        done.add(j)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        l0, u0 = out[j]
+        B = l0.shape[0]
+        n = l0[0].numel()
+        picked = torch.nonzero(g.nodes[a].op.unstable(l0, u0).flatten(1).any(0)).flatten()
+        if picked.numel() == 0:
+            continue
+        l, u = l0.flatten(1).clone(), u0.flatten(1).clone()
+        biggest = max(max(1, torch.Size(nd.shape).numel()) for nd in g.nodes[:j + 1])
+        chunk = max(1, bm.budget // max(1, 4 * B * biggest))
+        for s0 in range(0, picked.numel(), chunk):
+            sel = picked[s0:s0 + chunk]
+            rows = torch.zeros((sel.numel(), n), dtype=l0.dtype, device=l0.device)
+            rows[torch.arange(sel.numel()), sel] = 1.0
+            CC = torch.cat([rows, -rows]).unsqueeze(0).expand(B, -1, -1).reshape((B, 2 * sel.numel()) + l0.shape[1:])
+            with torch.enable_grad():
+                lb = alpha_crown(bm, pert, CC, out, iterations, lr, deadline=deadline, start=j).detach()
+            l[:, sel] = torch.maximum(l[:, sel], lb[:, :sel.numel()])
+            u[:, sel] = torch.minimum(u[:, sel], -lb[:, sel.numel():])
+        out[j] = (l.view_as(l0), u.view_as(u0))
+    return out

@@ -39,10 +39,18 @@ def _keep_best(obj, x, obj_best, x_best):
     return torch.where(better, obj, obj_best), torch.where(better.view(view), x, x_best)
 
 
+def _stop(early_stop, obj_best: torch.Tensor) -> bool:
+    neg = obj_best < 0
+    return bool(neg.any()) if early_stop == "any" else bool(early_stop) and bool(neg.all())
+
+
 def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor, x_U: torch.Tensor,
             steps: int = 50, restarts: int = 5, step_size: float | None = None, x_init: torch.Tensor | None = None,
-            generator: torch.Generator | None = None, early_stop: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator | None = None, early_stop: bool | str = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimize ``objective`` over the boxes [x_L, x_U] (B, *shape) with signed-gradient PGD.
+
+    ``early_stop``: True stops once every row's objective is < 0, ``"any"`` once some row's is (rows that are
+    restarts of one problem), False never.
 
     The first restart starts at ``x_init`` (default the box center), the others uniformly at random.
     step_size defaults to 2.5 * (box half-width) / steps per coordinate (Madry et al.'s rule of thumb).
@@ -58,7 +66,7 @@ def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor
     with torch.no_grad():
         obj_best = objective(x_best)
     for r in range(restarts):
-        if early_stop and bool((obj_best < 0).all()):
+        if _stop(early_stop, obj_best):
             break
         if r == 0:
             x = x_best.clone()
@@ -69,7 +77,7 @@ def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor
             x, obj, grad = _value_and_grad(objective, x)
             with torch.no_grad():
                 obj_best, x_best = _keep_best(obj.detach(), x.detach(), obj_best, x_best)
-                if early_stop and bool((obj_best < 0).all()):
+                if _stop(early_stop, obj_best):
                     break
                 x = torch.minimum(torch.maximum(x - alpha * grad.sign(), x_L), x_U)
         with torch.no_grad():
@@ -101,7 +109,7 @@ def pgd_l2(objective: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, 
     with torch.no_grad():
         obj_best = objective(x_best)
     for r in range(restarts):
-        if early_stop and bool((obj_best < 0).all()):
+        if _stop(early_stop, obj_best):
             break
         if r == 0:
             x = x0.clone()

@@ -90,6 +90,8 @@ class ActivationBaB:
             of the ``topk`` best-scored neurons of every subdomain and keep the split whose worse child is best).
         iterations: alpha/beta optimisation steps per batch of subdomains (the root gets ``root_iterations``).
         lr_alpha, lr_beta: Adam step sizes of alpha and beta.
+        root_bounds: intervals (1, *shape) of every node on the whole box (default: CROWN's; the strategy passes
+            alpha-CROWN-optimised ones, alpha_crown.optimize_intermediate), kept for every subdomain.
 
     Raises:
         CertkitError (from the graph): the network cannot be bounded.
@@ -97,7 +99,7 @@ class ActivationBaB:
 
     def __init__(self, bm, x_L: torch.Tensor, x_U: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
                  branching: str = "fsb", topk: int = 3, iterations: int = 10, root_iterations: int = 50,
-                 lr_alpha: float = 0.1, lr_beta: float = 0.05):
+                 lr_alpha: float = 0.1, lr_beta: float = 0.05, root_bounds: list | None = None):
         if branching not in BRANCHING:
             raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
         self.bm, self.g = bm, bm.graph
@@ -111,8 +113,10 @@ class ActivationBaB:
         # activation node a -> its input node j (the split variables); node 0 (the input) is split by input BaB
         self.acts = {a: self.g.nodes[a].inputs[0] for a in self.g.nonlinear()
                      if isinstance(self.g.nodes[a].op, Activation) and self.g.nodes[a].inputs[0] != 0}
-        with torch.no_grad():
-            self.root_bounds = [(lb.detach(), ub.detach()) for lb, ub in bm.crown_intermediate(self._pert(1))]
+        if root_bounds is None:
+            with torch.no_grad():
+                root_bounds = bm.crown_intermediate(self._pert(1))
+        self.root_bounds = [(lb.detach(), ub.detach()) for lb, ub in root_bounds]
 
     # ------------------------------------------------------------------ bounds of a batch
     def _pert(self, D: int) -> Box:

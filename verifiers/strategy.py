@@ -20,11 +20,13 @@ import torch
 
 from certkit.common.errors import CertkitError
 from certkit.models.onnx_import import OnnxModel, load_onnx
+from certkit.verifiers.alpha_crown import alpha_crown, optimize_intermediate
 from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bab import ActivationBaB
 from certkit.verifiers.bounds import BoundedModule, canonical_method
 from certkit.verifiers.input_split import input_split_bab, objective, refuted
 from certkit.verifiers.ops.activation import Activation
+from certkit.verifiers.perturbation import Box
 from certkit.verifiers.vnncomp import InstanceResult, validate_witness
 from certkit.verifiers.vnnlib import Property, parse_vnnlib
 
@@ -103,30 +105,59 @@ def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0
 
 
 def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
+    # float32 attacks on MNIST-style nets can crawl through subnormal numbers (20x slower measured); flushing them to
+    # zero changes values by < 1e-38 (float32) / 1e-308 (float64), far below the rounding the bounds already absorb
+    torch.set_flush_denormal(True)
+    try:
+        return _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
     net32 = onnx_model.module.float().eval()
     net64 = copy.deepcopy(net32).double().eval()
     shape = onnx_model.sample_shape
     gen = torch.Generator().manual_seed(seed)
-    # 2. falsification on every term
+    # 2. falsification on every term: PGD (batched starts) from the box center, the FGSM vertex of the center and
+    #    random points, with Madry's step size and with a step of a quarter of the box width
+    n_in = int(np.prod(shape))
+    starts = int(max(8, min(64, 2 ** 21 // max(1, n_in))))
     for term in prop.terms:
         C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+        obj = objective(net32, C32, d32, shape)
         lo, hi = torch.tensor(term.x_L, dtype=torch.float32)[None], torch.tensor(term.x_U, dtype=torch.float32)[None]
-        x, val = pgd_box(objective(net32, C32, d32, shape), lo, hi, steps=100, restarts=10, generator=gen)
-        if float(val[0]) <= 1e-4:
-            found = validate_witness(onnx_model, term, x[0].numpy())
-            if found:
-                return InstanceResult("sat", time.perf_counter() - dl.t0, x=found[0], y=found[1], method="PGD")
+        center = ((lo + hi) / 2).requires_grad_(True)
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(obj(center).sum(), center)
+        lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
+        x0 = lo + (hi - lo) * torch.rand(lo.shape, generator=gen)
+        x0[0] = center.detach()[0]
+        x0[1] = torch.where(grad[0] > 0, lo[0], hi[0])
+        for step in (None, 0.25 * float((hi - lo).max())):
+            x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
+                             early_stop="any")
+            found = candidate_checker(net32, onnx_model, term)(x.double())
+            if found is not None:
+                break
+        if found is not None:
+            found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
+            return found
         if dl.passed():
             raise TimeoutError("timed out while searching for counterexamples")
     # 3. bounds on whole terms, 4. input-split branch and bound
     bm = BoundedModule(net64, shape)
     open_terms = list(prop.terms)
     used = ""
+    roots = RootBounds(bm)
     for m in methods:
         still = []
         for term in open_terms:
-            if not refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m,
-                            time_budget=max(dl.left(), 0.0)).all():
+            if m == "alpha-CROWN":
+                done = roots.refuted(term, time.perf_counter() + max(dl.left(), 0.0))
+            else:
+                done = refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m).all()
+            if not done:
                 still.append(term)
             if dl.passed():
                 raise TimeoutError(f"timed out while bounding with {m}")
@@ -142,7 +173,8 @@ def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> Inst
         if kind == "input":
             status, n = input_split_bab(bm, net32, onnx_model, term, dl, max_domains - total, batch)
         else:
-            status, n = activation_bab(bm, net32, onnx_model, term, dl, max_domains - total)
+            status, n = activation_bab(bm, net32, onnx_model, term, dl, max_domains - total,
+                                       root_bounds=roots.get(term, time.perf_counter() + dl.left()))
         total += n
         if status != "unsat":
             res = status if isinstance(status, InstanceResult) else None
@@ -154,6 +186,38 @@ def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> Inst
                                   f"branch and bound stopped after {total} domains ({status})", domains=total)
     how = "CROWN+input-split BaB" if kind == "input" else "beta-CROWN activation-split BaB"
     return InstanceResult("unsat", time.perf_counter() - dl.t0, method=how, domains=total)
+
+
+class RootBounds:
+    """Intermediate bounds of the whole input box of a disjunct, computed once per box and shared by every disjunct
+    with that box (VNN-LIB robustness properties list one disjunct per wrong class over one box): CROWN, then
+    alpha-CROWN on every activation input (:func:`optimize_intermediate`)."""
+
+    def __init__(self, bm):
+        self.bm, self.cache = bm, {}
+
+    def _pert(self, term) -> Box:
+        shape = (1,) + tuple(self.bm.graph.input_shape)
+        return Box(torch.tensor(term.x_L).reshape(shape), torch.tensor(term.x_U).reshape(shape))
+
+    def get(self, term, deadline: float) -> list:
+        key = (term.x_L.tobytes(), term.x_U.tobytes())
+        if key not in self.cache:
+            pert = self._pert(term)
+            with torch.no_grad():
+                bounds = [(lb.detach(), ub.detach()) for lb, ub in self.bm.crown_intermediate(pert)]
+            self.cache[key] = optimize_intermediate(self.bm, pert, bounds, deadline=deadline)
+        return self.cache[key]
+
+    def refuted(self, term, deadline: float) -> bool:
+        """alpha-CROWN on the disjunct's rows with the optimised intermediate bounds: some row has lb > d."""
+        if term.C.shape[0] == 0:
+            return False
+        bounds = self.get(term, deadline)
+        CC = torch.tensor(term.C).reshape((1, -1) + tuple(self.bm.graph.output_shape))
+        with torch.enable_grad():
+            lb = alpha_crown(self.bm, self._pert(term), CC, bounds, deadline=deadline).detach()[0]
+        return bool(((lb - torch.tensor(term.d)) > 0).any())
 
 
 def choose_bab(bm, n_inputs: int) -> str:
@@ -188,14 +252,15 @@ def candidate_checker(net32, onnx_model, term, tries: int = 8):
     return check
 
 
-def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "fsb"):
+def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "fsb",
+                   root_bounds: list | None = None):
     """Activation-split BaB (verifiers/bab.py) on one disjunct until the Deadline ``dl``: returns ("unsat" |
     "timeout" | "unknown" | InstanceResult(sat), subdomains bounded). ``batch`` subdomains are bounded per backward
     pass (default: as many as keep one pass near 2^22 neuron-rows, at most 256)."""
     if term.C.shape[0] == 0:   # no output constraint: every input is a counterexample, attacks decide it
         return "unknown", 0
     search = ActivationBaB(bm, torch.tensor(term.x_L), torch.tensor(term.x_U), torch.tensor(term.C),
-                           torch.tensor(term.d), branching=branching)
+                           torch.tensor(term.d), branching=branching, root_bounds=root_bounds)
     if batch is None:
         neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
         batch = int(max(4, min(256, 2 ** 22 // max(1, neurons * term.C.shape[0]))))
