@@ -802,16 +802,21 @@ def generate(preset, channels, sweep, resume, quiet, **kw):
 @_renamed("--results", "--out", "the output folder of soundness run")
 @click.option("--resume", is_flag=True, help="Skip instances already answered in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace existing results.")
+@click.option("--process-per-instance", is_flag=True,
+              help="--verifier: start a fresh process for every instance, as VNN-COMP does (default: one "
+                   "persistent worker per audit, restarted only after an instance overruns its time).")
 @quiet_option
 @_friendly
-def run(bench, verifier, command, tool, prepare_timeout, name, timeout, grace, results, resume, overwrite, quiet):
-    """Run a verifier on every instance (one subprocess each, VNN-COMP style) and record its answers."""
+def run(bench, verifier, command, tool, prepare_timeout, name, timeout, grace, results, resume, overwrite,
+        process_per_instance, quiet):
+    """Run a verifier on every instance and record its answers: external commands and --vnncomp-tool one subprocess
+    each (VNN-COMP style), built-in verifiers through one persistent worker process."""
     from collections import Counter
 
     from certkit.soundness_bench.run import results_dir, run_verifier
 
     rows = run_verifier(bench, verifier, command, name, results, timeout, grace, resume, overwrite, quiet, tool,
-                        prepare_timeout)
+                        prepare_timeout, worker=not process_per_instance)
     counts = Counter(r["result"] for r in rows)
     click.echo(f"{len(rows)} instances: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     click.echo(f"results: {results_dir(bench, verifier, command, name, results, tool)}")

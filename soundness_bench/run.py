@@ -1,4 +1,5 @@
-"""Run a verifier on every instance of a benchmark, as VNN-COMP does: one subprocess per instance.
+"""Run a verifier on every instance of a benchmark, as VNN-COMP does: one subprocess per instance (built-in verifiers:
+one persistent worker process per audit, :class:`Worker`, unless ``worker=False``).
 
 The verifier is a command TEMPLATE with the placeholders {onnx}, {vnnlib}, {result} and optionally {timeout}. It
 is split into an argument list ONCE (shell syntax, ``shlex``) and the placeholders are replaced inside the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -204,6 +206,86 @@ def run_command(argv: list[str], timeout: float, log_path: str | Path,
     return code, time.perf_counter() - t0, timed_out
 
 
+class Worker:
+    """A persistent built-in verifier (``python -m certkit.soundness_bench.adapters --worker NAME``) in its own
+    process group: instances go to it one by one, so Python and torch start once per audit. An instance that
+    overruns its time kills the whole group (the answer is ``timeout``) and the next instance starts a fresh worker.
+    """
+
+    def __init__(self, name: str, log_path: Path, running: Path | None, start_timeout: float = 120.0):
+        self.name, self.log_path, self.running, self.start_timeout = name, Path(log_path), running, start_timeout
+        self.proc = None
+
+    def _start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "certkit.soundness_bench.adapters", "--worker",
+                                          self.name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         start_new_session=True)
+        finally:
+            log.close()
+        if self.running is not None:
+            Path(self.running).write_text(json.dumps({"pid": self.proc.pid, "start": start_time(self.proc.pid),
+                                                      "host": socket.gethostname()}) + "\n")
+        reply = self._read(self.start_timeout)
+        if not reply or not reply.get("ready"):
+            self.close()
+            raise CertkitError(f"the {self.name} worker did not start ({(reply or {}).get('error') or 'no reply'}; "
+                               f"see {self.log_path})")
+
+    def _read(self, timeout: float) -> dict | None:
+        """The next JSON line of the worker within ``timeout`` seconds; None on timeout or exit."""
+        fd = self.proc.stdout.fileno()
+        deadline = time.perf_counter() + timeout
+        buf = b""
+        while not buf.endswith(b"\n"):
+            left = deadline - time.perf_counter()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            buf += chunk
+        try:
+            return json.loads(buf.decode(errors="replace").strip().splitlines()[-1])
+        except ValueError:
+            return None
+
+    def ask(self, onnx: str, vnnlib: str, result: str, timeout: float, limit: float) -> tuple[dict | None, float]:
+        """Send one instance (the verifier's own ``timeout``), wait ``limit`` seconds for the answer. Returns (the
+        reply {"status", "reason"} or None when the worker overran or died, seconds)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        t0 = time.perf_counter()
+        req = json.dumps({"onnx": onnx, "vnnlib": vnnlib, "result": result, "timeout": timeout}) + "\n"
+        try:
+            self.proc.stdin.write(req.encode())
+            self.proc.stdin.flush()
+            reply = self._read(limit)
+        except (BrokenPipeError, OSError):
+            reply = None
+        secs = time.perf_counter() - t0
+        if reply is None:
+            self.close()
+        return reply, secs
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        _kill_group(self.proc.pid)
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc = None
+        if self.running is not None:
+            Path(self.running).unlink(missing_ok=True)
+
+
 def stop_orphan(running: str | Path) -> None:
     """Kill the process group named by ``running`` if it still runs (its runner was killed while it ran)."""
     path = Path(running)
@@ -249,7 +331,7 @@ def results_dir(bench: str | Path, verifier: str | None = None, command: str | l
 def run_verifier(bench: str | Path, verifier: str | None = None, command: str | list | None = None,
                  name: str | None = None, results: str | Path | None = None, timeout: float | None = None,
                  grace: float = 5.0, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-                 tool: str | Path | None = None, prepare_timeout: float = 60.0) -> list[dict]:
+                 tool: str | Path | None = None, prepare_timeout: float = 60.0, worker: bool = True) -> list[dict]:
     """Run one verifier on every instance of ``bench`` (module docstring).
 
     Args:
@@ -261,6 +343,9 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
         results: output folder (default ``<bench>/results/<name>``).
         timeout: seconds per instance passed to the verifier (default: the instances.csv value); the runner kills
             the verifier at timeout + ``grace``.
+        worker: built-in verifiers answer through one persistent :class:`Worker` (no start-up per instance;
+            killed and restarted when an instance overruns); False starts a process per instance, as VNN-COMP does
+            (external commands and tools always are).
     Returns:
         one dict per instance with COLUMNS.
     Raises:
@@ -289,6 +374,7 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
         config.update(prepare=prepare, prepare_timeout=prepare_timeout)
     writer = ResultWriter(root / "results.tsv", config, COLUMNS, resume=resume, overwrite=overwrite)
     running = root / "running.json"
+    pool = Worker(verifier, root / "logs" / "worker.log", running) if verifier and worker else None
     try:
         stop_orphan(running)  # the lock is ours: a verifier still running was started by a runner that is gone
         rows = list(writer.rows)
@@ -309,10 +395,19 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
                 if ptimed or pcode != 0:
                     declined = (f"prepare_instance.sh timed out after {prepare_timeout:g} s" if ptimed else
                                 f"prepare_instance.sh exited {pcode}: the tool declines this instance")
-            if declined is None:
+            died = False
+            if declined is None and pool is not None:
+                reply, secs = pool.ask(*files[:4], limit=tmo + grace)
+                timed_out = reply is None and secs >= tmo + grace - 0.05
+                died, code = reply is None and not timed_out, 0
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(json.dumps(reply) + "\n" if reply else "no answer: see worker.log\n")
+            elif declined is None:
                 code, secs, timed_out = run_command(fill(args, *files), tmo + grace, log, running, cwd)
             if declined is not None:
                 status, reason, secs = "error", declined, 0.0
+            elif died:
+                status, reason = "error", f"the worker exited ({_tail(root / 'logs' / 'worker.log')})"
             elif timed_out:
                 status, reason = "timeout", f"killed after {tmo + grace:g} s"
             elif not result_file.is_file():
@@ -324,6 +419,8 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
             writer.write(row)
             rows.append(row)
     finally:
+        if pool is not None:
+            pool.close()
         writer.close()
     return sorted(rows, key=lambda r: int(r["idx"]))
 

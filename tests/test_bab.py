@@ -237,3 +237,15 @@ def test_domains_take_and_cat_round_trip():
     back = Domains.cat([dom.take(torch.tensor([1])), dom.take(torch.tensor([0]))])
     assert back.score.tolist() == [2.0, 1.0] and len(back) == 2
     assert all(back.alphas[a].shape[1] == 2 for a in back.alphas)
+
+
+def test_depth_first_under_a_memory_cap_reaches_the_same_answers():
+    net = relu_net(1)
+    lo, hi = box(1, 5, 0.4)
+    c = [1.0, -1.0, 0.0]
+    opt = exact_min(np_layers(net), np.array(c), lo.numpy(), hi.numpy())
+    root = crown_lb(search_for(net, lo, hi, c, 0.0))
+    for d, want in ((opt - 0.1 * (opt - root), "unsat"), (opt + 0.05 * (opt - root), "sat")):
+        status, _ = search_for(net, lo, hi, c, d, max_pending_bytes=1).run(
+            time.perf_counter() + 60, 100_000, 16, witness_checker(net, c, d))
+        assert (status if isinstance(status, str) else status[0]) == want

@@ -253,3 +253,34 @@ def test_vnncomp_tool_timeouts_kill_the_group_and_bad_folders_are_one_line_error
         run_verifier(bench, tool=tmp_path / "empty", quiet=True)
     with pytest.raises(CertkitError, match="exactly one"):
         run_verifier(bench, verifier="certkit", tool=tool, quiet=True)
+
+
+def _tiny_vnncomp_bench(root: Path) -> Path:
+    from conftest import DATA
+
+    src = DATA / "vnncomp2021"
+    root.mkdir(parents=True)
+    rows = []
+    for onnx, vnnlib in (("test_sat.onnx", "test_prop.vnnlib"), ("test_unsat.onnx", "test_prop.vnnlib"),
+                         ("test_nano.onnx", "test_nano.vnnlib")):
+        for f in (onnx, vnnlib):
+            if not (root / f).exists():
+                (root / f).write_bytes((src / f).read_bytes())
+        rows.append(f"{onnx},{vnnlib},20")
+    (root / "instances.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_persistent_worker_answers_like_a_process_per_instance_and_restarts_after_a_kill(tmp_path):
+    pytest.importorskip("onnxruntime")
+    bench = _tiny_vnncomp_bench(tmp_path / "b")
+    fresh = run_verifier(bench, verifier="certkit", quiet=True, results=tmp_path / "fresh", worker=False)
+    pooled = run_verifier(bench, verifier="certkit", quiet=True, results=tmp_path / "pooled")
+    assert [r["result"] for r in pooled] == [r["result"] for r in fresh] == ["sat", "unsat", "unsat"]
+    assert "ready" not in (tmp_path / "pooled" / "logs" / "worker.log").read_text()  # protocol stays on stdout
+    assert not (tmp_path / "pooled" / "running.json").exists()                       # the worker is gone
+    # a limit far below the time an answer takes: every instance is killed, and each gets a fresh worker
+    killed = run_verifier(bench, verifier="certkit", quiet=True, results=tmp_path / "killed", timeout=5,
+                          grace=-4.99)
+    assert [r["result"] for r in killed] == ["timeout"] * 3
+    assert not (tmp_path / "killed" / "running.json").exists()

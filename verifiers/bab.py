@@ -20,7 +20,8 @@ by the subdomain's intervals (sound on the subdomain, which is a subset of the r
 constraint c(x) <= 0 of the subdomain; beta-CROWN adds beta * c(z) (beta >= 0, optimised) to the objective in the
 backward pass, which lower-bounds it on the subdomain, and optimises alpha (activation relaxations) and beta per
 subdomain and per specification row by projected gradient ascent. Children inherit their parent's alpha and beta
-(warm start). Subdomains are bounded ``batch`` at a time in one batched backward pass, lowest bound first.
+(warm start). Subdomains are bounded ``batch`` at a time in one batched backward pass, lowest bound first (deepest
+first when the open subdomains outgrow ``max_pending_bytes``).
 """
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ class Domains:
     def __len__(self) -> int:
         return int(self.score.shape[0])
 
+    def nbytes_each(self) -> int:
+        """Bytes one subdomain holds (its intervals, alphas and betas)."""
+        ts = list(self.lo.values()) + list(self.hi.values()) + list(self.alphas.values()) + list(self.betas.values())
+        return max(1, sum(t.numel() * t.element_size() for t in ts) // max(1, len(self)))
+
     def take(self, idx: torch.Tensor) -> "Domains":
         """The subdomains at ``idx`` (a (k,) index tensor)."""
         return Domains({j: t[idx] for j, t in self.lo.items()}, {j: t[idx] for j, t in self.hi.items()},
@@ -92,6 +98,8 @@ class ActivationBaB:
         lr_alpha, lr_beta: Adam step sizes of alpha and beta.
         root_bounds: intervals (1, *shape) of every node on the whole box (default: CROWN's; the strategy passes
             alpha-CROWN-optimised ones, alpha_crown.optimize_intermediate), kept for every subdomain.
+        max_pending_bytes: when the open subdomains hold more than this, the deepest are bounded first (depth-first
+            search keeps memory bounded) instead of the lowest-bounded.
 
     Raises:
         CertkitError (from the graph): the network cannot be bounded.
@@ -99,7 +107,8 @@ class ActivationBaB:
 
     def __init__(self, bm, x_L: torch.Tensor, x_U: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
                  branching: str = "fsb", topk: int = 3, iterations: int = 10, root_iterations: int = 50,
-                 lr_alpha: float = 0.1, lr_beta: float = 0.05, root_bounds: list | None = None):
+                 lr_alpha: float = 0.1, lr_beta: float = 0.05, root_bounds: list | None = None,
+                 max_pending_bytes: int = 2 ** 31):
         if branching not in BRANCHING:
             raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
         self.bm, self.g = bm, bm.graph
@@ -110,6 +119,7 @@ class ActivationBaB:
         self.branching, self.topk = branching, topk
         self.iterations, self.root_iterations = iterations, root_iterations
         self.lr_alpha, self.lr_beta = lr_alpha, lr_beta
+        self.max_pending_bytes = max_pending_bytes
         # activation node a -> its input node j (the split variables); node 0 (the input) is split by input BaB
         self.acts = {a: self.g.nodes[a].inputs[0] for a in self.g.nonlinear()
                      if isinstance(self.g.nodes[a].op, Activation) and self.g.nodes[a].inputs[0] != 0}
@@ -347,7 +357,10 @@ class ActivationBaB:
                     return "unknown", visited
                 pending = kids if pending is None else Domains.cat([pending, kids])
             queue = []
-            order = torch.argsort(pending.score)                          # lowest (parent) bound first
+            if len(pending) * pending.nbytes_each() > self.max_pending_bytes:
+                order = torch.argsort(pending.depth, descending=True, stable=True)  # deepest first: memory stays bounded
+            else:
+                order = torch.argsort(pending.score)                      # lowest (parent) bound first
             now, rest = order[:batch], order[batch:]
             cur = pending.take(now)
             pending = pending.take(rest) if rest.numel() else None

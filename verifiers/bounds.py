@@ -163,25 +163,37 @@ class BoundedModule:
                            only: torch.Tensor | None = None) -> ops.Interval:
         """(l, u) of node i by backward passes from +-identity rows, chunked to the memory budget.
 
-        ``only`` (flat bool mask over the node's neurons) restricts the passes to those neurons; the others get
-        +-inf here (callers intersect with IBP bounds)."""
+        ``only`` (bool (B, *shape) or flat (n,)) restricts the passes to those neurons; the others get +-inf here
+        (callers intersect with IBP bounds). With a per-input mask each input carries rows for ITS neurons only
+        (padded to the largest count in the batch), not for the union over the batch."""
         shape = self.graph.nodes[i].shape
         n = torch.Size(shape).numel()
         x = pert.center()
         B = x.shape[0]
-        picked = torch.arange(n, device=x.device) if only is None else torch.nonzero(only).flatten()
+        if only is None:
+            only = torch.ones((B, n), dtype=torch.bool, device=x.device)
+        only = only.reshape(-1, n).expand(B, n)
+        counts = only.sum(1)
+        K = int(counts.max()) if B else 0
+        # idx (B, K): each input's selected neurons first (stable sort keeps their order), padding after
+        order = torch.argsort((~only).to(torch.int8), dim=1, stable=True)[:, :K]
+        valid = torch.arange(K, device=x.device)[None] < counts[:, None]
         low = torch.full((B, n), -math.inf, device=x.device, dtype=x.dtype)
         high = torch.full((B, n), math.inf, device=x.device, dtype=x.dtype)
         biggest = max(max(1, torch.Size(nd.shape).numel()) for nd in self.graph.nodes[:i + 1])
         chunk = max(1, self.budget // max(1, 2 * B * biggest))
-        for s0 in range(0, picked.numel(), chunk):
-            sel = picked[s0:s0 + chunk]
-            rows = torch.zeros((sel.numel(), n), device=x.device, dtype=x.dtype)
-            rows[torch.arange(sel.numel()), sel] = 1.0
-            A0 = torch.cat([rows, -rows], 0).unsqueeze(0).expand(B, -1, -1).reshape((B, 2 * sel.numel()) + shape)
+        bi = torch.arange(B, device=x.device)[:, None]
+        for s0 in range(0, K, chunk):
+            sel, ok = order[:, s0:s0 + chunk], valid[:, s0:s0 + chunk]
+            k = sel.shape[1]
+            rows = torch.zeros((B, k, n), device=x.device, dtype=x.dtype)
+            rows[bi, torch.arange(k, device=x.device)[None], sel] = ok.to(x.dtype)
+            A0 = torch.cat([rows, -rows], 1).reshape((B, 2 * k) + shape)
             lb = self._backward(i, A0, pert, bounds, relax)
-            low[:, sel] = lb[:, :sel.numel()]
-            high[:, sel] = -lb[:, sel.numel():]
+            lo_k = torch.where(ok, lb[:, :k], torch.full_like(lb[:, :k], -math.inf))
+            hi_k = torch.where(ok, -lb[:, k:], torch.full_like(lb[:, k:], math.inf))
+            low.scatter_(1, sel, torch.maximum(low.gather(1, sel), lo_k))
+            high.scatter_(1, sel, torch.minimum(high.gather(1, sel), hi_k))
         return low.reshape((B,) + shape), high.reshape((B,) + shape)
 
     def crown_intermediate(self, pert: Perturbation) -> list:
@@ -195,8 +207,9 @@ class BoundedModule:
             if j in done:
                 continue
             l0, u0 = bounds[j]
-            unstable = op.unstable(l0, u0).flatten(1).any(0)  # neurons IBP leaves unstable in some input
-            if not unstable.any():
+            unstable = op.unstable(l0, u0)                    # per input: the neurons IBP leaves unstable
+            exact = isinstance(pert, Box) and self.graph.nodes[j].inputs == [0] and self.graph.nodes[j].op.affine
+            if exact or not unstable.any():                   # IBP of one affine map of a box is already exact
                 done.add(j)
                 continue
             l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)

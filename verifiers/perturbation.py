@@ -44,7 +44,8 @@ class Box(Perturbation):
 
     def lower(self, A):
         c, r = (self.x_U + self.x_L) / 2, (self.x_U - self.x_L) / 2
-        return (A * c.unsqueeze(1)).flatten(2).sum(-1) - (A.abs() * r.unsqueeze(1)).flatten(2).sum(-1)
+        Af = A.flatten(2)                                           # (B, S, n) @ (B, n, 1): batched matmuls
+        return (Af @ c.flatten(1).unsqueeze(-1) - Af.abs() @ r.flatten(1).unsqueeze(-1)).squeeze(-1)
 
 
 def linf_ball(x: torch.Tensor, eps: float, data_range: tuple[float, float] | None = (0.0, 1.0)) -> Box:

@@ -38,6 +38,11 @@ class SShaped(Activation):
 
     n_alpha = 2
 
+    def unstable(self, l, u):
+        """Every neuron with l < u: the lines are inexact on any interval (not only on those crossing 0), so CROWN
+        refines every intermediate bound (IBP's grow quickly with depth)."""
+        return l < u
+
     def _tangent(self, d):
         a = self.derivative(d)
         return a, self.function(d) - a * d
