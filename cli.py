@@ -545,7 +545,9 @@ def train(hidden, width, depth, latent, bn, lr_milestones, resume, quiet, **kw):
 @_renamed("--results", "--out", "the results file of --instances (TSV, resumable)")
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="With --instances: also write one VNN-COMP result file per instance here.")
-@click.option("--no-bab", is_flag=True, help="VNN-COMP: bounds only, no input-split branch and bound.")
+@click.option("--no-bab", is_flag=True,
+              help="VNN-COMP: bounds only, no branch and bound (by default: input splits for inputs of at most 16 "
+                   "dimensions, else activation splits with beta-CROWN for ReLU and GenBaB for Sigmoid/Tanh).")
 @click.option("--backend", type=click.Choice(["certkit", "auto_lirpa"]), default="certkit", show_default=True,
               help="Bound engine for --model: certkit's own, or auto_LiRPA when it can be imported.")
 @click.option("--tightness", is_flag=True,

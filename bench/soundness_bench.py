@@ -6,7 +6,9 @@
 Each model is ``certkit soundness generate`` (resumable: rerunning skips finished models), then every verifier runs
 on every instance (``certkit soundness run``, resumable) and the answers are scored. Prints, per model, the
 generation time and how many of the planted pairs became valid, survived the paper's PGD sweep, and survived every
-attack (the planted instances); then the audit table. All numbers come from this one run.
+attack (the planted instances); then the audit table. All numbers come from this one run. Built-in verifiers run
+through one persistent worker; ``--compare-process-per-instance`` also runs them a process per instance (results in
+``results/NAME.process-per-instance``, not scored) and prints the ratio of the two audit times.
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ def main() -> None:
     ap.add_argument("--verifiers", default="certkit,certkit-ibp,certkit-crown,certkit-alpha-crown,bug-shrink-input,"
                                            "marabou")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per instance in the audit")
+    ap.add_argument("--compare-process-per-instance", action="store_true",
+                    help="also audit with a fresh process per instance (the way before the persistent worker) and "
+                         "print the time ratio")
     ap.add_argument("--n-regular", type=int, default=10)
     ap.add_argument("--mlp-input-size", type=int, default=20,
                     help="input length of the MLP families (10-dim boxes have only 1024 vertices, all of which the "
@@ -69,10 +74,20 @@ def main() -> None:
           f"{sum(s['survive_sweep'] for s in rows)}/{total_p}, surviving every attack {sum(s['hidden'] for s in rows)}"
           f"/{total_p}")
     verifiers = [v for v in args.verifiers.split(",") if v]
+    total = {True: 0.0, False: 0.0}
     for v in verifiers:
-        t0 = time.perf_counter()
-        run_verifier(args.out, verifier=v, timeout=args.timeout, grace=5.0, resume=True, quiet=True)
-        print(f"ran {v} in {time.perf_counter() - t0:.0f} s", flush=True)
+        for worker in ((True, False) if args.compare_process_per_instance else (True,)):
+            out = args.out / "results" / (v if worker else f"{v}.process-per-instance")
+            t0 = time.perf_counter()
+            rows = run_verifier(args.out, verifier=v, timeout=args.timeout, grace=5.0, resume=True, quiet=True,
+                                results=out, worker=worker)
+            secs = time.perf_counter() - t0
+            total[worker] += secs
+            print(f"ran {v} ({'persistent worker' if worker else 'a process per instance'}) on {len(rows)} "
+                  f"instances in {secs:.0f} s", flush=True)
+    if args.compare_process_per_instance and total[False] > 0:
+        print(f"audit time, persistent worker / a process per instance: {total[True]:.0f} s / {total[False]:.0f} s "
+              f"= {total[True] / total[False]:.2f}")
     if not verifiers:
         return
     summary = score(args.out, [args.out / "results" / v for v in verifiers])

@@ -249,3 +249,11 @@ def test_depth_first_under_a_memory_cap_reaches_the_same_answers():
         status, _ = search_for(net, lo, hi, c, d, max_pending_bytes=1).run(
             time.perf_counter() + 60, 100_000, 16, witness_checker(net, c, d))
         assert (status if isinstance(status, str) else status[0]) == want
+
+
+def test_a_nan_bound_never_verifies_a_subdomain():
+    net = relu_net(2, (4, 6, 2))
+    lo, hi = box(2, 4, 0.5)
+    search = search_for(net, lo, hi, [1.0, -1.0], -1e9)   # every finite bound would verify
+    lb = torch.tensor([[float("nan")], [5.0]], dtype=torch.float64)
+    assert search._score(lb).tolist() == [-float("inf"), 5.0 + 1e9]

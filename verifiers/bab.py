@@ -180,7 +180,9 @@ class ActivationBaB:
         return bias + self._pert(D).lower(A_in)
 
     def _score(self, lb: torch.Tensor) -> torch.Tensor:
-        return (lb - self.d).max(1).values
+        """max_r (lb_r - d_r) per subdomain; NaN (never seen, but never a proof) counts as -inf."""
+        s = (lb - self.d).max(1).values
+        return torch.where(torch.isnan(s), torch.full_like(s, -torch.inf), s)
 
     def optimize(self, dom: Domains, iterations: int, deadline: float | None = None):
         """Optimise the alphas and betas of ``dom`` (in place) and raise ``dom.score`` to the best bound found.
