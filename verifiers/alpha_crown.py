@@ -14,6 +14,20 @@ import time
 import torch
 
 
+def projected_step(opt, loss: torch.Tensor, unit: list, nonneg: list = ()) -> None:
+    """One step of projected gradient descent on ``loss``: ``unit`` parameters (alphas) clipped to [0, 1],
+    ``nonneg`` ones (beta-CROWN's betas) to [0, inf) -- the sets on which every bound stays sound."""
+    opt.zero_grad()
+    with torch.enable_grad():
+        loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for p in unit:
+            p.clamp_(0, 1)
+        for b in nonneg:
+            b.clamp_(min=0)
+
+
 def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, lr: float = 0.5, decay: float = 0.98,
                 patience: int = 10, deadline: float | None = None, start: int | None = None) -> torch.Tensor:
     """Optimised lower bounds of sum(CC * node_start), (B, S2), for a BoundedModule ``bm``.
@@ -47,14 +61,9 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
     for _ in range(iterations):
         with torch.enable_grad():
             lb = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
-            loss = -lb.sum()
-            opt.zero_grad()
-            loss.backward()
-        opt.step()
+        projected_step(opt, -lb.sum(), params)
         sched.step()
         with torch.no_grad():
-            for p in params:
-                p.clamp_(0, 1)
             improved = lb.detach() > best + 1e-7
             stale = 0 if improved.any() else stale + 1
             best = torch.maximum(best, lb.detach())

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from certkit.verifiers.alpha_crown import projected_step
 from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.ops.activation import Activation
 from certkit.verifiers.ops.base import sum_node
@@ -206,15 +207,7 @@ class ActivationBaB:
                 open_ = dom.score <= 0
                 if not bool(open_.any()):
                     break
-                loss = -(lb * open_.to(lb.dtype)[:, None]).sum()
-                opt.zero_grad()
-                loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for p in params:
-                    p.clamp_(0, 1)
-                for b in betas:
-                    b.clamp_(min=0)
+                projected_step(opt, -(lb * open_.to(lb.dtype)[:, None]).sum(), params, betas)
         for t in params + betas:
             t.requires_grad_(False)
         record = {a: None for a in self.acts}
