@@ -100,3 +100,15 @@ def test_cli_single_instance_and_errors(cli, tmp_path):
     r = cli("verify", "--onnx", VNN / "test_nano.onnx", "--vnnlib", bad, "--result", out)
     assert r.exit_code == 1 and "bad.vnnlib:3:" in r.output and out.read_text() == "error\n"
     assert_clean_error(cli("verify", "--onnx", VNN / "test_nano.onnx"), "--vnnlib")
+
+
+def test_branch_and_bound_kind_is_checked_and_can_be_forced():
+    # test_unsat needs more than IBP: a bad kind is an error, each real kind proves it
+    bad = verify_instance(VNN / "test_unsat.onnx", VNN / "test_prop.vnnlib", timeout=60, methods=("IBP",), bab="foo")
+    assert bad.status == "error" and "bab must be" in bad.reason
+    for kind in ("input", "activation"):
+        res = verify_instance(VNN / "test_unsat.onnx", VNN / "test_prop.vnnlib", timeout=60, methods=("IBP",),
+                              bab=kind)
+        assert res.status == "unsat", (kind, res)
+    res = verify_instance(VNN / "test_unsat.onnx", VNN / "test_prop.vnnlib", timeout=60, methods=("IBP",), bab=False)
+    assert res.status == "unknown" and "disabled" in res.reason

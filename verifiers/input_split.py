@@ -1,6 +1,6 @@
 """Input-split branch and bound for low-dimensional inputs (as in VNN-COMP ACAS Xu solvers): bound a batch of
 sub-boxes with CROWN, falsify at their centers and at the minimisers of their linear bounds, split each open box
-along the input dimension with the largest |bound coefficient| x width, until every leaf is refuted (``unsat``), a
+along the input dimension with the largest width x |gradient| at its center, until every leaf is refuted (``unsat``), a
 counterexample is validated (``sat``), the time runs out (``timeout``) or the domain budget is spent (``unknown``).
 """
 from __future__ import annotations

@@ -145,7 +145,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
             return found
         if dl.passed():
             raise TimeoutError("timed out while searching for counterexamples")
-    # 3. bounds on whole terms, 4. input-split branch and bound
+    # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
     bm = BoundedModule(net64, shape)
     open_terms = list(prop.terms)
     used = ""
@@ -165,9 +165,12 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
         if not open_terms:
             return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
     kind = choose_bab(bm, prop.n_inputs) if bab is True else (bab or "none")
+    if kind not in ("input", "activation", "none"):
+        raise CertkitError(f"bab must be True, False, 'input', 'activation' or 'none', got {bab!r}")
     if kind == "none":
+        why = "disabled" if bab is not True else "has no input of at most 16 dimensions nor activation to split"
         return InstanceResult("unknown", time.perf_counter() - dl.t0,
-                              f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound disabled")
+                              f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound {why}")
     total = 0
     for term in open_terms:
         if kind == "input":
