@@ -46,7 +46,8 @@ def _stop(early_stop, obj_best: torch.Tensor) -> bool:
 
 def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor, x_U: torch.Tensor,
             steps: int = 50, restarts: int = 5, step_size: float | None = None, x_init: torch.Tensor | None = None,
-            generator: torch.Generator | None = None, early_stop: bool | str = True) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator | None = None,
+            early_stop: bool | str = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimize ``objective`` over the boxes [x_L, x_U] (B, *shape) with signed-gradient PGD.
 
     ``early_stop``: True stops once every row's objective is < 0, ``"any"`` once some row's is (rows that are

@@ -353,7 +353,8 @@ class ActivationBaB:
                 pending = kids if pending is None else Domains.cat([pending, kids])
             queue = []
             if len(pending) * pending.nbytes_each() > self.max_pending_bytes:
-                order = torch.argsort(pending.depth, descending=True, stable=True)  # deepest first: memory stays bounded
+                # deepest first: memory stays bounded
+                order = torch.argsort(pending.depth, descending=True, stable=True)
             else:
                 order = torch.argsort(pending.score)                      # lowest (parent) bound first
             now, rest = order[:batch], order[batch:]
