@@ -144,41 +144,56 @@ class ActivationBaB:
                 out.append((lb.expand((D,) + lb.shape[1:]), ub.expand((D,) + ub.shape[1:])))
         return out
 
-    def _extra(self, dom: Domains) -> dict:
-        """beta-CROWN terms: -beta_lo (z - lo) - beta_hi (hi - z) <= 0 on the subdomain, for narrowed bounds."""
-        extra = {}
+    def _masks(self, dom: Domains) -> dict:
+        """node j -> (m_lo, m_hi), each (D, 1, *shape): where the subdomain narrows the root's lower / upper bound."""
+        out = {}
         for j in dom.betas:
             r_lo, r_hi = self.root_bounds[j]
-            m_lo = (dom.lo[j] > r_lo).to(r_lo.dtype).unsqueeze(1)   # (D, 1, *shape)
-            m_hi = (dom.hi[j] < r_hi).to(r_lo.dtype).unsqueeze(1)
+            out[j] = ((dom.lo[j] > r_lo).to(r_lo.dtype).unsqueeze(1), (dom.hi[j] < r_hi).to(r_lo.dtype).unsqueeze(1))
+        return out
+
+    def _extra(self, dom: Domains, masks: dict) -> dict:
+        """beta-CROWN terms: -beta_lo (z - lo) - beta_hi (hi - z) <= 0 on the subdomain, for narrowed bounds."""
+        extra = {}
+        for j, (m_lo, m_hi) in masks.items():
             b_lo, b_hi = dom.betas[j][0] * m_lo, dom.betas[j][1] * m_hi
             extra[j] = (b_hi - b_lo, sum_node(b_lo * dom.lo[j].unsqueeze(1) - b_hi * dom.hi[j].unsqueeze(1)))
         return extra
 
-    def _lower(self, dom: Domains, record: dict | None = None, setups: dict | None = None):
-        """Lower bounds (D, S) of C f(x) on each subdomain with its alphas and betas; also the input coefficients
-        A_in (D, S, *input) (the minimiser of the linear bound is a counterexample candidate)."""
-        D = len(dom)
+    def _setups(self, bounds: list) -> dict:
+        return {a: self.g.nodes[a].op.relaxation_setup([bounds[j]]) for a, j in self.acts.items()}
+
+    def _crown_alphas(self, bounds: list) -> dict:
+        """activation node -> CROWN's alphas for ``bounds``, one set per spec row (n_alpha, D, S, *shape) (a view)."""
+        S = self.C.shape[0]
+        out = {}
+        for a, j in self.acts.items():
+            if self.g.nodes[a].op.n_alpha:
+                init = self.g.nodes[a].op.alpha_init([bounds[j]])
+                out[a] = init.unsqueeze(2).expand(-1, -1, S, *[-1] * (init.dim() - 2))
+        return out
+
+    def _bound(self, D: int, bounds: list, alphas: dict, setups: dict, extra: dict | None = None,
+               record: dict | None = None):
+        """Lower bounds (D, S) of C f(x) and the input coefficients A_in (D, S, *input)."""
         CC = self.C.unsqueeze(0).expand(D, -1, -1).reshape((D, -1) + tuple(self.g.output_shape))
-        bounds = self._bounds(dom)
-        if setups is None:
-            setups = {a: self.g.nodes[a].op.relaxation_setup([bounds[j]]) for a, j in self.acts.items()}
-        A_in, bias = self.bm.propagate(self.g.output, CC, bounds, {}, dom.alphas, setups, self._extra(dom), record)
+        A_in, bias = self.bm.propagate(self.g.output, CC, bounds, {}, alphas, setups, extra, record)
         return bias + self._pert(D).lower(A_in), A_in
+
+    def _lower(self, dom: Domains, record: dict | None = None, setups: dict | None = None,
+               bounds: list | None = None, masks: dict | None = None):
+        """Lower bounds (D, S) of C f(x) on each subdomain with its alphas and betas; also the input coefficients
+        A_in (D, S, *input) (the minimiser of the linear bound is a counterexample candidate). ``setups``,
+        ``bounds`` and ``masks`` depend on the intervals only: callers that keep them across steps pass them."""
+        bounds = self._bounds(dom) if bounds is None else bounds
+        setups = self._setups(bounds) if setups is None else setups
+        masks = self._masks(dom) if masks is None else masks
+        return self._bound(len(dom), bounds, dom.alphas, setups, self._extra(dom, masks), record)
 
     def _crown(self, dom: Domains, bounds: list, setups: dict) -> torch.Tensor:
         """CROWN's lower bounds (D, S) on each subdomain: the CROWN relaxation of its intervals, no beta (the
         warm-started alphas can start below it)."""
-        D = len(dom)
-        S = self.C.shape[0]
-        plain = {}
-        for a, j in self.acts.items():
-            if a in dom.alphas:
-                init = self.g.nodes[a].op.alpha_init([bounds[j]])
-                plain[a] = init.unsqueeze(2).expand(-1, -1, S, *[-1] * (init.dim() - 2))
-        CC = self.C.unsqueeze(0).expand(D, -1, -1).reshape((D, -1) + tuple(self.g.output_shape))
-        A_in, bias = self.bm.propagate(self.g.output, CC, bounds, {}, plain, setups)
-        return bias + self._pert(D).lower(A_in)
+        return self._bound(len(dom), bounds, self._crown_alphas(bounds), setups)[0]
 
     def _score(self, lb: torch.Tensor) -> torch.Tensor:
         """max_r (lb_r - d_r) per subdomain; NaN (never seen, but never a proof) counts as -inf."""
@@ -191,9 +206,9 @@ class ActivationBaB:
         Every iterate is a sound bound (alpha in [0, 1], beta >= 0), so the best over iterates is kept. Returns
         (A at every activation node's output for the best-scoring row (D, *shape), primal candidates x (D, *input)).
         """
-        bounds = self._bounds(dom)
+        bounds, masks = self._bounds(dom), self._masks(dom)
         with torch.no_grad():
-            setups = {a: self.g.nodes[a].op.relaxation_setup([bounds[j]]) for a, j in self.acts.items()}
+            setups = self._setups(bounds)
             dom.score = torch.maximum(dom.score, self._score(self._crown(dom, bounds, setups)))
         params = [t.requires_grad_(True) for t in dom.alphas.values()]
         betas = [t.requires_grad_(True) for t in dom.betas.values()]
@@ -202,7 +217,7 @@ class ActivationBaB:
             if deadline is not None and time.perf_counter() > deadline:
                 break
             with torch.enable_grad():
-                lb, _ = self._lower(dom, setups=setups)
+                lb, _ = self._lower(dom, setups=setups, bounds=bounds, masks=masks)
                 dom.score = torch.maximum(dom.score, self._score(lb.detach()))
                 open_ = dom.score <= 0
                 if not bool(open_.any()):
@@ -212,7 +227,7 @@ class ActivationBaB:
             t.requires_grad_(False)
         record = {a: None for a in self.acts}
         with torch.no_grad():
-            lb, A_in = self._lower(dom, record, setups)
+            lb, A_in = self._lower(dom, record, setups, bounds, masks)
             dom.score = torch.maximum(dom.score, self._score(lb))
             row = (lb - self.d).argmax(1)                                   # the row closest to refuting
             D = len(dom)
@@ -307,12 +322,7 @@ class ActivationBaB:
         """The root subdomain (alpha at CROWN's relaxation, beta = 0), with score -inf (not yet bounded)."""
         S = self.C.shape[0]
         bounds = self.root_bounds
-        alphas = {}
-        for a, j in self.acts.items():
-            op = self.g.nodes[a].op
-            if op.n_alpha:
-                init = op.alpha_init([bounds[j]])
-                alphas[a] = init.unsqueeze(2).expand(-1, -1, S, *[-1] * len(self.g.nodes[a].shape)).clone()
+        alphas = {a: t.clone() for a, t in self._crown_alphas(bounds).items()}
         lo = {j: bounds[j][0].clone() for j in self.acts.values()}
         hi = {j: bounds[j][1].clone() for j in self.acts.values()}
         betas = {j: torch.zeros((2, 1, S) + tuple(lo[j].shape[1:]), dtype=torch.float64) for j in lo}

@@ -24,6 +24,28 @@ def objective(net: torch.nn.Module, C: torch.Tensor, d: torch.Tensor, sample_sha
     return obj
 
 
+def candidate_checker(net32, onnx_model, term: Term, method: str, tries: int = 8):
+    """x (N, *input) float64 -> a validated ``sat`` InstanceResult (labelled ``method``) or None: the ``tries``
+    points with the lowest float32 objective max_r (C_r y - d_r) <= 1e-4 are replayed exactly
+    (verifiers/vnncomp.py validate_witness)."""
+    obj = objective(net32, torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32),
+                    onnx_model.sample_shape)
+
+    def check(x: torch.Tensor):
+        if x.shape[0] == 0:
+            return None
+        with torch.no_grad():
+            val = obj(x.reshape(x.shape[0], -1).float())
+        for k in torch.argsort(val)[:tries].tolist():
+            if float(val[k]) > 1e-4:
+                break
+            found = validate_witness(onnx_model, term, x[k].reshape(-1).numpy())
+            if found:
+                return InstanceResult("sat", 0.0, x=found[0], y=found[1], method=method)
+        return None
+    return check
+
+
 def refuted(bm: BoundedModule, term: Term, lo: torch.Tensor, hi: torch.Tensor, method: str,
              time_budget: float | None = None) -> torch.Tensor:
     """(N,) bool: the unsafe conjunction C y <= d is infeasible on each box (some row has lb > 0)."""
@@ -79,8 +101,8 @@ def input_split_bab(bm, net32, onnx_model, term, dl, max_domains, batch, split=b
         return "unknown", 0
     lo, hi = torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None]
     d64 = torch.tensor(term.d)
-    C32, d32 = torch.tensor(term.C).float(), d64.float()
-    obj32 = objective(net32, C32, d32, onnx_model.sample_shape)
+    obj32 = objective(net32, torch.tensor(term.C).float(), d64.float(), onnx_model.sample_shape)
+    check = candidate_checker(net32, onnx_model, term, "input-split BaB")
     width0 = (hi - lo).clamp(min=1e-12)
     domains = 0
     last = 0.0                                          # seconds the previous round took
@@ -97,15 +119,9 @@ def input_split_bab(bm, net32, onnx_model, term, dl, max_domains, batch, split=b
         row = margin.argmax(1)
         A_row = A[torch.arange(A.shape[0]), row]                                 # (N, n)
         vertex = torch.where(A_row >= 0, lo_b, hi_b)
-        with torch.no_grad():
-            cands = torch.cat([(lo_b + hi_b) / 2, vertex]) if vertices else (lo_b + hi_b) / 2
-            val = obj32(cands.float())
-        for k in torch.argsort(val)[:8].tolist():
-            if float(val[k]) > 1e-4:
-                break
-            found = validate_witness(onnx_model, term, cands[k].numpy())
-            if found:
-                return InstanceResult("sat", 0.0, x=found[0], y=found[1], method="input-split BaB"), domains
+        found = check((torch.cat([(lo_b + hi_b) / 2, vertex]) if vertices else (lo_b + hi_b) / 2))
+        if found is not None:
+            return found, domains
         keep = ~(margin > 0).any(1)
         lo_b, hi_b, A_row = lo_b[keep], hi_b[keep], A_row[keep]
         if not lo_b.shape[0]:

@@ -24,10 +24,10 @@ from certkit.verifiers.alpha_crown import alpha_crown, optimize_intermediate
 from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bab import ActivationBaB
 from certkit.verifiers.bounds import BoundedModule, canonical_method
-from certkit.verifiers.input_split import input_split_bab, objective, refuted
+from certkit.verifiers.input_split import candidate_checker, input_split_bab, objective, refuted
 from certkit.verifiers.ops.activation import Activation
 from certkit.verifiers.perturbation import Box
-from certkit.verifiers.vnncomp import InstanceResult, validate_witness
+from certkit.verifiers.vnncomp import InstanceResult
 from certkit.verifiers.vnnlib import Property, parse_vnnlib
 
 
@@ -137,7 +137,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
         for step in (None, 0.25 * float((hi - lo).max())):
             x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
                              early_stop="any")
-            found = candidate_checker(net32, onnx_model, term)(x.double())
+            found = candidate_checker(net32, onnx_model, term, "PGD")(x.double())
             if found is not None:
                 break
         if found is not None:
@@ -234,27 +234,6 @@ def choose_bab(bm, n_inputs: int) -> str:
     return "none"
 
 
-def candidate_checker(net32, onnx_model, term, tries: int = 8):
-    """x (N, *input) float64 -> a validated ``sat`` InstanceResult or None: the ``tries`` points with the lowest
-    float32 objective max_r (C_r y - d_r) <= 1e-4 are replayed exactly (verifiers/vnncomp.py)."""
-    obj = objective(net32, torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32),
-                    onnx_model.sample_shape)
-
-    def check(x: torch.Tensor):
-        if x.shape[0] == 0:
-            return None
-        with torch.no_grad():
-            val = obj(x.reshape(x.shape[0], -1).float())
-        for k in torch.argsort(val)[:tries].tolist():
-            if float(val[k]) > 1e-4:
-                break
-            found = validate_witness(onnx_model, term, x[k].reshape(-1).numpy())
-            if found:
-                return InstanceResult("sat", 0.0, x=found[0], y=found[1], method="beta-CROWN BaB")
-        return None
-    return check
-
-
 def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "fsb",
                    root_bounds: list | None = None):
     """Activation-split BaB (verifiers/bab.py) on one disjunct until the Deadline ``dl``: returns ("unsat" |
@@ -269,7 +248,8 @@ def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | No
         batch = int(max(4, min(256, 2 ** 22 // max(1, neurons * term.C.shape[0]))))
     C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
     obj = objective(net32, C32, d32, onnx_model.sample_shape)
-    return search.run(time.perf_counter() + dl.left(), max_domains, batch, candidate_checker(net32, onnx_model, term),
+    return search.run(time.perf_counter() + dl.left(), max_domains, batch,
+                      candidate_checker(net32, onnx_model, term, "beta-CROWN BaB"),
                       lambda x: obj(x.reshape(x.shape[0], -1)))
 
 
