@@ -252,3 +252,27 @@ def test_onnx_pad_and_transpose_import_and_bounds(tmp_path):
     np.testing.assert_allclose(m.module(xs).detach().numpy(), m.run_onnxruntime(xs), atol=1e-5)
     for method in METHODS:
         _check_sound(m.module, m.sample_shape, method, eps=0.1, n_samples=2000)
+
+
+def test_ibp_is_exact_on_a_box_through_one_mixing_op():
+    """CROWN skips refining nodes whose IBP bounds over a box are exact (one Linear/Conv among coordinatewise affine
+    ops: normalization, BatchNorm, Flatten); check the claim: the backward pass there gives the IBP interval, and a
+    node behind two mixing ops is not called exact (CROWN does tighten it)."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(NormalizeLayer([0.4, 0.6], [0.2, 0.3]), nn.Conv2d(2, 3, 3, padding=1), _bn(3), nn.ReLU(),
+                        nn.Conv2d(3, 2, 3), _bn(2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 2))
+    mlp = nn.Sequential(NormalizeLayer([0.5], [0.25]), nn.Flatten(), nn.Linear(50, 8), _bn(8, 1), nn.ReLU(),
+                        nn.Linear(8, 2))
+    for net, tightened in ((cnn, True), (mlp, False)):
+        bm = BoundedModule(net.double().eval(), (2, 5, 5))
+        x = torch.rand(4, 2, 5, 5, dtype=torch.float64)
+        pert = linf_ball(x, 0.1, None)
+        bounds = bm.ibp(pert)
+        ins = [bm.graph.nodes[r].inputs[0] for r in bm.graph.nonlinear()]
+        assert bm.ibp_exact_on_box(ins[0])
+        l, u = bm._backward_interval(ins[0], pert, bounds, {})
+        assert torch.allclose(l, bounds[ins[0]][0], atol=1e-12) and torch.allclose(u, bounds[ins[0]][1], atol=1e-12)
+        if tightened:
+            assert not bm.ibp_exact_on_box(ins[1])
+            l2, _ = bm._backward_interval(ins[1], pert, bounds, {})
+            assert (l2 > bounds[ins[1]][0] + 1e-9).any()

@@ -196,6 +196,20 @@ class BoundedModule:
             high.scatter_(1, sel, torch.minimum(high.gather(1, sel), hi_k))
         return low.reshape((B,) + shape), high.reshape((B,) + shape)
 
+    def ibp_exact_on_box(self, i: int) -> bool:
+        """True when IBP of node i over an input box is exact per coordinate, so CROWN cannot tighten it: the path
+        from the input is a chain of one-input affine ops with at most one op that mixes coordinates (Linear,
+        Conv2d, ...: every affine op's IBP rule is the exact image of a box); the others (normalization, BatchNorm,
+        reshape, padding) map a box exactly onto a box."""
+        mixing = 0
+        while i != 0:
+            n = self.graph.nodes[i]
+            if not n.op.affine or len(n.inputs) != 1:
+                return False
+            mixing += not n.op.coordinatewise
+            i = n.inputs[0]
+        return mixing <= 1
+
     def crown_intermediate(self, pert: Perturbation) -> list:
         """CROWN bounds of the input of every non-affine node (intersected with IBP); other nodes keep IBP bounds."""
         bounds = self.ibp(pert)
@@ -208,8 +222,7 @@ class BoundedModule:
                 continue
             l0, u0 = bounds[j]
             unstable = op.unstable(l0, u0)                    # per input: the neurons IBP leaves unstable
-            exact = isinstance(pert, Box) and self.graph.nodes[j].inputs == [0] and self.graph.nodes[j].op.affine
-            if exact or not unstable.any():                   # IBP of one affine map of a box is already exact
+            if (isinstance(pert, Box) and self.ibp_exact_on_box(j)) or not unstable.any():
                 done.add(j)
                 continue
             l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)

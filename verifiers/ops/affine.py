@@ -16,6 +16,7 @@ class ElementwiseAffine(Op):
     """
 
     name = "Affine"
+    coordinatewise = True
 
     def __init__(self, params: Callable[[], tuple[torch.Tensor | None, torch.Tensor | None]], label: str = "Affine"):
         super().__init__()

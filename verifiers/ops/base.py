@@ -67,12 +67,15 @@ class Op:
 
     Attributes:
         affine: True when the op is an affine map of its inputs (its backward rule needs no bounds, no relaxation).
+        coordinatewise: True for affine ops whose every output coordinate depends on one input coordinate
+            (elementwise scale/shift, reshape, permutation, zero padding): IBP maps a box to the exact box.
         arity: number of data inputs.
         n_alpha: optimisable relaxation parameters per neuron (alpha-CROWN); 0 for ops with nothing to optimise.
         in_shapes / out_shape: per-sample shapes, set by the graph builder.
     """
 
     affine = True
+    coordinatewise = False  # each output coordinate an affine function of ONE input coordinate (box -> box exactly)
     arity = 1
     n_alpha = 0
     name = "op"

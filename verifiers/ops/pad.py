@@ -11,6 +11,7 @@ class ZeroPad2d(Op):
     """``F.pad(x, (left, right, top, bottom))`` with zeros."""
 
     name = "Pad"
+    coordinatewise = True
 
     def __init__(self, pad: tuple[int, ...]):
         super().__init__()

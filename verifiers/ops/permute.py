@@ -11,6 +11,7 @@ class Permute(Op):
     """``x.permute(0, *perm)`` (the batch dimension must stay first)."""
 
     name = "Permute"
+    coordinatewise = True
 
     def __init__(self, perm: tuple[int, ...]):
         super().__init__()

@@ -15,6 +15,7 @@ class Reshape(Op):
     """Reshape each sample to ``out_shape`` (the batch dimension is kept)."""
 
     name = "Reshape"
+    coordinatewise = True
 
     def forward(self, x):
         return x.reshape((x.shape[0],) + tuple(self.out_shape))
