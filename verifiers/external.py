@@ -6,9 +6,12 @@ torch; a newer build that imports is used through its public API
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from certkit.common.errors import CertkitError
+from certkit.models.zoo import NormalizeLayer
 from certkit.verifiers.bounds import canonical_method
 from certkit.verifiers.perturbation import Box, L2Ball, Perturbation
 
@@ -20,6 +23,43 @@ def auto_lirpa_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def _normalization_module(layer: NormalizeLayer, sample_shape: tuple) -> torch.nn.Module:
+    """NormalizeLayer as a module auto_LiRPA bounds in its default (patches) mode: a per-channel 1x1 convolution
+    for image inputs (C, H, W) (that mode fails on certkit's per-sample 3-D constants), else x * scale + shift."""
+    scale, shift = layer.scale_shift(sample_shape)
+    if len(sample_shape) == 3:
+        c = sample_shape[0]
+        conv = torch.nn.Conv2d(c, c, 1, groups=c)
+        with torch.no_grad():
+            conv.weight.copy_(scale.expand(c, 1, 1).reshape(c, 1, 1, 1))
+            conv.bias.copy_(shift.expand(c, 1, 1).reshape(c))
+        return conv.to(layer.mean.device)
+    return _Scale(scale, shift)
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor):
+        super().__init__()
+        self.register_buffer("scale", scale.clone())
+        self.register_buffer("shift", shift.clone())
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+
+def _batched_normalization(model: torch.nn.Module, input_shape: tuple) -> torch.nn.Module:
+    """A copy of ``model`` whose NormalizeLayer modules (certkit models have one, first, on the input of shape
+    ``input_shape``) are replaced by :func:`_normalization_module`; the model itself is left unchanged."""
+    if not any(isinstance(m, NormalizeLayer) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, NormalizeLayer):
+                setattr(parent, name, _normalization_module(child, input_shape))
+    return model
 
 
 class AutoLirpaBackend:
@@ -36,7 +76,7 @@ class AutoLirpaBackend:
         from auto_LiRPA import BoundedModule
 
         self.input_shape = tuple(input_shape)
-        self.bm = BoundedModule(model, torch.zeros((1,) + self.input_shape))
+        self.bm = BoundedModule(_batched_normalization(model, self.input_shape), torch.zeros((1,) + self.input_shape))
 
     def compute_bounds(self, pert: Perturbation, C: torch.Tensor | None = None, method: str = "CROWN",
                        bound_upper: bool = True, **_):
