@@ -5,6 +5,7 @@ from torch import nn
 
 from certkit.models.zoo import NormalizeLayer
 from certkit.verifiers import BoundedModule, L2Ball, linf_ball
+from certkit.verifiers import windows
 from certkit.verifiers.windows import Window, plan
 
 
@@ -53,7 +54,10 @@ def _bounds(net, shape, pert, windows):
 
 @pytest.mark.parametrize("name", list(_nets()))
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_windowed_crown_equals_dense_and_contains_samples(name, norm):
+@pytest.mark.parametrize("transfer_matrix", [True, False])
+def test_windowed_crown_equals_dense_and_contains_samples(name, norm, transfer_matrix, monkeypatch):
+    if not transfer_matrix:  # windows through transposed convolutions instead of transfer matrices
+        monkeypatch.setattr(windows, "MATMUL_FLOATS", 0)
     net, shape = _nets()[name]
     net(torch.zeros((1,) + shape))  # materialise LazyLinear
     net = net.double().eval()

@@ -1,10 +1,16 @@
 """2-D convolution (CROWN backward via conv_transpose2d, as auto_LiRPA operators/convolution.py)."""
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from certkit.verifiers.ops.base import Call, ModuleOp, Unsupported, center_radius, register_op
+
+
+MATMUL_FLOATS = 2 ** 22  # largest transfer matrix (floats) used instead of a transposed convolution
 
 
 def output_padding(in_hw, out_hw, stride, padding, dilation, kernel):
@@ -38,7 +44,15 @@ class Conv2d(ModuleOp):
         B, S = A.shape[:2]
         in_shape = self.in_shapes[0]
         op = output_padding(in_shape[1:], self.out_shape[1:], m.stride, m.padding, m.dilation, m.kernel_size)
-        A_in = F.conv_transpose2d(A.reshape((B * S,) + tuple(self.out_shape)), m.weight, None, m.stride, m.padding,
-                                  op, m.groups, m.dilation)
+        rows, cols = math.prod(self.out_shape), math.prod(in_shape)
+        if rows * cols <= MATMUL_FLOATS and B * S >= 4 * rows:
+            # many rows on a small layer: one matmul with the layer's transfer matrix (the transposed convolution of
+            # an identity) is several times faster than a convolution over a huge batch of small images
+            eye = torch.eye(rows, dtype=A.dtype, device=A.device).view((rows,) + tuple(self.out_shape))
+            M = F.conv_transpose2d(eye, m.weight, None, m.stride, m.padding, op, m.groups, m.dilation)
+            A_in = A.reshape(B * S, rows) @ M.view(rows, cols)
+        else:
+            A_in = F.conv_transpose2d(A.reshape((B * S,) + tuple(self.out_shape)), m.weight, None, m.stride,
+                                      m.padding, op, m.groups, m.dilation)
         bias = None if m.bias is None else (A.sum((-2, -1)) * m.bias).sum(-1)
         return [A_in.reshape((B, S) + tuple(in_shape))], bias
