@@ -14,68 +14,14 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from certkit.common.errors import CertkitError
-
-
-def require_onnx() -> None:
-    """Raises CertkitError when onnx / onnxruntime are not importable (the ``onnx`` extra)."""
-    import importlib.util
-
-    if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
-        raise CertkitError("the soundness benchmark needs onnx and onnxruntime: pip install \"certkit[onnx]\"")
-
-
-def exact_decimal(v: float) -> str:
-    """The exact decimal expansion of a binary float (no exponent), e.g. float32(0.1) -> 0.100000001490116119384765625."""
-    s = format(Decimal(float(v)), "f")
-    return "0.0" if s in ("0", "-0") else s
-
-
-def export_onnx(model: torch.nn.Module, input_shape: tuple, path: str | Path):
-    """Write ``model`` (float32, eval mode) as ONNX opset 13 with a dynamic batch axis, then check that certkit's
-    importer and onnxruntime agree with it on random inputs. Returns the imported OnnxModel.
-
-    Raises:
-        CertkitError: the export fails or the exported graph computes something else.
-    """
-    from certkit.models.onnx_import import load_onnx
-
-    model = model.float().eval()
-    dummy = torch.zeros((1,) + tuple(input_shape))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, input_names=["input"], output_names=["output"],
-                          opset_version=13, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-    om = load_onnx(path)
-    x = torch.rand((16,) + tuple(input_shape)) * 0.2 - 0.1
-    om.check_against_onnxruntime(x)
-    with torch.no_grad():
-        ref = model(x).numpy()
-    got = om.run_onnxruntime(x)
-    if not np.allclose(ref, got, rtol=1e-4, atol=1e-5):
-        raise CertkitError(f"ONNX export of the model differs from torch by {np.abs(ref - got).max():.3g}")
-    return om
-
-
-def vnnlib_text(lo: np.ndarray, hi: np.ndarray, y: int, n_outputs: int) -> str:
-    """VNN-LIB 1.0 text: box lo <= X <= hi (flat, row-major) and the unsafe region OR_{j != y} (Y_j >= Y_y)."""
-    lo, hi = np.asarray(lo, dtype=np.float32).ravel(), np.asarray(hi, dtype=np.float32).ravel()
-    lines = [f"; Linf box with {lo.size} inputs; unsafe: some class other than {y} scores at least as high as {y}"]
-    lines += [f"(declare-const X_{i} Real)" for i in range(lo.size)]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(n_outputs)]
-    for i in range(lo.size):
-        lines.append(f"(assert (>= X_{i} {exact_decimal(lo[i])}))")
-        lines.append(f"(assert (<= X_{i} {exact_decimal(hi[i])}))")
-    terms = " ".join(f"(and (>= Y_{j} Y_{y}))" for j in range(n_outputs) if j != y)
-    lines.append(f"(assert (or {terms}))")
-    return "\n".join(lines) + "\n"
+from certkit.models.onnx_export import export_onnx
+from certkit.verifiers.vnnlib import vnnlib_text
 
 
 def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hidden: torch.Tensor, report) -> dict:

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from certkit.common.errors import CertkitError
+from certkit.models.onnx_export import require_onnx
 from certkit.common.locks import FileLock
 from certkit.soundness_bench import archs
 from certkit.soundness_bench.hide import SWEEP, HidingReport, hiddenness_check, pgd_search
@@ -418,7 +419,7 @@ def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> 
     from certkit.soundness_bench import export
 
     cfg.validate()
-    export.require_onnx()
+    require_onnx("the soundness benchmark")
     out = Path(cfg.out)
     if (out / "instances.csv").exists() and not resume:
         raise CertkitError(f"{out} already holds a benchmark: choose another --out or pass --resume")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -227,3 +228,24 @@ def parse_vnnlib(path: str | Path) -> Property:
 def parse_vnnlib_text(text: str, name: str = "<string>") -> Property:
     """Parse VNN-LIB text (see :func:`parse_vnnlib`)."""
     return _Parser(name).parse(text)
+
+
+# ------------------------------------------------------------------ writing
+def exact_decimal(v: float) -> str:
+    """The exact decimal expansion of a binary float (no exponent), e.g. float32(0.1) -> 0.100000001490116119384765625."""
+    s = format(Decimal(float(v)), "f")
+    return "0.0" if s in ("0", "-0") else s
+
+
+def vnnlib_text(lo: np.ndarray, hi: np.ndarray, y: int, n_outputs: int) -> str:
+    """VNN-LIB 1.0 text: box lo <= X <= hi (flat, row-major) and the unsafe region OR_{j != y} (Y_j >= Y_y)."""
+    lo, hi = np.asarray(lo, dtype=np.float32).ravel(), np.asarray(hi, dtype=np.float32).ravel()
+    lines = [f"; Linf box with {lo.size} inputs; unsafe: some class other than {y} scores at least as high as {y}"]
+    lines += [f"(declare-const X_{i} Real)" for i in range(lo.size)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_outputs)]
+    for i in range(lo.size):
+        lines.append(f"(assert (>= X_{i} {exact_decimal(lo[i])}))")
+        lines.append(f"(assert (<= X_{i} {exact_decimal(hi[i])}))")
+    terms = " ".join(f"(and (>= Y_{j} Y_{y}))" for j in range(n_outputs) if j != y)
+    lines.append(f"(assert (or {terms}))")
+    return "\n".join(lines) + "\n"
