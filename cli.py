@@ -550,6 +550,10 @@ def train(hidden, width, depth, latent, bn, lr_milestones, resume, quiet, **kw):
                    "dimensions, else activation splits with beta-CROWN for ReLU and GenBaB for Sigmoid/Tanh).")
 @click.option("--backend", type=click.Choice(["certkit", "auto_lirpa"]), default="certkit", show_default=True,
               help="Bound engine for --model: certkit's own, or auto_LiRPA when it can be imported.")
+@click.option("--complete-timeout", type=float, default=0.0, show_default=True,
+              help="--model, Linf: seconds per input for certkit's complete verifier (attacks, alpha-CROWN, beta-CROWN "
+                   "/ GenBaB branch and bound, as for --onnx) on every input that PGD did not break and no --method "
+                   "verified; adds the 'complete' verified accuracy and how many inputs timed out. 0 = off.")
 @click.option("--tightness", is_flag=True,
               help="Also report the mean IBP propagation tightness (Mao et al. ICLR 2024): optimal box radius of the "
                    "locally linearized network / IBP box radius, in (0, 1].")
@@ -593,6 +597,13 @@ def verify(check_only, input_shape, methods, onnx_path, vnnlib_path, timeout, re
     click.echo(f"{'PGD accuracy':<30}{summary['pgd_accuracy']:.3f}   ({summary['seconds']['PGD']:.2f} s)")
     for m, v in summary["verified_accuracy"].items():
         click.echo(f"{'verified accuracy ' + m:<30}{v:.3f}   ({summary['seconds'][m]:.2f} s)")
+    if "complete" in summary:
+        c, n = summary["complete"], max(summary["n_inputs"], 1)
+        click.echo(f"{'':<30}complete verifier on the {c['unsat'] + c['sat'] + c['timeout'] + c['unknown']} inputs "
+                   f"left open: {c['unsat']} unsat, {c['sat']} sat, {c['timeout']} timeout, {c['unknown']} unknown "
+                   f"({cfg.complete_timeout:g} s each)")
+        lo = summary["verified_accuracy"]["complete"]
+        click.echo(f"{'robust accuracy':<30}in [{lo:.3f}, {lo + (c['timeout'] + c['unknown']) / n:.3f}]")
     if cfg.tightness:
         click.echo(f"{'IBP tightness (mean)':<30}{summary['tightness']:.3f}")
     _echo_outputs(cfg, summary)

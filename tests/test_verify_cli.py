@@ -2,6 +2,7 @@
 import csv
 import json
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -101,3 +102,45 @@ def test_verify_onnx_model_on_data(cli, tmp_path, npz_file):
             "--quiet", "--out", tmp_path / "v.tsv")
     assert r.exit_code == 0, r.output
     assert onnx is not None
+
+
+def test_complete_verifier_on_a_checkpoint_matches_the_exact_milp_answer(cli, tmp_path, npz_file):
+    """--complete-timeout: every input's robustness decided, and decided right: against the exact MILP optimum of
+    each margin over the input's box (tests/milp.py), on a small ReLU MLP whose bounds leave many inputs open."""
+    pytest.importorskip("onnxruntime")
+    from certkit.models.checkpoint import save_checkpoint
+    from certkit.models.zoo import build_model
+    from milp import exact_min
+
+    torch.manual_seed(4)
+    net = build_model("mlp", (5,), 3, hidden=(20, 20)).eval()
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, net, "mlp", {"hidden": [20, 20]}, (5,), 3)
+    out, summ = tmp_path / "c.tsv", tmp_path / "c.json"
+    eps = 0.12  # CROWN verifies 3 of the 6 exactly robust inputs here
+    r = cli("verify", "--model", ckpt, "--dataset", "npz", npz_file, "--eps", eps, "--method", "IBP,CROWN",
+            "--complete-timeout", 20, "--quiet", "--out", out, "--summary-json", summ)
+    assert r.exit_code == 0, r.output
+    assert "robust accuracy" in r.output
+    rows = list(csv.DictReader(open(out), delimiter="\t"))
+    s = json.loads(summ.read_text())
+    data = np.load(npz_file)
+    layers = [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
+              for m in net if isinstance(m, nn.Linear)]
+    opened = 0
+    for row in rows:
+        i, y = int(row["idx"]), int(row["label"])
+        x = data["x"][i].astype(np.float32)
+        lo = np.clip(x - np.float32(eps), 0, 1).astype(np.float64)
+        hi = np.clip(x + np.float32(eps), 0, 1).astype(np.float64)
+        margins = [exact_min(layers, np.eye(3)[y] - np.eye(3)[j], lo, hi) for j in range(3) if j != y]
+        robust = min(margins) > 0
+        st = row["complete_status"]
+        assert st in ("bounds", "unsat", "sat", "pgd"), st           # 20 s is plenty: nothing left open
+        assert int(row["verified_complete"]) == int(robust), (i, st, margins)
+        assert int(row["verified_CROWN"]) <= int(row["verified_complete"])
+        opened += st in ("unsat", "sat")
+    assert opened >= 2, "the test should exercise the complete verifier on inputs the bounds leave open"
+    assert s["complete"]["timeout"] == 0 and s["verified_accuracy"]["complete"] >= s["verified_accuracy"]["CROWN"]
+    assert_clean_error(cli("verify", "--model", ckpt, "--dataset", "npz", npz_file, "--eps", eps, "--norm", "2",
+                           "--complete-timeout", 5, "--out", tmp_path / "l2.tsv"), "--norm inf")
