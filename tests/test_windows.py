@@ -29,6 +29,21 @@ class Skip(nn.Module):
         return torch.relu(x + self.b(torch.relu(self.a(x))))
 
 
+class SpatialConstants(nn.Module):
+    """Constants that vary over W and over H between convolutions: they need the dense rule (a (W,) constant
+    broadcast onto a window of width W would silently be wrong)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 2, 3, stride=2)
+        self.register_buffer("cw", torch.linspace(0.5, 1.5, 9))
+        self.register_buffer("ch", torch.linspace(-0.3, 0.3, 9).view(9, 1))
+
+    def forward(self, x):
+        h = torch.relu(self.a(x) + self.ch) * self.cw
+        return torch.flatten(torch.relu(self.b(h)), 1)
+
+
 def _nets():
     torch.manual_seed(0)
     return {
@@ -41,6 +56,7 @@ def _nets():
         "dilated_sigmoid": (nn.Sequential(
             nn.Conv2d(2, 4, 3, padding=2, dilation=2), nn.Sigmoid(), nn.Conv2d(4, 6, 3, padding=1, groups=2),
             nn.Tanh(), nn.Conv2d(6, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)), (2, 12, 12)),
+        "spatial_constants": (nn.Sequential(SpatialConstants(), nn.LazyLinear(3)), (1, 9, 9)),
         "residual": (nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), Skip(3), nn.Conv2d(3, 4, 3, stride=2),
                                    nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)), (1, 12, 12)),
     }

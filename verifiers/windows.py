@@ -84,7 +84,11 @@ class Window:
 
 
 def _per_channel(t) -> bool:
-    return t is None or not isinstance(t, torch.Tensor) or t.dim() < 2 or (t.shape[-1] == 1 and t.shape[-2] == 1)
+    """True when a constant of an elementwise affine op is the same at every spatial position (None, a scalar, or
+    shaped (..., C, 1, 1)); a constant that varies over H or W (e.g. shaped (W,)) needs the dense rule."""
+    if t is None or not isinstance(t, torch.Tensor) or t.numel() == 1:
+        return True
+    return t.dim() >= 3 and t.shape[-1] == 1 and t.shape[-2] == 1
 
 
 def _conv(win: Window, op: Conv2d, in_shape: tuple, cache: dict, key) -> tuple[Window, torch.Tensor | None]:
