@@ -1,4 +1,5 @@
-"""2-D convolution (CROWN backward via conv_transpose2d, as auto_LiRPA operators/convolution.py)."""
+"""2-D convolution (CROWN backward via conv_transpose2d, as auto_LiRPA operators/convolution.py, or, for many rows on a
+small layer, one matmul with the layer's transfer matrix)."""
 from __future__ import annotations
 
 import math
