@@ -13,6 +13,10 @@ Never use them for anything but testing an audit; each declares ``sound = False`
     unsat / unknown); lower bounds come out too high, so it proves properties that are false.
 ``bug-bab-drop``: input-split branch and bound (no attack first) whose split keeps only the lower half of each split
     box and silently drops the upper half; it answers ``unsat`` once every kept leaf is refuted.
+``bug-low-precision``: CROWN with the network and the input box in bfloat16 (8 significant bits) and its bounds
+    compared with the property's thresholds as they are, without a float64 re-check (the "reduced precision without a
+    sound final check" bug); rounding the box bounds to nearest can cut off a sliver of the box that holds the only
+    counterexamples, and rounding in the bound itself can lift it above the true minimum.
 Which benchmark families catch which bug is measured in README ("certkit soundness").
 """
 from __future__ import annotations
@@ -113,18 +117,33 @@ def half_slope_relu():
         ReLU.relax = sound_relax
 
 
-def _bounds_only(instance: Instance, timeout: float) -> InstanceResult:
-    """unsat when CROWN refutes every disjunct on its whole box, else unknown (no attack, no branching)."""
+def _bounds_only(instance: Instance, timeout: float, dtype: torch.dtype = torch.float64,
+                 label: str = "CROWN (half-slope ReLU)") -> InstanceResult:
+    """unsat when CROWN (network and input boxes in ``dtype``) refutes every disjunct on its whole box, else unknown
+    (no attack, no branching); the bounds are compared with the thresholds exactly, with no sound final check."""
     from certkit.verifiers.bounds import BoundedModule
     from certkit.verifiers.input_split import refuted
 
     t0 = time.perf_counter()
     net = instance.network()
-    bm = BoundedModule(copy.deepcopy(net.module).double().eval(), net.sample_shape)
+    bm = BoundedModule(copy.deepcopy(net.module).to(dtype).eval(), net.sample_shape)
     for term in instance.property().terms:
-        if not bool(refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], "CROWN").all()):
+        lo, hi = torch.tensor(term.x_L)[None].to(dtype), torch.tensor(term.x_U)[None].to(dtype)
+        if not bool(refuted(bm, term, lo, hi, "CROWN").all()):
             return InstanceResult("unknown", time.perf_counter() - t0, "CROWN does not refute every disjunct")
-    return InstanceResult("unsat", time.perf_counter() - t0, method="CROWN (half-slope ReLU)")
+    return InstanceResult("unsat", time.perf_counter() - t0, method=label)
+
+
+@register_verifier
+class LowPrecisionBug(Verifier):
+    """DELIBERATELY UNSOUND: CROWN computed in bfloat16, bounds only, no sound final check (module docstring)."""
+
+    name = "bug-low-precision"
+    help = "synthetic UNSOUND verifier: CROWN in bfloat16 (network and input box rounded), no float64 re-check"
+    sound = False
+
+    def solve(self, instance: Instance, timeout: float) -> InstanceResult:
+        return _bounds_only(instance, timeout, torch.bfloat16, "CROWN in bfloat16")
 
 
 @register_verifier

@@ -7,6 +7,9 @@ The network is y = relu(x0) + 2 - relu(x1) on x in [0, 1]^2 (so y = x0 - x1 + 2 
     corner   unsafe y <= 1.05   sat   (only near the corner (0, 1): a verifier that shrinks the box misses it)
 and on x in [-1, 1]^2, where both ReLUs are unstable:
     unstable unsafe y <= 1.05   sat   (min y = 1 at x0 <= 0, x1 = 1; a wrong ReLU relaxation "proves" it)
+and a precision trap, y = relu(x) - 1 on x in [0, 1.009765625] (1 + 2^-7 + 2^-9, exact in float32):
+    precision unsafe y >= 0.009 sat   (only on the sliver x >= 1.009; bfloat16 rounds the box's upper bound to
+                                       1.0078125, and a verifier without a sound final check then "proves" it)
 A sound verifier never answers unsat on a sat instance nor sat on an unsat one, and every sat comes with a witness
 that onnxruntime confirms; a complete one decides all three; a verifier declared unsound is caught here.
 """
@@ -22,7 +25,7 @@ from certkit.soundness_bench.adapters import audit_verifiers  # noqa: E402
 from certkit.verifiers.registry import Instance  # noqa: E402
 from certkit.verifiers.vnncomp import RESULTS, check_witness  # noqa: E402
 
-TRUTH = {"robust": "unsat", "easy": "sat", "corner": "sat", "unstable": "sat"}
+TRUTH = {"robust": "unsat", "easy": "sat", "corner": "sat", "unstable": "sat", "precision": "sat"}
 BOUND = {"robust": "0.0", "easy": "1.5", "corner": "1.05", "unstable": "1.05"}
 
 
@@ -48,6 +51,18 @@ def instances(tmp_path_factory):
         text += f"(assert (<= Y_0 {bound}))\n"
         (root / f"{name}.vnnlib").write_text(text)
         out[name] = Instance(root / "net.onnx", root / f"{name}.vnnlib")
+    trap = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        trap[0].weight.fill_(1.0)
+        trap[0].bias.zero_()
+        trap[2].weight.fill_(1.0)
+        trap[2].bias.fill_(-1.0)
+    torch.onnx.export(trap, (torch.rand(1, 1),), str(root / "trap.onnx"), dynamo=False, input_names=["x"],
+                      opset_version=13)
+    (root / "precision.vnnlib").write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+                                           "(assert (>= X_0 0.0))\n(assert (<= X_0 1.009765625))\n"
+                                           "(assert (>= Y_0 0.009))\n")
+    out["precision"] = Instance(root / "trap.onnx", root / "precision.vnnlib")
     return out
 
 
