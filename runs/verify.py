@@ -146,10 +146,7 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
                     seconds["complete"] += time.perf_counter() - t0
                     row.update(verified_complete=int(status in ("bounds", "unsat")), complete_status=status)
                 writer.write(row)
-                if complete:
-                    bar.update(1)
-            if not complete:
-                bar.update(len(idx))
+                bar.update(1)
         bar.close()
         wanted = set(indices)
         rows = [r for r in writer.rows if int(r["idx"]) in wanted]

@@ -185,7 +185,8 @@ class BoundedModule:
         high = torch.full((B, n), math.inf, device=x.device, dtype=x.dtype)
         windowed = self.conv_windows and len(shape) == 3
         if windowed:
-            biggest = windows.plan(self.graph, i)[2]
+            walk = windows.plan(self.graph, i)
+            biggest = walk[2]
         else:
             biggest = max(max(1, torch.Size(nd.shape).numel()) for nd in self.graph.nodes[:i + 1])
         chunk = max(1, self.budget // max(1, 2 * B * biggest))
@@ -194,7 +195,7 @@ class BoundedModule:
             sel, ok = order[:, s0:s0 + chunk], valid[:, s0:s0 + chunk]
             k = sel.shape[1]
             if windowed:
-                lb = windows.window_lower(self, i, sel, ok, pert, bounds, relax)
+                lb = windows.window_lower(self, i, sel, ok, pert, bounds, relax, walk)
             else:
                 rows = torch.zeros((B, k, n), device=x.device, dtype=x.dtype)
                 rows[bi, torch.arange(k, device=x.device)[None], sel] = ok.to(x.dtype)

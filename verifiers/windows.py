@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from certkit.verifiers import ops
-from certkit.verifiers.ops.conv import MATMUL_FLOATS, Conv2d
+from certkit.verifiers.ops.conv import MATMUL_FLOATS, Conv2d, transfer_matrix
 from certkit.verifiers.perturbation import Box, Perturbation
 
 
@@ -102,9 +102,7 @@ def _conv(win: Window, op: Conv2d, in_shape: tuple, cache: dict, key) -> tuple[W
     if rows * cols <= MATMUL_FLOATS:
         M = cache.get(key)
         if M is None:
-            eye = torch.eye(rows, dtype=win.A.dtype, device=win.A.device).view(rows, Cout, h, w)
-            M = F.conv_transpose2d(eye, m.weight, None, m.stride, 0, 0, m.groups, m.dilation)
-            M = cache[key] = M.view(rows, cols)
+            M = cache[key] = transfer_matrix(m, (Cout, h, w), 0, 0, win.A.dtype)
         A = (win.A.reshape(B * S, rows) @ M).view(B, S, in_shape[0], h2, w2)
     else:
         A = F.conv_transpose2d(win.A.reshape(B * S, Cout, h, w), m.weight, None, m.stride, 0, 0, m.groups, m.dilation)
@@ -150,11 +148,12 @@ def plan(g, start: int) -> tuple[list[tuple[int, str]], int, int]:
 
 
 def window_lower(bm, start: int, chan: torch.Tensor, ok: torch.Tensor, pert: Perturbation, bounds: list,
-                 relax: dict) -> torch.Tensor:
+                 relax: dict, walk: tuple | None = None) -> torch.Tensor:
     """Lower bounds (B, 2k) of +x_n then -x_n for the neurons n = chan (B, k) (flat indices into node ``start``,
     shape (C, H, W)) over ``pert``, rows with ok = False are zero; equal to the dense backward pass of the same rows.
     ``relax`` (node -> relaxation, as in ``BoundedModule.propagate``) also keeps the windows' convolution transfer
-    matrices, under tuple keys, for the other row chunks of the same bounds."""
+    matrices, under tuple keys, for the other row chunks of the same bounds. ``walk`` is :func:`plan` of ``start``
+    (computed here when None; callers bounding many chunks pass it once)."""
     g = bm.graph
     C, H, W = g.nodes[start].shape
     B, k = chan.shape
@@ -165,7 +164,7 @@ def window_lower(bm, start: int, chan: torch.Tensor, ok: torch.Tensor, pert: Per
     A.view(B, 2 * k, C).scatter_(2, torch.cat([c, c], 1)[..., None], sign[..., None])
     win = Window(A, pos, (1, 1), (0, 0))
     total = torch.zeros((B, 2 * k), dtype=A.dtype, device=A.device)
-    steps, end, _ = plan(g, start)
+    steps, end, _ = plan(g, start) if walk is None else walk
     for i, rule in steps:
         n = g.nodes[i]
         if rule == "conv":
