@@ -21,7 +21,7 @@ import torch
 from certkit.common.errors import CertkitError
 from certkit.models.onnx_import import OnnxModel, load_onnx
 from certkit.verifiers.alpha_crown import alpha_crown, optimize_intermediate
-from certkit.verifiers.attack import pgd_box
+from certkit.verifiers.attack import output_diversified_starts, pgd_box
 from certkit.verifiers.bab import ActivationBaB
 from certkit.verifiers.bounds import BoundedModule, canonical_method
 from certkit.verifiers.input_split import candidate_checker, input_split_bab, objective, refuted
@@ -119,10 +119,12 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
     net64 = copy.deepcopy(net32).double().eval()
     shape = onnx_model.sample_shape
     gen = torch.Generator().manual_seed(seed)
-    # 2. falsification on every term: PGD (batched starts) from the box center, the FGSM vertex of the center and
-    #    random points, with Madry's step size and with a step of a quarter of the box width
+    # 2. falsification on every term: PGD (batched starts) from the box center, the FGSM vertex of the center,
+    #    the best half of a pool of output-diversified (ODI) points and uniform random points, with Madry's step size
+    #    and with a step of a quarter of the box width
     n_in = int(np.prod(shape))
     starts = int(max(8, min(64, 2 ** 21 // max(1, n_in))))
+    odi_pools = {}  # box -> 4 x starts output-diversified points, shared by the disjuncts over one box
     for term in prop.terms:
         C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
         obj = objective(net32, C32, d32, shape)
@@ -134,6 +136,16 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
         x0 = lo + (hi - lo) * torch.rand(lo.shape, generator=gen)
         x0[0] = center.detach()[0]
         x0[1] = torch.where(grad[0] > 0, lo[0], hi[0])
+        pool = odi_pools.get((term.x_L.tobytes(), term.x_U.tobytes()))
+        if pool is None:
+            wide = lo[:1].expand(4 * starts, -1), hi[:1].expand(4 * starts, -1)
+            pool = output_diversified_starts(lambda x: net32(x.reshape((-1,) + tuple(shape))),
+                                             wide[0] + (wide[1] - wide[0]) * torch.rand(wide[0].shape, generator=gen),
+                                             *wide, generator=gen)
+            odi_pools[(term.x_L.tobytes(), term.x_U.tobytes())] = pool
+        with torch.no_grad():
+            best = obj(pool).argsort()[:(starts - 2) // 2]
+        x0[2:2 + len(best)] = pool[best]
         for step in (None, 0.25 * float((hi - lo).max())):
             x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
                              early_stop="any")
