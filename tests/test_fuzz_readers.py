@@ -5,6 +5,7 @@ The contract: any byte string gives either a valid result or a one-line CertkitE
 never a hang (a deadline per example), never a silent wrong parse (valid inputs round-trip exactly) -- and a
 pickle that would run code is never executed without --allow-pickle.
 """
+import contextlib
 import gzip
 import io
 import os
@@ -63,10 +64,18 @@ def _one_line(e: CertkitError) -> None:
     assert str(e) and "\n" not in str(e).strip(), repr(str(e))
 
 
-def _written(data: bytes, name: str) -> Path:
-    d = Path(tempfile.mkdtemp(prefix="certkit-fuzz-"))
-    (d / name).write_bytes(data)
-    return d / name
+@contextlib.contextmanager
+def _folder():
+    """A fresh folder for one example, removed afterwards (hypothesis runs thousands of examples)."""
+    with tempfile.TemporaryDirectory(prefix="certkit-fuzz-") as d:
+        yield Path(d)
+
+
+@contextlib.contextmanager
+def _written(data: bytes, name: str):
+    with _folder() as d:
+        (d / name).write_bytes(data)
+        yield d / name
 
 
 # ------------------------------------------------------------------------------------------ VNN-LIB
@@ -74,7 +83,8 @@ def _written(data: bytes, name: str) -> Path:
 @given(st.binary(max_size=600))
 def test_vnnlib_any_bytes_parse_or_clean_error(data):
     try:
-        parse_vnnlib(_written(data, "p.vnnlib"))
+        with _written(data, "p.vnnlib") as f:
+            parse_vnnlib(f)
     except CertkitError as e:
         _one_line(e)
 
@@ -152,7 +162,8 @@ def _load_onnx_or_clean_error(data: bytes):
     from certkit.models.onnx_import import load_onnx
 
     try:
-        m = load_onnx(_written(data, "m.onnx"))
+        with _written(data, "m.onnx") as f:
+            m = load_onnx(f)
     except CertkitError as e:
         _one_line(e)
         return None
@@ -196,7 +207,8 @@ def _npz_bytes(seed: int) -> bytes:
 @FUZZ
 @given(st.binary(max_size=400) | st.builds(_mutate, st.just(_npz_bytes(0)), st.integers(0, 10**9), st.integers(1, 6)))
 def test_npz_any_bytes_read_or_clean_error(data):
-    _dataset_or_clean_error("npz", _written(data, "d.npz"))
+    with _written(data, "d.npz") as f:
+        _dataset_or_clean_error("npz", f)
 
 
 def _idx(shape, dtype_code=0x08) -> bytes:
@@ -210,12 +222,12 @@ def _idx(shape, dtype_code=0x08) -> bytes:
        st.binary(max_size=40) | st.builds(_mutate, st.just(_idx((2,))), st.integers(0, 10**9), st.integers(1, 3)),
        st.booleans())
 def test_mnist_idx_any_bytes_read_or_clean_error(images, labels, gz):
-    d = Path(tempfile.mkdtemp(prefix="certkit-fuzz-"))
     wrap = gzip.compress if gz else (lambda b: b)
     suffix = ".gz" if gz else ""
-    (d / f"t10k-images-idx3-ubyte{suffix}").write_bytes(wrap(images))
-    (d / f"t10k-labels-idx1-ubyte{suffix}").write_bytes(wrap(labels))
-    _dataset_or_clean_error("mnist", d)
+    with _folder() as d:
+        (d / f"t10k-images-idx3-ubyte{suffix}").write_bytes(wrap(images))
+        (d / f"t10k-labels-idx1-ubyte{suffix}").write_bytes(wrap(labels))
+        _dataset_or_clean_error("mnist", d)
 
 
 def _cifar_batch(seed: int) -> bytes:
@@ -227,9 +239,9 @@ def _cifar_batch(seed: int) -> bytes:
 @given(st.binary(max_size=300) | st.builds(_mutate, st.just(_cifar_batch(0)), st.integers(0, 10**9),
                                               st.integers(1, 6)))
 def test_cifar_any_bytes_read_or_clean_error(data):
-    d = Path(tempfile.mkdtemp(prefix="certkit-fuzz-"))
-    (d / "test_batch").write_bytes(data)
-    _dataset_or_clean_error("cifar10", d)
+    with _folder() as d:
+        (d / "test_batch").write_bytes(data)
+        _dataset_or_clean_error("cifar10", d)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -246,7 +258,8 @@ def test_checkpoint_any_bytes_load_or_clean_error(data):
     from certkit.models import load_model
 
     try:
-        m = load_model(_written(data, "m.pt"))
+        with _written(data, "m.pt") as f:
+            m = load_model(f)
     except CertkitError as e:
         _one_line(e)
         return
