@@ -2,7 +2,8 @@
 
 For each model: samples/s of a bare forward pass on a fixed batch (raw), samples/s of the certification
 sampler (noise drawn on the device + forward + argmax + bincount) at the same batch size, and their ratio;
-then the same with torch.compile. Targets (issue 2): certify >= 0.9 x raw on CPU; compile >= 2x eager on a
+certkit's time against a plain per-input loop (Cohen et al.'s core.py: draw a batch, forward it, count, no noise
+drawn ahead, one forward call per batch); then the same with torch.compile. Targets (issue 2): certify >= 0.9 x raw on CPU; compile >= 2x eager on a
 small CNN. Prints a table; numbers depend on the machine (record it with the results in bench/README.md).
 
     python bench/certify_throughput.py [--device cpu|cuda] [--batch 1000] [--seconds 3] [--no-compile]
@@ -46,16 +47,27 @@ def measure(name: str, module: torch.nn.Module, shape, batch: int, device: torch
     def raw():
         module(xb).argmax(1)
 
-    sampler = NoiseSampler(module, sigma=0.25, batch_size=batch, device=device)
+    sampler = NoiseSampler(module, sigma=0.25, batch_size=batch, device=device,
+                           forward_batch=None if compiled else "auto")
     gen = input_generator(0, 0, device)
     per_call = batch * 10
 
     def cert():
         sampler.counts(x, per_call, gen)
 
+    loop_gen = torch.Generator(device=device).manual_seed(0)
+
+    @torch.inference_mode()
+    def plain_loop():  # Cohen et al.'s core.py on one input: draw a batch, forward it, count; no overlap, no tuning
+        for _ in range(10):
+            noisy = x + 0.25 * torch.randn((batch,) + tuple(shape), device=device, generator=loop_gen)
+            torch.bincount(module(noisy).argmax(1), minlength=10)
+
     r = _rate(raw, batch, seconds, device)
     c = _rate(cert, per_call, seconds, device)
-    return {"model": name, "mode": "compile" if compiled else "eager", "raw": r, "certify": c}
+    p = _rate(plain_loop, per_call, seconds, device)
+    return {"model": name, "mode": "compile" if compiled else "eager", "raw": r, "certify": c, "loop": p,
+            "forward_batch": sampler.forward_batch}
 
 
 def main() -> None:
@@ -70,7 +82,9 @@ def main() -> None:
     bundled = load_model("bundled").module
     small_cnn = torch.nn.Sequential(NormalizeLayer([0.5] * 3, [0.25] * 3), build_model("cnn", (3, 32, 32), 10))
     resnet = torch.nn.Sequential(NormalizeLayer([0.5] * 3, [0.25] * 3), build_model("cifar_resnet20", (3, 32, 32), 10))
+    digits_cnn = build_model("cnn", (1, 8, 8), 10)
     models = [("bundled digits mlp", bundled, (1, 8, 8), args.batch),
+              ("digits cnn 1x8x8", digits_cnn, (1, 8, 8), args.batch),
               ("small cnn 3x32x32", small_cnn, (3, 32, 32), args.batch),
               ("cifar_resnet20", resnet, (3, 32, 32), args.resnet_batch)]
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or platform.machine()}),"
@@ -81,7 +95,8 @@ def main() -> None:
             rows.append(measure(name, module, shape, batch, device, args.seconds, compiled))
             r = rows[-1]
             print(f"{r['model']:<20} {r['mode']:<8} batch {batch:>5}  raw {r['raw']:>10.0f}/s  certify "
-                  f"{r['certify']:>10.0f}/s  certify/raw {r['certify'] / r['raw']:.2f}", flush=True)
+                  f"{r['certify']:>10.0f}/s  certify/raw {r['certify'] / r['raw']:.2f}  forward rows "
+                  f"{r['forward_batch']}  certify time / plain loop time {r['loop'] / r['certify']:.2f}", flush=True)
     if not args.no_compile:
         for name, *_ in models:
             e = next(r for r in rows if r["model"] == name and r["mode"] == "eager")

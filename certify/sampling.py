@@ -45,17 +45,27 @@ class NoiseSampler:
         device: where noise is drawn and the model runs.
         amp: run the forward pass under CUDA autocast (bfloat16). GPU only. Counts use the argmax of the
             bfloat16 logits, so the certificate is for the model as evaluated in bfloat16.
+        forward_batch: rows per forward call within a noise chunk: an int, None (= batch_size) or ``"auto"``
+            (default): on the CPU, the fastest of batch_size / 1, 2, 4, 8, 16 (at least 32 rows), timed once on
+            the first chunk's shape with private noise, among the sizes whose logits equal the whole chunk's bit
+            for bit. Noise is still drawn in chunks of batch_size, so the noise stream, the counts and the
+            certificates do not depend on this choice; only the speed does (a small CNN on 8x8 images runs 2x
+            faster in rows of 500 than of 1000 on a 2-core CPU: its activations then fit the cache).
 
     Raises:
-        CertkitError: sigma <= 0, batch_size < 1, amp on a non-CUDA device, NaN/inf logits while sampling.
+        CertkitError: sigma <= 0, batch_size < 1, forward_batch not an int >= 1 / None / "auto", amp on a
+            non-CUDA device, NaN/inf logits while sampling.
     """
 
     def __init__(self, model: nn.Module, sigma: float, batch_size: int = 1000,
-                 device: torch.device | str = "cpu", amp: bool = False):
+                 device: torch.device | str = "cpu", amp: bool = False, forward_batch: int | str | None = "auto"):
         if not (sigma > 0):
             raise CertkitError(f"sigma must be > 0, got {sigma}")
         if batch_size < 1:
             raise CertkitError(f"batch size must be >= 1, got {batch_size}")
+        if not (forward_batch is None or forward_batch == "auto"
+                or (isinstance(forward_batch, int) and forward_batch >= 1)):
+            raise CertkitError(f"forward batch must be an integer >= 1, None or 'auto', got {forward_batch!r}")
         self.device = torch.device(device)
         if amp and self.device.type != "cuda":
             raise CertkitError("--amp needs a CUDA device (it runs the model in bfloat16 under autocast)")
@@ -63,6 +73,9 @@ class NoiseSampler:
         self.sigma = float(sigma)
         self.batch_size = int(batch_size)
         self.amp = amp
+        if forward_batch == "auto":
+            forward_batch = "auto" if self.device.type == "cpu" and self.batch_size >= 64 else None
+        self.forward_batch = self.batch_size if forward_batch is None else forward_batch
 
     @torch.inference_mode()
     def logits_stream(self, x: torch.Tensor, num: int, generator: torch.Generator):
@@ -92,10 +105,43 @@ class NoiseSampler:
 
     def _forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         noisy = torch.add(x, noise, alpha=self.sigma, out=noise)
+        if self.forward_batch == "auto":
+            self.forward_batch = self._tune_forward_batch(x)
+        return self._rows(noisy, self.forward_batch)
+
+    def _rows(self, noisy: torch.Tensor, rows: int) -> torch.Tensor:
+        """Logits of ``noisy`` (B, *shape), ``rows`` at a time."""
         if self.amp:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.model(noisy).float()
-        return self.model(noisy).float()
+                return torch.cat([self.model(part).float() for part in noisy.split(rows)])
+        if rows >= noisy.shape[0]:
+            return self.model(noisy).float()
+        return torch.cat([self.model(part).float() for part in noisy.split(rows)])
+
+    def _tune_forward_batch(self, x: torch.Tensor) -> int:
+        """The fastest rows-per-call among batch_size / (1, 2, 4, 8, 16) (>= 32 rows) whose logits equal the
+        whole batch's exactly, timed on a private noise draw (the seeded stream is not touched)."""
+        import time
+
+        noisy = x + self.sigma * torch.randn((self.batch_size,) + tuple(x.shape), device=self.device,
+                                             generator=torch.Generator(device=self.device).manual_seed(0))
+        whole = self._rows(noisy, self.batch_size)
+        best, best_t = self.batch_size, float("inf")
+        for k in (1, 2, 4, 8, 16):
+            rows = -(-self.batch_size // k)
+            if rows < 32:
+                break
+            if k > 1 and not torch.equal(self._rows(noisy, rows), whole):  # also the warm-up call
+                continue
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                self._rows(noisy, rows)
+                times.append(time.perf_counter() - t0)
+            t = sorted(times)[1]  # the median: one lucky or disturbed call does not decide
+            if t < best_t * 0.95:  # a smaller size must win clearly
+                best, best_t = rows, t
+        return best
 
     def counts(self, x: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
         """Counts of f(x + e) over ``num`` draws: int64 tensor (K,) on the CPU; for a model with H heads

@@ -73,7 +73,8 @@ def _sampler(cfg: CertifyConfig, p: Prepared, sigma: float) -> NoiseSampler:
         except Exception as e:  # compilation failures surface at the first call
             raise CertkitError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                                f"run without --compile") from None
-    return NoiseSampler(module, sigma, cfg.batch, p.device, cfg.amp)
+    # a compiled module is specialized to its batch shape: keep one forward call per noise chunk there
+    return NoiseSampler(module, sigma, cfg.batch, p.device, cfg.amp, forward_batch=None if cfg.compile else "auto")
 
 
 def _shard(cfg: CertifyConfig) -> tuple[int, int, bool]:

@@ -6,6 +6,7 @@ the count's (1 - 1e-6) quantile, so a correct implementation fails them with pro
 that fails at twice its rate is caught.
 """
 import math
+import time
 
 import numpy as np
 import pytest
@@ -200,3 +201,43 @@ def test_bad_parameters_raise():
         NoiseSampler(LinearBinary([1.0], 0.0), sigma=0.0)
     with pytest.raises(CertkitError):
         NoiseSampler(LinearBinary([1.0], 0.0), sigma=0.5, amp=True)  # CPU
+
+
+def test_forward_batch_changes_speed_not_counts():
+    """Sub-batching the forward pass (fixed or tuned) leaves the noise stream and every count unchanged."""
+    from certkit.datasets import load_dataset
+    from certkit.models import load_model
+
+    model = load_model("bundled").module
+    x = load_dataset("digits", split="test").x[3]
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, z):
+            seen.append(z.shape[0])
+            return model(z)
+
+    counts = {}
+    for fb in (None, 96, "auto"):
+        seen.clear()
+        s = NoiseSampler(Spy(), sigma=1.0, batch_size=400, forward_batch=fb)
+        counts[fb] = s.counts(x, 1000, torch.Generator().manual_seed(5))
+        if fb == 96:
+            assert max(seen) == 96 and seen[-3:] == [96, 96, 8]  # the last chunk of 200 rows: 96 + 96 + 8
+    assert (counts[None] > 0).sum() >= 3  # sigma 1: the noise spreads the votes, so equal counts mean something
+    assert torch.equal(counts[None], counts[96]) and torch.equal(counts[None], counts["auto"])
+
+
+def test_forward_batch_auto_refuses_sizes_that_change_logits():
+    class BatchDependent(nn.Module):  # logits depend on how many rows share the call; large calls are slow
+        def forward(self, z):
+            time.sleep(1e-8 * z.shape[0] ** 2)
+            return torch.stack([z.flatten(1).sum(1), torch.full((z.shape[0],), z.shape[0] / 1000.0)], 1)
+
+    s = NoiseSampler(BatchDependent(), sigma=0.5, batch_size=512)
+    s.counts(torch.zeros(3), 600, torch.Generator().manual_seed(0))
+    assert s.forward_batch == 512
+    from certkit.common.errors import CertkitError
+
+    with pytest.raises(CertkitError, match="forward batch"):
+        NoiseSampler(BatchDependent(), sigma=0.5, forward_batch=0)
