@@ -147,7 +147,9 @@ smoothing_options = _options(
                       "swallow --n)."),
     click.option("--alpha", type=float, default=0.001, show_default=True,
                  help="Failure probability: the answer is wrong with probability at most alpha."),
-    click.option("--batch", type=int, default=1000, show_default=True, help="Noisy copies per forward pass."),
+    click.option("--batch", type=int, default=1000, show_default=True,
+                 help="Noisy copies drawn at a time (one noise chunk; on the CPU the forward pass runs a chunk in the "
+                      "fastest of batch/1..16 rows: speed only, same counts)."),
     click.option("--compile", "compile", is_flag=True, help="torch.compile the model (first call ~20 s)."),
     click.option("--amp", is_flag=True, help="CUDA only: bfloat16 autocast forward passes (the certificate is then "
                                              "for the model as evaluated in bfloat16)."),
