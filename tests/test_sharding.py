@@ -37,7 +37,7 @@ def test_shards_merge_to_the_single_process_result(cli, tmp_path):
 
 
 def _torchrun(args, tmp_path, port, fault=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # torchrun leaves torchelastic_* folders
     if fault:
         env["CERTKIT_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
