@@ -120,12 +120,15 @@ class NoiseSampler:
 
     def _tune_forward_batch(self, x: torch.Tensor) -> int:
         """The fastest rows-per-call among batch_size / (1, 2, 4, 8, 16) (>= 32 rows) whose logits equal the
-        whole batch's exactly, timed on a private noise draw (the seeded stream is not touched)."""
+        whole batch's exactly, timed on a private noise draw (the seeded stream is not touched); halving stops once
+        a size is clearly slower than the best so far."""
         import time
 
         noisy = x + self.sigma * torch.randn((self.batch_size,) + tuple(x.shape), device=self.device,
                                              generator=torch.Generator(device=self.device).manual_seed(0))
+        t0 = time.perf_counter()
         whole = self._rows(noisy, self.batch_size)
+        reps = 3 if time.perf_counter() - t0 < 0.5 else 1  # a large model: tuning stays a few chunks' time
         best, best_t = self.batch_size, float("inf")
         for k in (1, 2, 4, 8, 16):
             rows = -(-self.batch_size // k)
@@ -134,13 +137,15 @@ class NoiseSampler:
             if k > 1 and not torch.equal(self._rows(noisy, rows), whole):  # also the warm-up call
                 continue
             times = []
-            for _ in range(3):
+            for _ in range(reps):
                 t0 = time.perf_counter()
                 self._rows(noisy, rows)
                 times.append(time.perf_counter() - t0)
-            t = sorted(times)[1]  # the median: one lucky or disturbed call does not decide
+            t = sorted(times)[len(times) // 2]  # the median: one lucky or disturbed call does not decide
             if t < best_t * 0.95:  # a smaller size must win clearly
                 best, best_t = rows, t
+            elif t > best_t * 1.05:  # slower again: smaller rows will not help
+                break
         return best
 
     def counts(self, x: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
