@@ -90,7 +90,8 @@ def output_diversified_starts(forward: Callable[[torch.Tensor], torch.Tensor], x
                               x_U: torch.Tensor, steps: int = 10, step_size: torch.Tensor | float | None = None,
                               generator: torch.Generator | None = None,
                               directions: torch.Tensor | None = None) -> torch.Tensor:
-    """Output-diversified initialization (ODI; Tashiro, Song and Ermon, NeurIPS 2020, eq. 2-3): move each start
+    """Output-diversified initialization (ODI; Tashiro, Song and Ermon, "Diversity can be transferred: output
+    diversification for white- and black-box attacks", NeurIPS 2020): move each start
     x[i] along sign(d/dx w_i . f(x)) for a random output direction w_i ~ U[-1, 1]^K, so that the starts of PGD spread
     over the network's OUTPUT space rather than its input space.
 
