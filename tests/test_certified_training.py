@@ -149,7 +149,7 @@ def test_two_process_training_matches_single_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) gives the single-process result within float tolerance."""
     args = ["train", "--method", "ibp", "--eps", "0.1", "--arch", "mlp", "--hidden", "32", "--epochs", "2",
             "--batch", "64", "--schedule-length", "1", "--quiet", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # torchrun leaves torchelastic_* folders
     r = subprocess.run([sys.executable, "-m", "certkit.cli", *args, "--out", str(tmp_path / "one.pt")],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
