@@ -8,7 +8,9 @@ against smoothed classifiers; certkit's certificates are for the model as evalua
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 
 import torch
 from torch import nn
@@ -111,19 +113,14 @@ class NoiseSampler:
 
     def _rows(self, noisy: torch.Tensor, rows: int) -> torch.Tensor:
         """Logits of ``noisy`` (B, *shape), ``rows`` at a time."""
-        if self.amp:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return torch.cat([self.model(part).float() for part in noisy.split(rows)])
-        if rows >= noisy.shape[0]:
-            return self.model(noisy).float()
-        return torch.cat([self.model(part).float() for part in noisy.split(rows)])
+        with torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext():
+            parts = [self.model(part).float() for part in noisy.split(rows)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _tune_forward_batch(self, x: torch.Tensor) -> int:
         """The fastest rows-per-call among batch_size / (1, 2, 4, 8, 16) (>= 32 rows) whose logits equal the
         whole batch's exactly, timed on a private noise draw (the seeded stream is not touched); halving stops once
         a size is clearly slower than the best so far."""
-        import time
-
         noisy = x + self.sigma * torch.randn((self.batch_size,) + tuple(x.shape), device=self.device,
                                              generator=torch.Generator(device=self.device).manual_seed(0))
         t0 = time.perf_counter()

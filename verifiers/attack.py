@@ -106,11 +106,13 @@ def output_diversified_starts(forward: Callable[[torch.Tensor], torch.Tensor], x
 
     Returns:
         (B, *shape) points inside [x_L, x_U]; deterministic given ``generator``.
+    Raises:
+        CertkitError: steps < 0.
     """
     if steps < 0:
         raise CertkitError("ODI needs steps >= 0")
     a = (x_U - x_L) / 8 if step_size is None else step_size
-    x = torch.minimum(torch.maximum(x.detach(), x_L), x_U)
+    x = x.detach().clamp(x_L, x_U)
     w = directions
     for _ in range(steps):
         x = x.detach().requires_grad_(True)
@@ -120,7 +122,7 @@ def output_diversified_starts(forward: Callable[[torch.Tensor], torch.Tensor], x
                 w = torch.rand(out.shape, generator=generator, device=out.device, dtype=out.dtype) * 2 - 1
             grad, = torch.autograd.grad((w * out).sum(), x)
         with torch.no_grad():
-            x = torch.minimum(torch.maximum(x + a * grad.sign(), x_L), x_U)
+            x = (x + a * grad.sign()).clamp(x_L, x_U)
     return x.detach()
 
 

@@ -136,13 +136,13 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
         x0 = lo + (hi - lo) * torch.rand(lo.shape, generator=gen)
         x0[0] = center.detach()[0]
         x0[1] = torch.where(grad[0] > 0, lo[0], hi[0])
-        pool = odi_pools.get((term.x_L.tobytes(), term.x_U.tobytes()))
-        if pool is None:
-            wide = lo[:1].expand(4 * starts, -1), hi[:1].expand(4 * starts, -1)
-            pool = output_diversified_starts(lambda x: net32(x.reshape((-1,) + tuple(shape))),
-                                             wide[0] + (wide[1] - wide[0]) * torch.rand(wide[0].shape, generator=gen),
-                                             *wide, generator=gen)
-            odi_pools[(term.x_L.tobytes(), term.x_U.tobytes())] = pool
+        box = (term.x_L.tobytes(), term.x_U.tobytes())
+        if box not in odi_pools:
+            p_lo, p_hi = lo[:1].expand(4 * starts, -1), hi[:1].expand(4 * starts, -1)
+            odi_pools[box] = output_diversified_starts(
+                lambda x: net32(x.reshape((-1,) + tuple(shape))),
+                p_lo + (p_hi - p_lo) * torch.rand(p_lo.shape, generator=gen), p_lo, p_hi, generator=gen)
+        pool = odi_pools[box]
         with torch.no_grad():
             best = obj(pool).argsort()[:(starts - 2) // 2]
         x0[2:2 + len(best)] = pool[best]
