@@ -21,5 +21,8 @@ class Linear(ModuleOp):
 
     def backward(self, A, in_bounds=(), relaxation=None):
         w, b = self.module.weight, self.module.bias
-        bias = None if b is None else sum_node(A * b)
+        bias = None
+        if b is not None:  # sum_node(A * b) without the (B, S, *shape) temporary
+            bias = A.matmul(b)
+            bias = bias if bias.dim() == 2 else sum_node(bias)
         return [A.matmul(w)], bias
