@@ -204,7 +204,10 @@ def main():
 
     Radii and noise levels are in the model's data range ([0,1] pixels), before normalization.
     """
+    from certkit.common.memory import retain_freed_memory
+
     warnings.showwarning = _warn_to_stderr
+    retain_freed_memory()   # the command owns its process: keep freed memory for reuse (common/memory.py)
 
 
 def _quiet_rank() -> bool:

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from certkit.common.memory import retain_freed_memory
 from certkit.verifiers.strategy import verify_instance
 
 _NORMAL = {"sat": "sat", "violated": "sat", "unsat": "unsat", "holds": "unsat"}
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--onnx-filter", default="", help="only networks whose file name contains this")
     ap.add_argument("--out", type=Path, default=None, help="CSV of per-instance answers (appended, resumable)")
     args = ap.parse_args()
+    retain_freed_memory()   # as the certkit command does
     ref = load_reference(args.reference) if args.reference else {}
     done = {}
     if args.out and args.out.exists():

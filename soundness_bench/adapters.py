@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from certkit.common.errors import CertkitError
+from certkit.common.memory import retain_freed_memory
 from certkit.verifiers.vnncomp import InstanceResult, write_result_file
 
 
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     (2 for a wrong number of arguments); ``--worker NAME`` runs :func:`serve`. Failures of the verifier become an
     ``error`` result with the reason."""
     argv = sys.argv[1:] if argv is None else argv
+    retain_freed_memory()   # this process is certkit's own (common/memory.py)
     if len(argv) == 2 and argv[0] == "--worker":
         # the protocol keeps the original stdout; anything else printed (by the verifier or a program it starts)
         # goes to stderr, the worker's log
