@@ -186,7 +186,7 @@ class BaBDropBug(Verifier):
         bm = BoundedModule(copy.deepcopy(net.module).double().eval(), net.sample_shape)
         total = 0
         for term in instance.property().terms:
-            status, n = input_split_bab(bm, net32, net, term, dl, 20_000 - total, 256, split=lower_half_only,
+            status, n = input_split_bab(bm, net32, net, [term], dl, 20_000 - total, 256, split=lower_half_only,
                                         vertices=False)
             total += n
             if status != "unsat":

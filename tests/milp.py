@@ -18,16 +18,13 @@ def ibp_np(layers, lo, hi):
     return out
 
 
-def exact_min(layers, c, lo, hi, z_bounds=None):
-    """min over x in [lo, hi] of c . f(x) for the ReLU MLP ``layers`` (float64 numpy (W, b) per Linear layer).
-
-    ``z_bounds``: per hidden layer, (z_lo, z_hi) constraints on its pre-activations (a branch-and-bound subdomain;
-    +-inf where free). Returns +inf when the constraints are infeasible.
-    """
+def _relu_milp(layers, lo, hi, z_bounds=None, extra: int = 0):
+    """Big-M constraints of the ReLU MLP ``layers`` over [lo, hi]: (rows, lbs, ubs, var_lo, var_hi, integrality,
+    indices of the last hidden layer's activations, number of variables); ``extra`` free variables come last."""
     pre = ibp_np(layers, lo, hi)
     n0 = lo.size
     sizes = [W.shape[0] for W, _ in layers[:-1]]
-    nvar = n0 + 2 * sum(sizes)
+    nvar = n0 + 2 * sum(sizes) + extra
     A, lbs, ubs = [], [], []
     var_lo, var_hi = list(lo), list(hi)
     integrality = [0] * n0
@@ -55,12 +52,45 @@ def exact_min(layers, c, lo, hi, z_bounds=None):
                 if np.isfinite(zl) or np.isfinite(zh):
                     A.append(z.copy()); lbs.append(zl - b[i]); ubs.append(zh - b[i])
         prev, off = a_idx, off + 2 * h
-    W, b = layers[-1]
-    obj = np.zeros(nvar)
-    obj[prev] = c @ W
+    var_lo += [-np.inf] * extra
+    var_hi += [np.inf] * extra
+    integrality += [0] * extra
+    return A, lbs, ubs, var_lo, var_hi, integrality, prev, nvar
+
+
+def _solve(obj, A, lbs, ubs, var_lo, var_hi, integrality):
     res = milp(obj, constraints=LinearConstraint(np.array(A), lbs, ubs), integrality=integrality,
                bounds=Bounds(var_lo, var_hi), options={"mip_rel_gap": 0, "presolve": True})
     if res.status == 2:
-        return float("inf")
+        return None
     assert res.status == 0, res.message
-    return res.fun + float(c @ b)
+    return res.fun
+
+
+def exact_min(layers, c, lo, hi, z_bounds=None):
+    """min over x in [lo, hi] of c . f(x) for the ReLU MLP ``layers`` (float64 numpy (W, b) per Linear layer).
+
+    ``z_bounds``: per hidden layer, (z_lo, z_hi) constraints on its pre-activations (a branch-and-bound subdomain;
+    +-inf where free). Returns +inf when the constraints are infeasible.
+    """
+    A, lbs, ubs, var_lo, var_hi, integrality, prev, nvar = _relu_milp(layers, lo, hi, z_bounds)
+    W, b = layers[-1]
+    obj = np.zeros(nvar)
+    obj[prev] = c @ W
+    fun = _solve(obj, A, lbs, ubs, var_lo, var_hi, integrality)
+    return float("inf") if fun is None else fun + float(c @ b)
+
+
+def exact_min_max(layers, C, d, lo, hi):
+    """min over x in [lo, hi] of max_r (C_r f(x) - d_r) (rows C (S, K), d (S,)): <= 0 exactly when the conjunction
+    C f(x) <= d has a solution in the box (a VNN-LIB disjunct is violated). An epigraph variable t >= every row."""
+    A, lbs, ubs, var_lo, var_hi, integrality, prev, nvar = _relu_milp(layers, lo, hi, extra=1)
+    W, b = layers[-1]
+    for c, dr in zip(C, d):          # t - c W a >= c b - d_r
+        row = np.zeros(nvar)
+        row[prev] = -(c @ W)
+        row[-1] = 1.0
+        A.append(row); lbs.append(float(c @ b) - dr); ubs.append(np.inf)
+    obj = np.zeros(nvar)
+    obj[-1] = 1.0
+    return _solve(obj, A, lbs, ubs, var_lo, var_hi, integrality)

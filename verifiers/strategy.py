@@ -184,6 +184,11 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
         return InstanceResult("unknown", time.perf_counter() - dl.t0,
                               f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound {why}")
     total = 0
+    if kind == "input":  # the disjuncts over one box share their sub-boxes' bounds (one search per box)
+        groups: dict = {}
+        for term in open_terms:
+            groups.setdefault((term.x_L.tobytes(), term.x_U.tobytes()), []).append(term)
+        open_terms = list(groups.values())
     for term in open_terms:
         if kind == "input":
             status, n = input_split_bab(bm, net32, onnx_model, term, dl, max_domains - total, batch)

@@ -1,0 +1,201 @@
+"""Input-split branch and bound (verifiers/input_split.py): decisions on disjunctions of conjunctions over small
+random ReLU nets against the exact MILP optimum (scipy HiGHS), counterexamples that violate the property, children
+that cover their parent, split scores that follow the formula, the deadline kept.
+"""
+import copy
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from certkit.common.errors import CertkitError
+from certkit.verifiers.attack import pgd_box
+from certkit.verifiers.bounds import BoundedModule
+from certkit.verifiers.input_split import bisect, input_split_bab, split_scores
+from certkit.verifiers.strategy import Deadline, verify_property
+from certkit.verifiers.vnnlib import parse_vnnlib
+
+from milp import exact_min_max
+
+pytest.importorskip("onnxruntime")
+
+from certkit.models.onnx_import import load_onnx  # noqa: E402
+
+N_IN, N_OUT = 3, 3
+
+
+def relu_net(seed, hidden=(16, 16), n_in=N_IN):
+    torch.manual_seed(seed)
+    sizes = (n_in,) + hidden + (N_OUT,)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).eval()
+
+
+def onnx_of(net, path):
+    try:
+        torch.onnx.export(net, (torch.rand(1, net[0].in_features),), str(path), dynamo=False, input_names=["x"], opset_version=13)
+    except Exception as e:  # pragma: no cover - exporter missing in some torch builds
+        pytest.skip(f"torch.onnx.export unavailable: {e}")
+    return load_onnx(path)
+
+
+def bounded(onnx_model):
+    """A float64 BoundedModule of a copy of the imported network (the float32 one stays for attacks)."""
+    return BoundedModule(copy.deepcopy(onnx_model.module).double().eval(), onnx_model.sample_shape)
+
+
+def layers_np(net):
+    return [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy()) for m in net
+            if isinstance(m, nn.Linear)]
+
+
+def write_property(path, boxes, terms):
+    """VNN-LIB file: the input is in one of ``boxes`` [(lo, hi)] and one of ``terms`` holds, each a list of rows
+    (sign, output, c) meaning sign * Y_output <= sign * c (sign +1: <=, -1: >=). Every term applies to every box."""
+    n_in = len(boxes[0][0])
+    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)] + [f"(declare-const Y_{j} Real)" for j in range(N_OUT)]
+    box_txt = ["(and " + " ".join(f"(>= X_{i} {float(lo[i])!r}) (<= X_{i} {float(hi[i])!r})"
+                                  for i in range(n_in)) + ")" for lo, hi in boxes]
+    lines.append("(assert (or " + " ".join(box_txt) + "))")
+    term_txt = ["(and " + " ".join(f"({'<=' if s > 0 else '>='} Y_{j} {float(c)!r})" for s, j, c in t) + ")"
+                for t in terms]
+    lines.append("(assert (or " + " ".join(term_txt) + "))")
+    path.write_text("\n".join(lines) + "\n")
+    return parse_vnnlib(path)
+
+
+def rows_to_C(rows):
+    C = np.zeros((len(rows), N_OUT))
+    d = np.zeros(len(rows))
+    for r, (s, j, c) in enumerate(rows):
+        C[r, j], d[r] = s, s * c
+    return C, d
+
+
+def planted_property(net, seed, shape, sat, tmp_path):
+    """A property whose answer is known exactly: each term's constants are shifted so that its exact
+    min over the box of max_r (C_r y - d_r) is -delta (violated) or +delta (holds); ``shape`` = rows per term and
+    number of boxes. Returns (parsed property, the exact per-(box, term) optima)."""
+    rows_per_term, n_boxes = shape
+    rng = np.random.default_rng(seed)
+    layers = layers_np(net)
+    boxes = []
+    for _ in range(n_boxes):
+        c = rng.uniform(-1, 1, N_IN)
+        boxes.append((c - 0.6, c + 0.6))
+    with torch.no_grad():
+        y = net(torch.from_numpy(rng.uniform(-1.6, 1.6, (4096, N_IN))).float()).double().numpy()
+    delta = 0.05 * float(y.std(0).mean())
+    terms = []
+    for k, n_rows in enumerate(rows_per_term):
+        rows = [(int(rng.choice([-1, 1])), int(rng.integers(N_OUT)), float(rng.normal())) for _ in range(n_rows)]
+        C, d = rows_to_C(rows)
+        v0 = min(exact_min_max(layers, C, d, lo, hi) for lo, hi in boxes)
+        # C y <= d - shift: the optimum becomes v0 + shift; violated (<= 0) only for the planted term when sat
+        shift = -v0 - delta if (sat and k == 0) else -v0 + delta
+        terms.append([(s, j, c - s * shift) for s, j, c in rows])
+    prop = write_property(tmp_path / "p.vnnlib", boxes, terms)
+    optima = [exact_min_max(layers, t.C, t.d, t.x_L, t.x_U) for t in prop.terms]
+    return prop, optima
+
+
+SHAPES = {"one row": ((1,), 1), "conjunction": ((3,), 1), "disjunction": ((1, 2, 1), 1), "two boxes": ((1, 2), 2)}
+
+
+@pytest.mark.parametrize("sat", [False, True], ids=["holds", "violated"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decisions_match_the_exact_milp_answer(seed, shape, sat, tmp_path):
+    net = relu_net(seed)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop, optima = planted_property(net, seed, SHAPES[shape], sat, tmp_path)
+    assert (min(optima) <= 0) == sat
+    # the search itself, per box as strategy.py groups the disjuncts (no attack before it)
+    bm = bounded(onnx_model)
+    net32 = onnx_model.module.float().eval()
+    answers = []
+    for box in {(t.x_L.tobytes(), t.x_U.tobytes()) for t in prop.terms}:
+        group = [t for t in prop.terms if (t.x_L.tobytes(), t.x_U.tobytes()) == box]
+        status, n = input_split_bab(bm, net32, onnx_model, group, Deadline(60), 10 ** 6, 256)
+        answers.append(status)
+        assert n > 0
+    assert all(isinstance(a, str) and a == "unsat" or getattr(a, "status", None) == "sat" for a in answers), answers
+    assert any(getattr(a, "status", None) == "sat" for a in answers) == sat
+    for a in answers:
+        if not isinstance(a, str):   # the counterexample violates a term of the property in float64
+            y = net.double()(torch.from_numpy(a.x.astype(np.float64))[None])[0].detach().numpy()
+            assert any(np.all(t.x_L <= a.x) and np.all(a.x <= t.x_U) and np.all(t.C @ y <= t.d + 1e-9)
+                       for t in prop.terms)
+    # and the whole pipeline (attacks, bounds, grouped input split) agrees
+    res = verify_property(onnx_model, prop, timeout=60, methods=("IBP",), bab="input")
+    assert res.status == ("sat" if sat else "unsat"), res
+
+
+def test_disjuncts_over_different_boxes_are_refused(tmp_path):
+    net = relu_net(0)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop = write_property(tmp_path / "p.vnnlib", [(np.zeros(N_IN), np.ones(N_IN)), (-np.ones(N_IN), np.zeros(N_IN))],
+                          [[(1, 0, 0.0)]])
+    bm = bounded(onnx_model)
+    with pytest.raises(CertkitError, match="share one input box"):
+        input_split_bab(bm, net, onnx_model, prop.terms, Deadline(5), 100, 16)
+
+
+def test_bisect_children_cover_the_parent_exactly():
+    gen = torch.Generator().manual_seed(0)
+    lo = torch.rand(50, 4, generator=gen, dtype=torch.float64)
+    hi = lo + torch.rand(50, 4, generator=gen, dtype=torch.float64)
+    dim = torch.randint(0, 4, (50,), generator=gen)
+    c_lo, c_hi = bisect(lo, hi, dim)
+    left, right = (c_lo[:50], c_hi[:50]), (c_lo[50:], c_hi[50:])
+    other = torch.ones_like(lo, dtype=torch.bool).scatter_(1, dim[:, None], False)
+    for a, b in (left, right):   # untouched dimensions are the parent's
+        assert torch.equal(a[other], lo[other]) and torch.equal(b[other], hi[other])
+    k = torch.arange(50)
+    assert torch.equal(left[0][k, dim], lo[k, dim]) and torch.equal(right[1][k, dim], hi[k, dim])
+    assert torch.equal(left[1][k, dim], right[0][k, dim])          # the halves meet: nothing is dropped
+    assert bool((left[1][k, dim] > lo[k, dim]).all() and (left[1][k, dim] < hi[k, dim]).all())
+
+
+def test_split_scores_follow_the_formula():
+    gen = torch.Generator().manual_seed(1)
+    lo = torch.zeros(6, 5, dtype=torch.float64)
+    hi = torch.rand(6, 5, generator=gen, dtype=torch.float64)
+    w0 = torch.full((1, 5), 2.0, dtype=torch.float64)
+    A = torch.randn(6, 3, 5, generator=gen, dtype=torch.float64)
+    got = split_scores(lo, hi, A, w0, 0.03)
+    for n in range(6):
+        s = [float(A[n, :, i].abs().sum()) * 2.0 for i in range(5)]
+        want = [float(hi[n, i]) / 2.0 * (s[i] + 0.03 * max(s)) for i in range(5)]
+        assert np.allclose(got[n].numpy(), want, rtol=1e-12)
+    # a dimension the bound does not depend on still gets split once it is the widest by far
+    A[:, :, 0] = 0
+    hi[:, 0], hi[:, 1:] = 2.0, 1e-3
+    assert bool((split_scores(lo, hi, A, w0, 0.03).argmax(1) == 0).all())
+
+
+def test_the_deadline_is_kept(tmp_path):
+    """16 inputs (the most strategy.py splits) and a random 3 x 64 net: y_0 >= (the largest value PGD reaches +
+    0.02 of the sampled spread) cannot be settled in 1.5 s (it takes far more splits to close, or to reach a
+    counterexample if there is one); the search stops within 10% of its budget."""
+    net = relu_net(3, hidden=(64, 64, 64), n_in=16)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    lo, hi = -np.ones(16), np.ones(16)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        y0 = net(torch.rand(20000, 16, generator=gen) * 2 - 1)[:, 0]
+    box = (-torch.ones(256, 16), torch.ones(256, 16))
+    _, best = pgd_box(lambda x: -net(x)[:, 0], *box, steps=100, restarts=4, generator=gen, early_stop=False)
+    c = float(-best.min() + 0.02 * (y0.max() - y0.min()))       # above the largest value PGD reached
+    prop = write_property(tmp_path / "p.vnnlib", [(lo, hi)], [[(-1, 0, c)]])
+    bm = bounded(onnx_model)
+    budget = 1.5
+    dl = Deadline(budget)
+    status, n = input_split_bab(bm, onnx_model.module.float().eval(), onnx_model, prop.terms, dl, 10 ** 7, 256)
+    elapsed = time.perf_counter() - dl.t0
+    assert status == "timeout" and n > 0
+    assert elapsed <= 1.1 * budget, elapsed
