@@ -8,6 +8,7 @@ raw on CPU; compile >= 2x eager on a small CNN. Prints a table; numbers depend o
 results in bench/README.md).
 
     python bench/certify_throughput.py [--device cpu|cuda] [--batch 1000] [--seconds 3] [--no-compile]
+        [--malloc-default]
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 import torch
 
 from certkit.certify.sampling import NoiseSampler, input_generator
+from certkit.common.memory import retain_freed_memory
 from certkit.models import build_model, load_model
 from certkit.models.zoo import NormalizeLayer
 
@@ -78,7 +80,11 @@ def main() -> None:
     ap.add_argument("--resnet-batch", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc's malloc as it is (the certkit command keeps freed memory: common/memory.py)")
     args = ap.parse_args()
+    if not args.malloc_default:
+        retain_freed_memory()
     device = torch.device(args.device)
     bundled = load_model("bundled").module
     small_cnn = torch.nn.Sequential(NormalizeLayer([0.5] * 3, [0.25] * 3), build_model("cnn", (3, 32, 32), 10))

@@ -14,7 +14,8 @@ counterexample, or sat where the reference proved unsat; certkit's sat answers a
 wrong sat points at the reference), what the reference solved on the same instances (in all, and within the same
 number of seconds by its own reported time, start-up included) with certkit's ratio to each, and the time.
 ``--out`` appends one row per instance as it is answered (a run can be stopped and resumed: answered rows are
-skipped).
+skipped). Instances that branched also report the domains (sub-boxes or activation subdomains) bounded, and each
+benchmark the domains per second over those instances' whole time (attacks and root bounds included).
 """
 from __future__ import annotations
 
@@ -66,16 +67,20 @@ def main() -> None:
         rows = [r for r in csv.reader(open(csv_path)) if r and args.onnx_filter in Path(r[0]).name]
         rows = rows[:: args.every][: args.max]
         counts, wrong, ref_solved, ref_within, seconds = Counter(), [], 0, 0, 0.0
+        bab_domains, bab_seconds = 0, 0.0
         for onnx, vnn, *_ in rows:
             key = (bench.name, Path(onnx).name, Path(vnn).name)
             if key in done:
                 status, secs, method = done[key][3], float(done[key][4]), done[key][5] if len(done[key]) > 5 else ""
+                domains = int(done[key][6]) if len(done[key]) > 6 else 0
             else:
                 res = verify_instance(bench / onnx.strip(), bench / vnn.strip(), timeout=args.timeout)
-                status, secs, method = res.status, res.seconds, res.method
+                status, secs, method, domains = res.status, res.seconds, res.method, res.domains
                 if out:
-                    csv.writer(out).writerow([*key, status, f"{secs:.2f}", method])
+                    csv.writer(out).writerow([*key, status, f"{secs:.2f}", method, domains])
                     out.flush()
+            if domains:
+                bab_domains, bab_seconds = bab_domains + domains, bab_seconds + secs
             counts[status] += 1
             seconds += secs
             r, r_secs = ref.get(key[1:], (None, float("inf")))
@@ -83,7 +88,8 @@ def main() -> None:
             ref_within += r in ("sat", "unsat") and r_secs <= args.timeout
             if r in ("sat", "unsat") and status in ("sat", "unsat") and r != status:
                 wrong.append(f"{onnx} {vnn}: certkit {status}, reference {r}")
-            print(f"  {key[1]} {key[2]}: {status} ({secs:.1f} s{', ' + method if method else ''}) reference {r}"
+            bab = f", {domains} domains" if domains else ""
+            print(f"  {key[1]} {key[2]}: {status} ({secs:.1f} s{', ' + method if method else ''}{bab}) reference {r}"
                   + (f" ({r_secs:.1f} s)" if r else ""), flush=True)
         solved = counts["sat"] + counts["unsat"]
         line = (f"{bench.name}: {len(rows)} instances, solved {solved} (unsat {counts['unsat']}, sat {counts['sat']}), "
@@ -93,6 +99,9 @@ def main() -> None:
             line += f"; reference solved {ref_solved}" + (f" (ratio {solved / ref_solved:.2f})" if ref_solved else "")
             line += f", {ref_within} within {args.timeout:g} s" + (f" (ratio {solved / ref_within:.2f})"
                                                                     if ref_within else "")
+        if bab_domains:
+            line += (f"; branch and bound: {bab_domains} domains in the {bab_seconds:.0f} s of the instances that "
+                     f"branched = {bab_domains / bab_seconds:.0f} domains/s (whole-instance time)")
         print(line, flush=True)
         for w in wrong:
             print("  WRONG", w)
