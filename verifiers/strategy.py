@@ -184,17 +184,21 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
         return InstanceResult("unknown", time.perf_counter() - dl.t0,
                               f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound {why}")
     total = 0
-    if kind == "input":  # the disjuncts over one box share their sub-boxes' bounds (one search per box)
+    # the unit of a search: for input split all open disjuncts over one box (their sub-boxes share the bounds),
+    # for activation split one disjunct
+    if kind == "input":
         groups: dict = {}
         for term in open_terms:
             groups.setdefault((term.x_L.tobytes(), term.x_U.tobytes()), []).append(term)
-        open_terms = list(groups.values())
-    for term in open_terms:
+        searches = list(groups.values())
+    else:
+        searches = open_terms
+    for unit in searches:
         if kind == "input":
-            status, n = input_split_bab(bm, net32, onnx_model, term, dl, max_domains - total, batch)
+            status, n = input_split_bab(bm, net32, onnx_model, unit, dl, max_domains - total, batch)
         else:
-            status, n = activation_bab(bm, net32, onnx_model, term, dl, max_domains - total,
-                                       root_bounds=roots.get(term, time.perf_counter() + dl.left()))
+            status, n = activation_bab(bm, net32, onnx_model, unit, dl, max_domains - total,
+                                       root_bounds=roots.get(unit, time.perf_counter() + dl.left()))
         total += n
         if status != "unsat":
             res = status if isinstance(status, InstanceResult) else None
