@@ -37,7 +37,8 @@ def relu_net(seed, hidden=(16, 16), n_in=N_IN):
 
 def onnx_of(net, path):
     try:
-        torch.onnx.export(net, (torch.rand(1, net[0].in_features),), str(path), dynamo=False, input_names=["x"], opset_version=13)
+        torch.onnx.export(net, (torch.rand(1, net[0].in_features),), str(path), dynamo=False, input_names=["x"],
+                          opset_version=13)
     except Exception as e:  # pragma: no cover - exporter missing in some torch builds
         pytest.skip(f"torch.onnx.export unavailable: {e}")
     return load_onnx(path)

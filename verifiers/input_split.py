@@ -122,10 +122,10 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     lb > d, and stays refuted on the box's children; a box is closed when every disjunct is refuted on it. Boxes
     where each open disjunct needs less than ``alpha_fraction`` of the gap between its CROWN bound and its value at
     the box center get alpha-CROWN (``alpha_iterations``, intermediate bounds kept; boxes bounded on ACAS Xu 1_1
-    without -> with it: prop 5 87.7k -> 3.0k, prop 3 3.4k -> 2.3k, prop 6's first box 5.4k -> 4.9k). Counterexample candidates: every box center and, per open disjunct, the
-    vertex minimising the linear bound of its row closest to refutation (float32 screen, exact replay). An open box
-    is bisected along the dimension of :func:`split_scores` (``width_floor``) for the rows of the open disjunct its
-    center comes closest to violating (on the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came
+    without -> with it: prop 5 87.7k -> 3.0k, prop 3 3.4k -> 2.3k, prop 6's first box 5.4k -> 4.9k).
+    Counterexample candidates: every box center and, per open disjunct, the vertex minimising the linear bound of
+    its row closest to refutation (float32 screen, exact replay). An open box is bisected along the dimension of
+    :func:`split_scores` (``width_floor``) for the rows of the open disjunct its center comes closest to violating (on the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came
     after 31k boxes instead of 127k with the rows of all open disjuncts). A round is not started when the
     previous one took longer than the time left (the deadline is kept).
 
