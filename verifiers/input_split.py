@@ -125,9 +125,10 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     without -> with it: prop 5 87.7k -> 3.0k, prop 3 3.4k -> 2.3k, prop 6's first box 5.4k -> 4.9k).
     Counterexample candidates: every box center and, per open disjunct, the vertex minimising the linear bound of
     its row closest to refutation (float32 screen, exact replay). An open box is bisected along the dimension of
-    :func:`split_scores` (``width_floor``) for the rows of the open disjunct its center comes closest to violating (on the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came
-    after 31k boxes instead of 127k with the rows of all open disjuncts). A round is not started when the
-    previous one took longer than the time left (the deadline is kept).
+    :func:`split_scores` (``width_floor``) for the rows of the open disjunct its center comes closest to violating
+    (on the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came after 31k boxes instead of 127k with
+    the rows of all open disjuncts). A round is not started when the previous one took longer than the time left
+    (the deadline is kept).
 
     Raises:
         CertkitError: the terms do not share one input box; NaN or inf bounds.
