@@ -119,8 +119,8 @@ def test_decisions_match_the_exact_milp_answer(seed, shape, sat, tmp_path):
     bm = bounded(onnx_model)
     net32 = onnx_model.module.float().eval()
     answers = []
-    for box in {(t.x_L.tobytes(), t.x_U.tobytes()) for t in prop.terms}:
-        group = [t for t in prop.terms if (t.x_L.tobytes(), t.x_U.tobytes()) == box]
+    for box in {t.box_key() for t in prop.terms}:
+        group = [t for t in prop.terms if t.box_key() == box]
         status, n = input_split_bab(bm, net32, onnx_model, group, Deadline(60), 10 ** 6, 256)
         answers.append(status)
         assert n > 0

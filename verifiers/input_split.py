@@ -137,7 +137,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     if not terms or any(t.C.shape[0] == 0 for t in terms):
         return "unknown", 0   # no output constraint: every input is a counterexample, attacks decide it
     x_L, x_U = terms[0].x_L, terms[0].x_U
-    if any(not (np.array_equal(t.x_L, x_L) and np.array_equal(t.x_U, x_U)) for t in terms):
+    if any(t.box_key() != terms[0].box_key() for t in terms):
         raise CertkitError("input_split_bab: the disjuncts must share one input box")
     T = len(terms)
     C = torch.tensor(np.concatenate([t.C for t in terms]), dtype=torch.float64)

@@ -136,7 +136,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
         x0 = lo + (hi - lo) * torch.rand(lo.shape, generator=gen)
         x0[0] = center.detach()[0]
         x0[1] = torch.where(grad[0] > 0, lo[0], hi[0])
-        box = (term.x_L.tobytes(), term.x_U.tobytes())
+        box = term.box_key()
         if box not in odi_pools:
             p_lo, p_hi = lo[:1].expand(4 * starts, -1), hi[:1].expand(4 * starts, -1)
             odi_pools[box] = output_diversified_starts(
@@ -189,7 +189,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
     if kind == "input":
         groups: dict = {}
         for term in open_terms:
-            groups.setdefault((term.x_L.tobytes(), term.x_U.tobytes()), []).append(term)
+            groups.setdefault(term.box_key(), []).append(term)
         searches = list(groups.values())
     else:
         searches = open_terms
@@ -225,7 +225,7 @@ class RootBounds:
         return Box(torch.tensor(term.x_L).reshape(shape), torch.tensor(term.x_U).reshape(shape))
 
     def get(self, term, deadline: float) -> list:
-        key = (term.x_L.tobytes(), term.x_U.tobytes())
+        key = term.box_key()
         if key not in self.cache:
             pert = self._pert(term)
             with torch.no_grad():

@@ -45,6 +45,11 @@ class Term:
     x_L_exact: list = field(repr=False, default_factory=list)
     x_U_exact: list = field(repr=False, default_factory=list)
 
+    def box_key(self) -> tuple[bytes, bytes]:
+        """A hashable key of the input box: equal for disjuncts over the same box (which share attacks, root bounds
+        and input-split searches)."""
+        return self.x_L.tobytes(), self.x_U.tobytes()
+
 
 @dataclass
 class Property:
