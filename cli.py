@@ -745,8 +745,17 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs; use --input
 @click.option("--width", type=int, default=None, help="Units of the paper's 1000-unit layers.")
 @click.option("--epochs", type=int, default=None, help="Training epochs at most (paper 10000).")
 @click.option("--attack-iters", type=int, default=None, help="PGD iterations per training epoch (paper 75).")
-@click.option("--attack-restarts", type=int, default=None, help="PGD restarts per training epoch (paper 75).")
+@click.option("--attack-restarts", type=int, default=None,
+              help="PGD restarts per training epoch (paper 75, cpu preset 20).")
+@click.option("--attack-step", "alpha", type=float, default=None,
+              help="Training-PGD step size as a fraction of eps (paper 0.1, cpu preset 0.25).")
+@click.option("--attack-vertex-starts", type=float, default=None,
+              help="Fraction of the training-PGD restarts that start at a random box vertex, the rest at a uniform "
+                   "random point (paper 0, all uniform; cpu preset 0.5).")
 @click.option("--check-every", type=int, default=None, help="Epochs between model-selection checks (paper 200).")
+@click.option("--check-strong/--no-check-strong", default=None,
+              help="Model selection also runs the stronger attacks of --strong, at the training restarts and at most "
+                   "1024 vertices (paper: no; cpu preset: yes).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate of the cyclic Adam schedule (paper 1e-3).")
 @click.option("--steps-per-epoch", type=int, default=None,
               help="Optimizer steps per training-PGD call (paper 1, cpu preset 5).")

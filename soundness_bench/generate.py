@@ -23,8 +23,13 @@ Per model:
        the network is trained as net(input_scale * x) (Adam then steps the first layer in data-range units) and the
        scale is folded into the first layer's weights before export (archs.fold_input_scale: exact, same
        architecture).
+     - training PGD with step ``alpha`` = 0.25 eps, ``attack_restarts`` = 20, half of them (``attack_vertex_starts``)
+       started at random box vertices, and model selection with the vertex attacks (``check_strong``): at eps 0.5
+       the attacks that broke planted pairs found points far from x_cex (Linf distance 2 eps) at other vertices of
+       the box, i.e. the box was not robust, not the pocket too wide (bench/README.md, session 10).
   3. model selection: every ``check_every`` epochs count the pairs that are valid (x correct, x_cex misclassified)
-     and survive the attack sweep at the training restarts; keep the best model, stop when all survive.
+     and survive the attack sweep at the training restarts (with ``check_strong``, also the vertex-start PGD at the
+     training restarts and 1024 random vertices); keep the best model, stop when all survive.
   4. the hiddenness check (hide.py) on the selected model: the paper's 8-setting sweep at ``sweep_restarts`` plus
      certkit's stronger attacks. Only pairs that survive every attack become planted instances.
   5. export (export.py): model.onnx, vnnlib/<i>.vnnlib, instances.csv (planted first, then regular), and
@@ -38,7 +43,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +60,12 @@ from certkit.verifiers.attack import margin_objective
 
 # The paper's settings, and a preset that makes one model a few minutes of CPU time.
 PRESETS: dict[str, dict] = {
-    "paper": dict(width=1000, epochs=10000, attack_iters=75, attack_restarts=75, check_every=200,
-                  sweep_restarts=1000, strong_restarts=1000, strong_iters=200, vertex_samples=10000,
-                  pocket_weight=0.0, steps_per_epoch=1, input_scale=1.0),
-    "cpu": dict(width=200, epochs=1000, attack_iters=20, attack_restarts=10, check_every=200,
-                sweep_restarts=50, strong_restarts=100, strong_iters=100, vertex_samples=4096,
-                pocket_weight=1.0, steps_per_epoch=5, input_scale=10.0),
+    "paper": dict(width=1000, epochs=10000, attack_iters=75, attack_restarts=75, alpha=0.1, attack_vertex_starts=0.0,
+                  check_every=200, check_strong=False, sweep_restarts=1000, strong_restarts=1000, strong_iters=200,
+                  vertex_samples=10000, pocket_weight=0.0, steps_per_epoch=1, input_scale=1.0),
+    "cpu": dict(width=200, epochs=1000, attack_iters=20, attack_restarts=20, alpha=0.25, attack_vertex_starts=0.5,
+                check_every=200, check_strong=True, sweep_restarts=50, strong_restarts=100, strong_iters=100,
+                vertex_samples=4096, pocket_weight=1.0, steps_per_epoch=5, input_scale=10.0),
 }
 
 
@@ -84,6 +89,8 @@ class GenerateConfig:
     epochs: int = 10000
     attack_iters: int = 75
     attack_restarts: int = 75
+    attack_vertex_starts: float = 0.0
+    check_strong: bool = False
     alpha: float = 0.1
     window: int = 300
     margin: float = 0.01
@@ -126,6 +133,9 @@ class GenerateConfig:
                 raise CertkitError(f"--{name.replace('_', '-')} must be at least 1")
         if self.attack_iters < 0 or self.n_regular < 0 or self.strong_iters < 0 or self.vertex_samples < 0:
             raise CertkitError("iteration counts and sample counts must be >= 0")
+        if not 0 <= self.attack_vertex_starts <= 1:
+            raise CertkitError("--attack-vertex-starts must be in [0, 1]: the fraction of training-PGD restarts "
+                               "that start at a random box vertex")
         if self.input_scale <= 0 or self.pocket_weight < 0 or self.pocket_margin < 0:
             raise CertkitError("--input-scale must be positive, --pocket-weight and --pocket-margin non-negative")
         if not 0 < self.pocket_radius < 1:
@@ -345,8 +355,13 @@ class PlantedTraining(TrainingMethod):
     def batches(self, run: Run, epoch: int):
         cfg, data, model = self.cfg, self.data, run.model
         model.eval()
-        x_adv, _ = pgd_search(model, data.x, data.y, data.lo, data.hi, cfg.alpha * cfg.eps_abs, cfg.attack_iters,
-                              cfg.attack_restarts, run.generator)
+        n_vertex = round(cfg.attack_vertex_starts * cfg.attack_restarts)
+        x_adv, m = pgd_search(model, data.x, data.y, data.lo, data.hi, cfg.alpha * cfg.eps_abs, cfg.attack_iters,
+                              max(cfg.attack_restarts - n_vertex, 1), run.generator)
+        if n_vertex:
+            x_v, m_v = pgd_search(model, data.x, data.y, data.lo, data.hi, cfg.alpha * cfg.eps_abs,
+                                  cfg.attack_iters, n_vertex, run.generator, start="vertex")
+            x_adv = torch.where((m_v < m).view((-1,) + (1,) * (x_adv.dim() - 1)), x_v, x_adv)
         self.window.append((x_adv - data.x).detach())
         model.train()
         deltas = torch.stack(list(self.window))  # (W, n, *shape)
@@ -375,8 +390,12 @@ class PlantedTraining(TrainingMethod):
         if epoch % cfg.check_every and epoch != cfg.epochs:
             return None
         model.eval()
-        hidden, valid, _ = _count_hidden(model, self.data, cfg, cfg.attack_restarts, strong=False,
-                                         seed=cfg.seed + epoch)
+        # The final check's attack families at the training budget: with --strong, the vertex-start PGD and vertex
+        # sampling too (a check without them stopped training on models they broke, bench/README.md).
+        light = replace(cfg, strong_restarts=min(cfg.strong_restarts, cfg.attack_restarts),
+                        vertex_samples=min(cfg.vertex_samples, 1024))
+        hidden, valid, _ = _count_hidden(model, self.data, light, cfg.attack_restarts, strong=cfg.strong and
+                                         cfg.check_strong, seed=cfg.seed + epoch)
         count = int(hidden.sum())
         row = {"epoch": epoch, "loss_adv": float(self.loss_adv.detach()), "loss_cex": float(self.loss_cex.detach()),
                "loss_pocket": float(self.loss_pocket.detach()) if self.loss_pocket is not None else 0.0,
@@ -416,8 +435,6 @@ def generate(cfg: GenerateConfig, resume: bool = False, quiet: bool = False) -> 
             missing; another process generates into the same folder; a planted counterexample that onnxruntime
             does not confirm is dropped, never exported.
     """
-    from certkit.soundness_bench import export
-
     cfg.validate()
     require_onnx("the soundness benchmark")
     out = Path(cfg.out)

@@ -99,8 +99,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
 
     def cfg(out):
         return config_with_preset("cpu", out=str(out), arch="cnn_1_conv", eps_rel=0.5, seed=4, width=16, epochs=30,
-                                  attack_iters=3, attack_restarts=2, check_every=10, n_planted=2, n_regular=1,
-                                  steps_per_epoch=2, sweep=((0.25, 0),))
+                                  attack_iters=3, attack_restarts=2, attack_vertex_starts=0.5, check_every=10, n_planted=2, n_regular=1, steps_per_epoch=2, sweep=((0.25, 0),))
 
     c_full = cfg(tmp_path / "full")
     full, _ = gen_mod.train_model(c_full, make_data(c_full), quiet=True)
@@ -110,7 +109,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
 
     def dying(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 15:  # in epoch 15, after the check at epoch 10 saved the state
+        if calls["n"] == 30:  # in epoch 15 (uniform and vertex starts: 2 calls each), after the check at 10 saved
             raise KeyboardInterrupt
         return real(*a, **k)
 
