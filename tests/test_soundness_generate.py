@@ -122,3 +122,25 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     resumed, _ = gen_mod.train_model(c_cut, make_data(c_cut), resume=True, quiet=True)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_odi_search_reaches_the_closed_form_minimum_inside_each_box():
+    # 2-class linear model: margin z_y - z_{1-y} = +-(w . x + b); its minimum over a box is at the vertex opposite
+    # to the margin's gradient signs, in closed form.
+    from certkit.soundness_bench.hide import odi_search
+
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 2).double()
+    lo = (torch.rand(3, 6, dtype=torch.float64) - 0.5) * 0.2
+    hi = lo + 0.04
+    y = torch.tensor([0, 1, 0])
+    x_best, m_best = odi_search(lin, y, lo, hi, restarts=8, iters=20, generator=torch.Generator().manual_seed(1))
+    assert bool((x_best >= lo).all() and (x_best <= hi).all())
+    W, b = lin.weight.detach(), lin.bias.detach()
+    for i in range(3):
+        w = W[y[i]] - W[1 - y[i]]
+        exact = float(torch.where(w > 0, lo[i], hi[i]) @ w + b[y[i]] - b[1 - y[i]])
+        assert float(m_best[i]) == pytest.approx(exact, abs=1e-12)
+        with torch.no_grad():
+            z = lin(x_best[i:i + 1])[0]
+        assert float(m_best[i]) == pytest.approx(float(z[y[i]] - z[1 - y[i]]), abs=1e-12)
