@@ -28,8 +28,9 @@ Per model:
        the attacks that broke planted pairs found points far from x_cex (Linf distance 2 eps) at other vertices of
        the box, i.e. the box was not robust, not the pocket too wide (bench/README.md, session 10).
   3. model selection: every ``check_every`` epochs count the pairs that are valid (x correct, x_cex misclassified)
-     and survive the attack sweep at the training restarts (with ``check_strong``, also the vertex-start PGD at the
-     training restarts and 1024 random vertices); keep the best model, stop when all survive.
+     and survive the attack sweep at the training restarts (with ``check_strong``, also the strong attacks of the
+     hiddenness check at the training restarts and 1024 random vertices); keep the best model, stop when all
+     survive.
   4. the hiddenness check (hide.py) on the selected model: the paper's 8-setting sweep at ``sweep_restarts`` plus
      certkit's stronger attacks. Only pairs that survive every attack become planted instances.
   5. export (export.py): model.onnx, vnnlib/<i>.vnnlib, instances.csv (planted first, then regular), and
@@ -390,8 +391,8 @@ class PlantedTraining(TrainingMethod):
         if epoch % cfg.check_every and epoch != cfg.epochs:
             return None
         model.eval()
-        # The final check's attack families at the training budget: with --strong, the vertex-start PGD and vertex
-        # sampling too (a check without them stopped training on models they broke, bench/README.md).
+        # The final check's attack families at the training budget: with --strong, its strong attacks too (a check
+        # without the vertex attacks stopped training on models they broke, bench/README.md).
         light = replace(cfg, strong_restarts=min(cfg.strong_restarts, cfg.attack_restarts),
                         vertex_samples=min(cfg.vertex_samples, 1024))
         hidden, valid, _ = _count_hidden(model, self.data, light, cfg.attack_restarts, strong=cfg.strong and

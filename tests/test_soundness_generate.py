@@ -99,7 +99,8 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
 
     def cfg(out):
         return config_with_preset("cpu", out=str(out), arch="cnn_1_conv", eps_rel=0.5, seed=4, width=16, epochs=30,
-                                  attack_iters=3, attack_restarts=2, attack_vertex_starts=0.5, check_every=10, n_planted=2, n_regular=1, steps_per_epoch=2, sweep=((0.25, 0),))
+                                  attack_iters=3, attack_restarts=2, attack_vertex_starts=0.5, check_every=10,
+                                  n_planted=2, n_regular=1, steps_per_epoch=2, sweep=((0.25, 0),))
 
     c_full = cfg(tmp_path / "full")
     full, _ = gen_mod.train_model(c_full, make_data(c_full), quiet=True)
