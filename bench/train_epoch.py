@@ -1,12 +1,16 @@
 """Epoch time of natural, IBP and CROWN-IBP training on the same model and data, in one run.
 
     python bench/train_epoch.py [--device cpu|cuda] [--n 2048] [--batch 128] [--eps 0.1]
+        [--models digits,mnist,cifar] [--repeats 5] [--malloc-default]
 
-Model: cnn_a (Wong & Kolter; 1 x 28 x 28 -> Conv16 -> Conv32 -> FC100 -> FC10, the MNIST size). Data: n random
-MNIST-shaped images with random labels (the timing does not depend on the values). One epoch each, after a short
-warm-up; robust losses at full eps (the costliest phase of the schedule; CROWN-IBP with beta = 1; crown-ibp-fused is
-CROWN-IBP with loss fusion, --loss-fusion: one backward row per input).
-Targets (issue 4): IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU.
+Models (``--models``): ``digits`` = cnn_a on 1 x 8 x 8 (the README's digits recipes), ``mnist`` = cnn_a on 1 x 28 x
+28 (Wong & Kolter's MNIST network: Conv16 -> Conv32 -> FC100 -> FC10), ``cifar`` = cnn_a on 3 x 32 x 32 (a CIFAR-
+shaped CNN). Data: n random images of that shape with random labels (the timing does not depend on the values). The
+median of ``--repeats`` epochs each, after a short warm-up; robust losses at full eps (the costliest phase of the
+schedule; CROWN-IBP with beta = 1; crown-ibp-fused is CROWN-IBP with loss fusion, --loss-fusion: one backward row
+per input). Like the ``certkit`` command, the bench keeps freed memory for reuse (common/memory.py) unless
+``--malloc-default``.
+Targets (issues 4, 15): IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from certkit.common.memory import retain_freed_memory
 from certkit.models import build_model
 from certkit.train.losses import fused_cross_entropy_upper, robust_cross_entropy, robust_cross_entropy_each
 from certkit.verifiers import BoundedModule, linf_ball, margin_spec
@@ -43,38 +48,64 @@ def epoch(model, bm, x, y, batch, method, eps, opt):
         opt.step()
 
 
+SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}
+METHODS = ("natural", "ibp", "crown-ibp", "crown-ibp-fused")
+
+
+def time_model(shape, args, device) -> dict:
+    """Seconds of one epoch per method for cnn_a on ``shape``."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((args.n,) + shape, generator=g).to(device)
+    y = torch.randint(0, 10, (args.n,), generator=g).to(device)
+    times = {}
+    for method in METHODS:
+        torch.manual_seed(0)
+        model = build_model("cnn_a", shape, 10).to(device)
+        bm = BoundedModule(model, shape)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        epoch(model, bm, x[:2 * args.batch], y[:2 * args.batch], args.batch, method, args.eps, opt)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        runs = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            epoch(model, bm, x, y, args.batch, method, args.eps, opt)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - t0)
+        times[method] = sorted(runs)[len(runs) // 2]  # the median epoch: one disturbed epoch does not decide
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--repeats", type=int, default=5, help="epochs timed per method; the median is reported")
+    ap.add_argument("--models", default="digits,mnist,cifar",
+                    help="comma-separated: digits (cnn_a 1x8x8), mnist (cnn_a 1x28x28), cifar (cnn_a 3x32x32)")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc's malloc as it is (the certkit command keeps freed memory: common/memory.py)")
     args = ap.parse_args()
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in SHAPES]
+    if unknown or not names:
+        raise SystemExit(f"--models: choose from {', '.join(SHAPES)} (got {args.models!r})")
+    if not args.malloc_default:
+        retain_freed_memory()
     device = torch.device(args.device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand((args.n, 1, 28, 28), generator=g).to(device)
-    y = torch.randint(0, 10, (args.n,), generator=g).to(device)
-    times = {}
-    for method in ("natural", "ibp", "crown-ibp", "crown-ibp-fused"):
-        torch.manual_seed(0)
-        model = build_model("cnn_a", (1, 28, 28), 10).to(device)
-        bm = BoundedModule(model, (1, 28, 28))
-        opt = torch.optim.Adam(model.parameters(), 1e-3)
-        epoch(model, bm, x[:2 * args.batch], y[:2 * args.batch], args.batch, method, args.eps, opt)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        epoch(model, bm, x, y, args.batch, method, args.eps, opt)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times[method] = time.perf_counter() - t0
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, cnn_a on {args.n} "
-          f"images 1x28x28, batch {args.batch}, eps {args.eps}")
-    for m, t in times.items():
-        print(f"{m:<16} epoch {t:7.2f} s   x natural {t / times['natural']:5.2f}")
-    print(f"targets: IBP <= 3x natural ({times['ibp'] / times['natural']:.2f}x), "
-          f"CROWN-IBP <= 8x natural ({times['crown-ibp'] / times['natural']:.2f}x; with --loss-fusion "
-          f"{times['crown-ibp-fused'] / times['natural']:.2f}x)")
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.n} images, "
+          f"batch {args.batch}, eps {args.eps}")
+    for name in names:
+        times = time_model(SHAPES[name], args, device)
+        shape = "x".join(map(str, SHAPES[name]))
+        for m, t in times.items():
+            print(f"{name:<7} cnn_a {shape:<8} {m:<16} epoch {t:7.2f} s   x natural {t / times['natural']:5.2f}")
+        print(f"{name:<7} targets: IBP <= 3x natural ({times['ibp'] / times['natural']:.2f}x), "
+              f"CROWN-IBP <= 8x natural ({times['crown-ibp'] / times['natural']:.2f}x; with --loss-fusion "
+              f"{times['crown-ibp-fused'] / times['natural']:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":
