@@ -53,7 +53,7 @@ METHODS = ("natural", "ibp", "crown-ibp", "crown-ibp-fused")
 
 
 def time_model(shape, args, device) -> dict:
-    """Seconds of one epoch per method for cnn_a on ``shape``."""
+    """Median seconds of one epoch (over ``args.repeats`` epochs) per method for cnn_a on ``shape``."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand((args.n,) + shape, generator=g).to(device)
     y = torch.randint(0, 10, (args.n,), generator=g).to(device)
@@ -93,6 +93,8 @@ def main() -> None:
     unknown = [m for m in names if m not in SHAPES]
     if unknown or not names:
         raise SystemExit(f"--models: choose from {', '.join(SHAPES)} (got {args.models!r})")
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
     if not args.malloc_default:
         retain_freed_memory()
     device = torch.device(args.device)
