@@ -22,7 +22,7 @@ from certkit.common.errors import CertkitError
 from certkit.verifiers import ops, windows
 from certkit.verifiers.alpha_crown import alpha_crown
 from certkit.verifiers.graph import BoundGraph, build_graph
-from certkit.verifiers.perturbation import Box, Perturbation
+from certkit.verifiers.perturbation import Box, Perturbation, box_lower
 
 METHODS = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
 _ALIASES = {m.lower().replace("-", "").replace("_", ""): m for m in METHODS}
@@ -105,11 +105,11 @@ class BoundedModule:
         CC = (torch.cat([C, -C], 1) if upper else C).reshape((B, -1) + tuple(g.output_shape))
         if elide and out.op is not None and out.op.affine:
             A_ins, bias = out.op.backward(CC)
-            lb = sum(Box(*bounds[j]).lower(A) for j, A in zip(out.inputs, A_ins) if A is not None)
+            lb = sum(box_lower(*bounds[j], A) for j, A in zip(out.inputs, A_ins) if A is not None)
             if bias is not None:
                 lb = lb + bias
         else:
-            lb = Box(*bounds[g.output]).lower(CC)
+            lb = box_lower(*bounds[g.output], CC)
         return lb[:, :S], (-lb[:, S:] if upper else None)
 
     # ------------------------------------------------------------------ backward (CROWN)

@@ -43,9 +43,20 @@ class Box(Perturbation):
         return (self.x_L + self.x_U) / 2
 
     def lower(self, A):
-        c, r = (self.x_U + self.x_L) / 2, (self.x_U - self.x_L) / 2
-        Af = A.flatten(2)                                           # (B, S, n) @ (B, n, 1): batched matmuls
-        return (Af @ c.flatten(1).unsqueeze(-1) - Af.abs() @ r.flatten(1).unsqueeze(-1)).squeeze(-1)
+        return box_lower(self.x_L, self.x_U, A)
+
+
+def box_lower(x_L: torch.Tensor, x_U: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """min over x_L <= x <= x_U of sum(A * x) = A . c - |A| . r (c, r: center and radius), for A (B, S, *shape) and
+    bounds (B, *shape); returns (B, S). No checks (callers pass intervals they computed; :class:`Box` checks user
+    input). Elementwise products and one sum: on CPU 1.3-4x faster than batched matrix-vector products for the
+    shapes of CROWN and IBP training, forward and backward (measured: bench/README.md, issue 15)."""
+    c = ((x_U + x_L) / 2).flatten(1).unsqueeze(1)
+    r = ((x_U - x_L) / 2).flatten(1).unsqueeze(1)
+    Af = A.flatten(2)
+    if torch.is_grad_enabled() and (Af.requires_grad or c.requires_grad or r.requires_grad):
+        return (Af * c).sum(-1) - (Af.abs() * r).sum(-1)
+    return (Af * c).sub_(Af.abs().mul_(r)).sum(-1)             # in place: two (B, S, n) temporaries, not four
 
 
 def linf_ball(x: torch.Tensor, eps: float, data_range: tuple[float, float] | None = (0.0, 1.0)) -> Box:
