@@ -108,6 +108,25 @@ def test_ibp_training_lowers_robust_loss_and_resumes_exactly(tmp_path):
     assert (tmp_path / "e4.curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_pure_robust_loss_skips_the_clean_graph_without_changing_training(tmp_path, monkeypatch):
+    """At kappa = 0 the clean logits only report accuracy: building no graph for them gives the same weights."""
+    from certkit.train.methods.certified import IBPTraining
+
+    kw = dict(method="ibp", eps=0.1, arch="cnn_a", schedule_start=1, schedule_length=1, kappa_final=0.0,
+              device="cpu", val_fraction=0.1, epochs=3)
+    calls = []
+    real = IBPTraining.has_batchnorm
+    monkeypatch.setattr(IBPTraining, "has_batchnorm", staticmethod(lambda m: calls.append(1) or real(m)))
+    train(TrainConfig(out=str(tmp_path / "fast.pt"), **kw), quiet=True)
+    assert calls  # the kappa = 0 phase was reached
+    monkeypatch.setattr(IBPTraining, "has_batchnorm", staticmethod(lambda m: True))  # forces the clean graph
+    train(TrainConfig(out=str(tmp_path / "graph.pt"), **kw), quiet=True)
+    a = torch.load(tmp_path / "fast.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "graph.pt", weights_only=True)["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
+
+
 def test_crown_ibp_model_is_verified_as_logged_and_certifiable(tmp_path, cli):
     """Per-epoch verified accuracy (training) == `certkit verify` on the same data; `certify` takes the model."""
     from certkit.datasets import load_dataset

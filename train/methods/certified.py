@@ -43,13 +43,25 @@ class IBPTraining(ClassifierTraining):
         cfg = self.cfg
         self.run = run
         xb, yb = self.xy(run, batch)
-        logits = run.model(xb)
-        loss = F.cross_entropy(logits, yb)
         eps_t = self.schedule((batch.epoch - 1) * self.steps_per_epoch + batch.b)
         kappa = kappa_at(eps_t, cfg.eps_max, cfg.kappa_final)
         beta = beta_at(eps_t, cfg.eps_max, cfg.beta_final) if self.uses_crown_ibp else 0.0
         self.last_schedule = (eps_t, kappa, beta)
+        if kappa <= 0 and eps_t > 0 and not self.has_batchnorm(run.model):
+            # pure robust loss (kappa_final 0 at full eps, the short-warmup and MTL-IBP recipes): the clean logits
+            # only report train accuracy, so no graph is built for them (saves their backward pass). With
+            # BatchNorm the bounds use the clean batch's statistics, whose gradient needs the clean graph.
+            with torch.no_grad():
+                logits = run.model(xb)
+        else:
+            logits = run.model(xb)
+        loss = F.cross_entropy(logits, yb)
         return self.output(self.certified_loss(xb, yb, loss, eps_t, kappa, beta), logits, yb, batch)
+
+    @staticmethod
+    def has_batchnorm(model: torch.nn.Module) -> bool:
+        """Whether ``model`` has a BatchNorm layer (its bounds then depend on the clean forward pass)."""
+        return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
     def certified_loss(self, xb, yb, natural_loss, eps_t, kappa, beta):
         """kappa * natural + (1 - kappa) * robust (+ warm-up regularizers); natural alone while eps_t = 0."""
