@@ -4,7 +4,8 @@
                             [--max 10] [--onnx-filter SUBSTRING] [--out results.csv]
 
 BENCH_DIR is a VNN-COMP benchmark folder with an *instances.csv (onnx,vnnlib,timeout rows; public files of
-stanleybak/vnncomp2021 -- never commit them). The reference CSV has the VNN-COMP results layout
+stanleybak/vnncomp2021 -- never commit them), or a folder with an expected.csv (onnx,vnnlib,expected: known answers,
+checked like the reference's), such as ../shared/vnncomp2021-sample. The reference CSV has the VNN-COMP results layout
 (category,onnx,vnnlib,prepare_seconds,result,seconds; result SAT/UNSAT/violated/holds/timeout/...), e.g.
 results_csv/a-b-CROWN.csv of stanleybak/vnncomp2021_results.
 
@@ -45,6 +46,22 @@ def load_reference(path):
     return ref
 
 
+def instance_rows(bench: Path) -> tuple[list, dict]:
+    """The (onnx, vnnlib, ...) rows of a benchmark folder and its known answers {(onnx, vnnlib): sat | unsat}: a
+    VNN-COMP *instances.csv (onnx,vnnlib,timeout; no answers), or an expected.csv with an onnx,vnnlib,expected header
+    (../shared/vnncomp2021-sample)."""
+    csv_path = next(bench.glob("*instances.csv"), None)
+    if csv_path is not None:
+        return [r for r in csv.reader(open(csv_path)) if r], {}
+    if (bench / "expected.csv").exists():
+        rows = list(csv.DictReader(open(bench / "expected.csv")))
+        if not rows or not {"onnx", "vnnlib", "expected"} <= set(rows[0]):
+            raise SystemExit(f"{bench / 'expected.csv'}: needs an onnx,vnnlib,expected header")
+        return ([[r["onnx"], r["vnnlib"]] for r in rows],
+                {(r["onnx"], r["vnnlib"]): _NORMAL.get(r["expected"].strip().lower(), "other") for r in rows})
+    raise SystemExit(f"{bench}: no *instances.csv (onnx,vnnlib,timeout rows) nor expected.csv in this folder")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bench", nargs="+", type=Path)
@@ -63,8 +80,8 @@ def main() -> None:
     out = open(args.out, "a", newline="") if args.out else None
     t_all = time.perf_counter()
     for bench in args.bench:
-        csv_path = next(bench.glob("*instances.csv"))
-        rows = [r for r in csv.reader(open(csv_path)) if r and args.onnx_filter in Path(r[0]).name]
+        rows, known = instance_rows(bench)
+        rows = [r for r in rows if args.onnx_filter in Path(r[0]).name]
         rows = rows[:: args.every][: args.max]
         counts, wrong, ref_solved, ref_within, seconds = Counter(), [], 0, 0, 0.0
         bab_domains, bab_seconds = 0, 0.0
@@ -88,6 +105,9 @@ def main() -> None:
             ref_within += r in ("sat", "unsat") and r_secs <= args.timeout
             if r in ("sat", "unsat") and status in ("sat", "unsat") and r != status:
                 wrong.append(f"{onnx} {vnn}: certkit {status}, reference {r}")
+            elif known.get((onnx, vnn)) in ("sat", "unsat") and status in ("sat", "unsat") \
+                    and status != known[(onnx, vnn)]:
+                wrong.append(f"{onnx} {vnn}: certkit {status}, expected.csv {known[(onnx, vnn)]}")
             bab = f", {domains} domains" if domains else ""
             print(f"  {key[1]} {key[2]}: {status} ({secs:.1f} s{', ' + method if method else ''}{bab}) reference {r}"
                   + (f" ({r_secs:.1f} s)" if r else ""), flush=True)
