@@ -6,12 +6,13 @@
 Models (``--models``): ``digits`` = cnn_a on 1 x 8 x 8 (the README's digits recipes), ``mnist`` = cnn_a on 1 x 28 x
 28 (Wong & Kolter's MNIST network: Conv16 -> Conv32 -> FC100 -> FC10), ``cifar`` = cnn_a on 3 x 32 x 32 (a CIFAR-
 shaped CNN). Data: n random images of that shape with random labels (the timing does not depend on the values). The
-median of ``--repeats`` epochs each (the methods take turns epoch by epoch), after a short warm-up; robust losses at full eps (the costliest phase of the
-schedule; loss = kappa CE + (1 - kappa) robust CE with kappa = 0.5 (Gowal et al.'s kappa_final, certkit's default);
-ibp-pure is kappa = 0, the short-warmup and MTL-IBP recipes' pure robust loss, where the clean forward pass only
-reports accuracy and builds no graph, as the training harness does; CROWN-IBP with beta = 1; crown-ibp-fused is
-CROWN-IBP with loss fusion, --loss-fusion: one backward row per input). Like the ``certkit`` command, the bench
-keeps freed memory for reuse (common/memory.py) unless ``--malloc-default``.
+median of ``--repeats`` epochs each (the methods take turns epoch by epoch), after a short warm-up; robust losses at
+full eps (the costliest phase of the schedule): loss = kappa CE + (1 - kappa) robust CE with kappa = 0.5 (Gowal et
+al.'s kappa_final, certkit's default); ibp-pure is kappa = 0, the pure robust loss of the short-warmup, MTL-IBP and
+SABR recipes, where the clean forward pass only reports accuracy and builds no graph, as the training harness does
+for networks without BatchNorm; CROWN-IBP with beta = 1; crown-ibp-fused is CROWN-IBP with loss fusion
+(--loss-fusion: one backward row per input). Like the ``certkit`` command, the bench keeps freed memory for reuse
+(common/memory.py) unless ``--malloc-default``.
 Targets (issues 4, 15): IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU.
 """
 from __future__ import annotations

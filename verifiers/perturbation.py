@@ -49,7 +49,7 @@ class Box(Perturbation):
 def box_lower(x_L: torch.Tensor, x_U: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """min over x_L <= x <= x_U of sum(A * x) = A . c - |A| . r (c, r: center and radius), for A (B, S, *shape) and
     bounds (B, *shape); returns (B, S). No checks (callers pass intervals they computed; :class:`Box` checks user
-    input). Elementwise products and one sum: on CPU 1.3-4x faster than batched matrix-vector products for the
+    input). Elementwise products and sums: on CPU 1.3-4x faster than batched matrix-vector products for the
     shapes of CROWN and IBP training, forward and backward (measured: bench/README.md, issue 15)."""
     c = ((x_U + x_L) / 2).flatten(1).unsqueeze(1)
     r = ((x_U - x_L) / 2).flatten(1).unsqueeze(1)
