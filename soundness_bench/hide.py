@@ -11,7 +11,8 @@ counterexample is hidden only if every attack fails on its anchor x.
    - ``pgd-vertex``: PGD from random *vertices* of the box (sign-gradient PGD tends to end on vertices, and the
      planted points are vertices), with a step-size schedule 0.1 -> 0.03 -> 0.01 -> 0.003 eps continuing from the
      best point of the previous stage;
-   - ``pgd-odi``: the falsifier that ``certkit verify`` runs before any bound (verifiers/strategy.py): PGD from
+   - ``pgd-odi``: the falsifier that ``certkit verify`` runs before any bound (verifiers/strategy.py, with the
+     starts of verifiers/attack.py ``falsifier_starts``): PGD from
      the box center, its FGSM vertex, the best of a pool of 4 x restarts output-diversified points (ODI, Tashiro
      et al. NeurIPS 2020) and uniform points, each searched with Madry's step (2.5 eps / iters) and with a step of
      a quarter of the box width. Without it the check passed 43 of 70 pairs as hidden of which certkit-crown (that
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from certkit.verifiers.attack import margin_objective, output_diversified_starts, pgd_box
+from certkit.verifiers.attack import falsifier_starts, falsifier_step_sizes, margin_objective, pgd_box
 
 SWEEP: tuple[tuple[float, int], ...] = ((0.25, 0), (0.25, 100), (0.02, 100), (0.02, 250), (0.02, 500),
                                         (0.01, 1000), (0.01, 3000), (0.01, 5000))
@@ -110,35 +111,22 @@ def vertex_search(model: torch.nn.Module, y: torch.Tensor, lo: torch.Tensor, hi:
 def odi_search(model: torch.nn.Module, y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, restarts: int,
                iters: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``certkit verify``'s falsifier on each box (module docstring, ``pgd-odi``): ``restarts`` PGD starts per box
-    (the box center, its FGSM vertex, the best of 4 x restarts ODI points up to half the starts, uniform points for
-    the rest), each run for ``iters`` signed-gradient steps of 2.5 (half-width) / iters and again of a quarter of
-    the box width.
+    (:func:`~certkit.verifiers.attack.falsifier_starts`: the box center, its FGSM vertex, the best of 4 x restarts
+    ODI points for up to half the starts, uniform points for the rest), each run for ``iters`` signed-gradient steps
+    of both :func:`~certkit.verifiers.attack.falsifier_step_sizes`.
 
     Args: y (N,) labels; lo, hi (N, *shape) boxes. Returns (x_best (N, *shape), margin_best (N,)) like
-    :func:`pgd_search`. Source: verifiers/strategy.py (falsification step), with ODI from verifiers/attack.py.
+    :func:`pgd_search`.
     """
     N, shape = lo.shape[0], lo.shape[1:]
     m_best = torch.full((N,), float("inf"), dtype=lo.dtype)
     x_best = lo.clone()
-    n_odi = restarts // 2
     for i in range(N):
+        def obj(x, label=y[i]):
+            return margin_objective(model, label.expand(x.shape[0]))(x)
+        x0, _ = falsifier_starts(obj, model, lo[i:i + 1], hi[i:i + 1], restarts, generator)
         LO, HI = lo[i:i + 1].expand((restarts,) + shape), hi[i:i + 1].expand((restarts,) + shape)
-        obj = margin_objective(model, y[i].repeat(restarts))
-        x0 = _starts(LO, HI, "uniform", generator)
-        center = ((lo[i:i + 1] + hi[i:i + 1]) / 2).requires_grad_(True)
-        with torch.enable_grad():
-            grad, = torch.autograd.grad(margin_objective(model, y[i:i + 1])(center).sum(), center)
-        x0[0] = center.detach()[0]
-        if restarts > 1:
-            x0[1] = torch.where(grad[0] > 0, lo[i], hi[i])  # the FGSM vertex of the center
-        if n_odi > 2:
-            P_LO, P_HI = lo[i:i + 1].expand((4 * restarts,) + shape), hi[i:i + 1].expand((4 * restarts,) + shape)
-            pool = output_diversified_starts(model, _starts(P_LO, P_HI, "uniform", generator), P_LO, P_HI,
-                                             generator=generator)
-            with torch.no_grad():
-                best = margin_objective(model, y[i].repeat(4 * restarts))(pool).argsort()[:n_odi - 2]
-            x0[2:n_odi] = pool[best]
-        for step in (None, 0.25 * float((hi[i] - lo[i]).max())):
+        for step in falsifier_step_sizes(lo[i], hi[i]):
             xr, m = pgd_box(obj, LO, HI, steps=iters, restarts=1, x_init=x0, step_size=step, early_stop=False)
             k = int(m.argmin())
             if m[k] < m_best[i]:

@@ -50,3 +50,34 @@ def test_odi_keeps_nonlinear_net_starts_in_their_boxes():
     x = (lo + hi) / 2
     out = output_diversified_starts(net, x, lo, hi, steps=5, step_size=0.3, generator=torch.Generator().manual_seed(0))
     assert (out >= lo).all() and (out <= hi).all() and not torch.equal(out, x)
+
+
+def test_falsifier_starts_center_fgsm_vertex_best_of_pool_and_shared_pool():
+    # objective w . x on one box: the FGSM vertex of the center is its exact minimiser (x_L where w > 0, else x_U);
+    # the pool's chosen points are its (starts - 2) // 2 best; a pool passed in is reused without drawing anew
+    from certkit.verifiers.attack import falsifier_starts, falsifier_step_sizes
+
+    lo, hi = _box(1, 6, 3)
+    w = torch.tensor([1.0, -2.0, 0.5, -0.1, 3.0, -1.0], dtype=torch.float64)
+    A = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def obj(x):
+        return x @ w
+
+    starts = 10
+    x0, pool = falsifier_starts(obj, lambda x: x @ A.T, lo, hi, starts, torch.Generator().manual_seed(1))
+    assert x0.shape == (starts, 6) and pool.shape == (4 * starts, 6)
+    assert bool((x0 >= lo).all() and (x0 <= hi).all() and (pool >= lo).all() and (pool <= hi).all())
+    torch.testing.assert_close(x0[0], ((lo + hi) / 2)[0])
+    torch.testing.assert_close(x0[1], torch.where(w > 0, lo[0], hi[0]))
+    k = (starts - 2) // 2
+    torch.testing.assert_close(x0[2:2 + k], pool[obj(pool).argsort()[:k]])
+    gen = torch.Generator().manual_seed(1)
+    x0b, poolb = falsifier_starts(obj, lambda x: x @ A.T, lo, hi, starts, gen, pool=pool)
+    assert poolb is pool
+    torch.testing.assert_close(x0b[2:2 + k], x0[2:2 + k])
+    assert falsifier_step_sizes(lo, hi) == (None, 0.25 * float((hi - lo).max()))
+    # one start: only the center, no pool
+    x1, pool1 = falsifier_starts(obj, lambda x: x @ A.T, lo, hi, 1)
+    assert pool1 is None
+    torch.testing.assert_close(x1[0], ((lo + hi) / 2)[0])

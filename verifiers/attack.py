@@ -126,6 +126,53 @@ def output_diversified_starts(forward: Callable[[torch.Tensor], torch.Tensor], x
     return x.detach()
 
 
+def falsifier_starts(objective: Callable[[torch.Tensor], torch.Tensor],
+                     forward: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
+                     starts: int, generator: torch.Generator | None = None,
+                     pool: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The PGD starts of certkit's falsifier on one box (``certkit verify``'s first step, verifiers/strategy.py, and
+    the soundness benchmark's ``pgd-odi`` check): the box center, the vertex the objective's gradient at the center
+    points away from (FGSM), the best (starts - 2) // 2 points of a pool of 4 x starts output-diversified points
+    (:func:`output_diversified_starts`, from uniform points), and uniform random points for the rest. Run PGD from
+    them with each step size of :func:`falsifier_step_sizes`.
+
+    Args:
+        objective: x (N, *shape) -> (N,), minimised (any N).
+        forward: x (N, *shape) -> (N, K) network outputs, the space ODI diversifies in.
+        lo, hi: (1, *shape) the box.
+        starts: number of starts (>= 1).
+        pool: the pool returned by an earlier call on the same box (objectives over one box share it) or None
+            (drawn here, after the uniform starts, from ``generator``).
+
+    Returns:
+        (x0 (starts, *shape) inside the box, the pool (4 starts, *shape), or None when starts <= 2).
+    """
+    shape = tuple(lo.shape[1:])
+    LO, HI = lo.expand((starts,) + shape), hi.expand((starts,) + shape)
+    x0 = LO + (HI - LO) * torch.rand(LO.shape, generator=generator, dtype=lo.dtype, device=lo.device)
+    center = ((lo + hi) / 2).requires_grad_(True)
+    with torch.enable_grad():
+        grad, = torch.autograd.grad(objective(center).sum(), center)
+    x0[0] = center.detach()[0]
+    if starts > 1:
+        x0[1] = torch.where(grad[0] > 0, lo[0], hi[0])
+    if starts > 2:
+        if pool is None:
+            P_LO, P_HI = lo.expand((4 * starts,) + shape), hi.expand((4 * starts,) + shape)
+            u = torch.rand(P_LO.shape, generator=generator, dtype=lo.dtype, device=lo.device)
+            pool = output_diversified_starts(forward, P_LO + (P_HI - P_LO) * u, P_LO, P_HI, generator=generator)
+        with torch.no_grad():
+            best = objective(pool).argsort()[:(starts - 2) // 2]
+        x0[2:2 + len(best)] = pool[best]
+    return x0, pool
+
+
+def falsifier_step_sizes(lo: torch.Tensor, hi: torch.Tensor) -> tuple:
+    """The falsifier's two PGD step sizes over the box [lo, hi]: Madry et al.'s 2.5 x half-width / steps (None:
+    :func:`pgd_box`'s default), then a quarter of the box's largest width."""
+    return None, 0.25 * float((hi - lo).max())
+
+
 def project_l2(x: torch.Tensor, x0: torch.Tensor, eps: float,
                data_range: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
     """Projection of x (B, *shape) onto {||x - x0||_2 <= eps} per input, then clipped to the data range (a point of

@@ -21,7 +21,7 @@ import torch
 from certkit.common.errors import CertkitError
 from certkit.models.onnx_import import OnnxModel, load_onnx
 from certkit.verifiers.alpha_crown import alpha_crown, optimize_intermediate
-from certkit.verifiers.attack import output_diversified_starts, pgd_box
+from certkit.verifiers.attack import falsifier_starts, falsifier_step_sizes, pgd_box
 from certkit.verifiers.bab import ActivationBaB
 from certkit.verifiers.bounds import BoundedModule, canonical_method
 from certkit.verifiers.input_split import candidate_checker, input_split_bab, objective, refuted
@@ -129,24 +129,10 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
         C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
         obj = objective(net32, C32, d32, shape)
         lo, hi = torch.tensor(term.x_L, dtype=torch.float32)[None], torch.tensor(term.x_U, dtype=torch.float32)[None]
-        center = ((lo + hi) / 2).requires_grad_(True)
-        with torch.enable_grad():
-            grad, = torch.autograd.grad(obj(center).sum(), center)
+        x0, odi_pools[term.box_key()] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo,
+                                                         hi, starts, gen, odi_pools.get(term.box_key()))
         lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
-        x0 = lo + (hi - lo) * torch.rand(lo.shape, generator=gen)
-        x0[0] = center.detach()[0]
-        x0[1] = torch.where(grad[0] > 0, lo[0], hi[0])
-        box = term.box_key()
-        if box not in odi_pools:
-            p_lo, p_hi = lo[:1].expand(4 * starts, -1), hi[:1].expand(4 * starts, -1)
-            odi_pools[box] = output_diversified_starts(
-                lambda x: net32(x.reshape((-1,) + tuple(shape))),
-                p_lo + (p_hi - p_lo) * torch.rand(p_lo.shape, generator=gen), p_lo, p_hi, generator=gen)
-        pool = odi_pools[box]
-        with torch.no_grad():
-            best = obj(pool).argsort()[:(starts - 2) // 2]
-        x0[2:2 + len(best)] = pool[best]
-        for step in (None, 0.25 * float((hi - lo).max())):
+        for step in falsifier_step_sizes(lo, hi):
             x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
                              early_stop="any")
             found = candidate_checker(net32, onnx_model, term, "PGD")(x.double())
