@@ -119,7 +119,7 @@ def test_complete_verifier_on_a_checkpoint_matches_the_exact_milp_answer(cli, tm
     out, summ = tmp_path / "c.tsv", tmp_path / "c.json"
     eps = 0.12  # CROWN verifies 3 of the 6 exactly robust inputs here
     r = cli("verify", "--model", ckpt, "--dataset", "npz", npz_file, "--eps", eps, "--method", "IBP,CROWN",
-            "--complete-timeout", 20, "--quiet", "--out", out, "--summary-json", summ)
+            "--complete-timeout", 60, "--quiet", "--out", out, "--summary-json", summ)
     assert r.exit_code == 0, r.output
     assert "robust accuracy" in r.output
     rows = list(csv.DictReader(open(out), delimiter="\t"))
@@ -136,7 +136,7 @@ def test_complete_verifier_on_a_checkpoint_matches_the_exact_milp_answer(cli, tm
         margins = [exact_min(layers, np.eye(3)[y] - np.eye(3)[j], lo, hi) for j in range(3) if j != y]
         robust = min(margins) > 0
         st = row["complete_status"]
-        assert st in ("bounds", "unsat", "sat", "pgd"), st           # 20 s is plenty: nothing left open
+        assert st in ("bounds", "unsat", "sat", "pgd"), st           # 60 s: nothing left open, even on a loaded machine
         assert int(row["verified_complete"]) == int(robust), (i, st, margins)
         assert int(row["verified_CROWN"]) <= int(row["verified_complete"])
         opened += st in ("unsat", "sat")
