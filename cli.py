@@ -84,7 +84,8 @@ model_options = _options(
     click.option("--model", "model", default="bundled", show_default=True,
                  help="certkit checkpoint, reference checkpoint {'arch','state_dict'} (cifar_resnet20/110), .onnx "
                       "file, or package.module:factory. 'bundled' is the shipped digits model."),
-    click.option("--weights", type=click.Path(dir_okay=False), help="state_dict file for a --model package.module:factory model."),
+    click.option("--weights", type=click.Path(dir_okay=False),
+                 help="state_dict file for a --model package.module:factory model."),
     click.option("--allow-pickle", is_flag=True,
                  help="Load checkpoints with full pickle (EXECUTES code stored in the file). Only for files you trust; "
                       "default is torch.load(weights_only=True)."),
@@ -455,8 +456,8 @@ def _recipes_help() -> str:
                    "(loss fusion, Xu et al. 2020): several times cheaper per epoch; the robust loss is beta min(fused, "
                    "IBP) + (1 - beta) IBP, still an upper bound of the worst-case loss.")
 @click.option("--sabr-lambda", type=float, default=0.4, show_default=True,
-              help="sabr: small-box radius as a fraction of eps (paper: MNIST 0.1 -> 0.4, 0.3 -> 0.6; CIFAR-10 2/255 -> "
-                   "0.1, 8/255 -> 0.7).")
+              help="sabr: small-box radius as a fraction of eps (paper: MNIST 0.1 -> 0.4, 0.3 -> 0.6; CIFAR-10 "
+                   "2/255 -> 0.1, 8/255 -> 0.7).")
 @click.option("--expressive-alpha", type=float, default=0.5, show_default=True,
               help="mtl-ibp, cc-ibp, exp-ibp: weight of the IBP term (0 = adversarial training, 1 = IBP).")
 @click.option("--attack-steps", type=int, default=8, show_default=True,
@@ -528,7 +529,8 @@ def train(hidden, width, depth, latent, bn, lr_milestones, resume, quiet, **kw):
 @main.command()
 @click.option("--check", "check_only", is_flag=True, cls=LazyHelpOption, help_fn=_ops_help)
 @model_options
-@click.option("--input-shape", default=None, help="Per-sample input shape for --check of a factory model, e.g. 1,28,28.")
+@click.option("--input-shape", default=None,
+              help="Per-sample input shape for --check of a factory model, e.g. 1,28,28.")
 @data_options
 @click.option("--eps", type=float, default=None, help=EPS_HELP)
 @click.option("--norm", type=click.Choice(["inf", "2"]), default="inf", show_default=True)
@@ -674,9 +676,9 @@ def _verify_check(model, weights, allow_pickle, onnx_path, input_shape):
 @click.option("--n-mc", type=int, default=256, show_default=True, help="Noise draws per smoothed score.")
 @click.option("--score", type=click.Choice(["aps", "hps"]), default="aps", show_default=True)
 @click.option("--ptt/--no-ptt", default=True, show_default=True,
-              help="Post-training transformation of the scores, fit on --holdout points (Yan et al. 2024 recommend it: "
-                   "RSCP+ alone pays its Monte-Carlo corrections with near-trivial sets, e.g. all 10 classes with APS on "
-                   "the bundled model, 3.3 with PTT).")
+              help="Post-training transformation of the scores, fit on --holdout points (Yan et al. 2024 recommend "
+                   "it: RSCP+ alone pays its Monte-Carlo corrections with near-trivial sets, e.g. all 10 classes with "
+                   "APS on the bundled model, 3.3 with PTT).")
 @click.option("--holdout", type=int, default=100, show_default=True,
               help="Points reserved to fit PTT (not in the calibration/test pool).")
 @click.option("--rule", type=click.Choice(["rscp+", "rscp"]), default="rscp+", show_default=True,
