@@ -26,8 +26,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from certkit.common.errors import CertkitError
 from certkit.common.memory import retain_freed_memory
 from certkit.verifiers.strategy import verify_instance
+from certkit.verifiers.vnncomp import read_instances
 
 _NORMAL = {"sat": "sat", "violated": "sat", "unsat": "unsat", "holds": "unsat"}
 
@@ -52,7 +54,10 @@ def instance_rows(bench: Path) -> tuple[list, dict]:
     (../shared/vnncomp2021-sample)."""
     csv_path = next(bench.glob("*instances.csv"), None)
     if csv_path is not None:
-        return [r for r in csv.reader(open(csv_path)) if r], {}
+        try:
+            return [list(r) for r in read_instances(csv_path)], {}
+        except CertkitError as e:
+            raise SystemExit(str(e)) from None
     if (bench / "expected.csv").exists():
         rows = list(csv.DictReader(open(bench / "expected.csv")))
         if not rows or not {"onnx", "vnnlib", "expected"} <= set(rows[0]):

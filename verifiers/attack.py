@@ -145,7 +145,9 @@ def falsifier_starts(objective: Callable[[torch.Tensor], torch.Tensor],
             (drawn here, after the uniform starts, from ``generator``).
 
     Returns:
-        (x0 (starts, *shape) inside the box, the pool (4 starts, *shape), or None when starts <= 2).
+        (x0 (starts, *shape) inside the box, the pool (4 starts, *shape), or None when starts <= 2). Raises nothing
+        of its own. Sources: FGSM (Goodfellow, Shlens, Szegedy, ICLR 2015), ODI (Tashiro et al. NeurIPS 2020), PGD
+        (Madry et al. ICLR 2018).
     """
     shape = tuple(lo.shape[1:])
     LO, HI = lo.expand((starts,) + shape), hi.expand((starts,) + shape)
