@@ -740,16 +740,18 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs; use --input
 @seed_option
 @click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper", show_default=True,
               help="paper: the paper's sizes, budgets and two-objective training (GPU hours per model); cpu: width "
-                   "200, 1000 epochs, smaller attack budgets, certkit's pocket loss (minutes per model on a CPU). "
-                   "Options below override the preset.")
+                   "200, 1000 epochs, smaller attack budgets, certkit's pocket loss (5-25 minutes per model on a "
+                   "CPU); Tanh / Sigmoid families train at --lr 0.01 for 4000 epochs, and above --eps-rel 0.3 with "
+                   "160 training restarts (80 for Tanh / Sigmoid). Options below override the preset.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="CNN input channels.")
 @click.option("--input-size", type=int, default=None, help="MLP input length (default 10) or CNN image side (5).")
 @click.option("--width", type=int, default=None, help="Units of the paper's 1000-unit layers.")
-@click.option("--epochs", type=int, default=None, help="Training epochs at most (paper 10000).")
+@click.option("--epochs", type=int, default=None,
+              help="Training epochs at most (paper 10000; cpu preset 1000, Tanh / Sigmoid 4000).")
 @click.option("--attack-iters", type=int, default=None, help="PGD iterations per training epoch (paper 75).")
 @click.option("--attack-restarts", type=int, default=None,
-              help="PGD restarts per training epoch (paper 75, cpu preset 20). At --eps-rel 0.5 on CPU, 80 (MLP) or "
-                   "160 (CNN) hid half the planted pairs or more (measured: bench/README.md), at 1.6-2.8x the time.")
+              help="PGD restarts per training epoch (paper 75; cpu preset 20, above --eps-rel 0.3 160, or 80 for "
+                   "Tanh / Sigmoid: fewer left the boxes non-robust and hid few pairs, bench/README.md).")
 @click.option("--attack-step", "alpha", type=float, default=None,
               help="Training-PGD step size as a fraction of eps (paper 0.1, cpu preset 0.25).")
 @click.option("--attack-vertex-starts", type=float, default=None,
@@ -759,7 +761,8 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs; use --input
 @click.option("--check-strong/--no-check-strong", default=None,
               help="Model selection also runs the stronger attacks of --strong, at the training restarts and at most "
                    "1024 vertices (paper: no; cpu preset: yes).")
-@click.option("--lr", type=float, default=None, help="Peak learning rate of the cyclic Adam schedule (paper 1e-3).")
+@click.option("--lr", type=float, default=None,
+              help="Peak learning rate of the cyclic Adam schedule (paper 1e-3; cpu preset 1e-3, Tanh / Sigmoid 0.01).")
 @click.option("--steps-per-epoch", type=int, default=None,
               help="Optimizer steps per training-PGD call (paper 1, cpu preset 5).")
 @click.option("--input-scale", type=float, default=None,

@@ -145,3 +145,25 @@ def test_odi_search_reaches_the_closed_form_minimum_inside_each_box():
         with torch.no_grad():
             z = lin(x_best[i:i + 1])[0]
         assert float(m_best[i]) == pytest.approx(float(z[y[i]] - z[1 - y[i]]), abs=1e-12)
+
+
+def test_cpu_preset_adapts_to_family_and_radius_and_explicit_options_win():
+    from certkit.soundness_bench.generate import LARGE_EPS_REL, PRESETS
+
+    def cfg(**kw):
+        return config_with_preset("cpu", out="unused", **kw)
+
+    base = PRESETS["cpu"]
+    relu_small, relu_large = cfg(arch="cnn_1_conv", eps_rel=0.2), cfg(arch="cnn_1_conv", eps_rel=0.5)
+    assert relu_small.attack_restarts == base["attack_restarts"] < relu_large.attack_restarts
+    assert cfg(arch="cnn_1_conv", eps_rel=LARGE_EPS_REL).attack_restarts == base["attack_restarts"]
+    assert {k for k, v in vars(relu_large).items() if vars(relu_small)[k] != v} == {"eps_rel", "attack_restarts"}
+    for arch in ("cnn_tanh", "cnn_sigmoid"):  # smooth activations train longer at a larger learning rate
+        small, large = cfg(arch=arch, eps_rel=0.2), cfg(arch=arch, eps_rel=0.5)
+        assert small.lr > relu_small.lr and small.epochs > relu_small.epochs
+        assert small.attack_restarts == base["attack_restarts"] < large.attack_restarts
+    assert cfg(arch="mlp_4_hidden").attack_restarts == base["attack_restarts"]  # the default eps_rel is 0.2
+    assert cfg(arch="cnn_sigmoid", eps_rel=0.5, attack_restarts=7, lr=0.5).attack_restarts == 7
+    assert cfg(arch="cnn_sigmoid", eps_rel=0.5, lr=0.5).lr == 0.5
+    paper = config_with_preset("paper", out="unused", arch="cnn_sigmoid", eps_rel=0.5)
+    assert (paper.attack_restarts, paper.lr, paper.epochs) == (PRESETS["paper"]["attack_restarts"], 1e-3, 10000)
