@@ -740,7 +740,7 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs; use --input
 @seed_option
 @click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper", show_default=True,
               help="paper: the paper's sizes, budgets and two-objective training (GPU hours per model); cpu: width "
-                   "200, 1000 epochs, smaller attack budgets, certkit's pocket loss (5-25 minutes per model on a "
+                   "200, 1000 epochs, smaller attack budgets, certkit's pocket loss (5-26 minutes per model on a "
                    "CPU); Tanh / Sigmoid families train at --lr 0.01 for 4000 epochs, and above --eps-rel 0.3 with "
                    "160 training restarts (80 for Tanh / Sigmoid). Options below override the preset.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="CNN input channels.")
