@@ -76,7 +76,9 @@ LARGE_EPS_REL = 0.3  # the paper's radii are 0.2 and 0.5
 
 
 def preset_values(preset: str, arch: str, eps_rel: float) -> dict:
-    """The options PRESETS[preset] gives one model of family ``arch`` at relative radius ``eps_rel``.
+    """The options PRESETS[preset] gives one model of family ``arch`` (a key of archs.FAMILIES; an unknown one gets
+    the base values, and GenerateConfig.validate rejects it) at ``eps_rel``, the Linf radius relative to the data
+    range (0.5 = an absolute radius of 0.05). Returns {GenerateConfig field: value}, a fresh dict.
 
     The paper preset is the same for every model. The cpu preset adds what its CPU-sized training needs where its
     base values hide poorly (measured one model at a time, bench/README.md "Hiding at eps 0.5"):
