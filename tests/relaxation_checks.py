@@ -9,7 +9,9 @@ import itertools
 
 import torch
 
-ENDPOINTS = (-1e3, -40.0, -8.0, -3.0, -1.0, -0.3, -1e-3, -1e-7, 0.0, 1e-7, 1e-3, 0.3, 1.0, 3.0, 8.0, 40.0, 1e3)
+# +-1e-9 and 3e-9: intervals narrower than 1e-8 (a division guard of that size once made ReLU's lines unsound there)
+ENDPOINTS = (-1e3, -40.0, -8.0, -3.0, -1.0, -0.3, -1e-3, -1e-7, -1e-9, 0.0, 1e-9, 3e-9, 1e-7, 1e-3, 0.3, 1.0, 3.0,
+             8.0, 40.0, 1e3)
 
 
 def intervals(extra_random: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

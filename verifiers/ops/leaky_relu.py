@@ -50,7 +50,9 @@ class LeakyReLU(Activation):
 
     def relax(self, l, u, alpha=None, setup=None):
         lm, up = l.clamp(max=0), u.clamp(min=0)
-        k = (up - self.a * lm) / (up - lm).clamp(min=1e-8)        # chord through (l-, a l-) and (u+, u+)
+        # chord through (l-, a l-) and (u+, u+); the guard only stops 0/0 at l = u = 0 (a larger floor undercuts
+        # the function on intervals narrower than it)
+        k = (up - self.a * lm) / (up - lm).clamp(min=torch.finfo(l.dtype).tiny)
         cU = (self.a - k) * lm
         t = (u > -l).to(l.dtype) if alpha is None else alpha[0].clamp(0, 1)
         if alpha is not None:

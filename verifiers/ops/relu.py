@@ -35,13 +35,14 @@ class ReLU(Activation):
 
     def relax(self, l, u, alpha=None, setup=None):
         lm, up = l.clamp(max=0), u.clamp(min=0)
-        aU = up / (up - lm).clamp(min=1e-8)
+        # the guard only stops 0/0 at l = u = 0: any larger floor turns the exact line of an active neuron narrower
+        # than it (u/u = 1) into a slope < 1 that undercuts the ReLU (unsound by up to the floor)
+        aU = up / (up - lm).clamp(min=torch.finfo(l.dtype).tiny)
         cU = -lm * aU
+        if alpha is None:  # 1 where active (l >= 0), 0 where inactive (u <= 0 implies u <= -l), adaptive in between
+            return ((u > -l) | (l >= 0)).to(l.dtype), torch.zeros_like(l), aU, cU
         active, inactive = per_row(l >= 0, alpha), per_row(u <= 0, alpha)
-        if alpha is None:
-            aL = self.default_alpha(l, u)
-        else:
-            aL = alpha[0].clamp(0, 1)
-            aU, cU = aU.unsqueeze(1).expand_as(aL), cU.unsqueeze(1).expand_as(aL)
+        aL = alpha[0].clamp(0, 1)
+        aU, cU = aU.unsqueeze(1).expand_as(aL), cU.unsqueeze(1).expand_as(aL)
         aL = torch.where(active, torch.ones_like(aL), torch.where(inactive, torch.zeros_like(aL), aL))
         return aL, torch.zeros_like(aL), aU, cU
