@@ -48,4 +48,15 @@ def test_box_and_balls_refuse_bad_input():
     with pytest.raises(CertkitError, match="eps must be >= 0"):
         linf_ball(torch.zeros(1, 2), -0.1)
     with pytest.raises(CertkitError, match="eps must be >= 0"):
+        linf_ball(torch.zeros(1, 2), float("inf"), None)
+    for bad in (float("nan"), float("inf"), -float("inf"), 1.2, -0.2):   # 1.2, -0.2: further than eps from [0,1]
+        with pytest.raises(CertkitError, match="must be finite"):
+            linf_ball(torch.tensor([[0.5, bad]]), 0.1)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(CertkitError, match="must be finite"):
+            linf_ball(torch.tensor([[0.5, bad]]), 0.1, None)
+    box = linf_ball(torch.tensor([[1.05, -0.05]]), 0.1)                 # within eps of the range: clipped, not empty
+    torch.testing.assert_close(box.x_L, torch.tensor([[0.95, 0.0]]))
+    torch.testing.assert_close(box.x_U, torch.tensor([[1.0, 0.05]]))
+    with pytest.raises(CertkitError, match="eps must be >= 0"):
         L2Ball(torch.zeros(1, 2), float("nan"))

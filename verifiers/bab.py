@@ -103,7 +103,7 @@ class ActivationBaB:
             search keeps memory bounded) instead of the lowest-bounded.
 
     Raises:
-        CertkitError (from the graph): the network cannot be bounded.
+        CertkitError: the box is not finite and ordered (x_L <= x_U); (from the graph) the network cannot be bounded.
     """
 
     def __init__(self, bm, x_L: torch.Tensor, x_U: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
@@ -116,6 +116,7 @@ class ActivationBaB:
         dt = torch.float64
         shape = tuple(self.g.input_shape)
         self.x_L, self.x_U = x_L.to(dt).reshape((1,) + shape), x_U.to(dt).reshape((1,) + shape)
+        Box(self.x_L, self.x_U)  # checked once here; the batches of _pert repeat it unchecked
         self.C, self.d = C.to(dt), d.to(dt)
         self.branching, self.topk = branching, topk
         self.iterations, self.root_iterations = iterations, root_iterations
@@ -132,7 +133,7 @@ class ActivationBaB:
     # ------------------------------------------------------------------ bounds of a batch
     def _pert(self, D: int) -> Box:
         shape = tuple(self.g.input_shape)
-        return Box(self.x_L.expand((D,) + shape), self.x_U.expand((D,) + shape))
+        return Box(self.x_L.expand((D,) + shape), self.x_U.expand((D,) + shape), check=False)
 
     def _bounds(self, dom: Domains) -> list:
         D = len(dom)

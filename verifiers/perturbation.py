@@ -5,6 +5,8 @@ normalization is a layer inside the model, so eps is divided by std implicitly b
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from certkit.common.errors import CertkitError
@@ -25,15 +27,21 @@ class Perturbation:
 
 
 class Box(Perturbation):
-    """Per-input box x_L <= x <= x_U, shapes (B, *input_shape)."""
+    """Per-input box x_L <= x <= x_U, shapes (B, *input_shape).
 
-    def __init__(self, x_L: torch.Tensor, x_U: torch.Tensor):
-        if x_L.shape != x_U.shape:
-            raise CertkitError(f"x_L and x_U shapes differ: {tuple(x_L.shape)} vs {tuple(x_U.shape)}")
-        if torch.any(x_L > x_U):
-            raise CertkitError("x_L must be <= x_U everywhere")
-        if not (torch.isfinite(x_L).all() and torch.isfinite(x_U).all()):
-            raise CertkitError("input box bounds must be finite")
+    Raises:
+        CertkitError: (with ``check``) shapes differ, x_L > x_U somewhere, a bound is not finite. ``check=False`` is
+            for boxes the caller built from checked ones (splits, clipped balls): it skips three passes over them.
+    """
+
+    def __init__(self, x_L: torch.Tensor, x_U: torch.Tensor, check: bool = True):
+        if check:
+            if x_L.shape != x_U.shape:
+                raise CertkitError(f"x_L and x_U shapes differ: {tuple(x_L.shape)} vs {tuple(x_U.shape)}")
+            if torch.any(x_L > x_U):
+                raise CertkitError("x_L must be <= x_U everywhere")
+            if not (torch.isfinite(x_L).all() and torch.isfinite(x_U).all()):
+                raise CertkitError("input box bounds must be finite")
         self.x_L, self.x_U = x_L, x_U
 
     def box(self):
@@ -62,13 +70,22 @@ def box_lower(x_L: torch.Tensor, x_U: torch.Tensor, A: torch.Tensor) -> torch.Te
 
 
 def linf_ball(x: torch.Tensor, eps: float, data_range: tuple[float, float] | None = (0.0, 1.0)) -> Box:
-    """Linf ball of radius eps around x (B, *shape), clipped to the data range."""
-    if not eps >= 0:
-        raise CertkitError(f"eps must be >= 0, got {eps}")
+    """Linf ball of radius eps around x (B, *shape), clipped to the data range (raw input units; None: not clipped).
+
+    Raises:
+        CertkitError: eps negative or not finite; x not finite, or a point further than eps outside the data range
+            (its clipped ball is empty). One pass over the box (certified training builds one per batch).
+    """
+    if not 0 <= eps < math.inf:
+        raise CertkitError(f"eps must be >= 0 and finite, got {eps}")
     lo, hi = x - eps, x + eps
     if data_range is not None:
         lo, hi = lo.clamp(min=data_range[0]), hi.clamp(max=data_range[1])
-    return Box(lo, hi)
+    if x.numel() and not bool((hi - lo).amin() >= 0):   # NaN or inf in x makes hi - lo NaN or negative
+        where = "" if data_range is None else f" and within eps of the data range [{data_range[0]:g}, " \
+                                               f"{data_range[1]:g}]"
+        raise CertkitError(f"the centres of a Linf ball must be finite{where}")
+    return Box(lo, hi, check=False)
 
 
 class L2Ball(Perturbation):
