@@ -10,9 +10,9 @@ median of ``--repeats`` epochs each (the methods take turns epoch by epoch), aft
 full eps (the costliest phase of the schedule): loss = kappa CE + (1 - kappa) robust CE with kappa = 0.5 (Gowal et
 al.'s kappa_final, certkit's default); ibp-pure is kappa = 0, the pure robust loss of the short-warmup, MTL-IBP and
 SABR recipes, where the clean forward pass only reports accuracy and builds no graph, as the training harness does
-for networks without BatchNorm; CROWN-IBP with beta = 1; crown-ibp-fused is CROWN-IBP with loss fusion
-(--loss-fusion: one backward row per input). Like the ``certkit`` command, the bench keeps freed memory for reuse
-(common/memory.py) unless ``--malloc-default``.
+for networks without BatchNorm; CROWN-IBP with beta = 1: crown-ibp with loss fusion (one backward row per input,
+certkit's default for --method crown-ibp), crown-ibp-margins with K - 1 = 9 margin rows (--no-loss-fusion). Like
+the ``certkit`` command, the bench keeps freed memory for reuse (common/memory.py) unless ``--malloc-default``.
 Targets (issues 4, 15): IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU.
 """
 from __future__ import annotations
@@ -43,11 +43,11 @@ def epoch(model, bm, x, y, batch, method, eps, opt):
             C = margin_spec(yb, 10)
             pert = linf_ball(xb, eps)
             lb, bounds = bm.ibp_margins(pert, C)
-            if method == "crown-ibp-fused":  # loss fusion: one backward row (as --loss-fusion at beta = 1)
+            if method == "crown-ibp":  # loss fusion: one backward row (certkit's default, at beta = 1)
                 robust = torch.minimum(fused_cross_entropy_upper(bm, pert, C, bounds),
                                        robust_cross_entropy_each(lb)).mean()
             else:
-                if method == "crown-ibp":
+                if method == "crown-ibp-margins":  # --no-loss-fusion
                     lb = bm.crown_ibp_lower(pert, C, bounds)
                 robust = robust_cross_entropy(lb)
             loss = robust if method == "ibp-pure" else 0.5 * loss + 0.5 * robust
@@ -57,7 +57,7 @@ def epoch(model, bm, x, y, batch, method, eps, opt):
 
 
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}
-METHODS = ("natural", "ibp", "ibp-pure", "crown-ibp", "crown-ibp-fused")
+METHODS = ("natural", "ibp", "ibp-pure", "crown-ibp", "crown-ibp-margins")
 
 
 def time_model(shape, args, device) -> dict:
@@ -117,8 +117,8 @@ def main() -> None:
             print(f"{name:<7} cnn_a {shape:<8} {m:<16} epoch {t:7.2f} s   x natural {t / times['natural']:5.2f}")
         print(f"{name:<7} targets: IBP <= 3x natural ({times['ibp'] / times['natural']:.2f}x at kappa 0.5, "
               f"{times['ibp-pure'] / times['natural']:.2f}x at kappa 0), "
-              f"CROWN-IBP <= 8x natural ({times['crown-ibp'] / times['natural']:.2f}x; with --loss-fusion "
-              f"{times['crown-ibp-fused'] / times['natural']:.2f}x)", flush=True)
+              f"CROWN-IBP <= 8x natural ({times['crown-ibp'] / times['natural']:.2f}x with loss fusion, the "
+              f"default; {times['crown-ibp-margins'] / times['natural']:.2f}x with --no-loss-fusion)", flush=True)
 
 
 if __name__ == "__main__":

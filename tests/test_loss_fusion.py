@@ -57,13 +57,27 @@ def test_fused_bound_is_exact_at_zero_radius_and_beats_ibp_at_small_radius():
     assert bool((fused >= clean - 1e-6).all()) and bool((fused <= robust_cross_entropy_each(lb_ibp) + 1e-6).all())
 
 
-def test_crown_ibp_with_loss_fusion_trains(cli, tmp_path):
-    out = tmp_path / "f.pt"
-    r = cli("train", "--method", "crown-ibp", "--loss-fusion", "--arch", "cnn_a", "--eps", "0.1", "--epochs", "2",
-            "--quiet", "--out", out)
-    assert r.exit_code == 0, r.output
+def test_crown_ibp_trains_with_loss_fusion_by_default(cli, tmp_path):
+    """crown-ibp resolves loss fusion to on (as auto_LiRPA's and Shi et al.'s training), --no-loss-fusion to the
+    K - 1 margin rows; the checkpoint records the resolved value; other methods refuse --loss-fusion."""
     from certkit.models.checkpoint import load_checkpoint_file
-    assert load_checkpoint_file(out)["metadata"]["recipe"]["loss_fusion"] is True
     from conftest import assert_clean_error
+
+    for flag, expected in (([], True), (["--no-loss-fusion"], False)):
+        out = tmp_path / f"f{expected}.pt"
+        r = cli("train", "--method", "crown-ibp", *flag, "--arch", "cnn_a", "--eps", "0.1", "--epochs", "2",
+                "--quiet", "--out", out)
+        assert r.exit_code == 0, r.output
+        assert load_checkpoint_file(out)["metadata"]["recipe"]["loss_fusion"] is expected
     assert_clean_error(cli("train", "--method", "ibp", "--loss-fusion", "--eps", "0.1", "--out", tmp_path / "i.pt"),
                        "crown-ibp")
+
+
+def test_crown_ibp_recipes_pin_the_margin_bounds():
+    """The recipes behind the README's CROWN-IBP rows and the papers' runs keep K - 1 margin rows whatever the
+    default."""
+    from certkit.train.recipe import load_recipe, shipped_recipes
+
+    crown = [n for n in shipped_recipes() if load_recipe(n).get("method") == "crown-ibp"]
+    assert len(crown) == 4
+    assert all(load_recipe(n)["loss_fusion"] is False for n in crown)

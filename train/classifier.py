@@ -65,7 +65,8 @@ class TrainConfig:
     schedule_length: int = 0       # ramp length in epochs (0: half of the epochs)
     kappa_final: float = 0.5
     beta_final: float = 0.0
-    loss_fusion: bool = False      # crown-ibp: bound the cross-entropy itself on one backward row (Xu et al. 2020)
+    loss_fusion: bool | None = None  # crown-ibp: bound the cross-entropy itself on one backward row (Xu et al.
+    #                                  2020); None: on for crown-ibp (as auto_LiRPA and Shi et al. train), off else
     init: str = "default"          # "ibp": IBP initialization (Shi et al. 2021)
     reg_lambda: float = 0.0        # warm-up regularizers (Shi et al. 2021 use 0.5)
     grad_clip: float = 0.0         # max gradient norm (0: off)
@@ -227,6 +228,7 @@ class ClassifierTraining(TrainingMethod):
     normalizes = True
     noisy = False
     certified = False
+    uses_crown_ibp = False  # the loss uses CROWN-IBP's bound (--loss-fusion applies)
     holds_out_validation = True
     min_batch = 1
     loads_weights = False
@@ -235,6 +237,8 @@ class ClassifierTraining(TrainingMethod):
     def __init__(self, cfg: TrainConfig):
         if cfg.arch is None:
             cfg = dataclasses.replace(cfg, arch=self.default_arch)
+        if cfg.loss_fusion is None:
+            cfg = dataclasses.replace(cfg, loss_fusion=self.uses_crown_ibp)
         self.cfg = cfg
         self.bm = None
 
@@ -262,7 +266,7 @@ class ClassifierTraining(TrainingMethod):
             raise CertkitError("--kappa-final and --beta-final must lie in [0, 1]")
         if not set(augmentations(cfg)) <= {"crop", "flip"}:
             raise CertkitError(f"unknown --augment {cfg.augment!r}: use auto, none, or crop,flip")
-        if cfg.loss_fusion and not getattr(self, "uses_crown_ibp", False):
+        if cfg.loss_fusion and not self.uses_crown_ibp:
             raise CertkitError(f"--loss-fusion is for --method crown-ibp, not {self.name}")
         if cfg.init == "ibp" and self.loads_weights:
             raise CertkitError("--init ibp initializes a new network, but this method starts from --init-from")

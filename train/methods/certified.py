@@ -6,7 +6,8 @@
                ``loss_fusion``: the robust loss is beta min(L_fused, L_IBP) + (1 - beta) L_IBP per input, with L_fused
                CROWN-IBP's bound of the cross-entropy itself on ONE backward row instead of K - 1 margin rows (Xu et
                al. NeurIPS 2020, loss fusion; train/losses.py) and L_IBP IBP's robust cross-entropy: both are upper
-               bounds of the worst-case loss, so the mixture is one too. Several times cheaper per epoch.
+               bounds of the worst-case loss, so the mixture is one too. Several times cheaper per epoch; on by
+               default (``loss_fusion`` None), as auto_LiRPA's and Shi et al.'s CROWN-IBP training turn it on.
 
 eps_t follows the smoothed or linear schedule (train/schedules.py); kappa and beta follow eps_t. Options of the
 short-warmup recipe (Shi et al. NeurIPS 2021): IBP initialization (``init='ibp'``), BatchNorm architectures (bounds
@@ -30,7 +31,6 @@ class IBPTraining(ClassifierTraining):
     name = "ibp"
     help = "IBP certified training against Linf perturbations of radius --eps (Gowal et al. 2018)"
     certified = True
-    uses_crown_ibp = False
 
     def prepare(self, run):
         super().prepare(run)
