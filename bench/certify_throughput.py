@@ -56,7 +56,7 @@ def measure(name: str, module: torch.nn.Module, shape, batch: int, device: torch
     per_call = batch * 10
 
     def cert():
-        sampler.counts(x, per_call, gen)
+        sampler.counts(x, per_call, gen)  # the first call also tunes the forward rows and draw_ahead
 
     loop_gen = torch.Generator(device=device).manual_seed(0)
 
@@ -70,7 +70,7 @@ def measure(name: str, module: torch.nn.Module, shape, batch: int, device: torch
     c = _rate(cert, per_call, seconds, device)
     p = _rate(plain_loop, per_call, seconds, device)
     return {"model": name, "mode": "compile" if compiled else "eager", "raw": r, "certify": c, "loop": p,
-            "forward_batch": sampler.forward_batch}
+            "forward_batch": sampler.forward_batch, "draw_ahead": sampler.draw_ahead}
 
 
 def main() -> None:
@@ -94,8 +94,8 @@ def main() -> None:
               ("digits cnn 1x8x8", digits_cnn, (1, 8, 8), args.batch),
               ("small cnn 3x32x32", small_cnn, (3, 32, 32), args.batch),
               ("cifar_resnet20", resnet, (3, 32, 32), args.resnet_batch)]
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or platform.machine()}),"
-          f" torch {torch.__version__}, threads {torch.get_num_threads()}")
+    card = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device {device} ({card}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     rows = []
     for name, module, shape, batch in models:
         for compiled in ([False] if args.no_compile else [False, True]):
@@ -103,7 +103,8 @@ def main() -> None:
             r = rows[-1]
             print(f"{r['model']:<20} {r['mode']:<8} batch {batch:>5}  raw {r['raw']:>10.0f}/s  certify "
                   f"{r['certify']:>10.0f}/s  certify/raw {r['certify'] / r['raw']:.2f}  forward rows "
-                  f"{r['forward_batch']}  certify time / plain loop time {r['loop'] / r['certify']:.2f}", flush=True)
+                  f"{r['forward_batch']}  noise drawn {'ahead' if r['draw_ahead'] else 'in line'}  certify time / "
+                  f"plain loop time {r['loop'] / r['certify']:.2f}", flush=True)
     if not args.no_compile:
         for name, *_ in models:
             e = next(r for r in rows if r["model"] == name and r["mode"] == "eager")

@@ -53,14 +53,22 @@ class NoiseSampler:
             for bit. Noise is still drawn in chunks of batch_size, so the noise stream, the counts and the
             certificates do not depend on this choice; only the speed does (a small CNN on 8x8 images runs 2x
             faster in rows of 500 than of 1000 on a 2-core CPU: its activations then fit the cache).
+        draw_ahead: on the CPU, draw the next chunk's noise on a helper thread while the model runs on the current
+            one (True), in line before each chunk (False), or ``"auto"`` (default): whichever was faster, timed once
+            on private noise at the first call of two chunks or more (models whose chunk takes over 50 ms keep the
+            helper: their noise is a few percent of the time). The noise stream and the counts are the same either
+            way. Which is faster depends on the CPU (bench/README.md: the helper made the digits MLP 1.3x faster on
+            a 2-core AMD EPYC; on a 2-core Intel Xeon drawing in line made it 1.24x faster, the digits CNN 1.03-1.07x,
+            and a 3x32x32 CNN equal).
 
     Raises:
-        CertkitError: sigma <= 0, batch_size < 1, forward_batch not an int >= 1 / None / "auto", amp on a
-            non-CUDA device, NaN/inf logits while sampling.
+        CertkitError: sigma <= 0, batch_size < 1, forward_batch not an int >= 1 / None / "auto", draw_ahead not
+            True / False / "auto", amp on a non-CUDA device, NaN/inf logits while sampling.
     """
 
     def __init__(self, model: nn.Module, sigma: float, batch_size: int = 1000,
-                 device: torch.device | str = "cpu", amp: bool = False, forward_batch: int | str | None = "auto"):
+                 device: torch.device | str = "cpu", amp: bool = False, forward_batch: int | str | None = "auto",
+                 draw_ahead: bool | str = "auto"):
         if not (sigma > 0):
             raise CertkitError(f"sigma must be > 0, got {sigma}")
         if batch_size < 1:
@@ -68,6 +76,8 @@ class NoiseSampler:
         if not (forward_batch is None or forward_batch == "auto"
                 or (isinstance(forward_batch, int) and forward_batch >= 1)):
             raise CertkitError(f"forward batch must be an integer >= 1, None or 'auto', got {forward_batch!r}")
+        if draw_ahead not in (True, False, "auto"):
+            raise CertkitError(f"draw_ahead must be True, False or 'auto', got {draw_ahead!r}")
         self.device = torch.device(device)
         if amp and self.device.type != "cuda":
             raise CertkitError("--amp needs a CUDA device (it runs the model in bfloat16 under autocast)")
@@ -78,14 +88,16 @@ class NoiseSampler:
         if forward_batch == "auto":
             forward_batch = "auto" if self.device.type == "cpu" and self.batch_size >= 64 else None
         self.forward_batch = self.batch_size if forward_batch is None else forward_batch
+        self.draw_ahead = draw_ahead
 
     @torch.inference_mode()
     def logits_stream(self, x: torch.Tensor, num: int, generator: torch.Generator):
         """Yield logits (b, K) for ``num`` noisy copies of x (shape (*input_shape)), b <= batch_size.
 
-        On the CPU the next chunk's noise is drawn on a helper thread while the model runs on the current one
-        (torch releases the GIL in both), so a small model is not held back by the seeded normal generator. The
-        chunks, their sizes and their order are those of a plain loop: the noise stream is unchanged.
+        On the CPU the next chunk's noise may be drawn on a helper thread while the model runs on the current one
+        (torch releases the GIL in both; ``draw_ahead``), so a small model is not held back by the seeded normal
+        generator. The chunks, their sizes and their order are those of a plain loop: the noise stream is
+        unchanged.
         """
         x = x.to(self.device, torch.float32)
         sizes = []
@@ -94,7 +106,7 @@ class NoiseSampler:
             sizes.append(min(self.batch_size, remaining))
             remaining -= sizes[-1]
         draw = lambda b: torch.randn((b,) + tuple(x.shape), generator=generator, device=self.device)
-        if self.device.type != "cpu" or len(sizes) < 2:
+        if self.device.type != "cpu" or len(sizes) < 2 or not self._draws_ahead(x):
             for b in sizes:
                 yield self._forward(x, draw(b))
             return
@@ -104,6 +116,39 @@ class NoiseSampler:
             noisy = pending.result()
             pending = pool.submit(draw, sizes[k + 1]) if k + 1 < len(sizes) else None
             yield self._forward(x, noisy)
+
+    def _draws_ahead(self, x: torch.Tensor) -> bool:
+        """``draw_ahead``, timed once when "auto": three rounds of four chunks each way on private noise (the
+        seeded stream is not touched), alternating, the best round of each deciding."""
+        if self.draw_ahead == "auto":
+            gen = torch.Generator(device=self.device).manual_seed(0)
+            draw = lambda: torch.randn((self.batch_size,) + tuple(x.shape), generator=gen, device=self.device)
+            t0 = time.perf_counter()
+            self._forward(x, draw())  # tunes the forward rows first; also the warm-up
+            if time.perf_counter() - t0 > 0.05:
+                self.draw_ahead = True
+                return True
+            pool = _noise_pool()
+
+            def in_line():
+                for _ in range(4):
+                    self._forward(x, draw())
+
+            def ahead():
+                pending = pool.submit(draw)
+                for k in range(4):
+                    noisy = pending.result()
+                    pending = pool.submit(draw) if k < 3 else None
+                    self._forward(x, noisy)
+
+            best = {False: float("inf"), True: float("inf")}
+            for _ in range(3):
+                for mode, run in ((False, in_line), (True, ahead)):
+                    t0 = time.perf_counter()
+                    run()
+                    best[mode] = min(best[mode], time.perf_counter() - t0)
+            self.draw_ahead = best[True] < best[False]
+        return self.draw_ahead
 
     def _forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         noisy = torch.add(x, noise, alpha=self.sigma, out=noise)

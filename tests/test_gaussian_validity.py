@@ -228,6 +228,27 @@ def test_forward_batch_changes_speed_not_counts():
     assert torch.equal(counts[None], counts[96]) and torch.equal(counts[None], counts["auto"])
 
 
+def test_drawing_noise_ahead_or_in_line_changes_speed_not_counts():
+    """The helper thread (draw_ahead True), drawing in line (False) and the timed choice ("auto") give the same
+    counts: the chunks and their order are those of one seeded stream."""
+    from certkit.datasets import load_dataset
+    from certkit.models import load_model
+
+    model = load_model("bundled").module
+    x = load_dataset("digits", split="test").x[3]
+    counts = {}
+    for mode in (True, False, "auto"):
+        s = NoiseSampler(model, sigma=1.0, batch_size=200, draw_ahead=mode)
+        counts[mode] = s.counts(x, 1000, torch.Generator().manual_seed(5))
+        assert s.draw_ahead in (True, False)  # "auto" is decided at the first call of several chunks
+    assert (counts[True] > 0).sum() >= 3
+    assert torch.equal(counts[True], counts[False]) and torch.equal(counts[True], counts["auto"])
+    from certkit.common.errors import CertkitError
+
+    with pytest.raises(CertkitError, match="draw_ahead"):
+        NoiseSampler(model, sigma=0.5, draw_ahead="yes")
+
+
 def test_forward_batch_auto_refuses_sizes_that_change_logits():
     class BatchDependent(nn.Module):  # logits depend on how many rows share the call; large calls are slow
         def forward(self, z):
