@@ -1,4 +1,4 @@
-"""Epoch time of natural, IBP and CROWN-IBP training on the same model and data, in one run.
+"""Epoch time of natural, IBP, CROWN-IBP, SABR and MTL-IBP training on the same model and data, in one run.
 
     python bench/train_epoch.py [--device cpu|cuda] [--n 2048] [--batch 128] [--eps 0.1]
         [--models digits,mnist,cifar] [--repeats 5] [--malloc-default]
@@ -11,29 +11,45 @@ full eps (the costliest phase of the schedule): loss = kappa CE + (1 - kappa) ro
 al.'s kappa_final, certkit's default); ibp-pure is kappa = 0, the pure robust loss of the short-warmup, MTL-IBP and
 SABR recipes, where the clean forward pass only reports accuracy and builds no graph, as the training harness does
 for networks without BatchNorm; CROWN-IBP with beta = 1: crown-ibp with loss fusion (one backward row per input,
-certkit's default for --method crown-ibp), crown-ibp-margins with K - 1 = 9 margin rows (--no-loss-fusion). Like
-the ``certkit`` command, the bench keeps freed memory for reuse (common/memory.py) unless ``--malloc-default``.
-Targets (issues 4, 15): IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU.
+certkit's default for --method crown-ibp), crown-ibp-margins with K - 1 = 9 margin rows (--no-loss-fusion). sabr
+and mtl-ibp run the training methods' own robust loss (train/methods/sabr.py, expressive.py; their default
+--sabr-lambda 0.4, --expressive-alpha 0.5, 8 PGD steps) at kappa = 0 as their recipes. Like the ``certkit`` command,
+the bench keeps freed memory for reuse (common/memory.py) unless ``--malloc-default``.
+Targets (issues 4, 15): IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU (SABR and MTL-IBP: no
+target; the PGD attack of every step costs about 8 forward and backward passes).
 """
 from __future__ import annotations
 
 import argparse
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from certkit.common.memory import retain_freed_memory
 from certkit.models import build_model
+from certkit.train.classifier import TrainConfig, training_methods
 from certkit.train.losses import fused_cross_entropy_upper, robust_cross_entropy, robust_cross_entropy_each
 from certkit.verifiers import BoundedModule, linf_ball, margin_spec
 
 
+PURE = ("ibp-pure", "sabr", "mtl-ibp")  # kappa = 0
+
+
+def trainer(method: str, model, bm, eps: float):
+    """The registered training method ``method`` set up just enough for its robust_loss (model, bound module)."""
+    t = training_methods()[method](TrainConfig(out="bench.pt", method=method, eps=eps, kappa_final=0.0))
+    t.bm, t.run = bm, SimpleNamespace(model=model)
+    return t
+
+
 def epoch(model, bm, x, y, batch, method, eps, opt):
     model.train()
+    own = trainer(method, model, bm, eps) if method in ("sabr", "mtl-ibp") else None
     for i in range(0, len(y), batch):
         xb, yb = x[i:i + batch], y[i:i + batch]
-        if method == "ibp-pure":  # kappa = 0: the clean logits only report accuracy (as train/methods/certified.py)
+        if method in PURE:  # kappa = 0: the clean logits only report accuracy (as train/methods/certified.py)
             with torch.no_grad():
                 model(xb)
             loss = 0.0
@@ -42,22 +58,24 @@ def epoch(model, bm, x, y, batch, method, eps, opt):
         if method != "natural":
             C = margin_spec(yb, 10)
             pert = linf_ball(xb, eps)
-            lb, bounds = bm.ibp_margins(pert, C)
-            if method == "crown-ibp":  # loss fusion: one backward row (certkit's default, at beta = 1)
+            lb, bounds = bm.ibp_margins(pert, C) if method != "sabr" else (None, None)
+            if own is not None:
+                robust = own.robust_loss(xb, yb, C, pert, lb, bounds, eps, 0.0)
+            elif method == "crown-ibp":  # loss fusion: one backward row (certkit's default, at beta = 1)
                 robust = torch.minimum(fused_cross_entropy_upper(bm, pert, C, bounds),
                                        robust_cross_entropy_each(lb)).mean()
             else:
                 if method == "crown-ibp-margins":  # --no-loss-fusion
                     lb = bm.crown_ibp_lower(pert, C, bounds)
                 robust = robust_cross_entropy(lb)
-            loss = robust if method == "ibp-pure" else 0.5 * loss + 0.5 * robust
+            loss = robust if method in PURE else 0.5 * loss + 0.5 * robust
         opt.zero_grad()
         loss.backward()
         opt.step()
 
 
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}
-METHODS = ("natural", "ibp", "ibp-pure", "crown-ibp", "crown-ibp-margins")
+METHODS = ("natural", "ibp", "ibp-pure", "crown-ibp", "crown-ibp-margins", "sabr", "mtl-ibp")
 
 
 def time_model(shape, args, device) -> dict:
@@ -114,7 +132,7 @@ def main() -> None:
         times = time_model(SHAPES[name], args, device)
         shape = "x".join(map(str, SHAPES[name]))
         for m, t in times.items():
-            print(f"{name:<7} cnn_a {shape:<8} {m:<16} epoch {t:7.2f} s   x natural {t / times['natural']:5.2f}")
+            print(f"{name:<7} cnn_a {shape:<8} {m:<18} epoch {t:7.2f} s   x natural {t / times['natural']:5.2f}")
         print(f"{name:<7} targets: IBP <= 3x natural ({times['ibp'] / times['natural']:.2f}x at kappa 0.5, "
               f"{times['ibp-pure'] / times['natural']:.2f}x at kappa 0), "
               f"CROWN-IBP <= 8x natural ({times['crown-ibp'] / times['natural']:.2f}x with loss fusion, the "
