@@ -82,7 +82,7 @@ class Activation(Op):
         Ap = torch.relu(A)
         A_in = (A * aU).addcmul_(Ap, aL - aU)
         if self.zero_lower_intercept:  # c_L = 0: only the upper line has an intercept; A - relu(A) = min(A, 0)
-            An = A.clamp(max=0)
+            An = A - Ap  # not A.clamp(max=0): clamp's gradient is a `where` pass 3x slower on CPU
             return [A_in], sum_node(An.mul_(cU) if An.shape == A_in.shape else An * cU)
         return [A_in], sum_node((A * cU).addcmul_(Ap, cL - cU))
 

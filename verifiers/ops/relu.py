@@ -34,11 +34,13 @@ class ReLU(Activation):
         return self.default_alpha(*in_bounds[0]).unsqueeze(0)
 
     def relax(self, l, u, alpha=None, setup=None):
-        lm, up = l.clamp(max=0), u.clamp(min=0)
-        # the guard only stops 0/0 at l = u = 0: any larger floor turns the exact line of an active neuron narrower
-        # than it (u/u = 1) into a slope < 1 that undercuts the ReLU (unsound by up to the floor)
-        aU = up / (up - lm).clamp(min=torch.finfo(l.dtype).tiny)
-        cU = -lm * aU
+        # relu, not clamp: clamp's gradient is a `where` pass 3x slower than relu's on CPU (CROWN-IBP training)
+        up, lmn = torch.relu(u), torch.relu(-l)            # u+ and -l- (the chord runs from (l-, 0) to (u+, u+))
+        # + float tiny only stops 0/0 at l = u = 0 and vanishes against any normal width; a floor like
+        # max(width, 1e-8) turned the exact line of an active neuron narrower than it (u/u = 1) into a slope < 1
+        # that undercuts the ReLU
+        aU = up / (up + lmn + torch.finfo(l.dtype).tiny)
+        cU = lmn * aU
         if alpha is None:  # 1 where active (l >= 0), 0 where inactive (u <= 0 implies u <= -l), adaptive in between
             return ((u > -l) | (l >= 0)).to(l.dtype), torch.zeros_like(l), aU, cU
         active, inactive = per_row(l >= 0, alpha), per_row(u <= 0, alpha)
