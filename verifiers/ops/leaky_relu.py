@@ -49,11 +49,11 @@ class LeakyReLU(Activation):
         return (u > -l).to(l.dtype).unsqueeze(0)
 
     def relax(self, l, u, alpha=None, setup=None):
-        lm, up = l.clamp(max=0), u.clamp(min=0)
-        # chord through (l-, a l-) and (u+, u+); the guard only stops 0/0 at l = u = 0 (a larger floor undercuts
-        # the function on intervals narrower than it)
-        k = (up - self.a * lm) / (up - lm).clamp(min=torch.finfo(l.dtype).tiny)
-        cU = (self.a - k) * lm
+        up, lmn = torch.relu(u), torch.relu(-l)  # u+ and -l- (relu, not clamp: cheaper gradient, relu.py)
+        # chord through (l-, a l-) and (u+, u+); + float tiny only stops 0/0 at l = u = 0 (a floor like 1e-8
+        # undercut the function on intervals narrower than it)
+        k = (up + self.a * lmn) / (up + lmn + torch.finfo(l.dtype).tiny)
+        cU = (k - self.a) * lmn
         t = (u > -l).to(l.dtype) if alpha is None else alpha[0].clamp(0, 1)
         if alpha is not None:
             k, cU = k.unsqueeze(1).expand_as(t), cU.unsqueeze(1).expand_as(t)
