@@ -245,9 +245,11 @@ def test_a_second_writer_refuses_while_the_first_runs(cli, tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not (out.exists() and out.read_text().count("\n") >= 2) and time.time() < deadline:
+        torn = lambda t: t.count("\n") >= 2 and not t.endswith("\n")  # row 1 and half of row 2: now it stalls
+        while not (out.exists() and torn(out.read_text())) and time.time() < deadline:
             time.sleep(0.2)
         before = out.read_text()
+        assert torn(before)
         r = cli(*args, "--resume")
         assert_clean_error(r, "another certkit process", f"pid {first.pid}")
         assert_clean_error(cli(*args, "--overwrite"), "another certkit process")
