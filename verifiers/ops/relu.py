@@ -43,8 +43,9 @@ class ReLU(Activation):
         cU = lmn * aU
         if alpha is None:  # 1 where active (l >= 0), 0 where inactive (u <= 0 implies u <= -l), adaptive in between
             return ((u > -l) | (l >= 0)).to(l.dtype), torch.zeros_like(l), aU, cU
-        active, inactive = per_row(l >= 0, alpha), per_row(u <= 0, alpha)
-        aL = alpha[0].clamp(0, 1)
+        # alpha on unstable neurons, 1 on active, 0 on inactive: mask products, not two `where` passes (whose
+        # gradients are the slow kind on CPU); the clamp keeps any alpha given in [0, 1]
+        unstable, active = per_row((l < 0) & (u > 0), alpha).to(l.dtype), per_row(l >= 0, alpha).to(l.dtype)
+        aL = alpha[0].clamp(0, 1) * unstable + active
         aU, cU = aU.unsqueeze(1).expand_as(aL), cU.unsqueeze(1).expand_as(aL)
-        aL = torch.where(active, torch.ones_like(aL), torch.where(inactive, torch.zeros_like(aL), aL))
         return aL, torch.zeros_like(aL), aU, cU
