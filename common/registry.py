@@ -32,6 +32,11 @@ class Registry:
         self._items[cls.name] = cls
         return cls
 
+    def unregister(self, name: str) -> None:
+        """Remove the class registered as ``name`` (tests and plug-ins that register temporarily); absent names are
+        ignored."""
+        self._items.pop(name, None)
+
     def all(self) -> dict[str, type]:
         """Every registered class by name (the package's modules are imported first)."""
         if self.package is not None:

@@ -5,7 +5,7 @@
 writes the VNN-COMP result file RESULT (``sat`` + witness / ``unsat`` / ``unknown`` / ``timeout`` / ``error``) and
 exits 0. The runner starts it like any external verifier (own process group, killed at the timeout), so built-in
 and external verifiers are audited the same way. NAME is any registered verifier (verifiers/registry.py: certkit's
-own, Marabou) or a deliberately unsound one of bugs.py; :func:`audit_verifiers` lists them.
+own, Marabou) or a deliberately unsound one of unsound_verifiers.py; :func:`audit_verifiers` lists them.
 
     python -m certkit.soundness_bench.adapters --worker NAME
 
@@ -25,14 +25,12 @@ from certkit.verifiers.vnncomp import InstanceResult, write_result_file
 
 
 def audit_verifiers() -> dict:
-    """Every verifier ``soundness run --verifier`` accepts: the registry's, plus the synthetic bugs of bugs.py."""
-    import importlib
-
+    """Every verifier ``soundness run --verifier`` accepts: the verifier registry's (certkit's own, Marabou), then the
+    deliberately unsound ones of unsound_verifiers.py (their own registry, read only here)."""
+    from certkit.soundness_bench.unsound_verifiers import unsound_verifiers
     from certkit.verifiers.registry import verifiers
 
-    importlib.import_module("certkit.soundness_bench.bugs")  # registers the deliberately unsound verifiers
-
-    return verifiers()
+    return {**verifiers(), **unsound_verifiers()}
 
 
 def unsound_by_design() -> tuple[str, ...]:

@@ -91,40 +91,48 @@ def test_only_recorded_epochs_are_logged_and_a_finished_method_stops(tmp_path):
 def test_a_new_training_loss_is_one_registered_class(cli, tmp_path):
     """Label smoothing, defined here and registered, trains through `certkit train --method` with nothing else."""
     from certkit.train import ClassifierTraining, register_training, training_methods
+    from certkit.train.classifier import REGISTRY
 
-    if "test-label-smoothing" not in training_methods():
-        @register_training
-        class LabelSmoothing(ClassifierTraining):
-            name = "test-label-smoothing"
-            help = "cross-entropy with label smoothing 0.1 (test)"
+    @register_training
+    class LabelSmoothing(ClassifierTraining):
+        name = "test-label-smoothing"
+        help = "cross-entropy with label smoothing 0.1 (test)"
 
-            def batch_loss(self, run, batch):
-                xb, yb = self.xy(run, batch)
-                logits = run.model(xb)
-                return self.output(F.cross_entropy(logits, yb, label_smoothing=0.1), logits, yb, batch)
+        def batch_loss(self, run, batch):
+            xb, yb = self.xy(run, batch)
+            logits = run.model(xb)
+            return self.output(F.cross_entropy(logits, yb, label_smoothing=0.1), logits, yb, batch)
 
-    r = cli("train", "--method", "test-label-smoothing", "--hidden", 32, "--epochs", 2, "--out", tmp_path / "m.pt",
-            "--quiet")
+    try:
+        r = cli("train", "--method", "test-label-smoothing", "--hidden", 32, "--epochs", 2, "--out",
+                tmp_path / "m.pt", "--quiet")
+    finally:
+        REGISTRY.unregister("test-label-smoothing")
     assert r.exit_code == 0, r.output
     assert torch.load(tmp_path / "m.pt", weights_only=True)["metadata"]["method"] == "test-label-smoothing"
+    assert "test-label-smoothing" not in training_methods()
 
 
 def test_a_new_smoothing_method_is_one_registered_class(tmp_path):
     """A method defined here and registered is certified by the shared run (files, summary) with nothing else."""
     from certkit.certify.smoothing import register_smoothing, smoothing_methods
+    from certkit.certify.smoothing.base import REGISTRY
     from certkit.certify.smoothing.gaussian import GaussianSmoothing
     from certkit.runs.certify import CertifyConfig, run_certify
 
-    if "test-gaussian-copy" not in smoothing_methods():
-        @register_smoothing
-        class Copy(GaussianSmoothing):
-            name = "test-gaussian-copy"
-            label = "copy"
-            help = "Gaussian smoothing under another name (test)"
-            procedure = "as gaussian"
+    @register_smoothing
+    class Copy(GaussianSmoothing):
+        name = "test-gaussian-copy"
+        label = "copy"
+        help = "Gaussian smoothing under another name (test)"
+        procedure = "as gaussian"
 
     kw = dict(n0=10, n=200, max_inputs=5, quiet=True, device="cpu")
-    rows_a, _ = run_certify(CertifyConfig(out=str(tmp_path / "a.tsv"), method="gaussian", **kw))
-    rows_b, summary = run_certify(CertifyConfig(out=str(tmp_path / "b.tsv"), method="test-gaussian-copy", **kw))
+    try:
+        rows_a, _ = run_certify(CertifyConfig(out=str(tmp_path / "a.tsv"), method="gaussian", **kw))
+        rows_b, summary = run_certify(CertifyConfig(out=str(tmp_path / "b.tsv"), method="test-gaussian-copy", **kw))
+    finally:
+        REGISTRY.unregister("test-gaussian-copy")
     assert [(r["predict"], r["radius"]) for r in rows_a] == [(r["predict"], r["radius"]) for r in rows_b]
     assert summary["method"] == "test-gaussian-copy" and summary["procedure"] == "as gaussian"
+    assert "test-gaussian-copy" not in smoothing_methods()

@@ -39,9 +39,13 @@ def test_registering_a_module_twice_is_refused():
     class Twice(nn.Module):
         pass
 
-    ops.register_op(modules=(Twice,))(type("First", (ops.Op,), {}))
-    with pytest.raises(ValueError, match="already bound"):
-        ops.register_op(modules=(Twice,))(type("Second", (ops.Op,), {}))
+    first = ops.register_op(modules=(Twice,))(type("First", (ops.Op,), {}))
+    try:
+        with pytest.raises(ValueError, match="already bound"):
+            ops.register_op(modules=(Twice,))(type("Second", (ops.Op,), {}))
+    finally:
+        ops.unregister_op(first)
+    assert ops.entry_for_module(Twice()) is None and all(e.name != "First" for e in ops.registered_ops())
 
 
 def test_unregistered_layers_are_listed_by_the_pre_flight_check():

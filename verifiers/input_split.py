@@ -115,7 +115,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     Returns ("unsat"|"timeout"|"unknown"|InstanceResult(sat), boxes bounded). ``split(lo, hi, dim) -> (lo, hi)``
     makes the children of the boxes to split; a sound one must cover every box with its children (:func:`bisect`).
     ``vertices``: also try the bound minimisers as counterexamples (off only to model a verifier without them,
-    soundness_bench/bugs.py).
+    soundness_bench/unsound_verifiers.py).
 
     Each round bounds up to ``batch`` boxes with CROWN in one batched pass for the rows of every disjunct at once
     (the intermediate bounds, most of the cost, are shared); a disjunct is refuted on a box when one of its rows has

@@ -3,7 +3,7 @@
 A verifier answers one VNN-COMP instance (ONNX network + VNN-LIB property) with ``sat`` (and a counterexample),
 ``unsat``, ``unknown``, ``timeout`` or ``error`` (verifiers/vnncomp.py). It declares:
     sound     an ``unsat`` answer is never wrong (False only for the deliberately broken verifiers of
-              soundness_bench/bugs.py, which exist to test audits);
+              soundness_bench/unsound_verifiers.py, which exist to test audits);
     complete  given enough time it decides every instance of the networks it supports (never ``unknown``).
 Every class registered with :func:`register_verifier` becomes a ``certkit soundness run --verifier NAME`` choice
 and is run on shared tiny problems with known answers by tests/test_verifier_contract.py. Built-in verifiers live

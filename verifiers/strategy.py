@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from certkit.common.errors import CertkitError
+from certkit.common.numerics import flush_denormal
 from certkit.models.onnx_import import OnnxModel, load_onnx
 from certkit.verifiers.alpha_crown import alpha_crown, optimize_intermediate
 from certkit.verifiers.attack import falsifier_starts, falsifier_step_sizes, pgd_box
@@ -107,11 +108,8 @@ def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0
 def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
     # float32 attacks on MNIST-style nets can crawl through subnormal numbers (20x slower measured); flushing them to
     # zero changes values by < 1e-38 (float32) / 1e-308 (float64), far below the rounding the bounds already absorb
-    torch.set_flush_denormal(True)
-    try:
+    with flush_denormal():
         return _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
-    finally:
-        torch.set_flush_denormal(False)
 
 
 def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:

@@ -197,6 +197,16 @@ def register_op(modules: Sequence[type] = (), functions: Sequence[Any] = (), met
     return deco
 
 
+def unregister_op(obj) -> None:
+    """Undo :func:`register_op` for the class (or factory) ``obj``: its modules, functions and methods are no longer
+    bounded by it (tests that register an op temporarily)."""
+    factory = obj.from_call if isinstance(obj, type) else obj
+    for table in (_BY_MODULE, _BY_FUNCTION, _BY_METHOD):
+        for k in [k for k, e in table.items() if e.factory == factory]:
+            del table[k]
+    _ENTRIES[:] = [e for e in _ENTRIES if e.factory != factory]
+
+
 def entry_for_module(m) -> OpEntry | None:
     """The registered entry for a module instance (exact type first, then base classes)."""
     for t in type(m).__mro__:

@@ -1,6 +1,10 @@
 """Deliberately unsound verifiers: synthetic bugs the soundness audit must catch (Zhou et al. 2024, Sec. 5.3).
 Never use them for anything but testing an audit; each declares ``sound = False``.
 
+They live in their own registry (:func:`unsound_verifiers`), which only ``certkit soundness`` reads: the verifier
+registry of ``certkit verify`` never lists them, and none of them changes a shared class (the half-slope ReLU is an op
+subclass put into the bug verifier's own copy of the graph).
+
 ``bug-shrink-input``: the paper's "shrinking bounds toward the clean value" bug applied to the input bounds:
     l <- l + a (x0 - l), u <- u - a (u - x0) with x0 the box center and a = ``shrink`` (0.5 by default), after which
     certkit's own (sound) procedure runs on the smaller box. A planted counterexample on a vertex of the real box is
@@ -21,7 +25,6 @@ Which benchmark families catch which bug is measured in README ("certkit soundne
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import replace
@@ -31,10 +34,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from certkit.verifiers.registry import Instance, Verifier, register_verifier
+from certkit.common.registry import Registry
+from certkit.verifiers.ops.relu import ReLU
+from certkit.verifiers.registry import Instance, Verifier
 from certkit.verifiers.strategy import verify_property
 from certkit.verifiers.vnncomp import InstanceResult
 from certkit.verifiers.vnnlib import Property, parse_vnnlib
+
+
+UNSOUND_REGISTRY = Registry("deliberately unsound verifier")
+
+
+def register_unsound_verifier(cls: type[Verifier]) -> type[Verifier]:
+    """Class decorator: register a deliberately unsound verifier (``sound = False`` required) for the audits.
+
+    Raises:
+        ValueError: empty or duplicate name, or a class that declares itself sound.
+    """
+    if cls.sound:
+        raise ValueError(f"{cls.__name__} declares sound = True: only deliberately unsound verifiers belong here")
+    return UNSOUND_REGISTRY.register(cls)
+
+
+def unsound_verifiers() -> dict[str, type[Verifier]]:
+    """The deliberately unsound verifiers by name (the audit's positive controls)."""
+    return UNSOUND_REGISTRY.all()
 
 
 def shrink_property(prop: Property, shrink: float) -> Property:
@@ -59,7 +83,7 @@ def shrink_input_verify(onnx_path: str | Path, vnnlib_path: str | Path, timeout:
     return verify_property(load_onnx(onnx_path), prop, timeout)
 
 
-@register_verifier
+@register_unsound_verifier
 class ShrinkInputBug(Verifier):
     """DELIBERATELY UNSOUND: :func:`shrink_input_verify` with the input boxes shrunk by half."""
 
@@ -82,7 +106,7 @@ def last_bound_property(prop: Property) -> Property:
     return replace(prop, terms=terms)
 
 
-@register_verifier
+@register_unsound_verifier
 class LastBoundBug(Verifier):
     """DELIBERATELY UNSOUND: certkit's procedure on the box read with an off-by-one (module docstring)."""
 
@@ -94,31 +118,31 @@ class LastBoundBug(Verifier):
         return verify_property(instance.network(), last_bound_property(instance.property()), timeout)
 
 
-@contextlib.contextmanager
-def half_slope_relu():
-    """Within the block, certkit's ReLU relaxation uses the wrong upper line of ``bug-relu-slope`` (restored on
-    exit; only the bug verifiers use it)."""
-    from certkit.verifiers.ops.relu import ReLU
-
-    sound_relax = ReLU.relax
+class HalfSlopeReLU(ReLU):
+    """ReLU whose upper line for unstable neurons has HALF the correct slope (through (l, 0), so it lies below the
+    ReLU at u): the relaxation of ``bug-relu-slope``. Used only in that verifier's own copy of the graph."""
 
     def relax(self, l, u, alpha=None, setup=None):
-        aL, cL, aU, cU = sound_relax(self, l, u, alpha, setup)
+        aL, cL, aU, cU = super().relax(l, u, alpha, setup)
         unstable = (l < 0) & (u > 0)
         if aU.dim() > unstable.dim():
             unstable = unstable.unsqueeze(1).expand_as(aU)
         half = torch.where(unstable, aU / 2, aU)
         return aL, cL, half, torch.where(unstable, cU / 2, cU)  # the line through (l, 0) with half the slope
 
-    ReLU.relax = relax
-    try:
-        yield
-    finally:
-        ReLU.relax = sound_relax
+
+def with_half_slope_relu(bm) -> None:
+    """Replace every ReLU op of the bounded module ``bm``'s graph by a :class:`HalfSlopeReLU` copy (this ``bm`` only;
+    the op class and every other graph are untouched)."""
+    for node in bm.graph.nodes:
+        if type(node.op) is ReLU:
+            bad = copy.copy(node.op)
+            bad.__class__ = HalfSlopeReLU
+            node.op = bad
 
 
 def _bounds_only(instance: Instance, timeout: float, dtype: torch.dtype = torch.float64,
-                 label: str = "CROWN (half-slope ReLU)") -> InstanceResult:
+                 label: str = "CROWN (half-slope ReLU)", half_slope: bool = False) -> InstanceResult:
     """unsat when CROWN (network and input boxes in ``dtype``) refutes every disjunct on its whole box, else unknown
     (no attack, no branching); the bounds are compared with the thresholds exactly, with no sound final check."""
     from certkit.verifiers.bounds import BoundedModule
@@ -127,6 +151,8 @@ def _bounds_only(instance: Instance, timeout: float, dtype: torch.dtype = torch.
     t0 = time.perf_counter()
     net = instance.network()
     bm = BoundedModule(copy.deepcopy(net.module).to(dtype).eval(), net.sample_shape)
+    if half_slope:
+        with_half_slope_relu(bm)
     for term in instance.property().terms:
         lo, hi = torch.tensor(term.x_L)[None].to(dtype), torch.tensor(term.x_U)[None].to(dtype)
         if not bool(refuted(bm, term, lo, hi, "CROWN").all()):
@@ -134,7 +160,7 @@ def _bounds_only(instance: Instance, timeout: float, dtype: torch.dtype = torch.
     return InstanceResult("unsat", time.perf_counter() - t0, method=label)
 
 
-@register_verifier
+@register_unsound_verifier
 class LowPrecisionBug(Verifier):
     """DELIBERATELY UNSOUND: CROWN computed in bfloat16, bounds only, no sound final check (module docstring)."""
 
@@ -146,7 +172,7 @@ class LowPrecisionBug(Verifier):
         return _bounds_only(instance, timeout, torch.bfloat16, "CROWN in bfloat16")
 
 
-@register_verifier
+@register_unsound_verifier
 class ReluSlopeBug(Verifier):
     """DELIBERATELY UNSOUND: CROWN with half the upper slope on unstable ReLUs, bounds only (module docstring)."""
 
@@ -155,8 +181,7 @@ class ReluSlopeBug(Verifier):
     sound = False
 
     def solve(self, instance: Instance, timeout: float) -> InstanceResult:
-        with half_slope_relu():
-            return _bounds_only(instance, timeout)
+        return _bounds_only(instance, timeout, half_slope=True)
 
 
 def lower_half_only(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +192,7 @@ def lower_half_only(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tu
     return lo2[:lo.shape[0]], hi2[:lo.shape[0]]
 
 
-@register_verifier
+@register_unsound_verifier
 class BaBDropBug(Verifier):
     """DELIBERATELY UNSOUND: input-split BaB that drops the upper half of every split box (module docstring)."""
 
