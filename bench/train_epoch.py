@@ -33,7 +33,6 @@ from certkit.train.classifier import TrainConfig, training_methods
 from certkit.train.losses import fused_cross_entropy_upper, robust_cross_entropy, robust_cross_entropy_each
 from certkit.verifiers import BoundedModule, linf_ball, margin_spec
 
-
 PURE = ("ibp-pure", "sabr", "mtl-ibp")  # kappa = 0
 
 

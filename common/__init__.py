@@ -2,7 +2,7 @@
 
 Nothing here imports any other part of certkit.
 """
-from certkit.common.errors import CertkitError
 from certkit.common.device import resolve_device
+from certkit.common.errors import CertkitError
 
 __all__ = ["CertkitError", "resolve_device"]

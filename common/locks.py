@@ -49,7 +49,7 @@ class FileLock:
         self.path = self.target.with_name(self.target.name + ".lock")
         self.held = False
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> FileLock:
         """Take the lock.
 
         Raises:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from certkit.common import faults
 from certkit.common.errors import CertkitError
@@ -77,7 +77,7 @@ class ResultWriter:
         """Release the file's lock (also done at exit)."""
         self.lock.release()
 
-    def __enter__(self) -> "ResultWriter":
+    def __enter__(self) -> ResultWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -25,16 +25,16 @@ A certkit denoiser checkpoint is a certkit checkpoint (models/checkpoint.py, ``t
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from certkit.common.errors import CertkitError
-from certkit.models.checkpoint import (FORMAT, VERSION, LoadedModel, _load_state, load_checkpoint_file,
-                                       save_checkpoint)
+from certkit.models.checkpoint import FORMAT, VERSION, LoadedModel, _load_state, load_checkpoint_file, save_checkpoint
 from certkit.models.zoo import checkerboard_mask
 
 TASK = "denoiser"

@@ -17,7 +17,7 @@ Concat, Cast). Anything else raises :class:`CertkitError` naming every unsupport
 
 The importer only makes the network RUN in torch; which ops certkit can BOUND is the op registry's business
 (``certkit.verifiers.ops``): an activation of ELEMENTWISE without a registered op imports fine (certify works on it)
-and is listed by ``certkit verify --check``.
+and is listed by ``certkit verify --mode check``.
 """
 from __future__ import annotations
 

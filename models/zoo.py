@@ -19,7 +19,7 @@ separately and are not part of the reference checkpoints' state_dict (whose keys
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

@@ -5,7 +5,7 @@ options; every run here starts from one :class:`RunConfig` and one :func:`prepar
     certify.py    certkit certify / predict   (certify.smoothing methods)
     verify.py     certkit verify --model      (verifiers bound methods, PGD)
     conformal.py  certkit conformal           (certify.conformal, RSCP+)
-    vnncomp.py    certkit verify --instances  (verifiers.registry verifiers on a VNN-COMP benchmark)
+    vnncomp.py    certkit verify --mode benchmark  (verifiers.registry verifiers on a VNN-COMP benchmark)
 """
 from certkit.runs.config import DatasetRunConfig, Prepared, RunConfig, open_results, prepare, write_summary
 

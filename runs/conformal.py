@@ -8,8 +8,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from certkit.certify.conformal import (PTT, SmoothedScorer, base_scores, conformal_quantile, pgd_l2_smoothed,
-                                       rscp_plus_sets, rscp_sets)
+from certkit.certify.conformal import (
+    PTT,
+    SmoothedScorer,
+    base_scores,
+    conformal_quantile,
+    pgd_l2_smoothed,
+    rscp_plus_sets,
+    rscp_sets,
+)
 from certkit.common.errors import CertkitError
 from certkit.runs.config import DatasetRunConfig, open_results, prepare, resolve_sigma
 

@@ -1,4 +1,4 @@
-"""``certkit verify --instances``: run a registered verifier (certkit's by default) on every row of a VNN-COMP
+"""``certkit verify --mode benchmark``: run a registered verifier (certkit's by default) on every row of a VNN-COMP
 ``instances.csv``, in this process, one results row per instance (resumable), optionally one VNN-COMP result file
 per instance."""
 from __future__ import annotations

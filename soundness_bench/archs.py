@@ -9,7 +9,7 @@ the 3-conv CNN; certkit does not copy that).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

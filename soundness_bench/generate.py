@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 
 from certkit.common.errors import CertkitError
-from certkit.models.onnx_export import require_onnx
 from certkit.common.locks import FileLock
+from certkit.models.onnx_export import require_onnx
 from certkit.soundness_bench import archs
 from certkit.soundness_bench.hide import SWEEP, HidingReport, hiddenness_check, pgd_search
 from certkit.train.harness import Run, StepOutput, TrainingMethod, fit

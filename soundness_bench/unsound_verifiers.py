@@ -41,7 +41,6 @@ from certkit.verifiers.strategy import verify_property
 from certkit.verifiers.vnncomp import InstanceResult
 from certkit.verifiers.vnnlib import Property, parse_vnnlib
 
-
 UNSOUND_REGISTRY = Registry("deliberately unsound verifier")
 
 

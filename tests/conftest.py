@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import struct
 from pathlib import Path
@@ -71,6 +72,44 @@ def cli():
     def run(*args):
         return runner.invoke(main, [str(a) for a in args], catch_exceptions=True)
     return run
+
+
+def export_onnx(net: torch.nn.Module, example: torch.Tensor, path, **kwargs):
+    """The one ONNX export of the tests: ``net`` as opset 13 with input name ``x`` (torch's TorchScript exporter),
+    written to ``path`` (a file path or a binary buffer); returns ``path``.
+
+    Skips the test when the ``onnx`` package is absent (the ``test`` extra installs it); an exporter failure FAILS it,
+    so that a regression in what certkit exports or imports cannot hide behind a skip.
+    """
+    pytest.importorskip("onnx")
+    torch.onnx.export(net, (example,), path if isinstance(path, io.IOBase) else str(path), dynamo=False,
+                      input_names=["x"], opset_version=13, **kwargs)
+    return path
+
+
+def assert_certify_rows(tsv, n_inputs: int, method: str | None = None):
+    """A finished certify run: ``n_inputs`` rows in the TSV, every abstention (predict -1) with radius 0 and every
+    certified row with a finite radius >= 0, correct = (predict == label), and a summary JSON beside it that agrees
+    (method, number of inputs, certified accuracy at radius 0). Returns the rows."""
+    import csv
+    import json
+    import math
+
+    rows = list(csv.DictReader(open(tsv), delimiter="\t"))
+    assert len(rows) == n_inputs, rows
+    for r in rows:
+        radius, predict = float(r["radius"]), int(r["predict"])
+        assert math.isfinite(radius) and radius >= 0, r
+        assert predict != -1 or radius == 0, r
+        assert int(r["correct"]) == int(predict == int(r["label"])), r
+    summary = json.loads(Path(tsv).with_suffix(".summary.json").read_text())
+    assert summary["n_inputs"] == n_inputs
+    if method is not None:
+        assert summary["method"] == method
+    acc0 = sum(int(r["correct"]) for r in rows) / n_inputs
+    at_zero = {float(k): v for k, v in summary["certified_accuracy"].items()}[0.0]
+    assert at_zero == pytest.approx(acc0), summary["certified_accuracy"]
+    return rows
 
 
 def assert_clean_error(result, *fragments):

@@ -11,6 +11,7 @@ from torch import nn
 from certkit.certify import ABSTAIN, NoiseSampler
 from certkit.certify.smoothing.adaptive import AdaptiveSmoothing, adaptive_radius
 from certkit.common.errors import CertkitError
+
 from conftest import assert_clean_error
 
 SIGMA = 0.5

@@ -95,7 +95,7 @@ def _check_sound(net, shape, method, eps, n_samples=10_000, B=3, seed=0):
     # PGD points: minimize and maximize every output inside the box
     for k in range(K):
         for sign in (1.0, -1.0):
-            xa, val = pgd_box(lambda z: sign * net(z)[:, k], pert.x_L, pert.x_U, steps=30, restarts=2,
+            xa, val = pgd_box(lambda z, sign=sign, k=k: sign * net(z)[:, k], pert.x_L, pert.x_U, steps=30, restarts=2,
                               generator=gen, early_stop=False)
             yk = net(xa)[:, k].detach()
             assert (yk >= lb[:, k] - tol).all() and (yk <= ub[:, k] + tol).all(), (method, k)

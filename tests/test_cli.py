@@ -12,7 +12,8 @@ from torch import nn
 
 from certkit.models import NormalizeLayer, build_model, save_checkpoint
 from certkit.models.zoo import CIFAR10_MEAN, CIFAR10_STD
-from conftest import assert_clean_error
+
+from conftest import assert_clean_error, export_onnx
 
 FAST = ["--n0", "10", "--n", "300", "--batch", "300", "--quiet"]
 
@@ -120,10 +121,7 @@ def test_train_then_certify_on_npz_and_mnist(cli, tmp_path, npz_file, mnist_dir)
 def test_onnx_and_factory_models(cli, tmp_path, npz_file, monkeypatch):
     net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     path = tmp_path / "m.onnx"
-    try:
-        torch.onnx.export(net, (torch.rand(1, 5),), str(path), dynamo=False, input_names=["x"], opset_version=13)
-    except Exception as e:
-        pytest.skip(f"torch.onnx.export unavailable: {e}")
+    export_onnx(net, torch.rand(1, 5), path)
     r = cli("certify", "--model", path, "--dataset", "npz", npz_file, "--sigma", 0.1, *FAST, "--max", 2,
             "--out", tmp_path / "o.tsv")
     assert r.exit_code == 0, r.output

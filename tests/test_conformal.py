@@ -8,9 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from certkit.certify.conformal import (SmoothedScorer, base_scores, conformal_quantile, hoeffding_correction,
-                                       rscp_plus_sets)
+from certkit.certify.conformal import (
+    SmoothedScorer,
+    base_scores,
+    conformal_quantile,
+    hoeffding_correction,
+    rscp_plus_sets,
+)
 from certkit.certify.stats import empirical_bernstein_shift
+
 from conftest import assert_clean_error
 
 

@@ -6,9 +6,18 @@ from torch import nn
 
 from certkit.common.errors import CertkitError
 from certkit.models.checkpoint import LoadedModel, load_model
-from certkit.models.denoisers import (DenoisedDual, LoadedDenoiser, OneShotDiffusion, build_denoiser, compose,
-                                      load_denoiser, save_denoiser)
+from certkit.models.denoisers import (
+    DenoisedDual,
+    LoadedDenoiser,
+    OneShotDiffusion,
+    build_denoiser,
+    compose,
+    load_denoiser,
+    save_denoiser,
+)
 from certkit.models.zoo import build_model, checkerboard_mask
+
+from conftest import export_onnx
 
 SHAPE = (1, 8, 8)
 
@@ -117,11 +126,7 @@ def blur_denoiser():
 def test_onnx_and_factory_denoisers(tmp_path):
     d = _denoiser("ae_dncnn")
     path = tmp_path / "d.onnx"
-    try:
-        torch.onnx.export(d.module, (torch.rand(1, *SHAPE),), str(path), dynamo=False, input_names=["x"],
-                          opset_version=13)
-    except Exception as e:  # pragma: no cover - depends on the installed exporter
-        pytest.skip(f"torch.onnx.export unavailable: {e}")
+    export_onnx(d.module, torch.rand(1, *SHAPE), path)
     o = load_denoiser(path)
     x = torch.rand(3, *SHAPE)
     with torch.no_grad():

@@ -13,7 +13,8 @@ from certkit.certify import ABSTAIN, NoiseSampler
 from certkit.certify.smoothing.dual import DualSmoothing, dual_radius
 from certkit.certify.smoothing.lvm import LVMSmoothing, lvm_radius, simplex_map, sparsemax
 from certkit.certify.stats import empirical_bernstein_shift
-from conftest import assert_clean_error
+
+from conftest import assert_certify_rows, assert_clean_error
 
 
 def _max_failures(reps, alpha):
@@ -218,6 +219,7 @@ def test_cli_compare_dual_and_errors(cli, tmp_path):
     r = cli("certify", "--method", "dual", "--model", drs, "--n0", 20, "--n", 300, "--max", 3, "--quiet",
             "--out", tmp_path / "d.tsv")
     assert r.exit_code == 0 and "Dual RS smoothing" in r.output, r.output
+    assert_certify_rows(tmp_path / "d.tsv", 3, "dual")
     assert_clean_error(cli("certify", "--method", "dual", "--max", 1, "--out", tmp_path / "e.tsv"), "two branches")
     assert_clean_error(cli("certify", "--method", "lvm", "--model", drs, "--max", 1, "--out", tmp_path / "f.tsv"),
                        "--method dual")
@@ -235,6 +237,9 @@ def test_dual_from_reference_checkpoint(cli, tmp_path, cifar_dir):
     r = cli("train", "--method", "dual", "--init-from", tmp_path / "ref.pth.tar", "--dataset", "cifar10", cifar_dir,
             "--sigma", 0.25, "--epochs", 1, "--batch", 10, "--out", tmp_path / "drs.pt", "--quiet")
     assert r.exit_code == 0, r.output
+    ck = torch.load(tmp_path / "drs.pt", weights_only=True)
+    assert ck["metadata"]["method"] == "dual" and ck["metadata"]["recipe"]["init_from"] == str(tmp_path / "ref.pth.tar")
     r = cli("certify", "--method", "dual", "--model", tmp_path / "drs.pt", "--dataset", "cifar10", cifar_dir,
             "--n0", 4, "--n", 16, "--batch", 16, "--max", 1, "--quiet", "--out", tmp_path / "d.tsv")
     assert r.exit_code == 0, r.output
+    assert_certify_rows(tmp_path / "d.tsv", 1, "dual")

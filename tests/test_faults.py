@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from certkit.common import faults
+
 from conftest import DATA, assert_clean_error
 
 TIMING = ("time", "seconds")
@@ -115,7 +116,7 @@ def test_killed_vnncomp_benchmark_run_resumes(cli, tmp_path):
         shutil.copy(DATA / "vnncomp2021" / name, bench)
     (bench / "instances.csv").write_text("test_nano.onnx,test_nano.vnnlib,30\ntest_tiny.onnx,test_tiny.vnnlib,30\n"
                                          "test_sat.onnx,test_prop.vnnlib,30\ntest_unsat.onnx,test_prop.vnnlib,30\n")
-    args = ["verify", "--instances", bench / "instances.csv", "--quiet"]
+    args = ["verify", "--mode", "benchmark", "--instances", bench / "instances.csv", "--quiet"]
     run_ok(cli, *args, "--out", tmp_path / "ref.tsv")
     killed(args + ["--out", tmp_path / "k.tsv"], f"kill:row:{point('vnncomp', 2, 3)}")
     assert_clean_error(cli(*args, "--out", tmp_path / "k.tsv", "--no-bab", "--resume"), "different settings")

@@ -25,6 +25,8 @@ from certkit.common.errors import CertkitError
 from certkit.verifiers.vnncomp import RESULTS, InstanceResult, format_result, parse_result_text
 from certkit.verifiers.vnnlib import parse_vnnlib, parse_vnnlib_text
 
+from conftest import export_onnx
+
 FUZZ = settings(max_examples=120, deadline=3000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 VALID_VNNLIB = """; a property
 (declare-const X_0 Real)
@@ -148,14 +150,8 @@ def test_result_files_round_trip_witnesses_exactly(xs, ys):
 # ------------------------------------------------------------------------------------------ ONNX
 @pytest.fixture(scope="module")
 def onnx_bytes():
-    pytest.importorskip("onnx")
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8, 3))
-    buf = io.BytesIO()
-    try:
-        torch.onnx.export(net, (torch.rand(1, 1, 4, 4),), buf, dynamo=False, input_names=["x"], opset_version=13)
-    except Exception as e:  # exporter missing in this environment
-        pytest.skip(f"torch.onnx.export unavailable: {e}")
-    return buf.getvalue()
+    return export_onnx(net, torch.rand(1, 1, 4, 4), io.BytesIO()).getvalue()
 
 
 def _load_onnx_or_clean_error(data: bytes):

@@ -17,6 +17,7 @@ from certkit.verifiers.input_split import bisect, input_split_bab, split_scores
 from certkit.verifiers.strategy import Deadline, verify_property
 from certkit.verifiers.vnnlib import parse_vnnlib
 
+from conftest import export_onnx
 from milp import exact_min_max
 
 pytest.importorskip("onnxruntime")
@@ -36,12 +37,7 @@ def relu_net(seed, hidden=(16, 16), n_in=N_IN):
 
 
 def onnx_of(net, path):
-    try:
-        torch.onnx.export(net, (torch.rand(1, net[0].in_features),), str(path), dynamo=False, input_names=["x"],
-                          opset_version=13)
-    except Exception as e:  # pragma: no cover - exporter missing in some torch builds
-        pytest.skip(f"torch.onnx.export unavailable: {e}")
-    return load_onnx(path)
+    return load_onnx(export_onnx(net, torch.rand(1, net[0].in_features), path))
 
 
 def bounded(onnx_model):

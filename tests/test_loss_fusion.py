@@ -61,6 +61,7 @@ def test_crown_ibp_trains_with_loss_fusion_by_default(cli, tmp_path):
     """crown-ibp resolves loss fusion to on (as auto_LiRPA's and Shi et al.'s training), --no-loss-fusion to the
     K - 1 margin rows; the checkpoint records the resolved value; other methods refuse --loss-fusion."""
     from certkit.models.checkpoint import load_checkpoint_file
+
     from conftest import assert_clean_error
 
     for flag, expected in (([], True), (["--no-loss-fusion"], False)):

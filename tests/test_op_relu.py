@@ -2,6 +2,7 @@
 import torch
 
 from certkit.verifiers.ops.relu import ReLU
+
 from relaxation_checks import check_activation
 
 

@@ -2,6 +2,7 @@
 import torch
 
 from certkit.verifiers.ops.sigmoid import Sigmoid
+
 from relaxation_checks import check_activation
 
 

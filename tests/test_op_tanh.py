@@ -2,6 +2,7 @@
 import torch
 
 from certkit.verifiers.ops.tanh import Tanh
+
 from relaxation_checks import check_activation
 
 

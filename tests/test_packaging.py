@@ -1,6 +1,7 @@
 """Packaging: every source package is listed in pyproject, so a non-editable `pip install .` ships it."""
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

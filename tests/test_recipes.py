@@ -2,9 +2,11 @@
 import pytest
 import torch
 
+from certkit.common.errors import CertkitError
 from certkit.train.classifier import Batch, TrainConfig, augment, augmentations
 from certkit.train.harness import Run
 from certkit.train.recipe import load_recipe, shipped_recipes
+
 from conftest import assert_clean_error
 
 
@@ -76,5 +78,5 @@ def test_augmentation_crops_and_flips_reproducibly_and_is_off_for_digits():
 
 def test_unknown_augmentation_is_refused(cli, tmp_path):
     assert_clean_error(cli("train", "--augment", "rotate", "--out", tmp_path / "m.pt"), "--augment")
-    with pytest.raises(Exception):
+    with pytest.raises(CertkitError, match="missing.yaml"):
         load_recipe(str(tmp_path / "missing.yaml"))

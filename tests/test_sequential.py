@@ -7,6 +7,7 @@ from torch import nn
 
 from certkit.certify import NoiseSampler
 from certkit.certify.smoothing.sequential import SequentialSmoothing, kelly_bet, log_wealth_step
+
 from conftest import assert_clean_error
 
 

@@ -5,9 +5,9 @@ import os
 import subprocess
 import sys
 
+from test_faults import rows
 
 from conftest import assert_clean_error
-from test_faults import rows
 
 ARGS = ["certify", "--n", 300, "--n0", 20, "--max", 9, "--quiet"]
 

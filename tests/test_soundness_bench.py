@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error
-
 from certkit.soundness_bench.generate import config_with_preset, generate, make_data
+
+from conftest import assert_clean_error
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

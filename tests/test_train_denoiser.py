@@ -5,14 +5,16 @@ import json
 import pytest
 import torch
 
-from certkit.models.denoisers import load_denoiser
 from certkit.models.checkpoint import load_checkpoint_file
-from conftest import assert_clean_error
+from certkit.models.denoisers import load_denoiser
+
+from conftest import assert_certify_rows, assert_clean_error
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from click.testing import CliRunner
+
     from certkit.cli import main
 
     d = tmp_path_factory.mktemp("denoise")
@@ -110,9 +112,13 @@ def test_certify_dual_through_a_denoiser(cli, trained, tmp_path):
     r = cli("train", "--method", "dual", "--init-from", trained / "f.pt", "--epochs", "1", "--sigma", "0.5",
             "--out", tmp_path / "dual.pt", "--quiet")
     assert r.exit_code == 0, r.output
+    assert load_checkpoint_file(tmp_path / "dual.pt")["metadata"]["method"] == "dual"
     r = cli("certify", "--model", tmp_path / "dual.pt", "--denoiser", trained / "mse.pt", "--method", "dual",
             "--max-inputs", "3", "--n", "100", "--n0", "10", "--out", tmp_path / "d.tsv", "--quiet")
     assert r.exit_code == 0, r.output
+    assert_certify_rows(tmp_path / "d.tsv", 3, "dual")
+    summary = json.loads((tmp_path / "d.summary.json").read_text())
+    assert summary["model"]["denoiser"]["source"] == str(trained / "mse.pt") and summary["sigma"] == 0.5
 
 
 def test_bad_input(cli, trained, tmp_path):

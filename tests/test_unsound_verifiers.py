@@ -4,19 +4,23 @@ instances with known answers)."""
 from fractions import Fraction
 
 import numpy as np
-import torch
-
 import pytest
+import torch
 from torch import nn
 
-from certkit.soundness_bench.unsound_verifiers import (HalfSlopeReLU, last_bound_property, lower_half_only,
-                                                     register_unsound_verifier, unsound_verifiers,
-                                                     with_half_slope_relu)
+from certkit.soundness_bench.unsound_verifiers import (
+    HalfSlopeReLU,
+    last_bound_property,
+    lower_half_only,
+    register_unsound_verifier,
+    unsound_verifiers,
+    with_half_slope_relu,
+)
 from certkit.verifiers.bounds import BoundedModule
-from certkit.verifiers.perturbation import Box
-from certkit.verifiers.registry import Verifier, verifiers
 from certkit.verifiers.input_split import bisect
 from certkit.verifiers.ops.relu import ReLU
+from certkit.verifiers.perturbation import Box
+from certkit.verifiers.registry import Verifier, verifiers
 from certkit.verifiers.vnnlib import Property, Term
 
 

@@ -19,6 +19,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import export_onnx
+
 pytest.importorskip("onnxruntime")
 
 from certkit.soundness_bench.adapters import audit_verifiers  # noqa: E402
@@ -38,11 +40,7 @@ def instances(tmp_path_factory):
         net[0].bias.zero_()
         net[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
         net[2].bias.fill_(2.0)
-    try:
-        torch.onnx.export(net, (torch.rand(1, 2),), str(root / "net.onnx"), dynamo=False, input_names=["x"],
-                          opset_version=13)
-    except Exception as e:  # exporter missing in this environment
-        pytest.skip(f"torch.onnx.export unavailable: {e}")
+    export_onnx(net, torch.rand(1, 2), root / "net.onnx")
     out = {}
     for name, bound in BOUND.items():
         text = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + "(declare-const Y_0 Real)\n"

@@ -1,15 +1,17 @@
-"""`certkit verify --model` end to end, `--check`, and PGD on a problem with a closed-form answer."""
+"""`certkit verify --model` end to end, its modes (`--mode check` and the older spellings), and PGD on a problem
+with a closed-form answer."""
 import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from certkit.verifiers.attack import pgd_attack
-import pytest
 
-from conftest import assert_clean_error
+from conftest import assert_clean_error, export_onnx
+from test_cli import read_tsv
 
 
 def test_verify_bundled_model(cli, tmp_path):
@@ -33,18 +35,31 @@ def test_verify_bundled_model(cli, tmp_path):
 
 
 def test_verify_check(cli, tmp_path):
-    r = cli("verify", "--check")
-    assert r.exit_code == 0 and "OK" in r.output
+    r = cli("verify", "--mode", "check")
+    assert r.exit_code == 0 and "OK" in r.output and "deprecated" not in r.output
     torch.save(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Softmax(1)), tmp_path / "m.pt")
-    r = cli("verify", "--check", "--model", tmp_path / "m.pt", "--allow-pickle", "--input-shape", "1,8,8")
+    r = cli("verify", "--mode", "check", "--model", tmp_path / "m.pt", "--allow-pickle", "--input-shape", "1,8,8")
     assert r.exit_code == 1 and "MaxPool2d" in r.output and "Softmax" in r.output
+
+
+def test_verify_modes_are_explicit_and_old_spellings_still_work(cli, tmp_path):
+    r = cli("verify", "--check")                                  # the older spelling: same answer, one notice
+    assert r.exit_code == 0 and "OK" in r.output
+    assert sum("deprecated" in line for line in r.output.splitlines()) == 1 and "--mode check" in r.output
+    # options of another mode are refused, never silently ignored
+    assert_clean_error(cli("verify", "--mode", "dataset", "--instances", tmp_path / "i.csv"), "--mode benchmark")
+    assert_clean_error(cli("verify", "--mode", "benchmark", "--vnnlib", tmp_path / "p.vnnlib"), "--mode instance")
+    assert_clean_error(cli("verify", "--mode", "instance", "--check"), "--check")
+    assert_clean_error(cli("verify", "--mode", "dataset", "--onnx", tmp_path / "n.onnx"), "--model N.onnx")
+    assert_clean_error(cli("verify", "--mode", "benchmark"), "--instances")
+    assert_clean_error(cli("verify", "--mode", "bogus"), "bogus")
 
 
 def test_verify_bad_input(cli, tmp_path):
     assert_clean_error(cli("verify"), "--eps")
     assert_clean_error(cli("verify", "--eps", -0.1, "--out", tmp_path / "a.tsv"), "eps")
     assert_clean_error(cli("verify", "--eps", 0.1, "--method", "DeepPoly", "--out", tmp_path / "b.tsv"), "DeepPoly")
-    assert_clean_error(cli("verify", "--instances", tmp_path / "none.csv"), "not found")
+    assert_clean_error(cli("verify", "--mode", "benchmark", "--instances", tmp_path / "none.csv"), "not found")
 
 
 def test_pgd_finds_the_closest_counterexample_of_a_linear_classifier():
@@ -90,18 +105,23 @@ def test_auto_lirpa_backend_is_optional(cli, tmp_path):
 
 
 def test_verify_onnx_model_on_data(cli, tmp_path, npz_file):
-    onnx = pytest.importorskip("onnx")
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
-    path = tmp_path / "m.onnx"
-    try:
-        torch.onnx.export(net, (torch.rand(1, 5),), str(path), dynamo=False, input_names=["x"], opset_version=13)
-    except Exception as e:
-        pytest.skip(f"torch.onnx.export unavailable: {e}")
+    path = export_onnx(net, torch.rand(1, 5), tmp_path / "m.onnx")
     r = cli("verify", "--model", path, "--dataset", "npz", npz_file, "--eps", 0.05, "--method", "IBP,CROWN",
-            "--quiet", "--out", tmp_path / "v.tsv")
+            "--quiet", "--out", tmp_path / "v.tsv", "--summary-json", tmp_path / "v.json")
     assert r.exit_code == 0, r.output
-    assert onnx is not None
+    # the ONNX network is the same function as the torch one: same clean predictions, and IBP never beats CROWN
+    from certkit.datasets import load_dataset
+
+    data = load_dataset("npz", str(npz_file), "test")
+    with torch.no_grad():
+        want = net(torch.as_tensor(data.x).float()).argmax(1)
+    rows = read_tsv(tmp_path / "v.tsv")
+    assert len(rows) == len(want)
+    summary = json.loads((tmp_path / "v.json").read_text())
+    assert summary["clean_accuracy"] == pytest.approx(float((want == torch.as_tensor(data.y)).float().mean()))
+    assert summary["verified_accuracy"]["IBP"] <= summary["verified_accuracy"]["CROWN"] <= summary["clean_accuracy"]
 
 
 def test_complete_verifier_on_a_checkpoint_matches_the_exact_milp_answer(cli, tmp_path, npz_file):
@@ -110,6 +130,7 @@ def test_complete_verifier_on_a_checkpoint_matches_the_exact_milp_answer(cli, tm
     pytest.importorskip("onnxruntime")
     from certkit.models.checkpoint import save_checkpoint
     from certkit.models.zoo import build_model
+
     from milp import exact_min
 
     torch.manual_seed(4)

@@ -13,6 +13,7 @@ from certkit.runs.vnncomp import InstancesConfig, run_instances  # noqa: E402
 from certkit.verifiers.strategy import verify_instance  # noqa: E402
 from certkit.verifiers.vnncomp import format_result, violates  # noqa: E402
 from certkit.verifiers.vnnlib import parse_vnnlib  # noqa: E402
+
 from conftest import DATA, assert_clean_error  # noqa: E402
 
 VNN = DATA / "vnncomp2021"
@@ -92,14 +93,15 @@ def test_instances_csv_runner(tmp_path):
 
 def test_cli_single_instance_and_errors(cli, tmp_path):
     out = tmp_path / "r.txt"
-    r = cli("verify", "--onnx", VNN / "test_sat.onnx", "--vnnlib", VNN / "test_prop.vnnlib", "--result", out)
+    r = cli("verify", "--mode", "instance", "--onnx", VNN / "test_sat.onnx", "--vnnlib", VNN / "test_prop.vnnlib",
+            "--result", out)
     assert r.exit_code == 0, r.output
     assert out.read_text().startswith("sat\n((X_0")
     bad = tmp_path / "bad.vnnlib"
     bad.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1)\n")
-    r = cli("verify", "--onnx", VNN / "test_nano.onnx", "--vnnlib", bad, "--result", out)
+    r = cli("verify", "--mode", "instance", "--onnx", VNN / "test_nano.onnx", "--vnnlib", bad, "--result", out)
     assert r.exit_code == 1 and "bad.vnnlib:3:" in r.output and out.read_text() == "error\n"
-    assert_clean_error(cli("verify", "--onnx", VNN / "test_nano.onnx"), "--vnnlib")
+    assert_clean_error(cli("verify", "--mode", "instance", "--onnx", VNN / "test_nano.onnx"), "--vnnlib")
 
 
 def test_branch_and_bound_kind_is_checked_and_can_be_forced():

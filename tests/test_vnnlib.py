@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from certkit.verifiers.vnnlib import VnnlibError, parse_vnnlib, parse_vnnlib_text
+
 from conftest import DATA
 
 VNN = DATA / "vnncomp2021"

@@ -95,7 +95,7 @@ class TrainConfig:
 REGISTRY = Registry("training method", "certkit.train.methods")
 
 
-def register_training(cls: type["ClassifierTraining"]) -> type["ClassifierTraining"]:
+def register_training(cls: type[ClassifierTraining]) -> type[ClassifierTraining]:
     """Class decorator: make ``cls`` available as ``certkit train --method cls.name``.
 
     Raises:
@@ -104,7 +104,7 @@ def register_training(cls: type["ClassifierTraining"]) -> type["ClassifierTraini
     return REGISTRY.register(cls)
 
 
-def training_methods() -> dict[str, type["ClassifierTraining"]]:
+def training_methods() -> dict[str, type[ClassifierTraining]]:
     """Every registered training method by name (the modules of train/methods/ are imported first)."""
     return REGISTRY.all()
 
@@ -182,7 +182,7 @@ def augmentations(cfg: TrainConfig) -> list[str]:
     return [a.strip() for a in cfg.augment.split(",") if a.strip()]
 
 
-def augment(x: torch.Tensor, batch: "Batch", run: Run, kinds: list, pad: int = 4) -> torch.Tensor:
+def augment(x: torch.Tensor, batch: Batch, run: Run, kinds: list, pad: int = 4) -> torch.Tensor:
     """Random crop after zero padding by ``pad`` and random horizontal flip of images (B, C, H, W), the randomness
     drawn from the run's generator for the whole global batch (every rank the same) and cut to this rank's rows."""
     n = len(batch.idx_all)

@@ -21,18 +21,19 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from certkit.common import distributed as dist
 from certkit.common import faults
 from certkit.common.device import resolve_device
 from certkit.common.errors import CertkitError
 from certkit.common.locks import FileLock
-from certkit.common import distributed as dist
 
 
 @dataclass

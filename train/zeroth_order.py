@@ -19,7 +19,7 @@ respect to z is the estimate (so the layers before z train with ordinary backpro
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

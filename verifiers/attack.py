@@ -6,7 +6,7 @@ when its objective is < 0 (e.g. the classification margin min_{j != y} z_y - z_j
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -66,14 +66,14 @@ class Domains:
         ts = list(self.lo.values()) + list(self.hi.values()) + list(self.alphas.values()) + list(self.betas.values())
         return max(1, sum(t.numel() * t.element_size() for t in ts) // max(1, len(self)))
 
-    def take(self, idx: torch.Tensor) -> "Domains":
+    def take(self, idx: torch.Tensor) -> Domains:
         """The subdomains at ``idx`` (a (k,) index tensor)."""
         return Domains({j: t[idx] for j, t in self.lo.items()}, {j: t[idx] for j, t in self.hi.items()},
                        {a: t[:, idx] for a, t in self.alphas.items()}, {j: t[:, idx] for j, t in self.betas.items()},
                        self.score[idx], self.depth[idx])
 
     @staticmethod
-    def cat(parts: list["Domains"]) -> "Domains":
+    def cat(parts: list[Domains]) -> Domains:
         """Concatenate batches of subdomains (same nodes)."""
         if len(parts) == 1:
             return parts[0]

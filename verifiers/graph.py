@@ -145,7 +145,7 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
         if any(i < 0 for i in ins):  # fed by an unsupported node: check the op itself, shapes are unknown
             ins = [0] * len(ins)
 
-        def const_of(a):
+        def const_of(a, val=val):
             v = rec.values[a.name] if isinstance(a, fx.Node) else a
             return torch.as_tensor(v, dtype=val.dtype, device=val.device) if not isinstance(v, torch.Tensor) else v
 

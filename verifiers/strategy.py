@@ -31,7 +31,6 @@ from certkit.verifiers.perturbation import Box
 from certkit.verifiers.vnncomp import InstanceResult
 from certkit.verifiers.vnnlib import Property, parse_vnnlib
 
-
 INPUT_SPLIT_MAX_DIM = 16
 
 

@@ -40,8 +40,7 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import norm
 
-from certkit.certify.smoothing.base import (ABSTAIN, Certificate, SmoothingMethod, check_certify_args,
-                                            register_smoothing)
+from certkit.certify.smoothing.base import ABSTAIN, Certificate, SmoothingMethod, check_certify_args, register_smoothing
 from certkit.certify.stats import clopper_pearson_lower
 from certkit.common.errors import CertkitError
 

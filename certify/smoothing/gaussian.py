@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from scipy.stats import norm
 
-from certkit.certify.smoothing.base import (ABSTAIN, Certificate, SmoothingMethod, check_certify_args,
-                                            register_smoothing)
+from certkit.certify.smoothing.base import ABSTAIN, Certificate, SmoothingMethod, check_certify_args, register_smoothing
 from certkit.certify.stats import binomial_test_pvalue, clopper_pearson_lower
 from certkit.common.errors import CertkitError
+
 
 @register_smoothing
 class GaussianSmoothing(SmoothingMethod):

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from certkit.certify.smoothing.base import (ABSTAIN, Certificate, SmoothingMethod, check_certify_args,
-                                            register_smoothing)
+from certkit.certify.smoothing.base import ABSTAIN, Certificate, SmoothingMethod, check_certify_args, register_smoothing
 from certkit.certify.stats import empirical_bernstein_shift
 from certkit.common.errors import CertkitError
 

@@ -25,8 +25,7 @@ import math
 import torch
 from scipy.stats import norm
 
-from certkit.certify.smoothing.base import (ABSTAIN, Certificate, SmoothingMethod, check_certify_args,
-                                            register_smoothing)
+from certkit.certify.smoothing.base import ABSTAIN, Certificate, SmoothingMethod, check_certify_args, register_smoothing
 from certkit.common.errors import CertkitError
 
 

@@ -18,8 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from certkit.train.classifier import ClassifierTraining, register_training
-from certkit.train.losses import (fused_cross_entropy_upper, mixed_margin, robust_cross_entropy,
-                                  robust_cross_entropy_each)
+from certkit.train.losses import (
+    fused_cross_entropy_upper,
+    mixed_margin,
+    robust_cross_entropy,
+    robust_cross_entropy_each,
+)
 from certkit.train.regularizers import relu_balance_regularizer, tightness_regularizer
 from certkit.train.schedules import EpsSchedule, beta_at, kappa_at
 

@@ -37,8 +37,14 @@ from torch import nn
 
 from certkit.common.errors import CertkitError
 from certkit.models.checkpoint import load_checkpoint_file
-from certkit.models.denoisers import (DENOISERS, AEDenoiser, build_denoiser, is_denoiser_checkpoint,
-                                      read_denoiser, save_denoiser)
+from certkit.models.denoisers import (
+    DENOISERS,
+    AEDenoiser,
+    build_denoiser,
+    is_denoiser_checkpoint,
+    read_denoiser,
+    save_denoiser,
+)
 from certkit.train.classifier import ClassifierTraining, augmentations, frozen_model, register_training
 from certkit.train.harness import StepOutput
 from certkit.train.zeroth_order import zo_gradient, zo_queries, zo_surrogate

@@ -7,9 +7,20 @@ import pkgutil
 
 from certkit.verifiers.ops.activation import Activation, Relaxation
 from certkit.verifiers.ops.affine import ElementwiseAffine, constant_op
-from certkit.verifiers.ops.base import (Call, Interval, Op, Unsupported, entry_for_function, entry_for_method,
-                                        entry_for_module, onnx_op_types, register_op, registered_modules,
-                                        registered_ops, unregister_op)
+from certkit.verifiers.ops.base import (
+    Call,
+    Interval,
+    Op,
+    Unsupported,
+    entry_for_function,
+    entry_for_method,
+    entry_for_module,
+    onnx_op_types,
+    register_op,
+    registered_modules,
+    registered_ops,
+    unregister_op,
+)
 from certkit.verifiers.ops.batchnorm import track_batch_stats
 
 for _m in pkgutil.iter_modules(__path__):

@@ -2,7 +2,7 @@
 BatchNorm in eval mode, input normalization and arithmetic with constants)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

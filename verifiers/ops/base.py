@@ -18,8 +18,9 @@ Conventions (B = batch, S = specification rows, node shapes are per sample, with
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -85,7 +86,7 @@ class Op:
         self.out_shape: tuple = ()
 
     @classmethod
-    def from_call(cls, call: Call) -> "Op":
+    def from_call(cls, call: Call) -> Op:
         """The op for one traced call (override to read module attributes or arguments; raise
         :class:`Unsupported` for calls this op cannot bound)."""
         return cls()
@@ -140,7 +141,7 @@ class ModuleOp(Op):
         self.module = module
 
     @classmethod
-    def from_call(cls, call: Call) -> "Op":
+    def from_call(cls, call: Call) -> Op:
         return cls(call.target)
 
     def forward(self, x):

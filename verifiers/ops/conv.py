@@ -10,7 +10,6 @@ from torch import nn
 
 from certkit.verifiers.ops.base import Call, ModuleOp, Unsupported, center_radius, register_op
 
-
 MATMUL_FLOATS = 2 ** 22  # largest transfer matrix (floats) used instead of a transposed convolution
 
 

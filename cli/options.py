@@ -1,0 +1,207 @@
+"""What several ``certkit`` commands share: the one-line error wrapper, option groups that mean the same
+everywhere (model, data, run, smoothing), and help texts read lazily from the registries."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from collections.abc import Callable
+
+import click
+
+from certkit.common.errors import CertkitError
+
+SIGMA_HELP = "Gaussian noise std in data-range units ([0,1] pixels). Default: the sigma the model was trained with."
+EPS_HELP = ("Perturbation radius in data-range units ([0,1] pixels), an ABSOLUTE radius: Linf (balls clipped to "
+            "[0,1]) unless --norm 2 says L2.")
+
+
+def friendly(fn):
+    """Turn CertkitError (and Ctrl-C) into one-line messages with a non-zero exit."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CertkitError as e:
+            raise click.ClickException(" ".join(str(e).split())) from None
+        except OSError as e:  # the file system refused (full disk, read-only, missing directory): not a bug
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            raise click.ClickException(f"cannot read or write {where}{e.strerror or e}") from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: rows computed so far are saved; rerun with --resume to continue", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def warn_to_stderr(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"Warning: {message}", err=True)
+
+
+class LazyHelpOption(click.Option):
+    """An option whose help text is computed only when help is shown (it reads a registry, which imports torch)."""
+
+    def __init__(self, *args, help_fn: Callable[[], str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_fn = help_fn
+
+    def get_help_record(self, ctx):
+        if self.help_fn is not None:
+            self.help = self.help_fn()
+        return super().get_help_record(ctx)
+
+
+def renamed_option(old: str, new: str, meaning: str):
+    """A hidden option that refuses an old name with a pointer to the new one (one meaning per option name)."""
+    def fail(ctx, param, value):
+        if value is not None:
+            raise click.BadParameter(f"{old} was renamed {new}: {meaning}", ctx=ctx, param=param)
+    dest = "renamed_" + old.strip("-").replace("-", "_")  # never the name of the option that replaced it
+    return click.option(old, dest, type=str, default=None, hidden=True, expose_value=False, callback=fail)
+
+
+def option_group(*decorators):
+    def apply(fn):
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+    return apply
+
+
+def build_config(cls, kw: dict, **extra):
+    """A config dataclass from the command's keyword arguments (fields it does not have are ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in kw.items() if k in names}, **extra)
+
+
+# ------------------------------------------------------------------------------------ shared options
+model_options = option_group(
+    click.option("--model", "model", default="bundled", show_default=True,
+                 help="certkit checkpoint, reference checkpoint {'arch','state_dict'} (cifar_resnet20/110), .onnx "
+                      "file, or package.module:factory. 'bundled' is the shipped digits model."),
+    click.option("--weights", type=click.Path(dir_okay=False),
+                 help="state_dict file for a --model package.module:factory model."),
+    click.option("--allow-pickle", is_flag=True,
+                 help="Load checkpoints with full pickle (EXECUTES code stored in the file). Only for files you trust; "
+                      "default is torch.load(weights_only=True)."),
+)
+denoiser_options = option_group(
+    click.option("--denoiser", default=None,
+                 help="Denoised smoothing: a denoiser D put in front of --model F; the run certifies F(D(x + noise)) "
+                      "as ONE fixed classifier. A certkit denoiser checkpoint (certkit train --method denoiser), an "
+                      ".onnx file, or package.module:factory (your own diffusion / consistency model: see README)."),
+    click.option("--denoiser-weights", type=click.Path(dir_okay=False), default=None,
+                 help="state_dict file for a --denoiser package.module:factory."),
+)
+DATASET_HELP = ("digits (bundled 8x8 scikit-learn digits), mnist DIR (IDX files), cifar10 DIR (python batches) or npz "
+                "FILE (x in [0,1], integer y). The path follows as an argument: --dataset cifar10 DIR.")
+data_options = option_group(
+    click.option("--dataset", default="digits", show_default=True, help=DATASET_HELP),
+    click.argument("data_path", required=False, type=click.Path()),
+    click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
+    click.option("--skip", type=int, default=1, show_default=True, help="Use every skip-th input of the split."),
+    click.option("--max", "--max-inputs", "max_inputs", type=int, default=None,
+                 help="At most this many inputs (--max-inputs under torchrun, whose own options swallow --max)."),
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True,
+                           help="Random seed (noise, attacks, data order); the same seed gives the same results.")
+device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
+run_options = option_group(
+    click.option("--out", type=click.Path(dir_okay=False), default=None,
+                 help="Per-row results (TSV, written row by row). Default: a new file in ./certkit-results/."),
+    click.option("--resume", is_flag=True, help="Continue --out, skipping rows already in it (refused when it was "
+                                                "computed with other settings)."),
+    click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
+    click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
+                 help="Summary JSON. Default: <out>.summary.json."),
+    seed_option, device_option, quiet_option,
+)
+def parse_floats(text: str | None, name: str):
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def parse_shard(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        k, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected K/N, e.g. 0/4, got {value!r}") from None
+    return k, n
+
+
+smoothing_options = option_group(
+    click.option("--sigma", type=float, default=None, help=SIGMA_HELP),
+    click.option("--n", "--num-samples", "n", type=int, default=100_000, show_default=True,
+                 help="Monte-Carlo samples for the estimate (--num-samples under torchrun, whose own options "
+                      "swallow --n)."),
+    click.option("--alpha", type=float, default=0.001, show_default=True,
+                 help="Failure probability: the answer is wrong with probability at most alpha."),
+    click.option("--batch", type=int, default=1000, show_default=True,
+                 help="Noisy copies drawn at a time (one noise chunk; on the CPU the forward pass runs a chunk in the "
+                      "fastest of batch/1..16 rows: speed only, same counts)."),
+    click.option("--compile", "compile", is_flag=True, help="torch.compile the model (first call ~20 s)."),
+    click.option("--amp", is_flag=True, help="CUDA only: bfloat16 autocast forward passes (the certificate is then "
+                                             "for the model as evaluated in bfloat16)."),
+    click.option("--shard", default=None, callback=parse_shard,
+                 help="K/N: certify only the K-th (0-based) of N interleaved shares of the inputs, for job arrays "
+                      "(then `certkit merge`). Under torchrun ranks share the inputs by themselves."),
+)
+
+
+def default_first(registry: dict, default: str) -> list:
+    """Registry items with the default first, then by name (deliberately unsound verifiers last)."""
+    return sorted(registry.items(), key=lambda kv: (kv[0] != default, not getattr(kv[1], "sound", True), kv[0]))
+
+
+def smoothing_help() -> str:
+    from certkit.certify.smoothing import smoothing_methods
+
+    return "; ".join(f"{n}: {c.help}" for n, c in default_first(smoothing_methods(), "gaussian")) + \
+        ". A comma list certifies the same inputs with several (one TSV per method)."
+
+
+def training_help() -> str:
+    from certkit.train import training_methods
+
+    return "; ".join(f"{n}: {c.help}" for n, c in default_first(training_methods(), "gaussian")) + "."
+
+
+def audit_verifier_help() -> str:
+    from certkit.soundness_bench.adapters import audit_verifiers
+
+    return "Built-in verifier: " + "; ".join(f"{n} ({c.help}{'' if c.sound else ', DELIBERATELY UNSOUND'})"
+                                             for n, c in default_first(audit_verifiers(), "certkit")) + "."
+
+
+def verifier_help() -> str:
+    from certkit.verifiers.registry import verifiers
+
+    return "Verifier for --instances and --onnx: " + ", ".join(n for n, _ in default_first(verifiers(), "certkit")) + "."
+
+
+def ops_help() -> str:
+    from certkit.verifiers.ops import registered_ops
+
+    return ("The older spelling of --mode check: only run the pre-flight check of --model / --onnx, listing every "
+            "unsupported op, node and shape problem. "
+            "Bounded ops: " + ", ".join(e.name for e in registered_ops()) + ".")
+
+
+def quiet_rank() -> bool:
+    """True on torchrun ranks other than 0 (rank 0 prints the merged result)."""
+    from certkit.common import distributed
+
+    return distributed.world()[0] != 0
+
+
+def echo_outputs(cfg, summary) -> None:
+    from certkit.runs import write_summary
+
+    click.echo(f"results: {cfg.out}")
+    click.echo(f"summary: {write_summary(summary, cfg)}")

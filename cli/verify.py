@@ -1,0 +1,197 @@
+"""``certkit verify``: four explicit modes (``--mode``): bound propagation on a data set, one VNN-COMP instance, a
+VNN-COMP benchmark, or the pre-flight check of a model."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from certkit.cli.main import main
+from certkit.cli.options import (
+    EPS_HELP,
+    LazyHelpOption,
+    build_config,
+    data_options,
+    echo_outputs,
+    friendly,
+    model_options,
+    ops_help,
+    renamed_option,
+    run_options,
+    verifier_help,
+)
+from certkit.common.errors import CertkitError
+
+MODES = ("dataset", "instance", "benchmark", "check")
+
+
+@main.command()
+@click.option("--mode", type=click.Choice(MODES), default=None,
+              help="dataset: clean / PGD / verified accuracy of --model on a data set (the default); instance: one "
+                   "VNN-COMP instance (--onnx, --vnnlib, --result); benchmark: every row of --instances CSV; check: "
+                   "the pre-flight check of --model or --onnx alone.")
+@click.option("--check", "check_only", is_flag=True, cls=LazyHelpOption, help_fn=ops_help)
+@model_options
+@click.option("--input-shape", default=None,
+              help="Per-sample input shape for --check of a factory model, e.g. 1,28,28.")
+@data_options
+@click.option("--eps", type=float, default=None, help=EPS_HELP)
+@click.option("--norm", type=click.Choice(["inf", "2"]), default="inf", show_default=True)
+@click.option("--method", "methods", default="IBP,CROWN-IBP,CROWN", show_default=True,
+              help="Comma-separated bound methods: IBP, CROWN-IBP, CROWN, alpha-CROWN.")
+@click.option("--batch", type=int, default=32, show_default=True, help="Inputs bounded together.")
+@click.option("--pgd-steps", type=int, default=50, show_default=True)
+@click.option("--pgd-restarts", type=int, default=5, show_default=True)
+@run_options
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None, help="VNN-COMP network.")
+@click.option("--vnnlib", "vnnlib_path", type=click.Path(dir_okay=False), default=None, help="VNN-LIB 1.0 property.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per VNN-COMP instance.")
+@click.option("--result", "result_path", type=click.Path(dir_okay=False), default=None,
+              help="VNN-COMP result file (sat + counterexample, unsat, unknown, timeout, error).")
+@click.option("--instances", "instances_csv", type=click.Path(dir_okay=False), default=None,
+              help="A benchmark's instances.csv (onnx,vnnlib,timeout rows, paths relative to it); results go to "
+                   "--out (default results.tsv beside it), resumable.")
+@click.option("--verifier", default="certkit", show_default=True, cls=LazyHelpOption, help_fn=verifier_help)
+@renamed_option("--results", "--out", "the results file of --instances (TSV, resumable)")
+@click.option("--result-dir", type=click.Path(file_okay=False), default=None,
+              help="With --instances: also write one VNN-COMP result file per instance here.")
+@click.option("--no-bab", is_flag=True,
+              help="VNN-COMP: bounds only, no branch and bound (by default: input splits for inputs of at most 16 "
+                   "dimensions, else activation splits with beta-CROWN for ReLU and GenBaB for Sigmoid/Tanh).")
+@click.option("--backend", type=click.Choice(["certkit", "auto_lirpa"]), default="certkit", show_default=True,
+              help="Bound engine for --model: certkit's own, or auto_LiRPA when it can be imported.")
+@click.option("--complete-timeout", type=float, default=0.0, show_default=True,
+              help="--model, Linf: seconds per input for certkit's complete verifier (attacks, alpha-CROWN, beta-CROWN "
+                   "/ GenBaB branch and bound, as for --onnx) on every input that PGD did not break and no --method "
+                   "verified; adds the 'complete' verified accuracy and how many inputs timed out. 0 = off.")
+@click.option("--tightness", is_flag=True,
+              help="Also report the mean IBP propagation tightness (Mao et al. ICLR 2024): optimal box radius of the "
+                   "locally linearized network / IBP box radius, in (0, 1].")
+@friendly
+def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeout, result_path, instances_csv,
+           verifier, result_dir, no_bab, **kw):
+    """Verify robustness with bound propagation (IBP, CROWN-IBP, CROWN, alpha-CROWN).
+
+    \b
+    Four modes:
+      certkit verify --model M --dataset D --eps E                    clean / PGD / verified accuracy per method
+      certkit verify --mode instance --onnx N --vnnlib P --result R   one VNN-COMP instance
+      certkit verify --mode benchmark --instances instances.csv       a VNN-COMP benchmark (results.tsv beside it)
+      certkit verify --mode check --model M (or --onnx N)             the pre-flight check alone
+    """
+    mode = _resolve_mode(mode, check_only, instances_csv, onnx_path, vnnlib_path)
+    if mode == "check":
+        _verify_check(kw["model"], kw["weights"], kw["allow_pickle"], onnx_path, input_shape)
+        return
+    if mode == "benchmark":
+        if not instances_csv:
+            raise CertkitError("--mode benchmark needs --instances CSV (a benchmark's instances.csv)")
+        from certkit.runs.vnncomp import InstancesConfig, run_instances
+
+        cfg = build_config(InstancesConfig, kw, instances=instances_csv, verifier=verifier, bab=not no_bab,
+                           result_dir=result_dir)
+        rows = run_instances(cfg)
+        counts: dict = {}
+        for r in rows:
+            counts[r["result"]] = counts.get(r["result"], 0) + 1
+        click.echo("results: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"  ({cfg.out})")
+        return
+    if mode == "instance":
+        _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, no_bab)
+        return
+    from certkit.runs.verify import VerifyConfig, run_verify
+
+    cfg = build_config(VerifyConfig, kw, methods=[m for m in methods.split(",") if m.strip()])
+    rows, summary = run_verify(cfg)
+    unit = "Linf" if cfg.norm == "inf" else "L2"
+    click.echo(f"{summary['inputs']['dataset']} {summary['inputs']['split']}: {summary['n_inputs']} inputs, "
+               f"{unit} eps={cfg.eps:g} (data range [0,1])")
+    click.echo(f"{'clean accuracy':<30}{summary['clean_accuracy']:.3f}")
+    click.echo(f"{'PGD accuracy':<30}{summary['pgd_accuracy']:.3f}   ({summary['seconds']['PGD']:.2f} s)")
+    for m, v in summary["verified_accuracy"].items():
+        click.echo(f"{'verified accuracy ' + m:<30}{v:.3f}   ({summary['seconds'][m]:.2f} s)")
+    if "complete" in summary:
+        c, n = summary["complete"], max(summary["n_inputs"], 1)
+        click.echo(f"{'':<30}complete verifier on the {c['unsat'] + c['sat'] + c['timeout'] + c['unknown']} inputs "
+                   f"left open: {c['unsat']} unsat, {c['sat']} sat, {c['timeout']} timeout, {c['unknown']} unknown "
+                   f"({cfg.complete_timeout:g} s each)")
+        lo = summary["verified_accuracy"]["complete"]
+        click.echo(f"{'robust accuracy':<30}in [{lo:.3f}, {lo + (c['timeout'] + c['unknown']) / n:.3f}]")
+    if cfg.tightness:
+        click.echo(f"{'IBP tightness (mean)':<30}{summary['tightness']:.3f}")
+    echo_outputs(cfg, summary)
+
+
+MODE_OPTIONS = {"check": "--check", "benchmark": "--instances", "instance": "--onnx/--vnnlib"}
+
+
+def _resolve_mode(mode, check_only, instances_csv, onnx_path, vnnlib_path) -> str:
+    """The mode asked for, or the one the older spellings imply (with a one-line notice); options of another mode
+    are refused rather than ignored.
+
+    Raises:
+        CertkitError: options of two modes at once.
+    """
+    implied = ("check" if check_only else "benchmark" if instances_csv else
+               "instance" if (onnx_path or vnnlib_path) else None)
+    if mode is None and implied is not None:
+        click.echo(f"Note: {MODE_OPTIONS[implied]} alone is deprecated: write --mode {implied} "
+                   f"(certkit verify --help)", err=True)
+        return implied
+    mode = mode or "dataset"
+    if check_only and mode != "check":
+        raise CertkitError(f"--check is the check mode; it cannot be combined with --mode {mode}")
+    if instances_csv and mode != "benchmark":
+        raise CertkitError(f"--instances belongs to --mode benchmark, not --mode {mode}")
+    if vnnlib_path and mode != "instance":
+        raise CertkitError(f"--vnnlib belongs to --mode instance, not --mode {mode}")
+    if onnx_path and mode not in ("instance", "check"):
+        raise CertkitError(f"--onnx belongs to --mode instance or --mode check, not --mode {mode}; a data-set run "
+                           "takes the network as --model N.onnx")
+    return mode
+
+
+def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, no_bab):
+    from certkit.verifiers.registry import Instance, get_verifier
+    from certkit.verifiers.vnncomp import format_result, write_result_file
+
+    if not (onnx_path and vnnlib_path):
+        raise CertkitError("a VNN-COMP instance needs both --onnx and --vnnlib")
+    if not timeout > 0:
+        raise CertkitError(f"--timeout must be > 0, got {timeout}")
+    v = get_verifier(verifier)
+    if no_bab and hasattr(v, "bab"):
+        v.bab = False
+    res = v.verify(Instance(Path(onnx_path), Path(vnnlib_path)), timeout)
+    if result_path:
+        write_result_file(result_path, res)
+    click.echo(format_result(res).rstrip())
+    if res.reason:
+        click.echo(f"{res.status}: {res.reason}", err=True)
+    click.echo(f"({res.seconds:.2f} s{', ' + res.method if res.method else ''}"
+               f"{f', {res.domains} domains' if res.domains else ''})", err=True)
+    if res.status == "error":
+        sys.exit(1)
+
+
+def _verify_check(model, weights, allow_pickle, onnx_path, input_shape):
+    from certkit.models import load_model
+    from certkit.verifiers import check_model
+
+    loaded = load_model(onnx_path or model, weights, allow_pickle)
+    shape = loaded.input_shape
+    if input_shape:
+        try:
+            shape = tuple(int(s) for s in input_shape.split(","))
+        except ValueError:
+            raise CertkitError(f"--input-shape must be comma-separated integers, got {input_shape!r}") from None
+    if shape is None:
+        raise CertkitError("this model does not record its input shape: pass --input-shape C,H,W")
+    problems = check_model(loaded.module, shape)
+    if problems:
+        click.echo(f"{loaded.source}: {len(problems)} problem(s) for bound propagation:")
+        for p in problems:
+            click.echo(f"  - {p}")
+        sys.exit(1)
+    click.echo(f"{loaded.source}: OK, every op is supported (input shape {shape})")
