@@ -147,7 +147,8 @@ def main() -> None:
             for windowed in (True, False):
                 bm = BoundedModule(net, shape, conv_windows=windowed)
                 with torch.no_grad():
-                    (lb_w, _), sec[windowed] = timed(lambda bm=bm, few=few, C=C: bm.compute_bounds(few, C[:32], "CROWN"), device, 1)
+                    (lb_w, _), sec[windowed] = timed(
+                        lambda bm=bm, few=few, C=C: bm.compute_bounds(few, C[:32], "CROWN"), device, 1)
                 res[windowed] = lb_w
             print(f"{name:<10}CROWN, first 32 inputs: windowed rows {sec[True]:.3f} s, dense rows {sec[False]:.3f} s, "
                   f"ratio {sec[True] / sec[False]:.3f}, max |lb difference| "
@@ -155,8 +156,8 @@ def main() -> None:
         if auto_lirpa_available():
             ext = AutoLirpaBackend(net, shape)
             for m in METHODS if args.lirpa_alpha else METHODS[:-1]:
-                (lb2, ub2), sec2 = timed(lambda m=m, ext=ext, pert=pert, C=C: [t.detach() for t in ext.compute_bounds(pert, C, m)],
-                                    device)
+                (lb2, ub2), sec2 = timed(
+                    lambda m=m, ext=ext, pert=pert, C=C: [t.detach() for t in ext.compute_bounds(pert, C, m)], device)
                 lb = res[m][0]
                 diff = (lb2 - lb).abs().max().item() / (1 + lb.abs().max().item())
                 print(f"{name:<10}{m:<13}certkit/auto_LiRPA time {res[m][2] / sec2:.2f} ({res[m][2]:.4f} s vs "

@@ -48,7 +48,8 @@ def main() -> None:
         from certkit.models import build_model
         from certkit.models.zoo import CIFAR10_MEAN, CIFAR10_STD, NormalizeLayer
         torch.manual_seed(0)
-        base = nn.Sequential(NormalizeLayer(CIFAR10_MEAN, CIFAR10_STD), build_model("cifar_resnet20", (3, 32, 32), 10)).eval()
+        base = nn.Sequential(NormalizeLayer(CIFAR10_MEAN, CIFAR10_STD),
+                             build_model("cifar_resnet20", (3, 32, 32), 10)).eval()
         xs = torch.rand((args.inputs, 3, 32, 32))
     norm, net = base[0], base[1]
     dual = nn.Sequential(norm, DualModel(net, net, tuple(xs.shape[1:])))

@@ -52,7 +52,8 @@ def format_table(summary: dict, title: str = "") -> str:
     tail = (f"abstain rate {summary['abstain_rate']:.3f}   average certified radius "
             f"{summary['average_certified_radius']:.3f}   inputs {summary['n_inputs']}")
     if "mixed_accuracy_empirical" in summary:
-        tail += f"\nmixed classifier clean accuracy (empirical, no certificate) {summary['mixed_accuracy_empirical']:.3f}"
+        tail += ("\nmixed classifier clean accuracy (empirical, no certificate) "
+                 f"{summary['mixed_accuracy_empirical']:.3f}")
     return "\n".join(x for x in (title, head, vals, tail) if x)
 
 

@@ -182,7 +182,8 @@ def audit_verifier_help() -> str:
 def verifier_help() -> str:
     from certkit.verifiers.registry import verifiers
 
-    return "Verifier for --instances and --onnx: " + ", ".join(n for n, _ in default_first(verifiers(), "certkit")) + "."
+    names = ", ".join(n for n, _ in default_first(verifiers(), "certkit"))
+    return f"Verifier of --mode instance and --mode benchmark: {names}."
 
 
 def ops_help() -> str:

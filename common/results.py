@@ -24,7 +24,8 @@ def default_results_path(*parts: str) -> str:
     """A fresh results file: certkit-results/<parts joined by _>_<YYYYmmdd-HHMMSS>.tsv."""
     import time
 
-    return str(Path("certkit-results") / ("_".join(str(p) for p in parts) + "_" + time.strftime("%Y%m%d-%H%M%S") + ".tsv"))
+    stem = "_".join(str(p) for p in parts) + "_" + time.strftime("%Y%m%d-%H%M%S")
+    return str(Path("certkit-results") / (stem + ".tsv"))
 
 
 class ResultWriter:

@@ -238,7 +238,8 @@ class _Builder:
         if not isinstance(x, fx.Node) and op not in _BINARY and op != "MatMul":
             raise self.err(node, "the first input must be the data tensor")
         if op in ELEMENTWISE:
-            if op == "Selu" and (abs(a.get("alpha", 1.67326) - 1.67326) > 1e-4 or abs(a.get("gamma", 1.0507) - 1.0507) > 1e-4):
+            if op == "Selu" and (abs(a.get("alpha", 1.67326) - 1.67326) > 1e-4
+                                 or abs(a.get("gamma", 1.0507) - 1.0507) > 1e-4):
                 raise self.err(node, "Selu with non-default alpha/gamma is not supported")
             module = ELEMENTWISE[op](a)
             self.env[node.output[0]] = self.fx.call_module(self.add_module(module, op.lower()), (x,))

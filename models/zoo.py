@@ -66,7 +66,8 @@ def _flat_dim(input_shape: Sequence[int]) -> int:
     return d
 
 
-def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 256), bn: bool = False) -> nn.Module:
+def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 256),
+        bn: bool = False) -> nn.Module:
     """Fully connected ReLU network: Flatten, Linear (+BatchNorm1d) + ReLU per entry of ``hidden``, final Linear."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = _flat_dim(input_shape)
@@ -245,7 +246,8 @@ class DualModel(nn.Module):
         return torch.stack([self.left(z * self.mask), self.right(z * (1 - self.mask))], dim=1)
 
 
-def dual(input_shape: Sequence[int], num_classes: int, base_arch: str = "mlp", base_config: dict | None = None) -> nn.Module:
+def dual(input_shape: Sequence[int], num_classes: int, base_arch: str = "mlp",
+         base_config: dict | None = None) -> nn.Module:
     """Dual RS model: two copies of ``base_arch`` (built with ``base_config``) on the checkerboard halves."""
     if base_arch == "dual":
         raise CertkitError("a dual model's branches cannot themselves be dual")

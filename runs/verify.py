@@ -47,7 +47,8 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
     margin lower bound of the true class is > 0 over the eps-ball (clipped to [0,1] for Linf). With
     ``complete_timeout`` > 0 (Linf only), every input that PGD did not break and no method verified also goes to
     certkit's complete verifier (``verifiers.strategy.verify_property``: stronger attacks, alpha-CROWN, beta-CROWN /
-    GenBaB branch and bound; the same as ``certkit verify --mode instance``) on the VNN-LIB robustness property of its box, for
+    GenBaB branch and bound; the same as ``certkit verify --mode instance``) on the VNN-LIB robustness property of its
+    box, for
     at most that many seconds; counterexamples are replayed in onnxruntime on the model exported to ONNX. Columns
     ``verified_complete`` (verified by a bound or by the complete verifier) and ``complete_status`` (bounds, unsat,
     sat, timeout, unknown, or pgd for inputs PGD broke / misclassified).

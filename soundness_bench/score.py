@@ -55,7 +55,8 @@ def score(bench: str | Path, results: list[str | Path] | None = None, tol: float
     for inst in instances:
         if inst.benchmark not in truth:
             truth[inst.benchmark] = load_ground_truth(inst.folder)
-    dirs = [Path(r) for r in results] if results else sorted(p.parent for p in (bench / "results").glob("*/results.tsv"))
+    dirs = ([Path(r) for r in results] if results else
+            sorted(p.parent for p in (bench / "results").glob("*/results.tsv")))
     if not dirs:
         raise CertkitError(f"no results to score under {bench / 'results'}: run `certkit soundness run` first")
     onnx_cache: dict = {}

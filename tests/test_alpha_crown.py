@@ -56,7 +56,8 @@ def test_optimised_intermediate_bounds_are_sound_and_inside_crowns(name):
         flat_l = l.flatten(1)
         for k in range(min(3, flat_l.shape[1])):
             for sign in (1.0, -1.0):
-                xa, _ = pgd_box(lambda v, sign=sign, f=f, k=k: sign * f(v).flatten(1)[:, k], pert.x_L, pert.x_U, steps=30, restarts=2,
+                xa, _ = pgd_box(lambda v, sign=sign, f=f, k=k: sign * f(v).flatten(1)[:, k], pert.x_L, pert.x_U,
+                                steps=30, restarts=2,
                                 generator=gen, early_stop=False)
                 zk = f(xa).flatten(1)[:, k].detach()
                 assert bool((zk >= flat_l[:, k] - 1e-9).all() and (zk <= u.flatten(1)[:, k] + 1e-9).all())

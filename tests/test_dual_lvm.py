@@ -103,7 +103,9 @@ class Projection3(nn.Module):
 def _smoothed_soft(name, t, u0, sigma):
     """H(x) = E_s[S(t z(u0 + sigma s))] by quadrature over the 1-D Gaussian."""
     def comp(c):
-        f = lambda s: float(simplex_map(name, t, torch.tensor([[2 * (u0 + sigma * s), 0.0, 0.5 - 2 * (u0 + sigma * s)]]))[0, c]) * norm.pdf(s)
+        def f(s, name=name, t=t, c=c):
+            z = torch.tensor([[2 * (u0 + sigma * s), 0.0, 0.5 - 2 * (u0 + sigma * s)]])
+            return float(simplex_map(name, t, z)[0, c]) * norm.pdf(s)
         return integrate.quad(f, -9, 9, limit=200)[0]
     return np.array([comp(c) for c in range(3)])
 

@@ -140,7 +140,8 @@ def test_onnx_conv_bn_pool_activations(tmp_path):
         "s": rng.uniform(0.5, 2, 6), "b": rng.normal(size=6), "mu": rng.normal(size=6), "var": rng.uniform(0.5, 2, 6),
         "mean": rng.uniform(0, 1, (1, 2, 1, 1)), "std": rng.uniform(0.5, 1, (1, 2, 1, 1)), "three": np.array(3.0),
         "shape": np.array([-1, 6 * 3 * 4], dtype=np.int64),
-        "Wg": rng.normal(size=(5, 72)), "Cg": rng.normal(size=5), "Wm": rng.normal(size=(5, 4)), "bm": rng.normal(size=4),
+        "Wg": rng.normal(size=(5, 72)), "Cg": rng.normal(size=5), "Wm": rng.normal(size=(5, 4)),
+        "bm": rng.normal(size=4),
     }
     nodes = [
         helper.make_node("Sub", ["x", "mean"], ["n0"]), helper.make_node("Div", ["n0", "std"], ["n1"]),

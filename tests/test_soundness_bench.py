@@ -141,6 +141,7 @@ def test_cli_generate_run_score(cli, tmp_path, bench):
     assert "- **certkit-ibp**: sound on this benchmark" in (tmp_path / "rep" / "audit.md").read_text()
     assert_clean_error(cli("soundness", "generate", "--out", root / "mlp", "--preset", "cpu"),
                        "already holds a benchmark")
-    assert_clean_error(cli("soundness", "generate", "--out", tmp_path / "x", "--eps-rel", "2"), "relative to the data range")
+    assert_clean_error(cli("soundness", "generate", "--out", tmp_path / "x", "--eps-rel", "2"),
+                       "relative to the data range")
     assert_clean_error(cli("soundness", "run", "--bench", root, "--command", "verifier {onnx}"), "placeholders")
     assert_clean_error(cli("soundness", "score", "--bench", tmp_path), "no instances.csv")

@@ -273,7 +273,8 @@ def _loop(method: TrainingMethod, run: Run, path: Path, resume: bool, quiet: boo
         try:
             method.restore(run, ckpt)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise CertkitError(f"cannot resume {path}: its weights do not fit ({str(e).splitlines()[0][:160]})") from None
+            first = str(e).splitlines()[0][:160]
+            raise CertkitError(f"cannot resume {path}: its weights do not fit ({first})") from None
         run.optimizer.load_state_dict(state["optimizer"])
         if run.scheduler is not None and state.get("scheduler"):
             run.scheduler.load_state_dict(state["scheduler"])

@@ -173,5 +173,6 @@ def read_instances(path: str | Path) -> list[tuple[str, str, float]]:
     return out
 
 
-__all__ = ["InstanceResult", "RESULTS", "check_witness", "format_result", "parse_result_text", "read_instances", "snap_into_box",
+__all__ = ["InstanceResult", "RESULTS", "check_witness", "format_result", "parse_result_text", "read_instances",
+           "snap_into_box",
            "validate_witness", "violates", "write_result_file"]

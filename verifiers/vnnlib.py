@@ -188,7 +188,8 @@ class _Parser:
                 a, b = b, a                                  # normalise to a <= b
             kinds = {a[0], b[0]} - {"c"}
             if len(kinds) != 1:
-                raise self.err(line, "a comparison must involve X variables or Y variables (not both, not only numbers)")
+                raise self.err(line, "a comparison must involve X variables or Y variables "
+                                     "(not both, not only numbers)")
             if "X" in kinds:
                 if a[0] == "X" and b[0] == "c":
                     hi[a[1]] = b[1] if hi[a[1]] is None else min(hi[a[1]], b[1])
@@ -237,7 +238,8 @@ def parse_vnnlib_text(text: str, name: str = "<string>") -> Property:
 
 # ------------------------------------------------------------------ writing
 def exact_decimal(v: float) -> str:
-    """The exact decimal expansion of a binary float (no exponent), e.g. float32(0.1) -> 0.100000001490116119384765625."""
+    """The exact decimal expansion of a binary float (no exponent), e.g. float32(0.1) ->
+    0.100000001490116119384765625."""
     s = format(Decimal(float(v)), "f")
     return "0.0" if s in ("0", "-0") else s
 

@@ -91,7 +91,8 @@ class SmoothingMethod:
             raise CertkitError(f"--method {cls.name} needs a model returning "
                                f"{'(batch, classes)' if cls.heads == 1 else f'(batch, {cls.heads}, classes)'} "
                                f"logits, got {tuple(logits.shape)}"
-                               + ("; this is a Dual RS checkpoint: certify it with --method dual" if heads == 2 else ""))
+                               + ("; this is a Dual RS checkpoint: certify it with --method dual"
+                                  if heads == 2 else ""))
 
 
 REGISTRY = Registry("certification method", "certkit.certify.smoothing")

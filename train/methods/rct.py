@@ -5,7 +5,8 @@ same guaranteed coverage. Trains on the whole train split (no validation metrics
 Per batch: p_bar = mean over n_train = 8 noise draws of softmax(f(x + e)); conformity c_k = PhiInv(p_bar_k) (higher
 is more conforming). The batch is split 50/50: on half 1, tau = the alpha-quantile of the true-class conformity
 (torch.quantile: subgradients through the selected order statistics, in place of a smooth sort), shifted by
--eps_l2/sigma for robustness (``eps_l2``, an L2 radius in data-range units); on half 2 the soft set is C_k = sigmoid((c_k - tau) / temp).
+-eps_l2/sigma for robustness (``eps_l2``, an L2 radius in data-range units); on half 2 the soft set is
+C_k = sigmoid((c_k - tau) / temp).
 Loss = log(L_class + w L_size + 1e-8), L_class = mean(1 - C_y), L_size = mean(max(sum_k C_k - target, 0)).
 Optimizer: SGD with Nesterov momentum 0.9, weight decay 5e-4, lr ``lr``.
 """

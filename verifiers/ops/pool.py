@@ -18,7 +18,8 @@ class AvgPool2d(ModuleOp):
     def __init__(self, module: nn.AvgPool2d):
         super().__init__(module)
         pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
-        self.k, self.s, self.p = pair(module.kernel_size), pair(module.stride or module.kernel_size), pair(module.padding)
+        self.k, self.s = pair(module.kernel_size), pair(module.stride or module.kernel_size)
+        self.p = pair(module.padding)
         self._divisor = None
 
     @classmethod
