@@ -10,9 +10,9 @@ nets CROWN is also timed with dense rows on 32 inputs, to show what windowed con
 save. For each method: seconds for one batch of margin bounds (Linf eps on
 [0,1] pixels, C = true-class margins), mean bound width (ub - lb), mean lower bound, verified fraction, and the
 time ratio to IBP, for lower and upper bounds and for the lower bound alone (what verification and certified
-training compute). Targets (issue 3): CROWN-IBP at most 4x the time of IBP; CROWN-IBP margins tighter than IBP's
+training compute). Targets: CROWN-IBP at most 4x the time of IBP; CROWN-IBP margins tighter than IBP's
 on average. When auto_LiRPA imports (e.g. PYTHONPATH=its public source), the same bounds through it, in the same
-run: time ratio (issue 13 target for CROWN: <= 1.0) and the largest bound difference. Timings: fastest of two calls
+run: time ratio (target for CROWN: <= 1.0) and the largest bound difference. Timings: fastest of two calls
 after a warm-up call.
 """
 from __future__ import annotations

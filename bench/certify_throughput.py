@@ -3,7 +3,7 @@
 For each model: samples/s of a bare forward pass on a fixed batch (raw), samples/s of the certification
 sampler (noise drawn on the device + forward + argmax + bincount) at the same batch size, and their ratio;
 certkit's time against a plain per-input loop (Cohen et al.'s core.py: draw a batch, forward it, count, no noise
-drawn ahead, one forward call per batch); then the same with torch.compile. Targets (issue 2): certify >= 0.9 x
+drawn ahead, one forward call per batch); then the same with torch.compile. Targets: certify >= 0.9 x
 raw on CPU; compile >= 2x eager on a small CNN. Prints a table; numbers depend on the machine (record it with the
 results in bench/README.md).
 

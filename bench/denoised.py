@@ -1,4 +1,4 @@
-"""Denoised smoothing and adaptive smoothing on the bundled digits data (issue 16): one table, measured in one run.
+"""Denoised smoothing and adaptive smoothing on the bundled digits data: one table, measured in one run.
 
     python bench/denoised.py [--n 10000] [--max-inputs 0] [--sigma 0.25] [--workdir bench-denoised]
 

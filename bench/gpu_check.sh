@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the certification engine (issue 14) and of certified training (issue 15), to run where a GPU is
+# GPU check of the certification engine and of certified training, to run where a GPU is
 # lent: prints throughput and certify/raw-forward ratios, seconds per CIFAR ResNet-110 image at n = 100,000 (eager,
 # --amp, --compile, both), a 2-process torchrun run, and one CIFAR-shaped training epoch per method (ratios to a
 # natural epoch). Record the output with the card's name in bench/README.md.
@@ -40,5 +40,5 @@ import sys
 rows = lambda p: [l.split("\t")[:5] for l in open(p).read().splitlines()]
 print("torchrun rows identical to the single-process run:", rows(sys.argv[1]) == rows(sys.argv[2]))
 PY
-echo "== training epochs of a CIFAR-shaped cnn_a, x a natural epoch (issue 15)"
+echo "== training epochs of a CIFAR-shaped cnn_a, x a natural epoch"
 python bench/train_epoch.py --device "$DEVICE" --models cifar --repeats 3

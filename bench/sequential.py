@@ -1,4 +1,4 @@
-"""Sequential (anytime-valid) certification vs fixed-n CERTIFY on the bundled digits model (issue 14).
+"""Sequential (anytime-valid) certification vs fixed-n CERTIFY on the bundled digits model.
 
     python bench/sequential.py [--radius 0.25] [--alpha 0.001] [--n 100000] [--max 450]
 

@@ -6,7 +6,7 @@
 Gaussian and LVM-RS run on the base model (the bundled digits MLP, or a random-weight cifar_resnet20 on random
 3x32x32 inputs, where the forward pass dominates); Dual RS on a two-branch model whose branches are copies of the
 base network (so one Dual RS forward costs two base forwards). Throughput = inputs certified per second.
-Goal (issue 5): LVM-RS at least 0.8 of Gaussian (the simplex maps are cheap next to the forward pass).
+Goal: LVM-RS at least 0.8 of Gaussian (the simplex maps are cheap next to the forward pass).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
     python bench/train_epoch.py [--device cpu|cuda] [--n 2048] [--batch 128] [--eps 0.1]
         [--models digits,mnist,cifar] [--repeats 5] [--malloc-default]
 
-Models (``--models``): ``digits`` = cnn_a on 1 x 8 x 8 (the README's digits recipes), ``mnist`` = cnn_a on 1 x 28 x
+Models (``--models``): ``digits`` = cnn_a on 1 x 8 x 8 (the shipped digits recipes), ``mnist`` = cnn_a on 1 x 28 x
 28 (Wong & Kolter's MNIST network: Conv16 -> Conv32 -> FC100 -> FC10), ``cifar`` = cnn_a on 3 x 32 x 32 (a CIFAR-
 shaped CNN). Data: n random images of that shape with random labels (the timing does not depend on the values). The
 median of ``--repeats`` epochs each (the methods take turns epoch by epoch), after a short warm-up; robust losses at

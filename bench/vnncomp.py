@@ -5,7 +5,7 @@
 
 BENCH_DIR is a VNN-COMP benchmark folder with an *instances.csv (onnx,vnnlib,timeout rows; public files of
 stanleybak/vnncomp2021 -- never commit them), or a folder with an expected.csv (onnx,vnnlib,expected: known answers,
-checked like the reference's), such as ../shared/vnncomp2021-sample. The reference CSV has the VNN-COMP results layout
+checked like the reference's). The reference CSV has the VNN-COMP results layout
 (category,onnx,vnnlib,prepare_seconds,result,seconds; result SAT/UNSAT/violated/holds/timeout/...), e.g.
 results_csv/a-b-CROWN.csv of stanleybak/vnncomp2021_results.
 
@@ -51,7 +51,7 @@ def load_reference(path):
 def instance_rows(bench: Path) -> tuple[list, dict]:
     """The (onnx, vnnlib, ...) rows of a benchmark folder and its known answers {(onnx, vnnlib): sat | unsat}: a
     VNN-COMP *instances.csv (onnx,vnnlib,timeout; no answers), or an expected.csv with an onnx,vnnlib,expected header
-    (../shared/vnncomp2021-sample)."""
+    (for example a sample of VNN-COMP 2021 benchmarks with the competition's answers)."""
     csv_path = next(bench.glob("*instances.csv"), None)
     if csv_path is not None:
         try:

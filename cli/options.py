@@ -88,7 +88,7 @@ denoiser_options = option_group(
     click.option("--denoiser", default=None,
                  help="Denoised smoothing: a denoiser D put in front of --model F; the run certifies F(D(x + noise)) "
                       "as ONE fixed classifier. A certkit denoiser checkpoint (certkit train --method denoiser), an "
-                      ".onnx file, or package.module:factory (your own diffusion / consistency model: see README)."),
+                      ".onnx file, or package.module:factory (your own diffusion / consistency model: see docs/guide/certify.md)."),
     click.option("--denoiser-weights", type=click.Path(dir_okay=False), default=None,
                  help="state_dict file for a --denoiser package.module:factory."),
 )

@@ -123,7 +123,7 @@ def _recipes_help() -> str:
                    "about 3x cheaper per epoch on MNIST- and CIFAR-shaped conv nets; the robust loss is beta "
                    "min(fused, IBP) + (1 - beta) IBP, still an upper bound of the worst-case loss. --no-loss-fusion: "
                    "CROWN-IBP's K - 1 margin bounds (Zhang et al. 2020; 0.3-2 points more verified accuracy on the "
-                   "README's digits recipes).")
+                   "shipped digits recipes).")
 @click.option("--sabr-lambda", type=float, default=0.4, show_default=True,
               help="sabr: small-box radius as a fraction of eps (paper: MNIST 0.1 -> 0.4, 0.3 -> 0.6; CIFAR-10 "
                    "2/255 -> 0.1, 8/255 -> 0.7).")

@@ -225,7 +225,7 @@ def read_denoiser(ckpt: dict, where: str) -> tuple[nn.Module, tuple[int, ...]]:
 
 def load_denoiser(spec: str | Path, weights: str | Path | None = None) -> LoadedDenoiser:
     """Load a denoiser: a certkit denoiser checkpoint, an ``.onnx`` file, or ``package.module:factory`` (a function
-    returning an nn.Module, e.g. a wrapper around a user's diffusion or consistency model, see README) with an
+    returning an nn.Module, e.g. a wrapper around a user's diffusion or consistency model, see docs/guide/certify.md) with an
     optional state_dict ``weights``. Checkpoints load with ``torch.load(weights_only=True)``; never pickled code.
 
     Raises:

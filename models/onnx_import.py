@@ -473,7 +473,7 @@ def load_onnx(path: str | Path) -> OnnxModel:
 
     Raises:
         CertkitError: unreadable file, unsupported operator (all of them are listed), or a graph shape
-        certkit cannot batch.
+            certkit cannot batch.
     """
     try:
         import onnx

@@ -1,5 +1,5 @@
 """Generate verification instances with hidden, planted counterexamples (Zhou et al. 2024, "Testing Neural Network
-Verifiers: A Soundness Benchmark with Hidden Counterexamples", Sec. 3; spec: shared/spec/soundness_bench.md).
+Verifiers: A Soundness Benchmark with Hidden Counterexamples", Sec. 3).
 
 Per model:
   1. data: inputs x ~ U[-r, r]^shape (r = ``data_range`` = 0.1), ``n_planted`` counterexample pairs
@@ -26,7 +26,7 @@ Per model:
      - training PGD with step ``alpha`` = 0.25 eps, ``attack_restarts`` = 20, half of them (``attack_vertex_starts``)
        started at random box vertices, and model selection with the vertex attacks (``check_strong``): at eps 0.5
        the attacks that broke planted pairs found points far from x_cex (Linf distance 2 eps) at other vertices of
-       the box, i.e. the box was not robust, not the pocket too wide (bench/README.md, session 10). Hence, per
+       the box, i.e. the box was not robust, not the pocket too wide (bench/README.md, "Hiding at eps 0.5"). Hence, per
        family and radius (:func:`preset_values`): 160 restarts above eps_rel 0.3, and Tanh / Sigmoid families at
        lr 0.01 for 4000 epochs (80 restarts above eps_rel 0.3).
   3. model selection: every ``check_every`` epochs count the pairs that are valid (x correct, x_cex misclassified)

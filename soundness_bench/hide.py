@@ -7,7 +7,7 @@ counterexample is hidden only if every attack fails on its anchor x.
 1. The paper's sweep (Zhou et al. 2024, evaluate.py): 8 PGD settings (step / eps, iterations) =
    (0.25, 0) (0.25, 100) (0.02, 100) (0.02, 250) (0.02, 500) (0.01, 1000) (0.01, 3000) (0.01, 5000), margin loss,
    uniform random starts, 1000 restarts each (``restarts``). Iterations 0 means: evaluate the random starts.
-2. certkit's stronger attacks (the published benchmark was later broken by a stronger attack, repo issue 4):
+2. certkit's stronger attacks (the published benchmark was later broken by a stronger attack):
    - ``pgd-vertex``: PGD from random *vertices* of the box (sign-gradient PGD tends to end on vertices, and the
      planted points are vertices), with a step-size schedule 0.1 -> 0.03 -> 0.01 -> 0.003 eps continuing from the
      best point of the previous stage;
@@ -16,7 +16,7 @@ counterexample is hidden only if every attack fails on its anchor x.
      the box center, its FGSM vertex, the best of a pool of 4 x restarts output-diversified points (ODI, Tashiro
      et al. NeurIPS 2020) and uniform points, each searched with Madry's step (2.5 eps / iters) and with a step of
      a quarter of the box width. Without it the check passed 43 of 70 pairs as hidden of which certkit-crown (that
-     falsifier, then CROWN) broke 15 in < 0.3 s each and this attack 20 (bench/README.md, session 10): a verifier
+     falsifier, then CROWN) broke 15 in < 0.3 s each and this attack 20 (bench/README.md, "Hiding at eps 0.5"): a verifier
      with such a front end would never have reached its bounds on them;
    - ``vertices``: the margin at ``vertex_samples`` random vertices of the box (all 2^d vertices when 2^d is at
      most that budget).

@@ -337,7 +337,7 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
     Args:
         verifier: a built-in name (adapters.audit_verifiers()), or None with ``command``.
         command: a command template (str in shell syntax, or an argument list) with {onnx} {vnnlib} {result}
-            [{timeout}] [{category}]; ``name`` labels it (default: the program's file name).
+            and optionally ``{timeout}`` and ``{category}``; ``name`` labels it (default: the program's file name).
         tool: a VNN-COMP tool folder (module docstring) instead; ``prepare_timeout`` seconds for its
             prepare_instance.sh.
         results: output folder (default ``<bench>/results/<name>``).

@@ -21,7 +21,7 @@ subclass put into the bug verifier's own copy of the graph).
     compared with the property's thresholds as they are, without a float64 re-check (the "reduced precision without a
     sound final check" bug); rounding the box bounds to nearest can cut off a sliver of the box that holds the only
     counterexamples, and rounding in the bound itself can lift it above the true minimum.
-Which benchmark families catch which bug is measured in README ("certkit soundness").
+Which benchmark families catch which bug is measured in docs/results.md ("Soundness benchmark").
 """
 from __future__ import annotations
 

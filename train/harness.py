@@ -42,8 +42,8 @@ class StepOutput:
 
     Attributes:
         loss: scalar loss to minimise; correct: correctly classified examples (for the train accuracy);
-        count: examples of this rank; share: this rank's fraction of the global batch (the loss is scaled by it so
-        that summed gradients equal the single-process gradient).
+            count: examples of this rank; share: this rank's fraction of the global batch (the loss is scaled by it
+            so that summed gradients equal the single-process gradient).
     """
 
     loss: torch.Tensor

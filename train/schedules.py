@@ -2,7 +2,7 @@
 
 Sources: the smoothed eps scheduler of auto_LiRPA (eps_scheduler.py, SmoothedScheduler) / DeepMind's
 ``smooth_schedule`` (Gowal et al. 2018); the kappa and beta schedules of CROWN-IBP (Zhang et al. ICLR 2020).
-Steps are 0-based global batch indices (s = global batch index - 1 in the spec's notation); epochs are 1-based.
+Steps are 0-based global batch indices (s = global batch index - 1 in the papers' notation); epochs are 1-based.
 """
 from __future__ import annotations
 

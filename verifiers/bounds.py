@@ -72,7 +72,7 @@ class BoundedModule:
     # ------------------------------------------------------------------ IBP
     def ibp(self, pert: Perturbation) -> list[ops.Interval]:
         """Intervals of every node. For non-box inputs (L2), nodes that are affine in the input get the exact
-        bounds of their affine map over the ball (the spec's "Lp ball at the first Linear")."""
+        bounds of their affine map over the ball ("Lp ball at the first Linear", as in CROWN)."""
         g = self.graph
         bounds: list = [pert.box()]
         for i, n in enumerate(g.nodes[1:], start=1):

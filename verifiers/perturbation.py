@@ -58,7 +58,7 @@ def box_lower(x_L: torch.Tensor, x_U: torch.Tensor, A: torch.Tensor) -> torch.Te
     """min over x_L <= x <= x_U of sum(A * x) = A . c - |A| . r (c, r: center and radius), for A (B, S, *shape) and
     bounds (B, *shape); returns (B, S). No checks (callers pass intervals they computed; :class:`Box` checks user
     input). Elementwise products and sums: on CPU 1.3-4x faster than batched matrix-vector products for the
-    shapes of CROWN and IBP training, forward and backward (measured: bench/README.md, issue 15). Source: the
+    shapes of CROWN and IBP training, forward and backward (measured: bench/README.md). Source: the
     concretization of a linear bound over an Linf box (Zhang et al. NeurIPS 2018, CROWN, Cor. 3.3 with q = 1); units
     are those of x_L, x_U (raw input units for the input box)."""
     c = ((x_U + x_L) / 2).flatten(1).unsqueeze(1)

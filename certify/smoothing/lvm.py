@@ -1,5 +1,5 @@
 """Lipschitz-variance-margin randomized smoothing, LVM-RS (Delattre, Araujo, Barthelemy, Allauzen, ICLR 2024;
-repo blaisedelattre/bridging_the_gap_rs; spec: shared/spec/randomized_smoothing.md section 3).
+repo blaisedelattre/bridging_the_gap_rs).
 
 Base output h = S(t * logits) with S = softmax or sparsemax and inverse temperature t; smoothed soft classifier
 H(x) = E_e[h(x + e)], e ~ N(0, sigma^2 I), G(x) = argmax_c H_c(x).
