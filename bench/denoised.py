@@ -16,6 +16,7 @@ Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -43,12 +44,16 @@ def main(argv=None) -> int:
     s = args.sigma
     timings, queries = {}, {}
 
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+
     def fit(name, **kw):
         out = wd / f"{name}.pt"
         if out.exists():
             out.unlink()
         t0 = time.perf_counter()
-        row = train(TrainConfig(out=str(out), **kw), quiet=True)
+        options = {k: v for k, v in kw.items() if k not in shared}
+        row = train(TrainConfig(out=str(out), **{k: v for k, v in kw.items() if k in shared}, options=options),
+                    quiet=True)
         timings[name] = time.perf_counter() - t0
         if kw.get("zeroth_order"):
             from certkit.models.checkpoint import load_checkpoint_file
@@ -73,11 +78,11 @@ def main(argv=None) -> int:
 
     rows = []
 
-    def certify(label, model=None, denoiser=None, method="gaussian", **kw):
+    def certify(label, model=None, denoiser=None, method="gaussian", **options):
         out = wd / f"cert_{len(rows)}.tsv"
         cfg = CertifyConfig(out=str(out), overwrite=True, quiet=True, model=model, denoiser=denoiser, sigma=s,
                             n=args.n, n0=100, alpha=0.001, max_inputs=args.max_inputs or None, method=method,
-                            radii=RADII, **kw)
+                            radii=RADII, options=options)
         t0 = time.perf_counter()
         _, summary = run_certify(cfg)
         rows.append((label, summary, time.perf_counter() - t0))

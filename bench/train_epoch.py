@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from certkit.common.memory import retain_freed_memory
 from certkit.models import build_model
-from certkit.train.classifier import TrainConfig, training_methods
 from certkit.train.losses import fused_cross_entropy_upper, robust_cross_entropy, robust_cross_entropy_each
+from certkit.train.network import TrainConfig, training_methods
 from certkit.verifiers import BoundedModule, linf_ball, margin_spec
 
 PURE = ("ibp-pure", "sabr", "mtl-ibp")  # kappa = 0
@@ -38,7 +38,8 @@ PURE = ("ibp-pure", "sabr", "mtl-ibp")  # kappa = 0
 
 def trainer(method: str, model, bm, eps: float):
     """The registered training method ``method`` set up just enough for its robust_loss (model, bound module)."""
-    t = training_methods()[method](TrainConfig(out="bench.pt", method=method, eps=eps, kappa_final=0.0))
+    t = training_methods()[method](TrainConfig(out="bench.pt", method=method, eps=eps,
+                                               options={"kappa_final": 0.0}))
     t.bm, t.run = bm, SimpleNamespace(model=model)
     return t
 

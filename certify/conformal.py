@@ -87,7 +87,7 @@ class SmoothedScorer:
             s = self.ptt(s)
         return s.view(B, N, -1)
 
-    def noise(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return self.sigma * torch.randn((x.shape[0], self.n_mc) + tuple(x.shape[1:]), generator=generator,
                                         device=x.device)
 

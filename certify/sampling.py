@@ -149,13 +149,13 @@ class NoiseSampler:
                     run()
                     best[mode] = min(best[mode], time.perf_counter() - t0)
             self.draw_ahead = best[True] < best[False]
-        return self.draw_ahead
+        return bool(self.draw_ahead)
 
     def _forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         noisy = torch.add(x, noise, alpha=self.sigma, out=noise)
         if self.forward_batch == "auto":
             self.forward_batch = self._tune_forward_batch(x)
-        return self._rows(noisy, self.forward_batch)
+        return self._rows(noisy, int(self.forward_batch))
 
     def _rows(self, noisy: torch.Tensor, rows: int) -> torch.Tensor:
         """Logits of ``noisy`` (B, *shape), ``rows`` at a time."""
@@ -211,7 +211,7 @@ class NoiseSampler:
             # cheap reduction instead of an isfinite pass, and no device sync per batch.
             s = logits.sum(dtype=torch.float64)
             counts, total = (c, s) if counts is None else (counts + c, total + s)
-        if counts is None:
+        if counts is None or total is None:
             raise CertkitError("the number of samples must be >= 1")
         if not bool(torch.isfinite(total)):
             raise CertkitError("the model produced NaN or inf logits on noisy inputs; no certificate is issued")

@@ -11,12 +11,14 @@ from certkit.cli.options import (
     denoiser_options,
     echo_outputs,
     friendly,
+    maps_to,
     model_options,
     renamed_option,
     run_options,
 )
 
 
+@maps_to("certkit.runs.conformal:ConformalConfig", handled=("plot",))
 @main.command()
 @model_options
 @denoiser_options

@@ -68,9 +68,104 @@ def option_group(*decorators):
 
 
 def build_config(cls, kw: dict, **extra):
-    """A config dataclass from the command's keyword arguments (fields it does not have are ignored)."""
+    """A config dataclass from the command's keyword arguments plus ``extra``.
+
+    Raises:
+        TypeError: a keyword the config has no field for: every option must map to something (the command handles
+            its own options before calling this, and removes them from ``kw``).
+    """
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in kw.items() if k in names}, **extra)
+    unmapped = sorted(set(kw) - names - set(extra))
+    if unmapped:
+        raise TypeError(f"options with no field in {cls.__name__}: {', '.join(unmapped)}")
+    return cls(**{k: v for k, v in kw.items() if k not in extra}, **extra)
+
+
+class RegistryCommand(click.Command):
+    """A command whose options include those that registered classes declare (``Options`` dataclasses, see
+    certkit.common.options). They are added when the command is first parsed or its help shown, so that listing the
+    commands never imports the registries (and torch).
+
+    Args:
+        option_specs: a function returning {name: OptionSpec} (e.g. every smoothing method's options, merged).
+    """
+
+    def __init__(self, *args, option_specs: Callable[[], dict] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.option_specs = option_specs
+        self._specs: dict | None = None
+        self._registry_params: list[click.Option] = []
+
+    def registry_options(self) -> dict:
+        """{name: OptionSpec} of the registered classes' options, kept in the command's params (rebuilt when the
+        registry changed, e.g. a plug-in registered a method after the first call)."""
+        specs = self.option_specs() if self.option_specs is not None else {}
+        if specs != self._specs:
+            self.params = [p for p in self.params if p not in self._registry_params]
+            clash = sorted(set(specs) & {p.name for p in self.params})
+            if clash:
+                raise TypeError(f"registered options clash with the command's own: {', '.join(clash)}")
+            self._registry_params = [click_option(s) for s in specs.values()]
+            self.params.extend(self._registry_params)
+            self._specs = specs
+        return specs
+
+    def get_params(self, ctx):
+        self.registry_options()
+        return super().get_params(ctx)
+
+
+def maps_to(*configs: str, handled: tuple[str, ...] = ()):
+    """Record on a command which config dataclasses (``"module:Class"``) its options fill and which options it
+    handles itself; tests check that every option of every command maps to one or the other, or to a registered
+    class's ``Options``. Put it above ``@main.command``."""
+    def deco(command: click.Command) -> click.Command:
+        command.config_classes = configs            # type: ignore[attr-defined]
+        command.handled = frozenset(handled)        # type: ignore[attr-defined]
+        return command
+    return deco
+
+
+def click_option(spec) -> click.Option:
+    """The click option of an OptionSpec: ``--name`` (``--name/--no-name`` for booleans without a False default),
+    help prefixed with the classes that take it."""
+    flag = spec.flag
+    kind = click.Choice(spec.choices) if spec.choices else spec.type
+    help_text = spec.help
+    if spec.type is bool:
+        if spec.default is False and not spec.optional:
+            return click.Option([flag, spec.name], is_flag=True, default=False, help=help_text)
+        return click.Option([f"{flag}/--no-{flag[2:]}", spec.name], default=spec.default, help=help_text,
+                            show_default=spec.default is not None)
+    return click.Option([flag, spec.name], type=kind, default=spec.default, help=help_text,
+                        show_default=spec.default is not None)
+
+
+def given_registry_options(ctx: click.Context, kw: dict) -> dict:
+    """Remove the registered classes' options from ``kw`` and return those the user gave (on the command line, in a
+    recipe or the environment; not the ones left at their defaults), name -> value."""
+    command = ctx.command
+    specs = command.registry_options() if isinstance(command, RegistryCommand) else {}
+    given = {}
+    for name in specs:
+        value = kw.pop(name)
+        source = ctx.get_parameter_source(name)
+        if source is not None and source != click.core.ParameterSource.DEFAULT:
+            given[name] = value
+    return given
+
+
+def options_for(given: dict, specs: dict, owner: str, selected: list[str]) -> dict:
+    """The given options that ``owner`` declares.
+
+    Raises:
+        CertkitError: a given option that none of the ``selected`` owners declares.
+    """
+    for name in given:
+        if not set(specs[name].owners) & set(selected):
+            raise CertkitError(f"{specs[name].flag} is an option of --method {', '.join(specs[name].owners)}; "
+                               f"--method {','.join(selected)} does not take it")
+    return {k: v for k, v in given.items() if owner in specs[k].owners}
 
 
 # ------------------------------------------------------------------------------------ shared options
@@ -88,7 +183,8 @@ denoiser_options = option_group(
     click.option("--denoiser", default=None,
                  help="Denoised smoothing: a denoiser D put in front of --model F; the run certifies F(D(x + noise)) "
                       "as ONE fixed classifier. A certkit denoiser checkpoint (certkit train --method denoiser), an "
-                      ".onnx file, or package.module:factory (your own diffusion / consistency model: see docs/guide/certify.md)."),
+                      ".onnx file, or package.module:factory (your own diffusion / consistency model: see "
+                      "docs/guide/certify.md)."),
     click.option("--denoiser-weights", type=click.Path(dir_okay=False), default=None,
                  help="state_dict file for a --denoiser package.module:factory."),
 )
@@ -164,6 +260,22 @@ def smoothing_help() -> str:
 
     return "; ".join(f"{n}: {c.help}" for n, c in default_first(smoothing_methods(), "gaussian")) + \
         ". A comma list certifies the same inputs with several (one TSV per method)."
+
+
+def smoothing_option_specs() -> dict:
+    """The options every smoothing method declares, merged by name (``certkit certify``)."""
+    from certkit.certify.smoothing import smoothing_methods
+    from certkit.common.options import merged_specs
+
+    return merged_specs(smoothing_methods())
+
+
+def training_option_specs() -> dict:
+    """The options every training method declares, merged by name (``certkit train``)."""
+    from certkit.common.options import merged_specs
+    from certkit.train import training_methods
+
+    return merged_specs(training_methods())
 
 
 def training_help() -> str:

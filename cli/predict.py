@@ -10,6 +10,7 @@ from certkit.cli.options import (
     denoiser_options,
     echo_outputs,
     friendly,
+    maps_to,
     model_options,
     quiet_rank,
     run_options,
@@ -17,6 +18,7 @@ from certkit.cli.options import (
 )
 
 
+@maps_to("certkit.runs.certify:CertifyConfig")
 @main.command()
 @model_options
 @denoiser_options

@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from certkit.cli.main import main
-from certkit.cli.options import LazyHelpOption, audit_verifier_help, friendly, quiet_option, renamed_option, seed_option
+from certkit.cli.options import (
+    LazyHelpOption,
+    audit_verifier_help,
+    friendly,
+    maps_to,
+    quiet_option,
+    renamed_option,
+    seed_option,
+)
 
 
 @main.group()
@@ -27,6 +35,7 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs; use --input
               "cnn_avgpool, cnn_tanh, cnn_sigmoid ((C,5,5) inputs).")
 
 
+@maps_to("certkit.soundness_bench.generate:GenerateConfig", handled=("preset", "channels", "sweep", "resume", "quiet"))
 @soundness.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder of this model's benchmark (model.onnx, vnnlib/, instances.csv, private/).")

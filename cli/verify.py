@@ -15,6 +15,7 @@ from certkit.cli.options import (
     data_options,
     echo_outputs,
     friendly,
+    maps_to,
     model_options,
     ops_help,
     renamed_option,
@@ -26,6 +27,9 @@ from certkit.common.errors import CertkitError
 MODES = ("dataset", "instance", "benchmark", "check")
 
 
+@maps_to("certkit.runs.verify:VerifyConfig", "certkit.runs.vnncomp:InstancesConfig",
+         handled=("mode", "check_only", "input_shape", "methods", "onnx_path", "vnnlib_path", "timeout", "result_path",
+                  "instances_csv", "verifier", "result_dir", "no_bab"))
 @main.command()
 @click.option("--mode", type=click.Choice(MODES), default=None,
               help="dataset: clean / PGD / verified accuracy of --model on a data set (the default); instance: one "
@@ -81,6 +85,7 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
       certkit verify --mode check --model M (or --onnx N)             the pre-flight check alone
     """
     mode = _resolve_mode(mode, check_only, instances_csv, onnx_path, vnnlib_path)
+    _refuse_other_modes(click.get_current_context(), mode)
     if mode == "check":
         _verify_check(kw["model"], kw["weights"], kw["allow_pickle"], onnx_path, input_shape)
         return
@@ -89,8 +94,8 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
             raise CertkitError("--mode benchmark needs --instances CSV (a benchmark's instances.csv)")
         from certkit.runs.vnncomp import InstancesConfig, run_instances
 
-        cfg = build_config(InstancesConfig, kw, instances=instances_csv, verifier=verifier, bab=not no_bab,
-                           result_dir=result_dir)
+        cfg = build_config(InstancesConfig, _fields_of(InstancesConfig, kw), instances=instances_csv,
+                           verifier=verifier, bab=not no_bab, result_dir=result_dir)
         rows = run_instances(cfg)
         counts: dict = {}
         for r in rows:
@@ -102,7 +107,7 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
         return
     from certkit.runs.verify import VerifyConfig, run_verify
 
-    cfg = build_config(VerifyConfig, kw, methods=[m for m in methods.split(",") if m.strip()])
+    cfg = build_config(VerifyConfig, _fields_of(VerifyConfig, kw), methods=[m for m in methods.split(",") if m.strip()])
     rows, summary = run_verify(cfg)
     unit = "Linf" if cfg.norm == "inf" else "L2"
     click.echo(f"{summary['inputs']['dataset']} {summary['inputs']['split']}: {summary['n_inputs']} inputs, "
@@ -127,29 +132,58 @@ MODE_OPTIONS = {"check": "--check", "benchmark": "--instances", "instance": "--o
 
 
 def _resolve_mode(mode, check_only, instances_csv, onnx_path, vnnlib_path) -> str:
-    """The mode asked for, or the one the older spellings imply (with a one-line notice); options of another mode
-    are refused rather than ignored.
-
-    Raises:
-        CertkitError: options of two modes at once.
-    """
+    """The mode asked for, or the one the older spellings imply (with a one-line notice)."""
     implied = ("check" if check_only else "benchmark" if instances_csv else
                "instance" if (onnx_path or vnnlib_path) else None)
     if mode is None and implied is not None:
         click.echo(f"Note: {MODE_OPTIONS[implied]} alone is deprecated: write --mode {implied} "
                    f"(certkit verify --help)", err=True)
         return implied
-    mode = mode or "dataset"
-    if check_only and mode != "check":
-        raise CertkitError(f"--check is the check mode; it cannot be combined with --mode {mode}")
-    if instances_csv and mode != "benchmark":
-        raise CertkitError(f"--instances belongs to --mode benchmark, not --mode {mode}")
-    if vnnlib_path and mode != "instance":
-        raise CertkitError(f"--vnnlib belongs to --mode instance, not --mode {mode}")
-    if onnx_path and mode not in ("instance", "check"):
-        raise CertkitError(f"--onnx belongs to --mode instance or --mode check, not --mode {mode}; a data-set run "
-                           "takes the network as --model N.onnx")
-    return mode
+    return mode or "dataset"
+
+
+def _mode_params(mode: str) -> set[str]:
+    """The parameter names each mode reads."""
+    import dataclasses
+
+    if mode == "dataset":
+        from certkit.runs.verify import VerifyConfig
+
+        return {f.name for f in dataclasses.fields(VerifyConfig)} | {"methods"}
+    if mode == "benchmark":
+        from certkit.runs.vnncomp import InstancesConfig
+
+        return {f.name for f in dataclasses.fields(InstancesConfig)} | {"instances_csv", "verifier", "no_bab",
+                                                                          "result_dir"}
+    if mode == "instance":
+        return {"onnx_path", "vnnlib_path", "timeout", "result_path", "verifier", "no_bab", "quiet"}
+    return {"check_only", "model", "weights", "allow_pickle", "onnx_path", "input_shape", "quiet"}
+
+
+def _refuse_other_modes(ctx: click.Context, mode: str) -> None:
+    """Options given for another mode are refused, never silently ignored.
+
+    Raises:
+        CertkitError: naming the option and the modes that take it.
+    """
+    allowed = _mode_params(mode) | {"mode"}
+    for p in ctx.command.get_params(ctx):
+        if p.name is None or p.name in allowed or ctx.get_parameter_source(p.name) in (
+                None, click.core.ParameterSource.DEFAULT):
+            continue
+        flag = p.opts[0] if p.opts else p.name
+        owners = [m for m in MODES if p.name in _mode_params(m)]
+        hint = "; a data-set run takes the network as --model N.onnx" if p.name == "onnx_path" else ""
+        raise CertkitError(f"{flag} belongs to --mode {' or --mode '.join(owners)}, not --mode {mode}{hint}")
+
+
+def _fields_of(cls, kw: dict) -> dict:
+    """The keyword arguments that ``cls`` has fields for (the others belong to other modes and were left at their
+    defaults, which _refuse_other_modes checked)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in kw.items() if k in names}
 
 
 def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, no_bab):

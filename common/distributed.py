@@ -2,8 +2,8 @@
 and sharded certification (runs/certify.py).
 
 In training every rank draws the same global batch order (same seed) and trains on its share of each global batch;
-gradients are summed across ranks after each rank scaled its loss by (its batch share / global batch), so one step equals
-the single-process step on the global batch (up to floating-point summation order; BatchNorm statistics are
+gradients are summed across ranks after each rank scaled its loss by (its batch share / global batch), so one step
+equals the single-process step on the global batch (up to floating-point summation order; BatchNorm statistics are
 per rank, as in standard data parallelism).
 """
 from __future__ import annotations

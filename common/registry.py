@@ -27,9 +27,10 @@ class Registry:
         Raises:
             ValueError: the name is empty or taken.
         """
-        if not getattr(cls, "name", "") or cls.name in self._items:
-            raise ValueError(f"{self.kind} name {getattr(cls, 'name', '')!r} is empty or already registered")
-        self._items[cls.name] = cls
+        name = getattr(cls, "name", "")
+        if not name or name in self._items:
+            raise ValueError(f"{self.kind} name {name!r} is empty or already registered")
+        self._items[name] = cls
         return cls
 
     def unregister(self, name: str) -> None:

@@ -189,7 +189,8 @@ def _from_certkit(ckpt: dict, path: Path) -> LoadedModel:
         module = nn.Sequential(NormalizeLayer(norm["mean"], norm["std"]), net) if norm else net
         meta = dict(ckpt.get("metadata") or {})
         sigma = meta.get("sigma")
-        data_range = tuple(float(v) for v in ckpt.get("data_range", (0.0, 1.0)))
+        lo, hi = (float(v) for v in ckpt.get("data_range", (0.0, 1.0)))
+        data_range = (lo, hi)
         train_sigma = float(sigma) if sigma is not None else None
     except CertkitError:
         raise

@@ -25,7 +25,7 @@ A certkit denoiser checkpoint is a certkit checkpoint (models/checkpoint.py, ``t
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,7 +151,7 @@ def ae_dncnn(input_shape: Sequence[int], depth: int = 5, width: int = 32, latent
 
 
 #: name -> builder(input_shape, **config) -> a denoiser nn.Module.
-DENOISERS = {"dncnn": dncnn, "ae_dncnn": ae_dncnn}
+DENOISERS: dict[str, Callable[..., nn.Module]] = {"dncnn": dncnn, "ae_dncnn": ae_dncnn}
 
 
 def build_denoiser(arch: str, input_shape: Sequence[int], **config) -> nn.Module:
@@ -225,8 +225,9 @@ def read_denoiser(ckpt: dict, where: str) -> tuple[nn.Module, tuple[int, ...]]:
 
 def load_denoiser(spec: str | Path, weights: str | Path | None = None) -> LoadedDenoiser:
     """Load a denoiser: a certkit denoiser checkpoint, an ``.onnx`` file, or ``package.module:factory`` (a function
-    returning an nn.Module, e.g. a wrapper around a user's diffusion or consistency model, see docs/guide/certify.md) with an
-    optional state_dict ``weights``. Checkpoints load with ``torch.load(weights_only=True)``; never pickled code.
+    returning an nn.Module, e.g. a wrapper around a user's diffusion or consistency model, see docs/guide/certify.md)
+    with an optional state_dict ``weights``. Checkpoints load with ``torch.load(weights_only=True)``; never pickled
+    code.
 
     Raises:
         CertkitError: missing or corrupt file, a classifier checkpoint passed as a denoiser, unsupported ONNX op.
@@ -273,6 +274,8 @@ class DenoisedDual(nn.Module):
     (Xia et al. ICLR 2024). D(x) applied to the whole input would mix the halves and void that independence.
     Costs two passes of D and F per batch.
     """
+
+    mask: torch.Tensor
 
     def __init__(self, denoiser: nn.Module, classifier: nn.Module, sample_shape: Sequence[int]):
         super().__init__()

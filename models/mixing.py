@@ -44,6 +44,7 @@ class MixingNetwork(nn.Module):
             raise CertkitError(f"mixing network needs 0 <= floor < 1, K >= 2, hidden >= 1 (got {floor}, "
                                f"{num_classes}, {hidden})")
         self.floor = float(floor)
+        self.num_classes = int(num_classes)
         self.net = nn.Sequential(nn.Linear(2 * num_classes, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, p_g: torch.Tensor, p_f: torch.Tensor) -> torch.Tensor:

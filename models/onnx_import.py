@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class OnnxModel:
     batch_added: bool
     num_outputs: int
     path: str
-    _session: object = field(default=None, repr=False)
+    _session: Any = field(default=None, repr=False)  # onnxruntime.InferenceSession, created on first use
 
     def run_onnxruntime(self, x: torch.Tensor) -> np.ndarray:
         """Evaluate the ORIGINAL ONNX file with onnxruntime on a certkit batch (B, *sample_shape).
@@ -242,7 +243,8 @@ class _Builder:
                                  or abs(a.get("gamma", 1.0507) - 1.0507) > 1e-4):
                 raise self.err(node, "Selu with non-default alpha/gamma is not supported")
             module = ELEMENTWISE[op](a)
-            self.env[node.output[0]] = self.fx.call_module(self.add_module(module, op.lower()), (x,))
+            args: tuple[Any, ...] = (x,)
+            self.env[node.output[0]] = self.fx.call_module(self.add_module(module, op.lower()), args)
             return
         out = getattr(self, f"op_{op}", None)
         if out is None:

@@ -37,6 +37,9 @@ class NormalizeLayer(nn.Module):
     It is the model's first layer: noise and perturbations are applied to raw [0,1] inputs before it.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
@@ -93,7 +96,8 @@ def cnn(input_shape: Sequence[int], num_classes: int, width: int = 16, fc: int =
 def _image_shape(arch: str, input_shape) -> tuple[int, int, int]:
     if len(input_shape) != 3:
         raise CertkitError(f"arch {arch} needs image inputs C x H x W, got input shape {tuple(input_shape)}")
-    return tuple(int(v) for v in input_shape)
+    c, h, w = (int(v) for v in input_shape)
+    return c, h, w
 
 
 def _conv_out(h: int, k: int, s: int, p: int) -> int:
@@ -236,6 +240,8 @@ class DualModel(nn.Module):
     Noise added to the whole input reaches each branch only on its own half, so one draw gives the two branches
     independent noise of the same sigma, as Dual RS requires.
     """
+
+    mask: torch.Tensor
 
     def __init__(self, left: nn.Module, right: nn.Module, sample_shape: Sequence[int]):
         super().__init__()

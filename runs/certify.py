@@ -12,8 +12,9 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from certkit.certify.sampling import NoiseSampler, input_generator
 from certkit.certify.smoothing import ABSTAIN, check_certify_args, smoothing_method
 from certkit.certify.smoothing.gaussian import GaussianSmoothing
 from certkit.common.errors import CertkitError
+from certkit.common.options import build_options, options_dict
 from certkit.runs.config import DatasetRunConfig, Prepared, open_results, prepare, resolve_sigma, write_summary
 
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
@@ -34,16 +36,12 @@ class CertifyConfig(DatasetRunConfig):
 
     ``sigma=None`` uses the training sigma recorded in the checkpoint (an error when none is recorded); ``method`` is
     a registered smoothing method (certify.smoothing); ``batch`` noisy copies go through the model per forward pass.
-    Methods that tune something once per model (LVM-RS: map and temperature) do it on the ``calibration_size`` last
-    inputs of ``calibration_split`` of ``calibration_dataset``, which must never be certified in the same run.
+    ``options`` holds the values of the options the method itself declares (its ``Options`` dataclass, e.g. LVM-RS's
+    calibration inputs or adaptive smoothing's standard model), by name; the others keep the method's defaults.
     """
 
     method: str = "gaussian"
-    calibration_dataset: str | None = None   # methods tuned once per model (lvm): default the run's dataset
-    calibration_path: str | None = None
-    calibration_split: str = "train"
-    calibration_size: int = 100              # the LAST this many inputs of that split (never certified)
-    calibration_noise: int = 1000            # noisy copies per calibration input
+    options: dict = field(default_factory=dict)
     sigma: float | None = None
     n0: int = 100
     n: int = 100_000
@@ -53,9 +51,6 @@ class CertifyConfig(DatasetRunConfig):
     amp: bool = False
     shard: tuple | None = None                # (K, N): certify the K-th of N interleaved shares (0 <= K < N)
     radii: list | None = None                 # target radii (sequential) and the summary's radius grid
-    standard_model: str | None = None         # adaptive: the standard classifier g mixed with the smoothed model
-    mixing_weight: float | None = None        # adaptive: w in (1/2, 1], the smoothed model's weight
-    mixing_network: str | None = None         # adaptive: a trained mixing network instead (train --method mixing)
 
 
 def default_out(cfg: CertifyConfig, command: str, *extra: str) -> str:
@@ -64,7 +59,7 @@ def default_out(cfg: CertifyConfig, command: str, *extra: str) -> str:
 
 
 def _sampler(cfg: CertifyConfig, p: Prepared, sigma: float) -> NoiseSampler:
-    module = p.module
+    module: Any = p.module
     if cfg.compile:
         module = torch.compile(module, dynamic=False)
         try:
@@ -103,8 +98,10 @@ def shard_path(out: str, k: int, n: int) -> str:
     return str(Path(out).with_suffix("")) + f".shard-{k}-of-{n}.tsv"
 
 
-def calibrate(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
-    """Tune ``smoothed`` once for this model on held-out inputs (see CertifyConfig); returns what was chosen.
+def calibrate(cfg: CertifyConfig, opts, p: Prepared, smoothed) -> dict:
+    """Tune ``smoothed`` once for this model on the ``calibration_size`` last inputs of ``calibration_split`` of
+    ``calibration_dataset`` (the method's options ``opts``), which must never be certified in the same run; returns
+    what was chosen.
 
     Raises:
         CertkitError: a calibration input is also certified in this run; unreadable calibration data.
@@ -112,16 +109,16 @@ def calibrate(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
     from certkit.datasets import load_dataset
     from certkit.models.checks import fit_data_to_model
 
-    name = cfg.calibration_dataset or cfg.dataset
-    path = cfg.calibration_path if cfg.calibration_dataset else (cfg.calibration_path or cfg.data_path)
-    data = fit_data_to_model(p.model, load_dataset(name, path, cfg.calibration_split))
-    if cfg.calibration_size < 1 or cfg.calibration_noise < 2:
+    name = opts.calibration_dataset or cfg.dataset
+    path = opts.calibration_path if opts.calibration_dataset else (opts.calibration_path or cfg.data_path)
+    data = fit_data_to_model(p.model, load_dataset(name, path, opts.calibration_split))
+    if opts.calibration_size < 1 or opts.calibration_noise < 2:
         raise CertkitError("--calibration-size must be >= 1 and --calibration-noise >= 2")
-    first = max(0, len(data) - cfg.calibration_size)
+    first = max(0, len(data) - opts.calibration_size)
     if data.source == p.data.source and data.split == p.data.split and set(range(first, len(data))) & set(p.indices):
-        raise CertkitError(f"the calibration inputs ({name} {data.split}, last {cfg.calibration_size}) would also be "
+        raise CertkitError(f"the calibration inputs ({name} {data.split}, last {opts.calibration_size}) would also be "
                            f"certified: calibrate on another split (--calibration-split) or data set")
-    chosen = smoothed.calibrate(data.x[first:], data.y[first:], cfg.calibration_noise, cfg.n, cfg.alpha,
+    chosen = smoothed.calibrate(data.x[first:], data.y[first:], opts.calibration_noise, cfg.n, cfg.alpha,
                                 input_generator(cfg.seed, -1, p.device))
     return {**chosen, "dataset": data.name, "split": data.split, "source": data.source,
             "indices": [first, len(data)]}
@@ -168,6 +165,7 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     """
     t0 = time.perf_counter()
     method = smoothing_method(cfg.method)
+    opts = build_options(method, cfg.options, f"--method {cfg.method}")
     check_certify_args(cfg.n0, cfg.n, cfg.alpha)
     p = prepare(cfg)
     sigma = resolve_sigma(cfg.sigma, p.model)
@@ -182,16 +180,14 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
                 "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type}
     if cfg.radii is not None:
         settings["radii"] = sorted(cfg.radii)
-    extra = {"procedure": method.procedure}
+    settings.update(options_dict(opts))               # the method's own options, as declared and resolved
+    extra: dict[str, Any] = {"procedure": method.procedure}
+    if opts is not None:
+        extra["options"] = options_dict(opts)
     if method.needs_standard_model:
-        settings.update(standard_model=cfg.standard_model, mixing_weight=cfg.mixing_weight,
-                        mixing_network=cfg.mixing_network)
-        extra["standard_model"] = _attach_standard(cfg, p, smoothed)
-    elif cfg.standard_model is not None or cfg.mixing_weight is not None or cfg.mixing_network is not None:
-        raise CertkitError(f"--standard-model, --mixing-weight and --mixing-network are for --method adaptive, not "
-                           f"{cfg.method}")
+        extra["standard_model"] = _attach_standard(cfg, opts, p, smoothed)
     if method.needs_calibration:
-        extra["calibration"] = calibrate(cfg, p, smoothed)
+        extra["calibration"] = calibrate(cfg, opts, p, smoothed)
         settings["calibration"] = {k: extra["calibration"][k] for k in ("map", "t", "dataset", "split", "source",
                                                                         "indices", "noisy_copies")}
 
@@ -203,8 +199,9 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
                        t0, extra)
 
 
-def _attach_standard(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
-    """Load ``cfg.standard_model`` (any --model source) and attach it with ``cfg.mixing_weight`` to ``smoothed``.
+def _attach_standard(cfg: CertifyConfig, opts, p: Prepared, smoothed) -> dict:
+    """Load ``opts.standard_model`` (any --model source; ``opts``: the method's options) and attach it with
+    ``opts.mixing_weight`` to ``smoothed``.
 
     Raises:
         CertkitError: no standard model; a weight outside (1/2, 1]; a model that does not take the data's inputs or
@@ -213,24 +210,24 @@ def _attach_standard(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
     from certkit.certify.smoothing.adaptive import check_mixing_weight
     from certkit.models.checkpoint import load_model
 
-    if not cfg.standard_model:
+    if not opts.standard_model:
         raise CertkitError(f"--method {cfg.method} needs the standard classifier: --standard-model MODEL")
-    if (cfg.mixing_weight is None) == (cfg.mixing_network is None):
+    if (opts.mixing_weight is None) == (opts.mixing_network is None):
         raise CertkitError(f"--method {cfg.method} needs one of --mixing-weight W (fixed, certified) or "
                            f"--mixing-network FILE (certkit train --method mixing)")
     mixing, info = None, {}
-    if cfg.mixing_network is not None:
+    if opts.mixing_network is not None:
         from certkit.models.mixing import load_mixing
 
         if cfg.denoiser is not None:
             raise CertkitError("a mixing network is trained on the robust model's own outputs: no --denoiser with it")
-        mixing, meta = load_mixing(cfg.mixing_network)
+        mixing, meta = load_mixing(opts.mixing_network)
         w = None
-        info = {"mixing_network": cfg.mixing_network, "floor": mixing.floor, "certified_at_floor": mixing.certifies,
+        info = {"mixing_network": opts.mixing_network, "floor": mixing.floor, "certified_at_floor": mixing.certifies,
                 "trained_for": {k: meta.get(k) for k in ("standard_model", "classifier", "sigma", "eps_l2")}}
     else:
-        w = check_mixing_weight(cfg.mixing_weight)
-    g = load_model(cfg.standard_model, None, cfg.allow_pickle)
+        w = check_mixing_weight(opts.mixing_weight)
+    g = load_model(opts.standard_model, None, cfg.allow_pickle)
     module = g.module.to(p.device).eval()
     x = p.data.x[:1].to(p.device)
     try:
@@ -242,8 +239,9 @@ def _attach_standard(cfg: CertifyConfig, p: Prepared, smoothed) -> dict:
     if out_g.dim() != 2 or out_g.shape != out_f.shape:
         raise CertkitError(f"--standard-model returns logits of shape {tuple(out_g.shape)}, the smoothed model "
                            f"{tuple(out_f.shape)}: both must be (batch, classes) with the same classes")
-    if mixing is not None and out_g.shape[1] != mixing.net[0].in_features // 2:
-        raise CertkitError(f"the mixing network was trained for {mixing.net[0].in_features // 2} classes, the models "
+    mixing_classes = None if mixing is None else mixing.num_classes
+    if mixing_classes is not None and out_g.shape[1] != mixing_classes:
+        raise CertkitError(f"the mixing network was trained for {mixing_classes} classes, the models "
                            f"have {out_g.shape[1]}")
     smoothed.attach_standard(module, w, mixing)
     return {"source": g.source, "kind": g.kind, "arch": g.arch, "mixing_weight": w, **info}

@@ -144,12 +144,16 @@ def resolve_sigma(sigma: float | None, model: LoadedModel) -> float:
 
 def open_results(cfg: RunConfig, settings: dict, columns: Sequence[str], key: str = "idx") -> ResultWriter:
     """The run's append-only results file (``cfg.out``), checked against ``settings`` on resume."""
+    if cfg.out is None:
+        raise CertkitError("the run has no results file: set out (or call results_path) first")
     return ResultWriter(cfg.out, settings, columns, cfg.resume, cfg.overwrite, key)
 
 
 def write_summary(summary: dict, cfg: RunConfig) -> str:
     """Write the summary JSON (``cfg.summary_json`` or ``<out>.summary.json``); returns its path."""
-    path = cfg.summary_json or str(Path(cfg.out).with_suffix("")) + ".summary.json"
+    if cfg.summary_json is None and cfg.out is None:
+        raise CertkitError("the run has no results file to put the summary beside: set out or summary_json")
+    path = cfg.summary_json or str(Path(str(cfg.out)).with_suffix("")) + ".summary.json"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(summary, indent=2) + "\n")
     return path

@@ -103,9 +103,9 @@ def run_conformal(cfg: ConformalConfig) -> tuple[list[dict], dict]:
             m, v = scorer(xa, u[sl], gen)
             adv_m.append(m)
             adv_v.append(v)
-        clean_m, clean_v, adv_m, adv_v = (torch.cat(t).cpu() for t in (clean_m, clean_v, adv_m, adv_v))
+        clean_mean, clean_var, adv_mean, adv_var = (torch.cat(t).cpu() for t in (clean_m, clean_v, adv_m, adv_v))
         y = y.cpu()
-        true_clean = clean_m.gather(1, y[:, None]).squeeze(1).numpy()
+        true_clean = clean_mean.gather(1, y[:, None]).squeeze(1).numpy()
         n = len(y)
         for k in range(cfg.splits):
             perm = torch.randperm(n, generator=cpu_gen)  # drawn for every split, so resumed runs see the same splits
@@ -114,12 +114,12 @@ def run_conformal(cfg: ConformalConfig) -> tuple[list[dict], dict]:
             cal, test = perm[: n // 2], perm[n // 2:]
             if cfg.rule == "rscp+":
                 tau = conformal_quantile(true_clean[cal.numpy()], 1 - cfg.alpha + 2 * cfg.beta)
-                sets_c = rscp_plus_sets(clean_m[test], clean_v[test], tau, cfg.n_mc, cfg.beta, cfg.eps_l2, sigma)
-                sets_a = rscp_plus_sets(adv_m[test], adv_v[test], tau, cfg.n_mc, cfg.beta, cfg.eps_l2, sigma)
+                sets_c = rscp_plus_sets(clean_mean[test], clean_var[test], tau, cfg.n_mc, cfg.beta, cfg.eps_l2, sigma)
+                sets_a = rscp_plus_sets(adv_mean[test], adv_var[test], tau, cfg.n_mc, cfg.beta, cfg.eps_l2, sigma)
             else:
                 tau = conformal_quantile(true_clean[cal.numpy()], (1 - cfg.alpha))
-                sets_c = rscp_sets(clean_m[test], tau, cfg.eps_l2, sigma)
-                sets_a = rscp_sets(adv_m[test], tau, cfg.eps_l2, sigma)
+                sets_c = rscp_sets(clean_mean[test], tau, cfg.eps_l2, sigma)
+                sets_a = rscp_sets(adv_mean[test], tau, cfg.eps_l2, sigma)
             yt = y[test]
             writer.write({"split": k, "n_cal": len(cal), "n_test": len(test), "tau": tau,
                           "coverage_clean": float(sets_c[torch.arange(len(yt)), yt].float().mean()),
@@ -136,7 +136,7 @@ def run_conformal(cfg: ConformalConfig) -> tuple[list[dict], dict]:
                              else "none (RSCP does not bound the Monte-Carlo error)"),
                "coverage_clean": stat("coverage_clean"), "coverage_attacked": stat("coverage_attacked"),
                "mean_set_size": stat("mean_set_size"), "mean_set_size_attacked": stat("mean_set_size_attacked"),
-               "n_pool": n, "holdout": start, "num_classes": int(clean_m.shape[1]),
+               "n_pool": n, "holdout": start, "num_classes": int(clean_mean.shape[1]),
                "inputs": p.inputs_summary(cfg, len(y_all)), "attack": {"steps": cfg.attack_steps, "norm": "L2"},
                "tsv": str(cfg.out), "seed": cfg.seed,
                "note": "(mean, std) over random half/half calibration/test splits of the pool"}

@@ -6,6 +6,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -86,7 +87,7 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
         x8 = data.x[:8]
         model.onnx.check_against_onnxruntime((x8 + cfg.eps * (2 * torch.rand(x8.shape, generator=gen) - 1)).clamp(0, 1))
     bm = BoundedModule(module, data.input_shape)  # certkit's engine: pre-flight check, sizes, tightness
-    bounder = bm
+    bounder: Any = bm
     if cfg.backend == "auto_lirpa":
         from certkit.verifiers.external import AutoLirpaBackend
         bounder = AutoLirpaBackend(module, data.input_shape)
@@ -104,6 +105,7 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
     tmp = tempfile.TemporaryDirectory(prefix="certkit-complete-") if complete else None
     try:
         if complete:
+            assert tmp is not None
             onnx_model = model.onnx or export_onnx(copy.deepcopy(module).cpu(), data.input_shape,
                                                    Path(tmp.name) / "model.onnx")
             seconds["complete"] = 0.0
@@ -156,7 +158,7 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
         if tmp is not None:
             tmp.cleanup()
     n = max(len(rows), 1)
-    summary = {"eps": cfg.eps, "norm": cfg.norm, "n_inputs": len(rows),
+    summary: dict[str, Any] = {"eps": cfg.eps, "norm": cfg.norm, "n_inputs": len(rows),
                "clean_accuracy": sum(int(r["clean_correct"]) for r in rows) / n,
                "pgd_accuracy": sum(int(r["pgd_robust"]) for r in rows) / n,
                "verified_accuracy": {m: sum(int(r[_col(m)]) for r in rows) / n for m in methods},

@@ -110,6 +110,7 @@ def fold_input_scale(model: nn.Sequential) -> nn.Sequential:
     if not (len(model) == 2 and isinstance(model[0], InputScale)):
         return model
     s, net = model[0].scale, model[1]
+    assert isinstance(net, nn.Sequential)
     for m in net:
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             with torch.no_grad():

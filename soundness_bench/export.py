@@ -41,7 +41,10 @@ def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hid
     onnx_path = out / "model.onnx"
     om = export_onnx(model, cfg.input_shape, onnx_path)
     P = data.n_planted
-    rows, truth, not_confirmed, exposed = [], [], [], []
+    rows: list = []
+    truth: list = []
+    not_confirmed: list = []
+    exposed: list = []
 
     def add(kind: str, i: int, extra: dict):
         k = len(rows)

@@ -203,9 +203,13 @@ def config_with_preset(preset: str = "paper", **overrides) -> GenerateConfig:
 
     Raises:
         CertkitError: an unknown preset.
+        TypeError: an override that is not a GenerateConfig field.
     """
     names = {f.name for f in fields(GenerateConfig)}
-    explicit = {k: v for k, v in overrides.items() if v is not None and k in names}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"GenerateConfig has no field {', '.join(unknown)}")
+    explicit = {k: v for k, v in overrides.items() if v is not None}
     base = preset_values(preset, explicit.get("arch", GenerateConfig.arch),
                          explicit.get("eps_rel", GenerateConfig.eps_rel))
     return GenerateConfig(**{**base, **explicit})
@@ -341,7 +345,9 @@ class PlantedTraining(TrainingMethod):
     def __init__(self, cfg: GenerateConfig, data: PlantedData):
         self.cfg, self.data = cfg, data
         self.window: deque = deque(maxlen=cfg.window)
-        self.best_count, self.best_state, self.history = -1, None, []
+        self.best_count: int = -1
+        self.best_state: dict | None = None
+        self.history: list = []
 
     def checkpoint_path(self) -> Path:
         return Path(self.cfg.out) / "private" / "train_state.pt"

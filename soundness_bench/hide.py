@@ -16,8 +16,8 @@ counterexample is hidden only if every attack fails on its anchor x.
      the box center, its FGSM vertex, the best of a pool of 4 x restarts output-diversified points (ODI, Tashiro
      et al. NeurIPS 2020) and uniform points, each searched with Madry's step (2.5 eps / iters) and with a step of
      a quarter of the box width. Without it the check passed 43 of 70 pairs as hidden of which certkit-crown (that
-     falsifier, then CROWN) broke 15 in < 0.3 s each and this attack 20 (bench/README.md, "Hiding at eps 0.5"): a verifier
-     with such a front end would never have reached its bounds on them;
+     falsifier, then CROWN) broke 15 in < 0.3 s each and this attack 20 (bench/README.md, "Hiding at eps 0.5"): a
+     verifier with such a front end would never have reached its bounds on them;
    - ``vertices``: the margin at ``vertex_samples`` random vertices of the box (all 2^d vertices when 2^d is at
      most that budget).
 All attacks are batched over restarts (rows = inputs x restarts, split into chunks of at most ``max_rows``).

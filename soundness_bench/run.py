@@ -81,7 +81,7 @@ def find_instances(bench: str | Path) -> list[Instance]:
     if not csvs:
         raise CertkitError(f"{root} has no instances.csv (nor do its subfolders): generate one with "
                            f"`certkit soundness generate`")
-    out = []
+    out: list = []
     for path in csvs:
         rel = os.path.relpath(path.parent, root)
         for onnx, vnnlib, tmo in read_instances(path):
@@ -214,7 +214,7 @@ class Worker:
 
     def __init__(self, name: str, log_path: Path, running: Path | None, start_timeout: float = 120.0):
         self.name, self.log_path, self.running, self.start_timeout = name, Path(log_path), running, start_timeout
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
 
     def _start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +225,7 @@ class Worker:
                                          start_new_session=True)
         finally:
             log.close()
+        assert self.proc is not None
         if self.running is not None:
             Path(self.running).write_text(json.dumps({"pid": self.proc.pid, "start": start_time(self.proc.pid),
                                                       "host": socket.gethostname()}) + "\n")
@@ -236,6 +237,7 @@ class Worker:
 
     def _read(self, timeout: float) -> dict | None:
         """The next JSON line of the worker within ``timeout`` seconds; None on timeout or exit."""
+        assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         deadline = time.perf_counter() + timeout
         buf = b""
@@ -259,6 +261,7 @@ class Worker:
             self._start()
         t0 = time.perf_counter()
         req = json.dumps({"onnx": onnx, "vnnlib": vnnlib, "result": result, "timeout": timeout}) + "\n"
+        assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write(req.encode())
             self.proc.stdin.flush()
@@ -274,13 +277,15 @@ class Worker:
         if self.proc is None:
             return
         try:
-            self.proc.stdin.close()
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
             self.proc.wait(timeout=2)
         except (OSError, subprocess.TimeoutExpired):
             pass
         _kill_group(self.proc.pid)
         self.proc.wait()
-        self.proc.stdout.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self.proc = None
         if self.running is not None:
             Path(self.running).unlink(missing_ok=True)
@@ -363,7 +368,8 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
     if tool is not None:
         prepare, args, cwd = vnncomp_tool(tool)
     else:
-        args = builtin_template(verifier) if verifier else split_template(command)
+        assert verifier or command is not None  # exactly one was given (checked above)
+        args = builtin_template(verifier) if verifier else split_template(command or "")
     if shutil.which(args[0]) is None:
         raise CertkitError(f"cannot find the program {args[0]!r} of --command")
     instances = find_instances(bench)
@@ -396,6 +402,7 @@ def run_verifier(bench: str | Path, verifier: str | None = None, command: str | 
                     declined = (f"prepare_instance.sh timed out after {prepare_timeout:g} s" if ptimed else
                                 f"prepare_instance.sh exited {pcode}: the tool declines this instance")
             died = False
+            code: int | None = 0
             if declined is None and pool is not None:
                 reply, secs = pool.ask(*files[:4], limit=tmo + grace)
                 timed_out = reply is None and secs >= tmo + grace - 0.05

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 from certkit.common.errors import CertkitError
 from certkit.soundness_bench.export import load_ground_truth
@@ -66,7 +67,7 @@ def score(bench: str | Path, results: list[str | Path] | None = None, tol: float
         if not table.is_file():
             raise CertkitError(f"{d} has no results.tsv")
         answers, seconds = _read_results(table)
-        s = {"planted": dict.fromkeys(STATUSES, 0), "regular": dict.fromkeys(STATUSES, 0),
+        s: dict[str, Any] = {"planted": dict.fromkeys(STATUSES, 0), "regular": dict.fromkeys(STATUSES, 0),
              "unsound_instances": [], "invalid_counterexamples": [],
              "seconds": [seconds[i.key] for i in instances if i.key in seconds]}
         for inst in instances:
@@ -82,6 +83,7 @@ def score(bench: str | Path, results: list[str | Path] | None = None, tol: float
                 s["unsound_instances"].append(name)
             if status == "sat":
                 rf = result_file_of(d, inst)
+                why: str | None
                 _, x, why = parse_result_text(rf.read_text(errors="replace")) if rf.is_file() else ("", None,
                                                                                                        "no result file")
                 if x is not None:

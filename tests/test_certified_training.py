@@ -91,8 +91,8 @@ def _robust_loss(path, eps=0.1):
 
 
 def test_ibp_training_lowers_robust_loss_and_resumes_exactly(tmp_path):
-    kw = dict(method="ibp", eps=0.1, arch="cnn_a", schedule_start=1, schedule_length=1, kappa_final=0.0,
-              device="cpu", val_fraction=0.1)
+    kw = dict(method="ibp", eps=0.1, arch="cnn_a", device="cpu", val_fraction=0.1,
+              options=dict(schedule_start=1, schedule_length=1, kappa_final=0.0))
     train(TrainConfig(out=str(tmp_path / "e1.pt"), epochs=1, **kw), quiet=True)
     train(TrainConfig(out=str(tmp_path / "e4.pt"), epochs=4, **kw), quiet=True)
     assert _robust_loss(tmp_path / "e4.pt") < _robust_loss(tmp_path / "e1.pt")
@@ -112,8 +112,8 @@ def test_pure_robust_loss_skips_the_clean_graph_without_changing_training(tmp_pa
     """At kappa = 0 the clean logits only report accuracy: building no graph for them gives the same weights."""
     from certkit.train.methods.certified import IBPTraining
 
-    kw = dict(method="ibp", eps=0.1, arch="cnn_a", schedule_start=1, schedule_length=1, kappa_final=0.0,
-              device="cpu", val_fraction=0.1, epochs=3)
+    kw = dict(method="ibp", eps=0.1, arch="cnn_a", device="cpu", val_fraction=0.1, epochs=3,
+              options=dict(schedule_start=1, schedule_length=1, kappa_final=0.0))
     calls = []
     real = IBPTraining.has_batchnorm
     monkeypatch.setattr(IBPTraining, "has_batchnorm", staticmethod(lambda m: calls.append(1) or real(m)))

@@ -91,7 +91,7 @@ def test_only_recorded_epochs_are_logged_and_a_finished_method_stops(tmp_path):
 def test_a_new_training_loss_is_one_registered_class(cli, tmp_path):
     """Label smoothing, defined here and registered, trains through `certkit train --method` with nothing else."""
     from certkit.train import ClassifierTraining, register_training, training_methods
-    from certkit.train.classifier import REGISTRY
+    from certkit.train.network import REGISTRY
 
     @register_training
     class LabelSmoothing(ClassifierTraining):

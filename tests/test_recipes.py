@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from certkit.common.errors import CertkitError
-from certkit.train.classifier import Batch, TrainConfig, augment, augmentations
 from certkit.train.harness import Run
+from certkit.train.network import Batch, TrainConfig, augment, augmentations
 from certkit.train.recipe import load_recipe, shipped_recipes
 
 from conftest import assert_clean_error

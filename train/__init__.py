@@ -1,7 +1,9 @@
-"""Training: one harness (harness.py) and the losses that plug into it (methods/, one module each): natural,
-gaussian, ibp, crown-ibp, dual, rct; the soundness benchmark's generator is another plug-in."""
-from certkit.train.classifier import ClassifierTraining, TrainConfig, register_training, train, training_methods
+"""Training: one harness (harness.py), the network training every method shares (network.py), classifiers on top of
+it (classifier.py), and the methods that plug in (methods/, one module each, each declaring its own options);
+the soundness benchmark's generator is another plug-in of the harness."""
+from certkit.train.classifier import ClassifierTraining
 from certkit.train.harness import Run, StepOutput, TrainingMethod, fit
+from certkit.train.network import NetworkTraining, TrainConfig, register_training, train, training_methods
 
-__all__ = ["ClassifierTraining", "Run", "StepOutput", "TrainConfig", "TrainingMethod", "fit", "register_training",
-           "train", "training_methods"]
+__all__ = ["ClassifierTraining", "NetworkTraining", "Run", "StepOutput", "TrainConfig", "TrainingMethod", "fit",
+           "register_training", "train", "training_methods"]

@@ -65,10 +65,11 @@ class Run:
     world: int = 1
     resume: bool = False
     quiet: bool = False
-    model: torch.nn.Module | None = None
+    # set by the method's setup before anything reads them (fit checks), hence not Optional
+    model: torch.nn.Module = None  # type: ignore[assignment]
     optimizer: Any = None
     scheduler: Any = None
-    generator: torch.Generator | None = None
+    generator: torch.Generator = None  # type: ignore[assignment]
     grad_clip: float = 0.0
     epoch_started: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -245,6 +246,8 @@ def fit(method: TrainingMethod, device: str = "auto", resume: bool = False, quie
     rank, world = dist.init_from_env(dev)
     run = Run(dev, rank, world, resume, quiet, grad_clip=grad_clip)
     method.setup(run)
+    if run.model is None or run.generator is None or run.optimizer is None:
+        raise TypeError(f"{type(method).__name__}.setup must set run.model, run.optimizer and run.generator")
     path = method.checkpoint_path()
     lock = FileLock(path) if rank == 0 else None
     try:
@@ -270,6 +273,7 @@ def _loop(method: TrainingMethod, run: Run, path: Path, resume: bool, quiet: boo
         if state is None:
             raise CertkitError(f"{path} has no training state to resume from")
         _check_resume(method, state["config"], path)
+        assert ckpt is not None  # state was read from it
         try:
             method.restore(run, ckpt)
         except (RuntimeError, KeyError, ValueError) as e:

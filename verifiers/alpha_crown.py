@@ -10,11 +10,12 @@ row kept, stop after ``patience`` iterations without improvement or at a deadlin
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 
 
-def projected_step(opt, loss: torch.Tensor, unit: list, nonneg: list = ()) -> None:
+def projected_step(opt, loss: torch.Tensor, unit: list, nonneg: Sequence = ()) -> None:
     """One step of projected gradient descent on ``loss``: ``unit`` parameters (alphas) clipped to [0, 1],
     ``nonneg`` ones (beta-CROWN's betas) to [0, inf) -- the sets on which every bound stays sound."""
     opt.zero_grad()

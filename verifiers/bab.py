@@ -265,8 +265,9 @@ class ActivationBaB:
             out.append(s.flatten(1))
         return torch.cat(out, 1)
 
-    def _locate(self, flat: torch.Tensor) -> list:
-        """Flat neuron indices (k,) -> [(j, local index)] over the concatenated activation inputs."""
+    def _locate(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat neuron indices (k,) -> (position of the activation in ``self.acts``, local index), each (k,), over
+        the concatenated activation inputs."""
         sizes = [torch.Size(self.g.nodes[j].shape).numel() for j in self.acts.values()]
         starts = torch.tensor([0] + sizes).cumsum(0)
         node_of = torch.bucketize(flat, starts[1:], right=True)
@@ -363,6 +364,8 @@ class ActivationBaB:
                     return "unknown", visited
                 pending = kids if pending is None else Domains.cat([pending, kids])
             queue = []
+            if pending is None:
+                break
             if len(pending) * pending.nbytes_each() > self.max_pending_bytes:
                 # deepest first: memory stays bounded
                 order = torch.argsort(pending.depth, descending=True, stable=True)

@@ -13,7 +13,9 @@ differentiable w.r.t. the model weights when called with grad enabled.
 """
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import time
 
 import torch
@@ -103,13 +105,15 @@ class BoundedModule:
         out = g.nodes[g.output]
         B, S = C.shape[:2]
         CC = (torch.cat([C, -C], 1) if upper else C).reshape((B, -1) + tuple(g.output_shape))
+        lb: torch.Tensor
         if elide and out.op is not None and out.op.affine:
             A_ins, bias = out.op.backward(CC)
-            lb = sum(box_lower(*bounds[j], A) for j, A in zip(out.inputs, A_ins) if A is not None)
+            terms = [box_lower(bounds[j][0], bounds[j][1], A) for j, A in zip(out.inputs, A_ins) if A is not None]
+            lb = functools.reduce(operator.add, terms)
             if bias is not None:
                 lb = lb + bias
         else:
-            lb = box_lower(*bounds[g.output], CC)
+            lb = box_lower(bounds[g.output][0], bounds[g.output][1], CC)
         return lb[:, :S], (-lb[:, S:] if upper else None)
 
     # ------------------------------------------------------------------ backward (CROWN)

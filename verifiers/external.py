@@ -34,8 +34,9 @@ def _normalization_module(layer: NormalizeLayer, sample_shape: tuple) -> torch.n
         conv = torch.nn.Conv2d(c, c, 1, groups=c)
         with torch.no_grad():
             conv.weight.copy_(scale.expand(c, 1, 1).reshape(c, 1, 1, 1))
+            assert conv.bias is not None
             conv.bias.copy_(shift.expand(c, 1, 1).reshape(c))
-        return conv.to(layer.mean.device)
+        return conv.to(scale.device)
     return _Scale(scale, shift)
 
 

@@ -7,6 +7,7 @@ value of every node that does not depend on the input (constants), and maps each
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -28,7 +29,7 @@ class GNode:
     """A data node: ``op`` applied to the outputs of ``inputs`` (indices of earlier nodes)."""
 
     name: str
-    op: ops.Op | None          # None for the input node
+    op: Any                    # an ops.Op; None for the input node only (node 0)
     inputs: list[int]
     shape: tuple               # per-sample output shape
     consumers: list[int] = field(default_factory=list)
@@ -163,7 +164,7 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
                 t = n.target
                 name = t if isinstance(t, str) else getattr(t, "__name__", str(t))
                 problems.append(f"{where}: unsupported {kind} {name}")
-        if entry is not None:
+        if entry is not None and kind is not None:
             call = ops.Call(kind, modules[n.target] if kind == "module" else n.target, tuple(n.args), dict(n.kwargs),
                             is_data, lambda a: rec.values[a.name] if isinstance(a, fx.Node) else a, shape, where,
                             const_of, data_args)
@@ -204,6 +205,6 @@ def build_graph(model: nn.Module, input_shape: tuple) -> BoundGraph:
         CertkitError: listing every unsupported op, node and shape problem.
     """
     graph, problems = _analyse(model, input_shape)
-    if problems:
+    if problems or graph is None:
         raise CertkitError("the model cannot be bounded: " + "; ".join(problems))
     return graph

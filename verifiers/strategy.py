@@ -121,7 +121,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
     #    and with a step of a quarter of the box width
     n_in = int(np.prod(shape))
     starts = int(max(8, min(64, 2 ** 21 // max(1, n_in))))
-    odi_pools = {}  # box -> 4 x starts output-diversified points, shared by the disjuncts over one box
+    odi_pools: dict = {}  # box -> 4 x starts output-diversified points, shared by the disjuncts over one box
     for term in prop.terms:
         C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
         obj = objective(net32, C32, d32, shape)
@@ -151,7 +151,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
             if m == "alpha-CROWN":
                 done = roots.refuted(term, time.perf_counter() + max(dl.left(), 0.0))
             else:
-                done = refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m).all()
+                done = bool(refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m).all())
             if not done:
                 still.append(term)
             if dl.passed():

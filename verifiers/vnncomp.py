@@ -42,6 +42,7 @@ def format_result(res: InstanceResult) -> str:
     """Text of a VNN-COMP result file: the status line, and for sat the assignment ((X_0 v) ... (Y_0 w))."""
     if res.status != "sat":
         return res.status + "\n"
+    assert res.x is not None and res.y is not None  # a sat result carries its counterexample
     parts = [f"(X_{i} {float(v)!r})" for i, v in enumerate(res.x)] + \
             [f"(Y_{j} {float(v)!r})" for j, v in enumerate(res.y)]
     return "sat\n(" + "\n ".join(parts) + ")\n"

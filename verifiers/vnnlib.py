@@ -129,7 +129,7 @@ class _Parser:
             raise self.err(line, "expected an expression in parentheses")
         head = items[0][0]
         if head == "and":
-            out = [[]]
+            out: list[list] = [[]]
             for sub in items[1:]:
                 out = [a + b for a in out for b in self.dnf(sub)]
                 if len(out) > _MAX_TERMS:
@@ -170,7 +170,7 @@ class _Parser:
                 raise VnnlibError(f"{self.path}: {kind}_ variables must be numbered 0..{len(s) - 1}")
         if not asserts:
             raise VnnlibError(f"{self.path}: the file has no assert")
-        conj = [[]]
+        conj: list[list] = [[]]
         for a in asserts:
             conj = [c + d for c in conj for d in self.dnf(a)]
             if len(conj) > _MAX_TERMS:

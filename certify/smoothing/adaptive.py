@@ -43,6 +43,7 @@ from scipy.stats import norm
 from certkit.certify.smoothing.base import ABSTAIN, Certificate, SmoothingMethod, check_certify_args, register_smoothing
 from certkit.certify.stats import clopper_pearson_lower
 from certkit.common.errors import CertkitError
+from certkit.common.options import option
 
 
 def adaptive_radius(pA_lower: float, w: float, sigma: float) -> float:
@@ -82,6 +83,19 @@ class AdaptiveSmoothing(SmoothingMethod):
                  "PhiInv(1/(2w))); mixed_predict is the empirical mixed prediction (no certificate)")
     needs_standard_model = True
     columns = ("mixed_predict",)
+
+    @dataclass
+    class Options:
+        """The standard classifier and how it is mixed with the smoothed model."""
+
+        standard_model: str | None = option(None, "the standard (accurate, non-robust) classifier g mixed with the "
+                                            "smoothed --model; any --model source")
+        mixing_weight: float | None = option(None, "weight w in (0.5, 1] of the smoothed model in (1 - w) "
+                                             "softmax(g) + w smoothed; fixed once per model. The certified radius "
+                                             "sigma (PhiInv(pA_lower) - PhiInv(1/(2w))) shrinks as w falls.")
+        mixing_network: str | None = option(None, "a trained mixing network (certkit train --method mixing) "
+                                            "choosing w per input instead; certified at its floor when the floor "
+                                            "exceeds 0.5, else empirical only (every row abstains)")
 
     def __init__(self, sampler):
         super().__init__(sampler)

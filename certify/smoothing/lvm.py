@@ -22,6 +22,7 @@ Soft outputs are computed in float64 (sparsemax at t = 1e7 breaks in float32).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from scipy.stats import norm
 from certkit.certify.smoothing.base import ABSTAIN, Certificate, SmoothingMethod, check_certify_args, register_smoothing
 from certkit.certify.stats import empirical_bernstein_shift
 from certkit.common.errors import CertkitError
+from certkit.common.options import option
 
 MAPS = ("softmax", "sparsemax")
 #: the reference's temperature grid: {1} U linspace(0.1, 50, 100) U {1e7} (1e7 ~ a hard argmax vote)
@@ -118,6 +120,19 @@ class LVMSmoothing(SmoothingMethod):
                  "at alpha/K (alpha for K = 2) on the n certification samples")
     needs_calibration = True
 
+    @dataclass
+    class Options:
+        """Where the simplex map and temperature are chosen, once per model (never on certified inputs)."""
+
+        calibration_split: str = option("train", "split whose LAST --calibration-size inputs choose the simplex "
+                                        "map and temperature once per model (they must not be certified in the "
+                                        "same run)", choices=("train", "test"))
+        calibration_size: int = option(100, "held-out inputs of the calibration")
+        calibration_noise: int = option(1000, "noisy copies per held-out input")
+        calibration_dataset: str | None = option(None, "another data set for the held-out inputs (digits, mnist, "
+                                                 "cifar10, npz; default: --dataset)")
+        calibration_path: str | None = option(None, "its directory or file")
+
     def __init__(self, sampler, map_name: str | None = None, t: float | None = None):
         super().__init__(sampler)
         if map_name is not None and map_name not in MAPS:
@@ -128,13 +143,21 @@ class LVMSmoothing(SmoothingMethod):
 
     def _soft(self, x, num, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum and sum of squares (K,) in float64 of the soft outputs on ``num`` noisy copies of x."""
-        s1 = s2 = total = None
+        assert self.map_name is not None and self.t is not None  # certify refuses an uncalibrated method
+        s1: torch.Tensor | None = None
+        s2: torch.Tensor | None = None
+        total: torch.Tensor | None = None
         for z in self.sampler.logits_stream(x, num, generator):
             if z.dim() != 2:
                 raise CertkitError("LVM-RS needs a model returning logits of shape (batch, classes)")
             h = simplex_map(self.map_name, self.t, z)
             a, b, c = h.sum(0), (h * h).sum(0), z.sum(dtype=torch.float64)
-            s1, s2, total = (a, b, c) if s1 is None else (s1 + a, s2 + b, total + c)
+            if s1 is None or s2 is None or total is None:
+                s1, s2, total = a, b, c
+            else:
+                s1, s2, total = s1 + a, s2 + b, total + c
+        if s1 is None or s2 is None or total is None:
+            raise CertkitError("the number of samples must be >= 1")
         if not bool(torch.isfinite(total)):  # NaN/inf in any logit makes the sum non-finite
             raise CertkitError("the model produced NaN or inf logits on noisy inputs; no certificate is issued")
         return s1.cpu(), s2.cpu()

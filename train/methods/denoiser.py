@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from certkit.common.errors import CertkitError
+from certkit.common.options import option
 from certkit.models.checkpoint import load_checkpoint_file
 from certkit.models.denoisers import (
     DENOISERS,
@@ -45,44 +47,66 @@ from certkit.models.denoisers import (
     read_denoiser,
     save_denoiser,
 )
-from certkit.train.classifier import ClassifierTraining, augmentations, frozen_model, register_training
 from certkit.train.harness import StepOutput
+from certkit.train.network import NetworkTraining, augmentations, frozen_model, register_training
 from certkit.train.zeroth_order import zo_gradient, zo_queries, zo_surrogate
 
 OBJECTIVES = ("mse", "stability", "consistency")
 
 
 @register_training
-class DenoiserTraining(ClassifierTraining):
+class DenoiserTraining(NetworkTraining):
     """Denoiser training for a frozen classifier (module docstring)."""
 
     name = "denoiser"
     help = ("a denoiser D for F = --classifier (denoised smoothing): --objective mse | stability | consistency, "
             "--zeroth-order for a black-box F (ZO-AE-DS)")
     default_arch = "dncnn"
-    normalizes = False
     noisy = True
     log_columns = ("epoch", "loss", "train_accuracy", "val_mse", "val_accuracy", "val_noisy_accuracy", "queries",
                    "lr", "seconds")
     temperature = 0.1
 
+    @dataclass
+    class Options:
+        """The frozen classifier the denoiser is trained for, the objective and the zeroth-order estimate."""
+
+        init_from: str | None = option(None, "a denoiser checkpoint to continue from (e.g. MSE-trained, then "
+                                       "fine-tuned with stability)")
+        classifier: str | None = option(None, "the frozen classifier F (any --model source) the denoiser is trained "
+                                        "for; needed by the stability and consistency objectives and for the "
+                                        "validation accuracy of F(D(x + noise))")
+        objective: str = option("mse", "mse ||D(x+e) - x||^2; stability CE(F(D(x+e)), F(x)) (Salman et al. 2020); "
+                                "consistency (contrastive agreement of F(D(.)) across noise levels, rRCM-style, plus "
+                                "MSE)", choices=("mse", "stability", "consistency"))
+        zeroth_order: bool = option(False, "stability objective: F is a black box queried for outputs only; its "
+                                    "gradient is estimated from queries (ZO-AE-DS, Zhang et al. 2022; with ae_dncnn "
+                                    "the decoder is frozen and merged into the black box, and the estimate is taken "
+                                    "in the code space)")
+        zo_estimator: str = option("rge", "rge: --zo-queries random directions (q + 1 queries per example and "
+                                   "step); cge: every coordinate (d + 1 queries)", choices=("rge", "cge"))
+        zo_queries: int = option(20, "q: RGE random directions per example")
+        zo_mu: float = option(0.005, "finite-difference step of the zeroth-order estimate (units of the code / "
+                              "pixels)")
+
     def validate(self):
         super().validate()
         cfg = self.cfg
-        if cfg.arch not in DENOISERS and not cfg.init_from:
+        if cfg.arch not in DENOISERS and not self.opts.init_from:
             raise CertkitError(f"--method denoiser trains {' or '.join(sorted(DENOISERS))}, not --arch {cfg.arch}")
-        if cfg.objective not in OBJECTIVES:
-            raise CertkitError(f"unknown --objective {cfg.objective!r}: use {', '.join(OBJECTIVES)}")
-        if cfg.objective != "mse" and not cfg.classifier:
-            raise CertkitError(f"--objective {cfg.objective} needs the classifier: --classifier MODEL")
-        if cfg.eps or cfg.eps_train or cfg.init != "default":
-            raise CertkitError("--method denoiser takes no --eps / --eps-train / --init (it trains for Gaussian noise)")
-        if cfg.zeroth_order:
-            if cfg.objective != "stability":
+        if self.opts.objective not in OBJECTIVES:
+            raise CertkitError(f"unknown --objective {self.opts.objective!r}: use {', '.join(OBJECTIVES)}")
+        if self.opts.objective != "mse" and not self.opts.classifier:
+            raise CertkitError(f"--objective {self.opts.objective} needs the classifier: --classifier MODEL")
+        if cfg.eps or cfg.init != "default":
+            raise CertkitError("--method denoiser takes no --eps / --init (it trains for Gaussian noise)")
+        if self.opts.zeroth_order:
+            if self.opts.objective != "stability":
                 raise CertkitError("--zeroth-order estimates the gradient of the black-box stability objective: "
                                    "use --objective stability (pre-train with --objective mse first)")
-            if cfg.zo_queries < 1 or not cfg.zo_mu > 0:
-                raise CertkitError(f"--zo-queries must be >= 1 and --zo-mu > 0, got {cfg.zo_queries}, {cfg.zo_mu}")
+            if self.opts.zo_queries < 1 or not self.opts.zo_mu > 0:
+                raise CertkitError(f"--zo-queries must be >= 1 and --zo-mu > 0, got {self.opts.zo_queries}, "
+                                   f"{self.opts.zo_mu}")
 
     # -- set-up -------------------------------------------------------------------------------------
     def build_net(self, data):
@@ -90,25 +114,24 @@ class DenoiserTraining(ClassifierTraining):
         normalization layer (a denoiser maps [0,1] images to [0,1] images)."""
         cfg = self.cfg
         shape = tuple(data.input_shape)
-        if cfg.init_from:
-            ckpt = load_checkpoint_file(cfg.init_from)
+        if self.opts.init_from:
+            ckpt = load_checkpoint_file(self.opts.init_from)
             if not is_denoiser_checkpoint(ckpt):
-                raise CertkitError(f"--init-from {cfg.init_from} is not a certkit denoiser checkpoint")
-            net, init_shape = read_denoiser(ckpt, str(cfg.init_from))
+                raise CertkitError(f"--init-from {self.opts.init_from} is not a certkit denoiser checkpoint")
+            net, init_shape = read_denoiser(ckpt, str(self.opts.init_from))
             if init_shape != shape:
                 raise CertkitError(f"--init-from denoiser takes inputs {init_shape}, the data has {shape}")
             arch, arch_config = str(ckpt["arch"]), dict(ckpt.get("arch_config") or {})
         else:
             arch, arch_config = cfg.arch, dict(cfg.arch_config)
             net = build_denoiser(cfg.arch, shape, **arch_config)
-        self.num_classes = 0
         self.ae = isinstance(net, AEDenoiser)
         return arch, arch_config, None, net
 
     def parameters(self, model):
         """Every denoiser parameter, but the decoder's under --zeroth-order with ae_dncnn (merged into the black
         box, frozen)."""
-        frozen = set(map(id, self.net.decoder_parameters())) if (self.cfg.zeroth_order and self.ae) else set()
+        frozen = set(map(id, self.net.decoder_parameters())) if (self.opts.zeroth_order and self.ae) else set()
         for p in self.net.parameters():
             p.requires_grad_(id(p) not in frozen)
         return [p for p in self.net.parameters() if id(p) not in frozen]
@@ -117,14 +140,15 @@ class DenoiserTraining(ClassifierTraining):
         super().setup(run)
         cfg = self.cfg
         shape = tuple(self.data.input_shape)
-        self.classifier = self._load_classifier(run, shape) if cfg.classifier else None
+        self.classifier = self._load_classifier(run, shape) if self.opts.classifier else None
         self.zo_generator = torch.Generator().manual_seed(cfg.seed + 7919 * (run.rank + 1))
         d = self.arch_config.get("latent", 32) if self.ae else math.prod(shape)
-        self.queries = (1 + zo_queries(cfg.zo_estimator, d, cfg.zo_queries)) if cfg.zeroth_order else 0
+        o = self.opts
+        self.queries = (1 + zo_queries(o.zo_estimator, d, o.zo_queries)) if o.zeroth_order else 0
         self.total_queries = 0
 
     def _load_classifier(self, run, shape) -> nn.Module:
-        f = frozen_model(self.cfg.classifier, run.device)
+        f = frozen_model(self.opts.classifier, run.device)
         try:
             with torch.no_grad():
                 out = f(torch.full((2,) + shape, 0.5, device=run.device))
@@ -149,19 +173,18 @@ class DenoiserTraining(ClassifierTraining):
 
     # -- the loop -----------------------------------------------------------------------------------
     def batch_loss(self, run, batch):
-        cfg = self.cfg
         x, y = self.xy(run, batch)
         noisy = x + self.noise(run, batch).to(run.device)
-        if cfg.objective == "mse":
+        if self.opts.objective == "mse":
             loss = F.mse_loss(self.net(noisy), x)
             logits = None
             if self.classifier is not None:
                 with torch.no_grad():
                     logits = self.classifier(self.net(noisy).detach())
-        elif cfg.objective == "stability":
+        elif self.opts.objective == "stability":
             with torch.no_grad():
                 target = self.classifier(x).argmax(1)
-            if cfg.zeroth_order:
+            if self.opts.zeroth_order:
                 loss, logits = self._zo_stability(noisy, target, len(batch.idx))
             else:
                 logits = self.classifier(self.net(noisy))
@@ -173,7 +196,6 @@ class DenoiserTraining(ClassifierTraining):
 
     def _zo_stability(self, noisy, target, count):
         """Stability loss through the black box: value exact, gradient estimated at the code (AE) or the output."""
-        cfg = self.cfg
         shape = tuple(noisy.shape[1:])
         if self.ae:
             z = self.net.encode(noisy)
@@ -191,7 +213,8 @@ class DenoiserTraining(ClassifierTraining):
         with torch.no_grad():
             logits = self.classifier(to_input(z.detach()))
             value = F.cross_entropy(logits, target)
-        g = zo_gradient(black_box, z.detach(), cfg.zo_estimator, cfg.zo_queries, cfg.zo_mu, self.zo_generator)
+        o = self.opts
+        g = zo_gradient(black_box, z.detach(), o.zo_estimator, o.zo_queries, o.zo_mu, self.zo_generator)
         self.total_queries += self.queries * count
         return zo_surrogate(z, g, value), logits
 
@@ -243,14 +266,15 @@ class DenoiserTraining(ClassifierTraining):
     # -- persistence --------------------------------------------------------------------------------
     def save(self, run, train_state, row):
         cfg = self.cfg
-        meta = {"dataset": cfg.dataset, "method": self.name, "objective": cfg.objective, "sigma": cfg.sigma,
+        meta = {"dataset": cfg.dataset, "method": self.name, "objective": self.opts.objective, "sigma": cfg.sigma,
                 "epochs": row["epoch"], "seed": cfg.seed, "recipe": self.config(), "augment": augmentations(cfg),
-                "classifier": str(cfg.classifier) if cfg.classifier else None,
-                "init_from": str(cfg.init_from) if cfg.init_from else None,
-                "zeroth_order": ({"estimator": cfg.zo_estimator, "q": cfg.zo_queries, "mu": cfg.zo_mu,
+                "classifier": str(self.opts.classifier) if self.opts.classifier else None,
+                "init_from": str(self.opts.init_from) if self.opts.init_from else None,
+                "zeroth_order": ({"estimator": self.opts.zo_estimator, "q": self.opts.zo_queries,
+                                  "mu": self.opts.zo_mu,
                                   "queries_per_example_step": self.queries, "total_queries": self.total_queries,
                                   "estimated_at": "autoencoder code" if self.ae else "denoiser output"}
-                                 if cfg.zeroth_order else None),
+                                 if self.opts.zeroth_order else None),
                 "world_size": run.world,
                 **{k: row[k] for k in ("val_mse", "val_accuracy", "val_noisy_accuracy")},
                 "data_split": (f"{cfg.dataset} train split minus the last {cfg.val_fraction:g} (validation)"

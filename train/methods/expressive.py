@@ -12,12 +12,15 @@ CE(z, y) when m are the margins of z). ``--expressive-alpha`` (default 0.5; the 
 MTL-IBP CIFAR-10 8/255: 0.5, MNIST 0.3: 0.5 in the CTBench reproductions) and ``--attack-steps`` (default 8). The eps
 ramp, kappa and short-warmup options are the IBP recipe of certified.py (the paper uses kappa_final = 0).
 """
+from dataclasses import dataclass
+
 import torch
 
 from certkit.common.errors import CertkitError
-from certkit.train.classifier import register_training
+from certkit.common.options import option
 from certkit.train.losses import robust_cross_entropy
 from certkit.train.methods.certified import IBPTraining
+from certkit.train.network import register_training
 
 
 def margins(logits: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -28,14 +31,19 @@ def margins(logits: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
 class ExpressiveTraining(IBPTraining):
     """Shared part: the adversarial margins and IBP's margins over the ball; ``combine`` makes the loss."""
 
+    @dataclass
+    class Options(IBPTraining.Options):
+        expressive_alpha: float = option(0.5, "weight of the IBP term (0 = adversarial training, 1 = IBP)")
+        attack_steps: int = option(8, "PGD steps of the training attack (step 2.5 eps / steps)")
+
     def validate(self):
         super().validate()
-        if not 0 <= self.cfg.expressive_alpha <= 1 or self.cfg.attack_steps < 0:
+        if not 0 <= self.opts.expressive_alpha <= 1 or self.opts.attack_steps < 0:
             raise CertkitError("--expressive-alpha must be in [0, 1] and --attack-steps >= 0")
 
     def robust_loss(self, xb, yb, C, pert, lb_ibp, bounds, eps_t, beta):
         m_adv = margins(self.run.model(self.adversarial(xb, yb, eps_t)), C)
-        return self.combine(m_adv, lb_ibp, self.cfg.expressive_alpha)
+        return self.combine(m_adv, lb_ibp, self.opts.expressive_alpha)
 
     @staticmethod
     def combine(m_adv: torch.Tensor, m_ibp: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -3,7 +3,8 @@ randomized smoothing: each batch is replaced by x + N(0, sigma^2 I) in raw [0,1]
 normalization layer."""
 import torch.nn.functional as F
 
-from certkit.train.classifier import ClassifierTraining, register_training
+from certkit.train.classifier import ClassifierTraining
+from certkit.train.network import register_training
 
 
 @register_training

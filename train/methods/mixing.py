@@ -16,18 +16,20 @@ fixed weight ``floor`` (models/mixing.py); at or below 1/2 it is an EMPIRICAL cl
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
 from certkit.common.errors import CertkitError
+from certkit.common.options import option
 from certkit.models.mixing import MixingNetwork, save_mixing
-from certkit.train.classifier import ClassifierTraining, frozen_model, register_training
 from certkit.train.harness import StepOutput
+from certkit.train.network import NetworkTraining, frozen_model, register_training
 from certkit.verifiers.attack import pgd_l2
 
 
 @register_training
-class MixingTraining(ClassifierTraining):
+class MixingTraining(NetworkTraining):
     """Adversarial training of the adaptive-smoothing mixing network (module docstring)."""
 
     name = "mixing"
@@ -35,35 +37,46 @@ class MixingTraining(ClassifierTraining):
             "with --sigma), trained on clean and L2-attacked (--eps-l2) inputs; --mixing-floor > 0.5 keeps a "
             "certificate")
     noisy = True
-    normalizes = False
     log_columns = ("epoch", "loss", "train_accuracy", "val_accuracy", "val_adv_accuracy", "val_w_clean", "val_w_adv",
                    "lr", "seconds")
     n_noise, hidden = 8, 32
 
+    @dataclass
+    class Options:
+        """The two classifiers the network mixes, its floor, and the training attack."""
+
+        classifier: str | None = option(None, "the robust base classifier f (any --model source), smoothed with "
+                                        "--sigma")
+        standard_model: str | None = option(None, "the standard (accurate) classifier g whose mixture with the "
+                                            "smoothed --classifier the mixing network weighs")
+        mixing_floor: float = option(0.0, "least weight of the robust part; above 0.5 the mixture keeps the "
+                                     "certificate of that fixed weight, else it is empirical only")
+        eps_l2: float = option(0.0, "L2 radius (ABSOLUTE, [0,1] pixel units) of the training attack on the mixed "
+                               "classifier")
+        attack_steps: int = option(8, "PGD steps of the training attack (step 2.5 eps / steps)")
+
     def validate(self):
         super().validate()
         cfg = self.cfg
-        if not cfg.classifier or not cfg.standard_model:
+        if not self.opts.classifier or not self.opts.standard_model:
             raise CertkitError("--method mixing needs --standard-model G (accurate) and --classifier F (robust base "
                                "model, smoothed with --sigma)")
-        if not 0 <= cfg.mixing_floor < 1 or not cfg.eps_l2 >= 0 or cfg.attack_steps < 1:
+        if not 0 <= self.opts.mixing_floor < 1 or not self.opts.eps_l2 >= 0 or self.opts.attack_steps < 1:
             raise CertkitError("--mixing-floor must lie in [0, 1), --eps-l2 >= 0, --attack-steps >= 1")
-        if cfg.eps or cfg.eps_train or cfg.init_from or cfg.init != "default":
-            raise CertkitError("--method mixing takes its attack radius as --eps-l2 (L2) and no --eps / --init-from / "
-                               "--init")
+        if cfg.eps or cfg.init != "default":
+            raise CertkitError("--method mixing takes its attack radius as --eps-l2 (L2) and no --eps / --init")
 
     def build_net(self, data):
         """The mixing network for the classes of g and f (loaded here on the CPU, frozen); no normalization."""
-        cfg = self.cfg
-        self.g = frozen_model(cfg.standard_model, torch.device("cpu"))
-        self.f = frozen_model(cfg.classifier, torch.device("cpu"))
+        self.g = frozen_model(self.opts.standard_model, torch.device("cpu"))
+        self.f = frozen_model(self.opts.classifier, torch.device("cpu"))
         with torch.no_grad():
             out_g, out_f = self.g(data.x[:2]), self.f(data.x[:2])
         if out_g.dim() != 2 or out_g.shape != out_f.shape:
             raise CertkitError(f"--standard-model returns {tuple(out_g.shape)}, --classifier {tuple(out_f.shape)}: "
                                f"both must be (batch, classes) logits with the same classes")
         self.num_classes = out_g.shape[1]
-        return "mixing_mlp", {}, None, MixingNetwork(self.num_classes, self.hidden, cfg.mixing_floor)
+        return "mixing_mlp", {}, None, MixingNetwork(self.num_classes, self.hidden, self.opts.mixing_floor)
 
     def setup(self, run):
         super().setup(run)
@@ -85,9 +98,9 @@ class MixingTraining(ClassifierTraining):
         return torch.log(h.clamp_min(1e-12)), w
 
     def attack(self, x, y, noise, generator) -> torch.Tensor:
-        cfg = self.cfg
         nll = lambda v: -torch.nn.functional.nll_loss(self.mixture(v, noise)[0], y, reduction="none")
-        x_adv, _ = pgd_l2(nll, x, cfg.eps_l2, cfg.attack_steps, restarts=1, generator=generator, early_stop=False)
+        x_adv, _ = pgd_l2(nll, x, self.opts.eps_l2, self.opts.attack_steps, restarts=1, generator=generator,
+                          early_stop=False)
         return x_adv
 
     def _noise(self, x, generator):  # validation noise: (n_noise, B, *shape)
@@ -98,7 +111,7 @@ class MixingTraining(ClassifierTraining):
         noise = self.noise(run, batch, self.n_noise).view((self.n_noise,) + tuple(x.shape)).to(run.device)
         logh, _ = self.mixture(x, noise)
         loss = torch.nn.functional.nll_loss(logh, y)
-        if self.cfg.eps_l2 > 0:
+        if self.opts.eps_l2 > 0:
             x_adv = self.attack(x, y, noise, None)
             loss = loss + torch.nn.functional.nll_loss(self.mixture(x_adv, noise)[0], y)
         return StepOutput(loss, int((logh.argmax(1) == y).sum()), len(batch.idx),
@@ -122,7 +135,7 @@ class MixingTraining(ClassifierTraining):
                     logh, w = self.mixture(x, noise)
                 acc += int((logh.argmax(1) == y).sum())
                 wc += float(w.sum())
-                x_adv = self.attack(x, y, noise, None) if cfg.eps_l2 > 0 else x
+                x_adv = self.attack(x, y, noise, None) if self.opts.eps_l2 > 0 else x
                 with torch.no_grad():
                     logh, w = self.mixture(x_adv, noise)
                 adv += int((logh.argmax(1) == y).sum())
@@ -138,8 +151,9 @@ class MixingTraining(ClassifierTraining):
     def save(self, run, train_state, row):
         cfg = self.cfg
         meta = {"dataset": cfg.dataset, "method": self.name, "epochs": row["epoch"], "seed": cfg.seed,
-                "recipe": self.config(), "standard_model": str(cfg.standard_model), "classifier": str(cfg.classifier),
-                "sigma": cfg.sigma, "eps_l2": cfg.eps_l2, "floor": cfg.mixing_floor,
+                "recipe": self.config(), "standard_model": str(self.opts.standard_model),
+                "classifier": str(self.opts.classifier),
+                "sigma": cfg.sigma, "eps_l2": self.opts.eps_l2, "floor": self.opts.mixing_floor,
                 "certifies": self.net.certifies, "n_noise": self.n_noise, "world_size": run.world,
                 **{k: row[k] for k in ("val_accuracy", "val_adv_accuracy", "val_w_clean", "val_w_adv")}}
         save_mixing(cfg.out, self.net, self.num_classes, self.hidden, meta, extra={"train_state": train_state})

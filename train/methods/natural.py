@@ -1,5 +1,6 @@
 """natural: cross-entropy on clean inputs."""
-from certkit.train.classifier import ClassifierTraining, register_training
+from certkit.train.classifier import ClassifierTraining
+from certkit.train.network import register_training
 
 
 @register_training

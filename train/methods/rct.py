@@ -10,13 +10,17 @@ C_k = sigmoid((c_k - tau) / temp).
 Loss = log(L_class + w L_size + 1e-8), L_class = mean(1 - C_y), L_size = mean(max(sum_k C_k - target, 0)).
 Optimizer: SGD with Nesterov momentum 0.9, weight decay 5e-4, lr ``lr``.
 """
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from certkit.common.errors import CertkitError
+from certkit.common.options import option
 from certkit.models.zoo import build_model
-from certkit.train.classifier import ClassifierTraining, register_training
+from certkit.train.classifier import ClassifierTraining
 from certkit.train.harness import StepOutput
+from certkit.train.network import register_training
 
 _PHI_CLAMP = 1e-6
 
@@ -49,15 +53,22 @@ class RCTTraining(ClassifierTraining):
     min_batch = 4
     n_train, temp, size_weight = 8, 0.1, 1.0
 
+    @dataclass
+    class Options:
+        init_from: str | None = option(None, "the noise-trained certkit or reference checkpoint training starts from")
+        alpha: float = option(0.1, "target miscoverage of the sets")
+        eps_l2: float = option(0.0, "the L2 radius (ABSOLUTE, [0,1] pixel units) its conformal sets must withstand")
+
     def validate(self):
         cfg = self.cfg
         if cfg.init == "ibp":
             raise CertkitError("--init ibp initializes a new network, but rct starts from --init-from")
-        if not cfg.init_from:
+        if not self.opts.init_from:
             raise CertkitError("--method rct fine-tunes the final layer of --init-from CHECKPOINT")
-        if cfg.eps or cfg.eps_train:
+        if cfg.eps:
             raise CertkitError("--method rct takes the L2 radius of its sets as --eps-l2 (--eps is an Linf radius)")
-        if not cfg.sigma > 0 or not cfg.eps_l2 >= 0 or not 0 < cfg.alpha < 1 or cfg.epochs < 1 or cfg.batch_size < 4:
+        o = self.opts
+        if not cfg.sigma > 0 or not o.eps_l2 >= 0 or not 0 < o.alpha < 1 or cfg.epochs < 1 or cfg.batch_size < 4:
             raise CertkitError("RCT needs sigma > 0, eps-l2 >= 0, 0 < alpha < 1, epochs >= 1, batch >= 4")
         if not cfg.lr > 0:
             raise CertkitError(f"--lr must be > 0, got {cfg.lr}")
@@ -92,13 +103,13 @@ class RCTTraining(ClassifierTraining):
         noise = cfg.sigma * torch.randn((self.n_train,) + tuple(x.shape), generator=run.generator).to(run.device)
         probs = torch.softmax(run.model((x.unsqueeze(0) + noise).reshape((-1,) + tuple(x.shape[1:]))), -1)
         p_bar = probs.view(self.n_train, x.shape[0], -1).mean(0)
-        loss = rct_loss(p_bar, y, cfg.alpha, cfg.eps_l2, cfg.sigma, self.temp, self.size_weight)
+        loss = rct_loss(p_bar, y, self.opts.alpha, self.opts.eps_l2, cfg.sigma, self.temp, self.size_weight)
         return StepOutput(loss, int((p_bar.argmax(1) == y).sum()), len(batch.idx),
                           len(batch.idx) / max(len(batch.idx_all), 1))
 
     def metadata(self, epoch, row, world):
         meta = super().metadata(epoch, row, world)
-        meta["rct"] = {"init_from": str(self.cfg.init_from), "sigma": self.cfg.sigma, "eps_l2": self.cfg.eps_l2,
-                       "alpha": self.cfg.alpha, "n_train": self.n_train, "temp": self.temp,
+        meta["rct"] = {"init_from": str(self.opts.init_from), "sigma": self.cfg.sigma, "eps_l2": self.opts.eps_l2,
+                       "alpha": self.opts.alpha, "n_train": self.n_train, "temp": self.temp,
                        "size_weight": self.size_weight}
         return meta

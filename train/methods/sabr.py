@@ -8,12 +8,15 @@ ball; lambda -> 0 is adversarial training at x_adv. The paper's lambda: MNIST ep
 2/255 -> 0.1, 8/255 -> 0.7 (``--sabr-lambda``, default 0.4). Everything else (eps ramp, kappa, short-warmup options)
 is the IBP recipe of certified.py; the papers train with kappa_final = 0 (robust loss only after the ramp).
 """
+from dataclasses import dataclass
+
 import torch
 
 from certkit.common.errors import CertkitError
-from certkit.train.classifier import register_training
+from certkit.common.options import option
 from certkit.train.losses import robust_cross_entropy
 from certkit.train.methods.certified import IBPTraining
+from certkit.train.network import register_training
 
 
 def small_box(x: torch.Tensor, x_adv: torch.Tensor, eps: float, lam: float,
@@ -33,15 +36,21 @@ class SABRTraining(IBPTraining):
     help = "SABR: IBP on a small box (--sabr-lambda x eps) around a PGD point (Mueller et al. ICLR 2023)"
     full_box_ibp = False
 
+    @dataclass
+    class Options(IBPTraining.Options):
+        sabr_lambda: float = option(0.4, "small-box radius as a fraction of eps (paper: MNIST 0.1 -> 0.4, 0.3 -> "
+                                    "0.6; CIFAR-10 2/255 -> 0.1, 8/255 -> 0.7)")
+        attack_steps: int = option(8, "PGD steps of the training attack (step 2.5 eps / steps)")
+
     def validate(self):
         super().validate()
-        if not 0 < self.cfg.sabr_lambda <= 1 or self.cfg.attack_steps < 0:
+        if not 0 < self.opts.sabr_lambda <= 1 or self.opts.attack_steps < 0:
             raise CertkitError("--sabr-lambda must be in (0, 1] and --attack-steps >= 0")
 
     def robust_loss(self, xb, yb, C, pert, lb_ibp, bounds, eps_t, beta):
         from certkit.verifiers import Box
 
         x_adv = self.adversarial(xb, yb, eps_t)
-        lo, hi = small_box(xb, x_adv, eps_t, self.cfg.sabr_lambda)
+        lo, hi = small_box(xb, x_adv, eps_t, self.opts.sabr_lambda)
         lb, _ = self.bm.ibp_margins(Box(lo, hi, check=False), C)   # clipped inside the checked eps_t ball
         return robust_cross_entropy(lb)

@@ -29,8 +29,8 @@ class Activation(Op):
     def function(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def derivative(self, z: torch.Tensor) -> torch.Tensor:
-        """act'(z) (a subgradient where act is not differentiable)."""
+    def derivative(self, *xs: torch.Tensor) -> torch.Tensor:
+        """act'(z) (a subgradient where act is not differentiable); one input z."""
         raise NotImplementedError
 
     def relax(self, l: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor | None = None, setup=None) -> Relaxation:
@@ -70,7 +70,7 @@ class Activation(Op):
         l, u = in_bounds[0]
         return self.relax(l, u, alpha, setup)
 
-    def backward(self, A, in_bounds, relaxation: Relaxation | None = None):
+    def backward(self, A, in_bounds=(), relaxation: Relaxation | None = None):
         """Lower bound: A+ takes the lower line, A- the upper line."""
         aL, cL, aU, cU = relaxation if relaxation is not None else self.relaxation(in_bounds)
         if aL.dim() < A.dim():

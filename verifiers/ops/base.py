@@ -112,7 +112,7 @@ class Op:
         """Starting alphas (n_alpha, B, *shape) in [0, 1] that reproduce the CROWN relaxation; None if n_alpha = 0."""
         return None
 
-    def backward(self, A: torch.Tensor, in_bounds: Sequence[Interval | None], relaxation=None,
+    def backward(self, A: torch.Tensor, in_bounds: Sequence[Interval | None] = (), relaxation=None,
                  ) -> tuple[list[torch.Tensor | None], torch.Tensor | None]:
         """Lower linear bound on the output (A, (B,S,*out)) -> ([A_i for each input], bias (B,S) or None).
 
@@ -198,11 +198,12 @@ def register_op(modules: Sequence[type] = (), functions: Sequence[Any] = (), met
     return deco
 
 
-def unregister_op(obj) -> None:
+def unregister_op(obj: Any) -> None:
     """Undo :func:`register_op` for the class (or factory) ``obj``: its modules, functions and methods are no longer
     bounded by it (tests that register an op temporarily)."""
-    factory = obj.from_call if isinstance(obj, type) else obj
-    for table in (_BY_MODULE, _BY_FUNCTION, _BY_METHOD):
+    factory = getattr(obj, "from_call", obj)  # a class registers its from_call, a factory itself
+    tables: tuple[dict[Any, OpEntry], ...] = (_BY_MODULE, _BY_FUNCTION, _BY_METHOD)
+    for table in tables:
         for k in [k for k, e in table.items() if e.factory == factory]:
             del table[k]
     _ENTRIES[:] = [e for e in _ENTRIES if e.factory != factory]

@@ -25,7 +25,7 @@ class ZeroPad2d(Op):
         pad = args[1] if len(args) > 1 else call.kwargs.get("pad")
         mode = call.kwargs.get("mode", args[2] if len(args) > 2 else "constant")
         value = call.kwargs.get("value", args[3] if len(args) > 3 else 0)
-        if mode != "constant" or (value or 0) != 0 or len(pad) != 4 or min(pad) < 0:
+        if pad is None or mode != "constant" or (value or 0) != 0 or len(pad) != 4 or min(pad) < 0:
             raise Unsupported("only non-negative 2-D zero padding is supported")
         return cls(tuple(pad))
 
