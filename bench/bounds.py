@@ -6,7 +6,8 @@
 Models (trained here on the bundled digits data with natural cross-entropy for --epochs): an MLP, a CNN with
 BatchNorm, a residual CNN and a sigmoid MLP on the 8x8 images, and certkit's `cnn` on the images resized to 28x28
 (MNIST-shaped; 32 inputs at most: auto_LiRPA's CROWN on 64 of them needs more than 24 GB). On the convolutional
-nets CROWN is also timed with dense rows on 32 inputs, to show what windowed convolution rows (verifiers/windows.py)
+nets CROWN is also timed with dense rows on 32 inputs, to show what windowed convolution rows
+(verifiers/bounds/windows.py)
 save. For each method: seconds for one batch of margin bounds (Linf eps on
 [0,1] pixels, C = true-class margins), mean bound width (ub - lb), mean lower bound, verified fraction, and the
 time ratio to IBP, for lower and upper bounds and for the lower bound alone (what verification and certified

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from certkit.soundness_bench import config_with_preset, format_table, generate, run_verifier, score
+from certkit.soundness_bench import config_with_preset, format_audit_table, generate, run_verifier, score
 from certkit.soundness_bench.generate import parse_sweep
 
 DEFAULT_MODELS = ("mlp_4_hidden:0.2,mlp_4_hidden:0.5,cnn_1_conv:0.2,cnn_1_conv:0.5,cnn_avgpool:0.2,"
@@ -91,7 +91,7 @@ def main() -> None:
     if not verifiers:
         return
     summary = score(args.out, [args.out / "results" / v for v in verifiers])
-    print(format_table(summary))
+    print(format_audit_table(summary))
     (args.out / "audit.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

@@ -12,7 +12,7 @@ al.'s kappa_final, certkit's default); ibp-pure is kappa = 0, the pure robust lo
 SABR recipes, where the clean forward pass only reports accuracy and builds no graph, as the training harness does
 for networks without BatchNorm; CROWN-IBP with beta = 1: crown-ibp with loss fusion (one backward row per input,
 certkit's default for --method crown-ibp), crown-ibp-margins with K - 1 = 9 margin rows (--no-loss-fusion). sabr
-and mtl-ibp run the training methods' own robust loss (train/methods/sabr.py, expressive.py; their default
+and mtl-ibp run the training methods' own robust loss (train/methods/sabr.py, mtl_ibp.py; their default
 --sabr-lambda 0.4, --expressive-alpha 0.5, 8 PGD steps) at kappa = 0 as their recipes. Like the ``certkit`` command,
 the bench keeps freed memory for reuse (common/memory.py) unless ``--malloc-default``.
 Targets (issues 4, 15): IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU (SABR and MTL-IBP: no
@@ -49,7 +49,7 @@ def epoch(model, bm, x, y, batch, method, eps, opt):
     own = trainer(method, model, bm, eps) if method in ("sabr", "mtl-ibp") else None
     for i in range(0, len(y), batch):
         xb, yb = x[i:i + batch], y[i:i + batch]
-        if method in PURE:  # kappa = 0: the clean logits only report accuracy (as train/methods/certified.py)
+        if method in PURE:  # kappa = 0: the clean logits only report accuracy (as train/methods/ibp.py)
             with torch.no_grad():
                 model(xb)
             loss = 0.0

@@ -292,14 +292,14 @@ def audit_verifier_help() -> str:
 
 
 def verifier_help() -> str:
-    from certkit.verifiers.registry import verifiers
+    from certkit.verifiers.complete.registry import verifiers
 
     names = ", ".join(n for n, _ in default_first(verifiers(), "certkit"))
     return f"Verifier of --mode instance and --mode benchmark: {names}."
 
 
 def ops_help() -> str:
-    from certkit.verifiers.ops import registered_ops
+    from certkit.verifiers.bounds.ops import registered_ops
 
     return ("The older spelling of --mode check: only run the pre-flight check of --model / --onnx, listing every "
             "unsupported op, node and shape problem. "

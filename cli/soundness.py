@@ -119,7 +119,7 @@ def generate(preset, channels, sweep, resume, quiet, **kw):
                f"hiddenness check {s['seconds_hiddenness']:.0f} s); ground truth: {Path(cfg.out) / 'private'}")
 
 
-@soundness.command()
+@soundness.command("run")
 @click.option("--bench", required=True, type=click.Path(file_okay=False),
               help="A generated folder (with instances.csv) or a folder of them.")
 @click.option("--verifier", default=None, cls=LazyHelpOption, help_fn=audit_verifier_help)
@@ -148,13 +148,13 @@ def generate(preset, channels, sweep, resume, quiet, **kw):
                    "persistent worker per audit, restarted only after an instance overruns its time).")
 @quiet_option
 @friendly
-def run(bench, verifier, command, tool, prepare_timeout, name, timeout, grace, results, resume, overwrite,
-        process_per_instance, quiet):
+def run_audit(bench, verifier, command, tool, prepare_timeout, name, timeout, grace, results, resume, overwrite,
+              process_per_instance, quiet):
     """Run a verifier on every instance and record its answers: external commands and --vnncomp-tool one subprocess
     each (VNN-COMP style), built-in verifiers through one persistent worker process."""
     from collections import Counter
 
-    from certkit.soundness_bench.run import results_dir, run_verifier
+    from certkit.soundness_bench.runner import results_dir, run_verifier
 
     rows = run_verifier(bench, verifier, command, name, results, timeout, grace, resume, overwrite, quiet, tool,
                         prepare_timeout, worker=not process_per_instance)
@@ -184,13 +184,13 @@ def score(bench, results, tol, summary_json, report, fail_on_unsound, quiet):
     sat answer's counterexample is re-checked in onnxruntime.
     """
     from certkit.soundness_bench.adapters import unsound_by_design
-    from certkit.soundness_bench.score import format_table, write_summary
+    from certkit.soundness_bench.score import format_audit_table, write_audit_summary
     from certkit.soundness_bench.score import score as do_score
 
     summary = do_score(bench, list(results) or None, tol)
-    click.echo(format_table(summary))
+    click.echo(format_audit_table(summary))
     if summary_json:
-        write_summary(summary, summary_json)
+        write_audit_summary(summary, summary_json)
         click.echo(f"summary: {summary_json}")
     if report:
         from certkit.soundness_bench.score import write_report

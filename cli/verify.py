@@ -27,7 +27,7 @@ from certkit.common.errors import CertkitError
 MODES = ("dataset", "instance", "benchmark", "check")
 
 
-@maps_to("certkit.runs.verify:VerifyConfig", "certkit.runs.vnncomp:InstancesConfig",
+@maps_to("certkit.runs.verify:VerifyConfig", "certkit.runs.vnncomp_benchmark:InstancesConfig",
          handled=("mode", "check_only", "input_shape", "methods", "onnx_path", "vnnlib_path", "timeout", "result_path",
                   "instances_csv", "verifier", "result_dir", "no_bab"))
 @main.command()
@@ -92,7 +92,7 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
     if mode == "benchmark":
         if not instances_csv:
             raise CertkitError("--mode benchmark needs --instances CSV (a benchmark's instances.csv)")
-        from certkit.runs.vnncomp import InstancesConfig, run_instances
+        from certkit.runs.vnncomp_benchmark import InstancesConfig, run_instances
 
         cfg = build_config(InstancesConfig, _fields_of(InstancesConfig, kw), instances=instances_csv,
                            verifier=verifier, bab=not no_bab, result_dir=result_dir)
@@ -151,7 +151,7 @@ def _mode_params(mode: str) -> set[str]:
 
         return {f.name for f in dataclasses.fields(VerifyConfig)} | {"methods"}
     if mode == "benchmark":
-        from certkit.runs.vnncomp import InstancesConfig
+        from certkit.runs.vnncomp_benchmark import InstancesConfig
 
         return {f.name for f in dataclasses.fields(InstancesConfig)} | {"instances_csv", "verifier", "no_bab",
                                                                           "result_dir"}
@@ -187,8 +187,8 @@ def _fields_of(cls, kw: dict) -> dict:
 
 
 def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, no_bab):
-    from certkit.verifiers.registry import Instance, get_verifier
-    from certkit.verifiers.vnncomp import format_result, write_result_file
+    from certkit.verifiers.complete.registry import Instance, get_verifier
+    from certkit.verifiers.complete.vnncomp_format import format_result, write_result_file
 
     if not (onnx_path and vnnlib_path):
         raise CertkitError("a VNN-COMP instance needs both --onnx and --vnnlib")

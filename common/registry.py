@@ -1,5 +1,5 @@
 """A registry of named classes filled by a class decorator: smoothing methods, training losses and verifiers each
-keep one (the op registry keys by torch module and function instead, verifiers/ops/base.py)."""
+keep one (the op registry keys by torch module and function instead, verifiers/bounds/ops/base.py)."""
 from __future__ import annotations
 
 import importlib

@@ -16,7 +16,8 @@ Dropout (inference) and constant folding of shape arithmetic (Shape of a constan
 Concat, Cast). Anything else raises :class:`CertkitError` naming every unsupported node at once.
 
 The importer only makes the network RUN in torch; which ops certkit can BOUND is the op registry's business
-(``certkit.verifiers.ops``): an activation of ELEMENTWISE without a registered op imports fine (certify works on it)
+(``certkit.verifiers.bounds.ops``): an activation of ELEMENTWISE without a registered op imports fine (certify works on
+it)
 and is listed by ``certkit verify --mode check``.
 """
 from __future__ import annotations

@@ -15,10 +15,10 @@ from certkit.common.errors import CertkitError
 from certkit.models.onnx_export import export_onnx
 from certkit.runs.config import DatasetRunConfig, open_results, prepare
 from certkit.verifiers.attack import pgd_attack
-from certkit.verifiers.bounds import BoundedModule, canonical_method, margin_spec
-from certkit.verifiers.perturbation import L2Ball, linf_ball
-from certkit.verifiers.strategy import verify_property
-from certkit.verifiers.vnnlib import parse_vnnlib_text, vnnlib_text
+from certkit.verifiers.bounds.ibp_crown import BoundedModule, canonical_method, margin_spec
+from certkit.verifiers.bounds.perturbation import L2Ball, linf_ball
+from certkit.verifiers.complete.strategy import verify_property
+from certkit.verifiers.complete.vnnlib import parse_vnnlib_text, vnnlib_text
 
 
 @dataclass
@@ -136,7 +136,7 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
                     raise RuntimeError(f"soundness violation: {m} verified input(s) "
                                        f"{[idx[i] for i in bad.nonzero().flatten().tolist()]} that PGD broke")
             if cfg.tightness:
-                from certkit.verifiers.tightness import tightness
+                from certkit.verifiers.bounds.tightness import tightness
                 tau_sum += float(tightness(bm, x, cfg.eps, C)) * len(idx)
                 tau_n += len(idx)
             for k, i in enumerate(idx):

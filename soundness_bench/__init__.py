@@ -8,7 +8,7 @@ answers against the hidden ground truth.
 CLI: ``certkit soundness generate | run | score``.
 """
 from certkit.soundness_bench.generate import GenerateConfig, config_with_preset, generate
-from certkit.soundness_bench.run import run_verifier
-from certkit.soundness_bench.score import format_table, score
+from certkit.soundness_bench.runner import run_verifier
+from certkit.soundness_bench.score import format_audit_table, score
 
-__all__ = ["GenerateConfig", "config_with_preset", "format_table", "generate", "run_verifier", "score"]
+__all__ = ["GenerateConfig", "config_with_preset", "format_audit_table", "generate", "run_verifier", "score"]

@@ -4,7 +4,8 @@
 
 writes the VNN-COMP result file RESULT (``sat`` + witness / ``unsat`` / ``unknown`` / ``timeout`` / ``error``) and
 exits 0. The runner starts it like any external verifier (own process group, killed at the timeout), so built-in
-and external verifiers are audited the same way. NAME is any registered verifier (verifiers/registry.py: certkit's
+and external verifiers are audited the same way. NAME is any registered verifier (verifiers/complete/registry.py:
+certkit's
 own, Marabou) or a deliberately unsound one of unsound_verifiers.py; :func:`audit_verifiers` lists them.
 
     python -m certkit.soundness_bench.adapters --worker NAME
@@ -21,14 +22,14 @@ from pathlib import Path
 
 from certkit.common.errors import CertkitError
 from certkit.common.memory import retain_freed_memory
-from certkit.verifiers.vnncomp import InstanceResult, write_result_file
+from certkit.verifiers.complete.vnncomp_format import InstanceResult, write_result_file
 
 
 def audit_verifiers() -> dict:
     """Every verifier ``soundness run --verifier`` accepts: the verifier registry's (certkit's own, Marabou), then the
     deliberately unsound ones of unsound_verifiers.py (their own registry, read only here)."""
     from certkit.soundness_bench.unsound_verifiers import unsound_verifiers
-    from certkit.verifiers.registry import verifiers
+    from certkit.verifiers.complete.registry import verifiers
 
     return {**verifiers(), **unsound_verifiers()}
 
@@ -44,7 +45,7 @@ def run_adapter(name: str, onnx_path: str, vnnlib_path: str, timeout: float) -> 
     Raises:
         CertkitError: unknown name.
     """
-    from certkit.verifiers.registry import Instance
+    from certkit.verifiers.complete.registry import Instance
 
     known = audit_verifiers()
     if name not in known:

@@ -21,7 +21,7 @@ import torch
 
 from certkit.common.errors import CertkitError
 from certkit.models.onnx_export import export_onnx
-from certkit.verifiers.vnnlib import vnnlib_text
+from certkit.verifiers.complete.vnnlib import vnnlib_text
 
 
 def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hidden: torch.Tensor, report) -> dict:
@@ -30,8 +30,8 @@ def export_benchmark(cfg, model: torch.nn.Module, data, valid: torch.Tensor, hid
 
     Returns {"planted_instances", "regular_instances", "not_confirmed", "onnx", "instances"}.
     """
-    from certkit.verifiers.vnncomp import check_witness
-    from certkit.verifiers.vnnlib import parse_vnnlib
+    from certkit.verifiers.complete.vnncomp_format import check_witness
+    from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
     out = Path(cfg.out)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)

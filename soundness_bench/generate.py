@@ -58,7 +58,7 @@ from certkit.common.locks import FileLock
 from certkit.models.onnx_export import require_onnx
 from certkit.soundness_bench import archs
 from certkit.soundness_bench.hide import SWEEP, HidingReport, hiddenness_check, pgd_search
-from certkit.train.harness import Run, StepOutput, TrainingMethod, fit
+from certkit.train.harness import StepOutput, TrainingMethod, TrainingRun, fit
 from certkit.verifiers.attack import margin_objective
 
 # The paper's settings, and a preset that makes one model a few minutes of CPU time.
@@ -365,7 +365,7 @@ class PlantedTraining(TrainingMethod):
     def desc(self) -> str:
         return f"train {self.cfg.arch} eps-rel {self.cfg.eps_rel:g}"
 
-    def setup(self, run: Run) -> None:
+    def setup(self, run: TrainingRun) -> None:
         cfg = self.cfg
         self.checkpoint_path().parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
@@ -378,7 +378,7 @@ class PlantedTraining(TrainingMethod):
         run.grad_clip = cfg.grad_clip
         self.t0 = time.perf_counter()
 
-    def save(self, run: Run, train_state: dict, row: dict) -> None:
+    def save(self, run: TrainingRun, train_state: dict, row: dict) -> None:
         torch.save({"model": run.model.state_dict(), "train_state": train_state}, self.checkpoint_path())
 
     def load(self) -> dict | None:
@@ -387,7 +387,7 @@ class PlantedTraining(TrainingMethod):
         st = load_checkpoint_file(self.checkpoint_path(), allow_pickle=False)
         return st if isinstance(st, dict) else None
 
-    def restore(self, run: Run, ckpt: dict) -> None:
+    def restore(self, run: TrainingRun, ckpt: dict) -> None:
         run.model.load_state_dict(ckpt["model"])
 
     def state_dict(self) -> dict:
@@ -398,7 +398,7 @@ class PlantedTraining(TrainingMethod):
         self.window.extend(state["window"].unbind(0))
         self.best_count, self.best_state, self.history = state["best_count"], state["best_state"], state["history"]
 
-    def batches(self, run: Run, epoch: int):
+    def batches(self, run: TrainingRun, epoch: int):
         cfg, data, model = self.cfg, self.data, run.model
         model.eval()
         n_vertex = round(cfg.attack_vertex_starts * cfg.attack_restarts)
@@ -418,7 +418,7 @@ class PlantedTraining(TrainingMethod):
         for _ in range(cfg.steps_per_epoch):
             yield xw, yw
 
-    def step(self, run: Run, batch) -> StepOutput:
+    def step(self, run: TrainingRun, batch) -> StepOutput:
         cfg, data, model = self.cfg, self.data, run.model
         xw, yw = batch
         P = data.n_planted
@@ -431,7 +431,7 @@ class PlantedTraining(TrainingMethod):
             loss = loss + cfg.pocket_weight * self.loss_pocket
         return StepOutput(loss)
 
-    def end_epoch(self, run: Run, epoch: int, stats) -> dict | None:
+    def end_epoch(self, run: TrainingRun, epoch: int, stats) -> dict | None:
         cfg, model = self.cfg, run.model
         if epoch % cfg.check_every and epoch != cfg.epochs:
             return None
@@ -454,7 +454,7 @@ class PlantedTraining(TrainingMethod):
     def postfix(self, row: dict) -> dict:
         return {"valid": row["valid"], "hidden": row["hidden"], "best": self.best_count}
 
-    def finished(self, run: Run) -> bool:
+    def finished(self, run: TrainingRun) -> bool:
         return self.best_count >= self.data.n_planted
 
 

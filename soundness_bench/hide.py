@@ -11,7 +11,7 @@ counterexample is hidden only if every attack fails on its anchor x.
    - ``pgd-vertex``: PGD from random *vertices* of the box (sign-gradient PGD tends to end on vertices, and the
      planted points are vertices), with a step-size schedule 0.1 -> 0.03 -> 0.01 -> 0.003 eps continuing from the
      best point of the previous stage;
-   - ``pgd-odi``: the falsifier that ``certkit verify`` runs before any bound (verifiers/strategy.py, with the
+   - ``pgd-odi``: the falsifier that ``certkit verify`` runs before any bound (verifiers/complete/strategy.py, with the
      starts of verifiers/attack.py ``falsifier_starts``): PGD from
      the box center, its FGSM vertex, the best of a pool of 4 x restarts output-diversified points (ODI, Tashiro
      et al. NeurIPS 2020) and uniform points, each searched with Madry's step (2.5 eps / iters) and with a step of

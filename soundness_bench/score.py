@@ -16,7 +16,7 @@ from typing import Any
 
 from certkit.common.errors import CertkitError
 from certkit.soundness_bench.export import load_ground_truth
-from certkit.soundness_bench.run import find_instances, result_file_of
+from certkit.soundness_bench.runner import find_instances, result_file_of
 
 STATUSES = ("unsat", "sat", "unknown", "timeout", "error", "missing")
 
@@ -47,8 +47,8 @@ def score(bench: str | Path, results: list[str | Path] | None = None, tol: float
         CertkitError: no results, a folder without ground truth, or an unreadable results table.
     """
     from certkit.models.onnx_import import load_onnx
-    from certkit.verifiers.vnncomp import check_witness, parse_result_text
-    from certkit.verifiers.vnnlib import parse_vnnlib
+    from certkit.verifiers.complete.vnncomp_format import check_witness, parse_result_text
+    from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
     bench = Path(bench)
     instances = find_instances(bench)
@@ -98,7 +98,7 @@ def score(bench: str | Path, results: list[str | Path] | None = None, tol: float
     return out
 
 
-def format_table(summary: dict[str, dict]) -> str:
+def format_audit_table(summary: dict[str, dict]) -> str:
     """Text table: one row per verifier; planted and regular counts; unsound and invalid-witness counts."""
     cols = ("unsat", "sat", "unknown", "timeout", "error")
     head = (f"{'verifier':<20} | {'planted (true answer: sat)':^34} | {'regular (no ground truth)':^34} | "
@@ -121,7 +121,7 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(summary: dict, path: str | Path) -> None:
+def write_audit_summary(summary: dict, path: str | Path) -> None:
     """Write the scorer's summary as JSON."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(summary, indent=2) + "\n")

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 
 from certkit.common.registry import Registry
-from certkit.verifiers.ops.relu import ReLU
-from certkit.verifiers.registry import Instance, Verifier
-from certkit.verifiers.strategy import verify_property
-from certkit.verifiers.vnncomp import InstanceResult
-from certkit.verifiers.vnnlib import Property, parse_vnnlib
+from certkit.verifiers.bounds.ops.relu import ReLU
+from certkit.verifiers.complete.registry import Instance, Verifier
+from certkit.verifiers.complete.strategy import verify_property
+from certkit.verifiers.complete.vnncomp_format import InstanceResult
+from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
 
 UNSOUND_REGISTRY = Registry("deliberately unsound verifier")
 
@@ -144,8 +144,8 @@ def _bounds_only(instance: Instance, timeout: float, dtype: torch.dtype = torch.
                  label: str = "CROWN (half-slope ReLU)", half_slope: bool = False) -> InstanceResult:
     """unsat when CROWN (network and input boxes in ``dtype``) refutes every disjunct on its whole box, else unknown
     (no attack, no branching); the bounds are compared with the thresholds exactly, with no sound final check."""
-    from certkit.verifiers.bounds import BoundedModule
-    from certkit.verifiers.input_split import refuted
+    from certkit.verifiers.bounds.ibp_crown import BoundedModule
+    from certkit.verifiers.complete.input_split import refuted
 
     t0 = time.perf_counter()
     net = instance.network()
@@ -185,9 +185,9 @@ class ReluSlopeBug(Verifier):
 
 def lower_half_only(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The bug of ``bug-bab-drop``: of each split box only the half below the middle of ``dim`` (N,) is kept."""
-    from certkit.verifiers.input_split import bisect
+    from certkit.verifiers.complete.input_split import split_boxes
 
-    lo2, hi2 = bisect(lo, hi, dim)
+    lo2, hi2 = split_boxes(lo, hi, dim)
     return lo2[:lo.shape[0]], hi2[:lo.shape[0]]
 
 
@@ -200,9 +200,9 @@ class BaBDropBug(Verifier):
     sound = False
 
     def solve(self, instance: Instance, timeout: float) -> InstanceResult:
-        from certkit.verifiers.bounds import BoundedModule
-        from certkit.verifiers.input_split import input_split_bab
-        from certkit.verifiers.strategy import Deadline
+        from certkit.verifiers.bounds.ibp_crown import BoundedModule
+        from certkit.verifiers.complete.input_split import input_split_bab
+        from certkit.verifiers.complete.strategy import Deadline
 
         dl = Deadline(timeout)
         net = instance.network()

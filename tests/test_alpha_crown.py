@@ -1,4 +1,5 @@
-"""alpha-CROWN's optimised intermediate bounds (verifiers/alpha_crown.py: optimize_intermediate): they contain every
+"""alpha-CROWN's optimised intermediate bounds (verifiers/bounds/alpha_crown.py: optimize_intermediate): they contain
+every
 sampled and attacked pre-activation, lie inside CROWN's, and are strictly tighter somewhere on nets where CROWN is
 loose."""
 import pytest
@@ -6,8 +7,8 @@ import torch
 from torch import nn
 
 from certkit.verifiers import BoundedModule, linf_ball
-from certkit.verifiers.alpha_crown import optimize_intermediate
 from certkit.verifiers.attack import pgd_box
+from certkit.verifiers.bounds.alpha_crown import optimize_intermediate
 
 
 def nets():

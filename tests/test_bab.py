@@ -1,6 +1,6 @@
-"""Activation-split branch and bound (verifiers/bab.py): decisions against exact answers, bounds of every subdomain
-against the exact subdomain optimum (MILP, scipy HiGHS) and sampled points, branching covers the parent, the deadline
-is kept.
+"""Activation-split branch and bound (verifiers/complete/beta_crown.py): decisions against exact answers, bounds of
+every subdomain against the exact subdomain optimum (MILP, scipy HiGHS) and sampled points, branching covers the
+parent, the deadline is kept.
 """
 import time
 
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from certkit.verifiers import BoundedModule
-from certkit.verifiers.bab import ActivationBaB, Domains
-from certkit.verifiers.ops.activation import Activation
+from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.complete.beta_crown import ActivationBaB, Domains
 
 from milp import exact_min
 
@@ -198,8 +198,8 @@ def test_general_nonlinear_splits_decide_sigmoid_tanh_nets(seed):
 
 
 def test_split_point_and_splittable():
-    from certkit.verifiers.ops.relu import ReLU
-    from certkit.verifiers.ops.sigmoid import Sigmoid
+    from certkit.verifiers.bounds.ops.relu import ReLU
+    from certkit.verifiers.bounds.ops.sigmoid import Sigmoid
     l = torch.tensor([-1.0, 0.5, -3.0, -1.0])
     u = torch.tensor([2.0, 1.5, -1.0, -1.0])
     assert ReLU().splittable(l, u).tolist() == [True, False, False, False]

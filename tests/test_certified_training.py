@@ -110,7 +110,7 @@ def test_ibp_training_lowers_robust_loss_and_resumes_exactly(tmp_path):
 
 def test_pure_robust_loss_skips_the_clean_graph_without_changing_training(tmp_path, monkeypatch):
     """At kappa = 0 the clean logits only report accuracy: building no graph for them gives the same weights."""
-    from certkit.train.methods.certified import IBPTraining
+    from certkit.train.methods.ibp import IBPTraining
 
     kw = dict(method="ibp", eps=0.1, arch="cnn_a", device="cpu", val_fraction=0.1, epochs=3,
               options=dict(schedule_start=1, schedule_length=1, kappa_final=0.0))
@@ -196,7 +196,7 @@ def test_expressive_losses_span_adversarial_to_ibp():
     2024); in between MTL-IBP and EXP-IBP are the arithmetic and geometric means of the two."""
     import torch.nn.functional as F
 
-    from certkit.train.methods.expressive import CCIBPTraining, EXPIBPTraining, MTLIBPTraining, margins
+    from certkit.train.methods.mtl_ibp import CCIBPTraining, EXPIBPTraining, MTLIBPTraining, margins
     from certkit.verifiers import BoundedModule, linf_ball, margin_spec
 
     net, x, y = _tiny()

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certkit.common.errors import CertkitError
-from certkit.verifiers.vnncomp import RESULTS, InstanceResult, format_result, parse_result_text
-from certkit.verifiers.vnnlib import parse_vnnlib, parse_vnnlib_text
+from certkit.verifiers.complete.vnncomp_format import RESULTS, InstanceResult, format_result, parse_result_text
+from certkit.verifiers.complete.vnnlib import parse_vnnlib, parse_vnnlib_text
 
 from conftest import export_onnx
 

@@ -1,4 +1,5 @@
-"""verifiers/graph.py: the bound graph of a traced model computes the model, its topology and shapes are right, and
+"""verifiers/bounds/graph.py: the bound graph of a traced model computes the model, its topology and shapes are right,
+and
 everything that cannot be bounded is listed at once."""
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certkit.common.errors import CertkitError
-from certkit.verifiers.graph import build_graph, check_model
+from certkit.verifiers.bounds.graph import build_graph, check_model
 
 
 class Residual(nn.Module):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from certkit.common.errors import CertkitError
-from certkit.train.harness import Run, StepOutput, TrainingMethod, fit
+from certkit.train.harness import StepOutput, TrainingMethod, TrainingRun, fit
 
 
 class Toy(TrainingMethod):
@@ -31,7 +31,7 @@ class Toy(TrainingMethod):
     def log_path(self):
         return self.path.with_suffix(".csv")
 
-    def setup(self, run: Run):
+    def setup(self, run: TrainingRun):
         torch.manual_seed(0)
         run.model = torch.nn.Linear(3, 1)
         run.optimizer = torch.optim.SGD(run.model.parameters(), lr=self.lr)

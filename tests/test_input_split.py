@@ -1,4 +1,5 @@
-"""Input-split branch and bound (verifiers/input_split.py): decisions on disjunctions of conjunctions over small
+"""Input-split branch and bound (verifiers/complete/input_split.py): decisions on disjunctions of conjunctions over
+small
 random ReLU nets against the exact MILP optimum (scipy HiGHS), counterexamples that violate the property, children
 that cover their parent, split scores that follow the formula, the deadline kept.
 """
@@ -12,10 +13,10 @@ from torch import nn
 
 from certkit.common.errors import CertkitError
 from certkit.verifiers.attack import pgd_box
-from certkit.verifiers.bounds import BoundedModule
-from certkit.verifiers.input_split import bisect, input_split_bab, split_scores
-from certkit.verifiers.strategy import Deadline, verify_property
-from certkit.verifiers.vnnlib import parse_vnnlib
+from certkit.verifiers.bounds.ibp_crown import BoundedModule
+from certkit.verifiers.complete.input_split import input_split_bab, split_boxes, split_scores
+from certkit.verifiers.complete.strategy import Deadline, verify_property
+from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
 from conftest import export_onnx
 from milp import exact_min_max
@@ -147,7 +148,7 @@ def test_bisect_children_cover_the_parent_exactly():
     lo = torch.rand(50, 4, generator=gen, dtype=torch.float64)
     hi = lo + torch.rand(50, 4, generator=gen, dtype=torch.float64)
     dim = torch.randint(0, 4, (50,), generator=gen)
-    c_lo, c_hi = bisect(lo, hi, dim)
+    c_lo, c_hi = split_boxes(lo, hi, dim)
     left, right = (c_lo[:50], c_hi[:50]), (c_lo[50:], c_hi[50:])
     other = torch.ones_like(lo, dtype=torch.bool).scatter_(1, dim[:, None], False)
     for a, b in (left, right):   # untouched dimensions are the parent's

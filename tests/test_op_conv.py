@@ -1,10 +1,11 @@
-"""verifiers/ops/conv.py: the backward rule is the adjoint of the convolution, by transposed convolution or by the
+"""verifiers/bounds/ops/conv.py: the backward rule is the adjoint of the convolution, by transposed convolution or by
+the
 layer's transfer matrix (used for many rows on a small layer), with the same values and weight gradients."""
 import pytest
 import torch
 from torch import nn
 
-import certkit.verifiers.ops.conv as conv_mod
+import certkit.verifiers.bounds.ops.conv as conv_mod
 from certkit.verifiers import BoundedModule
 
 

@@ -1,4 +1,4 @@
-"""verifiers/ops/leaky_relu.py: relaxation on a dense interval grid, sound IBP / CROWN / alpha-CROWN bounds on a
+"""verifiers/bounds/ops/leaky_relu.py: relaxation on a dense interval grid, sound IBP / CROWN / alpha-CROWN bounds on a
 network (sampling and PGD), the functional form, and ONNX import checked against onnxruntime."""
 import pytest
 import torch
@@ -7,7 +7,7 @@ from torch import nn
 
 from certkit.verifiers import METHODS, BoundedModule, check_model, linf_ball
 from certkit.verifiers.attack import pgd_box
-from certkit.verifiers.ops.leaky_relu import LeakyReLU
+from certkit.verifiers.bounds.ops.leaky_relu import LeakyReLU
 
 from conftest import export_onnx
 from relaxation_checks import check_activation

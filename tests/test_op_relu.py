@@ -1,7 +1,7 @@
-"""verifiers/ops/relu.py: the ReLU relaxation (CROWN and alpha-CROWN) on a dense grid of intervals."""
+"""verifiers/bounds/ops/relu.py: the ReLU relaxation (CROWN and alpha-CROWN) on a dense grid of intervals."""
 import torch
 
-from certkit.verifiers.ops.relu import ReLU
+from certkit.verifiers.bounds.ops.relu import ReLU
 
 from relaxation_checks import check_activation
 

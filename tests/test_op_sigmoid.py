@@ -1,7 +1,7 @@
-"""verifiers/ops/sigmoid.py: the S-shaped relaxation of sigmoid on a dense grid of intervals, and its alphas."""
+"""verifiers/bounds/ops/sigmoid.py: the S-shaped relaxation of sigmoid on a dense grid of intervals, and its alphas."""
 import torch
 
-from certkit.verifiers.ops.sigmoid import Sigmoid
+from certkit.verifiers.bounds.ops.sigmoid import Sigmoid
 
 from relaxation_checks import check_activation
 

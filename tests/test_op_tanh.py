@@ -1,7 +1,7 @@
-"""verifiers/ops/tanh.py: the S-shaped relaxation of tanh on a dense grid of intervals."""
+"""verifiers/bounds/ops/tanh.py: the S-shaped relaxation of tanh on a dense grid of intervals."""
 import torch
 
-from certkit.verifiers.ops.tanh import Tanh
+from certkit.verifiers.bounds.ops.tanh import Tanh
 
 from relaxation_checks import check_activation
 

@@ -1,12 +1,12 @@
-"""The op registry (verifiers/ops/base.py): what the graph builder and the ONNX importer rely on."""
+"""The op registry (verifiers/bounds/ops/base.py): what the graph builder and the ONNX importer rely on."""
 from pathlib import Path
 
 import pytest
 from torch import nn
 
 from certkit.models.onnx_import import SUPPORTED_OPS
-from certkit.verifiers import ops
-from certkit.verifiers.ops.activation import Activation
+from certkit.verifiers.bounds import ops
+from certkit.verifiers.bounds.ops.activation import Activation
 
 
 def _concrete_activations():

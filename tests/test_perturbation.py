@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from certkit.common.errors import CertkitError
-from certkit.verifiers.perturbation import Box, L2Ball, box_lower, linf_ball
+from certkit.verifiers.bounds.perturbation import Box, L2Ball, box_lower, linf_ball
 
 
 def _box_min(x_L, x_U, A):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from certkit.common.errors import CertkitError
-from certkit.train.harness import Run
+from certkit.train.harness import TrainingRun
 from certkit.train.network import Batch, TrainConfig, augment, augmentations
 from certkit.train.recipe import load_recipe, shipped_recipes
 
@@ -64,15 +64,15 @@ def test_augmentation_crops_and_flips_reproducibly_and_is_off_for_digits():
     assert augmentations(TrainConfig(out="m", dataset="digits", augment="flip")) == ["flip"]
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
     b = Batch(torch.arange(2), torch.arange(2), 1, 0)
-    run = Run(torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    run = TrainingRun(torch.device("cpu"), generator=torch.Generator().manual_seed(0))
     a = augment(x, b, run, ["crop", "flip"], pad=2)
-    run2 = Run(torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    run2 = TrainingRun(torch.device("cpu"), generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, augment(x, b, run2, ["crop", "flip"], pad=2)) and a.shape == x.shape
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):  # each output is a 5x5 window of the padded image, maybe mirrored
         windows = [padded[i, :, dy:dy + 5, dx:dx + 5] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(a[i], w) or torch.equal(a[i], w.flip(-1)) for w in windows)
-    flip_only = augment(x, b, Run(torch.device("cpu"), generator=torch.Generator().manual_seed(1)), ["flip"])
+    flip_only = augment(x, b, TrainingRun(torch.device("cpu"), generator=torch.Generator().manual_seed(1)), ["flip"])
     assert all(torch.equal(flip_only[i], x[i]) or torch.equal(flip_only[i], x[i].flip(-1)) for i in range(2))
 
 

@@ -51,7 +51,7 @@ def test_planted_counterexamples_violate_in_onnxruntime(bench):
     planted = [e for e in truth["instances"] if e["kind"] == "planted"]
     assert summary["planted_instances"] == len(planted) >= 1
     sess = onnxruntime.InferenceSession(str(folder / "model.onnx"))
-    from certkit.verifiers.vnnlib import parse_vnnlib
+    from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
     for e in planted:
         x = np.asarray(e["x_cex"], dtype=np.float32)
@@ -71,7 +71,7 @@ def test_instances_load_in_maraboupy(bench):
     root, _, _ = bench
     net = Marabou.read_onnx(str(root / "mlp" / "model.onnx"))
     assert np.asarray(net.inputVars[0]).size == 10 and np.asarray(net.outputVars[0]).size == 2
-    from certkit.verifiers.solvers.marabou import marabou_verify
+    from certkit.verifiers.complete.solvers.marabou import marabou_verify
 
     truth = _truth(root / "mlp")
     e = truth["instances"][0]
@@ -80,8 +80,8 @@ def test_instances_load_in_maraboupy(bench):
 
 
 def test_audit_flags_the_unsound_verifier_and_not_certkit(bench, tmp_path):
-    from certkit.soundness_bench.run import run_verifier
-    from certkit.soundness_bench.score import format_table, score
+    from certkit.soundness_bench.runner import run_verifier
+    from certkit.soundness_bench.score import format_audit_table, score
 
     root, _, _ = bench
     # 4 s per instance: the planted points are hidden from certkit's attack, so it runs to the timeout there
@@ -93,7 +93,7 @@ def test_audit_flags_the_unsound_verifier_and_not_certkit(bench, tmp_path):
     assert not ok["has_unsound"] and ok["planted"]["unsat"] == 0
     assert ok["invalid_counterexamples"] == [] and bug["invalid_counterexamples"] == []
     assert sum(ok["planted"].values()) == len([e for e in _truth(root / "mlp")["instances"] if e["kind"] == "planted"])
-    table = format_table(summary)
+    table = format_audit_table(summary)
     assert "UNSOUND: bug-shrink-input answered unsat on planted instance mlp/vnnlib/" in table
     from certkit.soundness_bench.score import write_report
 
@@ -108,7 +108,7 @@ def test_audit_flags_the_unsound_verifier_and_not_certkit(bench, tmp_path):
 
 def test_forged_counterexample_is_invalid(bench, tmp_path):
     """A verifier that answers sat with a point outside the box (or a made-up witness) is listed as invalid."""
-    from certkit.soundness_bench.run import run_verifier
+    from certkit.soundness_bench.runner import run_verifier
     from certkit.soundness_bench.score import score
 
     root, _, _ = bench

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from certkit.common.errors import CertkitError
-from certkit.soundness_bench.run import fill, find_instances, run_verifier, split_template
-from certkit.verifiers.vnncomp import parse_result_text
+from certkit.soundness_bench.runner import fill, find_instances, run_verifier, split_template
+from certkit.verifiers.complete.vnncomp_format import parse_result_text
 
 
 @pytest.mark.parametrize("text,status", [
@@ -183,7 +183,7 @@ def test_a_resumed_runner_stops_the_verifier_its_killed_predecessor_left_running
     import time
 
     from certkit.common.locks import start_time
-    from certkit.soundness_bench.run import stop_orphan
+    from certkit.soundness_bench.runner import stop_orphan
 
     orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
     running = tmp_path / "running.json"

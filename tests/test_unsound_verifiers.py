@@ -16,12 +16,12 @@ from certkit.soundness_bench.unsound_verifiers import (
     unsound_verifiers,
     with_half_slope_relu,
 )
-from certkit.verifiers.bounds import BoundedModule
-from certkit.verifiers.input_split import bisect
-from certkit.verifiers.ops.relu import ReLU
-from certkit.verifiers.perturbation import Box
-from certkit.verifiers.registry import Verifier, verifiers
-from certkit.verifiers.vnnlib import Property, Term
+from certkit.verifiers.bounds.ibp_crown import BoundedModule
+from certkit.verifiers.bounds.ops.relu import ReLU
+from certkit.verifiers.bounds.perturbation import Box
+from certkit.verifiers.complete.input_split import split_boxes
+from certkit.verifiers.complete.registry import Verifier, verifiers
+from certkit.verifiers.complete.vnnlib import Property, Term
 
 
 def test_last_bound_pins_only_the_last_input():
@@ -69,7 +69,7 @@ def test_unsound_verifiers_have_their_own_registry():
 def test_bab_drop_keeps_the_lower_half_and_bisect_covers_the_box():
     lo, hi = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 2.0]])
     dim = torch.tensor([1])
-    clo, chi = bisect(lo, hi, dim)
+    clo, chi = split_boxes(lo, hi, dim)
     assert clo.tolist() == [[0.0, 0.0], [0.0, 1.0]] and chi.tolist() == [[1.0, 1.0], [1.0, 2.0]]
     dlo, dhi = lower_half_only(lo, hi, dim)
     assert dlo.tolist() == [[0.0, 0.0]] and dhi.tolist() == [[1.0, 1.0]]

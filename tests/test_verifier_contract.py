@@ -1,4 +1,5 @@
-"""Every registered verifier (verifiers/registry.py, plus the deliberately unsound ones of soundness_bench/bugs.py)
+"""Every registered verifier (verifiers/complete/registry.py, plus the deliberately unsound ones of
+soundness_bench/bugs.py)
 on the same tiny instances with known answers.
 
 The network is y = relu(x0) + 2 - relu(x1) on x in [0, 1]^2 (so y = x0 - x1 + 2 ranges over [1, 3]):
@@ -24,8 +25,8 @@ from conftest import export_onnx
 pytest.importorskip("onnxruntime")
 
 from certkit.soundness_bench.adapters import audit_verifiers  # noqa: E402
-from certkit.verifiers.registry import Instance  # noqa: E402
-from certkit.verifiers.vnncomp import RESULTS, check_witness  # noqa: E402
+from certkit.verifiers.complete.registry import Instance  # noqa: E402
+from certkit.verifiers.complete.vnncomp_format import RESULTS, check_witness  # noqa: E402
 
 TRUTH = {"robust": "unsat", "easy": "sat", "corner": "sat", "unstable": "sat", "precision": "sat"}
 BOUND = {"robust": "0.0", "easy": "1.5", "corner": "1.05", "unstable": "1.05"}

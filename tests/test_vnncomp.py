@@ -9,10 +9,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from certkit.models.onnx_import import load_onnx  # noqa: E402
-from certkit.runs.vnncomp import InstancesConfig, run_instances  # noqa: E402
-from certkit.verifiers.strategy import verify_instance  # noqa: E402
-from certkit.verifiers.vnncomp import format_result, violates  # noqa: E402
-from certkit.verifiers.vnnlib import parse_vnnlib  # noqa: E402
+from certkit.runs.vnncomp_benchmark import InstancesConfig, run_instances  # noqa: E402
+from certkit.verifiers.complete.strategy import verify_instance  # noqa: E402
+from certkit.verifiers.complete.vnncomp_format import format_result, violates  # noqa: E402
+from certkit.verifiers.complete.vnnlib import parse_vnnlib  # noqa: E402
 
 from conftest import DATA, assert_clean_error  # noqa: E402
 

@@ -4,7 +4,7 @@ import gzip
 import numpy as np
 import pytest
 
-from certkit.verifiers.vnnlib import VnnlibError, parse_vnnlib, parse_vnnlib_text
+from certkit.verifiers.complete.vnnlib import VnnlibError, parse_vnnlib, parse_vnnlib_text
 
 from conftest import DATA
 

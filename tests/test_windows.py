@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from certkit.models.zoo import NormalizeLayer
-from certkit.verifiers import BoundedModule, L2Ball, linf_ball, windows
-from certkit.verifiers.windows import Window, plan
+from certkit.verifiers import BoundedModule, L2Ball, linf_ball
+from certkit.verifiers.bounds import windows
+from certkit.verifiers.bounds.windows import Window, plan
 
 
 def _bn(n):

@@ -20,7 +20,7 @@ from certkit.common.errors import CertkitError
 from certkit.datasets import Dataset
 from certkit.models.checkpoint import read_checkpoint, save_checkpoint
 from certkit.models.zoo import NormalizeLayer, build_model
-from certkit.train.harness import Run, StepOutput
+from certkit.train.harness import StepOutput, TrainingRun
 from certkit.train.init import ibp_init
 from certkit.train.network import Batch, NetworkTraining, TrainConfig, accuracy, augmentations
 
@@ -37,7 +37,7 @@ def verified_metrics(model: nn.Module, bm, x: torch.Tensor, y: torch.Tensor, eps
                      batch: int = 256) -> dict:
     """IBP- and CROWN-IBP-verified accuracy and mean IBP tightness (Mao et al. 2024) at Linf eps."""
     from certkit.verifiers import linf_ball, margin_spec
-    from certkit.verifiers.tightness import tightness
+    from certkit.verifiers.bounds.tightness import tightness
 
     device = next(model.parameters()).device
     ibp = cibp = 0
@@ -61,14 +61,12 @@ class ClassifierTraining(NetworkTraining):
 
     Class attributes a method may set, besides those of :class:`NetworkTraining`:
         certified: needs eps > 0 and the bound engine during training;
-        uses_crown_ibp: the loss uses CROWN-IBP's bound;
         loads_weights: the network starts from ``init_from`` (its normalization, if any, is kept as it is);
         normalizes: put a normalization layer computed from the training data in front of a new network.
     """
 
     normalizes = True
     certified = False
-    uses_crown_ibp = False
     loads_weights = False
     log_columns: tuple[str, ...] = LOG_COLUMNS
 
@@ -135,10 +133,10 @@ class ClassifierTraining(NetworkTraining):
                     "std": [round(max(float(v), 1e-3), 6) for v in chan_std]}
         return (nn.Sequential(NormalizeLayer(norm["mean"], norm["std"]), net) if norm else net), norm
 
-    def prepare(self, run: Run) -> None:
+    def prepare(self, run: TrainingRun) -> None:
         if self.certified or self.cfg.eps > 0:
             from certkit.verifiers import BoundedModule
-            from certkit.verifiers.ops import track_batch_stats
+            from certkit.verifiers.bounds.ops import track_batch_stats
 
             self.bm = BoundedModule(run.model, self.data.input_shape)
             track_batch_stats(run.model)
@@ -156,19 +154,19 @@ class ClassifierTraining(NetworkTraining):
                 "data_split": (f"{cfg.dataset} train split minus the last {cfg.val_fraction:g} (validation)"
                                if self.val_set is not None else f"{cfg.dataset} train split")}
 
-    def save(self, run: Run, train_state: dict, row: dict) -> None:
+    def save(self, run: TrainingRun, train_state: dict, row: dict) -> None:
         save_checkpoint(self.cfg.out, self.net, self.arch, self.arch_config, self.data.input_shape,
                         self.num_classes, self.norm, metadata=self.metadata(row["epoch"], row, run.world),
                         extra={"train_state": train_state})
 
     # -- the loop -----------------------------------------------------------------------------------
-    def batch_loss(self, run: Run, batch: Batch) -> StepOutput:
+    def batch_loss(self, run: TrainingRun, batch: Batch) -> StepOutput:
         """The loss of one batch (default: cross-entropy on the clean inputs)."""
         xb, yb = self.xy(run, batch)
         logits = run.model(xb)
         return self.output(F.cross_entropy(logits, yb), logits, yb, batch)
 
-    def end_epoch(self, run: Run, epoch: int, stats: torch.Tensor) -> dict:
+    def end_epoch(self, run: TrainingRun, epoch: int, stats: torch.Tensor) -> dict:
         cfg = self.cfg
         model = run.model
         model.eval()

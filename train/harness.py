@@ -53,7 +53,7 @@ class StepOutput:
 
 
 @dataclass
-class Run:
+class TrainingRun:
     """State of one training run, shared by the harness and the method.
 
     The method's ``setup`` sets model, optimizer, scheduler (or None), generator (its RNG, saved and restored on
@@ -113,14 +113,14 @@ class TrainingMethod:
         """({log column: label} on the left axis, a log column for the right axis or None)."""
         return {}, None
 
-    def setup(self, run: Run) -> None:
+    def setup(self, run: TrainingRun) -> None:
         """Load the data, build run.model / optimizer / scheduler / generator."""
         raise NotImplementedError
 
-    def prepare(self, run: Run) -> None:
+    def prepare(self, run: TrainingRun) -> None:
         """Called once after resuming and broadcasting the weights, before the first epoch."""
 
-    def save(self, run: Run, train_state: dict, row: dict) -> None:
+    def save(self, run: TrainingRun, train_state: dict, row: dict) -> None:
         """Write the checkpoint: the model plus ``train_state`` (the harness's resumable state)."""
         raise NotImplementedError
 
@@ -128,7 +128,7 @@ class TrainingMethod:
         """The checkpoint's content: a dict with the harness's ``train_state`` (None when it holds none)."""
         raise NotImplementedError
 
-    def restore(self, run: Run, ckpt: dict) -> None:
+    def restore(self, run: TrainingRun, ckpt: dict) -> None:
         """Load the checkpoint's weights into run.model (called after the settings were compared)."""
         raise NotImplementedError
 
@@ -143,13 +143,13 @@ class TrainingMethod:
     def desc(self) -> str:
         return f"train {self.name}"
 
-    def batches(self, run: Run, epoch: int) -> Iterable[Any]:
+    def batches(self, run: TrainingRun, epoch: int) -> Iterable[Any]:
         raise NotImplementedError
 
-    def step(self, run: Run, batch: Any) -> StepOutput:
+    def step(self, run: TrainingRun, batch: Any) -> StepOutput:
         raise NotImplementedError
 
-    def end_epoch(self, run: Run, epoch: int, stats: torch.Tensor) -> dict | None:
+    def end_epoch(self, run: TrainingRun, epoch: int, stats: torch.Tensor) -> dict | None:
         """The log row of this epoch (with every ``log_columns`` key), or None when nothing is recorded.
 
         ``stats`` = (sum of loss x count, correct, count) over all ranks, float64."""
@@ -159,7 +159,7 @@ class TrainingMethod:
         """Values shown next to the progress bar after a recorded epoch."""
         return {}
 
-    def finished(self, run: Run) -> bool:
+    def finished(self, run: TrainingRun) -> bool:
         """True to stop before the last epoch (e.g. a goal reached)."""
         return False
 
@@ -244,7 +244,7 @@ def fit(method: TrainingMethod, device: str = "auto", resume: bool = False, quie
     """
     dev = resolve_device(device)
     rank, world = dist.init_from_env(dev)
-    run = Run(dev, rank, world, resume, quiet, grad_clip=grad_clip)
+    run = TrainingRun(dev, rank, world, resume, quiet, grad_clip=grad_clip)
     method.setup(run)
     if run.model is None or run.generator is None or run.optimizer is None:
         raise TypeError(f"{type(method).__name__}.setup must set run.model, run.optimizer and run.generator")
@@ -262,7 +262,7 @@ def fit(method: TrainingMethod, device: str = "auto", resume: bool = False, quie
             lock.release()
 
 
-def _loop(method: TrainingMethod, run: Run, path: Path, resume: bool, quiet: bool) -> dict:
+def _loop(method: TrainingMethod, run: TrainingRun, path: Path, resume: bool, quiet: bool) -> dict:
     rank = run.rank
     start = 1
     if path.exists():

@@ -21,7 +21,7 @@ from certkit.common.errors import CertkitError
 from certkit.common.options import build_options, options_dict
 from certkit.common.registry import Registry
 from certkit.datasets import Dataset, load_dataset
-from certkit.train.harness import Run, StepOutput, TrainingMethod, fit
+from certkit.train.harness import StepOutput, TrainingMethod, TrainingRun, fit
 
 
 @dataclass
@@ -128,7 +128,7 @@ def augmentations(cfg: TrainConfig) -> list[str]:
     return [a.strip() for a in cfg.augment.split(",") if a.strip()]
 
 
-def augment(x: torch.Tensor, batch: Batch, run: Run, kinds: list, pad: int = 4) -> torch.Tensor:
+def augment(x: torch.Tensor, batch: Batch, run: TrainingRun, kinds: list, pad: int = 4) -> torch.Tensor:
     """Random crop after zero padding by ``pad`` and random horizontal flip of images (B, C, H, W), the randomness
     drawn from the run's generator for the whole global batch (every rank the same) and cut to this rank's rows."""
     n = len(batch.idx_all)
@@ -240,7 +240,7 @@ class NetworkTraining(TrainingMethod):
     def train_mode(self, model: nn.Module) -> None:
         model.train()
 
-    def setup(self, run: Run) -> None:
+    def setup(self, run: TrainingRun) -> None:
         cfg = self.cfg
         self.validate()
         data = load_dataset(cfg.dataset, cfg.data_path, split="train")
@@ -264,11 +264,11 @@ class NetworkTraining(TrainingMethod):
         ckpt = load_checkpoint_file(self.checkpoint_path(), allow_pickle=False)
         return ckpt if isinstance(ckpt, dict) else None
 
-    def restore(self, run: Run, ckpt: dict) -> None:
+    def restore(self, run: TrainingRun, ckpt: dict) -> None:
         self.net.load_state_dict(ckpt["state_dict"])
 
     # -- the loop -----------------------------------------------------------------------------------
-    def batches(self, run: Run, epoch: int):
+    def batches(self, run: TrainingRun, epoch: int):
         self.train_mode(run.model)
         n, bs = len(self.train_set), self.cfg.batch_size
         perm = torch.randperm(n, generator=run.generator)
@@ -279,7 +279,7 @@ class NetworkTraining(TrainingMethod):
                 break
             yield Batch(idx_all, idx_all[run.rank::run.world], epoch, b)
 
-    def noise(self, run: Run, batch: Batch, copies: int = 1) -> torch.Tensor:
+    def noise(self, run: TrainingRun, batch: Batch, copies: int = 1) -> torch.Tensor:
         """Gaussian noise (sigma) for ``copies`` x the global batch, drawn from the run's generator (so every rank
         draws the same numbers) and cut to this rank's rows: (copies * |idx|, *input_shape)."""
         shape = tuple(self.train_set.x.shape[1:])
@@ -287,7 +287,7 @@ class NetworkTraining(TrainingMethod):
         noise = noise.view((copies, len(batch.idx_all)) + shape)[:, run.rank::run.world]
         return noise.reshape((-1,) + shape)
 
-    def xy(self, run: Run, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def xy(self, run: TrainingRun, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's clean inputs (augmented when ``augment`` says so) and labels on the device."""
         x = self.train_set.x[batch.idx]
         kinds = augmentations(self.cfg)
@@ -295,7 +295,7 @@ class NetworkTraining(TrainingMethod):
             x = augment(x, batch, run, kinds)
         return x.to(run.device), self.train_set.y[batch.idx].to(run.device)
 
-    def batch_loss(self, run: Run, batch: Batch) -> StepOutput:
+    def batch_loss(self, run: TrainingRun, batch: Batch) -> StepOutput:
         """The loss of one batch."""
         raise NotImplementedError
 
@@ -304,7 +304,7 @@ class NetworkTraining(TrainingMethod):
         return StepOutput(loss, int((logits.argmax(1) == y).sum()), len(batch.idx),
                           len(batch.idx) / max(len(batch.idx_all), 1))
 
-    def step(self, run: Run, batch: Batch) -> StepOutput:
+    def step(self, run: TrainingRun, batch: Batch) -> StepOutput:
         return self.batch_loss(run, batch)
 
 

@@ -130,7 +130,8 @@ def falsifier_starts(objective: Callable[[torch.Tensor], torch.Tensor],
                      forward: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
                      starts: int, generator: torch.Generator | None = None,
                      pool: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The PGD starts of certkit's falsifier on one box (``certkit verify``'s first step, verifiers/strategy.py, and
+    """The PGD starts of certkit's falsifier on one box (``certkit verify``'s first step,
+    verifiers/complete/strategy.py, and
     the soundness benchmark's ``pgd-odi`` check): the box center, the vertex the objective's gradient at the center
     points away from (FGSM), the best (starts - 2) // 2 points of a pool of 4 x starts output-diversified points
     (:func:`output_diversified_starts`, from uniform points), and uniform random points for the rest. Run PGD from

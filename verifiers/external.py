@@ -12,8 +12,8 @@ import torch
 
 from certkit.common.errors import CertkitError
 from certkit.models.zoo import NormalizeLayer
-from certkit.verifiers.bounds import canonical_method
-from certkit.verifiers.perturbation import Box, L2Ball, Perturbation
+from certkit.verifiers.bounds.ibp_crown import canonical_method
+from certkit.verifiers.bounds.perturbation import Box, L2Ball, Perturbation
 
 
 def auto_lirpa_available() -> bool:

@@ -6,7 +6,7 @@ and center c = x_adv clipped to [x - eps_t + tau, x + eps_t - tau] (so the small
 loss is IBP's worst-case cross-entropy over that small box instead of the whole ball. lambda = 1 is IBP on the whole
 ball; lambda -> 0 is adversarial training at x_adv. The paper's lambda: MNIST eps 0.1 -> 0.4, 0.3 -> 0.6, CIFAR-10
 2/255 -> 0.1, 8/255 -> 0.7 (``--sabr-lambda``, default 0.4). Everything else (eps ramp, kappa, short-warmup options)
-is the IBP recipe of certified.py; the papers train with kappa_final = 0 (robust loss only after the ramp).
+is the IBP recipe of ibp.py; the papers train with kappa_final = 0 (robust loss only after the ramp).
 """
 from dataclasses import dataclass
 
@@ -15,7 +15,7 @@ import torch
 from certkit.common.errors import CertkitError
 from certkit.common.options import option
 from certkit.train.losses import robust_cross_entropy
-from certkit.train.methods.certified import IBPTraining
+from certkit.train.methods.ibp import IBPTraining
 from certkit.train.network import register_training
 
 

@@ -1,0 +1,137 @@
+"""Run certkit on VNN-COMP benchmark folders, side by side with another tool's published answers.
+
+    python bench/vnncomp_compare.py BENCH_DIR [BENCH_DIR ...] [--reference a-b-CROWN.csv] [--timeout 30] [--every 3]
+                            [--max 10] [--onnx-filter SUBSTRING] [--out results.csv]
+
+BENCH_DIR is a VNN-COMP benchmark folder with an *instances.csv (onnx,vnnlib,timeout rows; public files of
+stanleybak/vnncomp2021 -- never commit them), or a folder with an expected.csv (onnx,vnnlib,expected: known answers,
+checked like the reference's). The reference CSV has the VNN-COMP results layout
+(category,onnx,vnnlib,prepare_seconds,result,seconds; result SAT/UNSAT/violated/holds/timeout/...), e.g.
+results_csv/a-b-CROWN.csv of stanleybak/vnncomp2021_results.
+
+All instances run in this one process (no Python start-up per instance). Per benchmark it prints certkit's
+solved / unsat / sat / timeout / unknown / error counts, WRONG answers (certkit unsat where the reference holds a
+counterexample, or sat where the reference proved unsat; certkit's sat answers are replayed in onnxruntime, so a
+wrong sat points at the reference), what the reference solved on the same instances (in all, and within the same
+number of seconds by its own reported time, start-up included) with certkit's ratio to each, and the time.
+``--out`` appends one row per instance as it is answered (a run can be stopped and resumed: answered rows are
+skipped). Instances that branched also report the domains (sub-boxes or activation subdomains) bounded, and each
+benchmark the domains per second over those instances' whole time (attacks and root bounds included).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections import Counter
+from pathlib import Path
+
+from certkit.common.errors import CertkitError
+from certkit.common.memory import retain_freed_memory
+from certkit.verifiers.complete.strategy import verify_instance
+from certkit.verifiers.complete.vnncomp_format import read_instances
+
+_NORMAL = {"sat": "sat", "violated": "sat", "unsat": "unsat", "holds": "unsat"}
+
+
+def load_reference(path):
+    """(onnx name, vnnlib name) -> (sat | unsat | other, seconds) from a VNN-COMP results CSV."""
+    ref = {}
+    for row in csv.reader(open(path, newline="")):
+        if len(row) >= 6:
+            key = (Path(row[1]).name, Path(row[2]).name)
+            try:
+                secs = float(row[5].strip())
+            except ValueError:
+                secs = float("inf")
+            ref[key] = (_NORMAL.get(row[4].strip().lower(), "other"), secs)
+    return ref
+
+
+def instance_rows(bench: Path) -> tuple[list, dict]:
+    """The (onnx, vnnlib, ...) rows of a benchmark folder and its known answers {(onnx, vnnlib): sat | unsat}: a
+    VNN-COMP *instances.csv (onnx,vnnlib,timeout; no answers), or an expected.csv with an onnx,vnnlib,expected header
+    (for example a sample of VNN-COMP 2021 benchmarks with the competition's answers)."""
+    csv_path = next(bench.glob("*instances.csv"), None)
+    if csv_path is not None:
+        try:
+            return [list(r) for r in read_instances(csv_path)], {}
+        except CertkitError as e:
+            raise SystemExit(str(e)) from None
+    if (bench / "expected.csv").exists():
+        rows = list(csv.DictReader(open(bench / "expected.csv")))
+        if not rows or not {"onnx", "vnnlib", "expected"} <= set(rows[0]):
+            raise SystemExit(f"{bench / 'expected.csv'}: needs an onnx,vnnlib,expected header")
+        return ([[r["onnx"], r["vnnlib"]] for r in rows],
+                {(r["onnx"], r["vnnlib"]): _NORMAL.get(r["expected"].strip().lower(), "other") for r in rows})
+    raise SystemExit(f"{bench}: no *instances.csv (onnx,vnnlib,timeout rows) nor expected.csv in this folder")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bench", nargs="+", type=Path)
+    ap.add_argument("--reference", type=Path, default=None)
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per instance (certkit)")
+    ap.add_argument("--every", type=int, default=1, help="every K-th instance of each benchmark")
+    ap.add_argument("--max", type=int, default=None, help="at most N instances of each benchmark")
+    ap.add_argument("--onnx-filter", default="", help="only networks whose file name contains this")
+    ap.add_argument("--out", type=Path, default=None, help="CSV of per-instance answers (appended, resumable)")
+    args = ap.parse_args()
+    retain_freed_memory()   # as the certkit command does
+    ref = load_reference(args.reference) if args.reference else {}
+    done = {}
+    if args.out and args.out.exists():
+        done = {(r[0], r[1], r[2]): r for r in csv.reader(open(args.out)) if len(r) >= 5}
+    out = open(args.out, "a", newline="") if args.out else None
+    t_all = time.perf_counter()
+    for bench in args.bench:
+        rows, known = instance_rows(bench)
+        rows = [r for r in rows if args.onnx_filter in Path(r[0]).name]
+        rows = rows[:: args.every][: args.max]
+        counts, wrong, ref_solved, ref_within, seconds = Counter(), [], 0, 0, 0.0
+        bab_domains, bab_seconds = 0, 0.0
+        for onnx, vnn, *_ in rows:
+            key = (bench.name, Path(onnx).name, Path(vnn).name)
+            if key in done:
+                status, secs, method = done[key][3], float(done[key][4]), done[key][5] if len(done[key]) > 5 else ""
+                domains = int(done[key][6]) if len(done[key]) > 6 else 0
+            else:
+                res = verify_instance(bench / onnx.strip(), bench / vnn.strip(), timeout=args.timeout)
+                status, secs, method, domains = res.status, res.seconds, res.method, res.domains
+                if out:
+                    csv.writer(out).writerow([*key, status, f"{secs:.2f}", method, domains])
+                    out.flush()
+            if domains:
+                bab_domains, bab_seconds = bab_domains + domains, bab_seconds + secs
+            counts[status] += 1
+            seconds += secs
+            r, r_secs = ref.get(key[1:], (None, float("inf")))
+            ref_solved += r in ("sat", "unsat")
+            ref_within += r in ("sat", "unsat") and r_secs <= args.timeout
+            if r in ("sat", "unsat") and status in ("sat", "unsat") and r != status:
+                wrong.append(f"{onnx} {vnn}: certkit {status}, reference {r}")
+            elif known.get((onnx, vnn)) in ("sat", "unsat") and status in ("sat", "unsat") \
+                    and status != known[(onnx, vnn)]:
+                wrong.append(f"{onnx} {vnn}: certkit {status}, expected.csv {known[(onnx, vnn)]}")
+            bab = f", {domains} domains" if domains else ""
+            print(f"  {key[1]} {key[2]}: {status} ({secs:.1f} s{', ' + method if method else ''}{bab}) reference {r}"
+                  + (f" ({r_secs:.1f} s)" if r else ""), flush=True)
+        solved = counts["sat"] + counts["unsat"]
+        line = (f"{bench.name}: {len(rows)} instances, solved {solved} (unsat {counts['unsat']}, sat {counts['sat']}), "
+                f"timeout {counts['timeout']}, unknown {counts['unknown']}, error {counts['error']}, "
+                f"WRONG {len(wrong)}; {seconds:.0f} s")
+        if ref:
+            line += f"; reference solved {ref_solved}" + (f" (ratio {solved / ref_solved:.2f})" if ref_solved else "")
+            line += f", {ref_within} within {args.timeout:g} s" + (f" (ratio {solved / ref_within:.2f})"
+                                                                    if ref_within else "")
+        if bab_domains:
+            line += (f"; branch and bound: {bab_domains} domains in the {bab_seconds:.0f} s of the instances that "
+                     f"branched = {bab_domains / bab_seconds:.0f} domains/s (whole-instance time)")
+        print(line, flush=True)
+        for w in wrong:
+            print("  WRONG", w)
+    print(f"total {time.perf_counter() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

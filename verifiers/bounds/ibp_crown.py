@@ -1,0 +1,300 @@
+"""IBP, CROWN-IBP and CROWN over a :class:`BoundGraph` (alpha-CROWN's optimisation loop is alpha_crown.py).
+
+    IBP         Gowal et al. 2018: interval arithmetic, last affine layer elided into the spec C.
+    CROWN       Zhang et al. 2018: backward linear bounds; every pre-activation bound by its own backward pass
+                (intersected with IBP), then the output bound from C.
+    CROWN-IBP   Zhang et al. ICLR 2020: IBP intermediate bounds, CROWN for the output bound only.
+    alpha-CROWN Xu et al. ICLR 2021: CROWN with the relaxation parameters of every activation (ReLU lower slopes,
+                Sigmoid/Tanh tangent points) optimised per specification row; see alpha_crown.py.
+
+The graph's ops carry the per-op rules (verifiers/bounds/ops); this module only walks the graph. ``compute_bounds``
+returns
+(lb, ub) of C f(x) over the perturbation set, each (B, S). Every method is sound; IBP and CROWN-IBP (and CROWN) are
+differentiable w.r.t. the model weights when called with grad enabled.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import time
+
+import torch
+
+from certkit.common.errors import CertkitError
+from certkit.verifiers.bounds import ops, windows
+from certkit.verifiers.bounds.alpha_crown import alpha_crown
+from certkit.verifiers.bounds.graph import BoundGraph, build_graph
+from certkit.verifiers.bounds.perturbation import Box, Perturbation, box_lower
+
+METHODS = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
+_ALIASES = {m.lower().replace("-", "").replace("_", ""): m for m in METHODS}
+
+
+def canonical_method(name: str) -> str:
+    """Map user spellings (ibp, crown-ibp, CROWN_IBP, alpha-crown, alphacrown) to the canonical names."""
+    key = name.strip().lower().replace("-", "").replace("_", "")
+    if key not in _ALIASES:
+        raise CertkitError(f"unknown bound method {name!r}: choose from {', '.join(METHODS)}")
+    return _ALIASES[key]
+
+
+def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """C (B, K-1, K) with rows e_y - e_j for j != y: lb > 0 for every row certifies class y."""
+    B = y.shape[0]
+    eye = torch.eye(num_classes, device=y.device)
+    C = eye[y].unsqueeze(1) - eye.unsqueeze(0)                      # (B, K, K): row j = e_y - e_j
+    keep = torch.ones(B, num_classes, dtype=torch.bool, device=y.device)
+    keep[torch.arange(B), y] = False
+    return C[keep].view(B, num_classes - 1, num_classes)
+
+
+class BoundedModule:
+    """A model prepared for bound propagation.
+
+    Args:
+        model: an nn.Module (traced with torch.fx) or certkit's ONNX GraphModule; evaluated in eval mode.
+        input_shape: shape of one input (without batch).
+        budget: memory budget for CROWN's intermediate passes, in (B x rows x node size) floats.
+        conv_windows: bound the neurons of convolutional layers from rows kept on their receptive fields
+            (verifiers/bounds/windows.py; same bounds as dense rows up to float rounding, far less work on CNNs).
+
+    Raises:
+        CertkitError: unsupported ops (all listed).
+    """
+
+    def __init__(self, model: torch.nn.Module, input_shape: tuple, budget: int = 2 ** 25, conv_windows: bool = True):
+        self.model = model
+        self.graph: BoundGraph = build_graph(model, tuple(input_shape))
+        self.budget = budget
+        self.conv_windows = conv_windows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph.forward(x)
+
+    # ------------------------------------------------------------------ IBP
+    def ibp(self, pert: Perturbation) -> list[ops.Interval]:
+        """Intervals of every node. For non-box inputs (L2), nodes that are affine in the input get the exact
+        bounds of their affine map over the ball ("Lp ball at the first Linear", as in CROWN)."""
+        g = self.graph
+        bounds: list = [pert.box()]
+        for i, n in enumerate(g.nodes[1:], start=1):
+            if not isinstance(pert, Box) and n.op.affine and n.inputs == [0]:
+                bounds.append(self._backward_interval(i, pert, bounds, {}))
+            else:
+                bounds.append(n.op.ibp(*[bounds[j] for j in n.inputs]))
+        return bounds
+
+    def ibp_margins(self, pert: Perturbation, C: torch.Tensor, bounds: list | None = None) -> tuple[torch.Tensor, list]:
+        """IBP lower bounds of C f(x) (last layer elided) and the intervals of every node (reusable by CROWN-IBP
+        and by the warm-up regularizers). Differentiable w.r.t. the weights."""
+        bounds = self.ibp(pert) if bounds is None else bounds
+        return self._ibp_output(pert, C, bounds, True, upper=False)[0], bounds
+
+    def ibp_margin_bounds(self, pert: Perturbation, C: torch.Tensor, bounds: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """IBP lower and upper bounds (B, S) of C f(x) (last layer elided) from the intervals ``bounds``."""
+        return self._ibp_output(pert, C, bounds, True, upper=True)
+
+    def crown_ibp_lower(self, pert: Perturbation, C: torch.Tensor, bounds: list) -> torch.Tensor:
+        """CROWN-IBP lower bounds of C f(x) given IBP intervals ``bounds`` (B, S). Differentiable."""
+        B = C.shape[0]
+        return self._backward(self.graph.output, C.reshape((B, -1) + tuple(self.graph.output_shape)), pert,
+                              bounds, {})
+
+    def _ibp_output(self, pert: Perturbation, C: torch.Tensor, bounds: list, elide: bool = True, upper: bool = True):
+        g = self.graph
+        out = g.nodes[g.output]
+        B, S = C.shape[:2]
+        CC = (torch.cat([C, -C], 1) if upper else C).reshape((B, -1) + tuple(g.output_shape))
+        lb: torch.Tensor
+        if elide and out.op is not None and out.op.affine:
+            A_ins, bias = out.op.backward(CC)
+            terms = [box_lower(bounds[j][0], bounds[j][1], A) for j, A in zip(out.inputs, A_ins) if A is not None]
+            lb = functools.reduce(operator.add, terms)
+            if bias is not None:
+                lb = lb + bias
+        else:
+            lb = box_lower(bounds[g.output][0], bounds[g.output][1], CC)
+        return lb[:, :S], (-lb[:, S:] if upper else None)
+
+    # ------------------------------------------------------------------ backward (CROWN)
+    def _backward(self, start: int, A0: torch.Tensor, pert: Perturbation, bounds: list, relax: dict,
+                  alphas: dict | None = None, setups: dict | None = None) -> torch.Tensor:
+        """min over the perturbation set of sum(A0 * node_start) + bias, via backward linear bounds.
+        A0: (B, S, *shape_start). Returns (B, S)."""
+        A_in, total = self.propagate(start, A0, bounds, relax, alphas, setups)
+        return total if A_in is None else total + pert.lower(A_in)
+
+    def propagate(self, start: int, A0: torch.Tensor, bounds: list, relax: dict, alphas: dict | None = None,
+                  setups: dict | None = None, extra: dict | None = None, record: dict | None = None):
+        """Backward linear bound of sum(A0 * node_start) down to the input: returns (A_in (B,S,*input) or None,
+        bias (B,S)) with sum(A0 * node_start) >= sum(A_in * x) + bias for every x whose non-affine nodes respect their
+        relaxations (``relax``: node -> the op's relaxation, filled from ``bounds`` when missing; ``alphas``: node ->
+        alpha (n_alpha, B, S, *shape) of alpha-CROWN, used instead, with ``setups``: node -> the op's
+        relaxation_setup of these bounds).
+
+        ``extra``: node -> (A_add (B,S,*shape), bias_add (B,S)), a linear term added at that node, sound when
+        sum(A_add * node) + bias_add <= 0 on the set bounded (beta-CROWN's split constraints,
+        verifiers/complete/beta_crown.py).
+        ``record``: node -> filled with the A (B,S,*shape) reaching that node's output (for branching scores)."""
+        g = self.graph
+        acc: dict[int, torch.Tensor] = {start: A0}
+        total = torch.zeros(A0.shape[:2], device=A0.device, dtype=A0.dtype)
+        for i in range(start, 0, -1):
+            A = acc.pop(i, None)
+            if extra is not None and i in extra:
+                A_add, b_add = extra[i]
+                A = A_add if A is None else A + A_add
+                total = total + b_add
+            if A is None:
+                continue
+            if record is not None and i in record:
+                record[i] = A
+            n = g.nodes[i]
+            in_bounds = [bounds[j] for j in n.inputs]
+            r = None
+            if not n.op.affine:
+                if alphas is not None and i in alphas:
+                    r = n.op.relaxation(in_bounds, alpha=alphas[i], setup=(setups or {}).get(i))
+                else:
+                    r = relax.get(i)
+                    if r is None:
+                        r = relax[i] = n.op.relaxation(in_bounds)
+            A_ins, bias = n.op.backward(A, in_bounds, r)
+            if bias is not None:
+                total = total + bias
+            for j, Aj in zip(n.inputs, A_ins):
+                if Aj is not None:
+                    acc[j] = Aj if j not in acc else acc[j] + Aj
+        return acc.pop(0, None), total
+
+    def _backward_interval(self, i: int, pert: Perturbation, bounds: list, relax: dict,
+                           only: torch.Tensor | None = None) -> ops.Interval:
+        """(l, u) of node i by backward passes from +-identity rows, chunked to the memory budget.
+
+        ``only`` (bool (B, *shape) or flat (n,)) restricts the passes to those neurons; the others get +-inf here
+        (callers intersect with IBP bounds). With a per-input mask each input carries rows for ITS neurons only
+        (padded to the largest count in the batch), not for the union over the batch."""
+        shape = self.graph.nodes[i].shape
+        n = torch.Size(shape).numel()
+        x = pert.center()
+        B = x.shape[0]
+        if only is None:
+            only = torch.ones((B, n), dtype=torch.bool, device=x.device)
+        only = only.reshape(-1, n).expand(B, n)
+        counts = only.sum(1)
+        K = int(counts.max()) if B else 0
+        # idx (B, K): each input's selected neurons first (stable sort keeps their order), padding after
+        order = torch.argsort((~only).to(torch.int8), dim=1, stable=True)[:, :K]
+        valid = torch.arange(K, device=x.device)[None] < counts[:, None]
+        low = torch.full((B, n), -math.inf, device=x.device, dtype=x.dtype)
+        high = torch.full((B, n), math.inf, device=x.device, dtype=x.dtype)
+        windowed = self.conv_windows and len(shape) == 3
+        if windowed:
+            walk = windows.plan(self.graph, i)
+            biggest = walk[2]
+        else:
+            biggest = max(max(1, torch.Size(nd.shape).numel()) for nd in self.graph.nodes[:i + 1])
+        chunk = max(1, self.budget // max(1, 2 * B * biggest))
+        bi = torch.arange(B, device=x.device)[:, None]
+        for s0 in range(0, K, chunk):
+            sel, ok = order[:, s0:s0 + chunk], valid[:, s0:s0 + chunk]
+            k = sel.shape[1]
+            if windowed:
+                lb = windows.window_lower(self, i, sel, ok, pert, bounds, relax, walk)
+            else:
+                rows = torch.zeros((B, k, n), device=x.device, dtype=x.dtype)
+                rows[bi, torch.arange(k, device=x.device)[None], sel] = ok.to(x.dtype)
+                A0 = torch.cat([rows, -rows], 1).reshape((B, 2 * k) + shape)
+                lb = self._backward(i, A0, pert, bounds, relax)
+            lo_k = torch.where(ok, lb[:, :k], torch.full_like(lb[:, :k], -math.inf))
+            hi_k = torch.where(ok, -lb[:, k:], torch.full_like(lb[:, k:], math.inf))
+            low.scatter_(1, sel, torch.maximum(low.gather(1, sel), lo_k))
+            high.scatter_(1, sel, torch.minimum(high.gather(1, sel), hi_k))
+        return low.reshape((B,) + shape), high.reshape((B,) + shape)
+
+    def ibp_exact_on_box(self, i: int) -> bool:
+        """True when IBP of node i over an input box is exact per coordinate, so CROWN cannot tighten it: the path
+        from the input is a chain of one-input affine ops with at most one op that mixes coordinates (Linear,
+        Conv2d, ...: every affine op's IBP rule is the exact image of a box); the others (normalization, BatchNorm,
+        reshape, padding) map a box exactly onto a box."""
+        mixing = 0
+        while i != 0:
+            n = self.graph.nodes[i]
+            if not n.op.affine or len(n.inputs) != 1:
+                return False
+            mixing += not n.op.coordinatewise
+            i = n.inputs[0]
+        return mixing <= 1
+
+    def crown_intermediate(self, pert: Perturbation) -> list:
+        """CROWN bounds of the input of every non-affine node (intersected with IBP); other nodes keep IBP bounds."""
+        bounds = self.ibp(pert)
+        relax: dict = {}
+        done = set()
+        for a in self.graph.nonlinear():
+            op = self.graph.nodes[a].op
+            j = self.graph.nodes[a].inputs[0]
+            if j in done:
+                continue
+            l0, u0 = bounds[j]
+            unstable = op.unstable(l0, u0)                    # per input: the neurons IBP leaves unstable
+            if (isinstance(pert, Box) and self.ibp_exact_on_box(j)) or not unstable.any():
+                done.add(j)
+                continue
+            l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)
+            bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
+            done.add(j)
+        return bounds
+
+    # ------------------------------------------------------------------ public
+    def compute_bounds(self, pert: Perturbation, C: torch.Tensor | None = None, method: str = "CROWN",
+                       elide: bool = True, alpha_iterations: int = 20, alpha_lr: float = 0.5,
+                       bound_upper: bool = True, time_budget: float | None = None):
+        """Lower and upper bounds of C f(x) over ``pert``.
+
+        Args:
+            pert: :class:`Box` (Linf balls: :func:`linf_ball`) or :class:`L2Ball`, batch B.
+            C: specification (B, S, K) with K = number of outputs; None = identity (bounds of the outputs).
+            method: IBP, CROWN-IBP, CROWN or alpha-CROWN.
+            elide: IBP only: fold the last affine layer into C (tighter; False for plain interval output).
+            bound_upper: False skips the upper bound (ub is None), halving the final backward pass; verification
+                and certified training need only lb.
+            time_budget: alpha-CROWN stops optimizing after this many seconds (keeping its best bound so far).
+
+        Returns:
+            (lb, ub), each (B, S) (ub None when bound_upper is False).
+
+        Raises:
+            CertkitError: unknown method, C of the wrong shape, NaN/inf in the bounds.
+        """
+        method = canonical_method(method)
+        g = self.graph
+        x = pert.center()
+        B = x.shape[0]
+        K = torch.Size(g.output_shape).numel()
+        if C is None:
+            C = torch.eye(K, device=x.device, dtype=x.dtype).unsqueeze(0).expand(B, K, K)
+        if C.dim() != 3 or C.shape[0] != B or C.shape[2] != K:
+            raise CertkitError(f"C must have shape (batch={B}, rows, outputs={K}), got {tuple(C.shape)}")
+        C = C.to(x.dtype)
+        S = C.shape[1]
+        if method == "IBP":
+            lb, ub = self._ibp_output(pert, C, self.ibp(pert), elide, upper=bound_upper)
+        else:
+            CC = (torch.cat([C, -C], 1) if bound_upper else C).reshape((B, -1) + tuple(g.output_shape))
+            if method == "CROWN-IBP":
+                both = self._backward(g.output, CC, pert, self.ibp(pert), {})
+            else:
+                bounds = self.crown_intermediate(pert)
+                if method == "CROWN":
+                    both = self._backward(g.output, CC, pert, bounds, {})
+                else:
+                    deadline = None if time_budget is None else time.perf_counter() + time_budget
+                    both = alpha_crown(self, pert, CC, bounds, alpha_iterations, alpha_lr, deadline=deadline)
+            lb, ub = both[:, :S], (-both[:, S:] if bound_upper else None)
+        if not bound_upper:
+            ub = None
+        if not (torch.isfinite(lb).all() and (ub is None or torch.isfinite(ub).all())):
+            raise CertkitError(f"{method} produced NaN or inf bounds (weights or inputs too large?)")
+        return lb, ub

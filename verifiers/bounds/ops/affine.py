@@ -1,0 +1,49 @@
+"""Elementwise affine ops y = x * scale + shift with per-sample broadcast constants (the shared class behind
+BatchNorm in eval mode, input normalization and arithmetic with constants)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from certkit.verifiers.bounds.ops.base import Op, center_radius, sum_node
+
+
+class ElementwiseAffine(Op):
+    """y = x * scale + shift; ``params()`` returns (scale, shift) broadcastable to the per-sample shape.
+
+    ``params`` is a callable so scale/shift are recomputed from live module parameters (differentiable).
+    """
+
+    name = "Affine"
+    coordinatewise = True
+
+    def __init__(self, params: Callable[[], tuple[torch.Tensor | None, torch.Tensor | None]], label: str = "Affine"):
+        super().__init__()
+        self.params = params
+        self.name = label
+
+    def forward(self, x):
+        scale, shift = self.params()
+        y = x if scale is None else x * scale
+        return y if shift is None else y + shift
+
+    def ibp(self, iv):
+        scale, shift = self.params()
+        c, r = center_radius(iv)
+        c2 = self.forward(c)
+        r2 = r if scale is None else r * scale.abs()
+        return c2 - r2, c2 + r2
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        scale, shift = self.params()
+        A_in = A if scale is None else A * scale
+        bias = None if shift is None else sum_node(A * shift)
+        return [A_in], bias
+
+
+def constant_op(scale: torch.Tensor | float | None, shift: torch.Tensor | None, label: str) -> ElementwiseAffine:
+    """Affine op with fixed constants (already shaped to broadcast over one sample)."""
+    if isinstance(scale, (int, float)):
+        scale = torch.tensor(float(scale))
+    return ElementwiseAffine(lambda: (scale, shift), label)

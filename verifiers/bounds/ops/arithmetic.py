@@ -1,0 +1,93 @@
+"""Arithmetic on data tensors: x + y and x - y of two data tensors of the same shape (residual connections), and
+x + c, x - c, c - x, x * c, x / c, -x with constants c (elementwise affine maps)."""
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from certkit.verifiers.bounds.ops.affine import constant_op
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
+
+_ADD = (operator.add, torch.add, operator.iadd)
+_SUB = (operator.sub, torch.sub, operator.isub)
+_MUL = (operator.mul, torch.mul, operator.imul)
+_DIV = (operator.truediv, torch.div, operator.itruediv)
+_NEG = (operator.neg, torch.neg)
+
+
+class Add(Op):
+    """x + y of two data tensors of the same shape."""
+
+    name = "Add"
+    arity = 2
+
+    def forward(self, x, y):
+        return x + y
+
+    def ibp(self, a, b):
+        return a[0] + b[0], a[1] + b[1]
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        return [A, A], None
+
+
+class Sub(Op):
+    """x - y of two data tensors of the same shape."""
+
+    name = "Sub"
+    arity = 2
+
+    def forward(self, x, y):
+        return x - y
+
+    def ibp(self, a, b):
+        return a[0] - b[1], a[1] - b[0]
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        return [A, -A], None
+
+
+def per_sample_const(c, shape: tuple) -> torch.Tensor:
+    """A constant operand shaped to broadcast over one sample of ``shape`` without changing it.
+
+    Raises:
+        Unsupported: the constant varies over the batch or would change the data shape.
+    """
+    c = torch.as_tensor(c).detach()
+    while c.dim() > len(shape):
+        if c.shape[0] != 1:
+            raise Unsupported(f"constant of shape {tuple(c.shape)} varies over the batch dimension")
+        c = c[0]
+    try:
+        if torch.broadcast_shapes(c.shape, shape) != torch.Size(shape):
+            raise RuntimeError
+    except RuntimeError:
+        raise Unsupported(f"constant of shape {tuple(c.shape)} would change the data shape {shape}") from None
+    return c
+
+
+@register_op(functions=_ADD + _SUB + _MUL + _DIV + _NEG, onnx=("Add", "Sub", "Mul", "Div"), name="Arithmetic")
+def arithmetic_op(call: Call) -> Op:
+    """Add / Sub of two data tensors, or an elementwise affine op for arithmetic with a constant."""
+    t, args = call.target, list(call.args)
+    if set(call.kwargs) - {"alpha"} or call.kwargs.get("alpha", 1) != 1:
+        raise Unsupported("keyword arguments are not supported")
+    if t in _NEG:
+        return constant_op(-1.0, None, "Neg")
+    if len(call.data_args) == 2:
+        if t in _ADD + _SUB and call.value(args[0]).shape == call.value(args[1]).shape:
+            return Add() if t in _ADD else Sub()
+        raise Unsupported(f"{'product' if t in _MUL + _DIV else 'broadcast sum'} of two data tensors is not "
+                          f"supported (only constants may multiply the data)")
+    first = call.is_data(args[0])
+    c = per_sample_const(call.const(args[1] if first else args[0]), call.shape)
+    if t in _ADD:
+        return constant_op(None, c, "AddConst")
+    if t in _SUB:
+        return constant_op(None, -c, "SubConst") if first else constant_op(-1.0, c, "RSubConst")
+    if t in _MUL:
+        return constant_op(c, None, "MulConst")
+    if first:
+        return constant_op(1.0 / c, None, "DivConst")
+    raise Unsupported("division by a data tensor is not supported")

@@ -1,0 +1,241 @@
+"""The op contract and the op registry.
+
+Every node of a bound graph is an :class:`Op` that carries, side by side (the auto_LiRPA idea: a new op is one new
+class), its forward function, its interval rule (IBP) and its backward linear rule (CROWN). The decorator
+:func:`register_op` on the class names the torch modules, torch functions, tensor methods and ONNX op types it
+handles; the graph builder (``verifiers/bounds/graph.py``), the pre-flight check and the docs read this registry, so a
+new op
+is ONE file in ``verifiers/bounds/ops/`` (the package imports every module in it).
+
+Conventions (B = batch, S = specification rows, node shapes are per sample, without B):
+    intervals  (l, u): tensors (B, *shape) with l <= u elementwise.
+    linear bounds: A of shape (B, S, *out_shape) and bias (B, S) describe sum(A * out) + bias; an op's
+    ``backward`` maps a LOWER linear bound on its output to lower linear bounds on its inputs
+    (upper bounds are computed as lower bounds of the negated rows).
+    relaxation: what a non-affine op needs, besides its input bounds, to run ``backward`` (for an activation, the
+    lines a_L z + c_L <= act(z) <= a_U z + c_U); ``None`` for affine ops.
+    alpha: optimisable relaxation parameters (alpha-CROWN), ``n_alpha`` per neuron, each in [0, 1], stored as
+    (n_alpha, B, S, *shape) (one set per specification row).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+Interval = tuple[torch.Tensor, torch.Tensor]
+
+
+def sum_node(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the node dims of a (B, S, *shape) tensor -> (B, S)."""
+    return t.flatten(2).sum(-1)
+
+
+class Unsupported(Exception):
+    """Raised by an op factory when it cannot bound this particular call (the message says why)."""
+
+
+@dataclass
+class Call:
+    """What the graph builder knows about one traced node when it asks an op factory to bound it.
+
+    Attributes:
+        kind: ``module``, ``function`` or ``method``.
+        target: the module instance, the function, or the method name.
+        args, kwargs: the node's arguments (fx nodes for tensors).
+        is_data: arg -> True when the argument is a data tensor (depends on the network input).
+        value: arg -> its concrete value from the example run (constants and data alike).
+        const: arg -> that value as a tensor of the node's dtype and device.
+        shape: per-sample output shape of the node.
+        where: a label for error messages.
+    """
+
+    kind: str
+    target: Any
+    args: tuple
+    kwargs: dict
+    is_data: Callable[[Any], bool]
+    value: Callable[[Any], Any]
+    shape: tuple
+    where: str
+    const: Callable[[Any], torch.Tensor] = lambda a: torch.as_tensor(a)
+    data_args: list = field(default_factory=list)
+
+
+class Op:
+    """One node of a bound graph.
+
+    Attributes:
+        affine: True when the op is an affine map of its inputs (its backward rule needs no bounds, no relaxation).
+        coordinatewise: True for affine ops whose every output coordinate depends on one input coordinate
+            (elementwise scale/shift, reshape, permutation, zero padding): IBP maps a box to the exact box.
+        arity: number of data inputs.
+        n_alpha: optimisable relaxation parameters per neuron (alpha-CROWN); 0 for ops with nothing to optimise.
+        in_shapes / out_shape: per-sample shapes, set by the graph builder.
+    """
+
+    affine = True
+    coordinatewise = False  # each output coordinate an affine function of ONE input coordinate (box -> box exactly)
+    arity = 1
+    n_alpha = 0
+    name = "op"
+
+    def __init__(self):
+        self.in_shapes: list[tuple] = []
+        self.out_shape: tuple = ()
+
+    @classmethod
+    def from_call(cls, call: Call) -> Op:
+        """The op for one traced call (override to read module attributes or arguments; raise
+        :class:`Unsupported` for calls this op cannot bound)."""
+        return cls()
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The op on concrete inputs (B, *in_shape) -> (B, *out_shape)."""
+        raise NotImplementedError
+
+    def ibp(self, *intervals: Interval) -> Interval:
+        """Interval rule (Gowal et al. 2018): bounds (l, u) of the output from input bounds, each (B, *shape)."""
+        raise NotImplementedError
+
+    def relaxation(self, in_bounds: Sequence[Interval], alpha: torch.Tensor | None = None, setup=None):
+        """What ``backward`` needs besides the bounds: None for affine ops (see the module docstring).
+        ``setup`` is :meth:`relaxation_setup` of the same bounds, when the caller keeps it across alphas."""
+        return None
+
+    def relaxation_setup(self, in_bounds: Sequence[Interval]):
+        """Work that depends on the bounds only, reused by alpha-CROWN for every alpha (None: nothing to reuse)."""
+        return None
+
+    def alpha_init(self, in_bounds: Sequence[Interval]) -> torch.Tensor | None:
+        """Starting alphas (n_alpha, B, *shape) in [0, 1] that reproduce the CROWN relaxation; None if n_alpha = 0."""
+        return None
+
+    def backward(self, A: torch.Tensor, in_bounds: Sequence[Interval | None] = (), relaxation=None,
+                 ) -> tuple[list[torch.Tensor | None], torch.Tensor | None]:
+        """Lower linear bound on the output (A, (B,S,*out)) -> ([A_i for each input], bias (B,S) or None).
+
+        ``in_bounds`` holds the intervals of the op's inputs (None where unknown: only affine ops accept that);
+        ``relaxation`` is this op's :meth:`relaxation` (computed from ``in_bounds`` when not given).
+        """
+        raise NotImplementedError
+
+    def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Input neurons (bool, like l) whose relaxation is inexact, so CROWN refines their bounds (non-affine ops)."""
+        return l < u
+
+    def derivative(self, *xs: torch.Tensor) -> torch.Tensor:
+        """Local slope at concrete inputs, for elementwise non-affine ops (the propagation-tightness metric)."""
+        raise NotImplementedError(f"{self.name} has no elementwise derivative")
+
+    def __repr__(self) -> str:
+        return f"{self.name}{tuple(self.out_shape)}"
+
+
+class ModuleOp(Op):
+    """An op that evaluates a torch module (weights read live from it, so bounds are differentiable)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    @classmethod
+    def from_call(cls, call: Call) -> Op:
+        return cls(call.target)
+
+    def forward(self, x):
+        return self.module(x)
+
+
+def center_radius(iv: Interval) -> Interval:
+    l, u = iv
+    return (u + l) / 2, (u - l) / 2
+
+
+# ------------------------------------------------------------------------------------------------ registry
+@dataclass
+class OpEntry:
+    """One registered op factory and what it handles."""
+
+    factory: Callable[[Call], Op]
+    name: str
+    modules: tuple = ()
+    functions: tuple = ()
+    methods: tuple = ()
+    onnx: tuple = ()
+    doc: str = ""
+
+
+_ENTRIES: list[OpEntry] = []
+_BY_MODULE: dict[type, OpEntry] = {}
+_BY_FUNCTION: dict[Any, OpEntry] = {}
+_BY_METHOD: dict[str, OpEntry] = {}
+
+
+def register_op(modules: Sequence[type] = (), functions: Sequence[Any] = (), methods: Sequence[str] = (),
+                onnx: Sequence[str] = (), name: str | None = None):
+    """Class (or factory function) decorator: bound the given torch modules / functions / tensor methods with it.
+
+    ``onnx`` names the ONNX op types whose import (``models/onnx_import.py``) yields one of these modules or
+    functions; it documents support and is checked against the importer by the tests.
+
+    Raises:
+        ValueError: a module, function or method is registered twice.
+    """
+    def deco(obj):
+        factory = obj.from_call if isinstance(obj, type) else obj
+        label = name or getattr(obj, "name", None) or obj.__name__
+        doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+        entry = OpEntry(factory, label, tuple(modules), tuple(functions), tuple(methods), tuple(onnx), doc)
+        for table, keys in ((_BY_MODULE, entry.modules), (_BY_FUNCTION, entry.functions), (_BY_METHOD, entry.methods)):
+            for k in keys:
+                if k in table and table[k].factory is not factory:
+                    raise ValueError(f"{k!r} is already bound by {table[k].name}")
+                table[k] = entry
+        _ENTRIES.append(entry)
+        return obj
+    return deco
+
+
+def unregister_op(obj: Any) -> None:
+    """Undo :func:`register_op` for the class (or factory) ``obj``: its modules, functions and methods are no longer
+    bounded by it (tests that register an op temporarily)."""
+    factory = getattr(obj, "from_call", obj)  # a class registers its from_call, a factory itself
+    tables: tuple[dict[Any, OpEntry], ...] = (_BY_MODULE, _BY_FUNCTION, _BY_METHOD)
+    for table in tables:
+        for k in [k for k, e in table.items() if e.factory == factory]:
+            del table[k]
+    _ENTRIES[:] = [e for e in _ENTRIES if e.factory != factory]
+
+
+def entry_for_module(m) -> OpEntry | None:
+    """The registered entry for a module instance (exact type first, then base classes)."""
+    for t in type(m).__mro__:
+        if t in _BY_MODULE:
+            return _BY_MODULE[t]
+    return None
+
+
+def entry_for_function(fn) -> OpEntry | None:
+    return _BY_FUNCTION.get(fn)
+
+
+def entry_for_method(name: str) -> OpEntry | None:
+    return _BY_METHOD.get(name)
+
+
+def registered_modules() -> tuple[type, ...]:
+    """Every torch module type some op bounds (the tracer keeps them as leaves)."""
+    return tuple(_BY_MODULE)
+
+
+def registered_ops() -> list[OpEntry]:
+    """All registered entries, in registration order."""
+    return list(_ENTRIES)
+
+
+def onnx_op_types() -> list[str]:
+    """Every ONNX op type the registered ops declare."""
+    return sorted({t for e in _ENTRIES for t in e.onnx})

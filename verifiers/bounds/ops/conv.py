@@ -1,0 +1,64 @@
+"""2-D convolution (CROWN backward via conv_transpose2d, as auto_LiRPA operators/convolution.py, or, for many rows on a
+small layer, one matmul with the layer's transfer matrix)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from certkit.verifiers.bounds.ops.base import Call, ModuleOp, Unsupported, center_radius, register_op
+
+MATMUL_FLOATS = 2 ** 22  # largest transfer matrix (floats) used instead of a transposed convolution
+
+
+def transfer_matrix(m: nn.Conv2d, out_shape: tuple, padding, out_padding, dtype) -> torch.Tensor:
+    """The matrix M (prod(out_shape), C_in * H_in * W_in) with conv_transpose2d(A, m.weight, padding, out_padding)
+    = A.flatten(1) @ M for coefficients A over ``out_shape`` (C_out, h, w): the transposed convolution of an identity,
+    differentiable w.r.t. the weights. One matmul with it replaces a transposed convolution over many small images."""
+    rows = math.prod(out_shape)
+    eye = torch.eye(rows, dtype=dtype, device=m.weight.device).view((rows,) + tuple(out_shape))
+    return F.conv_transpose2d(eye, m.weight, None, m.stride, padding, out_padding, m.groups, m.dilation).view(rows, -1)
+
+
+def output_padding(in_hw, out_hw, stride, padding, dilation, kernel):
+    """The output_padding that makes conv_transpose2d return exactly the input size ``in_hw``."""
+    return tuple(in_hw[i] - ((out_hw[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1)
+                 for i in range(2))
+
+
+@register_op(modules=(nn.Conv2d,), onnx=("Conv",))
+class Conv2d(ModuleOp):
+    """``nn.Conv2d`` with zero padding given as numbers (stride, padding, dilation, groups)."""
+
+    name = "Conv2d"
+
+    @classmethod
+    def from_call(cls, call: Call):
+        m = call.target
+        if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
+            raise Unsupported("only zero padding given as numbers is supported")
+        return cls(m)
+
+    def ibp(self, iv):
+        c, r = center_radius(iv)
+        m = self.module
+        c2 = m(c)
+        r2 = F.conv2d(r, m.weight.abs(), None, m.stride, m.padding, m.dilation, m.groups)
+        return c2 - r2, c2 + r2
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        m = self.module
+        B, S = A.shape[:2]
+        in_shape = self.in_shapes[0]
+        op = output_padding(in_shape[1:], self.out_shape[1:], m.stride, m.padding, m.dilation, m.kernel_size)
+        rows, cols = math.prod(self.out_shape), math.prod(in_shape)
+        if rows * cols <= MATMUL_FLOATS and B * S >= 4 * rows:
+            # many rows on a small layer: one matmul is several times faster than a convolution over a huge batch
+            A_in = A.reshape(B * S, rows) @ transfer_matrix(m, self.out_shape, m.padding, op, A.dtype)
+        else:
+            A_in = F.conv_transpose2d(A.reshape((B * S,) + tuple(self.out_shape)), m.weight, None, m.stride,
+                                      m.padding, op, m.groups, m.dilation)
+        bias = None if m.bias is None else (A.sum((-2, -1)) * m.bias).sum(-1)
+        return [A_in.reshape((B, S) + tuple(in_shape))], bias

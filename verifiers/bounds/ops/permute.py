@@ -1,0 +1,37 @@
+"""Permutation of the per-sample dims (torch.permute; ONNX Transpose keeping the batch first): a linear map."""
+from __future__ import annotations
+
+import torch
+
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
+
+
+@register_op(functions=(torch.permute,), methods=("permute",), onnx=("Transpose",))
+class Permute(Op):
+    """``x.permute(0, *perm)`` (the batch dimension must stay first)."""
+
+    name = "Permute"
+    coordinatewise = True
+
+    def __init__(self, perm: tuple[int, ...]):
+        super().__init__()
+        self.perm = tuple(int(p) for p in perm)                       # over per-sample dims
+        self.inverse = tuple(sorted(range(len(perm)), key=lambda k: self.perm[k]))
+
+    @classmethod
+    def from_call(cls, call: Call):
+        args = call.args
+        perm = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+        perm = [int(p) for p in perm]
+        if not perm or perm[0] != 0:
+            raise Unsupported("a permutation must keep the batch dimension first")
+        return cls(tuple(p - 1 for p in perm[1:]))
+
+    def forward(self, x):
+        return x.permute((0,) + tuple(p + 1 for p in self.perm))
+
+    def ibp(self, iv):
+        return self.forward(iv[0]), self.forward(iv[1])
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        return [A.permute((0, 1) + tuple(q + 2 for q in self.inverse))], None

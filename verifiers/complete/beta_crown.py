@@ -1,0 +1,403 @@
+"""Branch and bound over activation splits with beta-CROWN bounds (complete verification of one VNN-LIB disjunct).
+
+Problem: given a network f, an input box X and an unsafe region {y : C y <= d} (one disjunct of a VNN-LIB
+property), decide whether some x in X has C f(x) <= d.
+Return: ``unsat`` (no such x), a validated counterexample (``sat``), ``timeout`` or ``unknown``.
+Property: ``unsat`` is returned only when every subdomain has max_r (lb_r - d_r) > 0 for a sound lower bound lb of
+C f(x) over the subdomain; a counterexample is returned only after exact replay in onnxruntime.
+Reference:
+    beta-CROWN: Wang, Zhang, Xu, Lin, Jana, Hsieh, Kolter, NeurIPS 2021, "Beta-CROWN: Efficient Bound Propagation
+        with Per-neuron Split Constraints for Neural Network Robustness Verification" (Sec. 3, Thm 3.1).
+    GenBaB: Shi, Jin, Zhang, Hsieh (TACAS 2025 / arXiv 2024), "Neural network verification with branch-and-bound
+        for general nonlinearities": split a Sigmoid/Tanh input interval at a point and relax each half.
+    BaBSR: Bunel, Lu, Turkaslan, Torr, Kohli, Kumar, JMLR 2020 ("Branch and bound for piecewise linear neural
+        network verification", Sec. 5.1); FSB: De Palma, Bunel, Desmaison, Dvijotham, Kohli, Torr, Kumar,
+        "Improved branch and bound for neural network verification via Lagrangian decomposition" (2021).
+
+A subdomain narrows the interval [lo, hi] of some inputs z of activation nodes (a ReLU split at 0 gives z >= 0 or
+z <= 0; a Sigmoid/Tanh split at p gives z <= p or z >= p). Intermediate bounds are the root's CROWN bounds, narrowed
+by the subdomain's intervals (sound on the subdomain, which is a subset of the root). Each narrowed bound is a
+constraint c(x) <= 0 of the subdomain; beta-CROWN adds beta * c(z) (beta >= 0, optimised) to the objective in the
+backward pass, which lower-bounds it on the subdomain, and optimises alpha (activation relaxations) and beta per
+subdomain and per specification row by projected gradient ascent. Children inherit their parent's alpha and beta
+(warm start). Subdomains are bounded ``batch`` at a time in one batched backward pass, lowest bound first (deepest
+first when the open subdomains outgrow ``max_pending_bytes``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from certkit.verifiers.attack import pgd_box
+from certkit.verifiers.bounds.alpha_crown import projected_step
+from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.bounds.ops.base import sum_node
+from certkit.verifiers.bounds.perturbation import Box
+
+BRANCHING = ("babsr", "fsb")
+
+
+def babsr_score(A: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """BaBSR's split score of ReLU neurons (Bunel et al. JMLR 2020, Sec. 5.1, the intercept term): an unstable neuron
+    whose output coefficient A < 0 takes the upper line with intercept -l u / (u - l), and splitting removes it,
+    gaining about |A| (-l u / (u - l)); a small |A| min(u, -l) term ranks the neurons with A >= 0. A, l, u have one
+    shape (the neurons of an activation input, per subdomain); returns scores of that shape (>= 0)."""
+    width = (u - l).clamp(min=1e-12)
+    return torch.relu(-A) * (-l.clamp(max=0) * u.clamp(min=0) / width) \
+        + 1e-3 * A.abs() * torch.minimum(u.clamp(min=0), -l.clamp(max=0))
+
+
+def genbab_score(op: Activation, A: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """A split score for neurons of a general activation ``op``, in the spirit of GenBaB (Shi et al. 2024, "Neural
+    network verification with branch-and-bound for general nonlinearities", which scores a split by how much it
+    tightens the bound): |A| times the largest gap between the upper and the lower relaxation line on [l, u] (at an
+    endpoint, the lines being straight). Shapes as :func:`babsr_score`."""
+    aL, cL, aU, cU = op.relax(l, u)
+    gap = torch.maximum((aU - aL) * l + cU - cL, (aU - aL) * u + cU - cL)
+    return A.abs() * gap.clamp(min=0)
+
+
+@dataclass
+class Domains:
+    """A batch of D subdomains of one disjunct.
+
+    Attributes:
+        lo, hi: node j (the input of an activation node) -> (D, *shape) interval of z_j on the subdomain.
+        alphas: activation node -> (n_alpha, D, S, *shape) relaxation parameters (warm start for the children).
+        betas: node j -> (2, D, S, *shape) multipliers (>= 0) of the constraints z_j >= lo and z_j <= hi.
+        score: (D,) max_r (lb_r - d_r) of the best bound so far (> 0: verified).
+        depth: (D,) number of splits.
+    """
+
+    lo: dict
+    hi: dict
+    alphas: dict
+    betas: dict
+    score: torch.Tensor
+    depth: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    def nbytes_each(self) -> int:
+        """Bytes one subdomain holds (its intervals, alphas and betas)."""
+        ts = list(self.lo.values()) + list(self.hi.values()) + list(self.alphas.values()) + list(self.betas.values())
+        return max(1, sum(t.numel() * t.element_size() for t in ts) // max(1, len(self)))
+
+    def take(self, idx: torch.Tensor) -> Domains:
+        """The subdomains at ``idx`` (a (k,) index tensor)."""
+        return Domains({j: t[idx] for j, t in self.lo.items()}, {j: t[idx] for j, t in self.hi.items()},
+                       {a: t[:, idx] for a, t in self.alphas.items()}, {j: t[:, idx] for j, t in self.betas.items()},
+                       self.score[idx], self.depth[idx])
+
+    @staticmethod
+    def cat(parts: list[Domains]) -> Domains:
+        """Concatenate batches of subdomains (same nodes)."""
+        if len(parts) == 1:
+            return parts[0]
+        p0 = parts[0]
+        return Domains({j: torch.cat([p.lo[j] for p in parts]) for j in p0.lo},
+                       {j: torch.cat([p.hi[j] for p in parts]) for j in p0.hi},
+                       {a: torch.cat([p.alphas[a] for p in parts], 1) for a in p0.alphas},
+                       {j: torch.cat([p.betas[j] for p in parts], 1) for j in p0.betas},
+                       torch.cat([p.score for p in parts]), torch.cat([p.depth for p in parts]))
+
+
+class ActivationBaB:
+    """Activation-split branch and bound with beta-CROWN for one disjunct (C y <= d over the box [x_L, x_U]).
+
+    Args:
+        bm: a float64 :class:`BoundedModule` of the network.
+        x_L, x_U: the input box, each (*input_shape) (raw input units).
+        C: (S, K) rows of the unsafe region, d: (S,); the disjunct is refuted on a subdomain when some row has
+            lb(C_r f(x)) > d_r there.
+        branching: ``babsr`` (BaBSR-style intercept score) or ``fsb`` (filtered smart branching: bound both children
+            of the ``topk`` best-scored neurons of every subdomain and keep the split whose worse child is best).
+        iterations: alpha/beta optimisation steps per batch of subdomains (the root gets ``root_iterations``).
+        lr_alpha, lr_beta: Adam step sizes of alpha and beta.
+        root_bounds: intervals (1, *shape) of every node on the whole box (default: CROWN's; the strategy passes
+            alpha-CROWN-optimised ones, alpha_crown.optimize_intermediate), kept for every subdomain.
+        max_pending_bytes: when the open subdomains hold more than this, the deepest are bounded first (depth-first
+            search keeps memory bounded) instead of the lowest-bounded.
+
+    Raises:
+        CertkitError: the box is not finite and ordered (x_L <= x_U); (from the graph) the network cannot be bounded.
+    """
+
+    def __init__(self, bm, x_L: torch.Tensor, x_U: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
+                 branching: str = "fsb", topk: int = 3, iterations: int = 10, root_iterations: int = 50,
+                 lr_alpha: float = 0.1, lr_beta: float = 0.05, root_bounds: list | None = None,
+                 max_pending_bytes: int = 2 ** 31):
+        if branching not in BRANCHING:
+            raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
+        self.bm, self.g = bm, bm.graph
+        dt = torch.float64
+        shape = tuple(self.g.input_shape)
+        self.x_L, self.x_U = x_L.to(dt).reshape((1,) + shape), x_U.to(dt).reshape((1,) + shape)
+        Box(self.x_L, self.x_U)  # checked once here; the batches of _pert repeat it unchecked
+        self.C, self.d = C.to(dt), d.to(dt)
+        self.branching, self.topk = branching, topk
+        self.iterations, self.root_iterations = iterations, root_iterations
+        self.lr_alpha, self.lr_beta = lr_alpha, lr_beta
+        self.max_pending_bytes = max_pending_bytes
+        # activation node a -> its input node j (the split variables); node 0 (the input) is split by input BaB
+        self.acts = {a: self.g.nodes[a].inputs[0] for a in self.g.nonlinear()
+                     if isinstance(self.g.nodes[a].op, Activation) and self.g.nodes[a].inputs[0] != 0}
+        if root_bounds is None:
+            with torch.no_grad():
+                root_bounds = bm.crown_intermediate(self._pert(1))
+        self.root_bounds = [(lb.detach(), ub.detach()) for lb, ub in root_bounds]
+
+    # ------------------------------------------------------------------ bounds of a batch
+    def _pert(self, D: int) -> Box:
+        shape = tuple(self.g.input_shape)
+        return Box(self.x_L.expand((D,) + shape), self.x_U.expand((D,) + shape), check=False)
+
+    def _bounds(self, dom: Domains) -> list:
+        D = len(dom)
+        out = []
+        for i, (lb, ub) in enumerate(self.root_bounds):
+            if i in dom.lo:
+                out.append((dom.lo[i], dom.hi[i]))
+            else:
+                out.append((lb.expand((D,) + lb.shape[1:]), ub.expand((D,) + ub.shape[1:])))
+        return out
+
+    def _masks(self, dom: Domains) -> dict:
+        """node j -> (m_lo, m_hi), each (D, 1, *shape): where the subdomain narrows the root's lower / upper bound."""
+        out = {}
+        for j in dom.betas:
+            r_lo, r_hi = self.root_bounds[j]
+            out[j] = ((dom.lo[j] > r_lo).to(r_lo.dtype).unsqueeze(1), (dom.hi[j] < r_hi).to(r_lo.dtype).unsqueeze(1))
+        return out
+
+    def _extra(self, dom: Domains, masks: dict) -> dict:
+        """beta-CROWN terms: -beta_lo (z - lo) - beta_hi (hi - z) <= 0 on the subdomain, for narrowed bounds."""
+        extra = {}
+        for j, (m_lo, m_hi) in masks.items():
+            b_lo, b_hi = dom.betas[j][0] * m_lo, dom.betas[j][1] * m_hi
+            extra[j] = (b_hi - b_lo, sum_node(b_lo * dom.lo[j].unsqueeze(1) - b_hi * dom.hi[j].unsqueeze(1)))
+        return extra
+
+    def _setups(self, bounds: list) -> dict:
+        return {a: self.g.nodes[a].op.relaxation_setup([bounds[j]]) for a, j in self.acts.items()}
+
+    def _crown_alphas(self, bounds: list) -> dict:
+        """activation node -> CROWN's alphas for ``bounds``, one set per spec row (n_alpha, D, S, *shape) (a view)."""
+        S = self.C.shape[0]
+        out = {}
+        for a, j in self.acts.items():
+            if self.g.nodes[a].op.n_alpha:
+                init = self.g.nodes[a].op.alpha_init([bounds[j]])
+                out[a] = init.unsqueeze(2).expand(-1, -1, S, *[-1] * (init.dim() - 2))
+        return out
+
+    def _bound(self, D: int, bounds: list, alphas: dict, setups: dict, extra: dict | None = None,
+               record: dict | None = None):
+        """Lower bounds (D, S) of C f(x) and the input coefficients A_in (D, S, *input)."""
+        CC = self.C.unsqueeze(0).expand(D, -1, -1).reshape((D, -1) + tuple(self.g.output_shape))
+        A_in, bias = self.bm.propagate(self.g.output, CC, bounds, {}, alphas, setups, extra, record)
+        return bias + self._pert(D).lower(A_in), A_in
+
+    def _lower(self, dom: Domains, record: dict | None = None, setups: dict | None = None,
+               bounds: list | None = None, masks: dict | None = None):
+        """Lower bounds (D, S) of C f(x) on each subdomain with its alphas and betas; also the input coefficients
+        A_in (D, S, *input) (the minimiser of the linear bound is a counterexample candidate). ``setups``,
+        ``bounds`` and ``masks`` depend on the intervals only: callers that keep them across steps pass them."""
+        bounds = self._bounds(dom) if bounds is None else bounds
+        setups = self._setups(bounds) if setups is None else setups
+        masks = self._masks(dom) if masks is None else masks
+        return self._bound(len(dom), bounds, dom.alphas, setups, self._extra(dom, masks), record)
+
+    def _crown(self, dom: Domains, bounds: list, setups: dict) -> torch.Tensor:
+        """CROWN's lower bounds (D, S) on each subdomain: the CROWN relaxation of its intervals, no beta (the
+        warm-started alphas can start below it)."""
+        return self._bound(len(dom), bounds, self._crown_alphas(bounds), setups)[0]
+
+    def _score(self, lb: torch.Tensor) -> torch.Tensor:
+        """max_r (lb_r - d_r) per subdomain; NaN (never seen, but never a proof) counts as -inf."""
+        s = (lb - self.d).max(1).values
+        return torch.where(torch.isnan(s), torch.full_like(s, -torch.inf), s)
+
+    def optimize(self, dom: Domains, iterations: int, deadline: float | None = None):
+        """Optimise the alphas and betas of ``dom`` (in place) and raise ``dom.score`` to the best bound found.
+
+        Every iterate is a sound bound (alpha in [0, 1], beta >= 0), so the best over iterates is kept. Returns
+        (A at every activation node's output for the best-scoring row (D, *shape), primal candidates x (D, *input)).
+        """
+        bounds, masks = self._bounds(dom), self._masks(dom)
+        with torch.no_grad():
+            setups = self._setups(bounds)
+            dom.score = torch.maximum(dom.score, self._score(self._crown(dom, bounds, setups)))
+        params = [t.requires_grad_(True) for t in dom.alphas.values()]
+        betas = [t.requires_grad_(True) for t in dom.betas.values()]
+        opt = torch.optim.Adam([{"params": params, "lr": self.lr_alpha}, {"params": betas, "lr": self.lr_beta}])
+        for _ in range(iterations):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            with torch.enable_grad():
+                lb, _ = self._lower(dom, setups=setups, bounds=bounds, masks=masks)
+                dom.score = torch.maximum(dom.score, self._score(lb.detach()))
+                open_ = dom.score <= 0
+                if not bool(open_.any()):
+                    break
+                projected_step(opt, -(lb * open_.to(lb.dtype)[:, None]).sum(), params, betas)
+        for t in params + betas:
+            t.requires_grad_(False)
+        record = {a: None for a in self.acts}
+        with torch.no_grad():
+            lb, A_in = self._lower(dom, record, setups, bounds, masks)
+            dom.score = torch.maximum(dom.score, self._score(lb))
+            row = (lb - self.d).argmax(1)                                   # the row closest to refuting
+            D = len(dom)
+            ar = torch.arange(D)
+            coeffs = {a: (A[ar, row] if A is not None else None) for a, A in record.items()}
+            A_row = A_in[ar, row]                                           # (D, *input)
+            x = torch.where(A_row >= 0, self.x_L.expand_as(A_row), self.x_U.expand_as(A_row))
+        return coeffs, x
+
+    # ------------------------------------------------------------------ branching
+    def _neuron_scores(self, dom: Domains, coeffs: dict) -> torch.Tensor:
+        """(D, N) split scores of every neuron of every activation input (-inf where not splittable):
+        :func:`babsr_score` for piecewise-linear activations, :func:`genbab_score` for the others."""
+        out = []
+        for a, j in self.acts.items():
+            op = self.g.nodes[a].op
+            l, u = dom.lo[j], dom.hi[j]
+            A = coeffs.get(a)
+            A = torch.zeros_like(l) if A is None else A
+            ok = op.splittable(l, u)
+            s = babsr_score(A, l, u) if op.piecewise_linear else genbab_score(op, A, l, u)
+            s = torch.where(ok, s + 1e-12, torch.full_like(s, -torch.inf))
+            out.append(s.flatten(1))
+        return torch.cat(out, 1)
+
+    def _locate(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat neuron indices (k,) -> (position of the activation in ``self.acts``, local index), each (k,), over
+        the concatenated activation inputs."""
+        sizes = [torch.Size(self.g.nodes[j].shape).numel() for j in self.acts.values()]
+        starts = torch.tensor([0] + sizes).cumsum(0)
+        node_of = torch.bucketize(flat, starts[1:], right=True)
+        return node_of, flat - starts[node_of]
+
+    def _children(self, dom: Domains, flat: torch.Tensor) -> Domains:
+        """Both children of each subdomain split at its neuron ``flat`` (D,): left keeps z <= p, right z >= p."""
+        D = len(dom)
+        node_of, local = self._locate(flat)
+        left, right = dom.take(torch.arange(D)), dom.take(torch.arange(D))
+        left.lo, left.hi = dict(dom.lo), {j: t.clone() for j, t in dom.hi.items()}
+        right.lo, right.hi = {j: t.clone() for j, t in dom.lo.items()}, dict(dom.hi)
+        ar = torch.arange(D)
+        for k, (a, j) in enumerate(self.acts.items()):
+            sel = node_of == k
+            if not bool(sel.any()):
+                continue
+            rows, idx = ar[sel], local[sel]
+            l = dom.lo[j].flatten(1)[rows, idx]
+            u = dom.hi[j].flatten(1)[rows, idx]
+            p = self.g.nodes[a].op.split_point(l, u)
+            left.hi[j].view(D, -1)[rows, idx] = p
+            right.lo[j].view(D, -1)[rows, idx] = p
+        both = Domains.cat([left, right])
+        both.alphas = {a: t.clone() for a, t in both.alphas.items()}
+        both.betas = {j: t.clone() for j, t in both.betas.items()}
+        both.depth = both.depth + 1
+        return both
+
+    def branch(self, dom: Domains, coeffs: dict) -> Domains | None:
+        """Children (2D subdomains: all left children, then all right) or None when some subdomain has nothing
+        left to split (its bound cannot improve by branching)."""
+        scores = self._neuron_scores(dom, coeffs)
+        if not bool(torch.isfinite(scores.max(1).values).all()):
+            return None
+        if self.branching == "babsr" or self.topk <= 1:
+            return self._children(dom, scores.argmax(1))
+        D = len(dom)
+        k = min(self.topk, scores.shape[1])
+        top_s, top_i = scores.topk(k, 1)                                    # (D, k)
+        cands = Domains.cat([dom] * k)
+        flat = top_i.T.reshape(-1)                                          # candidate c of domain i at c*D + i
+        kids = self._children(cands, flat)
+        with torch.no_grad():
+            kids.score = torch.full_like(kids.score, -torch.inf)
+            lb, _ = self._lower(kids)
+        s = self._score(lb).view(2, k, D).min(0).values                     # worse child per candidate
+        s = torch.where(torch.isfinite(top_s.T), s, torch.full_like(s, -torch.inf))
+        best = s.argmax(0)                                                  # (D,)
+        return self._children(dom, top_i[torch.arange(D), best])
+
+    # ------------------------------------------------------------------ the search
+    def root(self) -> Domains:
+        """The root subdomain (alpha at CROWN's relaxation, beta = 0), with score -inf (not yet bounded)."""
+        S = self.C.shape[0]
+        bounds = self.root_bounds
+        alphas = {a: t.clone() for a, t in self._crown_alphas(bounds).items()}
+        lo = {j: bounds[j][0].clone() for j in self.acts.values()}
+        hi = {j: bounds[j][1].clone() for j in self.acts.values()}
+        betas = {j: torch.zeros((2, 1, S) + tuple(lo[j].shape[1:]), dtype=torch.float64) for j in lo}
+        return Domains(lo, hi, alphas, betas, torch.full((1,), -torch.inf, dtype=torch.float64),
+                       torch.zeros(1, dtype=torch.long))
+
+    def run(self, deadline: float, max_domains: int, batch: int, check_candidates, pgd_objective=None):
+        """Search until every subdomain is refuted or ``check_candidates`` returns a counterexample.
+
+        Args:
+            deadline: a time.perf_counter() value.
+            check_candidates: x (N, *input) float64 points inside the box -> a counterexample result or None.
+            pgd_objective: x -> (N,) max_r (C_r f(x) - d_r) (float32 network) for PGD seeded at the candidates of
+                the lowest-bounded subdomains; None skips PGD.
+
+        Returns:
+            ("unsat" | "timeout" | "unknown" | the counterexample result, number of subdomains bounded).
+        """
+        dom = self.root()
+        coeffs, x = self.optimize(dom, self.root_iterations, deadline)
+        visited = 1
+        found = check_candidates(x)
+        if found is not None:
+            return found, visited
+        queue = [(dom, coeffs)] if float(dom.score[0]) <= 0 else []
+        pending: Domains | None = None
+        rounds = 0
+        while queue or pending is not None:
+            if time.perf_counter() > deadline:
+                return "timeout", visited
+            if visited >= max_domains:
+                return "unknown", visited
+            # branch the queued (bounded) batches into children, then bound the lowest-scored children first
+            for d_, c_ in queue:
+                kids = self.branch(d_, c_)
+                if kids is None:
+                    return "unknown", visited
+                pending = kids if pending is None else Domains.cat([pending, kids])
+            queue = []
+            if pending is None:
+                break
+            if len(pending) * pending.nbytes_each() > self.max_pending_bytes:
+                # deepest first: memory stays bounded
+                order = torch.argsort(pending.depth, descending=True, stable=True)
+            else:
+                order = torch.argsort(pending.score)                      # lowest (parent) bound first
+            now, rest = order[:batch], order[batch:]
+            cur = pending.take(now)
+            pending = pending.take(rest) if rest.numel() else None
+            coeffs, x = self.optimize(cur, self.iterations, deadline)
+            visited += len(cur)
+            rounds += 1
+            found = check_candidates(x[cur.score <= 0])
+            if found is not None:
+                return found, visited
+            if pgd_objective is not None and rounds % 4 == 0:
+                worst = torch.argsort(cur.score)[:8]
+                lo, hi = self.x_L.expand_as(x[worst]).float(), self.x_U.expand_as(x[worst]).float()
+                xa, val = pgd_box(pgd_objective, lo, hi, steps=20, restarts=1, x_init=x[worst].float())
+                found = check_candidates(xa[val <= 1e-4].double())
+                if found is not None:
+                    return found, visited
+            keep = cur.score <= 0
+            if bool(keep.any()):
+                idx = torch.nonzero(keep).flatten()
+                queue = [(cur.take(idx), {a: (c[idx] if c is not None else None) for a, c in coeffs.items()})]
+        return "unsat", visited

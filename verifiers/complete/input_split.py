@@ -1,0 +1,210 @@
+"""Input-split branch and bound for low-dimensional inputs (as in VNN-COMP ACAS Xu solvers): bound a batch of
+sub-boxes with CROWN (alpha-CROWN where it nearly closes a box) for every disjunct over the box at once, falsify at
+their centers and at the minimisers of their linear bounds, split each open box along the input dimension of
+:func:`split_scores`, until every leaf is refuted (``unsat``), a counterexample is validated (``sat``), the time runs
+out (``timeout``) or the domain budget is spent (``unknown``).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from certkit.common.errors import CertkitError
+from certkit.verifiers.bounds.alpha_crown import alpha_crown
+from certkit.verifiers.bounds.ibp_crown import BoundedModule
+from certkit.verifiers.bounds.perturbation import Box
+from certkit.verifiers.complete.vnncomp_format import InstanceResult, validate_witness
+from certkit.verifiers.complete.vnnlib import Term
+
+
+def objective(net: torch.nn.Module, C: torch.Tensor, d: torch.Tensor, sample_shape):
+    """x (N, n_in) -> max_j (C_j y - d_j): < 0 inside the unsafe region (minimized by PGD)."""
+    def obj(x):
+        y = net(x.reshape((x.shape[0],) + tuple(sample_shape))).reshape(x.shape[0], -1)
+        return (y @ C.T - d).max(1).values if C.shape[0] else torch.full((x.shape[0],), -1.0, dtype=x.dtype)
+    return obj
+
+
+def candidate_checker(net32, onnx_model, term: Term, method: str, tries: int = 8):
+    """x (N, *input) float64 -> a validated ``sat`` InstanceResult (labelled ``method``) or None: the ``tries``
+    points with the lowest float32 objective max_r (C_r y - d_r) <= 1e-4 are replayed exactly
+    (verifiers/complete/vnncomp_format.py validate_witness)."""
+    obj = objective(net32, torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32),
+                    onnx_model.sample_shape)
+
+    def check(x: torch.Tensor):
+        if x.shape[0] == 0:
+            return None
+        with torch.no_grad():
+            val = obj(x.reshape(x.shape[0], -1).float())
+        for k in torch.argsort(val)[:tries].tolist():
+            if float(val[k]) > 1e-4:
+                break
+            found = validate_witness(onnx_model, term, x[k].reshape(-1).numpy())
+            if found:
+                return InstanceResult("sat", 0.0, x=found[0], y=found[1], method=method)
+        return None
+    return check
+
+
+def refuted(bm: BoundedModule, term: Term, lo: torch.Tensor, hi: torch.Tensor, method: str,
+             time_budget: float | None = None) -> torch.Tensor:
+    """(N,) bool: the unsafe conjunction C y <= d is infeasible on each box (some row has lb > 0)."""
+    N = lo.shape[0]
+    if term.C.shape[0] == 0:
+        return torch.zeros(N, dtype=torch.bool)
+    shape = bm.graph.input_shape
+    C = torch.tensor(term.C, dtype=torch.float64)[None].expand(N, -1, -1)
+    pert = Box(lo.reshape((N,) + shape), hi.reshape((N,) + shape))
+    with torch.enable_grad() if method == "alpha-CROWN" else torch.no_grad():
+        lb, _ = bm.compute_bounds(pert, C, method, bound_upper=False, time_budget=time_budget)
+    return ((lb.detach() - torch.tensor(term.d)) > 0).any(1)
+
+
+def split_boxes(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both halves of each box (N, n) split at the middle of dimension dim (N,): (lo, hi) of the 2N children."""
+    mid = ((lo + hi) / 2).gather(1, dim[:, None])
+    left_hi, right_lo = hi.clone(), lo.clone()
+    left_hi.scatter_(1, dim[:, None], mid)
+    right_lo.scatter_(1, dim[:, None], mid)
+    return torch.cat([lo, right_lo]), torch.cat([left_hi, hi])
+
+
+def crown_boxes(bm: BoundedModule, C: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
+    """CROWN on N boxes (N, n) for the rows C (S, K): lower bounds (N, S) of C y, the input coefficients A_in
+    (N, S, n) of the linear bounds (lb = min over the box of A_in x + bias), and the perturbation and intermediate
+    bounds used (for alpha-CROWN on the same boxes)."""
+    N = lo.shape[0]
+    shape = tuple(bm.graph.input_shape)
+    pert = Box(lo.reshape((N,) + shape), hi.reshape((N,) + shape))
+    CC = C.to(lo.dtype)[None].expand(N, -1, -1).reshape((N, -1) + tuple(bm.graph.output_shape))
+    with torch.no_grad():
+        bounds = bm.crown_intermediate(pert)
+        A_in, bias = bm.propagate(bm.graph.output, CC, bounds, {})
+        lb = bias + pert.lower(A_in)
+    if not bool(torch.isfinite(lb).all()):
+        raise CertkitError("CROWN produced NaN or inf bounds on a sub-box")
+    return lb, A_in.reshape(N, CC.shape[1], -1), pert, bounds
+
+
+def per_term_max(values: torch.Tensor, owner: torch.Tensor, T: int) -> torch.Tensor:
+    """(N, S) row values -> (N, T): the max over the rows of each term (owner (S,) gives each row's term)."""
+    out = torch.full((values.shape[0], T), -torch.inf, dtype=values.dtype)
+    return out.scatter_reduce_(1, owner[None].expand_as(values), values, "amax")
+
+
+def split_scores(lo, hi, A_rows, width0, width_floor: float) -> torch.Tensor:
+    """(N, n) scores of the input dimensions of N open boxes (lo, hi (N, n)); each is split along its largest.
+
+    score_i = (w_i / w0_i) * (w0_i s_i + width_floor * max_j w0_j s_j), with w the box widths, w0 the root box's
+    (1, n) and s_i = sum over r of |A_rows[:, r, i]| (CROWN's input coefficients (N, S, n) of the rows that matter,
+    zero elsewhere): the relative width of dimension i times its sensitivity at root scale, floored at
+    ``width_floor`` times the largest. Pure sensitivity
+    (alpha-beta-CROWN's "sb" for inputs, summed over rows) leaves dimensions that the output bound hardly depends on
+    wide, while they keep many ReLUs unstable; pure width ignores the network. Measured on the ACAS Xu sample
+    (bench/README.md): 1_1 prop 6 disjunct 0, >86k boxes with sensitivity only, 2.3k with the floor 0.03."""
+    s = A_rows.abs().sum(1) * width0
+    return (hi - lo) / width0 * (s + width_floor * s.max(1, keepdim=True).values)
+
+
+def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=split_boxes, vertices: bool = True,
+                    alpha_fraction: float = 0.5, alpha_iterations: int = 10, width_floor: float = 0.03):
+    """Input-split BaB on the disjuncts ``terms`` (a list of Terms over ONE input box) until the Deadline ``dl``.
+    Returns ("unsat"|"timeout"|"unknown"|InstanceResult(sat), boxes bounded). ``split(lo, hi, dim) -> (lo, hi)``
+    makes the children of the boxes to split; a sound one must cover every box with its children (:func:`split_boxes`).
+    ``vertices``: also try the bound minimisers as counterexamples (off only to model a verifier without them,
+    soundness_bench/unsound_verifiers.py).
+
+    Each round bounds up to ``batch`` boxes with CROWN in one batched pass for the rows of every disjunct at once
+    (the intermediate bounds, most of the cost, are shared); a disjunct is refuted on a box when one of its rows has
+    lb > d, and stays refuted on the box's children; a box is closed when every disjunct is refuted on it. Boxes
+    where each open disjunct needs less than ``alpha_fraction`` of the gap between its CROWN bound and its value at
+    the box center get alpha-CROWN (``alpha_iterations``, intermediate bounds kept; boxes bounded on ACAS Xu 1_1
+    without -> with it: prop 5 87.7k -> 3.0k, prop 3 3.4k -> 2.3k, prop 6's first box 5.4k -> 4.9k).
+    Counterexample candidates: every box center and, per open disjunct, the vertex minimising the linear bound of
+    its row closest to refutation (float32 screen, exact replay). An open box is bisected along the dimension of
+    :func:`split_scores` (``width_floor``) for the rows of the open disjunct its center comes closest to violating
+    (on the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came after 31k boxes instead of 127k with
+    the rows of all open disjuncts). A round is not started when the previous one took longer than the time left
+    (the deadline is kept).
+
+    Raises:
+        CertkitError: the terms do not share one input box; NaN or inf bounds.
+    """
+    terms = list(terms)
+    if not terms or any(t.C.shape[0] == 0 for t in terms):
+        return "unknown", 0   # no output constraint: every input is a counterexample, attacks decide it
+    x_L, x_U = terms[0].x_L, terms[0].x_U
+    if any(t.box_key() != terms[0].box_key() for t in terms):
+        raise CertkitError("input_split_bab: the disjuncts must share one input box")
+    T = len(terms)
+    C = torch.tensor(np.concatenate([t.C for t in terms]), dtype=torch.float64)
+    d64 = torch.tensor(np.concatenate([t.d for t in terms]), dtype=torch.float64)
+    owner = torch.cat([torch.full((t.C.shape[0],), k, dtype=torch.long) for k, t in enumerate(terms)])
+    C32, d32 = C.float(), d64.float()
+    checks = [candidate_checker(net32, onnx_model, t, "input-split BaB") for t in terms]
+    sample_shape = tuple(onnx_model.sample_shape)
+    lo, hi = torch.tensor(x_L)[None], torch.tensor(x_U)[None]
+    open_ = torch.ones((1, T), dtype=torch.bool)          # disjuncts not yet refuted on each queued box
+    width0 = (hi - lo).clamp(min=1e-12)
+    domains = 0
+    last = 0.0                                          # seconds the previous round took
+    while lo.shape[0]:
+        if dl.left() <= last:                           # another round would overrun the deadline
+            return "timeout", domains
+        t_round = time.perf_counter()
+        if domains >= max_domains:
+            return "unknown", domains
+        lo_b, hi_b, open_b = lo[:batch], hi[:batch], open_[:batch]
+        lo, hi, open_ = lo[batch:], hi[batch:], open_[batch:]
+        N = lo_b.shape[0]
+        domains += N
+        lb, A, pert, bounds = crown_boxes(bm, C, lo_b, hi_b)
+        margin = lb - d64
+        m = per_term_max(margin, owner, T)
+        open_b = open_b & ~(m > 0)
+        centers = (lo_b + hi_b) / 2
+        with torch.no_grad():
+            y = net32(centers.float().reshape((N,) + sample_shape)).reshape(N, -1)
+        at_center = per_term_max((y @ C32.T - d32).double(), owner, T)
+        near = open_b.any(1) & (~open_b | (m > -alpha_fraction * (at_center - m))).all(1)
+        if alpha_iterations > 0 and bool(near.any()):
+            idx = near.nonzero().flatten()
+            CC = C[None].expand(len(idx), -1, -1).reshape((len(idx), -1) + tuple(bm.graph.output_shape))
+            with torch.enable_grad():
+                lb_a = alpha_crown(bm, Box(pert.x_L[idx], pert.x_U[idx]), CC, [(l[idx], u[idx]) for l, u in bounds],
+                                   alpha_iterations, deadline=time.perf_counter() + max(dl.left(), 0.0)).detach()
+            margin[idx] = torch.maximum(margin[idx], lb_a - d64)
+            open_b = open_b & ~(per_term_max(margin, owner, T) > 0)
+        for k in range(T):
+            on = open_b[:, k]
+            if not bool(on.any()):
+                continue
+            cand = [centers[on]]
+            if vertices:
+                row = margin[on].masked_fill(owner[None] != k, -torch.inf).argmax(1)
+                A_row = A[on][torch.arange(int(on.sum())), row]
+                cand.append(torch.where(A_row >= 0, lo_b[on], hi_b[on]))
+            found = checks[k](torch.cat(cand))
+            if found is not None:
+                return found, domains
+        keep = open_b.any(1)
+        if not bool(keep.any()):
+            last = time.perf_counter() - t_round
+            continue
+        lo_b, hi_b, open_b = lo_b[keep], hi_b[keep], open_b[keep]
+        # split for the open disjunct that the box center comes closest to violating
+        focus = at_center[keep].masked_fill(~open_b, torch.inf).argmin(1)
+        rows = (owner[None] == focus[:, None]).to(A.dtype)                         # (N_keep, S)
+        scores = split_scores(lo_b, hi_b, A[keep] * rows[..., None], width0, width_floor)
+        children_lo, children_hi = split(lo_b, hi_b, scores.argmax(1))
+        reps = children_lo.shape[0] // lo_b.shape[0]
+        lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
+        open_ = torch.cat([open_b.repeat(reps, 1), open_])
+        last = time.perf_counter() - t_round
+    return "unsat", domains
+
+
+# ------------------------------------------------------------------ benchmark folders

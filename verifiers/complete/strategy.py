@@ -1,0 +1,261 @@
+"""How certkit answers one VNN-COMP instance (ONNX network + VNN-LIB property); answers are sound by construction:
+  1. import the ONNX file and compare the converted network with onnxruntime on random points of every input
+     box; refuse (``error``) on a mismatch;
+  2. falsify: PGD on max_j (C_j y - d_j) inside each disjunct's box; a candidate is snapped into the box with
+     exact rational comparisons, replayed in onnxruntime and reported ``sat`` only if it violates the property
+     there (verifiers/complete/vnncomp_format.py);
+  3. prove: bound max_j lb(C_j y - d_j) > 0 for every disjunct (IBP, CROWN, then alpha-CROWN) in float64;
+  4. branch and bound on what bounds leave open: input splits for low-dimensional inputs (input_split.py), else
+     activation splits with beta-CROWN bounds (ReLU) or GenBaB splits (Sigmoid/Tanh) (beta_crown.py).
+NaN or inf anywhere in the bounds is an ``error``, never a verdict.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from certkit.common.errors import CertkitError
+from certkit.common.numerics import flush_denormal
+from certkit.models.onnx_import import OnnxModel, load_onnx
+from certkit.verifiers.attack import falsifier_starts, falsifier_step_sizes, pgd_box
+from certkit.verifiers.bounds.alpha_crown import alpha_crown, optimize_intermediate
+from certkit.verifiers.bounds.ibp_crown import BoundedModule, canonical_method
+from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.bounds.perturbation import Box
+from certkit.verifiers.complete.beta_crown import ActivationBaB
+from certkit.verifiers.complete.input_split import candidate_checker, input_split_bab, objective, refuted
+from certkit.verifiers.complete.vnncomp_format import InstanceResult
+from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
+
+INPUT_SPLIT_MAX_DIM = 16
+
+
+class Deadline:
+    """Seconds left of a time budget started at construction."""
+
+    def __init__(self, seconds: float):
+        self.t0, self.seconds = time.perf_counter(), seconds
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.t0)
+
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+
+def check_conversion(onnx_model: OnnxModel, prop: Property, points: int = 16, seed: int = 0) -> None:
+    """Compare certkit's converted network with onnxruntime on random points in every input box.
+
+    Raises:
+        CertkitError: the outputs differ by more than 1e-4 * (1 + |y|).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for term in prop.terms[:8]:
+        lo = torch.from_numpy(term.x_L).float()
+        hi = torch.from_numpy(term.x_U).float()
+        x = lo + (hi - lo) * torch.rand((points, lo.numel()), generator=gen)
+        onnx_model.check_against_onnxruntime(x.reshape((points,) + onnx_model.sample_shape))
+
+
+def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0,
+                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool | str = True,
+                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0) -> InstanceResult:
+    """Answer one VNN-COMP instance: sat (validated counterexample), unsat, unknown, timeout or error.
+
+    Args:
+        timeout: seconds for the whole instance (loading included).
+        methods: bound methods tried in order on each whole disjunct.
+        bab: branch and bound after the bounds: True = automatic (:func:`choose_bab`: input split for inputs of at
+            most 16 dimensions, else activation split with beta-CROWN / GenBaB), ``input``, ``activation``, or
+            False / ``none``.
+        max_domains: subdomains (boxes or activation splits) bounded at most; batch: boxes per input-split pass.
+    Never raises for a problem with the instance: errors are returned as status ``error`` with a reason.
+    """
+    dl = Deadline(timeout)
+    try:
+        onnx_model = load_onnx(onnx_path)
+        prop = parse_vnnlib(vnnlib_path)
+    except CertkitError as e:
+        return InstanceResult("error", time.perf_counter() - dl.t0, str(e))
+    res = verify_property(onnx_model, prop, dl.left(), methods, bab, max_domains, batch, seed)
+    res.seconds = time.perf_counter() - dl.t0
+    return res
+
+
+def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0,
+                    methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool | str = True,
+                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0) -> InstanceResult:
+    """:func:`verify_instance` on an already loaded network and parsed property (same arguments and result)."""
+    dl = Deadline(timeout)
+    try:
+        n_in = int(np.prod(onnx_model.sample_shape))
+        if prop.n_inputs != n_in or prop.n_outputs != onnx_model.num_outputs:
+            raise CertkitError(f"the property has {prop.n_inputs} inputs / {prop.n_outputs} outputs but the network "
+                               f"has {n_in} / {onnx_model.num_outputs}")
+        check_conversion(onnx_model, prop, seed=seed)
+        return _solve(onnx_model, prop, dl, [canonical_method(m) for m in methods], bab, max_domains, batch, seed)
+    except CertkitError as e:
+        return InstanceResult("error", time.perf_counter() - dl.t0, str(e))
+    except TimeoutError as e:
+        return InstanceResult("timeout", time.perf_counter() - dl.t0, str(e) or f"no answer within {timeout:g} s")
+
+
+def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
+    # float32 attacks on MNIST-style nets can crawl through subnormal numbers (20x slower measured); flushing them to
+    # zero changes values by < 1e-38 (float32) / 1e-308 (float64), far below the rounding the bounds already absorb
+    with flush_denormal():
+        return _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
+
+
+def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
+    net32 = onnx_model.module.float().eval()
+    net64 = copy.deepcopy(net32).double().eval()
+    shape = onnx_model.sample_shape
+    gen = torch.Generator().manual_seed(seed)
+    # 2. falsification on every term: PGD (batched starts) from the box center, the FGSM vertex of the center,
+    #    the best half of a pool of output-diversified (ODI) points and uniform random points, with Madry's step size
+    #    and with a step of a quarter of the box width
+    n_in = int(np.prod(shape))
+    starts = int(max(8, min(64, 2 ** 21 // max(1, n_in))))
+    odi_pools: dict = {}  # box -> 4 x starts output-diversified points, shared by the disjuncts over one box
+    for term in prop.terms:
+        C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+        obj = objective(net32, C32, d32, shape)
+        lo, hi = torch.tensor(term.x_L, dtype=torch.float32)[None], torch.tensor(term.x_U, dtype=torch.float32)[None]
+        x0, odi_pools[term.box_key()] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo,
+                                                         hi, starts, gen, odi_pools.get(term.box_key()))
+        lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
+        for step in falsifier_step_sizes(lo, hi):
+            x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
+                             early_stop="any")
+            found = candidate_checker(net32, onnx_model, term, "PGD")(x.double())
+            if found is not None:
+                break
+        if found is not None:
+            found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
+            return found
+        if dl.passed():
+            raise TimeoutError("timed out while searching for counterexamples")
+    # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
+    bm = BoundedModule(net64, shape)
+    open_terms = list(prop.terms)
+    used = ""
+    roots = RootBounds(bm)
+    for m in methods:
+        still = []
+        for term in open_terms:
+            if m == "alpha-CROWN":
+                done = roots.refuted(term, time.perf_counter() + max(dl.left(), 0.0))
+            else:
+                done = bool(refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m).all())
+            if not done:
+                still.append(term)
+            if dl.passed():
+                raise TimeoutError(f"timed out while bounding with {m}")
+        open_terms, used = still, m
+        if not open_terms:
+            return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
+    kind = choose_bab(bm, prop.n_inputs) if bab is True else (bab or "none")
+    if kind not in ("input", "activation", "none"):
+        raise CertkitError(f"bab must be True, False, 'input', 'activation' or 'none', got {bab!r}")
+    if kind == "none":
+        why = "disabled" if bab is not True else "has no input of at most 16 dimensions nor activation to split"
+        return InstanceResult("unknown", time.perf_counter() - dl.t0,
+                              f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound {why}")
+    total = 0
+    # the unit of a search: for input split all open disjuncts over one box (their sub-boxes share the bounds),
+    # for activation split one disjunct
+    if kind == "input":
+        groups: dict = {}
+        for term in open_terms:
+            groups.setdefault(term.box_key(), []).append(term)
+        searches = list(groups.values())
+    else:
+        searches = open_terms
+    for unit in searches:
+        if kind == "input":
+            status, n = input_split_bab(bm, net32, onnx_model, unit, dl, max_domains - total, batch)
+        else:
+            status, n = activation_bab(bm, net32, onnx_model, unit, dl, max_domains - total,
+                                       root_bounds=roots.get(unit, time.perf_counter() + dl.left()))
+        total += n
+        if status != "unsat":
+            res = status if isinstance(status, InstanceResult) else None
+            if res is not None:
+                res.domains = total
+                res.seconds = time.perf_counter() - dl.t0
+                return res
+            return InstanceResult(status, time.perf_counter() - dl.t0,
+                                  f"branch and bound stopped after {total} domains ({status})", domains=total)
+    how = "CROWN+input-split BaB" if kind == "input" else "beta-CROWN activation-split BaB"
+    return InstanceResult("unsat", time.perf_counter() - dl.t0, method=how, domains=total)
+
+
+class RootBounds:
+    """Intermediate bounds of the whole input box of a disjunct, computed once per box and shared by every disjunct
+    with that box (VNN-LIB robustness properties list one disjunct per wrong class over one box): CROWN, then
+    alpha-CROWN on every activation input (:func:`optimize_intermediate`)."""
+
+    def __init__(self, bm):
+        self.bm, self.cache = bm, {}
+
+    def _pert(self, term) -> Box:
+        shape = (1,) + tuple(self.bm.graph.input_shape)
+        return Box(torch.tensor(term.x_L).reshape(shape), torch.tensor(term.x_U).reshape(shape))
+
+    def get(self, term, deadline: float) -> list:
+        key = term.box_key()
+        if key not in self.cache:
+            pert = self._pert(term)
+            with torch.no_grad():
+                bounds = [(lb.detach(), ub.detach()) for lb, ub in self.bm.crown_intermediate(pert)]
+            self.cache[key] = optimize_intermediate(self.bm, pert, bounds, deadline=deadline)
+        return self.cache[key]
+
+    def refuted(self, term, deadline: float) -> bool:
+        """alpha-CROWN on the disjunct's rows with the optimised intermediate bounds: some row has lb > d."""
+        if term.C.shape[0] == 0:
+            return False
+        bounds = self.get(term, deadline)
+        CC = torch.tensor(term.C).reshape((1, -1) + tuple(self.bm.graph.output_shape))
+        with torch.enable_grad():
+            lb = alpha_crown(self.bm, self._pert(term), CC, bounds, deadline=deadline).detach()[0]
+        return bool(((lb - torch.tensor(term.d)) > 0).any())
+
+
+def choose_bab(bm, n_inputs: int) -> str:
+    """``input`` split for inputs of at most ``INPUT_SPLIT_MAX_DIM`` dimensions (ACAS Xu: 5; few input dimensions
+    control everything, and boxes shrink fast), else ``activation`` split when the network has activations
+    (ReLU: beta-CROWN; Sigmoid/Tanh: GenBaB), else ``none``."""
+    if n_inputs <= INPUT_SPLIT_MAX_DIM:
+        return "input"
+    if any(isinstance(bm.graph.nodes[a].op, Activation) for a in bm.graph.nonlinear()):
+        return "activation"
+    return "none"
+
+
+def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "fsb",
+                   root_bounds: list | None = None):
+    """Activation-split BaB (verifiers/complete/beta_crown.py) on one disjunct until the Deadline ``dl``: returns
+    ("unsat" |
+    "timeout" | "unknown" | InstanceResult(sat), subdomains bounded). ``batch`` subdomains are bounded per backward
+    pass (default: as many as keep one pass near 2^22 neuron-rows, at most 256)."""
+    if term.C.shape[0] == 0:   # no output constraint: every input is a counterexample, attacks decide it
+        return "unknown", 0
+    search = ActivationBaB(bm, torch.tensor(term.x_L), torch.tensor(term.x_U), torch.tensor(term.C),
+                           torch.tensor(term.d), branching=branching, root_bounds=root_bounds)
+    if batch is None:
+        neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
+        batch = int(max(4, min(256, 2 ** 22 // max(1, neurons * term.C.shape[0]))))
+    C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+    obj = objective(net32, C32, d32, onnx_model.sample_shape)
+    return search.run(time.perf_counter() + dl.left(), max_domains, batch,
+                      candidate_checker(net32, onnx_model, term, "beta-CROWN BaB"),
+                      lambda x: obj(x.reshape(x.shape[0], -1)))
+
+
+__all__ = ["Deadline", "check_conversion", "verify_instance", "verify_property"]
