@@ -155,16 +155,16 @@ def given_registry_options(ctx: click.Context, kw: dict) -> dict:
     return given
 
 
-def options_for(given: dict, specs: dict, owner: str, selected: list[str]) -> dict:
-    """The given options that ``owner`` declares.
+def options_for(given: dict, specs: dict, owner: str, selected: list[str], what: str = "--method") -> dict:
+    """The given options that ``owner`` declares (``what`` names the kind of owner in messages).
 
     Raises:
         CertkitError: a given option that none of the ``selected`` owners declares.
     """
     for name in given:
         if not set(specs[name].owners) & set(selected):
-            raise CertkitError(f"{specs[name].flag} is an option of --method {', '.join(specs[name].owners)}; "
-                               f"--method {','.join(selected)} does not take it")
+            raise CertkitError(f"{specs[name].flag} is an option of {what} {', '.join(specs[name].owners)}; "
+                               f"{what} {','.join(selected)} does not take it")
     return {k: v for k, v in given.items() if owner in specs[k].owners}
 
 
@@ -270,12 +270,41 @@ def smoothing_option_specs() -> dict:
     return merged_specs(smoothing_methods())
 
 
-def training_option_specs() -> dict:
-    """The options every training method declares, merged by name (``certkit train``)."""
+def method_option_specs() -> dict:
+    """The options every training method declares, merged by name."""
     from certkit.common.options import merged_specs
     from certkit.train import training_methods
 
     return merged_specs(training_methods())
+
+
+def architecture_options() -> dict:
+    """Architecture (classifier or denoiser) name -> the Options dataclass of its command-line options."""
+    from certkit.models.denoisers import DENOISER_OPTIONS
+    from certkit.models.zoo import ARCH_OPTIONS
+
+    return {**ARCH_OPTIONS, **DENOISER_OPTIONS}
+
+
+def architecture_option_specs() -> dict:
+    """The options every architecture declares, merged by name."""
+    from certkit.common.options import merged_specs
+
+    return merged_specs(architecture_options())
+
+
+def training_option_specs() -> dict:
+    """The options of ``certkit train`` that registered things declare: every training method's and every
+    architecture's, merged by name (a name may not be both).
+
+    Raises:
+        TypeError: a name declared by a training method and by an architecture.
+    """
+    methods, archs = method_option_specs(), architecture_option_specs()
+    clash = sorted(set(methods) & set(archs))
+    if clash:
+        raise TypeError(f"options declared by a training method and an architecture: {', '.join(clash)}")
+    return {**methods, **archs}
 
 
 def training_help() -> str:

@@ -10,11 +10,14 @@ from certkit.cli.options import (
     DATASET_HELP,
     LazyHelpOption,
     RegistryCommand,
+    architecture_option_specs,
+    architecture_options,
     build_config,
     device_option,
     friendly,
     given_registry_options,
     maps_to,
+    method_option_specs,
     options_for,
     quiet_option,
     seed_option,
@@ -60,8 +63,7 @@ def _recipes_help() -> str:
             "a shipped recipe: " + ", ".join(shipped_recipes()) + ".")
 
 
-@maps_to("certkit.train.classifier:TrainConfig",
-         handled=("hidden", "width", "depth", "latent", "bn", "lr_milestones", "resume", "quiet"))
+@maps_to("certkit.train.network:TrainConfig", handled=("lr_milestones", "resume", "quiet"))
 @main.command(cls=RegistryCommand, option_specs=training_option_specs)
 @click.option("--config", default=None, is_eager=True, expose_value=False, callback=_recipe, cls=LazyHelpOption,
               help_fn=_recipes_help)
@@ -72,13 +74,6 @@ def _recipes_help() -> str:
 @click.option("--arch", default=None,
               help="mlp (the default), cnn, cnn_a, cnn_7layer_bn, dm_large, resnet_small, cifar_resnet20 or "
                    "cifar_resnet110; denoiser: dncnn (the default) or ae_dncnn (DnCNN + autoencoder of ZO-AE-DS).")
-@click.option("--hidden", default=None, help="mlp hidden widths, comma separated (default 256,256).")
-@click.option("--width", type=int, default=None,
-              help="Base width of cnn_7layer_bn / dm_large / resnet_small / cnn; channels of dncnn / ae_dncnn.")
-@click.option("--depth", type=int, default=None, help="denoiser: convolution layers of the DnCNN (default 5).")
-@click.option("--latent", type=int, default=None,
-              help="denoiser ae_dncnn: size of the autoencoder's code (default 32).")
-@click.option("--bn", is_flag=True, help="mlp: BatchNorm after every hidden layer.")
 @click.option("--eps", type=float, default=0.0, show_default=True,
               help="ABSOLUTE Linf radius in [0,1] pixel units: training radius of ibp/crown-ibp and the radius of the "
                    "per-epoch IBP / CROWN-IBP verified accuracy.")
@@ -108,29 +103,29 @@ def _recipes_help() -> str:
 @quiet_option
 @friendly
 @click.pass_context
-def train(ctx, hidden, width, depth, latent, bn, lr_milestones, resume, quiet, **kw):
+def train(ctx, lr_milestones, resume, quiet, **kw):
     """Train a classifier and save a certkit checkpoint (with a CSV log and a PNG of the curves beside it).
 
     Under torchrun (e.g. `torchrun --nproc_per_node 2 -m certkit.cli train ...`) processes train data-parallel.
     """
     from certkit.common import distributed
-    from certkit.train import TrainConfig
+    from certkit.common.options import parsed_values
+    from certkit.train import TrainConfig, training_methods
     from certkit.train import train as run_train
 
-    arch_config = {}
-    if hidden:
-        arch_config["hidden"] = _ints(hidden, "--hidden")
-    if width is not None:
-        arch_config["width"] = width
-    if depth is not None:
-        arch_config["depth"] = depth
-    if latent is not None:
-        arch_config["latent"] = latent
-    if bn:
-        arch_config["bn"] = True
     given = given_registry_options(ctx, kw)
     method = kw["method"]
-    options = options_for(given, training_option_specs(), method, [method])
+    if method not in training_methods():
+        raise CertkitError(f"unknown training method {method!r}: choose from {', '.join(training_methods())}")
+    arch = kw["arch"] or training_methods()[method].default_arch
+    arch_specs = architecture_option_specs()
+    arch_given = {k: v for k, v in given.items() if k in arch_specs}
+    arch_config = options_for(arch_given, arch_specs, arch, [arch], what="--arch")
+    arch_classes = architecture_options()
+    if arch in arch_classes:
+        arch_config = {k: v for k, v in parsed_values(arch_classes[arch], arch_config).items() if v is not None}
+    options = options_for({k: v for k, v in given.items() if k not in arch_specs}, method_option_specs(), method,
+                          [method])
     cfg = build_config(TrainConfig, kw, arch_config=arch_config, lr_milestones=_ints(lr_milestones, "--lr-milestones"),
                        options=options)
     row = run_train(cfg, resume=resume, quiet=quiet)

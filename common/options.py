@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from certkit.common.errors import CertkitError
 
 
-def option(default: Any, help: str, choices: Iterable[str] | None = None) -> Any:
-    """A field of an ``Options`` dataclass: its default (a scalar or None), its help text (say the units) and, for
-    text options, the allowed values."""
-    return dataclasses.field(default=default, metadata={"help": help,
-                                                        "choices": tuple(choices) if choices else None})
+def option(default: Any, help: str, choices: Iterable[str] | None = None,
+           parse: Callable[[str], Any] | None = None) -> Any:
+    """A field of an ``Options`` dataclass: its default (a scalar or None), its help text (say the units), for text
+    options the allowed values, and ``parse``: how the text given on the command line or in a recipe becomes the
+    value the owner receives (e.g. a comma list of integers), raising ValueError on bad text."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": tuple(choices) if choices else None,
+                                                        "parse": parse})
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,8 @@ class OptionSpec:
 
 
 def options_class(cls: type) -> type | None:
-    """The ``Options`` dataclass ``cls`` declares (or inherits), or None."""
-    opts = getattr(cls, "Options", None)
+    """The ``Options`` dataclass ``cls`` declares (or inherits), ``cls`` itself when it is such a dataclass, or None."""
+    opts = cls if dataclasses.is_dataclass(cls) else getattr(cls, "Options", None)
     return opts if isinstance(opts, type) and dataclasses.is_dataclass(opts) else None
 
 
@@ -151,6 +153,26 @@ def build_options(cls: type, values: Mapping[str, Any], what: str) -> Any:
             raise CertkitError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                f"got {values[f.name]!r}")
     return opts(**values)
+
+
+def parsed_values(cls: type, values: Mapping[str, Any]) -> dict:
+    """``values`` with each declared ``parse`` applied to text values (names ``cls`` does not declare pass as they
+    are; :func:`build_options` refuses them).
+
+    Raises:
+        CertkitError: text that the option's parse refuses.
+    """
+    opts = options_class(cls)
+    parsers = {f.name: f.metadata.get("parse") for f in dataclasses.fields(opts)} if opts is not None else {}
+    out = dict(values)
+    for name, value in values.items():
+        parse = parsers.get(name)
+        if parse is not None and isinstance(value, str):
+            try:
+                out[name] = parse(value)
+            except ValueError as e:
+                raise CertkitError(f"--{name.replace('_', '-')}: {e}") from None
+    return out
 
 
 def options_dict(options: Any) -> dict:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from certkit.common.errors import CertkitError
+from certkit.common.options import option
 from certkit.models.checkpoint import FORMAT, VERSION, LoadedModel, _load_state, load_checkpoint_file, save_checkpoint
 from certkit.models.zoo import checkerboard_mask
 
@@ -152,6 +153,25 @@ def ae_dncnn(input_shape: Sequence[int], depth: int = 5, width: int = 32, latent
 
 #: name -> builder(input_shape, **config) -> a denoiser nn.Module.
 DENOISERS: dict[str, Callable[..., nn.Module]] = {"dncnn": dncnn, "ae_dncnn": ae_dncnn}
+
+
+@dataclass
+class DnCNNOptions:
+    """Options of ``dncnn`` (``certkit train --method denoiser --arch dncnn``)."""
+
+    depth: int | None = option(None, "convolution layers of the DnCNN (default 5)")
+    width: int | None = option(None, "channels of the DnCNN (default 32)")
+
+
+@dataclass
+class AEDnCNNOptions(DnCNNOptions):
+    """Options of ``ae_dncnn``."""
+
+    latent: int | None = option(None, "size of the autoencoder's code (default 32)")
+
+
+#: denoiser name -> the options its builder takes on the command line.
+DENOISER_OPTIONS: dict[str, type] = {"dncnn": DnCNNOptions, "ae_dncnn": AEDnCNNOptions}
 
 
 def build_denoiser(arch: str, input_shape: Sequence[int], **config) -> nn.Module:

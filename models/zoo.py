@@ -20,11 +20,13 @@ separately and are not part of the reference checkpoints' state_dict (whose keys
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from certkit.common.errors import CertkitError
+from certkit.common.options import option
 
 #: Per-channel normalization of the published CIFAR-10 Gaussian-smoothing models.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -262,6 +264,42 @@ def dual(input_shape: Sequence[int], num_classes: int, base_arch: str = "mlp",
 
 
 #: name -> builder(input_shape, num_classes, **config) -> nn.Module (without normalization).
+def int_list(text: str) -> list[int]:
+    """``"256,256"`` -> [256, 256] (the text of a comma list of positive integers).
+
+    Raises:
+        ValueError: not such a list.
+    """
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"must be comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+@dataclass
+class MLPOptions:
+    """Options of ``mlp`` (``certkit train --arch mlp``)."""
+
+    hidden: str | None = option(None, "hidden widths, comma separated (default 256,256)", parse=int_list)
+    bn: bool = option(False, "BatchNorm after every hidden layer")
+
+
+@dataclass
+class WidthOptions:
+    """Options of the convolutional architectures with a base width."""
+
+    width: int | None = option(None, "base width: channels of the first convolution (defaults: cnn and "
+                               "resnet_small 16, cnn_7layer_bn and dm_large 64)")
+
+
+#: name -> the options its builder takes beyond (input_shape, num_classes) (``certkit train --hidden`` etc.); an
+#: architecture missing here takes none on the command line.
+ARCH_OPTIONS: dict[str, type] = {"mlp": MLPOptions, "cnn": WidthOptions, "cnn_7layer_bn": WidthOptions,
+                                 "dm_large": WidthOptions, "resnet_small": WidthOptions}
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "cnn": cnn,
