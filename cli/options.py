@@ -163,7 +163,7 @@ def options_for(given: dict, specs: dict, owner: str, selected: list[str], what:
     """
     for name in given:
         if not set(specs[name].owners) & set(selected):
-            raise CertkitError(f"{specs[name].flag} is an option of {what} {', '.join(specs[name].owners)}; "
+            raise CertkitError(f"{specs[name].shown} is an option of {what} {', '.join(specs[name].owners)}; "
                                f"{what} {','.join(selected)} does not take it")
     return {k: v for k, v in given.items() if owner in specs[k].owners}
 
@@ -268,6 +268,14 @@ def smoothing_option_specs() -> dict:
     from certkit.common.options import merged_specs
 
     return merged_specs(smoothing_methods())
+
+
+def verifier_option_specs() -> dict:
+    """The options every registered verifier declares, merged by name (``certkit verify``)."""
+    from certkit.common.options import merged_specs
+    from certkit.verifiers.complete.registry import verifiers
+
+    return merged_specs(verifiers())
 
 
 def method_option_specs() -> dict:

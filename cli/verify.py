@@ -11,16 +11,20 @@ from certkit.cli.main import main
 from certkit.cli.options import (
     EPS_HELP,
     LazyHelpOption,
+    RegistryCommand,
     build_config,
     data_options,
     echo_outputs,
     friendly,
+    given_registry_options,
     maps_to,
     model_options,
     ops_help,
+    options_for,
     renamed_option,
     run_options,
     verifier_help,
+    verifier_option_specs,
 )
 from certkit.common.errors import CertkitError
 
@@ -29,8 +33,8 @@ MODES = ("dataset", "instance", "benchmark", "check")
 
 @maps_to("certkit.runs.verify:VerifyConfig", "certkit.runs.vnncomp_benchmark:InstancesConfig",
          handled=("mode", "check_only", "input_shape", "methods", "onnx_path", "vnnlib_path", "timeout", "result_path",
-                  "instances_csv", "verifier", "result_dir", "no_bab"))
-@main.command()
+                  "instances_csv", "verifier", "result_dir"))
+@main.command(cls=RegistryCommand, option_specs=verifier_option_specs)
 @click.option("--mode", type=click.Choice(MODES), default=None,
               help="dataset: clean / PGD / verified accuracy of --model on a data set (the default); instance: one "
                    "VNN-COMP instance (--onnx, --vnnlib, --result); benchmark: every row of --instances CSV; check: "
@@ -60,9 +64,6 @@ MODES = ("dataset", "instance", "benchmark", "check")
 @renamed_option("--results", "--out", "the results file of --instances (TSV, resumable)")
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="With --instances: also write one VNN-COMP result file per instance here.")
-@click.option("--no-bab", is_flag=True,
-              help="VNN-COMP: bounds only, no branch and bound (by default: input splits for inputs of at most 16 "
-                   "dimensions, else activation splits with beta-CROWN for ReLU and GenBaB for Sigmoid/Tanh).")
 @click.option("--backend", type=click.Choice(["certkit", "auto_lirpa"]), default="certkit", show_default=True,
               help="Bound engine for --model: certkit's own, or auto_LiRPA when it can be imported.")
 @click.option("--complete-timeout", type=float, default=0.0, show_default=True,
@@ -74,7 +75,7 @@ MODES = ("dataset", "instance", "benchmark", "check")
                    "locally linearized network / IBP box radius, in (0, 1].")
 @friendly
 def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeout, result_path, instances_csv,
-           verifier, result_dir, no_bab, **kw):
+           verifier, result_dir, **kw):
     """Verify robustness with bound propagation (IBP, CROWN-IBP, CROWN, alpha-CROWN).
 
     \b
@@ -84,8 +85,11 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
       certkit verify --mode benchmark --instances instances.csv       a VNN-COMP benchmark (results.tsv beside it)
       certkit verify --mode check --model M (or --onnx N)             the pre-flight check alone
     """
+    ctx = click.get_current_context()
+    given = given_registry_options(ctx, kw)        # the verifier's own options (certkit's --no-bab)
     mode = _resolve_mode(mode, check_only, instances_csv, onnx_path, vnnlib_path)
-    _refuse_other_modes(click.get_current_context(), mode)
+    _refuse_other_modes(ctx, mode)
+    options = options_for(given, verifier_option_specs(), verifier, [verifier], what="--verifier")
     if mode == "check":
         _verify_check(kw["model"], kw["weights"], kw["allow_pickle"], onnx_path, input_shape)
         return
@@ -95,7 +99,7 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
         from certkit.runs.vnncomp_benchmark import InstancesConfig, run_instances
 
         cfg = build_config(InstancesConfig, _fields_of(InstancesConfig, kw), instances=instances_csv,
-                           verifier=verifier, bab=not no_bab, result_dir=result_dir)
+                           verifier=verifier, options=options, result_dir=result_dir)
         rows = run_instances(cfg)
         counts: dict = {}
         for r in rows:
@@ -103,7 +107,7 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
         click.echo("results: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"  ({cfg.out})")
         return
     if mode == "instance":
-        _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, no_bab)
+        _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, options)
         return
     from certkit.runs.verify import VerifyConfig, run_verify
 
@@ -153,10 +157,11 @@ def _mode_params(mode: str) -> set[str]:
     if mode == "benchmark":
         from certkit.runs.vnncomp_benchmark import InstancesConfig
 
-        return {f.name for f in dataclasses.fields(InstancesConfig)} | {"instances_csv", "verifier", "no_bab",
-                                                                          "result_dir"}
+        return ({f.name for f in dataclasses.fields(InstancesConfig)} | {"instances_csv", "verifier", "result_dir"}
+                | set(verifier_option_specs()))
     if mode == "instance":
-        return {"onnx_path", "vnnlib_path", "timeout", "result_path", "verifier", "no_bab", "quiet"}
+        return {"onnx_path", "vnnlib_path", "timeout", "result_path", "verifier", "quiet",
+                *verifier_option_specs()}
     return {"check_only", "model", "weights", "allow_pickle", "onnx_path", "input_shape", "quiet"}
 
 
@@ -186,7 +191,7 @@ def _fields_of(cls, kw: dict) -> dict:
     return {k: v for k, v in kw.items() if k in names}
 
 
-def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, no_bab):
+def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, options):
     from certkit.verifiers.complete.registry import Instance, get_verifier
     from certkit.verifiers.complete.vnncomp_format import format_result, write_result_file
 
@@ -194,9 +199,7 @@ def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, no_
         raise CertkitError("a VNN-COMP instance needs both --onnx and --vnnlib")
     if not timeout > 0:
         raise CertkitError(f"--timeout must be > 0, got {timeout}")
-    v = get_verifier(verifier)
-    if no_bab and hasattr(v, "bab"):
-        v.bab = False
+    v = get_verifier(verifier, options)
     res = v.verify(Instance(Path(onnx_path), Path(vnnlib_path)), timeout)
     if result_path:
         write_result_file(result_path, res)

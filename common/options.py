@@ -61,6 +61,13 @@ class OptionSpec:
         return "--" + self.name.replace("_", "-")
 
     @property
+    def shown(self) -> str:
+        """The flag as the user may have typed it: ``--bab/--no-bab`` for a boolean that is not off by default."""
+        if self.type is bool and (self.default is not False or self.optional):
+            return f"{self.flag}/--no-{self.flag[2:]}"
+        return self.flag
+
+    @property
     def help(self) -> str:
         """The help texts, each after the owners that share it: ``dual, rct: ...; denoiser: ...``."""
         groups: dict[str, list[str]] = {}

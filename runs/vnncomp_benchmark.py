@@ -3,11 +3,12 @@
 per instance."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from certkit.common.options import options_dict
 from certkit.runs.config import RunConfig, open_results
 from certkit.verifiers.complete.registry import Instance, get_verifier
 from certkit.verifiers.complete.vnncomp_format import read_instances, write_result_file
@@ -22,14 +23,14 @@ class InstancesConfig(RunConfig):
     Attributes:
         instances: the benchmark's instances.csv (rows onnx,vnnlib,timeout; paths relative to its folder).
         verifier: a registered verifier name (verifiers/complete/registry.py).
-        bab: allow certkit's input-split branch and bound (False = bounds only).
+        options: values of the options the verifier declares (e.g. certkit's ``bab``), by name.
         timeout_scale: multiplies every instance's timeout (seconds).
         result_dir: also write one VNN-COMP result file per instance there.
     """
 
     instances: str = ""
     verifier: str = "certkit"
-    bab: bool = True
+    options: dict = field(default_factory=dict)
     timeout_scale: float = 1.0
     result_dir: str | None = None
 
@@ -41,13 +42,11 @@ def run_instances(cfg: InstancesConfig) -> list[dict]:
         CertkitError: bad instances file, unknown verifier, an existing results file without resume/overwrite.
     """
     rows = read_instances(cfg.instances)
-    verifier = get_verifier(cfg.verifier)
-    if hasattr(verifier, "bab"):
-        verifier.bab = verifier.bab and cfg.bab
+    verifier = get_verifier(cfg.verifier, cfg.options)
     if cfg.out is None:  # default: results.tsv beside the instances file
         cfg.out = str(Path(cfg.instances).with_name("results.tsv"))
     settings = {"instances": str(cfg.instances), "verifier": cfg.verifier, "version": verifier.version(),
-                "bab": cfg.bab, "timeout_scale": cfg.timeout_scale, "rows": [list(r[:2]) for r in rows]}
+                **options_dict(verifier.opts), "timeout_scale": cfg.timeout_scale, "rows": [list(r[:2]) for r in rows]}
     writer = open_results(cfg, settings, COLUMNS)
     try:
         root = Path(cfg.instances).parent

@@ -165,3 +165,17 @@ def test_build_options_checks_names_and_choices():
         build_options(LVMSmoothing, {"mixing_weight": 0.9}, "--method lvm")
     with pytest.raises(CertkitError, match="one of train, test"):
         build_options(LVMSmoothing, {"calibration_split": "val"}, "--method lvm")
+
+
+def test_a_verifier_declares_its_own_options(cli, tmp_path):
+    """certkit's verifier declares --bab/--no-bab: the marabou adapter does not take it, and neither does the data-set
+    mode; certkit-ibp is bounds only whatever --bab says."""
+    from certkit.verifiers.complete.registry import get_verifier
+
+    assert get_verifier("certkit").bab and not get_verifier("certkit", {"bab": False}).bab
+    assert not get_verifier("certkit-ibp", {"bab": True}).bab
+    vnn = "tests/data/vnncomp2021"
+    assert_clean_error(cli("verify", "--mode", "instance", "--onnx", f"{vnn}/test_nano.onnx", "--vnnlib",
+                           f"{vnn}/test_nano.vnnlib", "--verifier", "marabou", "--no-bab"), "--no-bab", "marabou")
+    assert_clean_error(cli("verify", "--eps", 0.01, "--no-bab", "--out", tmp_path / "v.tsv"), "--no-bab",
+                       "--mode instance")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from certkit.common.errors import CertkitError
+from certkit.common.options import build_options
 from certkit.common.registry import Registry
 from certkit.verifiers.complete.vnncomp_format import InstanceResult
 
@@ -66,6 +67,14 @@ class Verifier:
     complete = False
     package = "certkit"
 
+    def __init__(self, options: dict | None = None):
+        """``options``: values of the options the verifier declares (its ``Options`` dataclass), by name.
+
+        Raises:
+            CertkitError: an option the verifier does not declare.
+        """
+        self.opts = build_options(type(self), options or {}, f"--verifier {self.name}")
+
     def version(self) -> str:
         """The verifier's version string (recorded next to its answers)."""
         from importlib.metadata import PackageNotFoundError, version
@@ -106,10 +115,10 @@ def verifiers() -> dict[str, type[Verifier]]:
     return REGISTRY.all()
 
 
-def get_verifier(name: str) -> Verifier:
+def get_verifier(name: str, options: dict | None = None) -> Verifier:
     """An instance of the registered verifier ``name``.
 
     Raises:
         CertkitError: unknown name (the message lists the registered ones).
     """
-    return REGISTRY.get(name)()
+    return REGISTRY.get(name)(options)

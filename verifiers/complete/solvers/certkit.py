@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+from certkit.common.options import option
 from certkit.verifiers.complete.registry import Instance, Verifier, register_verifier
 from certkit.verifiers.complete.strategy import verify_property
 from certkit.verifiers.complete.vnncomp_format import InstanceResult
@@ -15,11 +17,17 @@ class CertkitVerifier(Verifier):
     name = "certkit"
     help = "PGD, IBP -> CROWN -> alpha-CROWN, input-split BaB"
     methods: tuple = ("IBP", "CROWN", "alpha-CROWN")
-    bab = True
+    bab = True  # whether this verifier branches at all (the bounds-only variants below do not)
 
-    def __init__(self, bab: bool | None = None):
-        if bab is not None:
-            self.bab = bab and type(self).bab
+    @dataclass
+    class Options:
+        bab: bool = option(True, "branch and bound on what the bounds leave open (input splits for inputs of at most "
+                           "16 dimensions, else activation splits with beta-CROWN for ReLU and GenBaB for "
+                           "Sigmoid/Tanh); --no-bab: bounds only")
+
+    def __init__(self, options: dict | None = None):
+        super().__init__(options)
+        self.bab = self.opts.bab and type(self).bab
 
     def solve(self, instance: Instance, timeout: float) -> InstanceResult:
         t0 = time.perf_counter()
