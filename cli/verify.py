@@ -176,7 +176,7 @@ def _refuse_other_modes(ctx: click.Context, mode: str) -> None:
         if p.name is None or p.name in allowed or ctx.get_parameter_source(p.name) in (
                 None, click.core.ParameterSource.DEFAULT):
             continue
-        flag = p.opts[0] if p.opts else p.name
+        flag = "/".join([p.opts[0], *getattr(p, "secondary_opts", [])]) if p.opts else p.name
         owners = [m for m in MODES if p.name in _mode_params(m)]
         hint = "; a data-set run takes the network as --model N.onnx" if p.name == "onnx_path" else ""
         raise CertkitError(f"{flag} belongs to --mode {' or --mode '.join(owners)}, not --mode {mode}{hint}")
