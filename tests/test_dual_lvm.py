@@ -152,7 +152,7 @@ def test_lvm_class_selection_never_sees_the_certification_samples():
 
 
 class Funnel(nn.Module):
-    """The spec's model where per-input selection fails: logits (0, -D(s)), D = 0.01 relu(s) - 20 relu(-s), s = x_0.
+    """A model built so that per-input selection fails: logits (0, -D(s)), D = 0.01 relu(s) - 20 relu(-s), s = x_0.
     Class 0 barely wins for s > 0, class 1 wins by far for s < 0: soft maps at low temperature see almost no margin
     on the right, a hard vote sees the sign."""
 
@@ -163,7 +163,7 @@ class Funnel(nn.Module):
 
 
 def test_one_fixed_lvm_classifier_never_certifies_two_classes_in_one_ball():
-    """Regression test (spec section 3): x at s = 0.5 and x' at s = 0.075 (0.425 apart), sigma 0.25. When (map, t)
+    """Regression test (one fixed classifier): x at s = 0.5 and x' at s = 0.075 (0.425 apart), sigma 0.25. When (map, t)
     was picked per input, x was certified as class 0 beyond 0.425 and x' as class 1 in 25 of 30 repetitions; for a
     fixed smoothed classifier that has probability <= 2 alpha per repetition."""
     sigma, alpha = 0.25, 0.001

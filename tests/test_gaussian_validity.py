@@ -50,7 +50,7 @@ def _max_failures(reps: int, alpha: float) -> int:
 
 
 def test_clopper_pearson_matches_beta_quantiles():
-    # value recorded in the spec's environment notes (statsmodels 0.15 == scipy beta quantiles)
+    # statsmodels 0.15 gives the scipy beta quantiles exactly
     assert clopper_pearson_lower(990, 1000, 0.001) == pytest.approx(0.976036, abs=1e-6)
     assert clopper_pearson_lower(990, 1000, 0.001) == pytest.approx(beta.ppf(0.001, 990, 11), rel=1e-9)
     assert clopper_pearson_upper(990, 1000, 0.001) == pytest.approx(beta.ppf(0.999, 991, 10), rel=1e-9)
@@ -97,7 +97,7 @@ def test_certify_arithmetic_against_hand_computed_radius():
 
 
 def test_max_radius_when_all_samples_agree():
-    """All n samples agree: R = sigma * PhiInv(alpha^(1/n)) = 3.81 sigma at alpha=1e-3, n=1e5 (spec sec. 1)."""
+    """All n samples agree: R = sigma * PhiInv(alpha^(1/n)) = 3.81 sigma at alpha=1e-3, n=1e5."""
     model = LinearBinary([0.0, 0.0], 1.0)  # always class 1
     g = GaussianSmoothing(NoiseSampler(model, sigma=0.5, batch_size=20_000))
     cert = g.certify(torch.zeros(2), 100, 100_000, 0.001, torch.Generator().manual_seed(0))
