@@ -17,10 +17,16 @@ EPS_HELP = ("Perturbation radius in data-range units ([0,1] pixels), an ABSOLUTE
 
 
 def friendly(fn):
-    """Turn CertkitError (and Ctrl-C) into one-line messages with a non-zero exit."""
+    """Turn CertkitError (and Ctrl-C) into one-line messages with a non-zero exit. A command that takes
+    ``--threads`` (:data:`threads_option`) computes under a thread governor (common/threads.py) for its duration."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        governed = "threads" in kwargs
         try:
+            if governed:
+                from certkit.common.threads import govern
+
+                govern(kwargs.pop("threads"))
             return fn(*args, **kwargs)
         except CertkitError as e:
             raise click.ClickException(" ".join(str(e).split())) from None
@@ -30,6 +36,11 @@ def friendly(fn):
         except KeyboardInterrupt:
             click.echo("\ninterrupted: rows computed so far are saved; rerun with --resume to continue", err=True)
             sys.exit(130)
+        finally:
+            if governed:
+                from certkit.common.threads import release
+
+                release()
     return wrapper
 
 
@@ -198,6 +209,11 @@ data_options = option_group(
     click.option("--max", "--max-inputs", "max_inputs", type=int, default=None,
                  help="At most this many inputs (--max-inputs under torchrun, whose own options swallow --max)."),
 )
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    help="Intra-op CPU threads. Default: the CPUs this process may use (affinity, cgroup quota) less those other "
+         "processes keep busy, re-measured about once a second as the run goes; CERTKIT_THREADS or OMP_NUM_THREADS "
+         "in the environment also fix it.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True,
                            help="Random seed (noise, attacks, data order); the same seed gives the same results.")
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -210,7 +226,7 @@ run_options = option_group(
     click.option("--overwrite", is_flag=True, help="Replace --out if it exists."),
     click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
                  help="Summary JSON. Default: <out>.summary.json."),
-    seed_option, device_option, quiet_option,
+    seed_option, device_option, quiet_option, threads_option,
 )
 def parse_floats(text: str | None, name: str):
     if text is None:

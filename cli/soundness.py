@@ -15,6 +15,7 @@ from certkit.cli.options import (
     quiet_option,
     renamed_option,
     seed_option,
+    threads_option,
 )
 
 
@@ -45,6 +46,7 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs; use --input
                    "is eps-rel * r, e.g. 0.2 -> 0.02.")
 @renamed_option("--eps", "--eps-rel", "the Linf radius RELATIVE to the data range 0.1 (0.2 -> absolute 0.02)")
 @seed_option
+@threads_option
 @click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper", show_default=True,
               help="paper: the paper's sizes, budgets and two-objective training (GPU hours per model); cpu: width "
                    "200, 1000 epochs, smaller attack budgets, certkit's pocket loss (5-26 minutes per model on a "

@@ -21,6 +21,7 @@ from certkit.cli.options import (
     options_for,
     quiet_option,
     seed_option,
+    threads_option,
     training_help,
     training_option_specs,
 )
@@ -98,6 +99,7 @@ def _recipes_help() -> str:
               help="Last fraction of the train split held out for validation.")
 @seed_option
 @device_option
+@threads_option
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint to write (certkit format).")
 @click.option("--resume", is_flag=True, help="Continue training --out from its last epoch.")
 @quiet_option

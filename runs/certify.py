@@ -23,6 +23,7 @@ from certkit.certify.report import COLUMNS, summarize
 from certkit.certify.sampling import NoiseSampler, input_generator
 from certkit.certify.smoothing import ABSTAIN, check_certify_args, smoothing_method
 from certkit.certify.smoothing.gaussian import GaussianSmoothing
+from certkit.common import threads
 from certkit.common.errors import CertkitError
 from certkit.common.options import build_options, options_dict
 from certkit.runs.config import DatasetRunConfig, Prepared, open_results, prepare, resolve_sigma, write_summary
@@ -131,6 +132,7 @@ def run_inputs(certify_one: Callable[[torch.Tensor, int], tuple], p: Prepared, w
     selection."""
     todo = [i for i in p.indices if i not in writer.done]
     for i in tqdm(todo, desc=desc, unit="input", disable=quiet, dynamic_ncols=True):
+        threads.tick()
         x, label = p.data.x[i], int(p.data.y[i])
         t0 = time.perf_counter()
         prediction, radius, *extra = certify_one(x, i)

@@ -17,6 +17,7 @@ from certkit.certify.conformal import (
     rscp_plus_sets,
     rscp_sets,
 )
+from certkit.common import threads
 from certkit.common.errors import CertkitError
 from certkit.runs.config import DatasetRunConfig, open_results, prepare, resolve_sigma
 
@@ -94,6 +95,7 @@ def run_conformal(cfg: ConformalConfig) -> tuple[list[dict], dict]:
         clean_m, clean_v, adv_m, adv_v = [], [], [], []
         step = max(1, 4096 // cfg.n_mc)
         for i in tqdm(range(0, len(y), step), desc="conformal scores", disable=cfg.quiet):
+            threads.tick()
             sl = slice(i, i + step)
             m, v = scorer(x[sl], u[sl], gen)
             clean_m.append(m)

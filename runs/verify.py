@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from certkit.common import threads
 from certkit.common.errors import CertkitError
 from certkit.models.onnx_export import export_onnx
 from certkit.runs.config import DatasetRunConfig, open_results, prepare
@@ -113,6 +114,7 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
         tau_sum, tau_n = 0.0, 0
         bar = tqdm(total=len(todo), desc="verify", unit="input", disable=cfg.quiet, dynamic_ncols=True)
         for b0 in range(0, len(todo), cfg.batch):
+            threads.tick()
             idx = todo[b0:b0 + cfg.batch]
             x, y = data.x[idx].to(device), data.y[idx].to(device)
             with torch.no_grad():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from certkit.common import threads
 from certkit.common.options import options_dict
 from certkit.runs.config import RunConfig, open_results
 from certkit.verifiers.complete.registry import Instance, get_verifier
@@ -52,6 +53,7 @@ def run_instances(cfg: InstancesConfig) -> list[dict]:
         root = Path(cfg.instances).parent
         todo = [k for k in range(len(rows)) if k not in writer.done]
         for k in tqdm(todo, desc=f"instances ({cfg.verifier})", disable=cfg.quiet, dynamic_ncols=True):
+            threads.tick()
             onnx_rel, vnn_rel, tmo = rows[k]
             res = verifier.verify(Instance(root / onnx_rel, root / vnn_rel), tmo * cfg.timeout_scale)
             if cfg.result_dir is not None:

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from certkit.common import distributed as dist
-from certkit.common import faults
+from certkit.common import faults, threads
 from certkit.common.device import resolve_device
 from certkit.common.errors import CertkitError
 from certkit.common.locks import FileLock
@@ -305,6 +305,7 @@ def _loop(method: TrainingMethod, run: TrainingRun, path: Path, resume: bool, qu
         run.epoch_started = time.perf_counter()
         stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (this rank)
         for batch in method.batches(run, epoch):
+            threads.tick()
             out = method.step(run, batch)
             run.optimizer.zero_grad(set_to_none=True)
             (out.loss * out.share).backward()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from certkit.common import threads
 from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bounds.alpha_crown import projected_step
 from certkit.verifiers.bounds.ops.activation import Activation
@@ -362,6 +363,7 @@ class ActivationBaB:
         pending: Domains | None = None
         rounds = 0
         while queue or pending is not None:
+            threads.tick()
             if time.perf_counter() > deadline:
                 return "timeout", visited
             if visited >= max_domains:

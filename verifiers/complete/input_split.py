@@ -11,6 +11,7 @@ import time
 import numpy as np
 import torch
 
+from certkit.common import threads
 from certkit.common.errors import CertkitError
 from certkit.verifiers.bounds.alpha_crown import alpha_crown
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
@@ -152,6 +153,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     domains = 0
     last = 0.0                                          # seconds the previous round took
     while lo.shape[0]:
+        threads.tick()
         if dl.left() <= last:                           # another round would overrun the deadline
             return "timeout", domains
         t_round = time.perf_counter()
