@@ -29,7 +29,8 @@ from certkit.common.errors import CertkitError
 
 
 @maps_to("certkit.runs.certify:CertifyConfig", handled=("methods", "plot"))
-@main.command(cls=RegistryCommand, option_specs=smoothing_option_specs)
+@main.command(cls=RegistryCommand, option_specs=smoothing_option_specs,
+              short_help="Certify with randomized smoothing (certified L2 radius per input).")
 @model_options
 @denoiser_options
 @data_options

@@ -19,7 +19,7 @@ from certkit.cli.options import (
 
 
 @maps_to("certkit.runs.conformal:ConformalConfig", handled=("plot",))
-@main.command()
+@main.command(short_help="Robust conformal prediction sets (RSCP+) and their coverage under attack.")
 @model_options
 @denoiser_options
 @data_options
@@ -31,7 +31,8 @@ from certkit.cli.options import (
 @click.option("--beta", type=float, default=0.001, show_default=True,
               help="Monte-Carlo error budget of RSCP+ (both sides), 0 < beta < alpha/2.")
 @click.option("--n-mc", type=int, default=256, show_default=True, help="Noise draws per smoothed score.")
-@click.option("--score", type=click.Choice(["aps", "hps"]), default="aps", show_default=True)
+@click.option("--score", type=click.Choice(["aps", "hps"]), default="aps", show_default=True,
+              help="Conformity score: aps (adaptive prediction sets, randomized) or hps (1 - softmax of the label).")
 @click.option("--ptt/--no-ptt", default=True, show_default=True,
               help="Post-training transformation of the scores, fit on --holdout points (Yan et al. 2024 recommend "
                    "it: RSCP+ alone pays its Monte-Carlo corrections with near-trivial sets, e.g. all 10 classes with "

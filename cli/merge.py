@@ -7,7 +7,7 @@ from certkit.cli.main import main
 from certkit.cli.options import echo_outputs, friendly, quiet_option
 
 
-@main.command()
+@main.command(short_help="Merge the shard files of one sharded certify or predict run.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="The merged TSV.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None,

@@ -204,7 +204,8 @@ DATASET_HELP = ("digits (bundled 8x8 scikit-learn digits), mnist DIR (IDX files)
 data_options = option_group(
     click.option("--dataset", default="digits", show_default=True, help=DATASET_HELP),
     click.argument("data_path", required=False, type=click.Path()),
-    click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True),
+    click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+                 help="Which split of the data set the inputs come from."),
     click.option("--skip", type=int, default=1, show_default=True, help="Use every skip-th input of the split."),
     click.option("--max", "--max-inputs", "max_inputs", type=int, default=None,
                  help="At most this many inputs (--max-inputs under torchrun, whose own options swallow --max)."),

@@ -19,7 +19,7 @@ from certkit.cli.options import (
 
 
 @maps_to("certkit.runs.certify:CertifyConfig")
-@main.command()
+@main.command(short_help="Predict with the smoothed classifier, or abstain.")
 @model_options
 @denoiser_options
 @data_options

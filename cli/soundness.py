@@ -19,7 +19,7 @@ from certkit.cli.options import (
 )
 
 
-@main.group()
+@main.group(short_help="Audit verifiers on instances with hidden counterexamples.")
 def soundness():
     """Soundness benchmark: instances with hidden counterexamples, and an audit of verifiers on them.
 
@@ -37,7 +37,7 @@ _ARCH_HELP = ("Model family: mlp_4_hidden / mlp_5_hidden (10 inputs; use --input
 
 
 @maps_to("certkit.soundness_bench.generate:GenerateConfig", handled=("preset", "channels", "sweep", "resume", "quiet"))
-@soundness.command()
+@soundness.command(short_help="Train a model with planted counterexamples; export a VNN-COMP benchmark.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder of this model's benchmark (model.onnx, vnnlib/, instances.csv, private/).")
 @click.option("--arch", default="mlp_4_hidden", show_default=True, help=_ARCH_HELP)
@@ -121,7 +121,7 @@ def generate(preset, channels, sweep, resume, quiet, **kw):
                f"hiddenness check {s['seconds_hiddenness']:.0f} s); ground truth: {Path(cfg.out) / 'private'}")
 
 
-@soundness.command("run")
+@soundness.command("run", short_help="Run a verifier on every instance of a benchmark.")
 @click.option("--bench", required=True, type=click.Path(file_okay=False),
               help="A generated folder (with instances.csv) or a folder of them.")
 @click.option("--verifier", default=None, cls=LazyHelpOption, help_fn=audit_verifier_help)
@@ -165,13 +165,16 @@ def run_audit(bench, verifier, command, tool, prepare_timeout, name, timeout, gr
     click.echo(f"results: {results_dir(bench, verifier, command, name, results, tool)}")
 
 
-@soundness.command()
-@click.option("--bench", required=True, type=click.Path(file_okay=False))
+@soundness.command(short_help="Score verifiers against the hidden ground truth.")
+@click.option("--bench", required=True, type=click.Path(file_okay=False),
+              help="The benchmark folder (a generated folder, or a folder of them) whose answers are scored.")
 @click.option("--results", multiple=True, type=click.Path(file_okay=False),
               help="Results folder(s) of `soundness run` (default: every BENCH/results/*).")
 @click.option("--tol", type=float, default=1e-4, show_default=True,
               help="Tolerance (input units and logits) when checking returned counterexamples.")
-@click.option("--summary-json", type=click.Path(dir_okay=False), default=None)
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
+              help="Write the scores as JSON: {verifier: {planted: counts, regular: counts, unsound_instances, "
+                   "invalid_counterexamples}}.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="A report for people: markdown FILE with a verdict per verifier, answer counts and the unsound "
                    "instances, and FILE.png (time per instance) beside it.")

@@ -65,7 +65,8 @@ def _recipes_help() -> str:
 
 
 @maps_to("certkit.train.network:TrainConfig", handled=("lr_milestones", "resume", "quiet"))
-@main.command(cls=RegistryCommand, option_specs=training_option_specs)
+@main.command(cls=RegistryCommand, option_specs=training_option_specs,
+              short_help="Train a model with any registered method (checkpoint, log, curves).")
 @click.option("--config", default=None, is_eager=True, expose_value=False, callback=_recipe, cls=LazyHelpOption,
               help_fn=_recipes_help)
 @click.option("--method", type=str, default="gaussian", show_default=True, cls=LazyHelpOption,
@@ -85,15 +86,18 @@ def _recipes_help() -> str:
               help="ibp: IBP initialization (Shi et al. 2021).")
 @click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Max gradient norm (0: off).")
 @click.option("--lr-milestones", default=None, help="Epochs at which lr is multiplied by --lr-gamma, e.g. 50,60.")
-@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
+@click.option("--lr-gamma", type=float, default=0.1, show_default=True,
+              help="Factor the learning rate is multiplied by at each --lr-milestones epoch or --lr-step period.")
 @click.option("--sigma", type=float, default=0.25, show_default=True,
               help="Training noise std in [0,1] pixel units (gaussian, dual, rct; denoiser: the noise it removes, "
                    "match it to the certify --sigma).")
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--batch", "batch_size", type=int, default=64, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True, help="Passes over the training split.")
+@click.option("--batch", "batch_size", type=int, default=64, show_default=True,
+              help="Examples per optimizer step (the global batch, shared by torchrun ranks).")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
+              help="Adam, or SGD with momentum 0.9.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate (the start of its schedule).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 weight decay of the optimizer.")
 @click.option("--lr-step", type=int, default=0, show_default=True, help="StepLR period in epochs (0: constant).")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True,
               help="Last fraction of the train split held out for validation.")

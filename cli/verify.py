@@ -34,7 +34,8 @@ MODES = ("dataset", "instance", "benchmark", "check")
 @maps_to("certkit.runs.verify:VerifyConfig", "certkit.runs.vnncomp_benchmark:InstancesConfig",
          handled=("mode", "check_only", "input_shape", "methods", "onnx_path", "vnnlib_path", "timeout", "result_path",
                   "instances_csv", "verifier", "result_dir"))
-@main.command(cls=RegistryCommand, option_specs=verifier_option_specs)
+@main.command(cls=RegistryCommand, option_specs=verifier_option_specs,
+              short_help="Bound propagation and complete verification (data set, VNN-COMP).")
 @click.option("--mode", type=click.Choice(MODES), default=None,
               help="dataset: clean / PGD / verified accuracy of --model on a data set (the default); instance: one "
                    "VNN-COMP instance (--onnx, --vnnlib, --result); benchmark: every row of --instances CSV; check: "
@@ -45,12 +46,14 @@ MODES = ("dataset", "instance", "benchmark", "check")
               help="Per-sample input shape for --check of a factory model, e.g. 1,28,28.")
 @data_options
 @click.option("--eps", type=float, default=None, help=EPS_HELP)
-@click.option("--norm", type=click.Choice(["inf", "2"]), default="inf", show_default=True)
+@click.option("--norm", type=click.Choice(["inf", "2"]), default="inf", show_default=True,
+              help="Linf balls (clipped to [0,1]) or L2 balls of radius --eps.")
 @click.option("--method", "methods", default="IBP,CROWN-IBP,CROWN", show_default=True,
               help="Comma-separated bound methods: IBP, CROWN-IBP, CROWN, alpha-CROWN.")
 @click.option("--batch", type=int, default=32, show_default=True, help="Inputs bounded together.")
-@click.option("--pgd-steps", type=int, default=50, show_default=True)
-@click.option("--pgd-restarts", type=int, default=5, show_default=True)
+@click.option("--pgd-steps", type=int, default=50, show_default=True,
+              help="Steps of the PGD attack that gives the PGD accuracy (an upper bound of the robust accuracy).")
+@click.option("--pgd-restarts", type=int, default=5, show_default=True, help="Random restarts of that attack.")
 @run_options
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None, help="VNN-COMP network.")
 @click.option("--vnnlib", "vnnlib_path", type=click.Path(dir_okay=False), default=None, help="VNN-LIB 1.0 property.")

@@ -20,6 +20,23 @@ from certkit.common.errors import CertkitError
 from certkit.common.locks import FileLock
 
 
+def json_text(obj) -> str:
+    """``obj`` as valid JSON text (indented, trailing newline): a NaN or infinite float, which JSON cannot hold
+    (Python's json writes a bare ``NaN`` that other readers refuse), becomes null."""
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2, allow_nan=False) + "\n"
+
+
 def default_results_path(*parts: str) -> str:
     """A fresh results file: certkit-results/<parts joined by _>_<YYYYmmdd-HHMMSS>.tsv."""
     import time

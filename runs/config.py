@@ -2,7 +2,6 @@
 VNN-COMP benchmark runner."""
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from torch import nn
 
 from certkit.common.device import resolve_device
 from certkit.common.errors import CertkitError
-from certkit.common.results import ResultWriter, default_results_path
+from certkit.common.results import ResultWriter, default_results_path, json_text
 from certkit.datasets import Dataset, load_dataset, select_indices
 from certkit.models import LoadedModel, load_model
 from certkit.models.checks import fit_data_to_model
@@ -155,5 +154,5 @@ def write_summary(summary: dict, cfg: RunConfig) -> str:
         raise CertkitError("the run has no results file to put the summary beside: set out or summary_json")
     path = cfg.summary_json or str(Path(str(cfg.out)).with_suffix("")) + ".summary.json"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    Path(path).write_text(json_text(summary))
     return path

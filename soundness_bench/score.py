@@ -10,11 +10,11 @@ within ``tol``; VNN-COMP style); a sat without a valid witness is listed under i
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from certkit.common.errors import CertkitError
+from certkit.common.results import json_text
 from certkit.soundness_bench.export import load_ground_truth
 from certkit.soundness_bench.runner import find_instances, result_file_of
 
@@ -124,7 +124,7 @@ def format_audit_table(summary: dict[str, dict]) -> str:
 def write_audit_summary(summary: dict, path: str | Path) -> None:
     """Write the scorer's summary as JSON."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    Path(path).write_text(json_text(summary))
 
 
 def write_report(summary: dict[str, dict], path: str | Path, positive_controls: tuple = ()) -> list[Path]:

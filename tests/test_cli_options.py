@@ -180,3 +180,18 @@ def test_a_verifier_declares_its_own_options(cli, tmp_path):
                            f"{vnn}/test_nano.vnnlib", "--verifier", "marabou", "--no-bab"), "--no-bab", "marabou")
     assert_clean_error(cli("verify", "--eps", 0.01, "--no-bab", "--out", tmp_path / "v.tsv"), "--no-bab",
                        "--mode instance")
+
+
+def test_every_option_has_help_and_every_summary_is_whole(cli):
+    """`certkit --help` lists each command with a complete summary (click cuts long ones with '...'), and every option
+    of every command says what it is for."""
+    for group in (("--help",), ("soundness", "--help")):
+        out = cli(*group).output
+        commands = out.split("Commands:", 1)[1]
+        assert "..." not in commands, commands
+    for name, cmd in _commands(main):
+        with click.Context(cmd) as ctx:
+            params = cmd.get_params(ctx)
+        for p in params:
+            if isinstance(p, click.Option) and not p.hidden and p.name != "help":
+                assert (p.help or getattr(p, "help_fn", None)), f"certkit {' '.join(name)} {p.opts[0]} has no help"

@@ -55,3 +55,16 @@ def test_a_second_writer_of_the_same_file_is_refused(tmp_path):
     with ResultWriter(path, {}, COLS):
         with pytest.raises(CertkitError):
             ResultWriter(path, {}, COLS, resume=True)
+
+
+def test_summaries_are_valid_json_with_nan_as_null(tmp_path):
+    from certkit.common.results import json_text
+    from certkit.runs.config import RunConfig, write_summary
+
+    summary = {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": (2, 3), "e": "x"}
+    path = write_summary(summary, RunConfig(out=str(tmp_path / "r.tsv")))
+    text = open(path).read()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}")) == {
+        "a": None, "b": [1.0, None, {"c": None}], "d": [2, 3], "e": "x"}
+    assert json_text({"x": 0.1}) == '{\n  "x": 0.1\n}\n'
