@@ -186,6 +186,9 @@ model_options = option_group(
                       "file, or package.module:factory. 'bundled' is the shipped digits model."),
     click.option("--weights", type=click.Path(dir_okay=False),
                  help="state_dict file for a --model package.module:factory model."),
+    click.option("--random-init", is_flag=True,
+                 help="With --model package.module:factory and no --weights: use the network exactly as the factory "
+                      "returns it (untrained, or loading its own weights). Without this flag that is an error."),
     click.option("--allow-pickle", is_flag=True,
                  help="Load checkpoints with full pickle (EXECUTES code stored in the file). Only for files you trust; "
                       "default is torch.load(weights_only=True)."),

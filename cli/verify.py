@@ -165,7 +165,7 @@ def _mode_params(mode: str) -> set[str]:
     if mode == "instance":
         return {"onnx_path", "vnnlib_path", "timeout", "result_path", "verifier", "quiet",
                 *verifier_option_specs()}
-    return {"check_only", "model", "weights", "allow_pickle", "onnx_path", "input_shape", "quiet"}
+    return {"check_only", "model", "weights", "allow_pickle", "random_init", "onnx_path", "input_shape", "quiet"}
 
 
 def _refuse_other_modes(ctx: click.Context, mode: str) -> None:
@@ -219,7 +219,7 @@ def _verify_check(model, weights, allow_pickle, onnx_path, input_shape):
     from certkit.models import load_model
     from certkit.verifiers import check_model
 
-    loaded = load_model(onnx_path or model, weights, allow_pickle)
+    loaded = load_model(onnx_path or model, weights, allow_pickle, random_init=True)  # the check needs no weights
     shape = loaded.input_shape
     if input_shape:
         try:

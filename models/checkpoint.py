@@ -202,7 +202,12 @@ def _from_certkit(ckpt: dict, path: Path) -> LoadedModel:
                        ckpt["arch"])
 
 
-def _from_factory(spec: str, weights: str | None) -> LoadedModel:
+def is_factory_spec(spec: str) -> bool:
+    """Whether a model source names a ``package.module:function`` factory (and not a file)."""
+    return not Path(spec).exists() and ":" in spec and not spec.endswith((".pt", ".pth", ".onnx"))
+
+
+def _from_factory(spec: str, weights: str | None, random_init: bool = False, what: str = "--model") -> LoadedModel:
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
         raise CertkitError(f"--model {spec!r}: a factory is written package.module:function")
@@ -212,6 +217,13 @@ def _from_factory(spec: str, weights: str | None) -> LoadedModel:
         factory = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
         raise CertkitError(f"cannot import factory {spec}: {e}") from None
+    if weights is None and not random_init:
+        if what != "--model":
+            raise CertkitError(f"{what} {spec}: a factory's weights cannot be given here; pass the trained network as "
+                               f"a certkit checkpoint or an .onnx file")
+        raise CertkitError(f"--model {spec} builds a network whose weights are not given: pass its trained weights "
+                           f"with --weights FILE (or --random-init to use the network exactly as the factory returns "
+                           f"it: untrained, or loading its own weights)")
     net = factory()
     if not isinstance(net, nn.Module):
         raise CertkitError(f"factory {spec} returned {type(net).__name__}, not a torch.nn.Module")
@@ -224,7 +236,7 @@ def _from_factory(spec: str, weights: str | None) -> LoadedModel:
 
 
 def load_model(spec: str | Path | None = None, weights: str | Path | None = None,
-               allow_pickle: bool = False) -> LoadedModel:
+               allow_pickle: bool = False, random_init: bool = False, what: str = "--model") -> LoadedModel:
     """Load a classifier from any source certkit accepts.
 
     Args:
@@ -234,17 +246,20 @@ def load_model(spec: str | Path | None = None, weights: str | Path | None = None
         weights: a state_dict file for a factory model.
         allow_pickle: allow ``torch.load(weights_only=False)``, which executes code stored in the file. Needed
             only for checkpoints that pickle whole modules; never on by default.
+        random_init: accept a factory model without ``weights`` (the network as the factory returns it); without
+            it that is an error, so that an untrained network is never certified by accident.
+        what: the option the source came from, for messages (``--standard-model``, ``--classifier``, ...).
 
     Raises:
         CertkitError: missing or corrupt file, unknown format or architecture, weights that do not fit,
-            unsupported ONNX operator.
+            unsupported ONNX operator, a factory without weights (unless ``random_init``).
     """
     if spec is None or str(spec) == BUNDLED_NAME:
         spec = bundled_checkpoint_path()
     spec_s = str(spec)
     path = Path(spec_s)
-    if not path.exists() and ":" in spec_s and not spec_s.endswith((".pt", ".pth", ".onnx")):
-        return _from_factory(spec_s, None if weights is None else str(weights))
+    if is_factory_spec(spec_s):
+        return _from_factory(spec_s, None if weights is None else str(weights), random_init, what)
     if weights is not None:
         raise CertkitError("--weights is only for a package.module:factory model")
     if path.suffix.lower() == ".onnx":

@@ -252,12 +252,14 @@ def load_denoiser(spec: str | Path, weights: str | Path | None = None) -> Loaded
     Raises:
         CertkitError: missing or corrupt file, a classifier checkpoint passed as a denoiser, unsupported ONNX op.
     """
-    from certkit.models.checkpoint import load_model
+    from certkit.models.checkpoint import is_factory_spec, load_model
 
     spec_s = str(spec)
     path = Path(spec_s)
-    if not path.exists() and ":" in spec_s and not spec_s.endswith((".pt", ".pth", ".onnx")):
-        m = load_model(spec_s, weights)
+    if is_factory_spec(spec_s):
+        # a denoiser factory usually builds a pretrained diffusion model and loads its weights itself (the
+        # documented OneShotDiffusion route), so it may come without --denoiser-weights
+        m = load_model(spec_s, weights, random_init=True)
         return LoadedDenoiser(m.module, None, None, "factory", spec_s)
     if weights is not None:
         raise CertkitError("--denoiser-weights is only for a --denoiser package.module:factory")

@@ -229,7 +229,7 @@ def _attach_standard(cfg: CertifyConfig, opts, p: Prepared, smoothed) -> dict:
                 "trained_for": {k: meta.get(k) for k in ("standard_model", "classifier", "sigma", "eps_l2")}}
     else:
         w = check_mixing_weight(opts.mixing_weight)
-    g = load_model(opts.standard_model, None, cfg.allow_pickle)
+    g = load_model(opts.standard_model, None, cfg.allow_pickle, what="--standard-model")
     module = g.module.to(p.device).eval()
     x = p.data.x[:1].to(p.device)
     try:

@@ -58,7 +58,8 @@ class DatasetRunConfig(RunConfig):
 
     Attributes:
         model: certkit / reference checkpoint, ``.onnx`` file, ``package.module:factory``, or None / ``bundled``.
-        weights: state_dict for a factory model; allow_pickle: full pickle loading (executes code in the file).
+        weights: state_dict for a factory model; allow_pickle: full pickle loading (executes code in the file);
+        random_init: accept a factory model without weights (the network as the factory returns it).
         denoiser: a denoiser D put in front of the model (denoised smoothing: the run certifies F o D as ONE fixed
             classifier; models/denoisers.py): certkit denoiser checkpoint, ``.onnx`` or ``package.module:factory``;
             denoiser_weights: state_dict for a factory denoiser.
@@ -69,6 +70,7 @@ class DatasetRunConfig(RunConfig):
     model: str | None = None
     weights: str | None = None
     allow_pickle: bool = False
+    random_init: bool = False
     denoiser: str | None = None
     denoiser_weights: str | None = None
     dataset: str = "digits"
@@ -111,7 +113,7 @@ def prepare(cfg: DatasetRunConfig) -> Prepared:
         CertkitError: any bad input (files, options, model/data mismatch).
     """
     device = resolve_device(cfg.device)
-    model = load_model(cfg.model, cfg.weights, cfg.allow_pickle)
+    model = load_model(cfg.model, cfg.weights, cfg.allow_pickle, cfg.random_init)
     data = fit_data_to_model(model, load_dataset(cfg.dataset, cfg.data_path, cfg.split))
     if cfg.denoiser is not None:
         from certkit.models.denoisers import compose, load_denoiser

@@ -137,6 +137,18 @@ def test_onnx_and_factory_models(cli, tmp_path, npz_file, monkeypatch):
     assert r.exit_code == 0, r.output
     # the two loaders give the same certificates for the same network
     assert [x["radius"] for x in read_tsv(tmp_path / "o.tsv")] == [x["radius"] for x in read_tsv(tmp_path / "f.tsv")]
+    # a factory without weights is never certified by accident: an error, unless --random-init says so
+    common = ["--dataset", "npz", npz_file, "--sigma", 0.1, *FAST, "--max", 2]
+    assert_clean_error(cli("certify", "--model", "userarch:make", *common, "--out", tmp_path / "g.tsv"),
+                       "--weights", "--random-init")
+    assert not (tmp_path / "g.tsv").exists()
+    r = cli("certify", "--model", "userarch:make", "--random-init", *common, "--out", tmp_path / "h.tsv")
+    assert r.exit_code == 0, r.output
+    assert_clean_error(cli("certify", "--method", "adaptive", "--standard-model", "userarch:make",
+                           "--mixing-weight", 0.9, "--model", path, *common, "--out", tmp_path / "i.tsv"),
+                       "--standard-model", "checkpoint")
+    assert_clean_error(cli("train", "--method", "denoiser", "--objective", "stability", "--classifier",
+                           "userarch:make", "--out", tmp_path / "d.pt"), "--classifier", "checkpoint")
 
 
 # ------------------------------------------------------------------ bad input: one line, non-zero exit
@@ -185,7 +197,7 @@ def test_bad_input_is_a_one_line_error(cli, tmp_path, monkeypatch, case, cifar_d
     elif case == "n_zero":
         args, words = ["certify", "--n0", 5, "--n", 0, "--out", tmp_path / "r.tsv"], ["n0 and n"]
     elif case == "nan_logits":
-        args, words = base + ["--model", _nan_factory(tmp_path, monkeypatch), "--sigma", 0.25], ["NaN"]
+        args, words = base + ["--model", _nan_factory(tmp_path, monkeypatch), "--random-init", "--sigma", 0.25], ["NaN"]
     elif case == "unknown_arch":
         save_checkpoint(tmp_path / "u.pt", nn.Linear(1, 1), "mlp", {}, (1, 8, 8), 10)
         ck = torch.load(tmp_path / "u.pt", weights_only=True)

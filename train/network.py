@@ -104,16 +104,18 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 
     return correct / max(len(y), 1)
 
 
-def frozen_model(spec: str, device: torch.device) -> nn.Module:
-    """A model that a method trains around but never updates (any ``--model`` source, models.load_model): on
-    ``device``, in eval mode, without gradients for its parameters.
+def frozen_model(spec: str, device: torch.device, what: str) -> nn.Module:
+    """A model that a method trains around but never updates (a certkit checkpoint, reference checkpoint or .onnx
+    file, models.load_model): on ``device``, in eval mode, without gradients for its parameters. ``what`` names the
+    option it came from in messages.
 
     Raises:
-        CertkitError: what load_model raises for a missing, corrupt or unsupported model.
+        CertkitError: what load_model raises for a missing, corrupt or unsupported model, and a factory (whose
+            weights such an option cannot give).
     """
     from certkit.models.checkpoint import load_model
 
-    module = load_model(spec).module.to(device).eval()
+    module = load_model(spec, what=what).module.to(device).eval()
     for p in module.parameters():
         p.requires_grad_(False)
     return module

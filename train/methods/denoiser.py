@@ -148,7 +148,7 @@ class DenoiserTraining(NetworkTraining):
         self.total_queries = 0
 
     def _load_classifier(self, run, shape) -> nn.Module:
-        f = frozen_model(self.opts.classifier, run.device)
+        f = frozen_model(self.opts.classifier, run.device, "--classifier")
         try:
             with torch.no_grad():
                 out = f(torch.full((2,) + shape, 0.5, device=run.device))

@@ -68,8 +68,8 @@ class MixingTraining(NetworkTraining):
 
     def build_net(self, data):
         """The mixing network for the classes of g and f (loaded here on the CPU, frozen); no normalization."""
-        self.g = frozen_model(self.opts.standard_model, torch.device("cpu"))
-        self.f = frozen_model(self.opts.classifier, torch.device("cpu"))
+        self.g = frozen_model(self.opts.standard_model, torch.device("cpu"), "--standard-model")
+        self.f = frozen_model(self.opts.classifier, torch.device("cpu"), "--classifier")
         with torch.no_grad():
             out_g, out_f = self.g(data.x[:2]), self.f(data.x[:2])
         if out_g.dim() != 2 or out_g.shape != out_f.shape:
