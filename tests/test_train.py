@@ -24,3 +24,16 @@ def test_resume_reproduces_uninterrupted_training(tmp_path):
     b = torch.load(tmp_path / "part.pt", weights_only=True)["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_labels_must_start_at_zero(cli, tmp_path):
+    """An npz with labels 10..19 would train a 20-class model with 10 empty classes: refused in one line."""
+    import numpy as np
+
+    from conftest import assert_clean_error
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "shifted.npz", x=rng.random((40, 5)).astype(np.float32), y=10 + np.arange(40) % 10)
+    assert_clean_error(cli("train", "--method", "natural", "--dataset", "npz", tmp_path / "shifted.npz",
+                           "--hidden", 8, "--epochs", 1, "--out", tmp_path / "m.pt"), "labels run from 10 to 19")
+    assert not (tmp_path / "m.pt").exists()

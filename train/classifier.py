@@ -32,6 +32,28 @@ LOG_COLUMNS: tuple[str, ...] = ("epoch", "loss", "train_accuracy", "val_accuracy
                                "lr", "seconds")
 
 
+def check_labels(data: Dataset) -> None:
+    """Refuse training labels that do not start at 0: a classifier has one output per class 0..max label, so labels
+    10..19 would give 20 outputs of which 10 never see an example. Gaps elsewhere only warn (a class may be rare).
+
+    Raises:
+        CertkitError: the smallest label is not 0.
+    """
+    import warnings
+
+    present = torch.unique(data.y)
+    if len(present) == 0:
+        raise CertkitError(f"{data.name} {data.split} split has no labels")
+    if int(present[0]) != 0:
+        raise CertkitError(f"the {data.name} labels run from {int(present[0])} to {int(present[-1])}: a classifier "
+                           f"needs labels 0..K-1 (shift them to start at 0)")
+    missing = sorted(set(range(data.num_classes)) - {int(v) for v in present})
+    if missing:
+        warnings.warn(f"classes {missing[:10]}{' ...' if len(missing) > 10 else ''} have no training example in "
+                      f"{data.name} {data.split}; the model still gets an output for each of the {data.num_classes} "
+                      f"classes", stacklevel=2)
+
+
 @torch.no_grad()
 def verified_metrics(model: nn.Module, bm, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int,
                      batch: int = 256) -> dict:
@@ -95,8 +117,14 @@ class ClassifierTraining(NetworkTraining):
     # -- model ------------------------------------------------------------------------------------
     def build_net(self, data: Dataset) -> tuple[str, dict, dict | None, nn.Module]:
         """(arch, arch_config, normalization or None to compute it from the data, the network); sets
-        ``self.num_classes`` (outputs of the network)."""
+        ``self.num_classes`` (outputs of the network).
+
+        Raises:
+            CertkitError: labels that do not start at 0 (e.g. 10..19 would train a 20-class model whose classes
+                0..9 never occur).
+        """
         cfg = self.cfg
+        check_labels(data)
         self.num_classes = data.num_classes
         return cfg.arch, cfg.arch_config, None, build_model(cfg.arch, data.input_shape, data.num_classes,
                                                            **cfg.arch_config)
