@@ -11,6 +11,8 @@ from certkit.common.errors import CertkitError
 from certkit.datasets import readers
 
 DATASET_NAMES = ("digits", "mnist", "cifar10", "npz")
+#: data sets whose classes are fixed (labels 0..9 whatever a subset holds); an npz's are 0..its largest label
+FIXED_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10}
 
 #: The digits test split is the LAST 450 of scikit-learn's 1797 images in load_digits() order;
 #: the first 1347 are the training split. Fixed so results are comparable across machines.
@@ -142,6 +144,6 @@ def load_dataset(name: str, path: str | Path | None = None, split: str = "test")
         source = str(path)
     if name == "digits":
         x, y = _validate(x, y, f"{name} ({source})")
-    num_classes = max(int(y.max()) + 1, 10 if name in ("digits", "mnist", "cifar10") else 0)
+    num_classes = max(int(y.max()) + 1, FIXED_CLASSES.get(name, 0))
     return Dataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), name, split,
                    num_classes, source)

@@ -33,18 +33,21 @@ LOG_COLUMNS: tuple[str, ...] = ("epoch", "loss", "train_accuracy", "val_accuracy
 
 
 def check_labels(data: Dataset) -> None:
-    """Refuse training labels that do not start at 0: a classifier has one output per class 0..max label, so labels
-    10..19 would give 20 outputs of which 10 never see an example. Gaps elsewhere only warn (a class may be rare).
+    """Refuse training labels that do not start at 0 (data sets whose classes are not fixed, i.e. npz): a classifier
+    has one output per class 0..max label, so labels 10..19 would give 20 outputs of which 10 never see an example.
+    A class without an example otherwise only warns (a small subset may lack one).
 
     Raises:
         CertkitError: the smallest label is not 0.
     """
     import warnings
 
+    from certkit.datasets.core import FIXED_CLASSES
+
     present = torch.unique(data.y)
     if len(present) == 0:
         raise CertkitError(f"{data.name} {data.split} split has no labels")
-    if int(present[0]) != 0:
+    if int(present[0]) != 0 and data.name not in FIXED_CLASSES:
         raise CertkitError(f"the {data.name} labels run from {int(present[0])} to {int(present[-1])}: a classifier "
                            f"needs labels 0..K-1 (shift them to start at 0)")
     missing = sorted(set(range(data.num_classes)) - {int(v) for v in present})
