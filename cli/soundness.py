@@ -119,6 +119,13 @@ def generate(preset, channels, sweep, resume, quiet, **kw):
         click.echo(f"dropped {s['not_confirmed']} planted pair(s) that onnxruntime did not confirm", err=True)
     click.echo(f"time: {s['seconds_total']:.0f} s (training {s['seconds_train']:.0f} s, "
                f"hiddenness check {s['seconds_hiddenness']:.0f} s); ground truth: {Path(cfg.out) / 'private'}")
+    if s["planted_instances"] == 0:
+        why = ("no pair could be planted (the network never fitted them): train longer or with a larger --lr, "
+               "--epochs, --width" if s["valid_pairs"] == 0 else
+               "every planted pair was found by an attack: train with more --attack-restarts (the preset's values "
+               "for this family and radius are in the docs' soundness guide) or a smaller --eps-rel")
+        click.echo(f"Warning: this benchmark has NO planted instance, so it cannot show a verifier unsound: {why}",
+                   err=True)
 
 
 @soundness.command("run", short_help="Run a verifier on every instance of a benchmark.")

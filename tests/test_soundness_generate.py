@@ -167,3 +167,22 @@ def test_cpu_preset_adapts_to_family_and_radius_and_explicit_options_win():
     assert cfg(arch="cnn_sigmoid", eps_rel=0.5, lr=0.5).lr == 0.5
     paper = config_with_preset("paper", out="unused", arch="cnn_sigmoid", eps_rel=0.5)
     assert (paper.attack_restarts, paper.lr, paper.epochs) == (PRESETS["paper"]["attack_restarts"], 1e-3, 10000)
+
+
+def test_a_benchmark_without_planted_instances_ends_with_a_warning(cli, tmp_path, monkeypatch):
+    """A generation that plants nothing says so, and what to change, instead of one easily missed count."""
+    import importlib
+
+    generate_module = importlib.import_module("certkit.soundness_bench.generate")  # the package shadows the name
+
+    summary = {"valid_pairs": 10, "planted_pairs": 10, "survive_sweep": 3, "hidden": 0, "planted_instances": 0,
+               "regular_instances": 10, "instances": 10, "not_confirmed": 0, "seconds_total": 1.0,
+               "seconds_train": 0.5, "seconds_hiddenness": 0.5}
+    monkeypatch.setattr(generate_module, "generate", lambda cfg, resume=False, quiet=False: summary)
+    r = cli("soundness", "generate", "--out", tmp_path / "b", "--preset", "cpu", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "NO planted instance" in r.output and "--attack-restarts" in r.output
+    monkeypatch.setattr(generate_module, "generate",
+                        lambda cfg, resume=False, quiet=False: {**summary, "valid_pairs": 0, "survive_sweep": 0})
+    r = cli("soundness", "generate", "--out", tmp_path / "c", "--preset", "cpu", "--quiet")
+    assert "NO planted instance" in r.output and "never fitted" in r.output
