@@ -118,14 +118,49 @@ def load_checkpoint_file(path: Path, allow_pickle: bool = False) -> Any:
         raise CertkitError(f"cannot load {path}: not a valid torch checkpoint ({type(e).__name__}: {msg})") from None
 
 
+#: key prefixes of state_dicts saved from wrappers: DataParallel (``module.``) and the reference checkpoints'
+#: Sequential(normalize, net) with or without DataParallel (``1.module.``, ``1.``)
+WRAPPER_PREFIXES = ("module.", "1.module.", "1.")
+
+
 def _load_state(net: nn.Module, state: Any, where: str, strict: bool = True) -> None:
+    """Load ``state`` into ``net``; keys saved from a wrapper (:data:`WRAPPER_PREFIXES`) are matched without the
+    wrapper's prefix when they do not fit as they are.
+
+    Raises:
+        CertkitError: not a dict of tensors, or weights that do not fit (the message counts and names the first
+            missing, unexpected and mis-shaped keys).
+    """
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CertkitError(f"{where}: state_dict must be a dict of tensors")
+    own = net.state_dict()
+    if not set(state) & set(own):
+        for prefix in WRAPPER_PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                stripped = {k[len(prefix):]: v for k, v in state.items()}
+                if set(stripped) & set(own):
+                    state = stripped
+                    break
     try:
         net.load_state_dict(state, strict=strict)
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        raise CertkitError(f"{where}: weights do not match the architecture ({' '.join(lines[1:3])[:300]})") from None
+    except RuntimeError:
+        raise CertkitError(f"{where}: weights do not match the architecture ({_state_mismatch(own, state, strict)})"
+                           ) from None
+
+
+def _state_mismatch(own: dict, state: dict, strict: bool) -> str:
+    """A short account of why ``state`` does not load into a module whose state_dict is ``own``."""
+    def some(keys: list) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = sorted(set(own) - set(state)) if strict else []
+    unexpected = sorted(set(state) - set(own)) if strict else []
+    shapes = [f"{k} {tuple(state[k].shape)} for {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
+              if tuple(own[k].shape) != tuple(state[k].shape)]
+    parts = ([f"{len(missing)} missing keys ({some(missing)})"] if missing else []) + \
+        ([f"{len(unexpected)} unexpected keys ({some(unexpected)})"] if unexpected else []) + \
+        ([f"{len(shapes)} keys of another shape ({some(shapes)})"] if shapes else [])
+    return "; ".join(parts) or "the module refused them"
 
 
 def reference_to_certkit(ckpt: dict, where: str) -> dict:

@@ -226,3 +226,48 @@ def test_dataparallel_reference_checkpoint_loads_for_certify_and_for_dual_traini
     assert r.exit_code == 0, r.output
     drs = torch.load(tmp_path / "drs.pt", weights_only=True)
     assert drs["arch"] == "dual" and drs["normalization"]["mean"] == list(CIFAR10_MEAN)
+
+
+@pytest.mark.parametrize("prefix", ["", "module.", "1.module.", "1."])
+def test_factory_weights_saved_from_wrappers_load(tmp_path, monkeypatch, prefix):
+    """The layouts people have: a bare state_dict, a DataParallel one (``module.``), and a locuslab-style
+    ``{'arch': 'SmallCNN', 'state_dict': ...}`` of Sequential(normalize, DataParallel(net)) for a custom architecture:
+    the factory route loads each into the factory's network."""
+    import textwrap
+
+    from certkit.models import load_model
+
+    (tmp_path / "smallcnn.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        def make():
+            return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 10))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 10))
+    state = {prefix + k: v for k, v in net.state_dict().items()}
+    torch.save({"arch": "SmallCNN", "state_dict": state} if prefix.startswith("1.") else state, tmp_path / "w.pth.tar")
+    loaded = load_model("smallcnn:make", tmp_path / "w.pth.tar")
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(loaded.module(x), net(x), rtol=0, atol=0)
+
+
+def test_weights_that_do_not_fit_are_summarised(tmp_path, monkeypatch):
+    import textwrap
+
+    from certkit.common.errors import CertkitError
+    from certkit.models import load_model
+
+    (tmp_path / "wide.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        def make():
+            return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10), nn.ReLU(), nn.Linear(10, 10))
+    torch.save(other.state_dict(), tmp_path / "w.pt")
+    with pytest.raises(CertkitError) as e:
+        load_model("wide:make", tmp_path / "w.pt")
+    msg = str(e.value)
+    assert "2 unexpected keys (5.bias, 5.weight)" in msg and "keys of another shape" in msg
+    assert "(8, 64) for (16, 64)" in msg and "\n" not in msg
