@@ -232,7 +232,12 @@ run_options = option_group(
                  help="Summary JSON. Default: <out>.summary.json."),
     seed_option, device_option, quiet_option, threads_option,
 )
-def parse_floats(text: str | None, name: str):
+def parse_floats(text: str | None, name: str) -> list[float] | None:
+    """A comma list of numbers (``--radii 0.25,0.5``) as floats; None stays None.
+
+    Raises:
+        click.BadParameter: text that is not comma-separated numbers (``name`` is the option, for the message).
+    """
     if text is None:
         return None
     try:
@@ -241,7 +246,12 @@ def parse_floats(text: str | None, name: str):
         raise click.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from None
 
 
-def parse_shard(ctx, param, value):
+def parse_shard(ctx, param, value) -> tuple[int, int] | None:
+    """click callback of ``--shard K/N``: (K, N) as integers, or None.
+
+    Raises:
+        click.BadParameter: not of the form K/N.
+    """
     if value is None:
         return None
     try:
