@@ -4,10 +4,12 @@ The main entry points, importable from ``certkit`` directly (each is loaded on f
 light)::
 
     import certkit
-    model = certkit.load_model("bundled")                      # a checkpoint, .onnx, "pkg.mod:factory" or "bundled"
-    data = certkit.load_dataset("digits", split="test")
-    smoothed = certkit.GaussianSmoothing(certkit.NoiseSampler(model.module, sigma=0.25))
-    bm = certkit.BoundedModule(model.module, input_shape=(1, 8, 8))
+    data = certkit.load_dataset("digits", split="test")          # x: N x 1 x 8 x 8 in [0, 1]
+    smooth = certkit.Smooth("bundled", num_classes=10, sigma=0.25)  # or any nn.Module, checkpoint, .onnx
+    prediction, radius = smooth.certify(data.x[0], n0=100, n=10_000, alpha=0.001)
+    certificates = smooth.certify(data.x[:8], n=10_000)              # a batch: one Certificate per input
+    model = certkit.load_model("bundled").module
+    lb, ub = certkit.BoundedModule(model).compute_bounds(certkit.linf_ball(data.x[:8], eps=0.01), method="CROWN")
 
 The documentation site (docs/) has a guide per command, the methods, and the API reference.
 """
@@ -27,6 +29,8 @@ _EXPORTS = {
     "load_dataset": "certkit.datasets",
     "GaussianSmoothing": "certkit.certify",
     "NoiseSampler": "certkit.certify",
+    "Smooth": "certkit.certify",
+    "Prediction": "certkit.certify",
     "Certificate": "certkit.certify",
     "smoothing_methods": "certkit.certify.smoothing",
     "BoundedModule": "certkit.verifiers",

@@ -80,5 +80,6 @@ def plot_curves(curves: dict[str, list[dict]], path: str | Path, title: str = ""
         import textwrap
         ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=8)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

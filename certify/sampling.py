@@ -24,6 +24,38 @@ def input_generator(seed: int, idx: int, device: torch.device) -> torch.Generato
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
+def content_generator(seed: int, x: torch.Tensor, device: torch.device | str) -> torch.Generator:
+    """A generator seeded from (seed, the values of x): the same input always gets the same noise, different inputs
+    different noise, whatever order or batch they come in (the Python API's default; runs use
+    :func:`input_generator`)."""
+    data = x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    digest = hashlib.sha256(f"certkit:{int(seed)}:{tuple(x.shape)}:".encode() + data).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def as_sampler(model: nn.Module | NoiseSampler, sigma: float | None = None) -> NoiseSampler:
+    """``model`` itself if it is a NoiseSampler or has its ``counts`` and ``sigma`` (whose sigma must then equal
+    ``sigma`` when given), else a
+    NoiseSampler running the nn.Module ``model`` at ``sigma`` on the device of its parameters.
+
+    Raises:
+        CertkitError: neither an nn.Module nor a NoiseSampler; no sigma for a module; a sigma that contradicts the
+            sampler's.
+    """
+    if isinstance(model, NoiseSampler) or (not isinstance(model, nn.Module) and hasattr(model, "counts")
+                                           and hasattr(model, "sigma")):   # a sampler, or one written for a test
+        if sigma is not None and float(sigma) != model.sigma:
+            raise CertkitError(f"sigma={sigma} contradicts the sampler's sigma={model.sigma}")
+        return model
+    if not isinstance(model, nn.Module):
+        raise CertkitError(f"expected a torch.nn.Module (the base classifier) or a NoiseSampler, got "
+                           f"{type(model).__name__}")
+    if sigma is None:
+        raise CertkitError("sigma is required: the noise standard deviation in data-range units, e.g. sigma=0.25")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return NoiseSampler(model, sigma, device=device)
+
+
 _POOL = None
 
 
@@ -60,6 +92,9 @@ class NoiseSampler:
             way. Which is faster depends on the CPU (bench/README.md: the helper made the digits MLP 1.3x faster on
             a 2-core AMD EPYC; on a 2-core Intel Xeon drawing in line made it 1.24x faster, the digits CNN 1.03-1.07x,
             and a 3x32x32 CNN equal).
+        check_input: on the first input of each shape, check that the model takes it as ONE input (one forward
+            pass; runs whose data was checked against the model pass False, as must a compiled module, which a
+            batch of one would recompile).
 
     Raises:
         CertkitError: sigma <= 0, batch_size < 1, forward_batch not an int >= 1 / None / "auto", draw_ahead not
@@ -68,7 +103,7 @@ class NoiseSampler:
 
     def __init__(self, model: nn.Module, sigma: float, batch_size: int = 1000,
                  device: torch.device | str = "cpu", amp: bool = False, forward_batch: int | str | None = "auto",
-                 draw_ahead: bool | str = "auto"):
+                 draw_ahead: bool | str = "auto", check_input: bool = True):
         if not (sigma > 0):
             raise CertkitError(f"sigma must be > 0, got {sigma}")
         if batch_size < 1:
@@ -89,6 +124,7 @@ class NoiseSampler:
             forward_batch = "auto" if self.device.type == "cpu" and self.batch_size >= 64 else None
         self.forward_batch = self.batch_size if forward_batch is None else forward_batch
         self.draw_ahead = draw_ahead
+        self._checked: set | None = set() if check_input else None
 
     @torch.inference_mode()
     def logits_stream(self, x: torch.Tensor, num: int, generator: torch.Generator):
@@ -100,6 +136,7 @@ class NoiseSampler:
         unchanged.
         """
         x = x.to(self.device, torch.float32)
+        self._check_input(x)
         sizes = []
         remaining = int(num)
         while remaining > 0:
@@ -116,6 +153,30 @@ class NoiseSampler:
             noisy = pending.result()
             pending = pool.submit(draw, sizes[k + 1]) if k + 1 < len(sizes) else None
             yield self._forward(x, noisy)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Once per input shape: the model must take x with a batch dimension added and return (1, K) or (1, H, K)
+        logits, so that a batch passed as one input stops with a one-line error instead of a layer's message.
+
+        Raises:
+            CertkitError: the model refuses x[None] or returns another shape.
+        """
+        shape = tuple(x.shape)
+        checked = self._checked
+        if checked is None or shape in checked:
+            return
+        try:
+            out = self.model(x.unsqueeze(0))
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            raise CertkitError(f"the model does not take one input of shape {' x '.join(map(str, shape))} "
+                               f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}): a smoothing method "
+                               f"certifies ONE input (C x H x W, no batch dimension); for a batch use certkit.Smooth"
+                               ) from None
+        if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3) or out.shape[0] != 1:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise CertkitError(f"the model returns {got} for one input of shape {' x '.join(map(str, shape))} with "
+                               f"a batch dimension added; expected logits (1, classes): pass ONE input, no batch")
+        checked.add(shape)
 
     def _draws_ahead(self, x: torch.Tensor) -> bool:
         """``draw_ahead``, timed once when "auto": three rounds of four chunks each way on private noise (the

@@ -56,8 +56,8 @@ def certify(ctx, methods, plot, **kw):
     """
     from certkit.certify.report import format_table, plot_curves
     from certkit.certify.smoothing import smoothing_method
-    from certkit.common.options import build_options
-    from certkit.runs.certify import CertifyConfig, default_out, run_certify
+    from certkit.common.results import check_writable
+    from certkit.runs.certify import CertifyConfig, default_out, execute_certify, plan_certify
 
     given = given_registry_options(ctx, kw)
     names = [m.strip().lower() for m in methods.split(",") if m.strip()]
@@ -66,19 +66,23 @@ def certify(ctx, methods, plot, **kw):
     classes = [smoothing_method(m) for m in names]
     specs = smoothing_option_specs()
     options = {n: options_for(given, specs, n, names) for n in names}   # every method's options checked first
-    for name, cls in zip(names, classes):
-        build_options(cls, options[name], f"--method {name}")
     if kw["summary_json"] and len(names) > 1:
         raise CertkitError("--summary-json names one file: with several methods each summary goes beside its TSV")
     if kw["resume"] and kw["out"] is None:
         raise CertkitError("--resume needs --out FILE (the TSV to continue)")
-    curves, base = {}, kw["out"]
-    for name, cls in zip(names, classes):
+    if plot:
+        check_writable(plot, overwrite=True)
+    plans, base = [], kw["out"]
+    for name in names:   # every method, its data, its calibration inputs and its results file, before any runs
         out = base if base is None or len(names) == 1 else str(Path(base).with_suffix("")) + f"_{name}.tsv"
         cfg = build_config(CertifyConfig, {**kw, "out": out}, method=name, options=options[name])
         if len(names) > 1 and base is None:
             default_out(cfg, "certify", name)
-        rows, summary = run_certify(cfg)
+        plans.append(plan_certify(cfg))
+    curves = {}
+    for cls, plan in zip(classes, plans):
+        cfg = plan.cfg
+        rows, summary = execute_certify(plan)
         if quiet_rank():
             return
         inp = summary["inputs"]

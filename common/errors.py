@@ -8,3 +8,8 @@ one-line ``Error: ...`` message and a non-zero exit code; anything else is a bug
 
 class CertkitError(Exception):
     """A problem with the user's input (files, options, model/data combination)."""
+
+
+def shape_text(shape) -> str:
+    """A tensor shape as messages write it: ``1 x 28 x 28`` (``()`` for a scalar)."""
+    return " x ".join(str(int(d)) for d in shape) or "()"

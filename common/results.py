@@ -37,6 +37,29 @@ def json_text(obj) -> str:
     return json.dumps(clean(obj), indent=2, allow_nan=False) + "\n"
 
 
+def check_writable(path: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check, before a run computes anything, that its output file ``path`` may be written: not a directory, not an
+    existing file unless ``resume`` or ``overwrite`` says so, in a folder that exists or can be made, writable.
+    Returns ``path`` as a Path.
+
+    Raises:
+        CertkitError: one line naming the path and what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CertkitError(f"{path} is a directory: give a file name")
+    if path.exists() and not (resume or overwrite):
+        raise CertkitError(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CertkitError(f"cannot write {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CertkitError(f"cannot write {path}: permission denied")
+    return path
+
+
 def default_results_path(*parts: str) -> str:
     """A fresh results file: certkit-results/<parts joined by _>_<YYYYmmdd-HHMMSS>.tsv."""
     import time
@@ -70,10 +93,7 @@ class ResultWriter:
         self.config_path = self.path.with_name(self.path.name + ".config.json")
         self.rows: list[dict] = []
         config = json.loads(json.dumps(config))  # normalise tuples etc. for comparison
-        if self.path.is_dir():
-            raise CertkitError(f"{self.path} is a directory: give a file name")
-        if self.path.exists() and not (resume or overwrite):
-            raise CertkitError(f"{self.path} exists: pass --resume to continue it or --overwrite to replace it")
+        check_writable(self.path, resume, overwrite)
         self.lock = FileLock(self.path).acquire()
         try:
             if resume and self.path.exists():

@@ -47,7 +47,7 @@ class LoadedModel:
         num_classes: K, or None when unknown until the first forward pass.
         data_range: (low, high) of raw inputs; sigma and eps are expressed in these units.
         train_sigma: the Gaussian noise level the model was trained with, if recorded.
-        kind: ``certkit``, ``reference``, ``onnx``, ``factory`` or ``pickled-module``.
+        kind: ``certkit``, ``reference``, ``onnx``, ``factory``, ``pickled-module`` or ``module`` (in memory).
         source: file or factory the model came from.
         metadata: everything else the checkpoint records (dataset, training method, ...).
     """
@@ -98,6 +98,8 @@ def load_checkpoint_file(path: Path, allow_pickle: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CertkitError(f"model file not found: {path}")
+    if allow_pickle:
+        _cwd_importable()  # a pickled module names its class's module: found as the factory route finds it
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files: the error says it
             warnings.simplefilter("ignore", UserWarning)
@@ -111,6 +113,13 @@ def load_checkpoint_file(path: Path, allow_pickle: bool = False) -> Any:
                                f"trust the file, pass --allow-pickle (this executes code stored in it)") from None
         detail = text.split("error:", 1)[1].strip().split("\n")[0] if "error:" in text else text.split("\n")[0]
         raise CertkitError(f"cannot load {path}: not a valid torch checkpoint ({detail[:160]})") from None
+    except (ModuleNotFoundError, AttributeError) as e:  # only with allow_pickle: the class a pickle names is gone
+        in_main = "__main__" in str(e)
+        where = "the script that saved it (__main__)" if in_main else f"module {getattr(e, 'name', '')!r}"
+        raise CertkitError(f"{path} pickles a class of {where}, which cannot be imported here ({str(e)[:120]}); "
+                           + ("" if in_main else "run from the folder that holds the module, or ")
+                           + "save the state_dict (torch.save(model.state_dict(), FILE)) and pass --model "
+                             "package.module:factory --weights FILE") from None
     except MemoryError:
         raise CertkitError(f"cannot load {path}: it asks for more memory than there is") from None
     except Exception as e:  # torch.load on a damaged file raises many types (IndexError, RuntimeError, ...)
@@ -173,8 +182,8 @@ def reference_to_certkit(ckpt: dict, where: str) -> dict:
     """
     arch = ckpt["arch"]
     if arch not in REFERENCE_ARCHS:
-        raise CertkitError(f"{where}: unknown architecture {arch!r} in reference-format checkpoint "
-                           f"(certkit defines {', '.join(REFERENCE_ARCHS)})")
+        raise CertkitError(f"{where}: architecture {arch!r} is not one certkit builds ({', '.join(REFERENCE_ARCHS)}); "
+                           f"for your own architecture pass --model package.module:factory --weights {where}")
     state = ckpt["state_dict"]
     if not isinstance(state, dict):
         raise CertkitError(f"{where}: state_dict must be a dict of tensors")
@@ -237,6 +246,19 @@ def _from_certkit(ckpt: dict, path: Path) -> LoadedModel:
                        ckpt["arch"])
 
 
+def _cwd_importable() -> None:
+    """Let the current folder's modules be imported (factories and pickled modules name them), as ``python -m``
+    would; the ``certkit`` script's own folder is what Python puts on sys.path otherwise."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def weights_option(what: str) -> str:
+    """The option that gives the weights of the factory model named by option ``what`` (``--model``: ``--weights``;
+    ``--classifier``: ``--classifier-weights``; ...)."""
+    return "--weights" if what == "--model" else f"{what}-weights"
+
+
 def is_factory_spec(spec: str) -> bool:
     """Whether a model source names a ``package.module:function`` factory (and not a file)."""
     return not Path(spec).exists() and ":" in spec and not spec.endswith((".pt", ".pth", ".onnx"))
@@ -245,17 +267,16 @@ def is_factory_spec(spec: str) -> bool:
 def _from_factory(spec: str, weights: str | None, random_init: bool = False, what: str = "--model") -> LoadedModel:
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
-        raise CertkitError(f"--model {spec!r}: a factory is written package.module:function")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        raise CertkitError(f"{what} {spec!r}: a factory is written package.module:function")
+    _cwd_importable()
     try:
         factory = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
         raise CertkitError(f"cannot import factory {spec}: {e}") from None
     if weights is None and not random_init:
         if what != "--model":
-            raise CertkitError(f"{what} {spec}: a factory's weights cannot be given here; pass the trained network as "
-                               f"a certkit checkpoint or an .onnx file")
+            raise CertkitError(f"{what} {spec} builds a network whose weights are not given: pass its trained weights "
+                               f"with {weights_option(what)} FILE")
         raise CertkitError(f"--model {spec} builds a network whose weights are not given: pass its trained weights "
                            f"with --weights FILE (or --random-init to use the network exactly as the factory returns "
                            f"it: untrained, or loading its own weights)")
@@ -270,15 +291,31 @@ def _from_factory(spec: str, weights: str | None, random_init: bool = False, wha
     return LoadedModel(net.eval(), None, None, (0.0, 1.0), None, "factory", spec, {})
 
 
-def load_model(spec: str | Path | None = None, weights: str | Path | None = None,
+def module_source(module: nn.Module) -> str:
+    """How results name an in-memory model: its class and a digest of its parameters and buffers, so that a resumed
+    run refuses rows computed with other weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                      if t.numel() else b"")
+    return f"<in-memory {type(module).__name__} {digest.hexdigest()[:12]}>"
+
+
+def load_model(spec: str | Path | nn.Module | LoadedModel | None = None, weights: str | Path | None = None,
                allow_pickle: bool = False, random_init: bool = False, what: str = "--model") -> LoadedModel:
     """Load a classifier from any source certkit accepts.
 
     Args:
         spec: ``None`` or ``"bundled"`` (the shipped digits model); a certkit checkpoint; a reference-format
             checkpoint ``{'arch': 'cifar_resnet20'|'cifar_resnet110', 'state_dict': ...}``; an ``.onnx`` file;
-            or ``package.module:factory`` (a function returning an nn.Module) used with ``weights``.
-        weights: a state_dict file for a factory model.
+            or ``package.module:factory`` (a function returning an nn.Module) used with ``weights``; or an
+            in-memory nn.Module (used as it is, in eval mode, ``weights`` loaded into it when given) or
+            LoadedModel (returned as it is).
+        weights: a state_dict file (or a ``{'state_dict': ...}`` checkpoint, wrapper prefixes such as ``module.``
+            stripped) for a factory model.
         allow_pickle: allow ``torch.load(weights_only=False)``, which executes code stored in the file. Needed
             only for checkpoints that pickle whole modules; never on by default.
         random_init: accept a factory model without ``weights`` (the network as the factory returns it); without
@@ -289,6 +326,12 @@ def load_model(spec: str | Path | None = None, weights: str | Path | None = None
         CertkitError: missing or corrupt file, unknown format or architecture, weights that do not fit,
             unsupported ONNX operator, a factory without weights (unless ``random_init``).
     """
+    if isinstance(spec, LoadedModel):
+        return spec
+    if isinstance(spec, nn.Module):
+        if weights is not None:
+            _load_state(spec, load_checkpoint_file(Path(weights)), str(weights))
+        return LoadedModel(spec.eval(), None, None, (0.0, 1.0), None, "module", module_source(spec), {})
     if spec is None or str(spec) == BUNDLED_NAME:
         spec = bundled_checkpoint_path()
     spec_s = str(spec)
@@ -296,7 +339,8 @@ def load_model(spec: str | Path | None = None, weights: str | Path | None = None
     if is_factory_spec(spec_s):
         return _from_factory(spec_s, None if weights is None else str(weights), random_init, what)
     if weights is not None:
-        raise CertkitError("--weights is only for a package.module:factory model")
+        raise CertkitError(f"{weights_option(what)} is only for a package.module:factory {what}; {spec_s} is a file "
+                           f"that holds its weights")
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
             raise CertkitError(f"model file not found: {path}")

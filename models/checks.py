@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from certkit.common.errors import CertkitError
+from certkit.common.errors import CertkitError, shape_text
 from certkit.models.checkpoint import LoadedModel
 
 
@@ -59,3 +59,40 @@ def fit_data_to_model(model: LoadedModel, data):
     if shape == tuple(data.input_shape):
         return data
     return dataclasses.replace(data, x=data.x.reshape((len(data),) + shape))
+
+
+def input_layout(module: torch.nn.Module, shape, input_shape=None) -> tuple[tuple[int, ...], bool]:
+    """Whether a tensor of ``shape`` is ONE input or a batch of inputs of ``module``.
+
+    With ``input_shape`` (one input, no batch dim) the answer is read off the shapes. Without it, the tensor is one
+    input when the module takes it with a batch dimension added and returns (1, K) (or (1, H, K)) logits, else a
+    batch when the module takes its first row that way (one forward pass of one row each; a conv net refuses
+    N x C x H x W with another batch dim, so image batches are never mistaken for one input).
+
+    Returns:
+        (input_shape, batched).
+    Raises:
+        CertkitError: one line naming the expected layout (C x H x W for one input, N x C x H x W for a batch).
+    """
+    shape = tuple(int(d) for d in shape)
+    if input_shape is not None:
+        input_shape = tuple(int(d) for d in input_shape)
+        if shape == input_shape:
+            return input_shape, False
+        if len(shape) == len(input_shape) + 1 and shape[1:] == input_shape:
+            return input_shape, True
+        raise CertkitError(f"expected one input of shape {shape_text(input_shape)} or a batch N x "
+                           f"{shape_text(input_shape)}, got {shape_text(shape)}")
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    for one in (shape, shape[1:]):
+        if not one:
+            continue
+        try:
+            with torch.inference_mode():
+                out = module(torch.full((1,) + one, 0.5, device=device))
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            continue
+        if isinstance(out, torch.Tensor) and out.dim() in (2, 3) and out.shape[0] == 1:
+            return one, one != shape
+    raise CertkitError(f"the model takes a tensor of shape {shape_text(shape)} neither as one input nor as a batch "
+                       f"of inputs: images go in as C x H x W (one) or N x C x H x W (a batch), vectors as D or N x D")

@@ -21,11 +21,12 @@ from tqdm import tqdm
 
 from certkit.certify.report import COLUMNS, summarize
 from certkit.certify.sampling import NoiseSampler, input_generator
-from certkit.certify.smoothing import ABSTAIN, check_certify_args, smoothing_method
+from certkit.certify.smoothing import ABSTAIN, SmoothingMethod, check_certify_args, smoothing_method
 from certkit.certify.smoothing.gaussian import GaussianSmoothing
 from certkit.common import threads
 from certkit.common.errors import CertkitError
 from certkit.common.options import build_options, options_dict
+from certkit.common.results import check_writable
 from certkit.runs.config import DatasetRunConfig, Prepared, open_results, prepare, resolve_sigma, write_summary
 
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
@@ -70,7 +71,8 @@ def _sampler(cfg: CertifyConfig, p: Prepared, sigma: float) -> NoiseSampler:
             raise CertkitError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                                f"run without --compile") from None
     # a compiled module is specialized to its batch shape: keep one forward call per noise chunk there
-    return NoiseSampler(module, sigma, cfg.batch, p.device, cfg.amp, forward_batch=None if cfg.compile else "auto")
+    return NoiseSampler(module, sigma, cfg.batch, p.device, cfg.amp, forward_batch=None if cfg.compile else "auto",
+                        check_input=False)  # prepare() checked the data against the model
 
 
 def _shard(cfg: CertifyConfig) -> tuple[int, int, bool]:
@@ -99,30 +101,33 @@ def shard_path(out: str, k: int, n: int) -> str:
     return str(Path(out).with_suffix("")) + f".shard-{k}-of-{n}.tsv"
 
 
-def calibrate(cfg: CertifyConfig, opts, p: Prepared, smoothed) -> dict:
-    """Tune ``smoothed`` once for this model on the ``calibration_size`` last inputs of ``calibration_split`` of
-    ``calibration_dataset`` (the method's options ``opts``), which must never be certified in the same run; returns
-    what was chosen.
+def calibration_data(cfg: CertifyConfig, opts, p: Prepared):
+    """The held-out inputs a method that ``needs_calibration`` tunes itself on: the ``calibration_size`` last inputs
+    of ``calibration_split`` of ``calibration_dataset`` (the method's options ``opts``), which must never be certified
+    in the same run. Loaded and checked before anything is certified.
 
+    Returns:
+        (x, y, where) with x (calibration_size, *input_shape) and ``where`` the JSON-ready record of their origin.
     Raises:
-        CertkitError: a calibration input is also certified in this run; unreadable calibration data.
+        CertkitError: unreadable calibration data, bad sizes, or calibration inputs that this run also certifies.
     """
     from certkit.datasets import load_dataset
     from certkit.models.checks import fit_data_to_model
 
+    if opts.calibration_size < 1 or opts.calibration_noise < 2:
+        raise CertkitError("--calibration-size must be >= 1 and --calibration-noise >= 2")
     name = opts.calibration_dataset or cfg.dataset
     path = opts.calibration_path if opts.calibration_dataset else (opts.calibration_path or cfg.data_path)
     data = fit_data_to_model(p.model, load_dataset(name, path, opts.calibration_split))
-    if opts.calibration_size < 1 or opts.calibration_noise < 2:
-        raise CertkitError("--calibration-size must be >= 1 and --calibration-noise >= 2")
     first = max(0, len(data) - opts.calibration_size)
     if data.source == p.data.source and data.split == p.data.split and set(range(first, len(data))) & set(p.indices):
+        fix = ("hold out inputs in another file (--calibration-dataset npz --calibration-path HELD_OUT.npz) or certify "
+               "fewer inputs (--max)" if data.split == "all" else
+               "calibrate on another split (--calibration-split) or data set (--calibration-dataset)")
         raise CertkitError(f"the calibration inputs ({name} {data.split}, last {opts.calibration_size}) would also be "
-                           f"certified: calibrate on another split (--calibration-split) or data set")
-    chosen = smoothed.calibrate(data.x[first:], data.y[first:], opts.calibration_noise, cfg.n, cfg.alpha,
-                                input_generator(cfg.seed, -1, p.device))
-    return {**chosen, "dataset": data.name, "split": data.split, "source": data.source,
-            "indices": [first, len(data)]}
+                           f"certified: {fix}")
+    where = {"dataset": data.name, "split": data.split, "source": data.source, "indices": [first, len(data)]}
+    return data.x[first:], data.y[first:], where
 
 
 def run_inputs(certify_one: Callable[[torch.Tensor, int], tuple], p: Prepared, writer, quiet: bool,
@@ -155,28 +160,53 @@ def _summary_extra(cfg: CertifyConfig, p: Prepared, rows: list, method: str, sig
             **({"radii": sorted(cfg.radii)} if cfg.radii else {})}
 
 
-def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
-    """Certify every selected input with ``cfg.method`` (a registered smoothing method), writing ``cfg.out`` row by
-    row (resumable; sharded as the module docstring says).
+@dataclass
+class CertifyPlan:
+    """A smoothing run after every check passed and before any input is certified (:func:`plan_certify`).
 
-    Returns:
-        (rows, summary) where summary has method, sigma, n0, n, alpha, n_inputs, certified_accuracy
-        {"<radius>": fraction}, abstain_rate, average_certified_radius, seconds, procedure and the inputs covered.
+    Attributes:
+        cfg: the run's configuration; method: the smoothing method's class; opts: its options; p: model, data and
+        inputs; sigma: the noise level; smoothed: the smoothed classifier (standard model attached, not calibrated);
+        settings: what a resumed file must share; extra: what the summary records besides the results;
+        calibration: (x, y, where) of :func:`calibration_data`, or None.
+    """
+
+    cfg: CertifyConfig
+    method: type[SmoothingMethod]
+    opts: Any
+    p: Prepared
+    sigma: float
+    smoothed: Any
+    settings: dict
+    extra: dict
+    calibration: tuple | None = None
+    t0: float = 0.0
+
+
+def plan_certify(cfg: CertifyConfig) -> CertifyPlan:
+    """Check and load everything a run needs: the method and its options, the model, the data, the standard model
+    and the calibration inputs of the methods that use them, and the results file (present only with --resume or
+    --overwrite, in a writable folder). Certifies nothing, so that several runs can all be checked before the first
+    one starts.
+
     Raises:
-        CertkitError: bad options or inputs, a model whose output does not fit the method.
+        CertkitError: bad options or inputs, a model whose output does not fit the method, unreadable calibration
+            data, an existing or unwritable results file.
     """
     t0 = time.perf_counter()
     method = smoothing_method(cfg.method)
     opts = build_options(method, cfg.options, f"--method {cfg.method}")
     check_certify_args(cfg.n0, cfg.n, cfg.alpha)
+    if cfg.radii is not None and (not cfg.radii or min(cfg.radii) < 0):
+        raise CertkitError(f"--radii must be radii >= 0 (L2, data-range units), got {cfg.radii}")
     p = prepare(cfg)
     sigma = resolve_sigma(cfg.sigma, p.model)
-    default_out(cfg, "certify")
+    check_writable(default_out(cfg, "certify"), cfg.resume, cfg.overwrite)
+    if cfg.summary_json is not None:
+        check_writable(cfg.summary_json, overwrite=True)
     with torch.inference_mode():
         method.check_output(p.module(p.data.x[:1].to(p.device)))
     smoothed = method(_sampler(cfg, p, sigma))
-    if cfg.radii is not None and (not cfg.radii or min(cfg.radii) < 0):
-        raise CertkitError(f"--radii must be radii >= 0 (L2, data-range units), got {cfg.radii}")
     smoothed.radii = cfg.radii
     settings = {"method": cfg.method, **p.settings(cfg), "sigma": sigma, "n0": cfg.n0, "n": cfg.n,
                 "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type}
@@ -188,8 +218,20 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
         extra["options"] = options_dict(opts)
     if method.needs_standard_model:
         extra["standard_model"] = _attach_standard(cfg, opts, p, smoothed)
-    if method.needs_calibration:
-        extra["calibration"] = calibrate(cfg, opts, p, smoothed)
+    calibration = calibration_data(cfg, opts, p) if method.needs_calibration else None
+    return CertifyPlan(cfg, method, opts, p, sigma, smoothed, settings, extra, calibration, t0)
+
+
+def execute_certify(plan: CertifyPlan) -> tuple[list[dict], dict]:
+    """Calibrate (once, on the held-out inputs, for methods that need it) and certify every selected input of a
+    :func:`plan_certify` plan, writing its results file row by row. Returns (rows, summary) as :func:`run_certify`."""
+    cfg, method, p, smoothed, opts = plan.cfg, plan.method, plan.p, plan.smoothed, plan.opts
+    settings, extra = dict(plan.settings), dict(plan.extra)
+    if plan.calibration is not None:
+        x, y, where = plan.calibration
+        chosen = smoothed.calibrate(x, y, opts.calibration_noise, cfg.n, cfg.alpha,
+                                    input_generator(cfg.seed, -1, p.device))
+        extra["calibration"] = {**chosen, **where}
         settings["calibration"] = {k: extra["calibration"][k] for k in ("map", "t", "dataset", "split", "source",
                                                                         "indices", "noisy_copies")}
 
@@ -197,8 +239,21 @@ def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
         cert = smoothed.certify(x, cfg.n0, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device))
         return cert.prediction, cert.radius, {c: getattr(cert, c) for c in method.columns}
 
-    return _run_shards(cfg, p, settings, COLUMNS + tuple(method.columns), certify_one, f"certify {cfg.method}", sigma,
-                       t0, extra)
+    return _run_shards(cfg, p, settings, COLUMNS + tuple(method.columns), certify_one, f"certify {cfg.method}",
+                       plan.sigma, plan.t0, extra)
+
+
+def run_certify(cfg: CertifyConfig) -> tuple[list[dict], dict]:
+    """Certify every selected input with ``cfg.method`` (a registered smoothing method), writing ``cfg.out`` row by
+    row (resumable; sharded as the module docstring says): :func:`plan_certify`, then :func:`execute_certify`.
+
+    Returns:
+        (rows, summary) where summary has method, sigma, n0, n, alpha, n_inputs, certified_accuracy
+        {"<radius>": fraction}, abstain_rate, average_certified_radius, seconds, procedure and the inputs covered.
+    Raises:
+        CertkitError: bad options or inputs, a model whose output does not fit the method.
+    """
+    return execute_certify(plan_certify(cfg))
 
 
 def _attach_standard(cfg: CertifyConfig, opts, p: Prepared, smoothed) -> dict:
@@ -229,7 +284,7 @@ def _attach_standard(cfg: CertifyConfig, opts, p: Prepared, smoothed) -> dict:
                 "trained_for": {k: meta.get(k) for k in ("standard_model", "classifier", "sigma", "eps_l2")}}
     else:
         w = check_mixing_weight(opts.mixing_weight)
-    g = load_model(opts.standard_model, None, cfg.allow_pickle, what="--standard-model")
+    g = load_model(opts.standard_model, opts.standard_model_weights, cfg.allow_pickle, what="--standard-model")
     module = g.module.to(p.device).eval()
     x = p.data.x[:1].to(p.device)
     try:
@@ -255,13 +310,13 @@ def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     check_certify_args(1, cfg.n, cfg.alpha)
     p = prepare(cfg)
     sigma = resolve_sigma(cfg.sigma, p.model)
-    default_out(cfg, "predict")
+    check_writable(default_out(cfg, "predict"), cfg.resume, cfg.overwrite)
     settings = {"method": "gaussian-predict", **p.settings(cfg), "sigma": sigma, "n0": cfg.n0, "n": cfg.n,
                 "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type}
     smoothed = GaussianSmoothing(_sampler(cfg, p, sigma))
 
     def predict_one(x: torch.Tensor, idx: int) -> tuple[int, float]:
-        return smoothed.predict(x, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device)), 0.0
+        return int(smoothed.predict(x, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device))), 0.0
 
     return _run_shards(cfg, p, settings, PREDICT_COLUMNS, predict_one, "predict", sigma, t0, {})
 

@@ -57,7 +57,8 @@ class DatasetRunConfig(RunConfig):
     """A run over inputs of a dataset split with a model: certify, predict, verify, conformal.
 
     Attributes:
-        model: certkit / reference checkpoint, ``.onnx`` file, ``package.module:factory``, or None / ``bundled``.
+        model: certkit / reference checkpoint, ``.onnx`` file, ``package.module:factory``, None / ``bundled``, or
+            (from Python) an in-memory nn.Module or LoadedModel.
         weights: state_dict for a factory model; allow_pickle: full pickle loading (executes code in the file);
         random_init: accept a factory model without weights (the network as the factory returns it).
         denoiser: a denoiser D put in front of the model (denoised smoothing: the run certifies F o D as ONE fixed
@@ -67,7 +68,7 @@ class DatasetRunConfig(RunConfig):
         skip, max_inputs: every skip-th input of the split, at most max_inputs of them.
     """
 
-    model: str | None = None
+    model: str | nn.Module | LoadedModel | None = None
     weights: str | None = None
     allow_pickle: bool = False
     random_init: bool = False

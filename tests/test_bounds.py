@@ -276,3 +276,35 @@ def test_ibp_is_exact_on_a_box_through_one_mixing_op():
             assert not bm.ibp_exact_on_box(ins[1])
             l2, _ = bm._backward_interval(ins[1], pert, bounds, {})
             assert (l2 > bounds[ins[1]][0] + 1e-9).any()
+
+
+def test_boxes_unbatched_inputs_and_inferred_input_shape():
+    """(lo, hi) boxes and one input without batch dim give the rows of the batched call; the input shape comes from
+    the first perturbation; other layouts stop with one line naming the expected one."""
+    import certkit
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).eval()
+    x = torch.rand(5, 1, 8, 8)
+    bm = certkit.BoundedModule(net)                     # no input_shape
+    C = torch.randn(5, 2, 4)
+    lb, ub = bm.compute_bounds(linf_ball(x, 0.03), C=C, method="CROWN")
+    assert bm.graph.input_shape == (1, 8, 8) and lb.shape == (5, 2)
+    lo, hi = linf_ball(x, 0.03).box()
+    lb_box, ub_box = bm.compute_bounds((lo, hi), C=C, method="CROWN")
+    torch.testing.assert_close(lb_box, lb, rtol=0, atol=0)
+    lb1, ub1 = bm.compute_bounds(linf_ball(x[2], 0.03), C=C[2], method="CROWN")     # ONE input: (S,) bounds
+    assert lb1.shape == (2,)
+    torch.testing.assert_close(lb1, lb[2], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ub1, ub[2], rtol=1e-6, atol=1e-6)
+    inside = lo[2] + (hi[2] - lo[2]) * torch.rand(500, 1, 8, 8)                    # sound on sampled points
+    out = net(inside) @ C[2].T
+    assert (out >= lb1 - 1e-5).all() and (out <= ub1 + 1e-5).all()
+    with pytest.raises(CertkitError, match="batch N x 1 x 8 x 8 or one input 1 x 8 x 8, got 2 x 8 x 9"):
+        bm.compute_bounds(linf_ball(torch.rand(2, 8, 9), 0.1))
+    with pytest.raises(CertkitError, match="perturbation"):
+        bm.compute_bounds(x)
+    with pytest.raises(CertkitError, match="input shape is not known"):
+        _ = certkit.BoundedModule(net).graph
+    with pytest.raises(CertkitError, match="add the batch dimension"):
+        certkit.BoundedModule(net).compute_bounds(linf_ball(torch.rand(8), 0.1))

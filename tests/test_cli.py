@@ -146,9 +146,9 @@ def test_onnx_and_factory_models(cli, tmp_path, npz_file, monkeypatch):
     assert r.exit_code == 0, r.output
     assert_clean_error(cli("certify", "--method", "adaptive", "--standard-model", "userarch:make",
                            "--mixing-weight", 0.9, "--model", path, *common, "--out", tmp_path / "i.tsv"),
-                       "--standard-model", "checkpoint")
+                       "--standard-model-weights FILE")
     assert_clean_error(cli("train", "--method", "denoiser", "--objective", "stability", "--classifier",
-                           "userarch:make", "--out", tmp_path / "d.pt"), "--classifier", "checkpoint")
+                           "userarch:make", "--out", tmp_path / "d.pt"), "--classifier-weights FILE")
 
 
 # ------------------------------------------------------------------ bad input: one line, non-zero exit

@@ -66,7 +66,7 @@ def test_reference_format_checkpoint(tmp_path, arch, depth, blocks):
 
 def test_reference_unknown_arch_and_corrupt(tmp_path):
     torch.save({"arch": "resnet50", "state_dict": {}}, tmp_path / "r50.pt")
-    with pytest.raises(CertkitError, match="unknown architecture"):
+    with pytest.raises(CertkitError, match="'resnet50' is not one certkit builds .* --model package.module:factory"):
         load_model(tmp_path / "r50.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CertkitError, match="not a valid torch checkpoint"):

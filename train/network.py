@@ -104,21 +104,40 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 
     return correct / max(len(y), 1)
 
 
-def frozen_model(spec: str, device: torch.device, what: str) -> nn.Module:
-    """A model that a method trains around but never updates (a certkit checkpoint, reference checkpoint or .onnx
-    file, models.load_model): on ``device``, in eval mode, without gradients for its parameters. ``what`` names the
-    option it came from in messages.
+def frozen_model(spec: str, device: torch.device, what: str, weights: str | None = None) -> nn.Module:
+    """A model that a method trains around but never updates (any --model source, models.load_model: a certkit or
+    reference checkpoint, an .onnx file, or a ``package.module:factory`` with its ``weights``): on ``device``, in eval
+    mode, without gradients for its parameters. ``what`` names the option it came from in messages.
 
     Raises:
-        CertkitError: what load_model raises for a missing, corrupt or unsupported model, and a factory (whose
-            weights such an option cannot give).
+        CertkitError: what load_model raises for a missing, corrupt or unsupported model, and a factory without
+            weights.
     """
     from certkit.models.checkpoint import load_model
 
-    module = load_model(spec, what=what).module.to(device).eval()
+    module = load_model(spec, weights, what=what).module.to(device).eval()
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def check_init_from(spec: str | None) -> None:
+    """Refuse, before any data is read, an ``--init-from`` that is not a checkpoint file: certkit train continues its
+    own networks (certkit or reference-format checkpoints, a certkit denoiser checkpoint for denoisers).
+
+    Raises:
+        CertkitError: a ``package.module:factory`` or a missing file.
+    """
+    from certkit.models.checkpoint import is_factory_spec
+
+    if spec is None:
+        return
+    if is_factory_spec(str(spec)):
+        raise CertkitError(f"--init-from {spec}: certkit train continues a checkpoint FILE of a network it can build "
+                           f"(certkit or reference format); a package.module:factory network is trained by its own "
+                           f"code (certify it with --model {spec} --weights FILE)")
+    if not Path(spec).is_file():
+        raise CertkitError(f"--init-from {spec}: file not found")
 
 
 def augmentations(cfg: TrainConfig) -> list[str]:
@@ -245,6 +264,7 @@ class NetworkTraining(TrainingMethod):
     def setup(self, run: TrainingRun) -> None:
         cfg = self.cfg
         self.validate()
+        check_init_from(getattr(self.opts, "init_from", None))
         data = load_dataset(cfg.dataset, cfg.data_path, split="train")
         self.data = data
         self.train_set, self.val_set = _split(data, cfg.val_fraction if self.holds_out_validation else 0.0)

@@ -3,6 +3,7 @@ every module in this package, so each registers itself: a new method is one new 
 from certkit.certify.smoothing.base import (
     ABSTAIN,
     Certificate,
+    Prediction,
     SmoothingMethod,
     check_certify_args,
     register_smoothing,
@@ -10,5 +11,5 @@ from certkit.certify.smoothing.base import (
     smoothing_methods,
 )
 
-__all__ = ["ABSTAIN", "Certificate", "SmoothingMethod", "check_certify_args", "register_smoothing",
+__all__ = ["ABSTAIN", "Certificate", "Prediction", "SmoothingMethod", "check_certify_args", "register_smoothing",
            "smoothing_method", "smoothing_methods"]

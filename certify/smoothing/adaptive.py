@@ -36,6 +36,7 @@ certified (every row abstains) and only the empirical ``mixed_predict`` is repor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from scipy.stats import norm
@@ -90,6 +91,8 @@ class AdaptiveSmoothing(SmoothingMethod):
 
         standard_model: str | None = option(None, "the standard (accurate, non-robust) classifier g mixed with the "
                                             "smoothed --model; any --model source")
+        standard_model_weights: str | None = option(None, "the state_dict of a --standard-model "
+                                                    "package.module:factory")
         mixing_weight: float | None = option(None, "weight w in (0.5, 1] of the smoothed model in (1 - w) "
                                              "softmax(g) + w smoothed; fixed once per model. The certified radius "
                                              "sigma (PhiInv(pA_lower) - PhiInv(1/(2w))) shrinks as w falls.")
@@ -97,11 +100,11 @@ class AdaptiveSmoothing(SmoothingMethod):
                                             "choosing w per input instead; certified at its floor when the floor "
                                             "exceeds 0.5, else empirical only (every row abstains)")
 
-    def __init__(self, sampler):
-        super().__init__(sampler)
-        self.standard = None
-        self.w = None
-        self.mixing = None
+    def __init__(self, sampler, sigma: float | None = None):
+        super().__init__(sampler, sigma)
+        self.standard: torch.nn.Module | None = None
+        self.w: float | None = None
+        self.mixing: Any = None
 
     def attach_standard(self, model: torch.nn.Module, w: float | None = None, mixing=None) -> None:
         """Set g (raw inputs (B, *input_shape) -> logits (B, K), K as the robust model's) and either the fixed weight
@@ -122,7 +125,8 @@ class AdaptiveSmoothing(SmoothingMethod):
             self.w = check_mixing_weight(w)
 
     @torch.inference_mode()
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
+                generator: torch.Generator | None = None) -> Certificate:
         """1. cA = argmax of f's counts on n0 noisy copies; 2. nA on n fresh copies; 3. pA_lower = one-sided
         (1 - alpha) Clopper-Pearson bound; 4. abstain unless pA_lower > 1/(2w), else (cA, adaptive_radius).
 
@@ -137,6 +141,7 @@ class AdaptiveSmoothing(SmoothingMethod):
         if self.standard is None or (self.w is None and self.mixing is None):
             raise CertkitError("adaptive smoothing needs --standard-model and --mixing-weight or --mixing-network")
         check_certify_args(n0, n, alpha)
+        generator = self.generator(x, generator)
         cA = int(self.sampler.counts(x, n0, generator).argmax())
         counts = self.sampler.counts(x, n, generator)
         xb = x.unsqueeze(0).to(self.sampler.device, torch.float32)
@@ -147,13 +152,14 @@ class AdaptiveSmoothing(SmoothingMethod):
             p_f = torch.softmax(self.sampler.model(xb).float(), -1)
             w_x = float(self.mixing(p_g[None].float().to(p_f.device), p_f)[0])
         else:
+            assert self.w is not None  # checked above: a fixed weight or a mixing network
             w_x = self.w
         mixed = int(((1 - w_x) * p_g + w_x * counts.double() / n).argmax())
         nA = int(counts[cA])
         pA_lower = clopper_pearson_lower(nA, n, alpha)
         if self.w is None:  # a mixing network with floor <= 1/2: empirical only
-            return MixedCertificate(ABSTAIN, 0.0, pA_lower, nA, mixed_predict=mixed)
+            return MixedCertificate(ABSTAIN, 0.0, pA_lower, nA, n0 + n, mixed_predict=mixed)
         radius = adaptive_radius(pA_lower, self.w, self.sigma)
         if (self.w < 1.0 and pA_lower <= 1.0 / (2.0 * self.w)) or pA_lower < 0.5:  # w = 1: Cohen's rule
-            return MixedCertificate(ABSTAIN, 0.0, pA_lower, nA, mixed_predict=mixed)
-        return MixedCertificate(cA, max(radius, 0.0), pA_lower, nA, mixed_predict=mixed)
+            return MixedCertificate(ABSTAIN, 0.0, pA_lower, nA, n0 + n, mixed_predict=mixed)
+        return MixedCertificate(cA, max(radius, 0.0), pA_lower, nA, n0 + n, mixed_predict=mixed)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from certkit.certify.sampling import NoiseSampler, as_sampler, content_generator
 from certkit.common.errors import CertkitError
 from certkit.common.registry import Registry
 
@@ -27,15 +28,54 @@ class Certificate:
         prediction: the certified class, or ``ABSTAIN`` (-1).
         radius: certified L2 radius in data-range units (0.0 on abstain).
         pA_lower: the lower confidence bound the radius rests on (method-specific; see each method).
-        nA: count of the selected class among the n certification samples (-1 when not a count).
-        samples: noise samples the certificate used, n0 included (-1 when not recorded; sequential methods).
+        nA: count of the selected class among the n certification samples (-1 when the method's bound does not rest
+            on a count: LVM-RS).
+        samples: noise samples the certificate used, the n0 selection samples included (n0 + n; fewer for
+            sequential certification, which stops early).
+
+    As Cohen et al.'s ``Smooth.certify``, a certificate unpacks into (prediction, radius):
+    ``prediction, radius = g.certify(x, ...)``.
     """
 
     prediction: int
     radius: float
     pA_lower: float
     nA: int
-    samples: int = -1
+    samples: int = 0
+
+    def __iter__(self):
+        return iter((self.prediction, self.radius))
+
+
+class Prediction(int):
+    """The outcome of PREDICT: an ``int`` (the class, or ``ABSTAIN`` = -1, as Cohen et al.'s ``Smooth.predict``
+    returns) that also carries what the decision rests on.
+
+    Attributes:
+        prediction: the class as a plain int; nA, nB: the two largest counts among the ``samples`` noisy copies;
+        p_value: two-sided binomial test of nA out of nA + nB against 1/2 (abstain when above alpha).
+    """
+
+    nA: int
+    nB: int
+    p_value: float
+    samples: int
+
+    def __new__(cls, prediction: int, nA: int, nB: int, p_value: float, samples: int):
+        obj = super().__new__(cls, int(prediction))
+        obj.nA, obj.nB, obj.p_value, obj.samples = int(nA), int(nB), float(p_value), int(samples)
+        return obj
+
+    @property
+    def prediction(self) -> int:
+        return int(self)
+
+    def __str__(self) -> str:
+        return str(int(self))
+
+    def __repr__(self) -> str:
+        return (f"Prediction(prediction={int(self)}, nA={self.nA}, nB={self.nB}, p_value={self.p_value:.3g}, "
+                f"samples={self.samples})")
 
 
 def check_certify_args(n0: int, n: int, alpha: float) -> None:
@@ -70,14 +110,26 @@ class SmoothingMethod:
     needs_standard_model = False
     columns: tuple = ()
 
-    def __init__(self, sampler):
-        self.sampler = sampler
-        self.sigma = sampler.sigma
+    def __init__(self, sampler: NoiseSampler | torch.nn.Module, sigma: float | None = None):
+        """``sampler``: a :class:`~certkit.certify.sampling.NoiseSampler`, or the base classifier itself (an
+        nn.Module mapping (B, *input_shape) inputs to logits) with ``sigma`` (noise std, data-range units).
+
+        Raises:
+            CertkitError: a module without sigma, a sigma that contradicts the sampler's, anything else.
+        """
+        self.sampler = as_sampler(sampler, sigma)
+        self.sigma = self.sampler.sigma
         self.radii: list | None = None
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
-        """Certify one raw input x (*input_shape) with n0 selection and n certification samples at level alpha."""
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
+                generator: torch.Generator | None = None) -> Certificate:
+        """Certify one raw input x (*input_shape) with n0 selection and n certification samples at level alpha;
+        ``generator`` None: noise seeded from x's values (the same input always gets the same certificate)."""
         raise NotImplementedError
+
+    def generator(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
+        """``generator``, or when None one seeded from (0, x's values) on the sampler's device."""
+        return content_generator(0, x, getattr(self.sampler, "device", "cpu")) if generator is None else generator
 
     @classmethod
     def check_output(cls, logits: torch.Tensor) -> None:

@@ -35,8 +35,8 @@ class DualSmoothing(SmoothingMethod):
     procedure = "Clopper-Pearson at alpha/2 per branch; R = sigma/sqrt(2) (PhiInv(pA_l) + PhiInv(pA_r))"
     heads = 2
 
-    def __init__(self, sampler):
-        super().__init__(sampler)
+    def __init__(self, sampler, sigma: float | None = None):
+        super().__init__(sampler, sigma)
         self.last_bounds: tuple[float, float] | None = None  # (pA_l_lower, pA_r_lower) of the last call
 
     @classmethod
@@ -45,7 +45,8 @@ class DualSmoothing(SmoothingMethod):
             raise CertkitError("--method dual needs a Dual RS checkpoint with two branches "
                                "(certkit train --method dual --init-from MODEL)")
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
+                generator: torch.Generator | None = None) -> Certificate:
         """1. cA = argmax(counts0_l + counts0_r) on n0 noisy copies; 2. nA_l, nA_r on n fresh copies;
         3. Clopper-Pearson lower bounds at alpha/2 each; 4. radius above, abstain unless it is > 0.
 
@@ -55,6 +56,7 @@ class DualSmoothing(SmoothingMethod):
             CertkitError: the model does not return two heads; bad n0 / n / alpha; NaN/inf logits.
         """
         check_certify_args(n0, n, alpha)
+        generator = self.generator(x, generator)
         counts0 = self.sampler.counts(x, n0, generator)
         if counts0.dim() != 2 or counts0.shape[0] != 2:
             raise CertkitError("Dual RS needs a model with two branches (logits of shape (batch, 2, classes)); "
@@ -67,5 +69,5 @@ class DualSmoothing(SmoothingMethod):
         radius = dual_radius(p_l, p_r, self.sigma)
         self.last_bounds = (p_l, p_r)
         if not radius > 0:
-            return Certificate(ABSTAIN, 0.0, min(p_l, p_r), nA_l + nA_r)
-        return Certificate(cA, radius, min(p_l, p_r), nA_l + nA_r)
+            return Certificate(ABSTAIN, 0.0, min(p_l, p_r), nA_l + nA_r, n0 + n)
+        return Certificate(cA, radius, min(p_l, p_r), nA_l + nA_r, n0 + n)

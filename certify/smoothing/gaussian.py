@@ -9,7 +9,14 @@ from __future__ import annotations
 import torch
 from scipy.stats import norm
 
-from certkit.certify.smoothing.base import ABSTAIN, Certificate, SmoothingMethod, check_certify_args, register_smoothing
+from certkit.certify.smoothing.base import (
+    ABSTAIN,
+    Certificate,
+    Prediction,
+    SmoothingMethod,
+    check_certify_args,
+    register_smoothing,
+)
 from certkit.certify.stats import binomial_test_pvalue, clopper_pearson_lower
 from certkit.common.errors import CertkitError
 
@@ -18,10 +25,12 @@ from certkit.common.errors import CertkitError
 class GaussianSmoothing(SmoothingMethod):
     """A smoothed classifier g built on a :class:`~certkit.certify.sampling.NoiseSampler` (base classifier f + sigma).
 
-    Example::
+    Example (``model`` maps (B, *input_shape) inputs in [0, 1] to logits; ``x`` is ONE input, no batch dimension;
+    for batches and Cohen et al.'s ``Smooth`` interface see :class:`certkit.Smooth`)::
 
-        g = GaussianSmoothing(NoiseSampler(model, sigma=0.25))
-        cert = g.certify(x, n0=100, n=100_000, alpha=0.001, generator=torch.Generator().manual_seed(0))
+        g = GaussianSmoothing(model, sigma=0.25)      # or GaussianSmoothing(NoiseSampler(model, 0.25, batch_size))
+        cert = g.certify(x, n0=100, n=100_000, alpha=0.001)   # noise seeded from x; or generator=...
+        prediction, radius = cert
     """
 
     name = "gaussian"
@@ -29,7 +38,8 @@ class GaussianSmoothing(SmoothingMethod):
     help = "Gaussian smoothing, CERTIFY of Cohen et al. 2019 (any classifier)"
     procedure = "one-sided Clopper-Pearson; R = sigma PhiInv(pA_lower)"
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
+                generator: torch.Generator | None = None) -> Certificate:
         """CERTIFY (Cohen et al. 2019, Algorithm 1 / Pseudocode "CERTIFY").
 
         1. select cA = argmax of the counts of f on n0 noisy copies;
@@ -44,27 +54,30 @@ class GaussianSmoothing(SmoothingMethod):
             CertkitError: bad n0 / n / alpha, or NaN/inf logits.
         """
         check_certify_args(n0, n, alpha)
+        generator = self.generator(x, generator)
         counts0 = self.sampler.counts(x, n0, generator)
         cA = int(counts0.argmax())
         nA = int(self.sampler.counts(x, n, generator)[cA])
         pA_lower = clopper_pearson_lower(nA, n, alpha)
         if pA_lower < 0.5:
-            return Certificate(ABSTAIN, 0.0, pA_lower, nA)
-        return Certificate(cA, float(self.sigma * norm.ppf(pA_lower)), pA_lower, nA)
+            return Certificate(ABSTAIN, 0.0, pA_lower, nA, n0 + n)
+        return Certificate(cA, float(self.sigma * norm.ppf(pA_lower)), pA_lower, nA, n0 + n)
 
-    def predict(self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator) -> int:
+    def predict(self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator | None = None) -> Prediction:
         """PREDICT (Cohen et al. 2019, Pseudocode "PREDICT").
 
         Counts f on n noisy copies; with nA, nB the two largest counts, abstains unless the two-sided binomial
-        test of nA out of nA + nB against p = 1/2 has p-value <= alpha. Returns the class or ``ABSTAIN``.
+        test of nA out of nA + nB against p = 1/2 has p-value <= alpha. Returns the class or ``ABSTAIN`` as a
+        :class:`~certkit.certify.smoothing.base.Prediction` (an int carrying nA, nB, p_value and samples).
         Guarantee: returns a class other than g(x) with probability at most alpha.
+        Raises:
+            CertkitError: bad n / alpha, a model with fewer than 2 outputs, NaN/inf logits.
         """
         check_certify_args(1, n, alpha)
-        counts = self.sampler.counts(x, n, generator)
+        counts = self.sampler.counts(x, n, self.generator(x, generator))
         if counts.numel() < 2:
             raise CertkitError("PREDICT needs a model with at least 2 outputs")
         top2 = torch.topk(counts, 2)
         nA, nB = int(top2.values[0]), int(top2.values[1])
-        if binomial_test_pvalue(nA, nA + nB, 0.5) > alpha:
-            return ABSTAIN
-        return int(top2.indices[0])
+        p_value = binomial_test_pvalue(nA, nA + nB, 0.5)
+        return Prediction(ABSTAIN if p_value > alpha else int(top2.indices[0]), nA, nB, p_value, n)

@@ -133,8 +133,8 @@ class LVMSmoothing(SmoothingMethod):
                                                  "cifar10, npz; default: --dataset)")
         calibration_path: str | None = option(None, "its directory or file")
 
-    def __init__(self, sampler, map_name: str | None = None, t: float | None = None):
-        super().__init__(sampler)
+    def __init__(self, sampler, map_name: str | None = None, t: float | None = None, sigma: float | None = None):
+        super().__init__(sampler, sigma)
         if map_name is not None and map_name not in MAPS:
             raise CertkitError(f"unknown simplex map {map_name!r}: use softmax or sparsemax")
         self.map_name, self.t = map_name, (None if t is None else float(t))
@@ -194,13 +194,15 @@ class LVMSmoothing(SmoothingMethod):
                             "mean_predicted_radius": float(score[best] / len(x)), "candidates": len(candidates)}
         return self.calibration
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
+                generator: torch.Generator | None = None) -> Certificate:
         """Class on n0 samples, bounds on n fresh samples, for the fixed (map, t); see the module docstring.
 
         Raises:
             CertkitError: not calibrated, n0 < 1 or n < 2 (variances need two samples), bad alpha, NaN/inf logits.
         """
         check_certify_args(n0, n, alpha)
+        generator = self.generator(x, generator)
         if self.map_name is None or self.t is None:
             raise CertkitError("LVM-RS certifies one fixed classifier: calibrate() it (or give map and t) first")
         if n < 2:
@@ -216,5 +218,5 @@ class LVMSmoothing(SmoothingMethod):
         self.last_selection = {"map": self.map_name, "t": self.t, "class": A, "pA_lower": pA, "pB_upper": pB,
                                "R_Phi": r_phi, "R_Lip": r_lip}
         if not radius > 0:
-            return Certificate(ABSTAIN, 0.0, pA, -1)
-        return Certificate(A, radius, pA, -1)
+            return Certificate(ABSTAIN, 0.0, pA, -1, n0 + n)
+        return Certificate(A, radius, pA, -1, n0 + n)

@@ -60,17 +60,19 @@ class SequentialSmoothing(SmoothingMethod):
     columns = ("samples",)
     first_batch = 100
 
-    def __init__(self, sampler):
-        super().__init__(sampler)
-        self.last = {}
+    def __init__(self, sampler, sigma: float | None = None):
+        super().__init__(sampler, sigma)
+        self.last: dict = {}
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, generator: torch.Generator) -> Certificate:
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
+                generator: torch.Generator | None = None) -> Certificate:
         """Decide each target radius sequentially (module docstring); ``samples`` = n0 + samples drawn after.
 
         Raises:
             CertkitError: no target radii, a radius <= 0, bad n0 / n / alpha, NaN/inf logits.
         """
         check_certify_args(n0, n, alpha)
+        generator = self.generator(x, generator)
         if not self.radii:
             raise CertkitError("--method sequential needs target radii: --radii 0.25 (comma list allowed)")
         radii = sorted(float(r) for r in self.radii)

@@ -76,6 +76,7 @@ class DenoiserTraining(NetworkTraining):
         classifier: str | None = option(None, "the frozen classifier F (any --model source) the denoiser is trained "
                                         "for; needed by the stability and consistency objectives and for the "
                                         "validation accuracy of F(D(x + noise))")
+        classifier_weights: str | None = option(None, "the state_dict of a --classifier package.module:factory")
         objective: str = option("mse", "mse ||D(x+e) - x||^2; stability CE(F(D(x+e)), F(x)) (Salman et al. 2020); "
                                 "consistency (contrastive agreement of F(D(.)) across noise levels, rRCM-style, plus "
                                 "MSE)", choices=("mse", "stability", "consistency"))
@@ -148,7 +149,7 @@ class DenoiserTraining(NetworkTraining):
         self.total_queries = 0
 
     def _load_classifier(self, run, shape) -> nn.Module:
-        f = frozen_model(self.opts.classifier, run.device, "--classifier")
+        f = frozen_model(self.opts.classifier, run.device, "--classifier", self.opts.classifier_weights)
         try:
             with torch.no_grad():
                 out = f(torch.full((2,) + shape, 0.5, device=run.device))

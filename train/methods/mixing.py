@@ -49,6 +49,8 @@ class MixingTraining(NetworkTraining):
                                         "--sigma")
         standard_model: str | None = option(None, "the standard (accurate) classifier g whose mixture with the "
                                             "smoothed --classifier the mixing network weighs")
+        classifier_weights: str | None = option(None, "the state_dict of a --classifier package.module:factory")
+        standard_model_weights: str | None = option(None, "the state_dict of a --standard-model package.module:factory")
         mixing_floor: float = option(0.0, "least weight of the robust part; above 0.5 the mixture keeps the "
                                      "certificate of that fixed weight, else it is empirical only")
         eps_l2: float = option(0.0, "L2 radius (ABSOLUTE, [0,1] pixel units) of the training attack on the mixed "
@@ -68,8 +70,9 @@ class MixingTraining(NetworkTraining):
 
     def build_net(self, data):
         """The mixing network for the classes of g and f (loaded here on the CPU, frozen); no normalization."""
-        self.g = frozen_model(self.opts.standard_model, torch.device("cpu"), "--standard-model")
-        self.f = frozen_model(self.opts.classifier, torch.device("cpu"), "--classifier")
+        o = self.opts
+        self.g = frozen_model(o.standard_model, torch.device("cpu"), "--standard-model", o.standard_model_weights)
+        self.f = frozen_model(o.classifier, torch.device("cpu"), "--classifier", o.classifier_weights)
         with torch.no_grad():
             out_g, out_f = self.g(data.x[:2]), self.f(data.x[:2])
         if out_g.dim() != 2 or out_g.shape != out_f.shape:

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from certkit.common.errors import CertkitError
+from certkit.common.errors import CertkitError, shape_text
 from certkit.verifiers.bounds import ops, windows
 from certkit.verifiers.bounds.alpha_crown import alpha_crown
 from certkit.verifiers.bounds.graph import BoundGraph, build_graph
@@ -54,7 +54,8 @@ class BoundedModule:
 
     Args:
         model: an nn.Module (traced with torch.fx) or certkit's ONNX GraphModule; evaluated in eval mode.
-        input_shape: shape of one input (without batch).
+        input_shape: shape of one input (without batch); None: taken from the first perturbation bounded, whose
+            inputs are then a batch (B, *input_shape).
         budget: memory budget for CROWN's intermediate passes, in (B x rows x node size) floats.
         conv_windows: bound the neurons of convolutional layers from rows kept on their receptive fields
             (verifiers/bounds/windows.py; same bounds as dense rows up to float rounding, far less work on CNNs).
@@ -63,11 +64,57 @@ class BoundedModule:
         CertkitError: unsupported ops (all listed).
     """
 
-    def __init__(self, model: torch.nn.Module, input_shape: tuple, budget: int = 2 ** 25, conv_windows: bool = True):
+    def __init__(self, model: torch.nn.Module, input_shape: tuple | None = None, budget: int = 2 ** 25,
+                 conv_windows: bool = True):
         self.model = model
-        self.graph: BoundGraph = build_graph(model, tuple(input_shape))
+        self._graph: BoundGraph | None = None if input_shape is None else build_graph(model, tuple(input_shape))
         self.budget = budget
         self.conv_windows = conv_windows
+
+    @property
+    def graph(self) -> BoundGraph:
+        """The bound graph (built for ``input_shape``, or for the first perturbation's inputs).
+
+        Raises:
+            CertkitError: the input shape is not known yet.
+        """
+        if self._graph is None:
+            raise CertkitError("the input shape is not known yet: give BoundedModule(model, input_shape) or call "
+                               "compute_bounds first")
+        return self._graph
+
+    def batched(self, pert) -> tuple[Perturbation, bool]:
+        """``pert`` as a perturbation of a batch (B, *input_shape), and whether it held ONE input.
+
+        ``pert``: a :class:`Perturbation`, or a box ``(lo, hi)`` of two tensors; the inputs are a batch, or one input
+        when the input shape is known and equals theirs. Builds the graph when the input shape was not given.
+        Raises:
+            CertkitError: not a perturbation; a box with lo > hi or other shapes; inputs of another shape than the
+                model's (the message names the expected layout, N x C x H x W).
+        """
+        if isinstance(pert, (tuple, list)) and len(pert) == 2 and all(isinstance(t, torch.Tensor) for t in pert):
+            pert = Box(pert[0], pert[1])
+        if not isinstance(pert, Perturbation):
+            raise CertkitError(f"bounds take a perturbation (linf_ball(x, eps), L2Ball(x, eps), Box(lo, hi)) or a box "
+                               f"(lo, hi) of two tensors, got {type(pert).__name__}")
+        shape = tuple(pert.center().shape)
+        if self._graph is None:
+            if len(shape) < 2:
+                raise CertkitError(f"perturbations hold a batch N x (one input's shape); got inputs of shape "
+                                   f"{shape_text(shape)}: add the batch dimension (x[None]) or give input_shape")
+            try:
+                self._graph = build_graph(self.model, shape[1:])
+            except CertkitError as e:
+                raise CertkitError(f"{e} (bounds were asked for a batch of {shape[0]} inputs of shape "
+                                   f"{shape_text(shape[1:])}; for ONE input give BoundedModule(model, input_shape))"
+                                   ) from None
+        expected = tuple(self.graph.input_shape)
+        if shape == expected:
+            return pert.unsqueeze(), True
+        if shape[1:] != expected:
+            raise CertkitError(f"the model's inputs have shape {shape_text(expected)}: bounds take a batch N x "
+                               f"{shape_text(expected)} or one input {shape_text(expected)}, got {shape_text(shape)}")
+        return pert, False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph.forward(x)
@@ -254,7 +301,8 @@ class BoundedModule:
         """Lower and upper bounds of C f(x) over ``pert``.
 
         Args:
-            pert: :class:`Box` (Linf balls: :func:`linf_ball`) or :class:`L2Ball`, batch B.
+            pert: :class:`Box` (Linf balls: :func:`linf_ball`), :class:`L2Ball` or a box ``(lo, hi)`` of tensors, of a
+                batch (B, *input_shape) or of ONE input (*input_shape; C is then (S, K) and lb, ub are (S,)).
             C: specification (B, S, K) with K = number of outputs; None = identity (bounds of the outputs).
             method: IBP, CROWN-IBP, CROWN or alpha-CROWN.
             elide: IBP only: fold the last affine layer into C (tighter; False for plain interval output).
@@ -269,6 +317,11 @@ class BoundedModule:
             CertkitError: unknown method, C of the wrong shape, NaN/inf in the bounds.
         """
         method = canonical_method(method)
+        pert, single = self.batched(pert)
+        if single:
+            lb, ub = self.compute_bounds(pert, None if C is None else C.unsqueeze(0), method, elide, alpha_iterations,
+                                         alpha_lr, bound_upper, time_budget)
+            return lb[0], None if ub is None else ub[0]
         g = self.graph
         x = pert.center()
         B = x.shape[0]

@@ -25,6 +25,10 @@ class Perturbation:
     def center(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def unsqueeze(self) -> Perturbation:
+        """The same set around ONE input (*input_shape) as a batch of one (1, *input_shape)."""
+        raise NotImplementedError
+
 
 class Box(Perturbation):
     """Per-input box x_L <= x <= x_U, shapes (B, *input_shape).
@@ -49,6 +53,9 @@ class Box(Perturbation):
 
     def center(self):
         return (self.x_L + self.x_U) / 2
+
+    def unsqueeze(self):
+        return Box(self.x_L.unsqueeze(0), self.x_U.unsqueeze(0), check=False)
 
     def lower(self, A):
         return box_lower(self.x_L, self.x_U, A)
@@ -101,6 +108,9 @@ class L2Ball(Perturbation):
 
     def center(self):
         return self.x0
+
+    def unsqueeze(self):
+        return L2Ball(self.x0.unsqueeze(0), self.eps)
 
     def lower(self, A):
         return (A * self.x0.unsqueeze(1)).flatten(2).sum(-1) - self.eps * A.flatten(2).norm(dim=-1)
