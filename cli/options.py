@@ -202,8 +202,9 @@ denoiser_options = option_group(
     click.option("--denoiser-weights", type=click.Path(dir_okay=False), default=None,
                  help="state_dict file for a --denoiser package.module:factory."),
 )
-DATASET_HELP = ("digits (bundled 8x8 scikit-learn digits), mnist DIR (IDX files), cifar10 DIR (python batches) or npz "
-                "FILE (x in [0,1], integer y). The path follows as an argument: --dataset cifar10 DIR.")
+DATASET_HELP = ("digits (bundled 8x8 scikit-learn digits), mnist DIR (IDX files), fashion-mnist [DIR] (default "
+                "/usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist), cifar10 DIR (python "
+                "batches) or npz FILE (x in [0,1], integer y). The path follows as an argument: --dataset cifar10 DIR.")
 data_options = option_group(
     click.option("--dataset", default="digits", show_default=True, help=DATASET_HELP),
     click.argument("data_path", required=False, type=click.Path()),

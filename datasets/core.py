@@ -10,9 +10,12 @@ import torch
 from certkit.common.errors import CertkitError
 from certkit.datasets import readers
 
-DATASET_NAMES = ("digits", "mnist", "cifar10", "npz")
+DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "npz")
 #: data sets whose classes are fixed (labels 0..9 whatever a subset holds); an npz's are 0..its largest label
-FIXED_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10}
+FIXED_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10}
+#: where a data set is read from when no path is given, and how to get it there
+DEFAULT_PATHS = {"fashion-mnist": ("/usr/share/datasets/fashion-mnist",
+                                   "install it with `apt-get install dataset-fashion-mnist` (Debian and Ubuntu)")}
 
 #: The digits test split is the LAST 450 of scikit-learn's 1797 images in load_digits() order;
 #: the first 1347 are the training split. Fixed so results are comparable across machines.
@@ -26,9 +29,9 @@ class Dataset:
     Attributes:
         x: float32 tensor, shape (N, C, H, W) for images or (N, D) for vectors, values in [0, 1].
         y: int64 tensor, shape (N,), labels in [0, num_classes).
-        name: dataset name (``digits``, ``mnist``, ``cifar10``, ``npz``).
+        name: dataset name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``npz``).
         split: ``train``, ``test`` or ``all`` (npz files hold one split).
-        num_classes: 1 + the largest label (10 for digits/MNIST/CIFAR-10).
+        num_classes: 1 + the largest label (10 for digits, MNIST, Fashion-MNIST and CIFAR-10).
         source: where the data came from (path, or ``sklearn.datasets.load_digits``).
     """
 
@@ -100,10 +103,13 @@ def load_dataset(name: str, path: str | Path | None = None, split: str = "test")
     Args:
         name: ``digits`` (bundled, scikit-learn's 8x8 digits, shape N x 1 x 8 x 8, values /16; the test
             split is the last 450 images, the train split the first 1347), ``mnist`` (IDX files,
-            optionally gzipped, N x 1 x 28 x 28, values /255), ``cifar10`` (``cifar-10-batches-py``
-            pickles, N x 3 x 32 x 32, values /255) or ``npz`` (arrays ``x`` in [0,1], N x C x H x W or
+            optionally gzipped, N x 1 x 28 x 28, values /255), ``fashion-mnist`` (Xiao, Rasul, Vollgraf 2017:
+            MNIST's layout and sizes, 60,000 train and 10,000 test images of clothing; default folder
+            /usr/share/datasets/fashion-mnist, Debian's package dataset-fashion-mnist), ``cifar10``
+            (``cifar-10-batches-py`` pickles, N x 3 x 32 x 32, values /255) or ``npz`` (arrays ``x`` in [0,1], N x C x H x W or
             N x D, and integer ``y``).
-        path: directory (mnist, cifar10) or file (npz); unused for digits.
+        path: directory (mnist, fashion-mnist, cifar10) or file (npz); unused for digits; None for fashion-mnist:
+            its default folder.
         split: ``train`` or ``test`` (npz files hold a single split, reported as ``all``).
 
     Raises:
@@ -120,14 +126,20 @@ def load_dataset(name: str, path: str | Path | None = None, split: str = "test")
         x, y = (x[:cut], y[:cut]) if split == "train" else (x[cut:], y[cut:])
         source = "sklearn.datasets.load_digits"
     else:
+        if path is None and name in DEFAULT_PATHS:
+            default, how = DEFAULT_PATHS[name]
+            if not Path(default).is_dir():
+                raise CertkitError(f"{name} data not found in {default}: {how}, or give its folder: "
+                                   f"--dataset {name} DIR")
+            path = default
         if path is None:
             raise CertkitError(f"dataset {name} needs a path: --dataset {name} PATH")
         path = Path(path)
         if not path.exists():
             raise CertkitError(f"{name} data not found: {path} does not exist")
         try:
-            if name == "mnist":
-                x, y = readers.read_mnist(path, split)
+            if name in ("mnist", "fashion-mnist"):
+                x, y = readers.read_mnist(path, split, name)
             elif name == "cifar10":
                 x, y = readers.read_cifar10(path, split)
             else:

@@ -28,7 +28,7 @@ _MNIST_FILES = {
 }
 
 
-def _find_idx(root: Path, stem: str) -> Path:
+def _find_idx(root: Path, stem: str, name: str = "MNIST") -> Path:
     alt = stem.replace("-idx", ".idx")  # some mirrors name them t10k-images.idx3-ubyte
     for d in (root, root / "MNIST" / "raw", root / "raw"):
         for s in (stem, alt):
@@ -36,7 +36,7 @@ def _find_idx(root: Path, stem: str) -> Path:
                 p = d / (s + suffix)
                 if p.is_file():
                     return p
-    raise CertkitError(f"MNIST file {stem}[.gz] not found in {root}")
+    raise CertkitError(f"{name} file {stem}[.gz] not found in {root}")
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -56,15 +56,16 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return data.reshape(shape)
 
 
-def read_mnist(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST IDX files (``train-images-idx3-ubyte[.gz]`` etc.) from a directory -> N x 1 x 28 x 28."""
+def read_mnist(root: Path, split: str, name: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-layout IDX files (``train-images-idx3-ubyte[.gz]`` etc.: MNIST, Fashion-MNIST) from a directory ->
+    N x 1 x 28 x 28."""
     if not root.is_dir():
-        raise CertkitError(f"mnist needs a directory holding the IDX files, got {root}")
+        raise CertkitError(f"{name} needs a directory holding the IDX files, got {root}")
     img_name, lab_name = _MNIST_FILES[split]
-    x = _read_idx(_find_idx(root, img_name), 3)
-    y = _read_idx(_find_idx(root, lab_name), 1)
+    x = _read_idx(_find_idx(root, img_name, name), 3)
+    y = _read_idx(_find_idx(root, lab_name, name), 1)
     if x.shape[0] != y.shape[0]:
-        raise CertkitError(f"MNIST {split}: {x.shape[0]} images but {y.shape[0]} labels")
+        raise CertkitError(f"{name} {split}: {x.shape[0]} images but {y.shape[0]} labels")
     return (x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64)
 
 
