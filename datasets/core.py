@@ -106,8 +106,8 @@ def load_dataset(name: str, path: str | Path | None = None, split: str = "test")
             optionally gzipped, N x 1 x 28 x 28, values /255), ``fashion-mnist`` (Xiao, Rasul, Vollgraf 2017:
             MNIST's layout and sizes, 60,000 train and 10,000 test images of clothing; default folder
             /usr/share/datasets/fashion-mnist, Debian's package dataset-fashion-mnist), ``cifar10``
-            (``cifar-10-batches-py`` pickles, N x 3 x 32 x 32, values /255) or ``npz`` (arrays ``x`` in [0,1], N x C x H x W or
-            N x D, and integer ``y``).
+            (``cifar-10-batches-py`` pickles, N x 3 x 32 x 32, values /255) or ``npz`` (arrays ``x`` in [0,1],
+            N x C x H x W or N x D, and integer ``y``).
         path: directory (mnist, fashion-mnist, cifar10) or file (npz); unused for digits; None for fashion-mnist:
             its default folder.
         split: ``train`` or ``test`` (npz files hold a single split, reported as ``all``).
