@@ -37,10 +37,17 @@ def _ints(text: str | None, name: str) -> list[int]:
         raise CertkitError(f"{name} must be comma-separated integers, got {text!r}") from None
 
 
+_ALIASES = {"batch": "batch_size"}
+
+
 def _recipe(ctx, param, value):
-    """Load a recipe into the command's defaults: options on the command line still win."""
+    """Load a recipe into the command's defaults: options on the command line still win. ``none``: no recipe, not
+    even the recommended one."""
     if value is None:
         return None
+    ctx.meta["certkit_config"] = value
+    if value.lower() == "none":
+        return value
     from certkit.train.recipe import load_recipe
 
     try:
@@ -48,20 +55,63 @@ def _recipe(ctx, param, value):
     except CertkitError as e:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from None
     names = {p.name for p in ctx.command.get_params(ctx)} - {"config"}
-    aliases = {"batch": "batch_size"}
-    values = {aliases.get(k, k): v for k, v in values.items()}
+    values = {_ALIASES.get(k, k): v for k, v in values.items()}
     unknown = sorted(set(values) - names)
     if unknown:
         raise click.BadParameter(f"{value}: unknown option(s) {', '.join(unknown)}", ctx=ctx, param=param)
+    ctx.meta["certkit_recipe_values"] = values
     ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 
 
 def _recipes_help() -> str:
-    from certkit.train.recipe import shipped_recipes
+    from certkit.train.recipe import recommended_recipes, shipped_recipes
 
+    rec = "; ".join(f"{m} on {d}: {r}" for (m, d), r in sorted(recommended_recipes().items(), key=lambda i: i[0][::-1]))
     return ("A YAML recipe: option names to values (lists for comma lists); the command line overrides it. A file, or "
-            "a shipped recipe: " + ", ".join(shipped_recipes()) + ".")
+            "a shipped recipe: " + ", ".join(shipped_recipes()) + ". Without --config, a method and data set with a "
+            "recommended recipe start from it (" + rec + "); --config none trains with the plain defaults.")
+
+
+def _is_default(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is None or source == click.core.ParameterSource.DEFAULT
+
+
+def _recommended(ctx: click.Context, kw: dict, given: dict, arch_specs: dict) -> str | None:
+    """Without --config: fill every option left at its default from the recommended recipe of (method, dataset), if
+    one is shipped; returns its name. The recipe's architecture is dropped when the user gave options of another
+    architecture (e.g. --hidden for the default mlp)."""
+    from certkit.train.recipe import load_recipe, recommended_recipe
+
+    if ctx.meta.get("certkit_config") is not None:
+        return None
+    name = recommended_recipe(kw["method"], kw["dataset"])
+    if name is None:
+        return None
+    values = {_ALIASES.get(k, k): v for k, v in load_recipe(name).items() if k not in ("method", "dataset")}
+    if "arch" in values and kw["arch"] is None and set(given) & set(arch_specs):
+        values.pop("arch")
+    params = {p.name: p for p in ctx.command.get_params(ctx)}
+    for key, value in values.items():
+        if key in params and _is_default(ctx, key) and (key not in given):
+            typed = params[key].type_cast_value(ctx, value)
+            if key in kw:
+                kw[key] = typed
+            else:
+                given[key] = typed
+    ctx.meta["certkit_recipe_values"] = values
+    return name
+
+
+def _scale_eps_train(ctx: click.Context, kw: dict, given: dict) -> None:
+    """A recipe's training radius is a multiple of its eps (e.g. 1.1 eps): when --eps is given and --eps-train is not,
+    keep the multiple for the given eps instead of training at the recipe's radius."""
+    values = ctx.meta.get("certkit_recipe_values") or {}
+    if "eps_train" in given and "eps" in values and float(values["eps"]) > 0 and "eps_train" in values \
+            and ctx.get_parameter_source("eps") == click.core.ParameterSource.COMMANDLINE \
+            and ctx.get_parameter_source("eps_train") != click.core.ParameterSource.COMMANDLINE:
+        given["eps_train"] = kw["eps"] * float(values["eps_train"]) / float(values["eps"])
 
 
 @maps_to("certkit.train.network:TrainConfig", handled=("lr_milestones", "resume", "quiet"))
@@ -123,8 +173,15 @@ def train(ctx, lr_milestones, resume, quiet, **kw):
     method = kw["method"]
     if method not in training_methods():
         raise CertkitError(f"unknown training method {method!r}: choose from {', '.join(training_methods())}")
-    arch = kw["arch"] or training_methods()[method].default_arch
     arch_specs = architecture_option_specs()
+    kw["lr_milestones"] = lr_milestones
+    recipe = _recommended(ctx, kw, given, arch_specs)
+    lr_milestones = kw.pop("lr_milestones")
+    _scale_eps_train(ctx, kw, given)
+    if recipe is not None and not quiet and distributed.world()[0] == 0:
+        click.echo(f"recipe: {recipe} (recommended for {method} on {kw['dataset']}; options given here override it, "
+                   f"--config none trains with the plain defaults)")
+    arch = kw["arch"] or training_methods()[method].default_arch
     arch_given = {k: v for k, v in given.items() if k in arch_specs}
     arch_config = options_for(arch_given, arch_specs, arch, [arch], what="--arch")
     arch_classes = architecture_options()

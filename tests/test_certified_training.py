@@ -159,7 +159,7 @@ def test_crown_ibp_model_is_verified_as_logged_and_certifiable(tmp_path, cli):
 def test_certified_training_bad_input(cli, tmp_path):
     from conftest import assert_clean_error
 
-    assert_clean_error(cli("train", "--method", "ibp", "--out", tmp_path / "m.pt"), "--eps")
+    assert_clean_error(cli("train", "--method", "ibp", "--config", "none", "--out", tmp_path / "m.pt"), "--eps")
     assert_clean_error(cli("train", "--method", "ibp", "--eps", 0.1, "--kappa-final", 2, "--out", tmp_path / "m.pt"),
                        "kappa")
 

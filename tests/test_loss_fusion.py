@@ -66,8 +66,8 @@ def test_crown_ibp_trains_with_loss_fusion_by_default(cli, tmp_path):
 
     for flag, expected in (([], True), (["--no-loss-fusion"], False)):
         out = tmp_path / f"f{expected}.pt"
-        r = cli("train", "--method", "crown-ibp", *flag, "--arch", "cnn_a", "--eps", "0.1", "--epochs", "2",
-                "--quiet", "--out", out)
+        r = cli("train", "--method", "crown-ibp", "--config", "none", *flag, "--arch", "cnn_a", "--eps", "0.1",
+                "--epochs", "2", "--quiet", "--out", out)
         assert r.exit_code == 0, r.output
         assert load_checkpoint_file(out)["metadata"]["recipe"]["loss_fusion"] is expected
     assert_clean_error(cli("train", "--method", "ibp", "--loss-fusion", "--eps", "0.1", "--out", tmp_path / "i.pt"),

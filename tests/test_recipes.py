@@ -80,3 +80,33 @@ def test_unknown_augmentation_is_refused(cli, tmp_path):
     assert_clean_error(cli("train", "--augment", "rotate", "--out", tmp_path / "m.pt"), "--augment")
     with pytest.raises(CertkitError, match="missing.yaml"):
         load_recipe(str(tmp_path / "missing.yaml"))
+
+
+def test_a_bare_method_starts_from_its_recommended_recipe(cli, tmp_path):
+    """Defaults are the recommendation: `--method crown-ibp` on digits trains the shipped digits_crown_ibp_long
+    settings; options given override them, a given --eps keeps the recipe's eps_train / eps ratio, options of another
+    architecture drop the recipe's, and --config none gives the plain defaults."""
+    from certkit.train.recipe import recommended_recipe, recommended_recipes
+
+    assert recommended_recipe("crown-ibp", "digits") == "digits_crown_ibp_long"
+    assert recommended_recipe("gaussian", "digits") is None
+    for (method, dataset), name in recommended_recipes().items():     # each names its own method and data set
+        recipe = load_recipe(name)
+        assert (recipe["method"], recipe["dataset"]) == (method, dataset) and "recommended" not in recipe
+
+    def recipe_of(*args):
+        out = tmp_path / f"m{len(list(tmp_path.glob('*.pt')))}.pt"
+        r = cli("train", *args, "--epochs", 1, "--quiet", "--out", out)
+        assert r.exit_code == 0, r.output
+        return torch.load(out, weights_only=True)["metadata"]["recipe"]
+
+    bare = recipe_of("--method", "crown-ibp")
+    assert (bare["arch"], bare["eps"], bare["eps_train"], bare["kappa_final"], bare["loss_fusion"]) == \
+        ("cnn_a", 0.1, 0.11, 0.0, False)
+    scaled = recipe_of("--method", "crown-ibp", "--eps", 0.2)
+    assert scaled["eps"] == 0.2 and scaled["eps_train"] == pytest.approx(0.22)
+    assert recipe_of("--method", "crown-ibp", "--eps", 0.2, "--eps-train", 0.3)["eps_train"] == 0.3
+    mlp = recipe_of("--method", "ibp", "--hidden", 16)
+    assert mlp["arch"] == "mlp" and mlp["arch_config"] == {"hidden": [16]} and mlp["eps"] == 0.1
+    plain = recipe_of("--method", "crown-ibp", "--config", "none", "--eps", 0.1)
+    assert plain["arch"] == "mlp" and plain["eps_train"] is None and plain["loss_fusion"] is True

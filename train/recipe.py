@@ -18,6 +18,24 @@ def shipped_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
+def recommended_recipe(method: str, dataset: str) -> str | None:
+    """The shipped recipe marked ``recommended: true`` for ``method`` on ``dataset`` (what a bare ``certkit train
+    --method M --dataset D`` starts from), or None."""
+    return recommended_recipes().get((method, dataset))
+
+
+def recommended_recipes() -> dict[tuple[str, str], str]:
+    """{(method, dataset): recipe name} of every recommended shipped recipe."""
+    import yaml
+
+    out = {}
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict) and data.get("recommended") is True:
+            out[(str(data.get("method")), str(data.get("dataset")))] = path.stem
+    return out
+
+
 def load_recipe(spec: str) -> dict:
     """The options of a recipe file or shipped recipe name, keys normalised to option names with underscores and
     lists joined with commas.
@@ -41,6 +59,7 @@ def load_recipe(spec: str) -> dict:
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise CertkitError(f"the recipe {path} must be a mapping of `certkit train` option names to values")
     out = {}
+    data.pop("recommended", None)  # marks the recipe a bare run of its method and data set starts from
     for key, value in data.items():
         if isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)
