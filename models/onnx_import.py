@@ -245,7 +245,10 @@ class _Builder:
                 raise self.err(node, "Selu with non-default alpha/gamma is not supported")
             module = ELEMENTWISE[op](a)
             args: tuple[Any, ...] = (x,)
-            self.env[node.output[0]] = self.fx.call_module(self.add_module(module, op.lower()), args)
+            if isinstance(module, _Fn):  # a torch function (torch.abs, ...): bounded by its function entry
+                self.env[node.output[0]] = self.fx.call_function(module.fn, args)
+            else:
+                self.env[node.output[0]] = self.fx.call_module(self.add_module(module, op.lower()), args)
             return
         out = getattr(self, f"op_{op}", None)
         if out is None:

@@ -84,3 +84,58 @@ def check_activation(op, rows: int = 3, seed: int = 0):
     exact = torch.einsum("bsn,bkn->bsk", A, op.function(zs))
     linear = torch.einsum("bsn,bkn->bsk", A_in, zs) + bias[..., None]
     assert (linear <= exact + 1e-8 * (1 + exact.abs())).all(), f"{op.name}: backward bound above the function"
+
+
+def check_network_bounds(net, in_dim: int, rows: int = 3, eps: float = 0.2, samples: int = 4000, seed: int = 0):
+    """IBP, CROWN and alpha-CROWN bounds of a float64 network (in_dim -> outputs) on Linf balls contain its outputs at
+    sampled points and at PGD-attacked points (both directions, each output); CROWN is no looser than IBP and
+    alpha-CROWN no looser than CROWN, on the lower bounds. Returns {method: (lb, ub)}."""
+    from certkit.verifiers import METHODS, BoundedModule, check_model, linf_ball
+    from certkit.verifiers.attack import pgd_box
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand((rows, in_dim), generator=gen, dtype=torch.float64)
+    pert = linf_ball(x, eps, None)
+    assert check_model(net, (in_dim,)) == []
+    bm = BoundedModule(net, (in_dim,))
+    u = torch.rand((samples, rows, in_dim), generator=gen, dtype=torch.float64)
+    ys = net((pert.x_L + u * (pert.x_U - pert.x_L)).reshape(-1, in_dim)).reshape(samples, rows, -1).detach()
+    bounds = {}
+    for m in METHODS:
+        with torch.enable_grad():
+            lb, ub = bm.compute_bounds(pert, None, m)
+        lb, ub = lb.detach(), ub.detach()
+        bounds[m] = (lb, ub)
+        assert (ys >= lb - 1e-9).all() and (ys <= ub + 1e-9).all(), m
+        for k in range(ys.shape[2]):
+            for sign in (1.0, -1.0):
+                xa, _ = pgd_box(lambda z, sign=sign, k=k: sign * net(z)[:, k], pert.x_L, pert.x_U, steps=30, restarts=2,
+                                generator=gen, early_stop=False)
+                yk = net(xa)[:, k].detach()
+                assert (yk >= lb[:, k] - 1e-9).all() and (yk <= ub[:, k] + 1e-9).all(), (m, k)
+    assert (bounds["CROWN"][0] >= bounds["IBP"][0] - 1e-9).all()
+    assert (bounds["alpha-CROWN"][0] >= bounds["CROWN"][0] - 1e-9).all()
+    return bounds
+
+
+def check_onnx_bounds(net, in_dim: int, path, eps: float = 0.1, seed: int = 2):
+    """``net`` exported to ONNX at ``path`` imports with every node bounded, and CROWN bounds of the import contain
+    onnxruntime's outputs at sampled points (float32 tolerance)."""
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from certkit.models.onnx_import import load_onnx
+    from certkit.verifiers import BoundedModule, check_model, linf_ball
+
+    from conftest import export_onnx
+
+    export_onnx(net, torch.rand(1, in_dim), path)
+    model = load_onnx(path)
+    assert check_model(model.module, model.sample_shape) == []
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand((2, in_dim), generator=gen)
+    bm = BoundedModule(model.module.double(), (in_dim,))
+    lb, ub = bm.compute_bounds(linf_ball(x.double(), eps, None), None, "CROWN")
+    pts = (x[:, None] - eps + 2 * eps * torch.rand((2, 200, in_dim), generator=gen)).reshape(-1, in_dim)
+    ref = torch.from_numpy(model.run_onnxruntime(pts)).double().reshape(2, 200, -1)
+    assert (ref >= lb[:, None] - 1e-4).all() and (ref <= ub[:, None] + 1e-4).all()
