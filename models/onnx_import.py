@@ -10,7 +10,7 @@ first dimension is the batch (fixed 1 or symbolic) and the module accepts any ba
 (e.g. ``[1]`` in VNN-COMP's test networks) a batch dimension is added in front.
 
 Supported operators: Gemm, MatMul (constant right operand), Add, Sub, Mul, Div, Conv (2-D), Flatten, Reshape,
-BatchNormalization, AveragePool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the batch dimension
+BatchNormalization, AveragePool and MaxPool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the batch dimension
 first), the elementwise activations of :data:`ELEMENTWISE` (ONNX op type -> torch module), plus Constant, Identity,
 Dropout (inference) and constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze,
 Concat, Cast). Anything else raises :class:`CertkitError` naming every unsupported node at once.
@@ -49,7 +49,7 @@ ELEMENTWISE: dict = {
     "Cos": lambda a: _Fn(torch.cos),
 }
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
-                 "AveragePool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather", "Unsqueeze",
+                 "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather", "Unsqueeze",
                  "Squeeze", "Concat", "Cast") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 _NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
@@ -408,6 +408,21 @@ class _Builder:
                             ceil_mode=bool(a.get("ceil_mode", 0)),
                             count_include_pad=bool(a.get("count_include_pad", 0)))
         return self.fx.call_module(self.add_module(pool, "avgpool"), (ins[0],))
+
+    def op_MaxPool(self, node, a, ins):
+        k = tuple(a["kernel_shape"])
+        if len(k) != 2:
+            raise self.err(node, "only 2-D max pooling is supported")
+        if len(node.output) > 1 and node.output[1]:
+            raise self.err(node, "MaxPool's Indices output is not supported")
+        begin, end = self._pads(node, a)
+        if begin != end:
+            raise self.err(node, "asymmetric pads are not supported for MaxPool")
+        if a.get("storage_order", 0):
+            raise self.err(node, "MaxPool with storage_order 1 is not supported")
+        pool = nn.MaxPool2d(k, stride=tuple(a.get("strides", [1, 1])), padding=tuple(begin),
+                            dilation=tuple(a.get("dilations", [1, 1])), ceil_mode=bool(a.get("ceil_mode", 0)))
+        return self.fx.call_module(self.add_module(pool, "maxpool"), (ins[0],))
 
     def op_Flatten(self, node, a, ins):
         ax = int(a.get("axis", 1))

@@ -1,0 +1,109 @@
+"""2-D max pooling: y = max of the window's inputs z_1..z_k (convex, piecewise linear, not elementwise).
+
+Relaxation of one window with input bounds [l_i, u_i] (the max rule of DeepPoly, Singh et al. POPL 2019, Sec. 4.3,
+as auto_LiRPA's BoundMaxPool without its optimised upper line):
+    lower: y >= z_m with m = argmax_i l_i (the max is at least any of its inputs);
+    upper: y <= max_i u_i (a constant);
+    exact: y = z_m when l_m >= u_i for every other i (the window's winner is decided).
+CROWN's backward rule puts A >= 0 on z_m and A < 0 on the constant (or on z_m when exact); IBP pools l and u
+(max is monotone: exact on boxes). Windows are read with ``unfold`` and coefficients returned with ``fold``, so any
+kernel, stride and zero-or-more padding (padded cells never win) share one code path; dilation and ceil_mode are
+refused. ONNX ``MaxPool`` (2-D, symmetric pads) imports as ``nn.MaxPool2d``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op, sum_node
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+@register_op(modules=(nn.MaxPool2d,), functions=(F.max_pool2d,), onnx=("MaxPool",))
+class MaxPool2d(Op):
+    """``nn.MaxPool2d`` / ``F.max_pool2d`` with dilation 1, no ceil_mode, no returned indices."""
+
+    name = "MaxPool2d"
+    affine = False
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.k = _pair(kernel_size)
+        self.s = _pair(stride if stride not in (None, ()) else kernel_size)
+        self.p = _pair(padding)
+
+    @classmethod
+    def from_call(cls, call: Call):
+        if call.kind == "module":
+            m = call.target
+            if _pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
+                raise Unsupported("MaxPool2d with dilation, ceil_mode or return_indices is not supported")
+            return cls(m.kernel_size, m.stride, m.padding)
+        names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        given = dict(zip(names, call.args[1:]), **call.kwargs)
+        if _pair(given.get("dilation", 1)) != (1, 1) or given.get("ceil_mode") or given.get("return_indices"):
+            raise Unsupported("max_pool2d with dilation, ceil_mode or return_indices is not supported")
+        return cls(given["kernel_size"], given.get("stride"), given.get("padding", 0))
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.k, self.s, self.p)
+
+    def ibp(self, iv):
+        return self.forward(iv[0]), self.forward(iv[1])
+
+    # -- windows ------------------------------------------------------------------------------------
+    def _padded(self, t: torch.Tensor, value: float) -> torch.Tensor:
+        """(N, C, H, W) -> (N * C, 1, H + 2 ph, W + 2 pw), padded with ``value``."""
+        N, C, H, W = t.shape
+        t = t.reshape(N * C, 1, H, W)
+        if self.p != (0, 0):
+            t = F.pad(t, (self.p[1], self.p[1], self.p[0], self.p[0]), value=value)
+        return t
+
+    def _windows(self, t: torch.Tensor, value: float) -> torch.Tensor:
+        """(N, C, H, W) -> (N * C, kh * kw, L): each output position's window (padding cells = ``value``)."""
+        return F.unfold(self._padded(t, value), self.k, stride=self.s)
+
+    def _fold(self, w: torch.Tensor, N: int) -> torch.Tensor:
+        """(N * C, kh * kw, L) window coefficients -> (N, C, H, W) input coefficients (overlaps summed)."""
+        C, H, W = self.in_shapes[0]
+        size = (H + 2 * self.p[0], W + 2 * self.p[1])
+        out = F.fold(w, size, self.k, stride=self.s)
+        out = out[..., self.p[0]:self.p[0] + H, self.p[1]:self.p[1] + W]
+        return out.reshape(N, C, H, W)
+
+    def relaxation(self, in_bounds, alpha=None, setup=None):
+        """(m (B*C, 1, L) winner index in each window, exact (B*C, L), upper constant U (B*C, L))."""
+        l, u = in_bounds[0]
+        lw, uw = self._windows(l, float("-inf")), self._windows(u, float("-inf"))
+        m = lw.argmax(1, keepdim=True)
+        others = uw.scatter(1, m, float("-inf")).amax(1)
+        exact = lw.gather(1, m)[:, 0] >= others
+        return m, exact, uw.amax(1)
+
+    def unstable(self, l, u):
+        """Inputs of the windows whose winner IBP leaves undecided (their bounds are worth refining)."""
+        m, exact, _ = self.relaxation([(l, u)])
+        w = (~exact).to(l.dtype).unsqueeze(1).expand(-1, self.k[0] * self.k[1], -1)
+        return self._fold(w.contiguous(), l.shape[0]) > 0
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        m, exact, U = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        B, S = A.shape[:2]
+        C = self.out_shape[0]
+        L = self.out_shape[1] * self.out_shape[2]
+        A = A.reshape(B, S, C, L)
+        Ap = torch.relu(A)
+        An = A - Ap
+        ex = exact.reshape(B, 1, C, L)
+        coef = Ap + An * ex                                              # on z_m: A+ always, A- where exact
+        bias = sum_node(An * (~ex) * U.reshape(B, 1, C, L))              # A- on the constant elsewhere
+        idx = m.reshape(B, 1, C, 1, L).expand(B, S, C, 1, L).reshape(B * S * C, 1, L)
+        w = torch.zeros((B * S * C, self.k[0] * self.k[1], L), dtype=A.dtype, device=A.device)
+        w.scatter_(1, idx, coef.reshape(B * S * C, 1, L))
+        A_in = self._fold(w, B * S)
+        return [A_in.reshape((B, S) + tuple(self.in_shapes[0]))], bias
