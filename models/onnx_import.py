@@ -10,8 +10,8 @@ first dimension is the batch (fixed 1 or symbolic) and the module accepts any ba
 (e.g. ``[1]`` in VNN-COMP's test networks) a batch dimension is added in front.
 
 Supported operators: Gemm, MatMul (constant right operand), Add, Sub, Mul, Div, Conv (2-D), Flatten, Reshape,
-BatchNormalization, AveragePool and MaxPool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the batch dimension
-first), the elementwise activations of :data:`ELEMENTWISE` (ONNX op type -> torch module), plus Constant, Identity,
+BatchNormalization, AveragePool and MaxPool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the batch
+dimension first), the elementwise activations of :data:`ELEMENTWISE` (ONNX op type -> torch module), plus Constant, Identity,
 Dropout (inference) and constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze,
 Concat, Cast). Anything else raises :class:`CertkitError` naming every unsupported node at once.
 
@@ -49,8 +49,8 @@ ELEMENTWISE: dict = {
     "Cos": lambda a: _Fn(torch.cos),
 }
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
-                 "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather", "Unsqueeze",
-                 "Squeeze", "Concat", "Cast") + tuple(ELEMENTWISE)
+                 "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
+                 "Unsqueeze", "Squeeze", "Concat", "Cast") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 _NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
