@@ -11,8 +11,8 @@ first dimension is the batch (fixed 1 or symbolic) and the module accepts any ba
 
 Supported operators: Gemm, MatMul (constant right operand), Add, Sub, Mul, Div, Conv (2-D), Flatten, Reshape,
 BatchNormalization, AveragePool and MaxPool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the batch
-dimension first), the elementwise activations of :data:`ELEMENTWISE` (ONNX op type -> torch module), plus Constant, Identity,
-Dropout (inference) and constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze,
+dimension first), the elementwise activations of :data:`ELEMENTWISE` (ONNX op type -> torch module), plus Constant,
+Identity, Dropout (inference) and constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze,
 Concat, Cast). Anything else raises :class:`CertkitError` naming every unsupported node at once.
 
 The importer only makes the network RUN in torch; which ops certkit can BOUND is the op registry's business
