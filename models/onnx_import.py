@@ -44,6 +44,7 @@ ELEMENTWISE: dict = {
     "Selu": lambda a: nn.SELU(),
     "HardSwish": lambda a: nn.Hardswish(),
     "Abs": lambda a: _Fn(torch.abs),
+    "Neg": lambda a: _Fn(torch.neg),
     "Exp": lambda a: _Fn(torch.exp),
     "Sin": lambda a: _Fn(torch.sin),
     "Cos": lambda a: _Fn(torch.cos),
@@ -237,7 +238,7 @@ class _Builder:
             self.env[node.output[0]] = self.fold(node, op, a, ins)
             return
         x = ins[0]
-        if not isinstance(x, fx.Node) and op not in _BINARY and op != "MatMul":
+        if not isinstance(x, fx.Node) and op not in _BINARY and op not in ("MatMul", "Concat"):
             raise self.err(node, "the first input must be the data tensor")
         if op in ELEMENTWISE:
             if op == "Selu" and (abs(a.get("alpha", 1.67326) - 1.67326) > 1e-4
@@ -423,6 +424,14 @@ class _Builder:
         pool = nn.MaxPool2d(k, stride=tuple(a.get("strides", [1, 1])), padding=tuple(begin),
                             dilation=tuple(a.get("dilations", [1, 1])), ceil_mode=bool(a.get("ceil_mode", 0)))
         return self.fx.call_module(self.add_module(pool, "maxpool"), (ins[0],))
+
+    def op_Concat(self, node, a, ins):
+        if not all(isinstance(t, fx.Node) for t in ins):
+            raise self.err(node, "Concat of the data with a constant tensor is not supported")
+        if self.batch_added:
+            raise self.err(node, "Concat on a rank-1 network input is not supported")
+        axis = int(a.get("axis", 0))
+        return self.fx.call_function(torch.cat, (list(ins), axis))
 
     def op_Flatten(self, node, a, ins):
         ax = int(a.get("axis", 1))

@@ -129,7 +129,7 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
             elif index[arg.name] >= 0:
                 output = index[arg.name]
             continue
-        data_args = [a for a in list(n.args) + list(n.kwargs.values()) if is_data(a)]
+        data_args = [a for a in _flat(list(n.args) + list(n.kwargs.values())) if is_data(a)]
         if not data_args:
             continue  # a constant (parameter, shape arithmetic): its value is in rec.values
         where = f"node {n.name} ({n.target if n.op != 'call_module' else type(modules[n.target]).__name__})"
@@ -186,6 +186,17 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
             problems.append("the model has no output computed from its input")
         return None, problems
     return BoundGraph(nodes, output, gm), []
+
+
+def _flat(args):
+    """The leaves of nested argument lists, tuples and dicts (torch.cat([x, y]) holds its data in a list)."""
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            yield from _flat(a)
+        elif isinstance(a, dict):
+            yield from _flat(list(a.values()))
+        else:
+            yield a
 
 
 def check_model(model: nn.Module, input_shape: tuple) -> list[str]:
