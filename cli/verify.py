@@ -57,7 +57,9 @@ MODES = ("dataset", "instance", "benchmark", "check")
 @run_options
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None, help="VNN-COMP network.")
 @click.option("--vnnlib", "vnnlib_path", type=click.Path(dir_okay=False), default=None, help="VNN-LIB 1.0 property.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per VNN-COMP instance.")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds per VNN-COMP instance; in --mode instance counted from the start of the command (start-up "
+                   "included), the result file written by then.")
 @click.option("--result", "result_path", type=click.Path(dir_okay=False), default=None,
               help="VNN-COMP result file (sat + counterexample, unsat, unknown, timeout, error).")
 @click.option("--instances", "instances_csv", type=click.Path(dir_okay=False), default=None,
@@ -194,6 +196,10 @@ def _fields_of(cls, kw: dict) -> dict:
     return {k: v for k, v in kw.items() if k in names}
 
 
+#: seconds of --timeout kept for writing the result file and leaving
+WRITE_MARGIN = 0.3
+
+
 def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, options):
     from certkit.verifiers.complete.registry import Instance, get_verifier
     from certkit.verifiers.complete.vnncomp_format import format_result, write_result_file
@@ -202,8 +208,15 @@ def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, opt
         raise CertkitError("a VNN-COMP instance needs both --onnx and --vnnlib")
     if not timeout > 0:
         raise CertkitError(f"--timeout must be > 0, got {timeout}")
+    from certkit.common.clock import process_age
+    from certkit.verifiers.complete.vnncomp_format import InstanceResult
+
+    # the limit counts from the start of the command (start-up and imports included); what is left after a margin
+    # for writing the result file goes to the verifier
+    left = timeout - process_age() - WRITE_MARGIN
     v = get_verifier(verifier, options)
-    res = v.verify(Instance(Path(onnx_path), Path(vnnlib_path)), timeout)
+    res = (v.verify(Instance(Path(onnx_path), Path(vnnlib_path)), left) if left > 0 else
+           InstanceResult("timeout", 0.0, f"the {timeout:g} s were spent starting up"))
     if result_path:
         write_result_file(result_path, res)
     click.echo(format_result(res).rstrip())

@@ -114,3 +114,39 @@ def test_branch_and_bound_kind_is_checked_and_can_be_forced():
         assert res.status == "unsat", (kind, res)
     res = verify_instance(VNN / "test_unsat.onnx", VNN / "test_prop.vnnlib", timeout=60, methods=("IBP",), bab=False)
     assert res.status == "unknown" and "disabled" in res.reason
+
+
+def test_the_command_writes_its_result_within_the_time_limit_from_its_start(tmp_path):
+    """--mode instance counts --timeout from the start of the command (interpreter start-up and imports included) and
+    writes the result file by then: a CNN with max pooling on a wide box keeps branch and bound busy far longer than
+    the limit. Tolerance 1 s (the promise) + 0.5 s for this test's own process start."""
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from torch import nn
+
+    from conftest import export_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(8 * 4 * 4, 10)).eval()
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    export_onnx(net, x, tmp_path / "net.onnx")
+    y = int(net(x).argmax())
+    lines = [f"(declare-const X_{i} Real)" for i in range(64)] + [f"(declare-const Y_{j} Real)" for j in range(10)]
+    for i, v in enumerate(x.flatten().tolist()):
+        lines += [f"(assert (>= X_{i} {max(0.0, v - 0.09)}))", f"(assert (<= X_{i} {min(1.0, v + 0.09)}))"]
+    lines.append("(assert (or " + " ".join(f"(and (>= Y_{j} Y_{y}))" for j in range(10) if j != y) + "))")
+    (tmp_path / "prop.vnnlib").write_text("\n".join(lines) + "\n")
+    limit = 6.0
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "certkit.cli", "verify", "--mode", "instance", "--onnx",
+                           str(tmp_path / "net.onnx"), "--vnnlib", str(tmp_path / "prop.vnnlib"), "--timeout",
+                           str(limit), "--result", str(tmp_path / "r.txt")], capture_output=True, text=True)
+    written = (tmp_path / "r.txt").stat().st_mtime - t0
+    answer = (tmp_path / "r.txt").read_text().split("\n")[0]
+    assert proc.returncode == 0, proc.stderr
+    assert answer == "timeout", answer          # the search was still going at the limit
+    assert written <= limit + 1.5, (written, answer, proc.stderr[-300:])
