@@ -22,6 +22,7 @@ and is listed by ``certkit verify --mode check``.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ ELEMENTWISE: dict = {
 }
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
-                 "Unsqueeze", "Squeeze", "Concat", "Cast") + tuple(ELEMENTWISE)
+                 "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 _NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
@@ -424,6 +425,37 @@ class _Builder:
         pool = nn.MaxPool2d(k, stride=tuple(a.get("strides", [1, 1])), padding=tuple(begin),
                             dilation=tuple(a.get("dilations", [1, 1])), ceil_mode=bool(a.get("ceil_mode", 0)))
         return self.fx.call_module(self.add_module(pool, "maxpool"), (ins[0],))
+
+    def op_Clip(self, node, a, ins):
+        bounds = []
+        for i, key in ((1, "min"), (2, "max")):       # opset >= 11: constant inputs; opset 6: attributes
+            v = ins[i] if len(ins) > i else None
+            if isinstance(v, fx.Node):
+                raise self.err(node, f"Clip with a {key} computed from the input is not supported")
+            bounds.append(float(np.asarray(v).reshape(-1)[0]) if v is not None else
+                          (float(a[key]) if key in a else None))
+        return self.fx.call_function(torch.clamp, (ins[0],), {"min": bounds[0], "max": bounds[1]})
+
+    def op_Slice(self, node, a, ins):
+        if self.batch_added:
+            raise self.err(node, "Slice on a rank-1 network input is not supported")
+        if len(ins) > 1:                                  # opset >= 10: starts, ends, axes, steps as constant inputs
+            if any(isinstance(v, fx.Node) for v in ins[1:]):
+                raise self.err(node, "Slice with starts/ends computed from the input is not supported")
+            starts, ends = (np.asarray(v).reshape(-1).tolist() for v in ins[1:3])
+            axes = np.asarray(ins[3]).reshape(-1).tolist() if len(ins) > 3 and ins[3] is not None else None
+            steps = np.asarray(ins[4]).reshape(-1).tolist() if len(ins) > 4 and ins[4] is not None else None
+        else:                                             # opset 1-9: attributes
+            starts, ends, axes, steps = list(a["starts"]), list(a["ends"]), a.get("axes"), None
+        axes = [int(ax) for ax in (range(len(starts)) if axes is None else axes)]
+        steps = [1] * len(starts) if steps is None else steps
+        if any(ax < 0 for ax in axes):
+            raise self.err(node, "Slice with negative axes is not supported (export with the axes counted from 0)")
+        index: list[Any] = [slice(None)] * (max(axes) + 1)
+        big = 2 ** 62                                     # ONNX writes "to the end" as INT64_MAX
+        for st, en, ax, sp in zip(starts, ends, axes, steps):
+            index[ax] = slice(int(st), None if int(en) >= big else int(en), int(sp))
+        return self.fx.call_function(operator.getitem, (ins[0], tuple(index)))
 
     def op_Concat(self, node, a, ins):
         if not all(isinstance(t, fx.Node) for t in ins):
