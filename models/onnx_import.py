@@ -52,7 +52,8 @@ ELEMENTWISE: dict = {
 }
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
-                 "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice") + tuple(ELEMENTWISE)
+                 "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "ReduceMean", "ReduceSum",
+                 "GlobalAveragePool") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 _NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
@@ -456,6 +457,28 @@ class _Builder:
         for st, en, ax, sp in zip(starts, ends, axes, steps):
             index[ax] = slice(int(st), None if int(en) >= big else int(en), int(sp))
         return self.fx.call_function(operator.getitem, (ins[0], tuple(index)))
+
+    def _reduce(self, node, a, ins, fn):
+        axes = a.get("axes", ins[1] if len(ins) > 1 else None)    # an attribute before opset 13 (18 for Mean)
+        if isinstance(axes, fx.Node):
+            raise self.err(node, f"{node.op_type} with axes computed from the input is not supported")
+        if axes is None:
+            if a.get("noop_with_empty_axes", 0):
+                return ins[0]
+            raise self.err(node, f"{node.op_type} over every axis (the batch included) is not supported")
+        if self.batch_added:
+            raise self.err(node, f"{node.op_type} on a rank-1 network input is not supported")
+        dims = [int(v) for v in np.asarray(axes).reshape(-1)]
+        return self.fx.call_function(fn, (ins[0], dims, bool(a.get("keepdims", 1))))
+
+    def op_ReduceMean(self, node, a, ins):
+        return self._reduce(node, a, ins, torch.mean)
+
+    def op_ReduceSum(self, node, a, ins):
+        return self._reduce(node, a, ins, torch.sum)
+
+    def op_GlobalAveragePool(self, node, a, ins):
+        return self.fx.call_function(torch.mean, (ins[0], [2, 3], True))
 
     def op_Concat(self, node, a, ins):
         if not all(isinstance(t, fx.Node) for t in ins):
