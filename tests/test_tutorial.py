@@ -26,6 +26,7 @@ def test_tutorial_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     namespace: dict = {"__name__": "tutorial"}
+    sys.modules.pop("mynets", None)   # another test's module of that name, imported from its own folder
     try:
         for lang, code in found:
             if lang == "python":

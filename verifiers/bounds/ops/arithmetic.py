@@ -1,5 +1,6 @@
-"""Arithmetic on data tensors: x + y and x - y of two data tensors of the same shape (residual connections), and
-x + c, x - c, c - x, x * c, x / c, -x with constants c (elementwise affine maps)."""
+"""Arithmetic on data tensors: x + y and x - y of two data tensors of the same shape (residual connections), x * y of
+two data tensors of the same shape (the bilinear relaxation, bilinear.py), and x + c, x - c, c - x, x * c, x / c, -x
+with constants c (elementwise affine maps)."""
 from __future__ import annotations
 
 import operator
@@ -8,6 +9,7 @@ import torch
 
 from certkit.verifiers.bounds.ops.affine import constant_op
 from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
+from certkit.verifiers.bounds.ops.bilinear import Mul
 
 _ADD = (operator.add, torch.add, operator.iadd)
 _SUB = (operator.sub, torch.sub, operator.isub)
@@ -76,10 +78,13 @@ def arithmetic_op(call: Call) -> Op:
     if t in _NEG:
         return constant_op(-1.0, None, "Neg")
     if len(call.data_args) == 2:
-        if t in _ADD + _SUB and call.value(args[0]).shape == call.value(args[1]).shape:
+        same = call.value(args[0]).shape == call.value(args[1]).shape
+        if t in _ADD + _SUB and same:
             return Add() if t in _ADD else Sub()
-        raise Unsupported(f"{'product' if t in _MUL + _DIV else 'broadcast sum'} of two data tensors is not "
-                          f"supported (only constants may multiply the data)")
+        if t in _MUL and same:
+            return Mul()
+        raise Unsupported(f"{'quotient' if t in _DIV else 'broadcast product' if t in _MUL else 'broadcast sum'} of "
+                          f"two data tensors is not supported")
     first = call.is_data(args[0])
     c = per_sample_const(call.const(args[1] if first else args[0]), call.shape)
     if t in _ADD:

@@ -1,0 +1,48 @@
+"""Product of two data tensors, z = x * y elementwise (same shape): the bilinear relaxation (McCormick 1976; the
+CROWN form of Shi et al. ICLR 2020, "Robustness verification for transformers", Sec. 3.3, as auto_LiRPA's BoundMul).
+
+For x in [lx, ux] and y in [ly, uy] the planes
+    lower:  z >= ly x + lx y - lx ly          ((x - lx)(y - ly) >= 0)
+    upper:  z <= uy x + lx y - lx uy          ((x - lx)(uy - y) >= 0)
+hold on the whole box and are exact at its corners. CROWN's backward rule takes the lower plane where the coefficient
+A >= 0 and the upper plane where A < 0, giving coefficients for both inputs and a constant. IBP: the min and max of
+the four corner products. ``arithmetic_op`` (arithmetic.py) builds it for a product of two data tensors of the same
+shape; a product with a constant stays an affine op there.
+"""
+from __future__ import annotations
+
+import torch
+
+from certkit.verifiers.bounds.ops.base import Op, sum_node
+
+
+class Mul(Op):
+    """x * y of two data tensors of the same shape (built by arithmetic_op for products of two data tensors)."""
+
+    name = "Mul"
+    affine = False
+    arity = 2
+
+    def forward(self, x, y):
+        return x * y
+
+    def ibp(self, a, b):
+        corners = torch.stack([a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]])
+        return corners.amin(0), corners.amax(0)
+
+    def unstable(self, l, u):
+        return l < u
+
+    def relaxation(self, in_bounds, alpha=None, setup=None):
+        (lx, ux), (ly, uy) = in_bounds
+        return (ly, lx, -lx * ly), (uy, lx, -lx * uy)
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        (ax_l, ay_l, c_l), (ax_u, ay_u, c_u) = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        Ap = torch.relu(A)
+        An = A - Ap
+        ex = lambda t: t.unsqueeze(1)  # (B, *shape) -> (B, 1, *shape)
+        A_x = Ap * ex(ax_l) + An * ex(ax_u)
+        A_y = Ap * ex(ay_l) + An * ex(ay_u)
+        bias = sum_node(Ap * ex(c_l) + An * ex(c_u))
+        return [A_x, A_y], bias
