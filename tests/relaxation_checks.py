@@ -86,20 +86,22 @@ def check_activation(op, rows: int = 3, seed: int = 0):
     assert (linear <= exact + 1e-8 * (1 + exact.abs())).all(), f"{op.name}: backward bound above the function"
 
 
-def check_network_bounds(net, in_dim: int, rows: int = 3, eps: float = 0.2, samples: int = 4000, seed: int = 0):
-    """IBP, CROWN and alpha-CROWN bounds of a float64 network (in_dim -> outputs) on Linf balls contain its outputs at
-    sampled points and at PGD-attacked points (both directions, each output); CROWN is no looser than IBP and
-    alpha-CROWN no looser than CROWN, on the lower bounds. Returns {method: (lb, ub)}."""
+def check_network_bounds(net, in_shape, rows: int = 3, eps: float = 0.2, samples: int = 4000, seed: int = 0):
+    """IBP, CROWN and alpha-CROWN bounds of a float64 network (inputs of ``in_shape``, an int for vectors -> outputs)
+    on Linf balls contain its outputs at sampled points and at PGD-attacked points (both directions, each output);
+    CROWN is no looser than IBP and alpha-CROWN no looser than CROWN, on the lower bounds. Returns
+    {method: (lb, ub)}."""
     from certkit.verifiers import METHODS, BoundedModule, check_model, linf_ball
     from certkit.verifiers.attack import pgd_box
 
+    shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand((rows, in_dim), generator=gen, dtype=torch.float64)
+    x = torch.rand((rows,) + shape, generator=gen, dtype=torch.float64)
     pert = linf_ball(x, eps, None)
-    assert check_model(net, (in_dim,)) == []
-    bm = BoundedModule(net, (in_dim,))
-    u = torch.rand((samples, rows, in_dim), generator=gen, dtype=torch.float64)
-    ys = net((pert.x_L + u * (pert.x_U - pert.x_L)).reshape(-1, in_dim)).reshape(samples, rows, -1).detach()
+    assert check_model(net, shape) == []
+    bm = BoundedModule(net, shape)
+    u = torch.rand((samples, rows) + shape, generator=gen, dtype=torch.float64)
+    ys = net((pert.x_L + u * (pert.x_U - pert.x_L)).reshape((-1,) + shape)).reshape(samples, rows, -1).detach()
     bounds = {}
     for m in METHODS:
         with torch.enable_grad():
@@ -139,3 +141,14 @@ def check_onnx_bounds(net, in_dim: int, path, eps: float = 0.1, seed: int = 2):
     pts = (x[:, None] - eps + 2 * eps * torch.rand((2, 200, in_dim), generator=gen)).reshape(-1, in_dim)
     ref = torch.from_numpy(model.run_onnxruntime(pts)).double().reshape(2, 200, -1)
     assert (ref >= lb[:, None] - 1e-4).all() and (ref <= ub[:, None] + 1e-4).all()
+
+
+def assert_same_bounds(a, b, in_shape, eps: float = 0.1, method: str = "CROWN", seed: int = 1):
+    """Networks ``a`` and ``b`` (the functional and the module form of one op) get identical bounds."""
+    from certkit.verifiers import BoundedModule, linf_ball
+
+    shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+    x = torch.rand((2,) + shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    ra = BoundedModule(a, shape).compute_bounds(linf_ball(x, eps, None), None, method)
+    rb = BoundedModule(b, shape).compute_bounds(linf_ball(x, eps, None), None, method)
+    assert torch.equal(ra[0], rb[0]) and torch.equal(ra[1], rb[1])

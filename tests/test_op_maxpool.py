@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from certkit.verifiers import METHODS, BoundedModule, check_model, linf_ball
-from certkit.verifiers.attack import pgd_box
+from certkit.verifiers import BoundedModule, check_model, linf_ball
 from certkit.verifiers.bounds.ops.maxpool import MaxPool2d
+
+from relaxation_checks import assert_same_bounds, check_network_bounds
 
 
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 1, 1), (3, 2, 1), (2, 1, 0)])
@@ -50,29 +51,7 @@ def _cnn(pool: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=1, padding=1)], ids=["2x2", "3x3-s1-p1"])
 def test_network_bounds_contain_sampled_and_attacked_outputs(pool):
-    net = _cnn(pool)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand((2, 1, 8, 8), generator=gen, dtype=torch.float64)
-    pert = linf_ball(x, 0.05, None)
-    assert check_model(net, (1, 8, 8)) == []
-    bm = BoundedModule(net, (1, 8, 8))
-    u = torch.rand((3000, 2, 1, 8, 8), generator=gen, dtype=torch.float64)
-    ys = net((pert.x_L + u * (pert.x_U - pert.x_L)).reshape(-1, 1, 8, 8)).reshape(3000, 2, 3).detach()
-    bounds = {}
-    for m in METHODS:
-        with torch.enable_grad():
-            lb, ub = bm.compute_bounds(pert, None, m)
-        lb, ub = lb.detach(), ub.detach()
-        bounds[m] = lb
-        assert (ys >= lb - 1e-9).all() and (ys <= ub + 1e-9).all(), m
-        for k in range(3):
-            for sign in (1.0, -1.0):
-                xa, _ = pgd_box(lambda z, sign=sign, k=k: sign * net(z)[:, k], pert.x_L, pert.x_U, steps=30, restarts=2,
-                                generator=gen, early_stop=False)
-                yk = net(xa)[:, k].detach()
-                assert (yk >= lb[:, k] - 1e-9).all() and (yk <= ub[:, k] + 1e-9).all(), (m, k)
-    assert (bounds["CROWN"] >= bounds["IBP"] - 1e-9).all()
-    assert (bounds["alpha-CROWN"] >= bounds["CROWN"] - 1e-9).all()
+    check_network_bounds(_cnn(pool), (1, 8, 8), rows=2, eps=0.05, samples=3000)
 
 
 def test_functional_form_and_refused_options():
@@ -86,11 +65,7 @@ def test_functional_form_and_refused_options():
 
     torch.manual_seed(1)
     f = Fn().double()
-    m = nn.Sequential(f.conv, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), f.fc).double()
-    x = torch.rand((2, 1, 8, 8), dtype=torch.float64)
-    a = BoundedModule(f, (1, 8, 8)).compute_bounds(linf_ball(x, 0.05, None), None, "CROWN")
-    b = BoundedModule(m, (1, 8, 8)).compute_bounds(linf_ball(x, 0.05, None), None, "CROWN")
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert_same_bounds(f, nn.Sequential(f.conv, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), f.fc).double(), (1, 8, 8))
     problems = check_model(nn.Sequential(nn.MaxPool2d(2, dilation=2)), (1, 8, 8))
     assert problems and "dilation" in problems[0]
 
