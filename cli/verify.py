@@ -208,12 +208,12 @@ def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, opt
         raise CertkitError("a VNN-COMP instance needs both --onnx and --vnnlib")
     if not timeout > 0:
         raise CertkitError(f"--timeout must be > 0, got {timeout}")
-    from certkit.common.clock import process_age
+    from certkit.common.clock import command_age
     from certkit.verifiers.complete.vnncomp_format import InstanceResult
 
     # the limit counts from the start of the command (start-up and imports included); what is left after a margin
     # for writing the result file goes to the verifier
-    left = timeout - process_age() - WRITE_MARGIN
+    left = timeout - command_age() - WRITE_MARGIN
     v = get_verifier(verifier, options)
     res = (v.verify(Instance(Path(onnx_path), Path(vnnlib_path)), left) if left > 0 else
            InstanceResult("timeout", 0.0, f"the {timeout:g} s were spent starting up"))

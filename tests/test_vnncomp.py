@@ -137,7 +137,7 @@ def test_the_command_writes_its_result_within_the_time_limit_from_its_start(tmp_
     y = int(net(x).argmax())
     lines = [f"(declare-const X_{i} Real)" for i in range(64)] + [f"(declare-const Y_{j} Real)" for j in range(10)]
     for i, v in enumerate(x.flatten().tolist()):
-        lines += [f"(assert (>= X_{i} {max(0.0, v - 0.09)}))", f"(assert (<= X_{i} {min(1.0, v + 0.09)}))"]
+        lines += [f"(assert (>= X_{i} {max(0.0, v - 0.06)}))", f"(assert (<= X_{i} {min(1.0, v + 0.06)}))"]
     lines.append("(assert (or " + " ".join(f"(and (>= Y_{j} Y_{y}))" for j in range(10) if j != y) + "))")
     (tmp_path / "prop.vnnlib").write_text("\n".join(lines) + "\n")
     limit = 6.0
