@@ -68,6 +68,7 @@ class Smooth:
             (p.device for p in self.base_classifier.parameters()), torch.device("cpu"))
         self.progress = progress
         self._smoothed: dict[int, GaussianSmoothing] = {}
+        self._width_checked = False
 
     def certify(self, x: torch.Tensor, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                 batch_size: int = 1000, idx: int | Sequence[int] | None = None) -> Certificate | list[Certificate]:
@@ -114,7 +115,7 @@ class Smooth:
         return self._smoothed[batch_size]
 
     def _inputs(self, x) -> tuple[torch.Tensor, bool]:
-        """x as a batch (N, *input_shape) on the CPU, and whether it was one input."""
+        """x as a float batch (N, *input_shape) on its own device, and whether it was one input."""
         if not isinstance(x, torch.Tensor):
             try:
                 x = torch.as_tensor(x)
@@ -127,12 +128,13 @@ class Smooth:
         if self.input_shape is None:
             self.input_shape = shape
         batch = x if batched else x.unsqueeze(0)
-        if self.num_classes is not None:
+        if not self._width_checked:      # once: the model and num_classes do not change between calls
             with torch.inference_mode():
                 out = self.base_classifier(batch[:1].to(self.device))
-            if out.shape[-1] != self.num_classes:
+            if self.num_classes is not None and out.shape[-1] != self.num_classes:
                 raise CertkitError(f"the model returns {out.shape[-1]} logits per input, num_classes is "
                                    f"{self.num_classes}")
+            self.num_classes, self._width_checked = int(out.shape[-1]), True
         return batch, not batched
 
     def _each(self, x, idx, batch_size: int, what: str, one):
