@@ -116,11 +116,13 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
         return
     from certkit.runs.verify import VerifyConfig, run_verify
 
-    cfg = build_config(VerifyConfig, _fields_of(VerifyConfig, kw), methods=[m for m in methods.split(",") if m.strip()])
+    cfg = build_config(VerifyConfig, _fields_of(VerifyConfig, kw), methods=[m for m in methods.split(",") if m.strip()],
+                       sound=bool(given.get("sound", False)))
     rows, summary = run_verify(cfg)
     unit = "Linf" if cfg.norm == "inf" else "L2"
     click.echo(f"{summary['inputs']['dataset']} {summary['inputs']['split']}: {summary['n_inputs']} inputs, "
-               f"{unit} eps={cfg.eps:g} (data range [0,1])")
+               f"{unit} eps={cfg.eps:g} (data range [0,1])"
+               + ("; sound bounds (exact arithmetic and float32)" if cfg.sound else ""))
     click.echo(f"{'clean accuracy':<30}{summary['clean_accuracy']:.3f}")
     click.echo(f"{'PGD accuracy':<30}{summary['pgd_accuracy']:.3f}   ({summary['seconds']['PGD']:.2f} s)")
     for m, v in summary["verified_accuracy"].items():
@@ -158,7 +160,7 @@ def _mode_params(mode: str) -> set[str]:
     if mode == "dataset":
         from certkit.runs.verify import VerifyConfig
 
-        return {f.name for f in dataclasses.fields(VerifyConfig)} | {"methods"}
+        return {f.name for f in dataclasses.fields(VerifyConfig)} | {"methods", "sound"}
     if mode == "benchmark":
         from certkit.runs.vnncomp_benchmark import InstancesConfig
 

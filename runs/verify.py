@@ -17,7 +17,7 @@ from certkit.models.onnx_export import export_onnx
 from certkit.runs.config import DatasetRunConfig, open_results, prepare
 from certkit.verifiers.attack import pgd_attack
 from certkit.verifiers.bounds.ibp_crown import BoundedModule, canonical_method, margin_spec
-from certkit.verifiers.bounds.perturbation import L2Ball, linf_ball
+from certkit.verifiers.bounds.perturbation import Box, L2Ball, linf_ball
 from certkit.verifiers.complete.strategy import verify_property
 from certkit.verifiers.complete.vnnlib import parse_vnnlib_text, vnnlib_text
 
@@ -36,6 +36,7 @@ class VerifyConfig(DatasetRunConfig):
     tightness: bool = False   # also report the mean IBP propagation tightness (Mao et al. 2024)
     backend: str = "certkit"  # or "auto_lirpa" (when importable)
     complete_timeout: float = 0.0  # seconds per input for the complete verifier on what bounds leave open (0: off)
+    sound: bool = False       # outward-rounded bounds (verifiers/bounds/sound.py): exact arithmetic and float32 alike
 
 
 def _col(method: str) -> str:
@@ -77,6 +78,8 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
         raise CertkitError(f"--complete-timeout must be >= 0 seconds, got {cfg.complete_timeout}")
     if complete and (cfg.norm != "inf" or cfg.backend != "certkit"):
         raise CertkitError("--complete-timeout needs --norm inf (VNN-LIB boxes) and the certkit backend")
+    if cfg.sound and (cfg.norm != "inf" or cfg.backend != "certkit"):
+        raise CertkitError("--sound bounds Linf boxes with certkit's engine: use --norm inf and --backend certkit")
     methods = [canonical_method(m) for m in cfg.methods]
     if not methods:
         raise CertkitError("give at least one --method")
@@ -94,10 +97,13 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
         bounder = AutoLirpaBackend(module, data.input_shape)
     elif cfg.backend != "certkit":
         raise CertkitError(f"unknown --backend {cfg.backend!r}: use certkit or auto_lirpa")
+    if cfg.sound:
+        from certkit.verifiers.bounds.sound import SoundBounds
+        bounder = SoundBounds(BoundedModule(copy.deepcopy(module).cpu().double().eval(), data.input_shape))
     K = torch.Size(bm.graph.output_shape).numel()
     columns = ["idx", "label", "clean_correct", "pgd_robust"] + [_col(m) for m in methods]
     settings = {**p.settings(cfg), "eps": cfg.eps, "norm": cfg.norm, "methods": methods,
-                "pgd_steps": cfg.pgd_steps, "pgd_restarts": cfg.pgd_restarts}
+                "pgd_steps": cfg.pgd_steps, "pgd_restarts": cfg.pgd_restarts, "sound": cfg.sound}
     if complete:
         columns += ["verified_complete", "complete_status"]
         settings["complete_timeout"] = cfg.complete_timeout
@@ -125,12 +131,17 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
             seconds["PGD"] += time.perf_counter() - t0
             robust &= clean
             pert = linf_ball(x, cfg.eps, model.data_range) if cfg.norm == "inf" else L2Ball(x, cfg.eps)
+            if cfg.sound:
+                pert = sound_box(x, cfg.eps, model.data_range)
             C = margin_spec(y, K)
             verified = {}
             for m in methods:
                 t0 = time.perf_counter()
-                with torch.no_grad() if m != "alpha-CROWN" else torch.enable_grad():
-                    lb, _ = bounder.compute_bounds(pert, C, m, bound_upper=False)
+                if cfg.sound:
+                    lb = bounder.compute_bounds(pert.x_L, pert.x_U, C.cpu().double(), m)
+                else:
+                    with torch.no_grad() if m != "alpha-CROWN" else torch.enable_grad():
+                        lb, _ = bounder.compute_bounds(pert, C, m, bound_upper=False)
                 verified[m] = (lb.detach() > 0).all(1)
                 seconds[m] += time.perf_counter() - t0
                 bad = verified[m] & ~robust
@@ -147,7 +158,8 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
                 if complete:
                     t0 = time.perf_counter()
                     status = _complete(onnx_model, pert, k, int(y[k]), K, bool(robust[k]),
-                                       any(bool(verified[m][k]) for m in methods), cfg.complete_timeout, cfg.seed)
+                                       any(bool(verified[m][k]) for m in methods), cfg.complete_timeout, cfg.seed,
+                                       cfg.sound)
                     seconds["complete"] += time.perf_counter() - t0
                     row.update(verified_complete=int(status in ("bounds", "unsat")), complete_status=status)
                 writer.write(row)
@@ -167,7 +179,8 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
                "seconds": dict(seconds),
                "eps_units": "data range ([0,1] pixels)", "model": model.source,
                "inputs": p.inputs_summary(cfg, len(rows)),
-               "pgd": {"steps": cfg.pgd_steps, "restarts": cfg.pgd_restarts}, "tsv": str(cfg.out)}
+               "pgd": {"steps": cfg.pgd_steps, "restarts": cfg.pgd_restarts}, "tsv": str(cfg.out),
+               "sound": cfg.sound}
     if cfg.tightness:
         summary["tightness"] = tau_sum / tau_n if tau_n else None  # over the inputs bounded in this run
     if complete:
@@ -180,8 +193,18 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
 COMPLETE_STATUSES = ("bounds", "unsat", "sat", "timeout", "unknown", "pgd")
 
 
+def sound_box(x: torch.Tensor, eps: float, data_range: tuple) -> Box:
+    """The Linf ball of radius eps around x, clipped to the data range, as a float64 box on the CPU rounded outward
+    (it contains the exact ball, whatever rounding x - eps suffered)."""
+    from certkit.verifiers.bounds.sound import outward
+
+    x = x.detach().cpu().double()
+    lo, hi = outward((x - eps).clamp(*data_range), (x + eps).clamp(*data_range))
+    return Box(lo, hi, check=False)
+
+
 def _complete(onnx_model, pert, k: int, y: int, K: int, robust: bool, by_bounds: bool, timeout: float,
-              seed: int) -> str:
+              seed: int, sound: bool = False) -> str:
     """The complete verifier on input k of the batch's Linf box (one of COMPLETE_STATUSES)."""
     if not robust:
         return "pgd"
@@ -189,7 +212,7 @@ def _complete(onnx_model, pert, k: int, y: int, K: int, robust: bool, by_bounds:
         return "bounds"
     x_L, x_U = pert.box()
     prop = parse_vnnlib_text(vnnlib_text(x_L[k].cpu().numpy(), x_U[k].cpu().numpy(), y, K), f"input {k}")
-    res = verify_property(onnx_model, prop, timeout, seed=seed)
+    res = verify_property(onnx_model, prop, timeout, seed=seed, sound=sound)
     if res.status == "error":
         raise CertkitError(f"complete verifier failed: {res.reason}")
     return res.status

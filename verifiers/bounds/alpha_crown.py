@@ -30,13 +30,16 @@ def projected_step(opt, loss: torch.Tensor, unit: list, nonneg: Sequence = ()) -
 
 
 def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, lr: float = 0.5, decay: float = 0.98,
-                patience: int = 10, deadline: float | None = None, start: int | None = None) -> torch.Tensor:
+                patience: int = 10, deadline: float | None = None, start: int | None = None,
+                best_alphas: dict | None = None) -> torch.Tensor:
     """Optimised lower bounds of sum(CC * node_start), (B, S2), for a BoundedModule ``bm``.
 
     Args:
         pert: the input perturbation; CC: specification rows (B, S2, *shape of node ``start``); bounds: intervals of
             every node (CROWN's); deadline: a time.perf_counter() value after which optimisation stops; start: the
             node bounded (default the output).
+        best_alphas: when given, filled with node -> the alphas (n_alpha, B, S2, *shape) that gave each row its best
+            bound (the sound mode re-evaluates them with outward rounding, verifiers/bounds/sound.py).
     """
     g = bm.graph
     start = g.output if start is None else start
@@ -52,8 +55,16 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
             alphas[a] = init.unsqueeze(2).expand(-1, -1, S2, *[-1] * len(g.nodes[a].shape)).clone()
             setups[a] = op.relaxation_setup(in_bounds)                           # depends on the bounds only
     best = bm._backward(start, CC, pert, bounds, {}, alphas, setups).detach()
+    keep = best_alphas is not None
+    if keep:
+        best_alphas.update({a: t.clone() for a, t in alphas.items()})
     if not alphas or iterations <= 0:
         return best
+
+    def remember(improved):  # per row: the alphas of its best bound so far
+        for a, t in alphas.items():
+            mask = improved.view(improved.shape + (1,) * (t.dim() - 3))
+            best_alphas[a] = torch.where(mask, t.detach(), best_alphas[a])
     params = [t.requires_grad_(True) for t in alphas.values()]
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
@@ -62,6 +73,9 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
     for _ in range(iterations):
         with torch.enable_grad():
             lb = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
+        if keep:
+            with torch.no_grad():
+                remember(lb.detach() > best)  # the alphas that gave lb, before the step moves them
         projected_step(opt, -lb.sum(), params)
         sched.step()
         with torch.no_grad():
@@ -71,7 +85,10 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
         if stale >= patience or (deadline is not None and time.perf_counter() > deadline):
             break  # every iterate is a sound bound: stopping early keeps soundness
     with torch.no_grad():  # the final alphas too (after the last step)
-        best = torch.maximum(best, bm._backward(start, CC, pert, fixed, {}, alphas, setups))
+        last = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
+        if keep:
+            remember(last > best)
+        best = torch.maximum(best, last)
     return best
 
 

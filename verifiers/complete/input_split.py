@@ -111,12 +111,15 @@ def split_scores(lo, hi, A_rows, width0, width_floor: float) -> torch.Tensor:
 
 
 def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=split_boxes, vertices: bool = True,
-                    alpha_fraction: float = 0.5, alpha_iterations: int = 10, width_floor: float = 0.03):
+                    alpha_fraction: float = 0.5, alpha_iterations: int = 10, width_floor: float = 0.03,
+                    sound=None):
     """Input-split BaB on the disjuncts ``terms`` (a list of Terms over ONE input box) until the Deadline ``dl``.
     Returns ("unsat"|"timeout"|"unknown"|InstanceResult(sat), boxes bounded). ``split(lo, hi, dim) -> (lo, hi)``
     makes the children of the boxes to split; a sound one must cover every box with its children (:func:`split_boxes`).
     ``vertices``: also try the bound minimisers as counterexamples (off only to model a verifier without them,
-    soundness_bench/unsound_verifiers.py).
+    soundness_bench/unsound_verifiers.py). ``sound(lo, hi) -> (N, S)``: outward-rounded margins of the rows of every
+    disjunct (verifiers/bounds/sound.py ``row_margins``) that alone decide which boxes are refuted (the sound mode;
+    pass ``alpha_iterations=0`` with it).
 
     Each round bounds up to ``batch`` boxes with CROWN in one batched pass for the rows of every disjunct at once
     (the intermediate bounds, most of the cost, are shared); a disjunct is refuted on a box when one of its rows has
@@ -164,7 +167,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
         N = lo_b.shape[0]
         domains += N
         lb, A, pert, bounds = crown_boxes(bm, C, lo_b, hi_b)
-        margin = lb - d64
+        margin = lb - d64 if sound is None else sound(lo_b, hi_b)
         m = per_term_max(margin, owner, T)
         open_b = open_b & ~(m > 0)
         centers = (lo_b + hi_b) / 2

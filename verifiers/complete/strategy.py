@@ -8,6 +8,10 @@
   4. branch and bound on what bounds leave open: input splits for low-dimensional inputs (input_split.py), else
      activation splits with beta-CROWN bounds (ReLU) or GenBaB splits (Sigmoid/Tanh) (beta_crown.py).
 NaN or inf anywhere in the bounds is an ``error``, never a verdict.
+
+With ``sound=True`` (``certkit verify --sound``) steps 3 and 4 use outward-rounded bounds (verifiers/bounds/sound.py):
+unsat then holds for the network in exact arithmetic and as run in float32; branch and bound splits inputs only (for
+more than 16 input dimensions the sound mode answers unknown once its bounds leave a disjunct open).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from certkit.verifiers.bounds.alpha_crown import alpha_crown, optimize_intermedi
 from certkit.verifiers.bounds.ibp_crown import BoundedModule, canonical_method
 from certkit.verifiers.bounds.ops.activation import Activation
 from certkit.verifiers.bounds.perturbation import Box
+from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
 from certkit.verifiers.complete.input_split import candidate_checker, input_split_bab, objective, refuted
 from certkit.verifiers.complete.vnncomp_format import InstanceResult
@@ -63,7 +68,8 @@ def check_conversion(onnx_model: OnnxModel, prop: Property, points: int = 16, se
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0,
                     methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool | str = True,
-                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0) -> InstanceResult:
+                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0,
+                    sound: bool = False) -> InstanceResult:
     """Answer one VNN-COMP instance: sat (validated counterexample), unsat, unknown, timeout or error.
 
     Args:
@@ -73,6 +79,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
             most 16 dimensions, else activation split with beta-CROWN / GenBaB), ``input``, ``activation``, or
             False / ``none``.
         max_domains: subdomains (boxes or activation splits) bounded at most; batch: boxes per input-split pass.
+        sound: prove with outward-rounded bounds only (see the module docstring).
     Never raises for a problem with the instance: errors are returned as status ``error`` with a reason.
     """
     dl = Deadline(timeout)
@@ -81,14 +88,15 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
         prop = parse_vnnlib(vnnlib_path)
     except CertkitError as e:
         return InstanceResult("error", time.perf_counter() - dl.t0, str(e))
-    res = verify_property(onnx_model, prop, dl.left(), methods, bab, max_domains, batch, seed)
+    res = verify_property(onnx_model, prop, dl.left(), methods, bab, max_domains, batch, seed, sound)
     res.seconds = time.perf_counter() - dl.t0
     return res
 
 
 def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0,
                     methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool | str = True,
-                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0) -> InstanceResult:
+                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0,
+                    sound: bool = False) -> InstanceResult:
     """:func:`verify_instance` on an already loaded network and parsed property (same arguments and result)."""
     dl = Deadline(timeout)
     try:
@@ -97,21 +105,22 @@ def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0
             raise CertkitError(f"the property has {prop.n_inputs} inputs / {prop.n_outputs} outputs but the network "
                                f"has {n_in} / {onnx_model.num_outputs}")
         check_conversion(onnx_model, prop, seed=seed)
-        return _solve(onnx_model, prop, dl, [canonical_method(m) for m in methods], bab, max_domains, batch, seed)
+        return _solve(onnx_model, prop, dl, [canonical_method(m) for m in methods], bab, max_domains, batch, seed,
+                      sound)
     except CertkitError as e:
         return InstanceResult("error", time.perf_counter() - dl.t0, str(e))
     except TimeoutError as e:
         return InstanceResult("timeout", time.perf_counter() - dl.t0, str(e) or f"no answer within {timeout:g} s")
 
 
-def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
+def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed, sound=False) -> InstanceResult:
     # float32 attacks on MNIST-style nets can crawl through subnormal numbers (20x slower measured); flushing them to
     # zero changes values by < 1e-38 (float32) / 1e-308 (float64), far below the rounding the bounds already absorb
     with flush_denormal():
-        return _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
+        return _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed, sound)
 
 
-def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed) -> InstanceResult:
+def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed, sound=False) -> InstanceResult:
     net32 = onnx_model.module.float().eval()
     net64 = copy.deepcopy(net32).double().eval()
     shape = onnx_model.sample_shape
@@ -142,6 +151,8 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
             raise TimeoutError("timed out while searching for counterexamples")
     # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
     bm = BoundedModule(net64, shape)
+    if sound:
+        return _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, batch)
     open_terms = list(prop.terms)
     used = ""
     roots = RootBounds(bm)
@@ -193,6 +204,57 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed)
                                   f"branch and bound stopped after {total} domains ({status})", domains=total)
     how = "CROWN+input-split BaB" if kind == "input" else "beta-CROWN activation-split BaB"
     return InstanceResult("unsat", time.perf_counter() - dl.t0, method=how, domains=total)
+
+
+def _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, batch) -> InstanceResult:
+    """Steps 3-4 with outward-rounded bounds (verifiers/bounds/sound.py): each method on whole disjuncts, then
+    input-split BaB whose boxes are refuted by sound CROWN margins only."""
+    sb = SoundBounds(bm)
+    shape = tuple(bm.graph.input_shape)
+    open_terms, used = list(prop.terms), ""
+    for m in methods:
+        still = []
+        for term in open_terms:
+            if term.C.shape[0] == 0:
+                still.append(term)
+                continue
+            lo, hi = torch.tensor(term.x_L).reshape((1,) + shape), torch.tensor(term.x_U).reshape((1,) + shape)
+            margins = sb.row_margins(lo, hi, torch.tensor(term.C), torch.tensor(term.d), m,
+                                     deadline=time.perf_counter() + max(dl.left(), 0.0))
+            if not bool((margins > 0).any()):
+                still.append(term)
+            if dl.passed():
+                raise TimeoutError(f"timed out while bounding with sound {m}")
+        open_terms, used = still, m
+        if not open_terms:
+            return InstanceResult("unsat", time.perf_counter() - dl.t0, method=f"sound {m}")
+    kind = choose_bab(bm, prop.n_inputs) if bab is True else (bab or "none")
+    if kind != "input":
+        why = ("the sound mode splits inputs only (at most 16 input dimensions)" if kind == "activation"
+               else "branch and bound disabled")
+        return InstanceResult("unknown", time.perf_counter() - dl.t0,
+                              f"{len(open_terms)} disjunct(s) not refuted by sound {used}; {why}")
+    groups: dict = {}
+    for term in open_terms:
+        groups.setdefault(term.box_key(), []).append(term)
+    total = 0
+    for unit in groups.values():
+        C = torch.tensor(np.concatenate([t.C for t in unit]))
+        d = torch.tensor(np.concatenate([t.d for t in unit]))
+
+        def margins(lo, hi, C=C, d=d):
+            return sb.row_margins(lo.reshape((-1,) + shape), hi.reshape((-1,) + shape), C, d, "CROWN")
+        status, n = input_split_bab(bm, net32, onnx_model, unit, dl, max_domains - total, batch, alpha_iterations=0,
+                                    sound=margins)
+        total += n
+        if status != "unsat":
+            if isinstance(status, InstanceResult):
+                status.domains, status.seconds = total, time.perf_counter() - dl.t0
+                return status
+            return InstanceResult(status, time.perf_counter() - dl.t0,
+                                  f"sound input-split branch and bound stopped after {total} boxes ({status})",
+                                  domains=total)
+    return InstanceResult("unsat", time.perf_counter() - dl.t0, method="sound CROWN+input-split BaB", domains=total)
 
 
 class RootBounds:

@@ -245,8 +245,10 @@ def exact_decimal(v: float) -> str:
 
 
 def vnnlib_text(lo: np.ndarray, hi: np.ndarray, y: int, n_outputs: int) -> str:
-    """VNN-LIB 1.0 text: box lo <= X <= hi (flat, row-major) and the unsafe region OR_{j != y} (Y_j >= Y_y)."""
-    lo, hi = np.asarray(lo, dtype=np.float32).ravel(), np.asarray(hi, dtype=np.float32).ravel()
+    """VNN-LIB 1.0 text: box lo <= X <= hi (flat, row-major) and the unsafe region OR_{j != y} (Y_j >= Y_y); float64
+    bounds are written exactly, others as float32."""
+    keep = lambda a: np.asarray(a) if np.asarray(a).dtype == np.float64 else np.asarray(a, dtype=np.float32)  # noqa: E731
+    lo, hi = keep(lo).ravel(), keep(hi).ravel()
     lines = [f"; Linf box with {lo.size} inputs; unsafe: some class other than {y} scores at least as high as {y}"]
     lines += [f"(declare-const X_{i} Real)" for i in range(lo.size)]
     lines += [f"(declare-const Y_{j} Real)" for j in range(n_outputs)]

@@ -13,15 +13,20 @@ class ElementwiseAffine(Op):
     """y = x * scale + shift; ``params()`` returns (scale, shift) broadcastable to the per-sample shape.
 
     ``params`` is a callable so scale/shift are recomputed from live module parameters (differentiable).
+    ``rounding`` (sound mode): a callable returning (n, scale_mag, shift_mag) such that evaluating the layer as the
+    model writes it errs by at most gamma_n(u) * (scale_mag * |x| + shift_mag); default (4, |scale|, |shift|): a
+    multiply and an add, the constants themselves rounded once (x / c run as x * (1/c)), one fused rounding to spare.
     """
 
     name = "Affine"
     coordinatewise = True
 
-    def __init__(self, params: Callable[[], tuple[torch.Tensor | None, torch.Tensor | None]], label: str = "Affine"):
+    def __init__(self, params: Callable[[], tuple[torch.Tensor | None, torch.Tensor | None]], label: str = "Affine",
+                 rounding: Callable | None = None):
         super().__init__()
         self.params = params
         self.name = label
+        self.rounding = rounding
 
     def forward(self, x):
         scale, shift = self.params()
@@ -40,6 +45,16 @@ class ElementwiseAffine(Op):
         A_in = A if scale is None else A * scale
         bias = None if shift is None else sum_node(A * shift)
         return [A_in], bias
+
+    def sound_error(self, m):
+        if self.rounding is not None:
+            n, scale_mag, shift_mag = self.rounding()
+        else:
+            scale, shift = self.params()
+            n, scale_mag = 4, None if scale is None else scale.abs()
+            shift_mag = None if shift is None else shift.abs()
+        v = m if scale_mag is None else m * scale_mag
+        return n, v if shift_mag is None else v + shift_mag
 
 
 def constant_op(scale: torch.Tensor | float | None, shift: torch.Tensor | None, label: str) -> ElementwiseAffine:

@@ -33,6 +33,9 @@ class Add(Op):
     def backward(self, A, in_bounds=(), relaxation=None):
         return [A, A], None
 
+    def sound_error(self, ma, mb):
+        return 1, ma + mb
+
 
 class Sub(Op):
     """x - y of two data tensors of the same shape."""
@@ -48,6 +51,9 @@ class Sub(Op):
 
     def backward(self, A, in_bounds=(), relaxation=None):
         return [A, -A], None
+
+    def sound_error(self, ma, mb):
+        return 1, ma + mb
 
 
 def per_sample_const(c, shape: tuple) -> torch.Tensor:

@@ -122,6 +122,20 @@ class Op:
         """
         raise NotImplementedError
 
+    def sound_error(self, *m: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+        """Rounding rule of the sound mode (verifiers/bounds/sound.py, docs/methods/sound.md).
+
+        Given upper bounds ``m`` (B, *in_shape) of |input| for each data input, returns (n, v): evaluating the op in
+        floating point with unit roundoff u errs by at most gamma_n(u) * v + n * eta per output coordinate, where
+        gamma_n(u) = n u / (1 - n u), eta bounds the absolute error of one operation near underflow, and v >= 0 has the
+        output's shape (B, *out_shape). For a dot product of n terms, v = |W| m (+ |bias|, counted in n). Returns None
+        when the op is exact in floating point (data movement, ReLU).
+
+        Raises:
+            NotImplementedError: the op has no rounding rule (the sound mode refuses networks that use it).
+        """
+        raise NotImplementedError(f"{self.name} has no rounding rule for the sound mode")
+
     def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Input neurons (bool, like l) whose relaxation is inexact, so CROWN refines their bounds (non-affine ops)."""
         return l < u

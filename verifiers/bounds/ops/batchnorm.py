@@ -43,4 +43,12 @@ def batchnorm_op(call: Call) -> ElementwiseAffine:
         if module.bias is not None:
             b = b + module.bias
         return w.view(view), b.view(view)
-    return ElementwiseAffine(params, "BatchNorm")
+
+    def rounding():
+        # as run: (x - mean) * gamma / sqrt(var + eps) + beta, or folded into w, b (a few roundings either way): the
+        # error is at most gamma_8 * (|w| |x| + |mean w| + |beta|)
+        w, b = params()
+        mean = module.running_mean.view(view)
+        beta = 0 if module.bias is None else module.bias.view(view).abs()
+        return 8, w.abs(), (mean * w).abs() + beta
+    return ElementwiseAffine(params, "BatchNorm", rounding)

@@ -62,3 +62,10 @@ class Conv2d(ModuleOp):
                                       m.padding, op, m.groups, m.dilation)
         bias = None if m.bias is None else (A.sum((-2, -1)) * m.bias).sum(-1)
         return [A_in.reshape((B, S) + tuple(in_shape))], bias
+
+    def sound_error(self, m):
+        # each output is a dot product over (C_in / groups) x kh x kw inputs plus the bias
+        c = self.module
+        v = F.conv2d(m, c.weight.abs(), None if c.bias is None else c.bias.abs(), c.stride, c.padding, c.dilation,
+                     c.groups)
+        return math.prod(c.weight.shape[1:]) + 1, v

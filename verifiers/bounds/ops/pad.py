@@ -39,3 +39,6 @@ class ZeroPad2d(Op):
         left, right, top, bottom = self.pad
         H, W = A.shape[-2:]
         return [A[..., top:H - bottom, left:W - right]], None
+
+    def sound_error(self, *m):
+        return None  # data movement: exact in floating point

@@ -52,3 +52,7 @@ class AvgPool2d(ModuleOp):
         scaled = (A / self.divisor(A.device, A.dtype)).reshape((B * S,) + tuple(self.out_shape))
         A_in = F.conv_transpose2d(scaled, weight, None, self.s, self.p, op, C)
         return [A_in.reshape((B, S) + tuple(in_shape))], None
+
+    def sound_error(self, m):
+        # a sum of kh x kw terms, then one division (weights >= 0, so |M| m = the pooled m)
+        return self.k[0] * self.k[1] + 1, self.module(m)

@@ -18,12 +18,16 @@ class ReLU(Activation):
     zero_lower_intercept = True
     piecewise_linear = True
     n_alpha = 1
+    sound_breakpoints = (0.0,)  # the sound mode's offsets check each line at the kink (verifiers/bounds/sound.py)
 
     def function(self, z):
         return torch.relu(z)
 
     def derivative(self, z):
         return (z > 0).to(z.dtype)
+
+    def sound_error(self, *m):
+        return None  # max(z, 0) is exact in floating point
 
     @staticmethod
     def default_alpha(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

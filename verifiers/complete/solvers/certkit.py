@@ -24,6 +24,10 @@ class CertkitVerifier(Verifier):
         bab: bool = option(True, "branch and bound on what the bounds leave open (input splits for inputs of at most "
                            "16 dimensions, else activation splits with beta-CROWN for ReLU and GenBaB for "
                            "Sigmoid/Tanh); --no-bab: bounds only")
+        sound: bool = option(False, "prove with outward-rounded bounds, so that unsat holds for the network in exact "
+                             "arithmetic and as run in float32 (ReLU networks of Linear/Conv/BatchNorm/AvgPool/"
+                             "residual ops; branch and bound splits inputs only); sat answers are float32 "
+                             "counterexamples checked in onnxruntime either way")
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
@@ -32,7 +36,8 @@ class CertkitVerifier(Verifier):
     def solve(self, instance: Instance, timeout: float) -> InstanceResult:
         t0 = time.perf_counter()
         net, prop = instance.network(), instance.property()  # loading counts against the timeout
-        return verify_property(net, prop, timeout - (time.perf_counter() - t0), self.methods, self.bab)
+        return verify_property(net, prop, timeout - (time.perf_counter() - t0), self.methods, self.bab,
+                               sound=self.opts.sound)
 
 
 @register_verifier
