@@ -3,8 +3,9 @@ and returns class counts (via ``torch.bincount``).
 
 Noise contract: ``x`` is a raw input in the model's data range ([0,1] pixels), noise N(0, sigma^2 I) is added
 to it BEFORE the model (whose first layer does any normalization), so sigma is in data-range units.
-Float32 sampling: Voracek & Hein (arXiv 2207.07209) show floating-point effects can in principle be exploited
-against smoothed classifiers; certkit's certificates are for the model as evaluated in float32.
+Float32 sampling: Voracek & Hein (ICLR 2023) show floating-point effects can be exploited against smoothed
+classifiers; the default mode's certificates assume the float32 samples follow N(0, sigma^2 I). ``sound=True``
+(``--sound``) removes that assumption (certify/sound_noise.py).
 """
 from __future__ import annotations
 
@@ -95,6 +96,9 @@ class NoiseSampler:
         check_input: on the first input of each shape, check that the model takes it as ONE input (one forward
             pass; runs whose data was checked against the model pass False, as must a compiled module, which a
             batch of one would recompile).
+        sound: round each input to a dyadic grid and add exactly sampled, exactly added rounded Gaussian noise
+            (certify/sound_noise.py): the smoothed classifier is then the one the certificate describes, whatever
+            float32 rounding would have done (GaussianSmoothing pays the grid and the sampling error in its radius).
 
     Raises:
         CertkitError: sigma <= 0, batch_size < 1, forward_batch not an int >= 1 / None / "auto", draw_ahead not
@@ -103,7 +107,7 @@ class NoiseSampler:
 
     def __init__(self, model: nn.Module, sigma: float, batch_size: int = 1000,
                  device: torch.device | str = "cpu", amp: bool = False, forward_batch: int | str | None = "auto",
-                 draw_ahead: bool | str = "auto", check_input: bool = True):
+                 draw_ahead: bool | str = "auto", check_input: bool = True, sound: bool = False):
         if not (sigma > 0):
             raise CertkitError(f"sigma must be > 0, got {sigma}")
         if batch_size < 1:
@@ -125,6 +129,19 @@ class NoiseSampler:
         self.forward_batch = self.batch_size if forward_batch is None else forward_batch
         self.draw_ahead = draw_ahead
         self._checked: set | None = set() if check_input else None
+        self.grid = None
+        if sound:
+            self.make_sound()
+
+    def make_sound(self, max_abs: float = 1.0) -> None:
+        """Switch to the sound sampler (the ``sound`` argument) for inputs up to ``max_abs`` in magnitude."""
+        from certkit.certify.sound_noise import RoundedGaussian
+
+        self.grid = RoundedGaussian(self.sigma, max_abs)
+
+    @property
+    def sound(self) -> bool:
+        return self.grid is not None
 
     @torch.inference_mode()
     def logits_stream(self, x: torch.Tensor, num: int, generator: torch.Generator):
@@ -143,6 +160,10 @@ class NoiseSampler:
             sizes.append(min(self.batch_size, remaining))
             remaining -= sizes[-1]
         draw = lambda b: torch.randn((b,) + tuple(x.shape), generator=generator, device=self.device)
+        if self.grid is not None:
+            grid = self.grid
+            x = grid.quantize(x)
+            draw = lambda b: grid.draw((b,) + tuple(x.shape), generator, self.device)  # noqa: E731
         if self.device.type != "cpu" or len(sizes) < 2 or not self._draws_ahead(x):
             for b in sizes:
                 yield self._forward(x, draw(b))
@@ -213,7 +234,8 @@ class NoiseSampler:
         return bool(self.draw_ahead)
 
     def _forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        noisy = torch.add(x, noise, alpha=self.sigma, out=noise)
+        # sound mode: the noise is already h k, and x + h k is exact
+        noisy = torch.add(x, noise, alpha=1.0 if self.grid is not None else self.sigma, out=noise)
         if self.forward_batch == "auto":
             self.forward_batch = self._tune_forward_batch(x)
         return self._rows(noisy, int(self.forward_batch))

@@ -43,6 +43,8 @@ class Smooth:
             call then reads a batch of ONE input as one input).
         device: where the model runs and noise is drawn (None: the model's device).
         progress: show a progress bar over the inputs of a batch.
+        sound: sound smoothing in floating point (certify/sound_noise.py, docs/methods/sound.md): certifies the
+            classifier x -> g(round(x)) on a dyadic grid, whatever float32 rounding would have done.
 
     Raises:
         CertkitError: no sigma, sigma <= 0, a model that cannot be loaded.
@@ -50,7 +52,7 @@ class Smooth:
 
     def __init__(self, base_classifier, num_classes: int | None = None, sigma: float | None = None, *,
                  seed: int | None = 0, input_shape: Sequence[int] | None = None,
-                 device: torch.device | str | None = None, progress: bool = False):
+                 device: torch.device | str | None = None, progress: bool = False, sound: bool = False):
         from certkit.models.checkpoint import load_model
 
         loaded = load_model(base_classifier)
@@ -67,6 +69,7 @@ class Smooth:
         self.device = torch.device(device) if device is not None else next(
             (p.device for p in self.base_classifier.parameters()), torch.device("cpu"))
         self.progress = progress
+        self.sound = bool(sound)
         self._smoothed: dict[int, GaussianSmoothing] = {}
         self._width_checked = False
 
@@ -110,7 +113,8 @@ class Smooth:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise CertkitError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if batch_size not in self._smoothed:
-            sampler = NoiseSampler(self.base_classifier, self.sigma, batch_size, self.device, check_input=False)
+            sampler = NoiseSampler(self.base_classifier, self.sigma, batch_size, self.device, check_input=False,
+                                   sound=self.sound)
             self._smoothed[batch_size] = GaussianSmoothing(sampler)
         return self._smoothed[batch_size]
 

@@ -224,6 +224,9 @@ def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, opt
     click.echo(format_result(res).rstrip())
     if res.reason:
         click.echo(f"{res.status}: {res.reason}", err=True)
+    if res.checks:
+        from certkit.verifiers.complete.vnncomp_format import checks_text
+        click.echo(checks_text(res.checks), err=True)
     click.echo(f"({res.seconds:.2f} s{', ' + res.method if res.method else ''}"
                f"{f', {res.domains} domains' if res.domains else ''})", err=True)
     if res.status == "error":

@@ -207,6 +207,7 @@ def plan_certify(cfg: CertifyConfig) -> CertifyPlan:
     with torch.inference_mode():
         method.check_output(p.module(p.data.x[:1].to(p.device)))
     smoothed = method(_sampler(cfg, p, sigma))
+    smoothed.apply_options(opts)
     smoothed.radii = cfg.radii
     settings = {"method": cfg.method, **p.settings(cfg), "sigma": sigma, "n0": cfg.n0, "n": cfg.n,
                 "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type}
@@ -311,9 +312,11 @@ def run_predict(cfg: CertifyConfig) -> tuple[list[dict], dict]:
     p = prepare(cfg)
     sigma = resolve_sigma(cfg.sigma, p.model)
     check_writable(default_out(cfg, "predict"), cfg.resume, cfg.overwrite)
+    opts = build_options(GaussianSmoothing, cfg.options, "certkit predict")
     settings = {"method": "gaussian-predict", **p.settings(cfg), "sigma": sigma, "n0": cfg.n0, "n": cfg.n,
-                "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type}
+                "alpha": cfg.alpha, "batch": cfg.batch, "device": p.device.type, **options_dict(opts)}
     smoothed = GaussianSmoothing(_sampler(cfg, p, sigma))
+    smoothed.apply_options(opts)
 
     def predict_one(x: torch.Tensor, idx: int) -> tuple[int, float]:
         return int(smoothed.predict(x, cfg.n, cfg.alpha, input_generator(cfg.seed, idx, p.device))), 0.0

@@ -9,12 +9,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from certkit.common import threads
+from certkit.common.errors import CertkitError
 from certkit.common.options import options_dict
 from certkit.runs.config import RunConfig, open_results
 from certkit.verifiers.complete.registry import Instance, get_verifier
-from certkit.verifiers.complete.vnncomp_format import read_instances, write_result_file
+from certkit.verifiers.complete.vnncomp_format import read_instances, witness_checks, write_result_file
 
-COLUMNS = ("idx", "onnx", "vnnlib", "result", "seconds", "reason")
+COLUMNS = ("idx", "onnx", "vnnlib", "result", "seconds", "reason", "witness")
 
 
 @dataclass
@@ -34,6 +35,21 @@ class InstancesConfig(RunConfig):
     options: dict = field(default_factory=dict)
     timeout_scale: float = 1.0
     result_dir: str | None = None
+
+
+def _witness(res, instance) -> str:
+    """The ``witness`` column: for sat, which re-checks of the written counterexample held (``exact``: zero
+    tolerance; ``vnncomp``: the competition's atol 1e-4 / rtol 1e-3), ``+``-joined, or ``none``; empty otherwise."""
+    if res.status != "sat":
+        return ""
+    checks = res.checks
+    if checks is None:   # another verifier's answer: check it here
+        try:
+            checks = witness_checks(instance.network(), instance.property(), res)
+        except CertkitError:
+            checks = {}
+    held = [k for k in ("exact", "vnncomp") if checks.get(k)]
+    return "+".join(held) or "none"
 
 
 def run_instances(cfg: InstancesConfig) -> list[dict]:
@@ -60,7 +76,8 @@ def run_instances(cfg: InstancesConfig) -> list[dict]:
                 write_result_file(Path(cfg.result_dir) / f"{k:04d}_{Path(vnn_rel).stem}.txt", res)
             writer.write({"idx": k, "onnx": onnx_rel, "vnnlib": vnn_rel, "result": res.status,
                           "seconds": round(res.seconds, 3),
-                          "reason": res.reason.replace("\t", " ").replace("\n", " ")})
+                          "reason": res.reason.replace("\t", " ").replace("\n", " "),
+                          "witness": _witness(res, Instance(root / onnx_rel, root / vnn_rel))})
         return sorted(writer.rows, key=lambda r: int(r["idx"]))
     finally:
         writer.close()

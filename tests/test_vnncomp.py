@@ -45,6 +45,7 @@ def test_sat_instances_give_validated_counterexamples(onnx_name, vnnlib_name):
     res = verify_instance(VNN / onnx_name, VNN / vnnlib_name, timeout=60)
     assert res.status == "sat", res
     _check_witness(res, VNN / onnx_name, VNN / vnnlib_name)
+    assert res.checks == {"exact": True, "vnncomp": True}   # the written counterexample, re-checked both ways
 
 
 @pytest.mark.parametrize("onnx_name,vnnlib_name", [
@@ -87,6 +88,7 @@ def test_instances_csv_runner(tmp_path):
     assert [r["result"] for r in rows] == ["unsat", "sat", "unsat"]
     saved = list(csv.DictReader(open(tmp_path / "results.tsv"), delimiter="\t"))
     assert [r["result"] for r in saved] == ["unsat", "sat", "unsat"]
+    assert [r["witness"] for r in saved] == ["", "exact+vnncomp", ""]
     files = sorted((tmp_path / "res").iterdir())
     assert [f.read_text().split("\n")[0] for f in files] == ["unsat", "sat", "unsat"]
 
@@ -97,6 +99,7 @@ def test_cli_single_instance_and_errors(cli, tmp_path):
             "--result", out)
     assert r.exit_code == 0, r.output
     assert out.read_text().startswith("sat\n((X_0")
+    assert "holds exactly (zero tolerance) and within VNN-COMP tolerances" in r.output
     bad = tmp_path / "bad.vnnlib"
     bad.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1)\n")
     r = cli("verify", "--mode", "instance", "--onnx", VNN / "test_nano.onnx", "--vnnlib", bad, "--result", out)
@@ -150,3 +153,22 @@ def test_the_command_writes_its_result_within_the_time_limit_from_its_start(tmp_
     assert proc.returncode == 0, proc.stderr
     assert answer == "timeout", answer          # the search was still going at the limit
     assert written <= limit + 1.5, (written, answer, proc.stderr[-300:])
+
+
+def test_witness_checks_tell_exact_from_tolerance_only():
+    """A counterexample whose written output is off by less than the competition's tolerance passes the VNN-COMP
+    check only if the output's real value violates the property; a point just outside the box passes neither."""
+    from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_checks
+
+    m = load_onnx(VNN / "test_sat.onnx")
+    prop = parse_vnnlib(VNN / "test_prop.vnnlib")
+    good = verify_instance(VNN / "test_sat.onnx", VNN / "test_prop.vnnlib", timeout=60)
+    assert good.status == "sat"
+    shifted = InstanceResult("sat", 0.0, x=good.x, y=good.y * (1 + 5e-4))      # written y off by 0.05%
+    assert witness_checks(m, prop, shifted) == {"exact": True, "vnncomp": True}
+    far = InstanceResult("sat", 0.0, x=good.x, y=good.y + 1.0)                 # written y far off
+    assert witness_checks(m, prop, far)["vnncomp"] is False
+    term = prop.terms[0]
+    outside = np.array([float(hi) for hi in term.x_U_exact], dtype=np.float64) + 5e-5
+    res = InstanceResult("sat", 0.0, x=outside.astype(np.float32), y=good.y)
+    assert witness_checks(m, prop, res)["exact"] is False

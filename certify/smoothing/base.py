@@ -127,6 +127,10 @@ class SmoothingMethod:
         ``generator`` None: noise seeded from x's values (the same input always gets the same certificate)."""
         raise NotImplementedError
 
+    def apply_options(self, opts) -> None:
+        """Take the values of the method's own options (its ``Options`` dataclass) that change how it samples or
+        certifies (called once by the run; default: nothing to take)."""
+
     def generator(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
         """``generator``, or when None one seeded from (0, x's values) on the sampler's device."""
         return content_generator(0, x, getattr(self.sampler, "device", "cpu")) if generator is None else generator

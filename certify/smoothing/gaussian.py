@@ -6,6 +6,9 @@ P(f(x+e) = cA) from below, g is constant on the L2 ball of radius R = sigma * Ph
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from scipy.stats import norm
 
@@ -19,6 +22,7 @@ from certkit.certify.smoothing.base import (
 )
 from certkit.certify.stats import binomial_test_pvalue, clopper_pearson_lower
 from certkit.common.errors import CertkitError
+from certkit.common.options import option
 
 
 @register_smoothing
@@ -37,6 +41,16 @@ class GaussianSmoothing(SmoothingMethod):
     label = "Gaussian"
     help = "Gaussian smoothing, CERTIFY of Cohen et al. 2019 (any classifier)"
     procedure = "one-sided Clopper-Pearson; R = sigma PhiInv(pA_lower)"
+
+    @dataclass
+    class Options:
+        sound: bool = option(False, "sound smoothing in floating point (Voracek & Hein 2023): inputs rounded to a "
+                             "dyadic grid, noise drawn exactly on it and added exactly, the radius paying for both "
+                             "(docs/methods/sound.md); certifies the classifier x -> g(round(x))")
+
+    def apply_options(self, opts) -> None:
+        if getattr(opts, "sound", False):   # subclasses may declare Options of their own
+            self.sampler.make_sound()
 
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float,
                 generator: torch.Generator | None = None) -> Certificate:
@@ -59,9 +73,17 @@ class GaussianSmoothing(SmoothingMethod):
         cA = int(counts0.argmax())
         nA = int(self.sampler.counts(x, n, generator)[cA])
         pA_lower = clopper_pearson_lower(nA, n, alpha)
+        grid = getattr(self.sampler, "grid", None)
+        if grid is not None:   # sound mode: the samples' law is within tv of the rounded Gaussian's
+            pA_lower = math.nextafter(pA_lower - grid.tv(x.numel()), 0.0)
         if pA_lower < 0.5:
             return Certificate(ABSTAIN, 0.0, pA_lower, nA, n0 + n)
-        return Certificate(cA, float(self.sigma * norm.ppf(pA_lower)), pA_lower, nA, n0 + n)
+        radius = float(self.sigma * norm.ppf(pA_lower))
+        if grid is not None:   # G certifies around round(x); round() moves inputs by up to (h/2) sqrt(d)
+            radius = math.nextafter(radius * (1 - 1e-12) - grid.radius_loss(x, grid.quantize(x)), 0.0)
+            if radius <= 0:
+                return Certificate(ABSTAIN, 0.0, pA_lower, nA, n0 + n)
+        return Certificate(cA, radius, pA_lower, nA, n0 + n)
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator | None = None) -> Prediction:
         """PREDICT (Cohen et al. 2019, Pseudocode "PREDICT").
@@ -80,4 +102,7 @@ class GaussianSmoothing(SmoothingMethod):
         top2 = torch.topk(counts, 2)
         nA, nB = int(top2.values[0]), int(top2.values[1])
         p_value = binomial_test_pvalue(nA, nA + nB, 0.5)
+        grid = getattr(self.sampler, "grid", None)
+        if grid is not None:   # sound mode: n samples whose joint law is within n d tau of the rounded Gaussian's
+            p_value = min(1.0, p_value + n * grid.tv(x.numel()))
         return Prediction(ABSTAIN if p_value > alpha else int(top2.indices[0]), nA, nB, p_value, n)

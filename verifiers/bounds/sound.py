@@ -94,30 +94,49 @@ def _allowance(n: int, v: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def concretize(A: torch.Tensor, iv) -> torch.Tensor:
-    """A lower bound (B, S), rounded down, of min over l <= x <= u of sum(A * x); A (B, S, *shape), l, u (B, *shape)."""
-    l, u = iv[0].unsqueeze(1), iv[1].unsqueeze(1)
-    s = sum_node(torch.minimum(A * l, A * u))
-    n = math.prod(A.shape[2:])
-    err = SLACK * gamma(n + 1, U64) * sum_node(A.abs() * magnitude(iv).unsqueeze(1))
-    return down(down(s) - err)
+    """A lower bound (B, S), rounded down, of min over l <= x <= u of sum(A * x); A (B, S, *shape), l, u (B, *shape).
+
+    As sum(A c) - sum(|A| r) over a box [c - r, c + r] that contains [l, u] (r rounded up), two batched matrix
+    products; their rounding is at most gamma_(n+2) |A| (|c| + r), added to r before the second product."""
+    l, u = iv
+    B, S = A.shape[:2]
+    c = (l + u) / 2
+    r = up(torch.maximum(up(u - c), up(c - l)))
+    Af = A.reshape(B, S, -1)
+    n = Af.shape[2]
+    center = torch.bmm(Af, c.reshape(B, -1, 1)).squeeze(-1)
+    spread = torch.bmm(Af.abs(), (r + gamma(n + 2, U64) * (c.abs() + r)).reshape(B, -1, 1)).squeeze(-1)
+    return down(center - SLACK * spread)
+
+
+def _dot(T: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum over the node dims of T (B, S, *shape) times v (B, 1, *shape), as a batched matrix product (B, S)."""
+    B, S = T.shape[:2]
+    return torch.bmm(T.reshape(B, S, -1), v.reshape(B, -1, 1)).squeeze(-1)
 
 
 def _kink_offset(op, A: torch.Tensor, A_hat: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """A lower bound (B, S), rounded down, of sum over neurons of min over y in [l, u] of (A act(y) - A_hat y), for
     an activation exact in floating point and linear between its ``sound_breakpoints``: the minimum of a piecewise
-    linear function is at an endpoint or a kink. Each candidate A act(y) - A_hat y costs three roundings; with
-    |act(y)| <= fm and |y| <= ym at every candidate, 4 u (|A| fm + |A_hat| ym) covers them and the final subtraction."""
+    linear function is at an endpoint or a kink.
+
+    Each candidate A act(y) - A_hat y costs two roundings and the minimum is exact, so with |act(y)| <= fm and
+    |y| <= ym at every candidate, E = sum(|A| fm + |A_hat| ym) bounds both |candidate| and, times 2u, the rounding of
+    each; the sum over neurons adds gamma_n(u) E at most (E itself is a sum of products: SLACK covers its rounding)."""
+    if A_hat.shape != A.shape:
+        A_hat = A_hat.expand_as(A)
     points = [l, u] + [torch.clamp(torch.full_like(l, float(b)), l, u) for b in op.sound_breakpoints]
     values = [op.function(y) for y in points]
-    fm = torch.stack([v.abs() for v in values]).amax(0).unsqueeze(1)
-    ym = magnitude((l, u)).unsqueeze(1)
     best = None
     for y, fy in zip(points, values):
-        cand = A * fy.unsqueeze(1) - A_hat * y.unsqueeze(1)
-        best = cand if best is None else torch.minimum(best, cand)
-    best = best - 4 * U64 * (A.abs() * fm + A_hat.abs() * ym)
+        cand = A * fy.unsqueeze(1)
+        cand.addcmul_(A_hat, y.unsqueeze(1), value=-1.0)
+        best = cand if best is None else torch.minimum(best, cand, out=best)
+    fm = torch.stack([v.abs() for v in values]).amax(0).unsqueeze(1)
+    ym = magnitude((l, u)).unsqueeze(1)
+    E = _dot(A.abs(), fm) + _dot(A_hat.abs(), ym)
     n = math.prod(A.shape[2:])
-    return down(down(sum_node(best)) - SLACK * gamma(n, U64) * sum_node(best.abs()))
+    return down(down(sum_node(best)) - SLACK * (2 * U64 + gamma(n, U64) * (1 + 2 * U64)) * E)
 
 
 class SoundBounds:

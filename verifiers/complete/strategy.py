@@ -33,7 +33,7 @@ from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
 from certkit.verifiers.complete.input_split import candidate_checker, input_split_bab, objective, refuted
-from certkit.verifiers.complete.vnncomp_format import InstanceResult
+from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_checks
 from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
 
 INPUT_SPLIT_MAX_DIM = 16
@@ -105,8 +105,11 @@ def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0
             raise CertkitError(f"the property has {prop.n_inputs} inputs / {prop.n_outputs} outputs but the network "
                                f"has {n_in} / {onnx_model.num_outputs}")
         check_conversion(onnx_model, prop, seed=seed)
-        return _solve(onnx_model, prop, dl, [canonical_method(m) for m in methods], bab, max_domains, batch, seed,
-                      sound)
+        res = _solve(onnx_model, prop, dl, [canonical_method(m) for m in methods], bab, max_domains, batch, seed,
+                     sound)
+        if res.status == "sat":
+            res.checks = witness_checks(onnx_model, prop, res)
+        return res
     except CertkitError as e:
         return InstanceResult("error", time.perf_counter() - dl.t0, str(e))
     except TimeoutError as e:

@@ -36,6 +36,7 @@ class InstanceResult:
     y: np.ndarray | None = None
     method: str = ""
     domains: int = 0
+    checks: dict | None = None   # sat: which re-checks of the written counterexample held (:func:`witness_checks`)
 
 
 def format_result(res: InstanceResult) -> str:
@@ -131,6 +132,48 @@ def parse_result_text(text: str) -> tuple[str, np.ndarray | None, str]:
     if sorted(xs) != list(range(len(xs))):
         return "sat", None, "the witness skips inputs"
     return "sat", np.array([xs[i] for i in range(len(xs))]), ""
+
+
+VNNCOMP_ATOL, VNNCOMP_RTOL = 1e-4, 1e-3   # the competition's counterexample tolerances
+
+
+def _written_y(text: str) -> np.ndarray | None:
+    ys = {int(i): float(v) for kind, i, v in _PAIR.findall(text) if kind == "Y"}
+    return np.array([ys[i] for i in range(len(ys))]) if ys and sorted(ys) == list(range(len(ys))) else None
+
+
+def witness_checks(onnx_model: OnnxModel, prop: Property, res: InstanceResult) -> dict:
+    """Re-check a sat answer's counterexample as WRITTEN to the result file, two ways (onnxruntime, float32):
+
+    ``exact``: x lies in an input box of the property (exact rationals) and onnxruntime's output at x lies in that
+    disjunct's unsafe region with exact comparisons (zero tolerance);
+    ``vnncomp``: the competition's check: onnxruntime's output at x is within atol + rtol |y| of the written y
+    (atol 1e-4, rtol 1e-3), and x lies in a box and the output in its unsafe region within atol.
+    Returns {"exact": bool, "vnncomp": bool}; both False when the file holds no complete counterexample."""
+    text = format_result(res)
+    _, x, _ = parse_result_text(text)
+    y_written = _written_y(text)
+    if x is None or y_written is None:
+        return {"exact": False, "vnncomp": False}
+    exact = check_witness(onnx_model, prop, x, 0.0) is None
+    x32 = np.asarray(x, dtype=np.float32)
+    y = onnx_model.run_onnxruntime(torch.from_numpy(x32.reshape((1,) + onnx_model.sample_shape)))[0]
+    close = y.shape == y_written.shape and bool(np.all(np.abs(y - y_written)
+                                                        <= VNNCOMP_ATOL + VNNCOMP_RTOL * np.abs(y_written)))
+    vnncomp = close and check_witness(onnx_model, prop, x, VNNCOMP_ATOL) is None
+    return {"exact": exact, "vnncomp": vnncomp}
+
+
+def checks_text(checks: dict | None) -> str:
+    """One line for people: which re-checks of a counterexample held."""
+    if not checks:
+        return ""
+    held = [name for name, ok in (("exactly (zero tolerance)", checks["exact"]),
+                                  (f"within VNN-COMP tolerances (atol {VNNCOMP_ATOL:g}, rtol {VNNCOMP_RTOL:g})",
+                                   checks["vnncomp"])) if ok]
+    return ("counterexample re-checked in onnxruntime float32: holds " + " and ".join(held) if held
+            else "counterexample re-checked in onnxruntime float32: holds neither exactly nor within VNN-COMP "
+                 "tolerances")
 
 
 def validate_witness(onnx_model: OnnxModel, term: Term, x_flat: np.ndarray):
