@@ -81,11 +81,17 @@ def test_sound_bounds_cost_little_tightness_on_an_ordinary_network():
     sb = SoundBounds(bm)
     x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
     C = torch.eye(3, dtype=torch.float64)[None].expand(3, 3, 3)
-    for method in ("IBP", "CROWN"):
+    net32 = copy.deepcopy(net).float()
+    pts = (x + 0.02 * (2 * torch.rand((64,) + x.shape, dtype=torch.float64) - 1)).float()   # 64 points per box
+    with torch.no_grad():
+        y32 = net32(pts.reshape((-1,) + x.shape[1:])).reshape(64, 3, 3).double()
+    for method in ("IBP", "CROWN", "alpha-CROWN"):
         lb = sb.compute_bounds(x - 0.02, x + 0.02, C, method)
-        ref, _ = bm.compute_bounds((x - 0.02, x + 0.02), C, method, bound_upper=False)
-        assert (lb <= ref).all()
-        assert (ref - lb).max() < 1e-4   # float32 rounding of a small network is worth < 1e-4 here
+        with torch.enable_grad() if method == "alpha-CROWN" else torch.no_grad():
+            ref, _ = bm.compute_bounds((x - 0.02, x + 0.02), C, method, bound_upper=False)
+        assert (lb <= ref.detach()).all()
+        assert (ref.detach() - lb).max() < 1e-4   # float32 rounding of a small network is worth < 1e-4 here
+        assert (lb[None] <= y32).all()                # and the bounds hold for the float32 network's outputs
 
 
 def rounding_trap() -> nn.Sequential:
@@ -112,7 +118,9 @@ def test_rounding_trap_fools_float64_crown_but_not_sound_crown():
     lo, hi = torch.zeros(1, 1, dtype=torch.float64), torch.full((1, 1), 1000.0, dtype=torch.float64)
     C = torch.ones(1, 1, 1, dtype=torch.float64)
     lb, _ = BoundedModule(net64, (1,)).compute_bounds((lo, hi), C, "CROWN", bound_upper=False)
-    assert float(lb) > 0.9                                             # "verified", wrongly for float32
+    assert float(lb.detach()) > 0.9                                    # "verified", wrongly for float32
+    lb32, _ = BoundedModule(net, (1,)).compute_bounds((lo.float(), hi.float()), C.float(), "CROWN", bound_upper=False)
+    assert float(lb32.detach()) > 0.9                                  # float32 CROWN too
     for method in METHODS:
         lbs = SoundBounds(BoundedModule(net64, (1,))).compute_bounds(lo, hi, C, method)
         assert float(lbs) <= float(net(x).detach())                    # contains the float32 output
