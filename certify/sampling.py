@@ -12,11 +12,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from certkit.common.errors import CertkitError
+
+if TYPE_CHECKING:
+    from certkit.certify.sound_noise import RoundedGaussian
 
 
 def input_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
@@ -129,7 +133,7 @@ class NoiseSampler:
         self.forward_batch = self.batch_size if forward_batch is None else forward_batch
         self.draw_ahead = draw_ahead
         self._checked: set | None = set() if check_input else None
-        self.grid = None
+        self.grid: RoundedGaussian | None = None
         if sound:
             self.make_sound()
 

@@ -49,6 +49,12 @@ ELEMENTWISE: dict = {
     "Exp": lambda a: _Fn(torch.exp),
     "Sin": lambda a: _Fn(torch.sin),
     "Cos": lambda a: _Fn(torch.cos),
+    "Log": lambda a: _Fn(torch.log),
+    "Sqrt": lambda a: _Fn(torch.sqrt),
+    "Reciprocal": lambda a: _Fn(torch.reciprocal),
+    "Sign": lambda a: _Fn(torch.sign),
+    "Erf": lambda a: _Fn(torch.erf),
+    "Gelu": lambda a: nn.GELU(approximate=_text(a.get("approximate", "none"))),
 }
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
@@ -123,6 +129,11 @@ class OnnxModel:
         if not np.allclose(ours, ref, rtol=rtol, atol=atol):
             raise CertkitError(f"{self.path}: certkit's converted network differs from onnxruntime by "
                                f"{np.abs(ours - ref).max():.3g}; refusing to verify")
+
+
+def _text(v) -> str:
+    """An ONNX string attribute (bytes) as str."""
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _attrs(node) -> dict:

@@ -130,15 +130,15 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
                                    data_range=model.data_range, seed=cfg.seed)
             seconds["PGD"] += time.perf_counter() - t0
             robust &= clean
-            pert = linf_ball(x, cfg.eps, model.data_range) if cfg.norm == "inf" else L2Ball(x, cfg.eps)
+            pert: Box | L2Ball = linf_ball(x, cfg.eps, model.data_range) if cfg.norm == "inf" else L2Ball(x, cfg.eps)
             if cfg.sound:
-                pert = sound_box(x, cfg.eps, model.data_range)
+                pert = box = sound_box(x, cfg.eps, model.data_range)
             C = margin_spec(y, K)
             verified = {}
             for m in methods:
                 t0 = time.perf_counter()
                 if cfg.sound:
-                    lb = bounder.compute_bounds(pert.x_L, pert.x_U, C.cpu().double(), m)
+                    lb = bounder.compute_bounds(box.x_L, box.x_U, C.cpu().double(), m)
                 else:
                     with torch.no_grad() if m != "alpha-CROWN" else torch.enable_grad():
                         lb, _ = bounder.compute_bounds(pert, C, m, bound_upper=False)

@@ -14,14 +14,20 @@ ENDPOINTS = (-1e3, -40.0, -8.0, -3.0, -1.0, -0.3, -1e-3, -1e-7, -1e-9, 0.0, 1e-9
              8.0, 40.0, 1e3)
 
 
-def intervals(extra_random: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(l, u), each (N,) float64: every ordered pair of ENDPOINTS (l == u included) plus random intervals."""
-    pairs = [(a, b) for a, b in itertools.product(ENDPOINTS, ENDPOINTS) if a <= b]
+def intervals(extra_random: int = 200, seed: int = 0, domain: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(l, u), each (N,) float64: every ordered pair of ENDPOINTS (l == u included) plus random intervals; with
+    ``domain`` (lo, hi) only the intervals inside it, plus its own endpoints paired with the others (functions
+    defined on part of the line: log, sqrt, reciprocal; or overflowing outside it: exp)."""
+    ends = ENDPOINTS if domain is None else tuple(sorted({e for e in ENDPOINTS if domain[0] <= e <= domain[1]}
+                                                         | {float(domain[0]), float(domain[1])}))
+    pairs = [(a, b) for a, b in itertools.product(ends, ends) if a <= b]
     gen = torch.Generator().manual_seed(seed)
     c = (torch.rand(extra_random, generator=gen, dtype=torch.float64) - 0.5) * 20
     w = torch.rand(extra_random, generator=gen, dtype=torch.float64) ** 3 * 20
     l = torch.cat([torch.tensor([p[0] for p in pairs], dtype=torch.float64), c - w / 2])
     u = torch.cat([torch.tensor([p[1] for p in pairs], dtype=torch.float64), c + w / 2])
+    if domain is not None:
+        l, u = l.clamp(*domain), u.clamp(*domain)
     return l, u
 
 
@@ -47,9 +53,9 @@ def assert_lines_bound(op, l, u, lines, z):
     assert all(torch.isfinite(t).all() for t in lines), f"{op.name}: non-finite relaxation"
 
 
-def check_activation(op, rows: int = 3, seed: int = 0):
-    """Run every check on activation op ``op`` (see the module docstring)."""
-    l, u = intervals(seed=seed)
+def check_activation(op, rows: int = 3, seed: int = 0, domain: tuple | None = None):
+    """Run every check on activation op ``op`` (see the module docstring); ``domain``: see :func:`intervals`."""
+    l, u = intervals(seed=seed, domain=domain)
     z = points(l, u)
     f = op.function(z)
     # IBP contains the function

@@ -56,12 +56,13 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
             setups[a] = op.relaxation_setup(in_bounds)                           # depends on the bounds only
     best = bm._backward(start, CC, pert, bounds, {}, alphas, setups).detach()
     keep = best_alphas is not None
-    if keep:
+    if best_alphas is not None:
         best_alphas.update({a: t.clone() for a, t in alphas.items()})
     if not alphas or iterations <= 0:
         return best
 
     def remember(improved):  # per row: the alphas of its best bound so far
+        assert best_alphas is not None
         for a, t in alphas.items():
             mask = improved.view(improved.shape + (1,) * (t.dim() - 3))
             best_alphas[a] = torch.where(mask, t.detach(), best_alphas[a])

@@ -132,6 +132,7 @@ def _kink_offset(op, A: torch.Tensor, A_hat: torch.Tensor, l: torch.Tensor, u: t
         cand = A * fy.unsqueeze(1)
         cand.addcmul_(A_hat, y.unsqueeze(1), value=-1.0)
         best = cand if best is None else torch.minimum(best, cand, out=best)
+    assert best is not None
     fm = torch.stack([v.abs() for v in values]).amax(0).unsqueeze(1)
     ym = magnitude((l, u)).unsqueeze(1)
     E = _dot(A.abs(), fm) + _dot(A_hat.abs(), ym)

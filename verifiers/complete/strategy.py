@@ -245,10 +245,10 @@ def _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, bat
         C = torch.tensor(np.concatenate([t.C for t in unit]))
         d = torch.tensor(np.concatenate([t.d for t in unit]))
 
-        def margins(lo, hi, C=C, d=d):
+        def sound_margins(lo, hi, C=C, d=d):
             return sb.row_margins(lo.reshape((-1,) + shape), hi.reshape((-1,) + shape), C, d, "CROWN")
         status, n = input_split_bab(bm, net32, onnx_model, unit, dl, max_domains - total, batch, alpha_iterations=0,
-                                    sound=margins)
+                                    sound=sound_margins)
         total += n
         if status != "unsat":
             if isinstance(status, InstanceResult):

@@ -1,0 +1,49 @@
+"""verifiers/bounds/ops/gelu.py (on curvature.py): GELU (exact and tanh forms) on the interval grid (its curvature
+bound is what this checks), the minimum found, sound network bounds, the functional form."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from certkit.verifiers.bounds.ops.gelu import GELU
+
+from relaxation_checks import assert_same_bounds, check_activation, check_network_bounds
+
+
+@pytest.mark.parametrize("op", [GELU("none"), GELU("tanh")])
+def test_relaxation_is_sound_on_every_interval(op):
+    check_activation(op)
+
+
+def test_curvature_bounds_hold_on_a_dense_grid():
+    z = torch.linspace(-20, 20, 400_001, dtype=torch.float64, requires_grad=True)
+    for op in (GELU("none"), GELU("tanh")):
+        (g,) = torch.autograd.grad(op.function(z).sum(), z, create_graph=True)
+        (h,) = torch.autograd.grad(g.sum(), z)
+        assert float(h.abs().max()) <= op.curvature, op.name
+
+
+def test_minimum_is_found():
+    assert GELU().x_star == pytest.approx(-0.7517916, abs=1e-6)
+    assert GELU().f_star < float(F.gelu(torch.tensor(-0.75, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("act", [nn.GELU(), nn.GELU(approximate="tanh")])
+def test_network_bounds_contain_sampled_and_attacked_outputs(act):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), act, nn.Linear(8, 8), act, nn.Linear(8, 2)).double().eval()
+    check_network_bounds(net, 4)
+
+
+def test_functional_forms():
+    class Fn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+    torch.manual_seed(1)
+    f = Fn().double()
+    assert_same_bounds(f, nn.Sequential(f.fc1, nn.GELU(approximate="tanh"), f.fc2).double(), 4)

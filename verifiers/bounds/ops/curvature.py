@@ -1,0 +1,58 @@
+"""Smooth activations with bounded curvature and a known range (sin, cos, GELU, SiLU): Taylor lines or constants.
+
+For f with |f''| <= M, Taylor's theorem at the midpoint d of [l, u] (half-width w) gives, for every z in [l, u],
+    f(d) + f'(d) (z - d) - M w^2 / 2 <= f(z) <= f(d) + f'(d) (z - d) + M w^2 / 2,
+two parallel lines M w^2 apart. The constants [min f, max f] over [l, u] (each op knows where its extrema lie) bound f
+too. Each side takes its Taylor line where the line stays inside the range on the whole interval (it is then tighter
+than the constant everywhere: narrow intervals), else the constant (wide ones), so the relaxation is sound for any f of
+the family, periodic or not, without checking tangents against the whole curve. Both are moved outward by
+1e-6 (1 + |f(l)| + |f(u)|) for the float32 rounding of f.
+"""
+from __future__ import annotations
+
+import torch
+
+from certkit.verifiers.bounds.ops.activation import Activation
+
+SHIFT = 1e-6
+
+
+class BoundedCurvature(Activation):
+    """Base: subclasses give ``function``, ``derivative``, ``curvature`` (M >= max |f''|) and ``extremes``."""
+
+    curvature = 1.0
+
+    def extremes(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A lower bound of min f and an upper bound of max f on [l, u] (elementwise)."""
+        raise NotImplementedError
+
+    def unstable(self, l, u):
+        return l < u
+
+    def ibp(self, iv):
+        lo, hi = self.extremes(*iv)
+        shift = SHIFT * (1 + lo.abs() + hi.abs())
+        return lo - shift, hi + shift
+
+    def relax(self, l, u, alpha=None, setup=None):
+        lo, hi = self.ibp((l, u))
+        d, w = (l + u) / 2, (u - l) / 2
+        a = self.derivative(d)
+        c = self.function(d) - a * d
+        half = self.curvature * w * w / 2 + SHIFT * (1 + self.function(l).abs() + self.function(u).abs())
+        low_end, high_end = torch.minimum(a * l, a * u), torch.maximum(a * l, a * u)
+        use_low = c - half + low_end >= lo          # the lower line is above the constant min on all of [l, u]
+        use_up = c + half + high_end <= hi          # the upper line is below the constant max on all of [l, u]
+        zero = torch.zeros_like(l)
+        aL, cL = torch.where(use_low, a, zero), torch.where(use_low, c - half, lo)
+        aU, cU = torch.where(use_up, a, zero), torch.where(use_up, c + half, hi)
+        return aL, cL, aU, cU
+
+
+def unimodal_extremes(f, l, u, x_star: float, f_star_lower: float):
+    """min / max of a function decreasing on (-inf, x*] and increasing on [x*, inf) (GELU, SiLU) over [l, u]:
+    min = f(x*) (given as a lower bound) when x* is inside, else the smaller end; max = the larger end."""
+    fl, fu = f(l), f(u)
+    inside = (l <= x_star) & (x_star <= u)
+    lo = torch.where(inside, torch.full_like(l, f_star_lower), torch.minimum(fl, fu))
+    return lo, torch.maximum(fl, fu)
