@@ -59,7 +59,8 @@ ELEMENTWISE: dict = {
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
                  "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "ReduceMean", "ReduceSum",
-                 "GlobalAveragePool") + tuple(ELEMENTWISE)
+                 "GlobalAveragePool", "ConvTranspose", "Softmax", "LogSoftmax", "Resize", "Upsample"
+                 ) + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 _NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
@@ -158,6 +159,7 @@ class _Builder:
         except Exception:  # shape inference is only a hint for BatchNorm ranks
             pass
         self.graph = model.graph
+        self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
         self.ranks = {vi.name: len(_dims(vi)) for vi in list(self.graph.value_info) + list(self.graph.input)
                       + list(self.graph.output)}
         self.env: dict[str, object] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
@@ -490,6 +492,87 @@ class _Builder:
 
     def op_GlobalAveragePool(self, node, a, ins):
         return self.fx.call_function(torch.mean, (ins[0], [2, 3], True))
+
+    def op_ConvTranspose(self, node, a, ins):
+        w = ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        if not isinstance(w, np.ndarray) or (b is not None and not isinstance(b, np.ndarray)) or w.ndim != 4:
+            raise self.err(node, "only 2-D ConvTranspose with constant weights is supported")
+        if "output_shape" in a:
+            raise self.err(node, "ConvTranspose with output_shape is not supported; export with pads")
+        begin, end = self._pads(node, a)
+        if begin != end:
+            raise self.err(node, "asymmetric pads are not supported for ConvTranspose")
+        groups = int(a.get("group", 1))
+        conv = nn.ConvTranspose2d(w.shape[0], w.shape[1] * groups, tuple(w.shape[2:]),
+                                  stride=tuple(a.get("strides", [1, 1])), padding=tuple(begin),
+                                  output_padding=tuple(a.get("output_padding", [0, 0])), groups=groups,
+                                  bias=b is not None, dilation=tuple(a.get("dilations", [1, 1])))
+        with torch.no_grad():
+            conv.weight.copy_(torch.as_tensor(np.array(w, dtype=np.float32)))
+            if b is not None:
+                conv.bias.copy_(torch.as_tensor(np.array(b, dtype=np.float32)))
+        return self.fx.call_module(self.add_module(conv, "convtranspose"), (ins[0],))
+
+    def _softmax(self, node, a, ins, fn):
+        rank = self.ranks.get(node.input[0])
+        axis = int(a.get("axis", -1 if self.opset >= 13 else 1))
+        if rank is not None and axis < 0:
+            axis += rank
+        if self.opset < 13 and (rank is None or axis != rank - 1):   # older opsets flatten the dims from axis on
+            raise self.err(node, "Softmax before opset 13 is supported over the last axis only")
+        return self.fx.call_function(fn, (ins[0], axis))
+
+    def op_Softmax(self, node, a, ins):
+        return self._softmax(node, a, ins, torch.softmax)
+
+    def op_LogSoftmax(self, node, a, ins):
+        return self._softmax(node, a, ins, torch.log_softmax)
+
+    def _resize(self, node, mode, coord, nearest_mode, scales, sizes, x):
+        mode = _text(mode)
+        if mode == "nearest":
+            if _text(coord) not in ("asymmetric", "half_pixel") or \
+                    (_text(coord) == "asymmetric" and _text(nearest_mode) != "floor"):
+                raise self.err(node, "nearest Resize is supported with asymmetric/floor or half_pixel coordinates")
+            kw: dict = {"mode": "nearest"}
+        elif mode in ("linear", "bilinear"):
+            if _text(coord) not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+                raise self.err(node, f"linear Resize with coordinate_transformation_mode {_text(coord)} is not "
+                                     f"supported")
+            kw = {"mode": "bilinear", "align_corners": _text(coord) == "align_corners"}
+        else:
+            raise self.err(node, f"Resize mode {mode} is not supported (nearest and linear are)")
+        if sizes is not None and np.asarray(sizes).size:
+            kw["size"] = tuple(int(v) for v in np.asarray(sizes).reshape(-1)[2:])
+        elif scales is not None and np.asarray(scales).size:
+            sc = [float(v) for v in np.asarray(scales).reshape(-1)]
+            if sc[:2] != [1.0, 1.0] or len(sc) != 4:
+                raise self.err(node, "Resize must keep the batch and channel dims and scale two spatial dims")
+            if mode == "nearest" and _text(coord) == "half_pixel" and any(v != int(v) for v in sc[2:]):
+                raise self.err(node, "half_pixel nearest Resize needs integer scales")
+            kw["scale_factor"] = tuple(sc[2:])
+        else:
+            raise self.err(node, "Resize needs constant scales or sizes")
+        return self.fx.call_function(torch.nn.functional.interpolate, (x,), kw)
+
+    def op_Resize(self, node, a, ins):
+        if any(isinstance(v, fx.Node) for v in ins[1:]):
+            raise self.err(node, "Resize with scales or sizes computed from the input is not supported")
+        scales = ins[2] if len(ins) > 2 else None
+        sizes = ins[3] if len(ins) > 3 else None
+        if self.opset < 11:
+            scales = ins[1] if len(ins) > 1 else None
+        default_coord = "half_pixel" if self.opset >= 11 else "asymmetric"
+        return self._resize(node, a.get("mode", "nearest"), a.get("coordinate_transformation_mode", default_coord),
+                            a.get("nearest_mode", "round_prefer_floor" if self.opset >= 11 else "floor"),
+                            scales, sizes, ins[0])
+
+    def op_Upsample(self, node, a, ins):
+        scales = ins[1] if len(ins) > 1 else np.asarray(a.get("scales", []))
+        if isinstance(scales, fx.Node):
+            raise self.err(node, "Upsample with scales computed from the input is not supported")
+        return self._resize(node, a.get("mode", "nearest"), "asymmetric", "floor", scales, None, ins[0])
 
     def op_Concat(self, node, a, ins):
         if not all(isinstance(t, fx.Node) for t in ins):

@@ -207,11 +207,11 @@ def test_bad_input_is_a_one_line_error(cli, tmp_path, monkeypatch, case, cifar_d
     elif case == "unsupported_onnx":
         onnx = pytest.importorskip("onnx")
         from onnx import TensorProto, helper
-        g = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Softmax", ["f"], ["y"])],
+        g = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Hardmax", ["f"], ["y"])],
                               "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])])
         onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "s.onnx"))
-        args, words = base + ["--model", tmp_path / "s.onnx", "--sigma", 0.25], ["Softmax"]
+        args, words = base + ["--model", tmp_path / "s.onnx", "--sigma", 0.25], ["Hardmax"]
     elif case == "unknown_dataset":
         args, words = base + ["--dataset", "imagenet"], ["unknown dataset"]
     elif case == "cuda_missing":

@@ -37,10 +37,10 @@ def test_verify_bundled_model(cli, tmp_path):
 def test_verify_check(cli, tmp_path):
     r = cli("verify", "--mode", "check")
     assert r.exit_code == 0 and "OK" in r.output and "deprecated" not in r.output
-    torch.save(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, dilation=2), nn.Flatten(), nn.Softmax(1)),
+    torch.save(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, dilation=2), nn.Flatten(), nn.Softmin(1)),
                tmp_path / "m.pt")
     r = cli("verify", "--mode", "check", "--model", tmp_path / "m.pt", "--allow-pickle", "--input-shape", "1,8,8")
-    assert r.exit_code == 1 and "MaxPool2d with dilation" in r.output and "Softmax" in r.output
+    assert r.exit_code == 1 and "MaxPool2d with dilation" in r.output and "Softmin" in r.output
 
 
 def test_verify_modes_are_explicit_and_old_spellings_still_work(cli, tmp_path):

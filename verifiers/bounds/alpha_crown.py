@@ -74,6 +74,8 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
     for _ in range(iterations):
         with torch.enable_grad():
             lb = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
+        if not lb.requires_grad:   # no alpha reaches the bound (an op with constant bounds in between): nothing to do
+            break
         if keep:
             with torch.no_grad():
                 remember(lb.detach() > best)  # the alphas that gave lb, before the step moves them

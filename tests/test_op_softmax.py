@@ -1,0 +1,67 @@
+"""verifiers/bounds/ops/softmax.py: softmax / log-softmax interval bounds are tight per output (attained at box
+vertices) and contain sampled values; sound network bounds with a softmax output and in the middle of a network; the
+functional forms; ONNX ``Softmax`` / ``LogSoftmax`` against onnxruntime."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from certkit.verifiers import BoundedModule, linf_ball
+from certkit.verifiers.bounds.ops.softmax import softmax_interval
+
+from relaxation_checks import check_network_bounds
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_interval_contains_samples_and_is_attained_at_vertices(log):
+    gen = torch.Generator().manual_seed(0)
+    c = torch.randn(50, 5, generator=gen, dtype=torch.float64) * 4
+    w = torch.rand(50, 5, generator=gen, dtype=torch.float64) * 3
+    l, u = c - w, c + w
+    lo, hi = softmax_interval(l, u, 1, log)
+    fn = (lambda z: F.log_softmax(z, 1)) if log else (lambda z: F.softmax(z, 1))
+    z = l[:, None] + torch.rand((50, 2000, 5), generator=gen, dtype=torch.float64) * (u - l)[:, None]
+    y = fn(z.reshape(-1, 5)).reshape(50, 2000, 5)
+    assert (y >= lo[:, None]).all() and (y <= hi[:, None]).all()
+    eye = torch.eye(5, dtype=torch.bool)
+    for i in range(5):   # output i is smallest at (l_i, u_others) and largest at (u_i, l_others)
+        low_vertex = torch.where(eye[i], l, u)
+        high_vertex = torch.where(eye[i], u, l)
+        assert torch.allclose(fn(low_vertex)[:, i], lo[:, i], rtol=1e-5, atol=1e-5)
+        assert torch.allclose(fn(high_vertex)[:, i], hi[:, i], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", [nn.Softmax(dim=1), nn.LogSoftmax(dim=1)])
+def test_network_bounds_contain_sampled_and_attacked_outputs(act):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5), act).double().eval()
+    check_network_bounds(net, 4)
+
+
+def test_softmax_inside_a_network_and_functional_forms():
+    class Attn(nn.Module):   # a softmax over tokens, then a linear read-out
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = self.fc1(x).view(-1, 2, 3)
+            return self.fc2(torch.softmax(h, -1).flatten(1) + x.log_softmax(1))
+
+    torch.manual_seed(1)
+    f = Attn().double().eval()
+    x = torch.rand(3, 6, dtype=torch.float64)
+    lb, ub = BoundedModule(f, (6,)).compute_bounds(linf_ball(x, 0.2, None), None, "CROWN")
+    pts = x[:, None] + 0.2 * (2 * torch.rand((3, 1000, 6), dtype=torch.float64) - 1)
+    y = f(pts.reshape(-1, 6)).detach().reshape(3, 1000, 2)
+    assert (y >= lb[:, None] - 1e-9).all() and (y <= ub[:, None] + 1e-9).all()
+
+
+def test_onnx_softmax_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
+    from relaxation_checks import check_onnx_bounds
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5), nn.Softmax(dim=1)).eval()
+    check_onnx_bounds(net, 4, tmp_path / "softmax.onnx")
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5), nn.LogSoftmax(dim=-1)).eval()
+    check_onnx_bounds(net, 4, tmp_path / "logsoftmax.onnx")
