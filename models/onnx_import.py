@@ -59,10 +59,10 @@ ELEMENTWISE: dict = {
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
                  "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "ReduceMean", "ReduceSum",
-                 "GlobalAveragePool", "ConvTranspose", "Softmax", "LogSoftmax", "Resize", "Upsample"
-                 ) + tuple(ELEMENTWISE)
+                 "GlobalAveragePool", "ConvTranspose", "Softmax", "LogSoftmax", "Resize", "Upsample",
+                 "Pow") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
-_NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+_NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Pow": np.power}
 
 
 class _Fn(nn.Module):
@@ -492,6 +492,11 @@ class _Builder:
 
     def op_GlobalAveragePool(self, node, a, ins):
         return self.fx.call_function(torch.mean, (ins[0], [2, 3], True))
+
+    def op_Pow(self, node, a, ins):
+        if not isinstance(ins[1], np.ndarray) or ins[1].size != 1:
+            raise self.err(node, "Pow needs a constant scalar exponent")
+        return self.fx.call_function(torch.pow, (ins[0], float(ins[1].reshape(-1)[0])))
 
     def op_ConvTranspose(self, node, a, ins):
         w = ins[1]

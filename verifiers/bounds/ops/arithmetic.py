@@ -1,6 +1,6 @@
-"""Arithmetic on data tensors: x + y and x - y of two data tensors of the same shape (residual connections), x * y of
-two data tensors of the same shape (the bilinear relaxation, bilinear.py), and x + c, x - c, c - x, x * c, x / c, -x
-with constants c (elementwise affine maps)."""
+"""Arithmetic on data tensors: x + y and x - y of two data tensors (residual connections; one may broadcast, as the
+mean in a LayerNorm), x * y of two data tensors of the same shape (the bilinear relaxation, bilinear.py), x / y with
+y > 0 (divide.py), and x + c, x - c, c - x, x * c, x / c, -x with constants c (elementwise affine maps)."""
 from __future__ import annotations
 
 import operator
@@ -8,8 +8,9 @@ import operator
 import torch
 
 from certkit.verifiers.bounds.ops.affine import constant_op
-from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op, unbroadcast
 from certkit.verifiers.bounds.ops.bilinear import Mul
+from certkit.verifiers.bounds.ops.divide import Div
 
 _ADD = (operator.add, torch.add, operator.iadd)
 _SUB = (operator.sub, torch.sub, operator.isub)
@@ -19,7 +20,7 @@ _NEG = (operator.neg, torch.neg)
 
 
 class Add(Op):
-    """x + y of two data tensors of the same shape."""
+    """x + y of two data tensors (one may broadcast against the other: x - mean(x) in a LayerNorm)."""
 
     name = "Add"
     arity = 2
@@ -31,14 +32,14 @@ class Add(Op):
         return a[0] + b[0], a[1] + b[1]
 
     def backward(self, A, in_bounds=(), relaxation=None):
-        return [A, A], None
+        return [unbroadcast(A, self.in_shapes[0]), unbroadcast(A, self.in_shapes[1])], None
 
     def sound_error(self, ma, mb):
         return 1, ma + mb
 
 
 class Sub(Op):
-    """x - y of two data tensors of the same shape."""
+    """x - y of two data tensors (one may broadcast against the other)."""
 
     name = "Sub"
     arity = 2
@@ -50,7 +51,7 @@ class Sub(Op):
         return a[0] - b[1], a[1] - b[0]
 
     def backward(self, A, in_bounds=(), relaxation=None):
-        return [A, -A], None
+        return [unbroadcast(A, self.in_shapes[0]), -unbroadcast(A, self.in_shapes[1])], None
 
     def sound_error(self, ma, mb):
         return 1, ma + mb
@@ -84,13 +85,20 @@ def arithmetic_op(call: Call) -> Op:
     if t in _NEG:
         return constant_op(-1.0, None, "Neg")
     if len(call.data_args) == 2:
-        same = call.value(args[0]).shape == call.value(args[1]).shape
-        if t in _ADD + _SUB and same:
+        shapes = [tuple(call.value(a).shape) for a in args[:2]]
+        same = shapes[0] == shapes[1]
+        try:   # the batch dim must match: broadcasting happens inside each sample
+            broadcast = torch.broadcast_shapes(*shapes) and shapes[0][:1] == shapes[1][:1]
+        except RuntimeError:
+            broadcast = False
+        if t in _ADD + _SUB and broadcast:
             return Add() if t in _ADD else Sub()
         if t in _MUL and same:
             return Mul()
-        raise Unsupported(f"{'quotient' if t in _DIV else 'broadcast product' if t in _MUL else 'broadcast sum'} of "
-                          f"two data tensors is not supported")
+        if t in _DIV and broadcast:
+            return Div()
+        raise Unsupported(f"{'quotient' if t in _DIV else 'broadcast product' if t in _MUL else 'sum'} of "
+                          f"two data tensors of shapes {shapes[0]} and {shapes[1]} is not supported")
     first = call.is_data(args[0])
     c = per_sample_const(call.const(args[1] if first else args[0]), call.shape)
     if t in _ADD:

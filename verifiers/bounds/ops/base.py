@@ -33,6 +33,17 @@ def sum_node(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).sum(-1)
 
 
+def unbroadcast(A: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """Coefficients A (B, S, *out) of a broadcast result mapped back to an operand of per-sample ``shape``: summed
+    over the dims the operand was broadcast along (the adjoint of broadcasting)."""
+    out = A.shape[2:]
+    lead = len(out) - len(shape)
+    if lead:
+        A = A.sum(tuple(range(2, 2 + lead)))
+    dims = tuple(2 + i for i, (n, m) in enumerate(zip(shape, A.shape[2:])) if n == 1 and m != 1)
+    return A.sum(dims, keepdim=True) if dims else A
+
+
 class Unsupported(Exception):
     """Raised by an op factory when it cannot bound this particular call (the message says why)."""
 

@@ -1,0 +1,43 @@
+"""verifiers/bounds/ops/pow.py: x ** 2 and x ** 4 on the interval grid (convex, minimum at 0), x ** 0.5 / x ** -1 /
+x ** 1 mapped to sqrt, reciprocal and the identity, other exponents refused, sound network bounds, ONNX ``Pow``
+(as in a LayerNorm's variance) against onnxruntime."""
+import pytest
+import torch
+from torch import nn
+
+from certkit.verifiers import BoundedModule, check_model
+from certkit.verifiers.bounds.ops.pow import EvenPower
+
+from relaxation_checks import check_activation, check_network_bounds, check_onnx_bounds
+
+
+class PowNet(nn.Module):
+    def __init__(self, p=2.0, d_in=4, hidden=6, d_out=2):
+        super().__init__()
+        self.p = p
+        self.fc1, self.fc2 = nn.Linear(d_in, hidden), nn.Linear(hidden, d_out)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x) ** self.p)
+
+
+@pytest.mark.parametrize("p", [2, 4])
+def test_even_power_relaxation_is_sound_on_every_interval(p):
+    check_activation(EvenPower(p), domain=(-40.0, 40.0))
+
+
+def test_exponents_map_to_their_ops_and_others_are_refused():
+    for p, name in ((2.0, "Pow2"), (0.5, "Sqrt"), (-1.0, "Reciprocal"), (1.0, "Pow1")):
+        g = BoundedModule(PowNet(p), (4,)).graph
+        assert [n.op.name for n in g.nodes[1:]] == ["Linear", name, "Linear"]
+    assert any("exponent 3" in p for p in check_model(PowNet(3.0), (4,)))
+
+
+def test_network_bounds_contain_sampled_and_attacked_outputs():
+    torch.manual_seed(0)
+    check_network_bounds(PowNet().double().eval(), 4)
+
+
+def test_onnx_pow_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
+    torch.manual_seed(0)
+    check_onnx_bounds(PowNet().eval(), 4, tmp_path / "pow.onnx")

@@ -1,0 +1,67 @@
+"""Quotient of two data tensors, z = x / y with y > 0 (the normalization of a LayerNorm, attention's softmax written
+out): z = x r with r = 1 / y, the bilinear relaxation of x r (McCormick; Shi et al. ICLR 2020) composed with the
+convex relaxation of the reciprocal (Zhang et al. NeurIPS 2018):
+
+    r in [lr, ur] = [1 / uy, 1 / ly];  lower: z >= lr x + lx r - lx lr;  upper: z <= ur x + lx r - lx ur;
+    r >= its tangent at the midpoint d of [ly, uy]: -y / d^2 + 2 / d;  r <= its chord: -y / (ly uy) + 1/ly + 1/uy.
+
+The coefficient of r in the plane CROWN picks (A lx) decides which line of r replaces it (the tangent where it is
+>= 0). y may broadcast against x (a per-token denominator). Denominators reaching 0 or below have no finite bound
+(reported as NaN / inf bounds). Lines are shifted by 1e-6 (1 + ur) for the float32 rounding of 1 / y.
+"""
+from __future__ import annotations
+
+import torch
+
+from certkit.verifiers.bounds.ops.base import Op, sum_node, unbroadcast
+
+SHIFT = 1e-6
+
+
+class Div(Op):
+    """x / y of two data tensors, y > 0 (built by arithmetic_op; y may broadcast against x)."""
+
+    name = "Div"
+    affine = False
+    arity = 2
+
+    def forward(self, x, y):
+        return x / y
+
+    @staticmethod
+    def _recip(ly, uy):
+        pos = ly > 0
+        inf = torch.full_like(ly, torch.inf)
+        lr = torch.where(pos, 1 / uy, -inf)
+        ur = torch.where(pos, 1 / ly, inf)
+        return lr, ur
+
+    def ibp(self, a, b):
+        lr, ur = self._recip(*b)
+        corners = torch.stack([a[0] * lr, a[0] * ur, a[1] * lr, a[1] * ur])
+        return corners.amin(0), corners.amax(0)
+
+    def unstable(self, l, u):
+        return l < u
+
+    def relaxation(self, in_bounds, alpha=None, setup=None):
+        (lx, ux), (ly, uy) = in_bounds
+        lr, ur = self._recip(ly, uy)
+        d = (ly + uy) / 2
+        shift = SHIFT * (1 + ur)
+        tangent = (-1 / (d * d), 2 / d - shift)                          # r >= aT y + cT
+        chord = (-1 / (ly * uy), 1 / ly + 1 / uy + shift)                # r <= aC y + cC
+        return lx, lr, ur, tangent, chord
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        lx, lr, ur, (aT, cT), (aC, cC) = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        ex = lambda t: t.unsqueeze(1)  # noqa: E731  (B, *shape) -> (B, 1, *shape)
+        Ap = torch.relu(A)
+        An = A - Ap
+        A_x = Ap * ex(lr) + An * ex(ur)
+        coef_r = A * ex(lx)                                  # the coefficient of r in the chosen plane
+        rp = torch.relu(coef_r)
+        rn = coef_r - rp
+        A_y = rp * ex(aT) + rn * ex(aC)
+        bias = sum_node(-(Ap * ex(lr) + An * ex(ur)) * ex(lx) + rp * ex(cT) + rn * ex(cC))
+        return [unbroadcast(A_x, self.in_shapes[0]), unbroadcast(A_y, self.in_shapes[1])], bias
