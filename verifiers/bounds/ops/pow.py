@@ -42,10 +42,10 @@ def pow_op(call: Call) -> Op:
     """The op for x ** p with a constant p (the exponent must not depend on the input)."""
     if len(call.args) < 2 or call.is_data(call.args[1]) or not call.is_data(call.args[0]):
         raise Unsupported("a power needs the data as base and a constant exponent")
-    p = torch.as_tensor(call.value(call.args[1]))
-    if p.numel() != 1:
+    exponent = torch.as_tensor(call.value(call.args[1]))
+    if exponent.numel() != 1:
         raise Unsupported("an exponent that varies over the tensor is not supported")
-    p = float(p.reshape(-1)[0])
+    p = float(exponent.reshape(-1)[0])
     if p == 1.0:
         return constant_op(1.0, None, "Pow1")
     if p == 0.5:
