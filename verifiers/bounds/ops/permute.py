@@ -6,9 +6,9 @@ import torch
 from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
 
 
-@register_op(functions=(torch.permute,), methods=("permute",), onnx=("Transpose",))
+@register_op(functions=(torch.permute, torch.transpose), methods=("permute", "transpose"), onnx=("Transpose",))
 class Permute(Op):
-    """``x.permute(0, *perm)`` (the batch dimension must stay first)."""
+    """``x.permute(0, *perm)`` or ``x.transpose(d0, d1)`` (the batch dimension must stay first)."""
 
     name = "Permute"
     coordinatewise = True
@@ -21,6 +21,13 @@ class Permute(Op):
     @classmethod
     def from_call(cls, call: Call):
         args = call.args
+        if call.target in (torch.transpose, "transpose"):   # swap two dims
+            rank = len(call.shape) + 1
+            d0, d1 = (int(d) + rank if int(d) < 0 else int(d) for d in (list(args[1:3]) + [call.kwargs.get("dim0"),
+                                                                                          call.kwargs.get("dim1")])[:2])
+            order = list(range(rank))
+            order[d0], order[d1] = order[d1], order[d0]
+            args = (args[0], order)
         perm = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
         perm = [int(p) for p in perm]
         if not perm or perm[0] != 0:

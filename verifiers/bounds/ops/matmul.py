@@ -1,0 +1,63 @@
+"""Matrix product of two computed tensors, Z = X @ Y (attention's Q K^T and its weights times V): every entry is a
+sum of products x_it y_tj, each bounded by the McCormick planes (Shi et al. ICLR 2020, "Robustness verification for
+transformers", Sec. 3.3; as bilinear.py for elementwise products):
+
+    lower: x y >= ly x + lx y - lx ly;    upper: x y <= uy x + lx y - lx uy.
+
+For a coefficient A_ij on Z_ij, CROWN takes the lower planes where A_ij >= 0 and the upper ones where A_ij < 0; the
+sums over the shared index are matrix products, so the backward rule is three matmuls:
+    A_X = A+ @ ly^T + A- @ uy^T,   A_Y = lx^T @ A,   bias = -sum(A+ * (lx @ ly) + A- * (lx @ uy)).
+IBP: the interval matrix product, center cx @ cy, radius |cx| @ ry + rx @ |cy| + rx @ ry. X (..., n, k) and Y
+(..., k, m) share their leading dims (no broadcasting between them). A product with a constant matrix is a Linear op
+instead.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, center_radius, register_op
+
+
+@register_op(functions=(torch.matmul, operator.matmul, torch.bmm), methods=("matmul", "bmm"), name="MatMul")
+class MatMul(Op):
+    """X @ Y of two data tensors of shapes (..., n, k) and (..., k, m) with the same leading dims."""
+
+    name = "MatMul"
+    affine = False
+    arity = 2
+
+    @classmethod
+    def from_call(cls, call: Call):
+        if len(call.data_args) != 2:
+            raise Unsupported("a product with a constant matrix must be a Linear layer (nn.Linear or ONNX MatMul "
+                              "with a constant operand)")
+        a, b = (tuple(call.value(t).shape) for t in call.args[:2])
+        if len(a) < 3 or len(a) != len(b) or a[:-2] != b[:-2]:
+            raise Unsupported(f"matmul of shapes {a} and {b} (certkit bounds (..., n, k) @ (..., k, m) with the "
+                              f"same leading dims)")
+        return cls()
+
+    def forward(self, x, y):
+        return torch.matmul(x, y)
+
+    def ibp(self, a, b):
+        cx, rx = center_radius(a)
+        cy, ry = center_radius(b)
+        c = cx @ cy
+        r = cx.abs() @ ry + rx @ cy.abs() + rx @ ry
+        return c - r, c + r
+
+    def unstable(self, l, u):
+        return l < u
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        (lx, _), (ly, uy) = in_bounds
+        lx, ly, uy = (t.unsqueeze(1) for t in (lx, ly, uy))   # (B, 1, ..., rows, cols): one per spec row
+        Ap = torch.relu(A)
+        An = A - Ap
+        A_x = Ap @ ly.transpose(-1, -2) + An @ uy.transpose(-1, -2)
+        A_y = lx.transpose(-1, -2) @ A
+        bias = -(Ap * (lx @ ly) + An * (lx @ uy)).flatten(2).sum(-1)
+        return [A_x, A_y], bias
