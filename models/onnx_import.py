@@ -60,7 +60,7 @@ SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten"
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
                  "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "ReduceMean", "ReduceSum",
                  "GlobalAveragePool", "ConvTranspose", "Softmax", "LogSoftmax", "Resize", "Upsample",
-                 "Pow") + tuple(ELEMENTWISE)
+                 "Pow", "ConstantOfShape", "Equal", "Where", "Expand") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 _NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Pow": np.power}
 
@@ -301,6 +301,18 @@ class _Builder:
             return ELEMENTWISE[op](a)(torch.as_tensor(v)).numpy()
         if op == "Transpose":
             return np.transpose(v, a.get("perm"))
+        if op == "ConstantOfShape":
+            from onnx import numpy_helper
+
+            fill = numpy_helper.to_array(a["value"]).reshape(-1) if "value" in a else np.zeros(1, np.float32)
+            return np.full(tuple(int(d) for d in np.asarray(v).reshape(-1)), fill[0], dtype=fill.dtype)
+        if op == "Equal":
+            return np.equal(v, ins[1])
+        if op == "Where":
+            return np.where(v, ins[1], ins[2])
+        if op == "Expand":
+            shape = np.broadcast_shapes(np.shape(v), tuple(int(d) for d in np.asarray(ins[1]).reshape(-1)))
+            return np.broadcast_to(v, shape).copy()
         raise self.err(node, "constant folding of this op is not supported")
 
     # -- ops on the data tensor ------------------------------------------------------------------------
@@ -492,6 +504,18 @@ class _Builder:
 
     def op_GlobalAveragePool(self, node, a, ins):
         return self.fx.call_function(torch.mean, (ins[0], [2, 3], True))
+
+    def op_Gather(self, node, a, ins):
+        idx = ins[1]
+        if not isinstance(idx, np.ndarray) or idx.ndim != 1:
+            raise self.err(node, "Gather on the data needs constant 1-D indices")
+        axis = int(a.get("axis", 0))
+        rank = self.ranks.get(node.input[0])
+        if axis < 0 and rank is not None:
+            axis += rank
+        if axis == 0:
+            raise self.err(node, "Gather along the batch dimension is not supported")
+        return self.fx.call_function(torch.index_select, (ins[0], axis, self.const_node(idx.astype(np.int64))))
 
     def op_Pow(self, node, a, ins):
         if not isinstance(ins[1], np.ndarray) or ins[1].size != 1:

@@ -308,3 +308,27 @@ def test_boxes_unbatched_inputs_and_inferred_input_shape():
         _ = certkit.BoundedModule(net).graph
     with pytest.raises(CertkitError, match="add the batch dimension"):
         certkit.BoundedModule(net).compute_bounds(linf_ball(torch.rand(8), 0.1))
+
+
+def test_crown_intermediate_passes_stop_at_the_deadline():
+    """A network slow to bound (transposed convolutions up to 32 x 32 x 8, rows in small chunks as on a large network):
+    CROWN's intermediate passes check the complete verifier's deadline between chunks of rows, so an instance's time
+    limit holds in this phase too."""
+    import time
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 128), nn.ReLU(), nn.Unflatten(1, (8, 4, 4)),
+                        nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),
+                        nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),
+                        nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1), nn.Flatten()).double().eval()
+    bm = BoundedModule(net, (5,), budget=2 ** 14)
+    x = torch.rand(1, 5, dtype=torch.float64)
+    t0 = time.perf_counter()
+    bm.compute_bounds(linf_ball(x, 0.5, None), None, "CROWN")
+    full = time.perf_counter() - t0
+    bm.deadline = time.perf_counter() + full / 10       # well before the passes would finish
+    with pytest.raises(TimeoutError):
+        bm.compute_bounds(linf_ball(x, 0.5, None), None, "CROWN")
+    bm.deadline = None
+    lb, ub = bm.compute_bounds(linf_ball(x, 0.01, None), None, "IBP")
+    assert torch.isfinite(lb).all()

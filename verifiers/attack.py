@@ -6,6 +6,7 @@ when its objective is < 0 (e.g. the classification margin min_{j != y} z_y - z_j
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -47,11 +48,12 @@ def _stop(early_stop, obj_best: torch.Tensor) -> bool:
 def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor, x_U: torch.Tensor,
             steps: int = 50, restarts: int = 5, step_size: float | None = None, x_init: torch.Tensor | None = None,
             generator: torch.Generator | None = None,
-            early_stop: bool | str = True) -> tuple[torch.Tensor, torch.Tensor]:
+            early_stop: bool | str = True, deadline: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimize ``objective`` over the boxes [x_L, x_U] (B, *shape) with signed-gradient PGD.
 
     ``early_stop``: True stops once every row's objective is < 0, ``"any"`` once some row's is (rows that are
-    restarts of one problem), False never.
+    restarts of one problem), False never. ``deadline``: a time.perf_counter() value after which the search stops
+    (returning the best points so far).
 
     The first restart starts at ``x_init`` (default the box center), the others uniformly at random.
     step_size defaults to 2.5 * (box half-width) / steps per coordinate (Madry et al.'s rule of thumb).
@@ -78,7 +80,7 @@ def pgd_box(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor
             x, obj, grad = _value_and_grad(objective, x)
             with torch.no_grad():
                 obj_best, x_best = _keep_best(obj.detach(), x.detach(), obj_best, x_best)
-                if _stop(early_stop, obj_best):
+                if _stop(early_stop, obj_best) or (deadline is not None and time.perf_counter() > deadline):
                     break
                 x = torch.minimum(torch.maximum(x - alpha * grad.sign(), x_L), x_U)
         with torch.no_grad():

@@ -70,6 +70,7 @@ class BoundedModule:
         self._graph: BoundGraph | None = None if input_shape is None else build_graph(model, tuple(input_shape))
         self.budget = budget
         self.conv_windows = conv_windows
+        self.deadline: float | None = None   # time.perf_counter() value after which CROWN's passes stop (TimeoutError)
 
     @property
     def graph(self) -> BoundGraph:
@@ -245,6 +246,7 @@ class BoundedModule:
         chunk = max(1, self.budget // max(1, 2 * B * biggest))
         bi = torch.arange(B, device=x.device)[:, None]
         for s0 in range(0, K, chunk):
+            self.check_deadline()
             sel, ok = order[:, s0:s0 + chunk], valid[:, s0:s0 + chunk]
             k = sel.shape[1]
             if windowed:
@@ -259,6 +261,16 @@ class BoundedModule:
             low.scatter_(1, sel, torch.maximum(low.gather(1, sel), lo_k))
             high.scatter_(1, sel, torch.minimum(high.gather(1, sel), hi_k))
         return low.reshape((B,) + shape), high.reshape((B,) + shape)
+
+    def check_deadline(self) -> None:
+        """Raise TimeoutError once ``deadline`` (a time.perf_counter() value, set by the complete verifier) passed:
+        bounding a large network's intermediate layers can take longer than an instance's time limit.
+
+        Raises:
+            TimeoutError: the deadline passed.
+        """
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise TimeoutError("timed out while bounding intermediate layers with CROWN")
 
     def ibp_exact_on_box(self, i: int) -> bool:
         """True when IBP of node i over an input box is exact per coordinate, so CROWN cannot tighten it: the path

@@ -339,6 +339,10 @@ class _SoundRows(BoundedModule):
         self.model, self._graph, self.budget, self.conv_windows = sb.bm.model, sb.bm.graph, sb.bm.budget, False
         self.sb = sb
 
+    @property
+    def deadline(self):   # the BoundedModule's (the complete verifier sets it)
+        return self.sb.bm.deadline
+
     def _backward(self, start, A0, pert, bounds, relax, alphas=None, setups=None):
         return self.sb.lower(start, A0, bounds)
 

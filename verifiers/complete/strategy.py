@@ -143,7 +143,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
         for step in falsifier_step_sizes(lo, hi):
             x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
-                             early_stop="any")
+                             early_stop="any", deadline=time.perf_counter() + max(dl.left(), 0.0))
             found = candidate_checker(net32, onnx_model, term, "PGD")(x.double())
             if found is not None:
                 break
@@ -154,6 +154,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
             raise TimeoutError("timed out while searching for counterexamples")
     # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
     bm = BoundedModule(net64, shape)
+    bm.deadline = time.perf_counter() + max(dl.left(), 0.0)   # CROWN's intermediate passes stop there too
     if sound:
         return _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, batch)
     open_terms = list(prop.terms)

@@ -1,4 +1,4 @@
-"""Reshape of each sample (Flatten, view, reshape, squeeze/unsqueeze, Identity, eval-mode Dropout)."""
+"""Reshape of each sample (Flatten, Unflatten, view, reshape, squeeze/unsqueeze, Identity, eval-mode Dropout)."""
 from __future__ import annotations
 
 import torch
@@ -8,8 +8,9 @@ from certkit.models.onnx_import import reshape_batch
 from certkit.verifiers.bounds.ops.base import Op, register_op
 
 
-@register_op(modules=(nn.Flatten, nn.Identity, nn.Dropout), functions=(torch.flatten, torch.reshape, reshape_batch),
-             methods=("view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"),
+@register_op(modules=(nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout),
+             functions=(torch.flatten, torch.reshape, reshape_batch),
+             methods=("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous"),
              onnx=("Flatten", "Reshape", "Identity", "Dropout"))
 class Reshape(Op):
     """Reshape each sample to ``out_shape`` (the batch dimension is kept)."""
