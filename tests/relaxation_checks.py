@@ -158,3 +158,20 @@ def assert_same_bounds(a, b, in_shape, eps: float = 0.1, method: str = "CROWN", 
     ra = BoundedModule(a, shape).compute_bounds(linf_ball(x, eps, None), None, method)
     rb = BoundedModule(b, shape).compute_bounds(linf_ball(x, eps, None), None, method)
     assert torch.equal(ra[0], rb[0]) and torch.equal(ra[1], rb[1])
+
+
+class ElementwiseNet(torch.nn.Module):
+    """Linear -> fn -> Linear, the small network of an elementwise op's tests; ``positive``: the first layer has weights
+    in [0, 0.3] and bias ``bias`` (positive on inputs >= -0.2: for log, sqrt, reciprocal)."""
+
+    def __init__(self, fn, d_in: int = 4, hidden: int = 6, d_out: int = 2, positive: bool = False, bias: float = 1.0):
+        super().__init__()
+        self.fn = fn
+        self.fc1, self.fc2 = torch.nn.Linear(d_in, hidden), torch.nn.Linear(hidden, d_out)
+        if positive:
+            with torch.no_grad():
+                self.fc1.weight.uniform_(0.0, 0.3)
+                self.fc1.bias.fill_(bias)
+
+    def forward(self, x):
+        return self.fc2(self.fn(self.fc1(x)))

@@ -8,16 +8,7 @@ from torch import nn
 
 from certkit.verifiers.bounds.ops.erf import Erf
 
-from relaxation_checks import check_activation, check_network_bounds, check_onnx_bounds
-
-
-class ErfNet(nn.Module):
-    def __init__(self, d_in=4, hidden=6, d_out=2):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(d_in, hidden), nn.Linear(hidden, d_out)
-
-    def forward(self, x):
-        return self.fc2(torch.erf(self.fc1(x)))
+from relaxation_checks import ElementwiseNet, check_activation, check_network_bounds, check_onnx_bounds
 
 
 class ExportedGELU(nn.Module):
@@ -38,7 +29,7 @@ def test_erf_relaxation_is_sound_on_every_interval():
 
 def test_network_bounds_contain_sampled_and_attacked_outputs():
     torch.manual_seed(0)
-    check_network_bounds(ErfNet().double().eval(), 4)
+    check_network_bounds(ElementwiseNet(torch.erf).double().eval(), 4)
 
 
 def test_exported_gelu_is_bounded_soundly():
@@ -48,5 +39,5 @@ def test_exported_gelu_is_bounded_soundly():
 
 def test_onnx_erf_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     torch.manual_seed(0)
-    check_onnx_bounds(ErfNet().eval(), 4, tmp_path / "erf.onnx")
+    check_onnx_bounds(ElementwiseNet(torch.erf).eval(), 4, tmp_path / "erf.onnx")
     check_onnx_bounds(ExportedGELU().eval(), 4, tmp_path / "gelu_as_erf.onnx")

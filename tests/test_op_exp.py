@@ -2,20 +2,10 @@
 alpha, sound network bounds, ONNX ``Exp`` against onnxruntime."""
 import pytest
 import torch
-from torch import nn
 
 from certkit.verifiers.bounds.ops.exp import Exp
 
-from relaxation_checks import check_activation, check_network_bounds, check_onnx_bounds
-
-
-class ExpNet(nn.Module):
-    def __init__(self, d_in=4, hidden=8, d_out=3):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(d_in, hidden), nn.Linear(hidden, d_out)
-
-    def forward(self, x):
-        return self.fc2(torch.exp(self.fc1(x)))
+from relaxation_checks import ElementwiseNet, check_activation, check_network_bounds, check_onnx_bounds
 
 
 def test_exp_relaxation_is_sound_on_every_interval():
@@ -30,9 +20,9 @@ def test_alpha_moves_the_tangent_point():
 
 def test_network_bounds_contain_sampled_and_attacked_outputs():
     torch.manual_seed(0)
-    check_network_bounds(ExpNet().double().eval(), 4)
+    check_network_bounds(ElementwiseNet(torch.exp, hidden=8, d_out=3).double().eval(), 4)
 
 
 def test_onnx_exp_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     torch.manual_seed(0)
-    check_onnx_bounds(ExpNet().eval(), 4, tmp_path / "exp.onnx")
+    check_onnx_bounds(ElementwiseNet(torch.exp, hidden=8, d_out=3).eval(), 4, tmp_path / "exp.onnx")

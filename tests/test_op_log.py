@@ -2,23 +2,10 @@
 sound network bounds, ONNX ``Log`` against onnxruntime."""
 import pytest
 import torch
-from torch import nn
 
 from certkit.verifiers.bounds.ops.log import Log
 
-from relaxation_checks import check_activation, check_network_bounds, check_onnx_bounds
-
-
-class LogNet(nn.Module):
-    def __init__(self, d_in=4, hidden=6, d_out=2):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(d_in, hidden), nn.Linear(hidden, d_out)
-        with torch.no_grad():
-            self.fc1.weight.uniform_(0.0, 0.3)
-            self.fc1.bias.fill_(1.0)
-
-    def forward(self, x):
-        return self.fc2(torch.log(self.fc1(x)))
+from relaxation_checks import ElementwiseNet, check_activation, check_network_bounds, check_onnx_bounds
 
 
 def test_log_relaxation_is_sound_on_every_positive_interval():
@@ -33,9 +20,9 @@ def test_alpha_moves_the_tangent_point():
 
 def test_network_bounds_contain_sampled_and_attacked_outputs():
     torch.manual_seed(0)
-    check_network_bounds(LogNet().double().eval(), 4)
+    check_network_bounds(ElementwiseNet(torch.log, positive=True).double().eval(), 4)
 
 
 def test_onnx_log_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     torch.manual_seed(0)
-    check_onnx_bounds(LogNet().eval(), 4, tmp_path / "log.onnx")
+    check_onnx_bounds(ElementwiseNet(torch.log, positive=True).eval(), 4, tmp_path / "log.onnx")

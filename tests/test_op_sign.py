@@ -1,20 +1,10 @@
 """verifiers/bounds/ops/sign.py: the step sign(z) on the interval grid (constant lines across the jump), sound
 network bounds, ONNX ``Sign`` against onnxruntime."""
 import torch
-from torch import nn
 
 from certkit.verifiers.bounds.ops.sign import Sign
 
-from relaxation_checks import check_activation, check_network_bounds, check_onnx_bounds
-
-
-class SignNet(nn.Module):
-    def __init__(self, d_in=4, hidden=6, d_out=2):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(d_in, hidden), nn.Linear(hidden, d_out)
-
-    def forward(self, x):
-        return self.fc2(torch.sign(self.fc1(x)))
+from relaxation_checks import ElementwiseNet, check_activation, check_network_bounds, check_onnx_bounds
 
 
 def test_sign_relaxation_is_sound_on_every_interval():
@@ -31,9 +21,9 @@ def test_stable_intervals_are_exact():
 
 def test_network_bounds_contain_sampled_and_attacked_outputs():
     torch.manual_seed(0)
-    check_network_bounds(SignNet().double().eval(), 4)
+    check_network_bounds(ElementwiseNet(torch.sign).double().eval(), 4)
 
 
 def test_onnx_sign_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     torch.manual_seed(0)
-    check_onnx_bounds(SignNet().eval(), 4, tmp_path / "sign.onnx")
+    check_onnx_bounds(ElementwiseNet(torch.sign).eval(), 4, tmp_path / "sign.onnx")

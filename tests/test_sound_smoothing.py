@@ -15,6 +15,7 @@ import pytest
 import torch
 from scipy.special import ndtr
 from scipy.stats import binom, chi2, chisquare, norm
+from test_gaussian_validity import LinearBinary
 from torch import nn
 
 from certkit.certify import ABSTAIN, GaussianSmoothing, NoiseSampler
@@ -55,19 +56,6 @@ def test_samples_follow_the_atoms_and_sums_are_exact():
     assert torch.equal(z.double(), exact) and torch.equal(torch.round(z.double() / g.h) * g.h, z.double())
     with pytest.raises(CertkitError, match="too large"):
         g.quantize(torch.full((3,), 1e6))
-
-
-class LinearBinary(nn.Module):
-    """f(x) = [w.x + b > 0] as two logits (-s, s)."""
-
-    def __init__(self, w, b):
-        super().__init__()
-        self.w = torch.as_tensor(w, dtype=torch.float32)
-        self.b = float(b)
-
-    def forward(self, x):
-        s = x.flatten(1) @ self.w + self.b
-        return torch.stack([-s, s], dim=1)
 
 
 def test_sound_certify_bound_holds_at_stated_rate_on_a_linear_classifier():
