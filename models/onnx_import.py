@@ -60,9 +60,10 @@ SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten"
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
                  "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "ReduceMean", "ReduceSum",
                  "GlobalAveragePool", "ConvTranspose", "Softmax", "LogSoftmax", "Resize", "Upsample",
-                 "Pow", "ConstantOfShape", "Equal", "Where", "Expand") + tuple(ELEMENTWISE)
+                 "Pow", "ConstantOfShape", "Equal", "Where", "Expand", "Max", "Min") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
-_NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Pow": np.power}
+_NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Pow": np.power,
+              "Max": np.maximum, "Min": np.minimum}
 
 
 class _Fn(nn.Module):
@@ -253,7 +254,7 @@ class _Builder:
             self.env[node.output[0]] = self.fold(node, op, a, ins)
             return
         x = ins[0]
-        if not isinstance(x, fx.Node) and op not in _BINARY and op not in ("MatMul", "Concat"):
+        if not isinstance(x, fx.Node) and op not in _BINARY and op not in ("MatMul", "Concat", "Max", "Min"):
             raise self.err(node, "the first input must be the data tensor")
         if op in ELEMENTWISE:
             if op == "Selu" and (abs(a.get("alpha", 1.67326) - 1.67326) > 1e-4
@@ -516,6 +517,22 @@ class _Builder:
         if axis == 0:
             raise self.err(node, "Gather along the batch dimension is not supported")
         return self.fx.call_function(torch.index_select, (ins[0], axis, self.const_node(idx.astype(np.int64))))
+
+    def _extreme(self, node, ins, fn, bound):
+        if len(ins) != 2:
+            raise self.err(node, "Max / Min of more than two inputs is not supported")
+        x, y = ins if isinstance(ins[0], fx.Node) else (ins[1], ins[0])
+        if isinstance(y, fx.Node):
+            return self.fx.call_function(fn, (x, y))
+        if np.asarray(y).size != 1:
+            raise self.err(node, "Max / Min with a non-scalar constant is not supported")
+        return self.fx.call_function(torch.clamp, (x,), {bound: float(np.asarray(y).reshape(-1)[0])})
+
+    def op_Max(self, node, a, ins):
+        return self._extreme(node, ins, torch.maximum, "min")
+
+    def op_Min(self, node, a, ins):
+        return self._extreme(node, ins, torch.minimum, "max")
 
     def op_Pow(self, node, a, ins):
         if not isinstance(ins[1], np.ndarray) or ins[1].size != 1:
