@@ -32,7 +32,7 @@ import torch
 
 from certkit.common import threads
 from certkit.verifiers.attack import pgd_box
-from certkit.verifiers.bounds.alpha_crown import projected_step
+from certkit.verifiers.bounds.alpha_crown import ProjectedAdam, projected_step
 from certkit.verifiers.bounds.ops.activation import Activation
 from certkit.verifiers.bounds.ops.base import sum_node
 from certkit.verifiers.bounds.perturbation import Box
@@ -234,7 +234,7 @@ class ActivationBaB:
             dom.score = torch.maximum(dom.score, self._score(self._crown(dom, bounds, setups)))
         params = [t.requires_grad_(True) for t in dom.alphas.values()]
         betas = [t.requires_grad_(True) for t in dom.betas.values()]
-        opt = torch.optim.Adam([{"params": params, "lr": self.lr_alpha}, {"params": betas, "lr": self.lr_beta}])
+        opt = ProjectedAdam([(params, self.lr_alpha), (betas, self.lr_beta)])
         for _ in range(iterations):
             if deadline is not None and time.perf_counter() > deadline:
                 break

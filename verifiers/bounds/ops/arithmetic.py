@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
 import torch
 
 from certkit.verifiers.bounds.ops.affine import constant_op
@@ -68,10 +69,10 @@ def per_sample_const(c, shape: tuple) -> torch.Tensor:
         if c.shape[0] != 1:
             raise Unsupported(f"constant of shape {tuple(c.shape)} varies over the batch dimension")
         c = c[0]
-    try:
-        if torch.broadcast_shapes(c.shape, shape) != torch.Size(shape):
-            raise RuntimeError
-    except RuntimeError:
+    try:  # numpy's: torch.broadcast_shapes imports sympy (about a second at start-up)
+        if np.broadcast_shapes(tuple(c.shape), tuple(shape)) != tuple(shape):
+            raise ValueError
+    except ValueError:
         raise Unsupported(f"constant of shape {tuple(c.shape)} would change the data shape {shape}") from None
     return c
 
@@ -88,8 +89,8 @@ def arithmetic_op(call: Call) -> Op:
         shapes = [tuple(call.value(a).shape) for a in args[:2]]
         same = shapes[0] == shapes[1]
         try:   # the batch dim must match: broadcasting happens inside each sample
-            broadcast = torch.broadcast_shapes(*shapes) and shapes[0][:1] == shapes[1][:1]
-        except RuntimeError:
+            broadcast = bool(np.broadcast_shapes(*shapes)) and shapes[0][:1] == shapes[1][:1]
+        except ValueError:
             broadcast = False
         if t in _ADD + _SUB and broadcast:
             return Add() if t in _ADD else Sub()
