@@ -21,6 +21,8 @@ from certkit.cli.options import (
     model_options,
     ops_help,
     options_for,
+    parse_shard,
+    quiet_rank,
     renamed_option,
     run_options,
     verifier_help,
@@ -69,6 +71,9 @@ MODES = ("dataset", "instance", "benchmark", "check")
 @renamed_option("--results", "--out", "the results file of --instances (TSV, resumable)")
 @click.option("--result-dir", type=click.Path(file_okay=False), default=None,
               help="With --instances: also write one VNN-COMP result file per instance here.")
+@click.option("--shard", default=None, callback=parse_shard,
+              help="With --instances, K/N: answer only the instances K, K+N, K+2N, ... (0-based), for job arrays "
+                   "(then `certkit merge`). Under torchrun ranks share the instances by themselves.")
 @click.option("--backend", type=click.Choice(["certkit", "auto_lirpa"]), default="certkit", show_default=True,
               help="Bound engine for --model: certkit's own, or auto_LiRPA when it can be imported.")
 @click.option("--complete-timeout", type=float, default=0.0, show_default=True,
@@ -101,15 +106,13 @@ def verify(mode, check_only, input_shape, methods, onnx_path, vnnlib_path, timeo
     if mode == "benchmark":
         if not instances_csv:
             raise CertkitError("--mode benchmark needs --instances CSV (a benchmark's instances.csv)")
-        from certkit.runs.vnncomp_benchmark import InstancesConfig, run_instances
+        from certkit.runs.vnncomp_benchmark import InstancesConfig, result_counts, run_instances
 
         cfg = build_config(InstancesConfig, _fields_of(InstancesConfig, kw), instances=instances_csv,
                            verifier=verifier, options=options, result_dir=result_dir)
         rows = run_instances(cfg)
-        counts: dict = {}
-        for r in rows:
-            counts[r["result"]] = counts.get(r["result"], 0) + 1
-        click.echo("results: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"  ({cfg.out})")
+        if not quiet_rank():  # under torchrun rank 0 reports the merged rows
+            click.echo(f"results: {result_counts(rows)}  ({cfg.out})")
         return
     if mode == "instance":
         _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, options)

@@ -9,7 +9,6 @@ in the same order; a killed job resumes shard by shard with ``--resume``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,16 @@ from certkit.common import threads
 from certkit.common.errors import CertkitError
 from certkit.common.options import build_options, options_dict
 from certkit.common.results import check_writable
-from certkit.runs.config import DatasetRunConfig, Prepared, open_results, prepare, resolve_sigma, write_summary
+from certkit.runs.config import (
+    DatasetRunConfig,
+    Prepared,
+    open_results,
+    prepare,
+    resolve_sigma,
+    shard_of,
+    shard_path,
+    write_summary,
+)
 
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
 
@@ -73,32 +81,6 @@ def _sampler(cfg: CertifyConfig, p: Prepared, sigma: float) -> NoiseSampler:
     # a compiled module is specialized to its batch shape: keep one forward call per noise chunk there
     return NoiseSampler(module, sigma, cfg.batch, p.device, cfg.amp, forward_batch=None if cfg.compile else "auto",
                         check_input=False)  # prepare() checked the data against the model
-
-
-def _shard(cfg: CertifyConfig) -> tuple[int, int, bool]:
-    """(K, N, under torchrun) of this process: ``cfg.shard``, else the torchrun rank, else (0, 1).
-
-    Raises:
-        CertkitError: a malformed shard, or --shard under torchrun.
-    """
-    from certkit.common import distributed
-
-    if cfg.shard is not None:
-        k, n = cfg.shard
-        if not (n >= 1 and 0 <= k < n):
-            raise CertkitError(f"--shard K/N needs 0 <= K < N, got {k}/{n}")
-        if distributed.world()[1] > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise CertkitError("--shard is for separate jobs; under torchrun every rank takes its share itself")
-        return k, n, False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        rank, world = distributed.init_from_env(torch.device("cpu"))  # gloo: the ranks only meet at a barrier
-        return rank, world, True
-    return 0, 1, False
-
-
-def shard_path(out: str, k: int, n: int) -> str:
-    """The file of shard k of n under torchrun: ``<out without .tsv>.shard-k-of-n.tsv``."""
-    return str(Path(out).with_suffix("")) + f".shard-{k}-of-{n}.tsv"
 
 
 def calibration_data(cfg: CertifyConfig, opts, p: Prepared):
@@ -346,7 +328,7 @@ def _summary(rows: list, method: str, base: dict) -> dict:
 def _run_shards(cfg, p, settings, columns, one, desc, sigma, t0, extra) -> tuple[list[dict], dict]:
     from certkit.common import distributed
 
-    k, n, torchrun = _shard(cfg)
+    k, n, torchrun = shard_of(cfg.shard)
     final = cfg.out
     if n > 1:
         p.indices = p.indices[k::n]

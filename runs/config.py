@@ -159,3 +159,33 @@ def write_summary(summary: dict, cfg: RunConfig) -> str:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json_text(summary))
     return path
+
+
+def shard_of(shard: tuple | None) -> tuple[int, int, bool]:
+    """(K, N, under torchrun) of this process for a sharded run (certify, predict, a VNN-COMP benchmark): ``shard``
+    (``--shard K/N``: the K-th of N interleaved shares, 0-based), else the torchrun rank and world size, else
+    (0, 1, False).
+
+    Raises:
+        CertkitError: a malformed shard, or --shard under torchrun.
+    """
+    import os
+
+    from certkit.common import distributed
+
+    if shard is not None:
+        k, n = shard
+        if not (n >= 1 and 0 <= k < n):
+            raise CertkitError(f"--shard K/N needs 0 <= K < N, got {k}/{n}")
+        if distributed.world()[1] > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise CertkitError("--shard is for separate jobs; under torchrun every rank takes its share itself")
+        return k, n, False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        rank, world = distributed.init_from_env(torch.device("cpu"))  # gloo: the ranks only meet at a barrier
+        return rank, world, True
+    return 0, 1, False
+
+
+def shard_path(out: str, k: int, n: int) -> str:
+    """The file of shard k of n under torchrun: ``<out without .tsv>.shard-k-of-n.tsv``."""
+    return str(Path(out).with_suffix("")) + f".shard-{k}-of-{n}.tsv"

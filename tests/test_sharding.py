@@ -57,3 +57,40 @@ def test_torchrun_ranks_share_the_inputs_and_a_killed_job_resumes(cli, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert rows(tmp_path / "tr.tsv") == rows(tmp_path / "one.tsv")
     assert "certified accuracy" in r.stdout and r.stdout.count("results:") == 1  # rank 0 reports, once
+
+
+def test_benchmark_shards_and_torchrun_ranks_give_the_single_process_rows(cli, tmp_path):
+    """`verify --mode benchmark --shard K/N` + `certkit merge`, and two torchrun ranks: the rows (and settings) of
+    one process; a merged file resumes as a finished single-process run."""
+    from pathlib import Path
+
+    csv = Path(__file__).parent / "data" / "vnncomp2021" / "test_instances.csv"
+    args = ["verify", "--mode", "benchmark", "--instances", csv, "--quiet"]
+    r = cli(*args, "--out", tmp_path / "one.tsv")
+    assert r.exit_code == 0, r.output
+    for k in range(2):
+        r = cli(*args, "--shard", f"{k}/2", "--out", tmp_path / f"s{k}.tsv")
+        assert r.exit_code == 0, r.output
+    assert [x[0] for x in rows(tmp_path / "s1.tsv")] == ["1", "3"]
+    r = cli("merge", "--out", tmp_path / "m.tsv", tmp_path / "s1.tsv", tmp_path / "s0.tsv")
+    assert r.exit_code == 0, r.output
+    assert "unsat 4" in r.output and "sat 1" in r.output
+    assert rows(tmp_path / "m.tsv") == rows(tmp_path / "one.tsv")
+    assert (tmp_path / "m.tsv.config.json").read_text() == (tmp_path / "one.tsv.config.json").read_text()
+    r = cli(*args, "--out", tmp_path / "m.tsv", "--resume")  # nothing left to do
+    assert r.exit_code == 0 and rows(tmp_path / "m.tsv") == rows(tmp_path / "one.tsv"), r.output
+    assert_clean_error(cli("merge", "--out", tmp_path / "m2.tsv", tmp_path / "s0.tsv"), "exactly once")
+    assert_clean_error(cli("merge", "--out", tmp_path / "m3.tsv", tmp_path / "s0.tsv", tmp_path / "one.tsv"),
+                       "not computed as a shard")
+    r = cli(*args, "--no-bab", "--shard", "1/2", "--out", tmp_path / "other.tsv")
+    assert r.exit_code == 0, r.output
+    assert_clean_error(cli("merge", "--out", tmp_path / "m4.tsv", tmp_path / "s0.tsv", tmp_path / "other.tsv"),
+                       "other settings")
+    assert_clean_error(cli(*args, "--shard", "2/2", "--out", tmp_path / "x.tsv"), "0 <= K < N")
+    assert_clean_error(cli("verify", "--mode", "dataset", "--eps", 0.1, "--shard", "0/2"), "--mode benchmark")
+
+    tr = _torchrun(["verify", "--mode", "benchmark", "--instances", csv, "--quiet", "--out", tmp_path / "tr.tsv"],
+                   tmp_path, 29543)
+    assert tr.returncode == 0, tr.stderr[-2000:]
+    assert rows(tmp_path / "tr.tsv") == rows(tmp_path / "one.tsv")
+    assert tr.stdout.count("results:") == 1  # rank 0 reports, once
