@@ -4,7 +4,8 @@ Problem: given a network f, an input box X and an unsafe region {y : C y <= d} (
 property), decide whether some x in X has C f(x) <= d.
 Return: ``unsat`` (no such x), a validated counterexample (``sat``), ``timeout`` or ``unknown``.
 Property: ``unsat`` is returned only when every subdomain has max_r (lb_r - d_r) > 0 for a sound lower bound lb of
-C f(x) over the subdomain; a counterexample is returned only after exact replay in onnxruntime.
+C f(x) over the subdomain, or (a fully split ReLU subdomain) its linear program's checked dual bound is positive
+(leaf_lp.py); a counterexample is returned only after exact replay in onnxruntime.
 Reference:
     beta-CROWN: Wang, Zhang, Xu, Lin, Jana, Hsieh, Kolter, NeurIPS 2021, "Beta-CROWN: Efficient Bound Propagation
         with Per-neuron Split Constraints for Neural Network Robustness Verification" (Sec. 3, Thm 3.1).
@@ -36,6 +37,7 @@ from certkit.verifiers.bounds.alpha_crown import ProjectedAdam, projected_step
 from certkit.verifiers.bounds.ops.activation import Activation
 from certkit.verifiers.bounds.ops.base import sum_node
 from certkit.verifiers.bounds.perturbation import Box
+from certkit.verifiers.complete.leaf_lp import decide_leaf
 
 BRANCHING = ("babsr", "fsb")
 
@@ -307,6 +309,13 @@ class ActivationBaB:
         both.depth = both.depth + 1
         return both
 
+    def _has_split(self, dom: Domains) -> torch.Tensor:
+        """(D,) bool: whether each subdomain has a neuron left to split."""
+        out = torch.zeros(len(dom), dtype=torch.bool)
+        for a, j in self.acts.items():
+            out |= self.g.nodes[a].op.splittable(dom.lo[j], dom.hi[j]).flatten(1).any(1)
+        return out
+
     def branch(self, dom: Domains, coeffs: dict) -> Domains | None:
         """Children (2D subdomains: all left children, then all right) or None when some subdomain has nothing
         left to split (its bound cannot improve by branching)."""
@@ -361,6 +370,7 @@ class ActivationBaB:
             return found, visited
         queue = [(dom, coeffs)] if float(dom.score[0]) <= 0 else []
         pending: Domains | None = None
+        undecided = 0                     # fully split subdomains that neither bounds nor their LP decided
         rounds = 0
         while queue or pending is not None:
             threads.tick()
@@ -368,8 +378,20 @@ class ActivationBaB:
                 return "timeout", visited
             if visited >= max_domains:
                 return "unknown", visited
-            # branch the queued (bounded) batches into children, then bound the lowest-scored children first
+            # branch the queued (bounded) batches into children, then bound the lowest-scored children first;
+            # a subdomain with nothing left to split is decided by the linear program of its (affine) network
             for d_, c_ in queue:
+                splits = self._has_split(d_)
+                for i in torch.nonzero(~splits).flatten().tolist():
+                    leaf = decide_leaf(self, d_.take(torch.tensor([i])), check_candidates, deadline)
+                    if leaf is None:
+                        undecided += 1
+                    elif leaf != "unsat":
+                        return leaf, visited
+                if not bool(splits.any()):
+                    continue
+                idx = torch.nonzero(splits).flatten()
+                d_, c_ = d_.take(idx), {a: (c[idx] if c is not None else None) for a, c in c_.items()}
                 kids = self.branch(d_, c_)
                 if kids is None:
                     return "unknown", visited
@@ -402,4 +424,4 @@ class ActivationBaB:
             if bool(keep.any()):
                 idx = torch.nonzero(keep).flatten()
                 queue = [(cur.take(idx), {a: (c[idx] if c is not None else None) for a, c in coeffs.items()})]
-        return "unsat", visited
+        return ("unknown" if undecided else "unsat"), visited
