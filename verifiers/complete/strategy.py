@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from certkit.common import threads
 from certkit.common.errors import CertkitError
 from certkit.common.numerics import flush_denormal
 from certkit.models.onnx_import import OnnxModel, load_onnx
@@ -135,20 +136,8 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     starts = int(max(8, min(64, 2 ** 21 // max(1, n_in))))
     odi_pools: dict = {}  # box -> 4 x starts output-diversified points, shared by the disjuncts over one box
     for term in prop.terms:
-        C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
-        obj = objective(net32, C32, d32, shape)
-        lo, hi = torch.tensor(term.x_L, dtype=torch.float32)[None], torch.tensor(term.x_U, dtype=torch.float32)[None]
-        x0, odi_pools[term.box_key()] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo,
-                                                         hi, starts, gen, odi_pools.get(term.box_key()))
-        lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
-        for step in falsifier_step_sizes(lo, hi):
-            x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
-                             early_stop="any", deadline=time.perf_counter() + max(dl.left(), 0.0))
-            found = candidate_checker(net32, onnx_model, term, "PGD")(x.double())
-            if found is not None:
-                break
+        found = falsify(net32, onnx_model, term, starts, gen, dl, odi_pools)
         if found is not None:
-            found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
             return found
         if dl.passed():
             raise TimeoutError("timed out while searching for counterexamples")
@@ -179,8 +168,9 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         raise CertkitError(f"bab must be True, False, 'input', 'activation' or 'none', got {bab!r}")
     if kind == "none":
         why = "disabled" if bab is not True else "has no input of at most 16 dimensions nor activation to split"
-        return InstanceResult("unknown", time.perf_counter() - dl.t0,
-                              f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound {why}")
+        res = InstanceResult("unknown", time.perf_counter() - dl.t0,
+                             f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound {why}")
+        return res if bab is not True else keep_attacking(net32, onnx_model, open_terms, starts, gen, dl, res)
     total = 0
     # the unit of a search: for input split all open disjuncts over one box (their sub-boxes share the bounds),
     # for activation split one disjunct
@@ -204,10 +194,53 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
                 res.domains = total
                 res.seconds = time.perf_counter() - dl.t0
                 return res
-            return InstanceResult(status, time.perf_counter() - dl.t0,
-                                  f"branch and bound stopped after {total} domains ({status})", domains=total)
+            res = InstanceResult(status, time.perf_counter() - dl.t0,
+                                 f"branch and bound stopped after {total} domains ({status})", domains=total)
+            return res if status != "unknown" else keep_attacking(net32, onnx_model, open_terms, starts, gen, dl, res)
     how = "CROWN+input-split BaB" if kind == "input" else "beta-CROWN activation-split BaB"
     return InstanceResult("unsat", time.perf_counter() - dl.t0, method=how, domains=total)
+
+
+def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pools: dict | None = None):
+    """certkit's attack on one disjunct: PGD (100 steps, ``starts`` batched starts of
+    :func:`~certkit.verifiers.attack.falsifier_starts`, each step size of ``falsifier_step_sizes``) until ``dl``;
+    returns a validated ``sat`` InstanceResult or None. ``pools``: box -> ODI pool shared by disjuncts over one box
+    (None: a fresh pool)."""
+    shape = onnx_model.sample_shape
+    C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+    obj = objective(net32, C32, d32, shape)
+    lo, hi = torch.tensor(term.x_L, dtype=torch.float32)[None], torch.tensor(term.x_U, dtype=torch.float32)[None]
+    pools = {} if pools is None else pools
+    x0, pools[term.box_key()] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo, hi,
+                                                 starts, gen, pools.get(term.box_key()))
+    lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
+    for step in falsifier_step_sizes(lo, hi):
+        x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
+                         early_stop="any", deadline=time.perf_counter() + max(dl.left(), 0.0))
+        found = candidate_checker(net32, onnx_model, term, "PGD")(x.double())
+        if found is not None:
+            found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
+            return found
+    return None
+
+
+def keep_attacking(net32, onnx_model, terms: list, starts: int, gen: torch.Generator, dl, res: InstanceResult):
+    """What is left of the time limit after the proof gave up (``res``, ``unknown``): fresh rounds of
+    :func:`falsify` (new random and output-diversified starts from the advancing ``gen``) on the open disjuncts
+    until the deadline. Returns a validated ``sat`` or ``res``, stamped with the time spent, never early."""
+    rounds = 0
+    while dl.left() > 0.05 and terms:
+        threads.tick()
+        for term in terms:
+            found = falsify(net32, onnx_model, term, starts, gen, dl)
+            if found is not None:
+                return found
+            if dl.left() <= 0.05:
+                break
+        rounds += 1
+    res.reason += f"; {rounds} more round(s) of attacks found no counterexample"
+    res.seconds = time.perf_counter() - dl.t0
+    return res
 
 
 def _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, batch) -> InstanceResult:
