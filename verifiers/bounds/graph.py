@@ -13,15 +13,22 @@ import torch
 from torch import fx, nn
 
 from certkit.common.errors import CertkitError
-from certkit.verifiers.bounds import ops
+from certkit.verifiers.bounds import decompose, ops
 
 
 class _Tracer(fx.Tracer):
     """Stops at the module types certkit has bound rules for, and at torch's own leaf modules (so that an
-    unsupported torch layer such as MaxPool2d shows up by name)."""
+    unsupported torch layer shows up by name); writes out the composite layers of decompose.py (LayerNorm,
+    MultiheadAttention) in primitive ops."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, ops.registered_modules()) or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        written_out = decompose.MODULES.get(type(m))
+        if written_out is not None:
+            return written_out(m, *args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
 
 
 @dataclass
@@ -79,7 +86,10 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     if isinstance(model, fx.GraphModule):
         return model
     try:
-        graph = _Tracer().trace(model)
+        with decompose.functions_written_out():
+            graph = _Tracer().trace(model)
+    except CertkitError:
+        raise
     except Exception as e:  # fx raises many types for untraceable Python
         raise CertkitError(f"cannot trace the model with torch.fx ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:200]})") from None

@@ -8,8 +8,8 @@ For a coefficient A_ij on Z_ij, CROWN takes the lower planes where A_ij >= 0 and
 sums over the shared index are matrix products, so the backward rule is three matmuls:
     A_X = A+ @ ly^T + A- @ uy^T,   A_Y = lx^T @ A,   bias = -sum(A+ * (lx @ ly) + A- * (lx @ uy)).
 IBP: the interval matrix product, center cx @ cy, radius |cx| @ ry + rx @ |cy| + rx @ ry. X (..., n, k) and Y
-(..., k, m) share their leading dims (no broadcasting between them). A product with a constant matrix is a Linear op
-instead.
+(..., k, m) share their leading dims (no broadcasting between them). x @ W with a constant 2-D W is a linear map
+(linear_const.py).
 """
 from __future__ import annotations
 
@@ -29,10 +29,15 @@ class MatMul(Op):
     arity = 2
 
     @classmethod
-    def from_call(cls, call: Call):
+    def from_call(cls, call: Call) -> Op:
+        if len(call.data_args) == 1 and call.is_data(call.args[0]):   # x @ W with a constant W (k, m)
+            w = call.const(call.args[1])
+            if w.dim() != 2:
+                raise Unsupported(f"x @ W with a constant W of shape {tuple(w.shape)} (certkit bounds a 2-D W)")
+            from certkit.verifiers.bounds.ops.linear_const import LinearConst
+            return LinearConst(w.T)
         if len(call.data_args) != 2:
-            raise Unsupported("a product with a constant matrix must be a Linear layer (nn.Linear or ONNX MatMul "
-                              "with a constant operand)")
+            raise Unsupported("W @ x with a constant W on the left (write x @ W.T or use nn.Linear)")
         a, b = (tuple(call.value(t).shape) for t in call.args[:2])
         if len(a) < 3 or len(a) != len(b) or a[:-2] != b[:-2]:
             raise Unsupported(f"matmul of shapes {a} and {b} (certkit bounds (..., n, k) @ (..., k, m) with the "
