@@ -89,9 +89,9 @@ MODULES = {nn.LayerNorm: _layer_norm_module, nn.MultiheadAttention: _attention_m
 def functions_written_out():
     """While tracing: ``F.layer_norm`` (and ``torch.layer_norm``) calls run :func:`layer_norm` instead."""
     saved = F.layer_norm, torch.layer_norm
-    F.layer_norm = layer_norm  # type: ignore[assignment]
-    torch.layer_norm = layer_norm  # type: ignore[assignment]
+    F.layer_norm = layer_norm
+    torch.layer_norm = layer_norm
     try:
         yield
     finally:
-        F.layer_norm, torch.layer_norm = saved  # type: ignore[assignment]
+        F.layer_norm, torch.layer_norm = saved

@@ -25,7 +25,7 @@ class _Tracer(fx.Tracer):
         return isinstance(m, ops.registered_modules()) or super().is_leaf_module(m, qualname)
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
-        written_out = decompose.MODULES.get(type(m))
+        written_out: Any = decompose.MODULES.get(type(m))
         if written_out is not None:
             return written_out(m, *args, **kwargs)
         return super().call_module(m, forward, args, kwargs)

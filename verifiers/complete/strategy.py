@@ -189,11 +189,10 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
                                        root_bounds=roots.get(unit, time.perf_counter() + dl.left()))
         total += n
         if status != "unsat":
-            res = status if isinstance(status, InstanceResult) else None
-            if res is not None:
-                res.domains = total
-                res.seconds = time.perf_counter() - dl.t0
-                return res
+            if isinstance(status, InstanceResult):
+                status.domains = total
+                status.seconds = time.perf_counter() - dl.t0
+                return status
             res = InstanceResult(status, time.perf_counter() - dl.t0,
                                  f"branch and bound stopped after {total} domains ({status})", domains=total)
             return res if status != "unknown" else keep_attacking(net32, onnx_model, open_terms, starts, gen, dl, res)
