@@ -161,8 +161,9 @@ class _Builder:
             pass
         self.graph = model.graph
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
-        self.ranks = {vi.name: len(_dims(vi)) for vi in list(self.graph.value_info) + list(self.graph.input)
-                      + list(self.graph.output)}
+        self.dims = {vi.name: _dims(vi) for vi in list(self.graph.value_info) + list(self.graph.input)
+                     + list(self.graph.output)}
+        self.ranks = {name: len(d) for name, d in self.dims.items()}
         self.env: dict[str, object] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
         self.consumers: dict[str, int] = {}
         for n in self.graph.node:
@@ -215,6 +216,7 @@ class _Builder:
             if dims[0] not in (None, 1):
                 raise CertkitError(f"{self.path}: input batch dimension must be 1 or symbolic, got {dims[0]}")
             sample, onnx_shape = tuple(dims[1:]), (1,) + tuple(dims[1:])
+        self.sample = sample
         self.env[inp.name] = self.fx.placeholder("x")
         for node in self.graph.node:
             self.emit(node)
@@ -251,7 +253,7 @@ class _Builder:
                 raise self.err(node, "the Dropout mask output is not supported")
             return
         if all(isinstance(v, np.ndarray) or v is None for v in ins):
-            self.env[node.output[0]] = self.fold(node, op, a, ins)
+            self.env[node.output[0]] = np.asarray(self.fold(node, op, a, ins))  # numpy scalars too
             return
         x = ins[0]
         if not isinstance(x, fx.Node) and op not in _BINARY and op not in ("MatMul", "Concat", "Max", "Min"):
@@ -307,6 +309,12 @@ class _Builder:
 
             fill = numpy_helper.to_array(a["value"]).reshape(-1) if "value" in a else np.zeros(1, np.float32)
             return np.full(tuple(int(d) for d in np.asarray(v).reshape(-1)), fill[0], dtype=fill.dtype)
+        if op == "Slice":
+            starts, ends, axes, steps = self._slice_args(node, a, ins)
+            index: list[Any] = [slice(None)] * v.ndim
+            for st, en, ax, sp in zip(starts, ends, axes, steps):
+                index[ax % v.ndim] = slice(int(st), int(en), int(sp))
+            return v[tuple(index)]
         if op == "Equal":
             return np.equal(v, ins[1])
         if op == "Where":
@@ -463,9 +471,8 @@ class _Builder:
                           (float(a[key]) if key in a else None))
         return self.fx.call_function(torch.clamp, (ins[0],), {"min": bounds[0], "max": bounds[1]})
 
-    def op_Slice(self, node, a, ins):
-        if self.batch_added:
-            raise self.err(node, "Slice on a rank-1 network input is not supported")
+    def _slice_args(self, node, a, ins):
+        """(starts, ends, axes, steps) of a Slice node (inputs from opset 10, attributes before)."""
         if len(ins) > 1:                                  # opset >= 10: starts, ends, axes, steps as constant inputs
             if any(isinstance(v, fx.Node) for v in ins[1:]):
                 raise self.err(node, "Slice with starts/ends computed from the input is not supported")
@@ -476,6 +483,24 @@ class _Builder:
             starts, ends, axes, steps = list(a["starts"]), list(a["ends"]), a.get("axes"), None
         axes = [int(ax) for ax in (range(len(starts)) if axes is None else axes)]
         steps = [1] * len(starts) if steps is None else steps
+        return starts, ends, axes, steps
+
+    def _evaluate(self, x: fx.Node) -> torch.Tensor:
+        """The value of data node ``x`` on one zero input (the graph built so far, cut at ``x``)."""
+        g = fx.Graph()
+        env: dict = {}
+        for n in self.fx.nodes:
+            env[n] = g.node_copy(n, lambda m: env[m])
+            if n is x:
+                break
+        g.output(env[x])
+        with torch.no_grad():
+            return fx.GraphModule(self.root, g)(torch.zeros((1,) + tuple(self.sample)))
+
+    def op_Slice(self, node, a, ins):
+        if self.batch_added:
+            raise self.err(node, "Slice on a rank-1 network input is not supported")
+        starts, ends, axes, steps = self._slice_args(node, a, ins)
         if any(ax < 0 for ax in axes):
             raise self.err(node, "Slice with negative axes is not supported (export with the axes counted from 0)")
         index: list[Any] = [slice(None)] * (max(axes) + 1)
@@ -561,7 +586,7 @@ class _Builder:
         return self.fx.call_module(self.add_module(conv, "convtranspose"), (ins[0],))
 
     def _softmax(self, node, a, ins, fn):
-        rank = self.ranks.get(node.input[0])
+        rank = self.ranks.get(node.input[0]) or self._evaluate(ins[0]).dim()
         axis = int(a.get("axis", -1 if self.opset >= 13 else 1))
         if rank is not None and axis < 0:
             axis += rank
@@ -621,12 +646,28 @@ class _Builder:
         return self._resize(node, a.get("mode", "nearest"), "asymmetric", "floor", scales, None, ins[0])
 
     def op_Concat(self, node, a, ins):
-        if not all(isinstance(t, fx.Node) for t in ins):
-            raise self.err(node, "Concat of the data with a constant tensor is not supported")
         if self.batch_added:
             raise self.err(node, "Concat on a rank-1 network input is not supported")
         axis = int(a.get("axis", 0))
-        return self.fx.call_function(torch.cat, (list(ins), axis))
+        pieces = []
+        for t in ins:
+            if isinstance(t, np.ndarray):   # a constant piece: one sample's worth, the same for every sample
+                if t.ndim == 0 or t.shape[0] != 1:
+                    raise self.err(node, f"Concat of the data with a constant of shape {t.shape} (its first, batch "
+                                         f"dimension must be 1)")
+                t = self.const_node(t)
+            pieces.append(t)
+        return self.fx.call_function(cat_batch, (pieces, axis))
+
+    def op_Shape(self, node, a, ins):
+        """The shape of a data tensor, with batch size 1 (what VNN-COMP networks are run with; Reshape and
+        ConstantOfShape read a leading 1 as the batch), from ONNX shape inference."""
+        dims = self.dims.get(node.input[0])
+        if not dims or any(d is None for d in dims[1:]):   # not inferred: run the graph built so far once
+            dims = list(self._evaluate(ins[0]).shape)
+        shape = np.array([1] + [int(d) for d in dims[1:]], dtype=np.int64)
+        start, end = int(a.get("start", 0)), a.get("end")
+        return shape[start:None if end is None else int(end)]
 
     def op_Flatten(self, node, a, ins):
         ax = int(a.get("axis", 1))
@@ -684,6 +725,16 @@ def reshape_batch(x: torch.Tensor, sample_shape: tuple) -> torch.Tensor:
 
 
 fx.wrap("reshape_batch")
+
+
+def cat_batch(pieces: list, dim: int) -> torch.Tensor:
+    """``torch.cat(pieces, dim)`` where pieces with batch size 1 (constants of an ONNX graph, e.g. a class token)
+    are expanded to the batch of the others."""
+    B = max(p.shape[0] for p in pieces)
+    return torch.cat([p.expand((B,) + tuple(p.shape[1:])) if p.shape[0] == 1 else p for p in pieces], dim)
+
+
+fx.wrap("cat_batch")
 
 
 def load_onnx(path: str | Path) -> OnnxModel:

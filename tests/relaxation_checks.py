@@ -126,9 +126,9 @@ def check_network_bounds(net, in_shape, rows: int = 3, eps: float = 0.2, samples
     return bounds
 
 
-def check_onnx_bounds(net, in_dim: int, path, eps: float = 0.1, seed: int = 2):
-    """``net`` exported to ONNX at ``path`` imports with every node bounded, and CROWN bounds of the import contain
-    onnxruntime's outputs at sampled points (float32 tolerance)."""
+def check_onnx_bounds(net, in_dim: int, path, eps: float = 0.1, seed: int = 2, **export_kwargs):
+    """``net`` exported to ONNX at ``path`` (``export_kwargs`` go to the exporter) imports with every node bounded,
+    and CROWN bounds of the import contain onnxruntime's outputs at sampled points (float32 tolerance)."""
     import pytest
 
     pytest.importorskip("onnxruntime")
@@ -137,7 +137,7 @@ def check_onnx_bounds(net, in_dim: int, path, eps: float = 0.1, seed: int = 2):
 
     from conftest import export_onnx
 
-    export_onnx(net, torch.rand(1, in_dim), path)
+    export_onnx(net, torch.rand(1, in_dim), path, **export_kwargs)
     model = load_onnx(path)
     assert check_model(model.module, model.sample_shape) == []
     gen = torch.Generator().manual_seed(seed)

@@ -69,3 +69,32 @@ def test_data_inside_a_list_is_never_taken_for_a_constant():
 def test_onnx_concat_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     pytest.importorskip("onnxruntime")
     check_onnx_bounds(Branches().eval(), 5, tmp_path / "concat.onnx")
+
+
+class ClassToken(nn.Module):
+    """A class token prepended to patch embeddings (a constant piece, expanded over the batch as vision transformers
+    write it), then a ReLU head: the constant goes into the bias of the backward rule."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.embed = nn.Linear(4, 5)
+        self.cls = nn.Parameter(torch.randn(1, 1, 5))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 5, 6), nn.ReLU(), nn.Linear(6, 3))
+
+    def forward(self, x):                        # x (B, 12): three patches of 4
+        h = self.embed(x.reshape(x.shape[0], 3, 4))
+        return self.head(torch.cat([self.cls.expand(x.shape[0], -1, -1), h], 1))
+
+
+def test_constant_pieces_the_same_for_every_sample():
+    check_network_bounds(ClassToken().double().eval(), 12)
+
+
+def test_onnx_class_token_with_a_dynamic_batch(tmp_path):
+    """Exported with a symbolic batch, the class token becomes Shape -> Gather -> ConstantOfShape / Expand -> Concat
+    on the data (VNN-COMP's vision transformers): imported, checked against onnxruntime, bounded."""
+    onnx = pytest.importorskip("onnx")
+    net = ClassToken().eval()
+    check_onnx_bounds(net, 12, tmp_path / "cls.onnx", dynamic_axes={"x": {0: "batch"}})
+    assert "Shape" in {n.op_type for n in onnx.load(str(tmp_path / "cls.onnx")).graph.node}

@@ -65,3 +65,19 @@ def test_onnx_softmax_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     check_onnx_bounds(net, 4, tmp_path / "softmax.onnx")
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5), nn.LogSoftmax(dim=-1)).eval()
     check_onnx_bounds(net, 4, tmp_path / "logsoftmax.onnx")
+
+
+def test_intervals_of_any_width_give_finite_bounds_that_hold():
+    """IBP widths inside attention reach 1e7: the bounds stay finite, within [0, 1] (softmax) / <= 0 (log), and
+    contain the outputs at sampled points, including the corners where one input dominates."""
+    g = torch.Generator().manual_seed(0)
+    for width in (1e-12, 1.0, 1e3, 1e7):
+        c = torch.randn(4, 6, generator=g, dtype=torch.float64) * width
+        l, u = c - width, c + width
+        z = l + (u - l) * torch.rand((500, 4, 6), generator=g, dtype=torch.float64)
+        z[:6] = torch.where(torch.eye(6, dtype=torch.bool)[:, None, :], u, l)   # one input up, the others down
+        for log in (False, True):
+            lo, hi = softmax_interval(l, u, -1, log)
+            assert torch.isfinite(lo).all() and torch.isfinite(hi).all(), (width, log)
+            y = torch.log_softmax(z, -1) if log else torch.softmax(z, -1)
+            assert (y >= lo).all() and (y <= hi).all(), (width, log)

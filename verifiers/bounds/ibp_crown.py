@@ -287,23 +287,24 @@ class BoundedModule:
         return mixing <= 1
 
     def crown_intermediate(self, pert: Perturbation) -> list:
-        """CROWN bounds of the input of every non-affine node (intersected with IBP); other nodes keep IBP bounds."""
+        """CROWN bounds of every input of every non-affine node (intersected with IBP; both operands of products
+        and quotients); other nodes keep IBP bounds."""
         bounds = self.ibp(pert)
         relax: dict = {}
         done = set()
         for a in self.graph.nonlinear():
             op = self.graph.nodes[a].op
-            j = self.graph.nodes[a].inputs[0]
-            if j in done:
-                continue
-            l0, u0 = bounds[j]
-            unstable = op.unstable(l0, u0)                    # per input: the neurons IBP leaves unstable
-            if (isinstance(pert, Box) and self.ibp_exact_on_box(j)) or not unstable.any():
+            for k, j in enumerate(self.graph.nodes[a].inputs):
+                if j in done:
+                    continue
                 done.add(j)
-                continue
-            l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)
-            bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
-            done.add(j)
+                l0, u0 = bounds[j]
+                # the neurons IBP leaves unstable (the op's own rule for its first input; any width for the others)
+                unstable = op.unstable(l0, u0) if k == 0 else l0 < u0
+                if (isinstance(pert, Box) and self.ibp_exact_on_box(j)) or not unstable.any():
+                    continue
+                l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)
+                bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
         return bounds
 
     # ------------------------------------------------------------------ public

@@ -38,6 +38,9 @@ from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_ch
 from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
 
 INPUT_SPLIT_MAX_DIM = 16
+#: the first attack's share of an instance's time (at least ATTACK_MIN_SECONDS)
+ATTACK_SHARE = 0.2
+ATTACK_MIN_SECONDS = 1.0
 
 
 class Deadline:
@@ -135,8 +138,11 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     n_in = int(np.prod(shape))
     starts = int(max(8, min(64, 2 ** 21 // max(1, n_in))))
     odi_pools: dict = {}  # box -> 4 x starts output-diversified points, shared by the disjuncts over one box
+    # the first attack gets at most ATTACK_SHARE of the time (a large network's PGD would otherwise take it all
+    # before any bound is tried); what the proof leaves goes to more attacks (keep_attacking)
+    until = time.perf_counter() + max(ATTACK_MIN_SECONDS, ATTACK_SHARE * dl.left())
     for term in prop.terms:
-        found = falsify(net32, onnx_model, term, starts, gen, dl, odi_pools)
+        found = falsify(net32, onnx_model, term, starts, gen, dl, odi_pools, until)
         if found is not None:
             return found
         if dl.passed():
@@ -154,6 +160,8 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         for term in open_terms:
             if m == "alpha-CROWN":
                 done = roots.refuted(term, time.perf_counter() + max(dl.left(), 0.0))
+            elif m == "CROWN":   # the intermediate bounds of a box are shared by its disjuncts
+                done = roots.crown_refuted(term)
             else:
                 done = bool(refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m).all())
             if not done:
@@ -200,11 +208,12 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     return InstanceResult("unsat", time.perf_counter() - dl.t0, method=how, domains=total)
 
 
-def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pools: dict | None = None):
+def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pools: dict | None = None,
+            until: float | None = None):
     """certkit's attack on one disjunct: PGD (100 steps, ``starts`` batched starts of
-    :func:`~certkit.verifiers.attack.falsifier_starts`, each step size of ``falsifier_step_sizes``) until ``dl``;
-    returns a validated ``sat`` InstanceResult or None. ``pools``: box -> ODI pool shared by disjuncts over one box
-    (None: a fresh pool)."""
+    :func:`~certkit.verifiers.attack.falsifier_starts`, each step size of ``falsifier_step_sizes``) until ``dl``
+    (or the time.perf_counter() value ``until``, if earlier); returns a validated ``sat`` InstanceResult or None.
+    ``pools``: box -> ODI pool shared by disjuncts over one box (None: a fresh pool)."""
     shape = onnx_model.sample_shape
     C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
     obj = objective(net32, C32, d32, shape)
@@ -214,12 +223,15 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
                                                  starts, gen, pools.get(term.box_key()))
     lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
     for step in falsifier_step_sizes(lo, hi):
+        end = time.perf_counter() + max(dl.left(), 0.0)
         x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
-                         early_stop="any", deadline=time.perf_counter() + max(dl.left(), 0.0))
+                         early_stop="any", deadline=end if until is None else min(end, until))
         found = candidate_checker(net32, onnx_model, term, "PGD")(x.double())
         if found is not None:
             found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
             return found
+        if until is not None and time.perf_counter() > until:
+            break
     return None
 
 
@@ -299,19 +311,39 @@ class RootBounds:
     alpha-CROWN on every activation input (:func:`optimize_intermediate`)."""
 
     def __init__(self, bm):
-        self.bm, self.cache = bm, {}
+        self.bm, self.cache, self.crown = bm, {}, {}
 
     def _pert(self, term) -> Box:
         shape = (1,) + tuple(self.bm.graph.input_shape)
         return Box(torch.tensor(term.x_L).reshape(shape), torch.tensor(term.x_U).reshape(shape))
 
+    def crown_bounds(self, term) -> list:
+        """CROWN's intermediate bounds of the disjunct's box (computed once per box)."""
+        key = term.box_key()
+        if key not in self.crown:
+            with torch.no_grad():
+                bounds = self.bm.crown_intermediate(self._pert(term))
+                self.crown[key] = [(lb.detach(), ub.detach()) for lb, ub in bounds]
+        return self.crown[key]
+
+    def crown_refuted(self, term) -> bool:
+        """CROWN on the disjunct's rows over the box's shared intermediate bounds: some row has lb > d."""
+        if term.C.shape[0] == 0:
+            return False
+        bounds = self.crown_bounds(term)
+        CC = torch.tensor(term.C).reshape((1, -1) + tuple(self.bm.graph.output_shape))
+        with torch.no_grad():
+            A_in, bias = self.bm.propagate(self.bm.graph.output, CC, bounds, {})
+            lb = (bias if A_in is None else bias + self._pert(term).lower(A_in))[0]
+        if not bool(torch.isfinite(lb).all()):
+            raise CertkitError("CROWN produced NaN or inf bounds (weights or inputs too large?)")
+        return bool(((lb - torch.tensor(term.d)) > 0).any())
+
     def get(self, term, deadline: float) -> list:
         key = term.box_key()
         if key not in self.cache:
             pert = self._pert(term)
-            with torch.no_grad():
-                bounds = [(lb.detach(), ub.detach()) for lb, ub in self.bm.crown_intermediate(pert)]
-            self.cache[key] = optimize_intermediate(self.bm, pert, bounds, deadline=deadline)
+            self.cache[key] = optimize_intermediate(self.bm, pert, self.crown_bounds(term), deadline=deadline)
         return self.cache[key]
 
     def refuted(self, term, deadline: float) -> bool:

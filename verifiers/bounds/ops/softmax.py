@@ -2,9 +2,9 @@
 increases with its own input and decreases with the others):
     softmax_i in [e^l_i / (e^l_i + sum_{j != i} e^u_j),  e^u_i / (e^u_i + sum_{j != i} e^l_j)],
 and LogSoftmax the logarithms. The linear relaxation is these constants (no linear dependence on the input), so
-CROWN still refines the bounds of the layers before; the outputs' sum-to-one is not used. Computed with the largest
-input subtracted (no overflow); the sums of the other terms are moved by their rounding, and the results outward by
-1e-6 (1 + |value|) for the float32 evaluation."""
+CROWN still refines the bounds of the layers before; the outputs' sum-to-one is not used. Computed as sigmoids and
+softplus of logsumexps (finite for inputs of any size: IBP widths in attention reach 1e7), the results moved
+outward by 1e-6 (1 + |value|) for the float32 evaluation and the few ulps of float64 rounding."""
 from __future__ import annotations
 
 import torch
@@ -16,24 +16,26 @@ from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
 SHIFT = 1e-6
 
 
-def _others(e: torch.Tensor, dim: int, low: bool) -> torch.Tensor:
-    """sum_{j != i} e_j for every i (e >= 0), moved down (low) or up by its float64 rounding."""
-    total = e.sum(dim, keepdim=True)
-    rest = total - e
-    err = 4 * e.shape[dim] * torch.finfo(e.dtype).eps * total
-    return (rest - err).clamp(min=0) if low else rest + err
+def _lse_others(v: torch.Tensor, dim: int) -> torch.Tensor:
+    """log sum_{j != i} exp(v_j) for every i along ``dim`` (-inf when there is no other j): a logsumexp with the
+    i-th entry masked out, so no exponential overflows or underflows to 0/0 whatever the widths."""
+    n = v.shape[dim]
+    v = v.movedim(dim, -1)
+    masked = v.unsqueeze(-2).expand(v.shape + (n,)).clone()              # [..., i, j] = v_j
+    masked.diagonal(dim1=-2, dim2=-1).fill_(-torch.inf)
+    return torch.logsumexp(masked, -1).movedim(-1, dim)
 
 
 def softmax_interval(l, u, dim: int, log: bool):
-    """Bounds of softmax (or log-softmax) over ``dim`` for inputs in the box [l, u]."""
-    M = u.amax(dim, keepdim=True)
-    el, eu = torch.exp(l - M), torch.exp(u - M)
+    """Bounds of softmax (or log-softmax) over ``dim`` for inputs in the box [l, u]:
+    softmax_i in [sigmoid(l_i - lse_{j != i} u_j), sigmoid(u_i - lse_{j != i} l_j)] and log-softmax_i in
+    [-softplus(lse_{j != i} u_j - l_i), -softplus(lse_{j != i} l_j - u_i)] (the same fractions, written so that
+    they stay finite for inputs of any size)."""
+    ou, ol = _lse_others(u, dim), _lse_others(l, dim)
     if log:
-        lo = (l - M) - torch.log(el + _others(eu, dim, low=False))
-        hi = (u - M) - torch.log(eu + _others(el, dim, low=True))
+        lo, hi = -F.softplus(ou - l), -F.softplus(ol - u)
     else:
-        lo = el / (el + _others(eu, dim, low=False))
-        hi = eu / (eu + _others(el, dim, low=True))
+        lo, hi = torch.sigmoid(l - ou), torch.sigmoid(u - ol)
         hi = hi.clamp(max=1.0)
     return lo - SHIFT * (1 + lo.abs()), hi + SHIFT * (1 + hi.abs())
 
