@@ -81,3 +81,27 @@ def test_intervals_of_any_width_give_finite_bounds_that_hold():
             assert torch.isfinite(lo).all() and torch.isfinite(hi).all(), (width, log)
             y = torch.log_softmax(z, -1) if log else torch.softmax(z, -1)
             assert (y >= lo).all() and (y <= hi).all(), (width, log)
+
+
+def test_linear_bounds_hold_on_the_box_and_beat_the_constants_somewhere():
+    """softmax_lines: lower line <= softmax <= upper line at sampled points and corners of boxes of several widths
+    (wide ones fall back to the constants); on moderate boxes the lines are tighter than the constant bounds at
+    some sampled points (they follow the input)."""
+    from certkit.verifiers.bounds.ops.softmax import softmax_lines
+
+    g = torch.Generator().manual_seed(1)
+    tighter = 0
+    for width in (0.0, 1e-6, 0.1, 1.0, 5.0, 40.0):
+        c = torch.randn(3, 5, generator=g, dtype=torch.float64) * 2
+        l, u = c - width, c + width
+        z = l + (u - l) * torch.rand((400, 3, 5), generator=g, dtype=torch.float64)
+        corners = torch.rand((64, 3, 5), generator=g) < 0.5
+        z = torch.cat([z, torch.where(corners, u, l)])
+        aL, cL, aU, cU = softmax_lines(l, u, -1)
+        y = torch.softmax(z, -1)
+        low = (aL * z.unsqueeze(-2)).sum(-1) + cL
+        up = (aU * z.unsqueeze(-2)).sum(-1) + cU
+        assert (low <= y).all() and (y <= up).all(), width
+        lo_c, hi_c = softmax_interval(l, u, -1, log=False)
+        tighter += int(((low > lo_c + 1e-9) | (up < hi_c - 1e-9)).any())
+    assert tighter >= 2

@@ -308,7 +308,8 @@ def _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, bat
 class RootBounds:
     """Intermediate bounds of the whole input box of a disjunct, computed once per box and shared by every disjunct
     with that box (VNN-LIB robustness properties list one disjunct per wrong class over one box): CROWN, then
-    alpha-CROWN on every activation input (:func:`optimize_intermediate`)."""
+    alpha-CROWN on every activation input (:func:`optimize_intermediate`). alpha-CROWN on a disjunct's rows tries
+    CROWN's intermediate bounds first (cheap), the optimised ones only if that does not refute it."""
 
     def __init__(self, bm):
         self.bm, self.cache, self.crown = bm, {}, {}
@@ -350,11 +351,18 @@ class RootBounds:
         """alpha-CROWN on the disjunct's rows with the optimised intermediate bounds: some row has lb > d."""
         if term.C.shape[0] == 0:
             return False
-        bounds = self.get(term, deadline)
         CC = torch.tensor(term.C).reshape((1, -1) + tuple(self.bm.graph.output_shape))
-        with torch.enable_grad():
-            lb = alpha_crown(self.bm, self._pert(term), CC, bounds, deadline=deadline).detach()[0]
-        return bool(((lb - torch.tensor(term.d)) > 0).any())
+        # first over CROWN's intermediate bounds (one backward pass per step), then over optimised ones
+        for bounds in (self.crown_bounds(term), None):
+            if bounds is None:
+                if time.perf_counter() > deadline:
+                    break
+                bounds = self.get(term, deadline)
+            with torch.enable_grad():
+                lb = alpha_crown(self.bm, self._pert(term), CC, bounds, deadline=deadline).detach()[0]
+            if bool(((lb - torch.tensor(term.d)) > 0).any()):
+                return True
+        return False
 
 
 def choose_bab(bm, n_inputs: int) -> str:
