@@ -176,6 +176,23 @@ def test_onnx_flatten_and_gemm_without_bias(tmp_path):
     _assert_matches_onnxruntime(path)
 
 
+def test_onnx_batch_moved_around_a_constant_matmul_and_gather_on_data(tmp_path):
+    """The layout of VNN-COMP's ml4acopf networks (batch 1): Transpose [1, 0], MatMul with a constant on the left,
+    Transpose back (a linear layer with the batch moved), and Gather of integer indices on the data; any other use
+    of the moved batch is refused by name."""
+    rng = np.random.default_rng(2)
+    inits = {"W": rng.normal(size=(5, 4)), "idx": np.array([3, 0, 0, 2])}
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]), helper.make_node("MatMul", ["W", "t"], ["m"]),
+             helper.make_node("Transpose", ["m"], ["b"], perm=[1, 0]),
+             helper.make_node("Gather", ["b", "idx"], ["y"], axis=1)]
+    m = _assert_matches_onnxruntime(_onnx_file(tmp_path / "t.onnx", nodes, inits, [1, 4], [1, 4]))
+    assert m.sample_shape == (4,)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]), helper.make_node("Relu", ["t"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[1, 0])]
+    with pytest.raises(CertkitError, match="moves the batch"):
+        load_onnx(_onnx_file(tmp_path / "bad.onnx", nodes, {}, [1, 4], [1, 4]))
+
+
 @pytest.mark.parametrize("name", ["ACASXU_run2a_1_1_batch_2000.onnx", "test_nano.onnx", "test_small.onnx",
                                   "test_tiny.onnx"])
 def test_onnx_real_vnncomp_networks(name):
