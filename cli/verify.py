@@ -220,8 +220,11 @@ def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, opt
     # for writing the result file goes to the verifier
     left = timeout - command_age() - WRITE_MARGIN
     v = get_verifier(verifier, options)
+    guard = _TimeGuard(left + WRITE_MARGIN / 2, result_path, timeout)
     res = (v.verify(Instance(Path(onnx_path), Path(vnnlib_path)), left) if left > 0 else
            InstanceResult("timeout", 0.0, f"the {timeout:g} s were spent starting up"))
+    if not guard.claim():
+        return   # the guard is answering timeout and ending the process
     if result_path:
         write_result_file(result_path, res)
     click.echo(format_result(res).rstrip())
@@ -234,6 +237,50 @@ def _verify_instance(onnx_path, vnnlib_path, timeout, result_path, verifier, opt
                f"{f', {res.domains} domains' if res.domains else ''})", err=True)
     if res.status == "error":
         sys.exit(1)
+
+
+class _TimeGuard:
+    """The time limit kept whatever the verifier is doing: ``seconds`` from now, unless :meth:`claim` was called
+    first, a timer thread writes ``timeout`` to the result file, prints it and ends the process at once (os._exit:
+    no interpreter teardown). One of the two answers, never both (a lock decides)."""
+
+    def __init__(self, seconds: float, result_path, timeout: float):
+        import threading
+
+        self.lock, self.claimed = threading.Lock(), False
+        self.result_path, self.timeout = result_path, timeout
+        self.timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def claim(self) -> bool:
+        """The verifier answered: True if it did so before the guard (which is then stopped)."""
+        with self.lock:
+            if self.claimed:
+                return False
+            self.claimed = True
+        self.timer.cancel()
+        return True
+
+    def _fire(self) -> None:
+        import os
+
+        from certkit.verifiers.complete.vnncomp_format import InstanceResult, format_result, write_result_file
+
+        with self.lock:
+            if self.claimed:
+                return
+            self.claimed = True
+        res = InstanceResult("timeout", self.timeout, f"the {self.timeout:g} s limit was reached")
+        try:
+            if self.result_path:
+                write_result_file(self.result_path, res)
+            sys.stdout.write(format_result(res))
+            sys.stderr.write(f"timeout: {res.reason}\n")
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
 
 
 def _verify_check(model, weights, allow_pickle, onnx_path, input_shape):

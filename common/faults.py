@@ -5,6 +5,7 @@
     points   row        while a results row is written (ResultWriter.write): half the row reaches the file first
              epoch-log  after a training epoch's log row is appended, before its checkpoint is written
              epoch      after a training epoch's checkpoint is written
+             verify     when the complete verifier starts on an instance (after loading it)
     actions  kill       SIGKILL this process (no cleanup, no atexit: as the OOM killer or a power cut)
              enospc     raise OSError(ENOSPC), a full disk
              erofs      raise OSError(EROFS), a file system that turned read-only

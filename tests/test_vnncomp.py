@@ -155,6 +155,27 @@ def test_the_command_writes_its_result_within_the_time_limit_from_its_start(tmp_
     assert written <= limit + 1.5, (written, answer, proc.stderr[-300:])
 
 
+def test_the_time_limit_holds_when_the_verifier_does_not_return(tmp_path):
+    """A verifier stuck in one call (injected: a 60 s sleep where the instance starts) still gets `timeout` written
+    by the limit: the command's time guard answers and ends the process."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    limit = 4.0
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "certkit.cli", "verify", "--mode", "instance", "--onnx",
+                           str(VNN / "test_nano.onnx"), "--vnnlib", str(VNN / "test_nano.vnnlib"), "--timeout",
+                           str(limit), "--result", str(tmp_path / "r.txt")], capture_output=True, text=True,
+                          env={**os.environ, "CERTKIT_FAULT": "stall:verify:1"})
+    ended = time.time() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r.txt").read_text().split("\n")[0] == "timeout"
+    assert (tmp_path / "r.txt").stat().st_mtime - t0 <= limit + 1.5 and ended <= limit + 1.5, ended
+    assert proc.stdout.startswith("timeout")
+
+
 def test_witness_checks_tell_exact_from_tolerance_only():
     """A counterexample whose written output is off by less than the competition's tolerance passes the VNN-COMP
     check only if the output's real value violates the property; a point just outside the box passes neither."""

@@ -24,6 +24,7 @@ import torch
 
 from certkit.common import threads
 from certkit.common.errors import CertkitError
+from certkit.common.faults import fault_point
 from certkit.common.numerics import flush_denormal
 from certkit.models.onnx_import import OnnxModel, load_onnx
 from certkit.verifiers.attack import falsifier_starts, falsifier_step_sizes, pgd_box
@@ -128,6 +129,7 @@ def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed, sound=F
 
 
 def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed, sound=False) -> InstanceResult:
+    fault_point("verify")
     net32 = onnx_model.module.float().eval()
     net64 = copy.deepcopy(net32).double().eval()
     shape = onnx_model.sample_shape
