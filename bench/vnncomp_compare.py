@@ -1,13 +1,16 @@
 """Run certkit on VNN-COMP benchmark folders, side by side with another tool's published answers.
 
-    python bench/vnncomp_compare.py BENCH_DIR [BENCH_DIR ...] [--reference a-b-CROWN.csv] [--timeout 30] [--every 3]
-                            [--max 10] [--onnx-filter SUBSTRING] [--out results.csv]
+    python bench/vnncomp_compare.py BENCH_DIR [BENCH_DIR ...] [--reference RESULTS.csv ...] [--timeout 30]
+                            [--every 3] [--max 10] [--onnx-filter SUBSTRING] [--out results.csv]
 
 BENCH_DIR is a VNN-COMP benchmark folder with an *instances.csv (onnx,vnnlib,timeout rows; public files of
 stanleybak/vnncomp2021 -- never commit them), or a folder with an expected.csv (onnx,vnnlib,expected: known answers,
 checked like the reference's). The reference CSV has the VNN-COMP results layout
 (category,onnx,vnnlib,prepare_seconds,result,seconds; result SAT/UNSAT/violated/holds/timeout/...), e.g.
-results_csv/a-b-CROWN.csv of stanleybak/vnncomp2021_results.
+results_csv/a-b-CROWN.csv of stanleybak/vnncomp2021_results, or TOOL/2023_vit/results.csv of
+ChristopherBrix/vnncomp2023_results; give --reference once per tool (labelled by the TOOL folder, else the file name):
+each tool's solved count, solved within the same limit and median time per solved instance are printed beside
+certkit's.
 
 All instances run in this one process (no Python start-up per instance). Per benchmark it prints certkit's
 solved / unsat / sat / timeout / unknown / error counts, WRONG answers (certkit unsat where the reference holds a
@@ -25,6 +28,7 @@ import csv
 import time
 from collections import Counter
 from pathlib import Path
+from statistics import median
 
 from certkit.common.errors import CertkitError
 from certkit.common.memory import retain_freed_memory
@@ -67,10 +71,16 @@ def instance_rows(bench: Path) -> tuple[list, dict]:
     raise SystemExit(f"{bench}: no *instances.csv (onnx,vnnlib,timeout rows) nor expected.csv in this folder")
 
 
+def _label(path: Path) -> str:
+    """A results CSV's tool name: TOOL of TOOL/YEAR_BENCH/results.csv, else the file name without suffix."""
+    return path.parent.parent.name if path.name == "results.csv" else path.stem
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bench", nargs="+", type=Path)
-    ap.add_argument("--reference", type=Path, default=None)
+    ap.add_argument("--reference", type=Path, action="append", default=[],
+                    help="a VNN-COMP results CSV (repeat for several tools)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per instance (certkit)")
     ap.add_argument("--every", type=int, default=1, help="every K-th instance of each benchmark")
     ap.add_argument("--max", type=int, default=None, help="at most N instances of each benchmark")
@@ -78,7 +88,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="CSV of per-instance answers (appended, resumable)")
     args = ap.parse_args()
     retain_freed_memory()   # as the certkit command does
-    ref = load_reference(args.reference) if args.reference else {}
+    refs = {_label(p): load_reference(p) for p in args.reference}
     done = {}
     if args.out and args.out.exists():
         done = {(r[0], r[1], r[2]): r for r in csv.reader(open(args.out)) if len(r) >= 5}
@@ -88,7 +98,8 @@ def main() -> None:
         rows, known = instance_rows(bench)
         rows = [r for r in rows if args.onnx_filter in Path(r[0]).name]
         rows = rows[:: args.every][: args.max]
-        counts, wrong, ref_solved, ref_within, seconds = Counter(), [], 0, 0, 0.0
+        counts, wrong, seconds, solved_secs = Counter(), [], 0.0, []
+        ref_secs: dict = {name: [] for name in refs}          # tool -> seconds of each instance it solved
         bab_domains, bab_seconds = 0, 0.0
         for onnx, vnn, *_ in rows:
             key = (bench.name, Path(onnx).name, Path(vnn).name)
@@ -105,25 +116,33 @@ def main() -> None:
                 bab_domains, bab_seconds = bab_domains + domains, bab_seconds + secs
             counts[status] += 1
             seconds += secs
-            r, r_secs = ref.get(key[1:], (None, float("inf")))
-            ref_solved += r in ("sat", "unsat")
-            ref_within += r in ("sat", "unsat") and r_secs <= args.timeout
-            if r in ("sat", "unsat") and status in ("sat", "unsat") and r != status:
-                wrong.append(f"{onnx} {vnn}: certkit {status}, reference {r}")
-            elif known.get((onnx, vnn)) in ("sat", "unsat") and status in ("sat", "unsat") \
+            if status in ("sat", "unsat"):
+                solved_secs.append(secs)
+            said = []
+            for name, ref in refs.items():
+                r, r_secs = ref.get(key[1:], (None, float("inf")))
+                if r in ("sat", "unsat"):
+                    ref_secs[name].append(r_secs)
+                    if status in ("sat", "unsat") and r != status:
+                        wrong.append(f"{onnx} {vnn}: certkit {status}, {name} {r}")
+                said.append(f"{name} {r}" + (f" ({r_secs:.1f} s)" if r in ("sat", "unsat") else ""))
+            if known.get((onnx, vnn)) in ("sat", "unsat") and status in ("sat", "unsat") \
                     and status != known[(onnx, vnn)]:
                 wrong.append(f"{onnx} {vnn}: certkit {status}, expected.csv {known[(onnx, vnn)]}")
             bab = f", {domains} domains" if domains else ""
-            print(f"  {key[1]} {key[2]}: {status} ({secs:.1f} s{', ' + method if method else ''}{bab}) reference {r}"
-                  + (f" ({r_secs:.1f} s)" if r else ""), flush=True)
+            print(f"  {key[1]} {key[2]}: {status} ({secs:.1f} s{', ' + method if method else ''}{bab})"
+                  + (f"; {', '.join(said)}" if said else ""), flush=True)
         solved = counts["sat"] + counts["unsat"]
         line = (f"{bench.name}: {len(rows)} instances, solved {solved} (unsat {counts['unsat']}, sat {counts['sat']}), "
                 f"timeout {counts['timeout']}, unknown {counts['unknown']}, error {counts['error']}, "
-                f"WRONG {len(wrong)}; {seconds:.0f} s")
-        if ref:
-            line += f"; reference solved {ref_solved}" + (f" (ratio {solved / ref_solved:.2f})" if ref_solved else "")
-            line += f", {ref_within} within {args.timeout:g} s" + (f" (ratio {solved / ref_within:.2f})"
-                                                                    if ref_within else "")
+                f"WRONG {len(wrong)}; {seconds:.0f} s" + (f", median {median(solved_secs):.1f} s per solved"
+                                                          if solved_secs else ""))
+        for name, secs_list in ref_secs.items():
+            within = sum(t <= args.timeout for t in secs_list)
+            line += (f"; {name} solved {len(secs_list)}" + (f" (ratio {solved / len(secs_list):.2f})" if secs_list
+                                                            else "")
+                     + f", {within} within {args.timeout:g} s" + (f" (ratio {solved / within:.2f})" if within else "")
+                     + (f", median {median(secs_list):.1f} s" if secs_list else ""))
         if bab_domains:
             line += (f"; branch and bound: {bab_domains} domains in the {bab_seconds:.0f} s of the instances that "
                      f"branched = {bab_domains / bab_seconds:.0f} domains/s (whole-instance time)")
