@@ -1,12 +1,15 @@
 """How certkit answers one VNN-COMP instance (ONNX network + VNN-LIB property); answers are sound by construction:
   1. import the ONNX file and compare the converted network with onnxruntime on random points of every input
      box; refuse (``error``) on a mismatch;
-  2. falsify: PGD on max_j (C_j y - d_j) inside each disjunct's box; a candidate is snapped into the box with
-     exact rational comparisons, replayed in onnxruntime and reported ``sat`` only if it violates the property
-     there (verifiers/complete/vnncomp_format.py);
-  3. prove: bound max_j lb(C_j y - d_j) > 0 for every disjunct (IBP, CROWN, then alpha-CROWN) in float64;
+  2. falsify: PGD on max_j (C_j y - d_j) inside each disjunct's box, for at most a fifth of the time (at least
+     1 s); a candidate is snapped into the box with exact rational comparisons, replayed in onnxruntime and
+     reported ``sat`` only if it violates the property there (verifiers/complete/vnncomp_format.py);
+  3. prove: bound max_j lb(C_j y - d_j) > 0 for every disjunct (IBP, CROWN, then alpha-CROWN) in float64; the
+     intermediate bounds of a box are computed once for all its disjuncts;
   4. branch and bound on what bounds leave open: input splits for low-dimensional inputs (input_split.py), else
-     activation splits with beta-CROWN bounds (ReLU) or GenBaB splits (Sigmoid/Tanh) (beta_crown.py).
+     activation splits with beta-CROWN bounds (ReLU) or GenBaB splits (Sigmoid/Tanh) (beta_crown.py), fully split
+     ReLU subdomains decided by a checked linear program (leaf_lp.py);
+  5. if the proof gives up (``unknown``) with time left, attack again with fresh starts until the limit.
 NaN or inf anywhere in the bounds is an ``error``, never a verdict.
 
 With ``sound=True`` (``certkit verify --sound``) steps 3 and 4 use outward-rounded bounds (verifiers/bounds/sound.py):
