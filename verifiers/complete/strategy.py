@@ -133,7 +133,7 @@ def _solve(onnx_model, prop, dl, methods, bab, max_domains, batch, seed, sound=F
 
 def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed, sound=False) -> InstanceResult:
     fault_point("verify")
-    net32 = onnx_model.module.float().eval()
+    net32 = onnx_model.module.float().eval().requires_grad_(False)   # gradients w.r.t. inputs and alphas only
     net64 = copy.deepcopy(net32).double().eval()
     shape = onnx_model.sample_shape
     gen = torch.Generator().manual_seed(seed)
