@@ -34,6 +34,27 @@ def test_verify_bundled_model(cli, tmp_path):
     assert r.exit_code == 0 and "verified accuracy CROWN" in r.output
 
 
+def test_an_in_memory_model_is_bounded_without_weight_gradients_and_given_back_as_it_was(tmp_path):
+    """From Python, `run_verify` takes the caller's module: alpha-CROWN runs with the weights' requires_grad off
+    (graphs through the weights cost memory for nothing) and every flag is restored afterwards, also after an
+    error."""
+    from certkit.models import load_model
+    from certkit.runs.verify import VerifyConfig, run_verify
+
+    net = load_model(None).module
+    first = net[1][1]                                       # the first Linear of the bundled MLP
+    first.bias.requires_grad_(False)                        # a caller's own choice, kept
+    seen = []
+    hook = first.register_forward_hook(lambda m, i, o: seen.append(m.weight.requires_grad))
+    cfg = VerifyConfig(model=net, eps=0.02, methods=["alpha-CROWN"], max_inputs=8, quiet=True,
+                       out=str(tmp_path / "v.tsv"))
+    run_verify(cfg)
+    hook.remove()
+    assert seen and not seen[-1]                            # the bounds ran with the flag off
+    assert first.weight.requires_grad and not first.bias.requires_grad
+    assert all(q.requires_grad for n, q in net.named_parameters() if n != "1.1.bias")
+
+
 def test_verify_check(cli, tmp_path):
     r = cli("verify", "--mode", "check")
     assert r.exit_code == 0 and "OK" in r.output and "deprecated" not in r.output
