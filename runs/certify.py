@@ -29,6 +29,7 @@ from certkit.common.results import check_writable
 from certkit.runs.config import (
     DatasetRunConfig,
     Prepared,
+    check_shard_configs,
     open_results,
     prepare,
     resolve_sigma,
@@ -374,17 +375,7 @@ def merge_shards(out: str, shards: list, resume: bool = False, overwrite: bool =
         configs.append(json.loads(cfg_path.read_text()))
         summaries.append(json.loads(summ_path.read_text()))
         tables.append(path)
-    shard_of = [c.get("shard") for c in configs]
-    if any(s is None for s in shard_of):
-        raise CertkitError(f"{tables[shard_of.index(None)]} was not computed as a shard (--shard K/N)")
-    n = shard_of[0][1]
-    if sorted(tuple(s) for s in shard_of) != [(i, n) for i in range(n)]:
-        raise CertkitError(f"need each of the {n} shards exactly once, got {sorted(tuple(s) for s in shard_of)}")
-    common = {key: v for key, v in configs[0].items() if key != "shard"}
-    for path, c in zip(tables, configs):
-        diff = sorted(key for key in set(c) | set(common) if key != "shard" and c.get(key) != common.get(key))
-        if diff:
-            raise CertkitError(f"refusing to merge {path}: it was computed with other settings ({', '.join(diff)})")
+    n, common = check_shard_configs(tables, configs)
     columns = tuple(Path(tables[0]).read_text().split("\n", 1)[0].split("\t"))
     rows = []
     for path, summ in zip(tables, summaries):

@@ -189,3 +189,25 @@ def shard_of(shard: tuple | None) -> tuple[int, int, bool]:
 def shard_path(out: str, k: int, n: int) -> str:
     """The file of shard k of n under torchrun: ``<out without .tsv>.shard-k-of-n.tsv``."""
     return str(Path(out).with_suffix("")) + f".shard-{k}-of-{n}.tsv"
+
+
+def check_shard_configs(paths: list, configs: list) -> tuple[int, dict]:
+    """The shards' settings (their ``.config.json``, in the order of ``paths``) checked for one merge: every shard
+    computed as a shard, each of the N once, all with the same settings but the shard. Returns (N, the settings
+    without the shard: a single-process run's).
+
+    Raises:
+        CertkitError: naming the file that was not a shard or has other settings, or the shards given.
+    """
+    shards = [c.get("shard") for c in configs]
+    if any(s is None for s in shards):
+        raise CertkitError(f"{paths[shards.index(None)]} was not computed as a shard (--shard K/N)")
+    n = shards[0][1]
+    if sorted(tuple(s) for s in shards) != [(i, n) for i in range(n)]:
+        raise CertkitError(f"need each of the {n} shards exactly once, got {sorted(tuple(s) for s in shards)}")
+    common = {key: v for key, v in configs[0].items() if key != "shard"}
+    for path, c in zip(paths, configs):
+        diff = sorted(key for key in set(c) | set(common) if key != "shard" and c.get(key) != common.get(key))
+        if diff:
+            raise CertkitError(f"refusing to merge {path}: it was computed with other settings ({', '.join(diff)})")
+    return n, common

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from certkit.common import threads
 from certkit.common.errors import CertkitError
 from certkit.common.options import options_dict
-from certkit.runs.config import RunConfig, open_results, shard_of, shard_path
+from certkit.runs.config import RunConfig, check_shard_configs, open_results, shard_of, shard_path
 from certkit.verifiers.complete.registry import Instance, get_verifier
 from certkit.verifiers.complete.vnncomp_format import read_instances, witness_checks, write_result_file
 
@@ -143,17 +143,7 @@ def merge_instance_shards(out: str | Path, shards: list, overwrite: bool = False
         if not path.is_file() or not cfg_path.is_file():
             raise CertkitError(f"{path} is not a shard of a benchmark run (its .tsv and .config.json are needed)")
         configs.append(json.loads(cfg_path.read_text()))
-    shard_of_each = [c.get("shard") for c in configs]
-    if any(s is None for s in shard_of_each):
-        raise CertkitError(f"{shards[shard_of_each.index(None)]} was not computed as a shard (--shard K/N)")
-    n = shard_of_each[0][1]
-    if sorted(tuple(s) for s in shard_of_each) != [(i, n) for i in range(n)]:
-        raise CertkitError(f"need each of the {n} shards exactly once, got {sorted(tuple(s) for s in shard_of_each)}")
-    common = {key: v for key, v in configs[0].items() if key != "shard"}
-    for path, c in zip(shards, configs):
-        diff = sorted(key for key in set(c) | set(common) if key != "shard" and c.get(key) != common.get(key))
-        if diff:
-            raise CertkitError(f"refusing to merge {path}: it was computed with other settings ({', '.join(diff)})")
+    n, common = check_shard_configs(list(shards), configs)
     merged = []
     for path, c in zip(shards, configs):
         k = c["shard"][0]
