@@ -261,7 +261,7 @@ def weights_option(what: str) -> str:
 
 def is_factory_spec(spec: str) -> bool:
     """Whether a model source names a ``package.module:function`` factory (and not a file)."""
-    return not Path(spec).exists() and ":" in spec and not spec.endswith((".pt", ".pth", ".onnx"))
+    return not Path(spec).exists() and ":" in spec and not spec.endswith((".pt", ".pth", ".onnx", ".onnx.gz"))
 
 
 def _from_factory(spec: str, weights: str | None, random_init: bool = False, what: str = "--model") -> LoadedModel:
@@ -341,7 +341,7 @@ def load_model(spec: str | Path | nn.Module | LoadedModel | None = None, weights
     if weights is not None:
         raise CertkitError(f"{weights_option(what)} is only for a package.module:factory {what}; {spec_s} is a file "
                            f"that holds its weights")
-    if path.suffix.lower() == ".onnx":
+    if path.name.lower().endswith((".onnx", ".onnx.gz")):
         if not path.is_file():
             raise CertkitError(f"model file not found: {path}")
         from certkit.models.onnx_import import load_onnx

@@ -200,6 +200,20 @@ def test_onnx_real_vnncomp_networks(name):
     assert m.num_outputs in (1, 5)
 
 
+def test_onnx_gzipped_network_as_vnncomp_ships_it(tmp_path):
+    import gzip
+
+    src = DATA / "vnncomp2021" / "test_small.onnx"
+    gz = tmp_path / "test_small.onnx.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    m = _assert_matches_onnxruntime(str(gz), atol=1e-6)  # onnxruntime reads the same gzipped file
+    x = torch.rand((3,) + m.sample_shape)
+    torch.testing.assert_close(load_model(gz).module(x), load_onnx(src).module(x))
+    (tmp_path / "bad.onnx.gz").write_bytes(b"not gzip")
+    with pytest.raises(CertkitError, match="cannot read"):
+        load_onnx(tmp_path / "bad.onnx.gz")
+
+
 def test_onnx_unsupported_ops_listed_together(tmp_path):
     nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]),
              helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Hardmax", ["f"], ["y"])]
