@@ -19,7 +19,7 @@ def _bn(n):
 
 
 class Skip(nn.Module):
-    """A residual block in the middle: the windowed pass must turn dense at the Add."""
+    """A residual block in the middle: the windows branch at the Add and merge at its input."""
 
     def __init__(self, c):
         super().__init__()
@@ -44,6 +44,24 @@ class SpatialConstants(nn.Module):
         return torch.flatten(torch.relu(self.b(h)), 1)
 
 
+class CatSkip(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, stride=1)
+
+    def forward(self, x):
+        return torch.cat([x, torch.relu(self.conv(x))], dim=1)
+
+
+class SubSkip(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=2, dilation=2)
+
+    def forward(self, x):
+        return self.conv(torch.relu(x)) - x
+
+
 def _nets():
     torch.manual_seed(0)
     return {
@@ -59,6 +77,14 @@ def _nets():
         "spatial_constants": (nn.Sequential(SpatialConstants(), nn.LazyLinear(3)), (1, 9, 9)),
         "residual": (nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), Skip(3), nn.Conv2d(3, 4, 3, stride=2),
                                    nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)), (1, 12, 12)),
+        # concatenated skips (DenseNet style) and a residual Sub: the windows branch and merge
+        "concat": (nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), CatSkip(3), nn.Conv2d(6, 4, 3, stride=2),
+                                 nn.ReLU(), SubSkip(4), nn.Conv2d(4, 3, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)),
+                   (1, 13, 12)),
+        # max pooling between convolutions: disjoint and overlapping windows, padding
+        "maxpool": (nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3),
+                                  nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1), nn.Conv2d(4, 3, 2), nn.ReLU(),
+                                  nn.Flatten(), nn.LazyLinear(3)), (1, 14, 13)),
     }
 
 
@@ -84,6 +110,8 @@ def test_windowed_crown_equals_dense_and_contains_samples(name, norm, transfer_m
     _, (lb_d, ub_d) = _bounds(net, shape, pert, False)
     walked = [plan(bm.graph, i)[0] for i, n in enumerate(bm.graph.nodes) if len(n.shape) == 3 and i]
     assert any(any(rule == "conv" for _, rule in steps) for steps in walked), "no row went through a windowed conv"
+    for kind in {"maxpool": ["maxpool"], "concat": ["concat", "sub"], "residual": ["add"]}.get(name, []):
+        assert any(any(rule == kind for _, rule in steps) for steps in walked), f"no row went through {kind}"
     scale = 1 + lb_d.abs().max()
     assert torch.allclose(lb_w, lb_d, atol=1e-10 * scale, rtol=0) and torch.allclose(ub_w, ub_d, atol=1e-10 * scale)
     # and sound: sampled points of the set stay inside

@@ -14,9 +14,13 @@ sums over windows equal sums over the node.
 Rules (jax_verify style, one entry per op kind): Conv2d (transposed convolution without padding: the window grows
 to (h - 1) * stride + dilation * (k - 1) + 1), elementwise affine ops with per-channel constants (BatchNorm,
 normalization: their own backward rule applies unchanged), activations (their own backward rule on the relaxation
-gathered onto the windows). At any other op, at a node with several inputs, or where the window would cover the
-whole node, the rows are scattered back to dense form and the ordinary backward pass continues: the result equals
-the dense pass up to float rounding (tests/test_windows.py).
+gathered onto the windows), max pooling (each window cell's coefficient moves to its pooling window's winner, as in
+the op's dense rule: the window grows to (h - 1) * stride + k), channel concatenation (each input takes its
+channels' slice) and residual Add / Sub (both inputs take the rows). The walk follows the graph's DAG in reverse
+topological order; a node reached from several consumers holds the union of their windows. At any other op, where
+windows of different strides meet, or where a window would cover the whole node, every row still on its way is
+scattered back to dense form and the ordinary backward pass continues: the result equals the dense pass up to float
+rounding (tests/test_windows.py).
 
 Return: :func:`window_lower` gives min over the input box of sum(A0 * node_start) + bias for +-identity rows, like
 ``BoundedModule._backward`` on the dense rows.
@@ -29,7 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from certkit.verifiers.bounds import ops
+from certkit.verifiers.bounds.ops.arithmetic import Add, Sub
+from certkit.verifiers.bounds.ops.concat import Concat
 from certkit.verifiers.bounds.ops.conv import MATMUL_FLOATS, Conv2d, transfer_matrix
+from certkit.verifiers.bounds.ops.maxpool import MaxPool2d
 from certkit.verifiers.bounds.perturbation import Box, Perturbation
 
 
@@ -116,35 +123,125 @@ def _conv(win: Window, op: Conv2d, in_shape: tuple, cache: dict, key) -> tuple[W
     return out, bias
 
 
-def plan(g, start: int) -> tuple[list[tuple[int, str]], int, int]:
-    """The walk of :func:`window_lower` from node ``start`` (shape (C, H, W)): [(node, rule)] with rule "conv",
-    "affine" or "activation"; the node where the rows turn dense (0 when they reach the input windowed); and the
-    largest number of floats one row occupies on the way (for sizing row chunks to a memory budget)."""
-    steps, i = [], start
-    C, h, w = g.nodes[start].shape[0], 1, 1
-    size = C
-    while i != 0:
-        n = g.nodes[i]
-        if len(n.inputs) != 1 or len(g.nodes[n.inputs[0]].shape) != 3:
-            break
-        C_in, H_in, W_in = g.nodes[n.inputs[0]].shape
-        op = n.op
+def _maxpool(win: Window, op: MaxPool2d, in_shape: tuple, relaxation) -> tuple[Window, torch.Tensor]:
+    """Backward through max pooling on windows: the op's relaxation (winner m, exact, upper constant U per output
+    position) gathered onto each row's window; A >= 0, and A < 0 where the winner is decided, goes to the winner's
+    cell of the grown input window, A < 0 elsewhere to the constant U (the dense rule of ops/maxpool.py)."""
+    m, exact, U = relaxation
+    B, S, C, h, w = win.A.shape
+    Ho, Wo = op.out_shape[1:]
+    kh, kw = op.k
+    sh, sw = op.s
+    A = win.A
+    per_out = torch.cat([m.reshape(B, C, Ho, Wo).to(A.dtype), exact.reshape(B, C, Ho, Wo).to(A.dtype),
+                         U.reshape(B, C, Ho, Wo).to(A.dtype)], 1)
+    mw, ex, Uw = win.gather(per_out).split(C, 2)                       # zero outside the node, where A is zero
+    Ap = torch.relu(A)
+    An = A - Ap
+    bias = (An * (1 - ex) * Uw).flatten(2).sum(-1)
+    mi = mw.long()
+    iy = (torch.arange(h, device=A.device) * sh)[:, None] + mi // kw     # (B, S, C, h, w) cell in the new window
+    ix = torch.arange(w, device=A.device) * sw + mi % kw
+    h2, w2 = (h - 1) * sh + kh, (w - 1) * sw + kw
+    A_in = torch.zeros((B, S, C, h2 * w2), dtype=A.dtype, device=A.device)
+    A_in.scatter_add_(3, (iy * w2 + ix).reshape(B, S, C, h * w), (Ap + An * ex).reshape(B, S, C, h * w))
+    stride = (win.stride[0] * sh, win.stride[1] * sw)
+    pad = (win.pad[0] * sh + op.p[0], win.pad[1] * sw + op.p[1])
+    return Window(A_in.view(B, S, C, h2, w2), win.pos, stride, pad), bias
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the windows of the rows sit in a node: each row's window begins at pos * stride - pad and is h x w."""
+
+    stride: tuple
+    pad: tuple
+    h: int
+    w: int
+
+    def union(self, other: Geometry | None) -> Geometry | None:
+        """The smallest geometry holding both windows (None when the strides differ: no common windows)."""
+        if other is None or other.stride != self.stride:
+            return None
+        pad = (max(self.pad[0], other.pad[0]), max(self.pad[1], other.pad[1]))
+        end = (max(self.h - self.pad[0], other.h - other.pad[0]), max(self.w - self.pad[1], other.w - other.pad[1]))
+        return Geometry(self.stride, pad, pad[0] + end[0], pad[1] + end[1])
+
+
+def _geometry(win: Window) -> Geometry:
+    return Geometry(win.stride, win.pad, win.A.shape[-2], win.A.shape[-1])
+
+
+def _embed(win: Window, geo: Geometry) -> Window:
+    """The rows of ``win`` on the (larger or equal) windows of ``geo`` (zeros around)."""
+    h, w = win.A.shape[-2:]
+    top, left = geo.pad[0] - win.pad[0], geo.pad[1] - win.pad[1]
+    if (top, left, h, w) == (0, 0, geo.h, geo.w):
+        return win
+    return Window(F.pad(win.A, (left, geo.w - w - left, top, geo.h - h - top)), win.pos, geo.stride, geo.pad)
+
+
+def _grown(geo: Geometry, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple = (1, 1)) -> Geometry:
+    """The input-side geometry of a convolution or pooling with these settings (as :func:`_conv` builds it)."""
+    h, w = ((s - 1) * stride[d] + dilation[d] * (kernel[d] - 1) + 1 for d, s in enumerate((geo.h, geo.w)))
+    return Geometry((geo.stride[0] * stride[0], geo.stride[1] * stride[1]),
+                    (geo.pad[0] * stride[0] + pad[0], geo.pad[1] * stride[1] + pad[1]), h, w)
+
+
+def _step(g, i: int, geo: Geometry) -> tuple[str, list[tuple[int, Geometry]]] | None:
+    """The rule for windowed rows at node i and the geometry they take at each input; None where rows turn dense."""
+    n = g.nodes[i]
+    op = n.op
+    shapes = [g.nodes[j].shape for j in n.inputs]
+    if not shapes or any(len(sh) != 3 for sh in shapes):
+        return None
+    if len(n.inputs) == 1:
         if isinstance(op, Conv2d):
             m = op.module
-            h, w = ((s - 1) * m.stride[d] + m.dilation[d] * (m.kernel_size[d] - 1) + 1 for d, s in enumerate((h, w)))
-            if h * w >= H_in * W_in:                                       # as large as the node: dense is cheaper
-                break
-            steps.append((i, "conv"))
-        elif isinstance(op, ops.ElementwiseAffine) and all(_per_channel(t) for t in op.params()):
-            steps.append((i, "affine"))
-        elif isinstance(op, ops.Activation):
-            steps.append((i, "activation"))
-        else:
+            return "conv", [(n.inputs[0], _grown(geo, m.kernel_size, m.stride, m.padding, m.dilation))]
+        if isinstance(op, MaxPool2d):
+            return "maxpool", [(n.inputs[0], _grown(geo, op.k, op.s, op.p))]
+        if isinstance(op, ops.ElementwiseAffine) and all(_per_channel(t) for t in op.params()):
+            return "affine", [(n.inputs[0], geo)]
+        if isinstance(op, ops.Activation):
+            return "activation", [(n.inputs[0], geo)]
+        return None
+    if isinstance(op, Concat) and op.dim == 1 and not op.constants and all(sh[1:] == n.shape[1:] for sh in shapes):
+        return "concat", [(j, geo) for j in n.inputs]
+    if isinstance(op, (Add, Sub)) and all(tuple(sh) == tuple(n.shape) for sh in shapes):
+        return "add" if isinstance(op, Add) else "sub", [(j, geo) for j in n.inputs]
+    return None
+
+
+def plan(g, start: int) -> tuple[list[tuple[int, str]], int, int]:
+    """The walk of :func:`window_lower` from node ``start`` (shape (C, H, W)), over the graph's DAG in reverse
+    topological order: [(node, rule)] with rule "conv", "maxpool", "affine", "activation", "concat" (channel
+    concatenation: each input gets its channels' windows), "add" or "sub" (residual connections: both inputs get
+    the windows; windows of several consumers are merged into their union); the node where the walk stops and every
+    row still on its way turns dense (0 when all rows reach the input windowed); and the largest number of floats
+    one row occupies on the way (for sizing row chunks to a memory budget)."""
+    geos: dict[int, Geometry | None] = {start: Geometry((1, 1), (0, 0), 1, 1)}
+    steps: list[tuple[int, str]] = []
+    size, end = g.nodes[start].shape[0], 0
+    for i in range(start, 0, -1):
+        if i not in geos:
+            continue
+        geo = geos[i]
+        C, H, W = g.nodes[i].shape
+        step = None if geo is None or geo.h * geo.w >= H * W else _step(g, i, geo)
+        if step is None:
+            end = i
             break
-        size = max(size, C_in * h * w)
-        i = n.inputs[0]
-    dense = max((torch.Size(nd.shape).numel() for nd in g.nodes[:i + 1]), default=1) if i else 0
-    return steps, i, max(size, dense)
+        rule, children = step
+        steps.append((i, rule))
+        for j, gj in children:
+            merged = gj if j not in geos else gj.union(geos[j])
+            geos[j] = merged
+            if merged is not None:
+                size = max(size, g.nodes[j].shape[0] * merged.h * merged.w)
+    if end:
+        size = max(size, max(torch.Size(nd.shape).numel() for nd in g.nodes[:end + 1]))
+    return steps, end, size
 
 
 def window_lower(bm, start: int, chan: torch.Tensor, ok: torch.Tensor, pert: Perturbation, bounds: list,
@@ -162,26 +259,51 @@ def window_lower(bm, start: int, chan: torch.Tensor, ok: torch.Tensor, pert: Per
     A = torch.zeros((B, 2 * k, C, 1, 1), dtype=bounds[0][0].dtype, device=chan.device)
     sign = torch.cat([ok, ok], 1).to(A.dtype) * torch.cat([torch.ones_like(c), -torch.ones_like(c)], 1).to(A.dtype)
     A.view(B, 2 * k, C).scatter_(2, torch.cat([c, c], 1)[..., None], sign[..., None])
-    win = Window(A, pos, (1, 1), (0, 0))
+    acc: dict[int, Window] = {start: Window(A, pos, (1, 1), (0, 0))}
     total = torch.zeros((B, 2 * k), dtype=A.dtype, device=A.device)
     steps, end, _ = plan(g, start) if walk is None else walk
     for i, rule in steps:
         n = g.nodes[i]
+        win = acc.pop(i)
+        bias = None
         if rule == "conv":
             key = ("window conv", i) + tuple(win.A.shape[-2:])
             win, bias = _conv(win, n.op, g.nodes[n.inputs[0]].shape, relax, key)
+            children = [win]
+        elif rule == "maxpool":
+            r = relax.get(i)
+            if r is None:
+                r = relax[i] = n.op.relaxation([bounds[n.inputs[0]]])
+            win, bias = _maxpool(win, n.op, g.nodes[n.inputs[0]].shape, r)
+            children = [win]
         elif rule == "affine":
             (win.A,), bias = n.op.backward(win.A)
-        else:
+            children = [win]
+        elif rule == "activation":
             r = relax.get(i)
             if r is None:
                 r = relax[i] = n.op.relaxation([bounds[n.inputs[0]]])
             full = (B,) + tuple(n.shape)
             r_win = win.gather(torch.cat([t.expand(full) for t in r], 1)).split(n.shape[0], 2)
             (win.A,), bias = n.op.backward(win.A, [bounds[n.inputs[0]]], r_win)
+            children = [win]
+        elif rule == "concat":
+            parts = win.A.split([g.nodes[j].shape[0] for j in n.inputs], dim=2)
+            children = [Window(p, win.pos, win.stride, win.pad) for p in parts]
+        else:  # add / sub
+            children = [win, Window(-win.A if rule == "sub" else win.A, win.pos, win.stride, win.pad)]
         if bias is not None:
             total = total + bias
+        for j, child in zip(n.inputs, children):
+            if j in acc:
+                geo = _geometry(acc[j]).union(_geometry(child))
+                assert geo is not None, "plan merges only windows of one stride"
+                acc[j] = _embed(acc[j], geo)
+                acc[j].A = acc[j].A + _embed(child, geo).A
+            else:
+                acc[j] = child
     if end == 0:
+        win = acc.pop(0)
         if isinstance(pert, Box):
             x_L, x_U = pert.box()
             n_in = x_L.shape[1]
@@ -189,5 +311,12 @@ def window_lower(bm, start: int, chan: torch.Tensor, ok: torch.Tensor, pert: Per
             c, r = cr[:, :, :n_in], cr[:, :, n_in:]
             return total + (win.A * c).flatten(2).sum(-1) - (win.A.abs() * r).flatten(2).sum(-1)
         return total + pert.lower(win.dense(g.nodes[0].shape))
-    A_in, rest = bm.propagate(end, win.dense(g.nodes[end].shape), bounds, relax)
+    # the rows still on their way turn dense; one backward pass takes them all (each added where it waits)
+    seeds = {j: w.dense(g.nodes[j].shape) for j, w in acc.items()}
+    at_input = seeds.pop(0, None)
+    top = max(seeds)
+    zero = torch.zeros_like(total)
+    A_in, rest = bm.propagate(top, seeds.pop(top), bounds, relax, extra={j: (Aj, zero) for j, Aj in seeds.items()})
+    if at_input is not None:
+        A_in = at_input if A_in is None else A_in + at_input
     return total + rest + (0 if A_in is None else pert.lower(A_in))
