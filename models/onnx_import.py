@@ -58,7 +58,7 @@ ELEMENTWISE: dict = {
 }
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
-                 "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "ReduceMean", "ReduceSum",
+                 "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "Split", "ReduceMean", "ReduceSum",
                  "GlobalAveragePool", "ConvTranspose", "Softmax", "LogSoftmax", "Resize", "Upsample",
                  "Pow", "ConstantOfShape", "Equal", "Where", "Expand", "Max", "Min") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
@@ -114,7 +114,13 @@ class OnnxModel:
         if self._session is None:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            self._session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+            source: str | bytes = self.path
+            if self.path.endswith(".gz"):
+                import gzip
+
+                with gzip.open(self.path, "rb") as f:
+                    source = f.read()
+            self._session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         arr = x.detach().cpu().numpy().astype(np.float32)
         outs = [self._session.run(None, {self.input_name: row.reshape(self.onnx_input_shape)})[0].reshape(-1)
                 for row in arr]
@@ -265,6 +271,11 @@ class _Builder:
             self.env[node.output[0]] = ins[0]
             if op == "Dropout" and len(node.output) > 1 and node.output[1]:
                 raise self.err(node, "the Dropout mask output is not supported")
+            return
+        if op == "Split":
+            for name, piece in zip(node.output, self._split(node, a, ins)):
+                if name:
+                    self.env[name] = piece
             return
         if all(isinstance(v, np.ndarray) or v is None for v in ins):
             self.env[node.output[0]] = np.asarray(self.fold(node, op, a, ins))  # numpy scalars too
@@ -522,12 +533,45 @@ class _Builder:
             raise self.err(node, "Slice on a rank-1 network input is not supported")
         starts, ends, axes, steps = self._slice_args(node, a, ins)
         if any(ax < 0 for ax in axes):
-            raise self.err(node, "Slice with negative axes is not supported (export with the axes counted from 0)")
+            rank = self._evaluate(ins[0]).dim()
+            axes = [ax % rank for ax in axes]
         index: list[Any] = [slice(None)] * (max(axes) + 1)
         big = 2 ** 62                                     # ONNX writes "to the end" as INT64_MAX
         for st, en, ax, sp in zip(starts, ends, axes, steps):
             index[ax] = slice(int(st), None if int(en) >= big else int(en), int(sp))
         return self.fx.call_function(operator.getitem, (ins[0], tuple(index)))
+
+    def _split(self, node, a, ins) -> list:
+        """The outputs of a Split node as slices of its input along ``axis``: sizes from the ``split`` input (opset
+        13+), the ``split`` attribute (before 13), or equal parts for each output (``num_outputs`` from opset 18:
+        the last part may be smaller)."""
+        x = ins[0]
+        if isinstance(x, fx.Node) and self.batch_added:
+            raise self.err(node, "Split on a rank-1 network input is not supported")
+        shape = tuple(np.shape(x)) if isinstance(x, np.ndarray) else tuple(self._evaluate(x).shape)
+        axis = int(a.get("axis", 0))
+        axis = axis + len(shape) if axis < 0 else axis
+        if isinstance(x, fx.Node) and axis == 0:
+            raise self.err(node, "Split along the batch dimension is not supported")
+        sizes = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("split")
+        if isinstance(sizes, fx.Node):
+            raise self.err(node, "Split with sizes computed from the input is not supported")
+        if sizes is None:
+            parts = int(a.get("num_outputs", len(node.output)))
+            step = -(-shape[axis] // parts)
+            sizes = [min(step, shape[axis] - k * step) for k in range(parts)]
+        sizes = [int(v) for v in np.asarray(sizes).reshape(-1)]
+        if sum(sizes) != shape[axis] or len(sizes) != len(node.output) or min(sizes) < 0:
+            raise self.err(node, f"split sizes {sizes} do not fit axis {axis} of length {shape[axis]} into "
+                                 f"{len(node.output)} outputs")
+        out, start = [], 0
+        for size in sizes:
+            index: list[Any] = [slice(None)] * (axis + 1)
+            index[axis] = slice(start, start + size)
+            start += size
+            out.append(x[tuple(index)] if isinstance(x, np.ndarray) else
+                       self.fx.call_function(operator.getitem, (x, tuple(index))))
+        return out
 
     def _reduce(self, node, a, ins, fn):
         axes = a.get("axes", ins[1] if len(ins) > 1 else None)    # an attribute before opset 13 (18 for Mean)
@@ -765,7 +809,7 @@ def load_onnx(path: str | Path) -> OnnxModel:
     """Read an ONNX classifier or VNN-COMP network into a torch fx GraphModule.
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or ``.onnx.gz`` as VNN-COMP benchmark repositories ship them.
 
     Returns:
         :class:`OnnxModel`; ``module`` takes (B, *sample_shape) float32 and matches onnxruntime to float32
@@ -783,8 +827,14 @@ def load_onnx(path: str | Path) -> OnnxModel:
     if not path.is_file():
         raise CertkitError(f"ONNX file not found: {path}")
     try:
-        model = onnx.load(str(path))
-    except Exception as e:  # onnx raises DecodeError and others for corrupt files
+        if path.suffix == ".gz":
+            import gzip
+
+            with gzip.open(path, "rb") as f:
+                model = onnx.load_from_string(f.read())
+        else:
+            model = onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError and others for corrupt files (gzip: BadGzipFile, EOFError)
         raise CertkitError(f"cannot read {path} as ONNX: {type(e).__name__}: {str(e)[:200]}") from None
     try:
         return _Builder(model, str(path)).build()

@@ -2,9 +2,11 @@
 
 ``nn.LayerNorm`` / ``F.layer_norm`` and ``nn.MultiheadAttention`` have no bound rule of their own: while a model is
 traced, their calls are replaced by the same computation spelled with ops that have one (mean, subtraction, square,
-square root, quotient, constant affine maps, matrix products, softmax). The traced graph computes what the layer
-computes (in eval mode; up to float rounding), and each primitive gets its own relaxation, as auto_LiRPA does for
-these layers.
+square root, quotient, constant affine maps, matrix products, softmax). ``torch.split`` / ``torch.chunk`` (and the
+tensor methods), whose pieces' sizes are only known once shapes are, are rewritten after the first run of the
+traced graph: each piece taken from the tuple becomes a slice of the input (:func:`splits_as_slices`). The traced
+graph computes what the layer computes (in eval mode; up to float rounding), and each primitive gets its own
+relaxation, as auto_LiRPA does for these layers.
 
     layer_norm(x) = (x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) * weight + bias   (over the normalized dims)
     attention(q, k, v) = concat_h softmax(Q_h K_h^T / sqrt(d_h)) V_h  W_o^T + b_o,  Q_h = (q W_q^T + b_q)_h, ...
@@ -16,11 +18,13 @@ bound transformers through the same primitives.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from certkit.common.errors import CertkitError
 
@@ -95,3 +99,46 @@ def functions_written_out():
         yield
     finally:
         F.layer_norm, torch.layer_norm = saved
+
+
+_SPLITS = {("call_function", torch.split), ("call_function", torch.chunk), ("call_function", torch.tensor_split),
+           ("call_method", "split"), ("call_method", "chunk"), ("call_method", "tensor_split")}
+
+
+def splits_as_slices(gm: fx.GraphModule, values: dict) -> fx.GraphModule | None:
+    """``gm`` with every ``torch.split`` / ``torch.chunk`` / ``tensor_split`` (function or method) whose pieces are only
+    taken by index (``a, b = x.split(...)``) replaced by one basic slice of x per piece, the sizes read from the pieces
+    in ``values`` (node name -> value of a run of gm). Returns a new GraphModule (gm is not changed), or None when
+    there is nothing to rewrite."""
+    todo = []
+    for n in gm.graph.nodes:
+        piece_vals = values.get(n.name)
+        if (n.op, n.target) not in _SPLITS or not isinstance(piece_vals, (tuple, list)) or not n.args:
+            continue
+        if not all(u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], int)
+                   for u in n.users):
+            continue
+        x = n.args[0]
+        rank = values[x.name].dim() if isinstance(x, fx.Node) and isinstance(values.get(x.name), torch.Tensor) else None
+        if rank is None:
+            continue
+        dim = n.kwargs.get("dim", n.args[2] if len(n.args) > 2 else 0)
+        if not isinstance(dim, int):
+            continue
+        todo.append((n.name, dim % rank, [int(p.shape[dim % rank]) for p in piece_vals]))
+    if not todo:
+        return None
+    graph = copy.deepcopy(gm.graph)
+    by_name = {n.name: n for n in graph.nodes}
+    for name, dim, sizes in todo:
+        n = by_name[name]
+        starts = [sum(sizes[:k]) for k in range(len(sizes))]
+        for u in list(n.users):
+            k = u.args[1] % len(sizes)
+            index = (slice(None),) * dim + (slice(starts[k], starts[k] + sizes[k]),)
+            with graph.inserting_after(u):
+                piece = graph.call_function(operator.getitem, (n.args[0], index))
+            u.replace_all_uses_with(piece)
+            graph.erase_node(u)
+        graph.erase_node(n)
+    return fx.GraphModule(gm, graph)

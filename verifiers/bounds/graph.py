@@ -109,6 +109,10 @@ def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, l
     try:
         with torch.no_grad():
             rec.run(example)
+            rewritten = decompose.splits_as_slices(gm, rec.values)
+            if rewritten is not None:
+                gm, rec = rewritten.eval(), _Recorder(rewritten)
+                rec.run(example)
     except Exception as e:
         return None, [f"the model fails on an input of shape {tuple(input_shape)}: {str(e).splitlines()[0][:200]}"]
     finally:
