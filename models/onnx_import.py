@@ -59,6 +59,7 @@ ELEMENTWISE: dict = {
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten", "Reshape", "BatchNormalization",
                  "AveragePool", "MaxPool", "Pad", "Transpose", "Constant", "Identity", "Dropout", "Shape", "Gather",
                  "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "Split", "ReduceMean", "ReduceSum",
+                 "ReduceMax", "ReduceMin",
                  "GlobalAveragePool", "ConvTranspose", "Softmax", "LogSoftmax", "Resize", "Upsample",
                  "Pow", "ConstantOfShape", "Equal", "Where", "Expand", "Max", "Min") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
@@ -592,19 +593,27 @@ class _Builder:
     def op_ReduceSum(self, node, a, ins):
         return self._reduce(node, a, ins, torch.sum)
 
+    def op_ReduceMax(self, node, a, ins):
+        return self._reduce(node, a, ins, torch.amax)
+
+    def op_ReduceMin(self, node, a, ins):
+        return self._reduce(node, a, ins, torch.amin)
+
     def op_GlobalAveragePool(self, node, a, ins):
         return self.fx.call_function(torch.mean, (ins[0], [2, 3], True))
 
     def op_Gather(self, node, a, ins):
         idx = ins[1]
-        if not isinstance(idx, np.ndarray) or idx.ndim != 1:
-            raise self.err(node, "Gather on the data needs constant 1-D indices")
+        if not isinstance(idx, np.ndarray) or idx.ndim > 1:
+            raise self.err(node, "Gather on the data needs constant 0-D or 1-D indices")
         axis = int(a.get("axis", 0))
-        rank = self.ranks.get(node.input[0])
-        if axis < 0 and rank is not None:
-            axis += rank
+        if axis < 0:
+            rank = self.ranks.get(node.input[0])
+            axis += rank if rank is not None else self._evaluate(ins[0]).dim()
         if axis == 0:
             raise self.err(node, "Gather along the batch dimension is not supported")
+        if idx.ndim == 0:  # one index: the axis is dropped, as x[:, ..., i]
+            return self.fx.call_function(operator.getitem, (ins[0], (slice(None),) * axis + (int(idx),)))
         return self.fx.call_function(torch.index_select, (ins[0], axis, self.const_node(idx.astype(np.int64))))
 
     def _extreme(self, node, ins, fn, bound):

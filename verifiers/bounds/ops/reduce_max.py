@@ -1,0 +1,106 @@
+"""Maximum and minimum over non-batch dimensions (``torch.amax`` / ``torch.amin`` and the tensor methods, with
+``dim`` and ``keepdim``; ONNX ``ReduceMax`` / ``ReduceMin``): max is convex and piecewise linear, min = -max(-x).
+
+Relaxation of y = max_i z_i over the reduced coordinates with bounds [l_i, u_i] (DeepPoly's max rule, Singh et al.,
+POPL 2019, Sec. 4.3; the rule of max pooling, maxpool.py, over arbitrary dimensions):
+    lower: y >= z_m with m = argmax_i l_i;
+    upper: y <= max_i u_i (a constant);
+    exact: y = z_m when l_m >= u_i for every other i.
+IBP reduces both ends (max is monotone: exact on boxes). For the minimum the same rule applies to -z with the signs
+of the coefficients flipped: upper line z_m with m = argmin_i u_i, lower constant min_i l_i.
+"""
+from __future__ import annotations
+
+import torch
+
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op, sum_node
+
+
+@register_op(functions=(torch.amax, torch.amin), methods=("amax", "amin"), onnx=("ReduceMax", "ReduceMin"))
+class ReduceMax(Op):
+    """Max (or min, ``minimum=True``) over ``dims`` of the batched tensor (all >= 1), with or without ``keepdim``."""
+
+    name = "ReduceMax"
+    affine = False
+
+    def __init__(self, dims: tuple[int, ...], keepdim: bool, minimum: bool):
+        super().__init__()
+        self.dims, self.keepdim, self.minimum = dims, keepdim, minimum
+
+    @classmethod
+    def from_call(cls, call: Call):
+        rank = len(call.value(call.data_args[0]).shape)
+        dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim")
+        keepdim = call.args[2] if len(call.args) > 2 else call.kwargs.get("keepdim", False)
+        if dim is None or dim == () or dim == []:
+            raise Unsupported("a max/min over every dimension, the batch included")
+        dims = tuple(sorted({int(d) % rank for d in (dim if isinstance(dim, (list, tuple)) else (dim,))}))
+        if 0 in dims:
+            raise Unsupported("a max/min over the batch dimension")
+        name = call.target if isinstance(call.target, str) else call.target.__name__
+        return cls(dims, bool(keepdim), name == "amin")
+
+    def forward(self, x):
+        return x.amin(self.dims, keepdim=self.keepdim) if self.minimum else x.amax(self.dims, keepdim=self.keepdim)
+
+    def ibp(self, iv):
+        return self.forward(iv[0]), self.forward(iv[1])
+
+    # -- the reduced coordinates last: (N, *in) <-> (N, K, R) ---------------------------------------
+    def _perm(self) -> list[int]:
+        rank = len(self.in_shapes[0]) + 1
+        return [d for d in range(rank) if d not in self.dims] + list(self.dims)
+
+    def _grouped(self, t: torch.Tensor) -> torch.Tensor:
+        """(N, *in) -> (N, K, R), R = the reduced coordinates."""
+        r = 1
+        for d in self.dims:
+            r *= t.shape[d]
+        return t.permute(self._perm()).reshape(t.shape[0], -1, r)
+
+    def _ungrouped(self, t: torch.Tensor) -> torch.Tensor:
+        """(N, K, R) -> (N, *in), the inverse of :meth:`_grouped`."""
+        perm = self._perm()
+        in_shape = (t.shape[0],) + tuple(self.in_shapes[0])
+        t = t.reshape([in_shape[d] for d in perm])
+        return t.permute([perm.index(d) for d in range(len(perm))])
+
+    def relaxation(self, in_bounds, alpha=None, setup=None):
+        """(m (B, K) winner of each group, exact (B, K), upper constant U (B, K)) of the max of the group, for the
+        minimum of z the max of -z."""
+        l, u = in_bounds[0]
+        if self.minimum:
+            l, u = -u, -l
+        lg, ug = self._grouped(l), self._grouped(u)
+        m = lg.argmax(-1, keepdim=True)
+        others = ug.scatter(-1, m, float("-inf")).amax(-1)
+        exact = lg.gather(-1, m)[..., 0] >= others
+        return m[..., 0], exact, ug.amax(-1)
+
+    def unstable(self, l, u):
+        """Inputs of the groups whose winner IBP leaves undecided."""
+        _, exact, _ = self.relaxation([(l, u)])
+        R = self._grouped(l).shape[-1]
+        return self._ungrouped((~exact).unsqueeze(-1).expand(-1, -1, R).contiguous())
+
+    def backward(self, A, in_bounds=(), relaxation=None):
+        m, exact, U = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        B, S = A.shape[:2]
+        K = m.shape[1]
+        A = A.reshape(B, S, K)
+        if self.minimum:
+            A = -A
+        Ap = torch.relu(A)
+        An = A - Ap
+        ex = exact.unsqueeze(1)
+        coef = Ap + An * ex                                              # on z_m: A+ always, A- where exact
+        bias = sum_node(An * (~ex) * U.unsqueeze(1))                     # A- on the constant elsewhere
+        R = 1
+        for d in self.dims:
+            R *= self.in_shapes[0][d - 1]
+        A_in = torch.zeros((B, S, K, R), dtype=A.dtype, device=A.device)
+        A_in.scatter_(3, m.view(B, 1, K, 1).expand(B, S, K, 1), coef.unsqueeze(-1))
+        A_in = self._ungrouped(A_in.reshape(B * S, K, R))
+        if self.minimum:
+            A_in = -A_in
+        return [A_in.reshape((B, S) + tuple(self.in_shapes[0]))], bias
