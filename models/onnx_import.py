@@ -1,6 +1,7 @@
 """ONNX -> torch importer (the one certkit uses for certification and bound propagation).
 
-The ONNX graph is read with the ``onnx`` package and rebuilt as a :class:`torch.fx.GraphModule` made of
+The ONNX graph is read with the ``onnx`` package's protobuf classes (onnx_proto.py: without importing ``onnx``
+itself, which takes seconds) and rebuilt as a :class:`torch.fx.GraphModule` made of
 standard modules (``nn.Linear``, ``nn.Conv2d``, ``nn.BatchNorm1d/2d``, ``nn.AvgPool2d``, ``nn.ReLU``,
 ``nn.Sigmoid``, ``nn.Tanh``) and a few tensor functions (add/sub/mul/div, flatten, reshape), so the bound
 engine can walk it like any fx-traced model.
@@ -32,6 +33,7 @@ import torch
 from torch import fx, nn
 
 from certkit.common.errors import CertkitError
+from certkit.models.onnx_proto import attribute_value, parse_model, to_array
 
 #: Elementwise ONNX activations: op type -> (attributes -> the torch module computing it), ONNX defaults applied.
 ELEMENTWISE: dict = {
@@ -149,8 +151,7 @@ def _text(v) -> str:
 
 
 def _attrs(node) -> dict:
-    import onnx
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return {a.name: attribute_value(a) for a in node.attribute}
 
 
 def _dims(value_info) -> list:
@@ -168,20 +169,13 @@ class _Builder:
     """Walks ONNX nodes in order and emits fx nodes; constants stay numpy arrays until used."""
 
     def __init__(self, model, path: str):
-        import onnx
-        from onnx import numpy_helper
-
         self.path = path
-        try:
-            model = onnx.shape_inference.infer_shapes(model)
-        except Exception:  # shape inference is only a hint for BatchNorm ranks
-            pass
         self.graph = model.graph
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
         self.dims = {vi.name: _dims(vi) for vi in list(self.graph.value_info) + list(self.graph.input)
                      + list(self.graph.output)}
         self.ranks = {name: len(d) for name, d in self.dims.items()}
-        self.env: dict[str, object] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
+        self.env: dict[str, object] = {i.name: to_array(i) for i in self.graph.initializer}
         self.consumers: dict[str, int] = {}
         for n in self.graph.node:
             for i in n.input:
@@ -265,8 +259,7 @@ class _Builder:
         if op == "Constant":
             if "value" not in a:
                 raise self.err(node, "only the 'value' form of Constant is supported")
-            from onnx import numpy_helper
-            self.env[node.output[0]] = numpy_helper.to_array(a["value"])
+            self.env[node.output[0]] = to_array(a["value"])
             return
         if op in ("Identity", "Dropout"):
             self.env[node.output[0]] = ins[0]
@@ -335,9 +328,7 @@ class _Builder:
         if op == "Transpose":
             return np.transpose(v, a.get("perm"))
         if op == "ConstantOfShape":
-            from onnx import numpy_helper
-
-            fill = numpy_helper.to_array(a["value"]).reshape(-1) if "value" in a else np.zeros(1, np.float32)
+            fill = to_array(a["value"]).reshape(-1) if "value" in a else np.zeros(1, np.float32)
             return np.full(tuple(int(d) for d in np.asarray(v).reshape(-1)), fill[0], dtype=fill.dtype)
         if op == "Slice":
             starts, ends, axes, steps = self._slice_args(node, a, ins)
@@ -456,7 +447,7 @@ class _Builder:
             raise self.err(node, "BatchNormalization needs constant parameters")
         if len(node.output) > 1 and any(node.output[1:]):
             raise self.err(node, "training-mode BatchNormalization is not supported")
-        rank = self.ranks.get(node.input[0], 4)
+        rank = self.ranks.get(node.input[0]) or self._evaluate(x).dim()
         bn = (nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d)(scale.size, eps=float(a.get("epsilon", 1e-5)))
         with torch.no_grad():
             bn.weight.copy_(torch.as_tensor(np.array(scale, dtype=np.float32)))
@@ -828,10 +819,6 @@ def load_onnx(path: str | Path) -> OnnxModel:
         CertkitError: unreadable file, unsupported operator (all of them are listed), or a graph shape
             certkit cannot batch.
     """
-    try:
-        import onnx
-    except ImportError:
-        raise CertkitError("reading ONNX files needs the onnx package: pip install 'certkit[onnx]'") from None
     path = Path(path)
     if not path.is_file():
         raise CertkitError(f"ONNX file not found: {path}")
@@ -840,10 +827,12 @@ def load_onnx(path: str | Path) -> OnnxModel:
             import gzip
 
             with gzip.open(path, "rb") as f:
-                model = onnx.load_from_string(f.read())
+                model = parse_model(f.read())
         else:
-            model = onnx.load(str(path))
-    except Exception as e:  # onnx raises DecodeError and others for corrupt files (gzip: BadGzipFile, EOFError)
+            model = parse_model(path.read_bytes())
+    except CertkitError:
+        raise
+    except Exception as e:  # protobuf raises DecodeError and others for corrupt files (gzip: BadGzipFile, EOFError)
         raise CertkitError(f"cannot read {path} as ONNX: {type(e).__name__}: {str(e)[:200]}") from None
     try:
         return _Builder(model, str(path)).build()

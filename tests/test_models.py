@@ -214,6 +214,18 @@ def test_onnx_gzipped_network_as_vnncomp_ships_it(tmp_path):
         load_onnx(tmp_path / "bad.onnx.gz")
 
 
+def test_onnx_import_leaves_the_onnx_package_unimported():
+    """Start-up: `import onnx` costs over a second (ml_dtypes); reading a network must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from certkit.models.onnx_import import load_onnx; "
+            f"m = load_onnx({str(DATA / 'vnncomp2021' / 'test_small.onnx')!r}); "
+            "print(m.num_outputs, 'onnx' in sys.modules, 'ml_dtypes' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "False", "False"]
+
+
 def test_onnx_unsupported_ops_listed_together(tmp_path):
     nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]),
              helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Hardmax", ["f"], ["y"])]
