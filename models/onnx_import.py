@@ -318,6 +318,8 @@ class _Builder:
             return np.concatenate([np.atleast_1d(t) for t in ins], axis=a.get("axis", 0))
         if op == "Cast":
             return v
+        if op == "MatMul":
+            return np.matmul(v, ins[1])
         if op == "Reshape":
             return v.reshape([d if d != 0 else v.shape[i] for i, d in enumerate(ins[1].astype(np.int64))])
         if op == "Flatten":
@@ -767,6 +769,39 @@ class _Builder:
         if self.batch_added or not perm or perm[0] != 0:
             raise self.err(node, f"Transpose must keep the batch dimension first, got perm={perm}")
         return self.fx.call_function(torch.permute, (ins[0], tuple(perm)))
+
+    def _squeeze_unsqueeze(self, node, a, ins, add: bool):
+        """Unsqueeze / Squeeze of a data tensor as a reshape of each sample (axes as attribute before opset 13,
+        as constant input from 13; Squeeze without axes drops every size-1 non-batch axis)."""
+        axes = a.get("axes", ins[1] if len(ins) > 1 and ins[1] is not None else None)
+        if isinstance(axes, fx.Node):
+            raise self.err(node, f"{node.op_type} with axes computed from the input is not supported")
+        if self.batch_added:
+            raise self.err(node, f"{node.op_type} on a rank-1 network input is not supported")
+        shape = list(self._evaluate(ins[0]).shape)
+        if axes is None and not add:
+            out = [shape[0]] + [d for d in shape[1:] if d != 1]
+        else:
+            axes = [int(v) for v in np.asarray(axes).reshape(-1)]
+            rank = len(shape) + (len(axes) if add else 0)
+            axes = sorted(ax % rank for ax in axes)
+            if 0 in axes:
+                raise self.err(node, f"{node.op_type} of the batch dimension is not supported")
+            out = list(shape)
+            for ax in axes if add else reversed(axes):
+                if add:
+                    out.insert(ax, 1)
+                elif out[ax] != 1:
+                    raise self.err(node, f"Squeeze of axis {ax} of size {out[ax]}")
+                else:
+                    del out[ax]
+        return self.fx.call_function(reshape_batch, (ins[0], tuple(out[1:])))
+
+    def op_Unsqueeze(self, node, a, ins):
+        return self._squeeze_unsqueeze(node, a, ins, True)
+
+    def op_Squeeze(self, node, a, ins):
+        return self._squeeze_unsqueeze(node, a, ins, False)
 
     def op_Reshape(self, node, a, ins):
         x, shape = ins

@@ -214,6 +214,26 @@ def test_onnx_gzipped_network_as_vnncomp_ships_it(tmp_path):
         load_onnx(tmp_path / "bad.onnx.gz")
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_onnx_squeeze_unsqueeze_of_data_and_folded_constant_matmul(tmp_path, opset):
+    from certkit.verifiers import check_model
+
+    rng = np.random.default_rng(0)
+    inits = {"A": rng.normal(size=(4, 3)), "B": rng.normal(size=(3, 5))}
+    ax = {"axes": [1, -1]} if opset == 11 else {}
+    if opset == 13:
+        inits.update(ax_u=np.array([1, -1]), ax_s=np.array([3, 1]))
+    nodes = [helper.make_node("MatMul", ["A", "B"], ["W"]),                      # constant x constant: folded
+             helper.make_node("MatMul", ["x", "W"], ["h"]),                      # (1, 5)
+             helper.make_node("Unsqueeze", ["h"] + (["ax_u"] if opset == 13 else []), ["u"], **ax),   # (1, 1, 5, 1)
+             helper.make_node("Relu", ["u"], ["r"]),
+             helper.make_node("Squeeze", ["r"] + (["ax_s"] if opset == 13 else []), ["y"],
+                              **({"axes": [3, 1]} if opset == 11 else {}))]
+    path = _onnx_file(tmp_path / "sq.onnx", nodes, inits, [1, 4], [1, 5], opset=opset)
+    m = _assert_matches_onnxruntime(path)
+    assert check_model(m.module, m.sample_shape) == []
+
+
 def test_onnx_import_leaves_the_onnx_package_unimported():
     """Start-up: `import onnx` costs over a second (ml_dtypes); reading a network must not need it."""
     import subprocess
