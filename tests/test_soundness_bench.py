@@ -84,9 +84,10 @@ def test_audit_flags_the_unsound_verifier_and_not_certkit(bench, tmp_path):
     from certkit.soundness_bench.score import format_audit_table, score
 
     root, _, _ = bench
-    # 4 s per instance: the planted points are hidden from certkit's attack, so it runs to the timeout there
+    # the planted points are hidden from certkit's attack, so it attacks until the timeout there (2 s per instance;
+    # what is checked is that it never answers unsat on them)
     run_verifier(root, verifier="bug-shrink-input", timeout=4, quiet=True, overwrite=True)
-    run_verifier(root, verifier="certkit", timeout=4, quiet=True, overwrite=True)
+    run_verifier(root, verifier="certkit", timeout=2, quiet=True, overwrite=True)
     summary = score(root)
     bug, ok = summary["bug-shrink-input"], summary["certkit"]
     assert bug["has_unsound"] and all(i.startswith("mlp/vnnlib/") for i in bug["unsound_instances"])
