@@ -55,6 +55,7 @@ ELEMENTWISE: dict = {
     "Sqrt": lambda a: _Fn(torch.sqrt),
     "Reciprocal": lambda a: _Fn(torch.reciprocal),
     "Sign": lambda a: _Fn(torch.sign),
+    "Floor": lambda a: _Fn(torch.floor),
     "Erf": lambda a: _Fn(torch.erf),
     "Gelu": lambda a: nn.GELU(approximate=_text(a.get("approximate", "none"))),
 }
