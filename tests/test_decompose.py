@@ -82,3 +82,22 @@ def test_configurations_not_written_out_are_refused_by_name():
 
     problems = check_model(LeftConst(), (3,))
     assert problems and "W @ x" in " ".join(problems)
+
+
+def test_layer_norm_of_a_wide_interval_keeps_its_epsilon():
+    """IBP of var + eps next to a variance interval [0, 1e3] keeps eps (centre +- radius rounds it away in float32),
+    so the square root stays >= sqrt(eps) and the bounds stay finite."""
+    from certkit.verifiers import linf_ball
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.mul_(100.0)
+    x = torch.rand(3, 4)
+    bm = BoundedModule(net, (4,))
+    with torch.no_grad():
+        bounds = bm.ibp(linf_ball(x, 0.5, None))
+        lb, ub = bm.compute_bounds(linf_ball(x, 0.5, None), None, "IBP")
+    sqrt_nodes = [i for i, n in enumerate(bm.graph.nodes) if type(n.op).__name__ == "Sqrt"]
+    assert sqrt_nodes and all((bounds[i][0] >= 1e-5 ** 0.5 * 0.999).all() for i in sqrt_nodes)
+    assert torch.isfinite(lb).all() and torch.isfinite(ub).all()
