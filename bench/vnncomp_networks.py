@@ -24,7 +24,8 @@ a user's first ``certkit verify`` does:
 ``--out`` holds one CSV row per (benchmark, network) and is appended as rows are measured: a stopped run resumes
 (networks already in the file are skipped; the same file bytes in another benchmark reuse the row). The summary
 prints, per benchmark: networks, those under the size limit, imported, bounded (IBP and CROWN finite and sound) and
-the missing op types with how many networks lack each; ``--markdown`` prints it as a table.
+the missing op types with how many networks lack each; ``--markdown`` prints it as a table, ``--before CSV`` adds the
+counts of an earlier version's run (the summary alone: ``ROOT`` may be omitted to reprint a finished run).
 """
 from __future__ import annotations
 
@@ -182,25 +183,45 @@ def run_child(onnx_path: Path, vnnlib_path: Path, timeout: float, methods: tuple
     return row
 
 
-def summary(rows: list[dict], markdown: bool) -> str:
+def _counts(rs: list[dict]) -> tuple:
+    """(networks under the limit, imported, bounded, Counter of missing ops, Counter of other problems)."""
+    small = [r for r in rs if r["status"] not in ("too large", "absent")]  # absent: not in the checkout
+    imported = [r for r in small if r["status"] not in ("not importable", "crashed", "import over the time limit")]
+    bounded = [r for r in small if r["status"] == "bounded"]
+    missing: Counter = Counter(op for r in small for op in (r.get("missing") or "").split())
+    other = Counter(r["status"] + (": " + r["detail"][:90] if r.get("detail") else "") for r in small
+                    if r["status"] != "bounded" and not r.get("missing"))
+    return small, imported, bounded, missing, other
+
+
+def _ops(missing: Counter) -> str:
+    return ", ".join(f"{op} ({n})" for op, n in missing.most_common()) or "-"
+
+
+def summary(rows: list[dict], markdown: bool, before: list[dict] | None = None) -> str:
+    """One line per benchmark; with ``before`` (rows of an earlier version), its imported / bounded counts and
+    missing ops beside them."""
     by_bench: dict = {}
     for r in rows:
         by_bench.setdefault(r["benchmark"], []).append(r)
-    head = ["benchmark", "networks", "<= limit", "import", "bounded", "missing ops (networks)",
+    earlier: dict = {}
+    for r in before or []:
+        earlier.setdefault(r["benchmark"], []).append(r)
+    head = ["benchmark", "networks", "<= limit", "import", "bounded (IBP / CROWN run)", "missing ops (networks)",
             "other problems"]
+    if before is not None:
+        head[3:3] = ["before: import / bounded", "before: missing ops"]
     lines = []
     if markdown:
         lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for bench, rs in by_bench.items():
-        small = [r for r in rs if r["status"] not in ("too large", "absent")]  # absent: not in the checkout
-        imported = [r for r in small if r["status"] not in ("not importable", "crashed", "bench timeout")]
-        bounded = [r for r in small if r["status"] == "bounded"]
-        missing: Counter = Counter(op for r in small for op in (r.get("missing") or "").split())
-        other = Counter(r["status"] + (": " + r["detail"][:90] if r.get("detail") else "") for r in small
-                        if r["status"] != "bounded" and not r.get("missing"))
-        cells = [bench, str(len(rs)), str(len(small)), str(len(imported)), str(len(bounded)),
-                 ", ".join(f"{op} ({n})" for op, n in missing.most_common()) or "-",
-                 "; ".join(f"{k} ({n})" for k, n in other.most_common()) or "-"]
+        small, imported, bounded, missing, other = _counts(rs)
+        with_crown = sum(1 for r in bounded if r.get("crown_s") not in (None, ""))
+        cells = [bench, str(len(rs)), str(len(small)), str(len(imported)), f"{len(bounded)} / {with_crown}",
+                 _ops(missing), "; ".join(f"{k} ({n})" for k, n in other.most_common()) or "-"]
+        if before is not None:
+            _, imp0, bnd0, miss0, _ = _counts(earlier.get(bench, []))
+            cells[3:3] = [f"{len(imp0)} / {len(bnd0)}" if bench in earlier else "not run", _ops(miss0)]
         lines.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(cells))
     return "\n".join(lines)
 
@@ -212,8 +233,13 @@ def main():
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per network (import + IBP + CROWN)")
     ap.add_argument("--out", type=Path, default=Path("vnncomp_networks.csv"))
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--before", type=Path, help="rows of the same bench run with an earlier version (its --out): "
+                    "the summary shows its imported / bounded counts and missing ops beside")
     ap.add_argument("--methods", nargs="+", default=["IBP", "CROWN"], choices=["IBP", "CROWN"],
                     help="bound methods run on each imported network (IBP alone: a quick census)")
+    ap.add_argument("--crown-per-benchmark", type=int, default=None, metavar="K",
+                    help="CROWN on the first K measured networks of each benchmark only, IBP on the rest (benchmarks "
+                    "of dozens of networks of one architecture)")
     args = ap.parse_args()
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
@@ -231,6 +257,7 @@ def main():
             w.writeheader()
         for root in args.roots:
             for bench in benchmark_folders(root):
+                measured = 0
                 for name, onnx_path, vnnlib_path in networks(bench):
                     if (bench.name, name) in done:
                         continue
@@ -249,7 +276,11 @@ def main():
                             row.update({k: v for k, v in by_sha[row["sha"]].items() if k not in row})
                         else:
                             t = time.perf_counter()
-                            row.update(run_child(onnx_path, vnnlib_path, args.timeout, args.methods))
+                            methods = args.methods
+                            if args.crown_per_benchmark is not None and measured >= args.crown_per_benchmark:
+                                methods = [m for m in methods if m != "CROWN"]
+                            measured += 1
+                            row.update(run_child(onnx_path, vnnlib_path, args.timeout, methods))
                             print(f"{bench.name}/{name}: {row['status']} {row.get('missing') or ''} "
                                   f"{row.get('detail') or ''} ({time.perf_counter() - t:.1f} s)", flush=True)
                             by_sha[row["sha"]] = row
@@ -257,7 +288,8 @@ def main():
                     f.flush()
                     rows.append(row)
                     done.add((bench.name, name))
-    print(summary(rows, args.markdown))
+    before = list(csv.DictReader(open(args.before))) if args.before else None
+    print(summary(rows, args.markdown, before))
 
 
 if __name__ == "__main__":
