@@ -381,8 +381,13 @@ class _Builder:
         if isinstance(w, _Transposed) and isinstance(x, np.ndarray) and x.ndim == 2:
             return _Transposed(self._linear(node, w.node, x, None))   # W @ x^T = (x W^T)^T
         if isinstance(x, fx.Node) and isinstance(w, np.ndarray):
+            if w.ndim == 1:  # x @ v: a dot product over the last axis, which disappears
+                if self.batch_added or self._evaluate(x).dim() < 3:
+                    raise self.err(node, "MatMul of a (batch, n) tensor with a vector drops the sample dimension")
+                y = self._linear(node, x, w.reshape(1, -1), None)
+                return self.fx.call_function(reshape_batch, (y, tuple(self._evaluate(x).shape[1:-1])))
             if w.ndim != 2:
-                raise self.err(node, f"MatMul with a constant of rank {w.ndim} is not supported (need 2-D)")
+                raise self.err(node, f"MatMul with a constant of rank {w.ndim} is not supported (need 1-D or 2-D)")
             return self._linear(node, x, w.T, None)
         if isinstance(x, fx.Node) and isinstance(w, fx.Node):
             return self.fx.call_function(torch.matmul, (x, w))

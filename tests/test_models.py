@@ -234,6 +234,17 @@ def test_onnx_squeeze_unsqueeze_of_data_and_folded_constant_matmul(tmp_path, ops
     assert check_model(m.module, m.sample_shape) == []
 
 
+def test_onnx_matmul_with_a_constant_vector(tmp_path):
+    from certkit.verifiers import check_model
+
+    rng = np.random.default_rng(1)
+    inits = {"v": rng.normal(size=4), "shape": np.array([1, 3, 4])}
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Tanh", ["r"], ["t"]),
+             helper.make_node("MatMul", ["t", "v"], ["y"])]                     # (1, 3, 4) @ (4,) -> (1, 3)
+    m = _assert_matches_onnxruntime(_onnx_file(tmp_path / "mv.onnx", nodes, inits, [1, 12], [1, 3]))
+    assert m.num_outputs == 3 and check_model(m.module, m.sample_shape) == []
+
+
 def test_onnx_import_leaves_the_onnx_package_unimported():
     """Start-up: `import onnx` costs over a second (ml_dtypes); reading a network must not need it."""
     import subprocess
