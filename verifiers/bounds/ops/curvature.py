@@ -3,9 +3,10 @@
 For f with |f''| <= M, Taylor's theorem at the midpoint d of [l, u] (half-width w) gives, for every z in [l, u],
     f(d) + f'(d) (z - d) - M w^2 / 2 <= f(z) <= f(d) + f'(d) (z - d) + M w^2 / 2,
 two parallel lines M w^2 apart. The constants [min f, max f] over [l, u] (each op knows where its extrema lie) bound f
-too. Each side takes its Taylor line where the line stays inside the range on the whole interval (it is then tighter
-than the constant everywhere: narrow intervals), else the constant (wide ones), so the relaxation is sound for any f of
-the family, periodic or not, without checking tangents against the whole curve. Both are moved outward by
+too. Both are sound for any f of the family, periodic or not, without checking tangents against the whole curve; each
+side takes the Taylor line where its gap to f at the midpoint, M w^2 / 2, is at most the constant's, f(d) - min f
+(resp. max f - f(d)): narrow intervals, where the line also carries how f moves with z (a constant carries nothing,
+so CROWN through constants is IBP), else the constant (wide intervals). Both are moved outward by
 1e-6 (1 + |f(l)| + |f(u)|) for the float32 rounding of f.
 """
 from __future__ import annotations
@@ -40,9 +41,9 @@ class BoundedCurvature(Activation):
         a = self.derivative(d)
         c = self.function(d) - a * d
         half = self.curvature * w * w / 2 + SHIFT * (1 + self.function(l).abs() + self.function(u).abs())
-        low_end, high_end = torch.minimum(a * l, a * u), torch.maximum(a * l, a * u)
-        use_low = c - half + low_end >= lo          # the lower line is above the constant min on all of [l, u]
-        use_up = c + half + high_end <= hi          # the upper line is below the constant max on all of [l, u]
+        fd = self.function(d)
+        use_low = half <= fd - lo                   # the lower line's gap at the midpoint is at most the constant's
+        use_up = half <= hi - fd
         zero = torch.zeros_like(l)
         aL, cL = torch.where(use_low, a, zero), torch.where(use_low, c - half, lo)
         aU, cU = torch.where(use_up, a, zero), torch.where(use_up, c + half, hi)
