@@ -321,6 +321,13 @@ class _Builder:
             return v
         if op == "MatMul":
             return np.matmul(v, ins[1])
+        if op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"):
+            axes = a.get("axes", ins[1] if len(ins) > 1 and ins[1] is not None else None)
+            axes = None if axes is None else tuple(int(t) for t in np.asarray(axes).reshape(-1))
+            if axes == () and a.get("noop_with_empty_axes", 0):
+                return v
+            fn = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max, "ReduceMin": np.min}[op]
+            return fn(v, axis=axes or None, keepdims=bool(a.get("keepdims", 1)))
         if op == "Reshape":
             return v.reshape([d if d != 0 else v.shape[i] for i, d in enumerate(ins[1].astype(np.int64))])
         if op == "Flatten":

@@ -238,9 +238,11 @@ def test_onnx_matmul_with_a_constant_vector(tmp_path):
     from certkit.verifiers import check_model
 
     rng = np.random.default_rng(1)
-    inits = {"v": rng.normal(size=4), "shape": np.array([1, 3, 4])}
+    inits = {"v": rng.normal(size=4), "shape": np.array([1, 3, 4]), "W": rng.normal(size=(2, 3)), "ax": np.array([0])}
     nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Tanh", ["r"], ["t"]),
-             helper.make_node("MatMul", ["t", "v"], ["y"])]                     # (1, 3, 4) @ (4,) -> (1, 3)
+             helper.make_node("MatMul", ["t", "v"], ["p"]),                     # (1, 3, 4) @ (4,) -> (1, 3)
+             helper.make_node("ReduceSum", ["W", "ax"], ["s"], keepdims=0),     # constants folded: sum over rows
+             helper.make_node("Mul", ["p", "s"], ["y"])]
     m = _assert_matches_onnxruntime(_onnx_file(tmp_path / "mv.onnx", nodes, inits, [1, 12], [1, 3]))
     assert m.num_outputs == 3 and check_model(m.module, m.sample_shape) == []
 
