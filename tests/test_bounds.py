@@ -332,3 +332,21 @@ def test_crown_intermediate_passes_stop_at_the_deadline():
     bm.deadline = None
     lb, ub = bm.compute_bounds(linf_ball(x, 0.01, None), None, "IBP")
     assert torch.isfinite(lb).all()
+
+
+def test_data_broadcast_against_a_larger_constant():
+    """x (B, 1) * c (4,): the backward rule sums the coefficients back onto the one input (a control network of
+    VNN-COMP's lsnc benchmark)."""
+    from relaxation_checks import check_network_bounds
+
+    class Broadcast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = torch.nn.Linear(3, 1), torch.nn.Linear(4, 2)
+            self.register_buffer("c", torch.tensor([0.5, -1.0, 2.0, 0.25]))
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x) * self.c + 0.1))
+
+    check_network_bounds(Broadcast().double().eval(), 3)

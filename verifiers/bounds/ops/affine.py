@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Op, sum_node
+from certkit.verifiers.bounds.ops.base import Op, sum_node, unbroadcast
 
 
 class ElementwiseAffine(Op):
@@ -43,6 +43,8 @@ class ElementwiseAffine(Op):
         scale, shift = self.params()
         A_in = A if scale is None else A * scale
         bias = None if shift is None else sum_node(A * shift)
+        if self.in_shapes and self.out_shape is not None and tuple(self.in_shapes[0]) != tuple(self.out_shape):
+            A_in = unbroadcast(A_in, self.in_shapes[0])   # the data was broadcast against a larger constant
         return [A_in], bias
 
     def sound_error(self, m):
