@@ -34,6 +34,7 @@ import csv
 import gzip
 import hashlib
 import multiprocessing as mp
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -189,7 +190,8 @@ def _counts(rs: list[dict]) -> tuple:
     imported = [r for r in small if r["status"] not in ("not importable", "crashed", "import over the time limit")]
     bounded = [r for r in small if r["status"] == "bounded"]
     missing: Counter = Counter(op for r in small for op in (r.get("missing") or "").split())
-    other = Counter(r["status"] + (": " + r["detail"][:90] if r.get("detail") else "") for r in small
+    other = Counter(r["status"] + (": " + re.sub(r"<built-in method (\w+) .*?>", r"\1", r["detail"])[:90]
+                                   if r.get("detail") else "") for r in small
                     if r["status"] != "bounded" and not r.get("missing"))
     return small, imported, bounded, missing, other
 
