@@ -12,6 +12,23 @@ from torch import nn
 from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
 
 
+def reduce_dims(call: Call, rank: int) -> tuple[tuple[int, ...], bool]:
+    """(dims, keepdim) of a reduction call ``f(x, dim, keepdim)`` on a batched tensor of ``rank`` dims: the dims
+    sorted, counted from 0, never the batch.
+
+    Raises:
+        Unsupported: no dim (every dimension, the batch included) or the batch dimension among them.
+    """
+    dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim")
+    keepdim = call.args[2] if len(call.args) > 2 else call.kwargs.get("keepdim", False)
+    if dim is None or dim == () or dim == []:
+        raise Unsupported("a reduction over every dimension, the batch included")
+    dims = tuple(sorted({int(d) % rank for d in (dim if isinstance(dim, (list, tuple)) else (dim,))}))
+    if 0 in dims:
+        raise Unsupported("a reduction over the batch dimension")
+    return dims, bool(keepdim)
+
+
 @register_op(modules=(nn.AdaptiveAvgPool2d,), functions=(torch.sum, torch.mean), methods=("sum", "mean"),
              onnx=("ReduceSum", "ReduceMean", "GlobalAveragePool"))
 class Reduce(Op):
@@ -32,17 +49,11 @@ class Reduce(Op):
             if size != (1, 1):
                 raise Unsupported("AdaptiveAvgPool2d to a size other than 1 x 1")
             return cls((rank - 2, rank - 1), True, True)
-        dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim")
-        keepdim = call.args[2] if len(call.args) > 2 else call.kwargs.get("keepdim", False)
         if call.kwargs.get("dtype") is not None:
             raise Unsupported("a reduction with a dtype")
-        if dim is None:
-            raise Unsupported("a reduction over every dimension, the batch included")
-        dims = tuple(sorted({int(d) % rank for d in (dim if isinstance(dim, (list, tuple)) else (dim,))}))
-        if 0 in dims:
-            raise Unsupported("a reduction over the batch dimension")
+        dims, keepdim = reduce_dims(call, rank)
         name = call.target if isinstance(call.target, str) else call.target.__name__
-        return cls(dims, bool(keepdim), name == "mean")
+        return cls(dims, keepdim, name == "mean")
 
     def forward(self, x):
         return x.mean(self.dims, keepdim=self.keepdim) if self.mean else x.sum(self.dims, keepdim=self.keepdim)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op, sum_node
+from certkit.verifiers.bounds.ops.base import Call, Op, register_op, sum_node
+from certkit.verifiers.bounds.ops.reduce import reduce_dims
 
 
 @register_op(functions=(torch.amax, torch.amin), methods=("amax", "amin"), onnx=("ReduceMax", "ReduceMin"))
@@ -29,16 +30,9 @@ class ReduceMax(Op):
 
     @classmethod
     def from_call(cls, call: Call):
-        rank = len(call.value(call.data_args[0]).shape)
-        dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim")
-        keepdim = call.args[2] if len(call.args) > 2 else call.kwargs.get("keepdim", False)
-        if dim is None or dim == () or dim == []:
-            raise Unsupported("a max/min over every dimension, the batch included")
-        dims = tuple(sorted({int(d) % rank for d in (dim if isinstance(dim, (list, tuple)) else (dim,))}))
-        if 0 in dims:
-            raise Unsupported("a max/min over the batch dimension")
+        dims, keepdim = reduce_dims(call, len(call.value(call.data_args[0]).shape))
         name = call.target if isinstance(call.target, str) else call.target.__name__
-        return cls(dims, bool(keepdim), name == "amin")
+        return cls(dims, keepdim, name == "amin")
 
     def forward(self, x):
         return x.amin(self.dims, keepdim=self.keepdim) if self.minimum else x.amax(self.dims, keepdim=self.keepdim)
