@@ -33,7 +33,7 @@ import torch
 from torch import fx, nn
 
 from certkit.common.errors import CertkitError
-from certkit.models.onnx_proto import attribute_value, parse_model, to_array
+from certkit.models.onnx_proto import attribute_value, parse_model, read_bytes, to_array
 
 #: Elementwise ONNX activations: op type -> (attributes -> the torch module computing it), ONNX defaults applied.
 ELEMENTWISE: dict = {
@@ -118,12 +118,7 @@ class OnnxModel:
         if self._session is None:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            source: str | bytes = self.path
-            if self.path.endswith(".gz"):
-                import gzip
-
-                with gzip.open(self.path, "rb") as f:
-                    source = f.read()
+            source = read_bytes(self.path) if self.path.endswith(".gz") else self.path
             self._session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         arr = x.detach().cpu().numpy().astype(np.float32)
         outs = [self._session.run(None, {self.input_name: row.reshape(self.onnx_input_shape)})[0].reshape(-1)
@@ -389,10 +384,11 @@ class _Builder:
             return _Transposed(self._linear(node, w.node, x, None))   # W @ x^T = (x W^T)^T
         if isinstance(x, fx.Node) and isinstance(w, np.ndarray):
             if w.ndim == 1:  # x @ v: a dot product over the last axis, which disappears
-                if self.batch_added or self._evaluate(x).dim() < 3:
+                shape = tuple(self._evaluate(x).shape)
+                if self.batch_added or len(shape) < 3:
                     raise self.err(node, "MatMul of a (batch, n) tensor with a vector drops the sample dimension")
                 y = self._linear(node, x, w.reshape(1, -1), None)
-                return self.fx.call_function(reshape_batch, (y, tuple(self._evaluate(x).shape[1:-1])))
+                return self.fx.call_function(reshape_batch, (y, shape[1:-1]))
             if w.ndim != 2:
                 raise self.err(node, f"MatMul with a constant of rank {w.ndim} is not supported (need 1-D or 2-D)")
             return self._linear(node, x, w.T, None)
@@ -871,13 +867,7 @@ def load_onnx(path: str | Path) -> OnnxModel:
     if not path.is_file():
         raise CertkitError(f"ONNX file not found: {path}")
     try:
-        if path.suffix == ".gz":
-            import gzip
-
-            with gzip.open(path, "rb") as f:
-                model = parse_model(f.read())
-        else:
-            model = parse_model(path.read_bytes())
+        model = parse_model(read_bytes(path))
     except CertkitError:
         raise
     except Exception as e:  # protobuf raises DecodeError and others for corrupt files (gzip: BadGzipFile, EOFError)

@@ -52,6 +52,21 @@ def pb2():
     return _PB2
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of an ONNX file, unpacked when it is gzipped (``.onnx.gz``, as VNN-COMP repositories ship them).
+
+    Raises:
+        OSError (gzip.BadGzipFile among them) and EOFError for unreadable or truncated files.
+    """
+    path = Path(path)
+    if path.suffix == ".gz":
+        import gzip
+
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    return path.read_bytes()
+
+
 def parse_model(data: bytes):
     """A ModelProto from the bytes of an ONNX file (external tensor data is not supported).
 
