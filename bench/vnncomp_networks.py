@@ -5,9 +5,8 @@
 
 ROOT is a checkout of a VNN-COMP benchmarks repository (ChristopherBrix/vnncomp2022_benchmarks, ..._2024_...: a
 folder holding benchmarks/NAME/instances.csv) or one benchmark folder; the ``.onnx.gz`` and ``.vnnlib.gz`` files are
-read as they are shipped (the networks are
-unpacked to a temporary folder, so that the bench also measures versions of certkit that read plain ``.onnx`` only:
-put such a version's package folder first on PYTHONPATH). For every distinct network of every benchmark whose ONNX
+read as they are shipped (the networks are unpacked to a temporary folder, so that the bench also measures versions
+of certkit that read plain ``.onnx`` only: put such a version's package folder first on PYTHONPATH). For every distinct network of every benchmark whose ONNX
 file is at most --max-mb megabytes (uncompressed), a forked child process (killed after --timeout seconds) does what
 a user's first ``certkit verify`` does:
 
@@ -51,6 +50,7 @@ def _existing(folder: Path, rel: str) -> Path | None:
 
 
 def _raw_bytes(path: Path) -> bytes:
+    # not certkit.models.onnx_proto.read_bytes: the bench also runs older certkit versions that lack it
     return gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
 
 
