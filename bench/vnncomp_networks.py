@@ -6,9 +6,9 @@
 ROOT is a checkout of a VNN-COMP benchmarks repository (ChristopherBrix/vnncomp2022_benchmarks, ..._2024_...: a
 folder holding benchmarks/NAME/instances.csv) or one benchmark folder; the ``.onnx.gz`` and ``.vnnlib.gz`` files are
 read as they are shipped (the networks are unpacked to a temporary folder, so that the bench also measures versions
-of certkit that read plain ``.onnx`` only: put such a version's package folder first on PYTHONPATH). For every distinct network of every benchmark whose ONNX
-file is at most --max-mb megabytes (uncompressed), a forked child process (killed after --timeout seconds) does what
-a user's first ``certkit verify`` does:
+of certkit that read plain ``.onnx`` only: put such a version's package folder first on PYTHONPATH). For every
+distinct network of every benchmark whose ONNX file is at most --max-mb megabytes (uncompressed), a forked child
+process (killed after --timeout seconds) does what a user's first ``certkit verify`` does:
 
   1. import: the ONNX file into certkit's graph, compared with onnxruntime on random points of the input box of
      the network's first property (its first row in instances.csv); on failure, the ONNX op types certkit lacks
