@@ -83,12 +83,15 @@ def test_intervals_of_any_width_give_finite_bounds_that_hold():
             assert (y >= lo).all() and (y <= hi).all(), (width, log)
 
 
-def test_linear_bounds_hold_on_the_box_and_beat_the_constants_somewhere():
-    """softmax_lines: lower line <= softmax <= upper line at sampled points and corners of boxes of several widths
-    (wide ones fall back to the constants); on moderate boxes the lines are tighter than the constant bounds at
-    some sampled points (they follow the input)."""
-    from certkit.verifiers.bounds.ops.softmax import softmax_lines
+@pytest.mark.parametrize("family", ["lse", "reciprocal", "chosen"])
+def test_linear_bounds_hold_on_the_box_and_beat_the_constants_somewhere(family):
+    """Both families of lines and CROWN's per-output choice between them: lower line <= softmax <= upper line at
+    sampled points and corners of boxes of several widths (wide ones fall back to the constants); on moderate boxes
+    the lines are tighter than the constant bounds at some sampled points (they follow the input)."""
+    from certkit.verifiers.bounds.ops import softmax as sm
 
+    softmax_lines = {"lse": sm.softmax_lines_lse, "reciprocal": sm.softmax_lines_reciprocal,
+                     "chosen": lambda l, u, d: sm.softmax_lines(l, u, d)[0]}[family]
     g = torch.Generator().manual_seed(1)
     tighter = 0
     for width in (0.0, 1e-6, 0.1, 1.0, 5.0, 40.0):
@@ -105,3 +108,60 @@ def test_linear_bounds_hold_on_the_box_and_beat_the_constants_somewhere():
         lo_c, hi_c = softmax_interval(l, u, -1, log=False)
         tighter += int(((low > lo_c + 1e-9) | (up < hi_c - 1e-9)).any())
     assert tighter >= 2
+
+
+def test_linear_bounds_close_in_quadratically_on_small_boxes():
+    """The log-sum-exp tangent planes are taken at the box's middle: there the gap between each plane and softmax
+    shrinks with the square of the box's width (the chords of exp and of exp(-t) are off by O(width^2))."""
+    from certkit.verifiers.bounds.ops.softmax import softmax_lines_lse as softmax_lines
+
+    g = torch.Generator().manual_seed(2)
+    c = torch.randn(8, 6, generator=g, dtype=torch.float64) * 2
+    gaps = []
+    for width in (1e-1, 1e-2):
+        aL, cL, aU, cU = softmax_lines(c - width, c + width, -1)
+        y = torch.softmax(c, -1)
+        low = (aL * c.unsqueeze(-2)).sum(-1) + cL
+        up = (aU * c.unsqueeze(-2)).sum(-1) + cU
+        gaps.append(max((y - low).max().item(), (up - y).max().item()))
+    assert gaps[1] < gaps[0] / 30 and gaps[1] < 1e-3
+
+
+def test_alpha_tangent_points_anywhere_in_the_box_give_sound_lines():
+    """alpha-CROWN moves both tangent points (alpha 0 and 1: the box's corners l and u; random values between) and
+    the weights of the log-sum-exp planes against the reciprocal's lines: every row's lines still bound softmax at
+    sampled points and corners; alpha_init reproduces CROWN's lines."""
+    from certkit.verifiers.bounds.ops.softmax import Softmax
+
+    g = torch.Generator().manual_seed(4)
+    op = Softmax(1)
+    B, S, n = 3, 5, 6
+    c = torch.randn(B, n, generator=g, dtype=torch.float64) * 2
+    w = torch.rand(B, n, generator=g, dtype=torch.float64) * 2
+    l, u = c - w, c + w
+    init = op.alpha_init([(l, u)])
+    crown = op.relaxation([(l, u)])
+    same = op.relaxation([(l, u)], alpha=init.unsqueeze(2).expand(4, B, S, n))
+    assert all(torch.allclose(a[:, None].expand_as(b), b) for a, b in zip(crown, same))
+    alpha = torch.rand((4, B, S, n), generator=g, dtype=torch.float64)
+    alpha[:, :, 0], alpha[:, :, 1] = 0.0, 1.0
+    aL, cL, aU, cU = op.relaxation([(l, u)], alpha=alpha)                 # (B, S, n, n), (B, S, n)
+    z = l + (u - l) * torch.rand((300, B, n), generator=g, dtype=torch.float64)
+    z = torch.cat([z, torch.where(torch.rand((64, B, n), generator=g) < 0.5, u, l)])[:, :, None]   # (P, B, 1, n)
+    y = torch.softmax(z, -1)
+    assert ((aL * z.unsqueeze(-2)).sum(-1) + cL <= y).all() and (y <= (aU * z.unsqueeze(-2)).sum(-1) + cU).all()
+
+
+def test_alpha_crown_through_a_softmax_is_sound_and_no_looser_than_crown():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Softmax(dim=1), nn.Linear(5, 3)).double()   # only the softmax has alphas
+    x = torch.rand(4, 4, dtype=torch.float64)
+    bm = BoundedModule(net.eval(), (4,))
+    pert = linf_ball(x, 0.3, None)
+    lb_c, ub_c = bm.compute_bounds(pert, None, "CROWN")
+    with torch.enable_grad():
+        lb_a, ub_a = bm.compute_bounds(pert, None, "alpha-CROWN")
+    assert (lb_a >= lb_c - 1e-9).all() and (ub_a <= ub_c + 1e-9).all() and (lb_a > lb_c + 1e-6).any()
+    pts = x[:, None] + 0.3 * (2 * torch.rand((4, 2000, 4), dtype=torch.float64) - 1)
+    y = net(pts.reshape(-1, 4)).detach().reshape(4, 2000, 3)
+    assert (y >= lb_a[:, None] - 1e-9).all() and (y <= ub_a[:, None] + 1e-9).all()
