@@ -33,6 +33,30 @@ def test_backward_bound_and_ibp_hold_on_random_boxes():
         assert (linear <= exact + 1e-9).all()
 
 
+def test_ibp_is_the_exact_interval_product_in_any_slicing(monkeypatch):
+    """Every entry's bounds are attained: the lower end by the x and y at the corners that minimise each product
+    x_it y_tj separately (the entries of a row of X and a column of Y are independent); slicing the rows to fit
+    the memory cap changes nothing."""
+    import certkit.verifiers.bounds.ops.matmul as mm
+
+    gen = torch.Generator().manual_seed(3)
+    lx, ly = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64), torch.randn(2, 4, 3, generator=gen,
+                                                                                  dtype=torch.float64)
+    ux, uy = lx + torch.rand(2, 5, 4, generator=gen, dtype=torch.float64), ly + torch.rand(2, 4, 3, generator=gen,
+                                                                                          dtype=torch.float64)
+    lo, hi = MatMul().ibp((lx, ux), (ly, uy))
+    for b, i, j in ((0, 0, 0), (1, 4, 2), (0, 2, 1)):
+        for end, pick in ((lo, torch.argmin), (hi, torch.argmax)):
+            xs = torch.stack([lx[b, i], lx[b, i], ux[b, i], ux[b, i]])      # (4 corners, k)
+            ys = torch.stack([ly[b, :, j], uy[b, :, j], ly[b, :, j], uy[b, :, j]])
+            best = pick(xs * ys, 0)                                         # per t, the corner that attains it
+            t = torch.arange(4)
+            assert torch.isclose(xs[best, t] @ ys[best, t], end[b, i, j])   # a point of the box attains the end
+    monkeypatch.setattr(mm, "CHUNK", 13)                                # 1 row of 4 x 3 products per slice
+    lo2, hi2 = MatMul().ibp((lx, ux), (ly, uy))
+    assert torch.equal(lo, lo2) and torch.equal(hi, hi2)
+
+
 class Attention(nn.Module):
     """One head of self-attention over 3 tokens of width 4, then a linear read-out."""
 
