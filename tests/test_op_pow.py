@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from certkit.verifiers import BoundedModule, check_model
+from certkit.verifiers import BoundedModule, check_model, linf_ball
 from certkit.verifiers.bounds.ops.pow import EvenPower
 
 from relaxation_checks import check_activation, check_network_bounds, check_onnx_bounds
@@ -31,6 +31,18 @@ def test_exponents_map_to_their_ops_and_others_are_refused():
         g = BoundedModule(PowNet(p), (4,)).graph
         assert [n.op.name for n in g.nodes[1:]] == ["Linear", name, "Linear"]
     assert any("exponent 3" in p for p in check_model(PowNet(3.0), (4,)))
+
+
+def test_a_product_of_a_tensor_with_itself_is_its_square():
+    """x * x is bounded as x ** 2 (IBP >= 0 across zero), not as a product of two independent factors."""
+    class Square(nn.Module):
+        def forward(self, x):
+            return x * x
+
+    bm = BoundedModule(Square(), (3,))
+    assert [n.op.name for n in bm.graph.nodes[1:]] == ["Pow2"]
+    lb, ub = bm.compute_bounds(linf_ball(torch.zeros(1, 3), 1.0, None), None, "IBP")
+    assert torch.equal(lb, torch.zeros(1, 3)) and torch.equal(ub, torch.ones(1, 3))
 
 
 def test_network_bounds_contain_sampled_and_attacked_outputs():

@@ -1,6 +1,7 @@
 """Arithmetic on data tensors: x + y and x - y of two data tensors (residual connections; one may broadcast, as the
-mean in a LayerNorm), x * y of two data tensors of the same shape (the bilinear relaxation, bilinear.py), x / y with
-y > 0 (divide.py), and x + c, x - c, c - x, x * c, x / c, -x with constants c (elementwise affine maps)."""
+mean in a LayerNorm), x * y of two data tensors of the same shape (the bilinear relaxation, bilinear.py; x * x is the
+square, pow.py), x / y with y > 0 (divide.py), and x + c, x - c, c - x, x * c, x / c, -x with constants c (elementwise
+affine maps)."""
 from __future__ import annotations
 
 import operator
@@ -12,6 +13,7 @@ from certkit.verifiers.bounds.ops.affine import constant_op
 from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op, unbroadcast
 from certkit.verifiers.bounds.ops.bilinear import Mul
 from certkit.verifiers.bounds.ops.divide import Div
+from certkit.verifiers.bounds.ops.pow import EvenPower
 
 _ADD = (operator.add, torch.add, operator.iadd)
 _SUB = (operator.sub, torch.sub, operator.isub)
@@ -94,6 +96,8 @@ def arithmetic_op(call: Call) -> Op:
             broadcast = False
         if t in _ADD + _SUB and broadcast:
             return Add() if t in _ADD else Sub()
+        if t in _MUL and args[0] is args[1]:
+            return EvenPower(2)   # x * x: the square's convex relaxation (>= 0), not the bilinear one of x y
         if t in _MUL and same:
             return Mul()
         if t in _DIV and broadcast:
