@@ -350,3 +350,30 @@ def test_data_broadcast_against_a_larger_constant():
             return self.b(torch.relu(self.a(x) * self.c + 0.1))
 
     check_network_bounds(Broadcast().double().eval(), 3)
+
+
+def test_crown_intermediate_recomputes_ibp_from_tightened_inputs():
+    """A LayerNorm after a deep enough MLP that IBP's variance is loose: once CROWN tightens the variance, the sqrt
+    after it gets the exact image of the tighter interval (IBP of the tightened input), no wider than its own lines
+    would give; every node's bounds lie inside plain IBP's and contain the values at sampled points."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8), nn.LayerNorm(8),
+                        nn.Linear(8, 3)).double().eval()
+    bm = BoundedModule(net, (4,))
+    x = torch.rand(2, 4, dtype=torch.float64)
+    pert = linf_ball(x, 0.3, None)
+    ibp, crown = bm.ibp(pert), bm.crown_intermediate(pert)
+    nodes = bm.graph.nodes
+    sq = next(i for i, n in enumerate(nodes) if n.op is not None and n.op.name == "Sqrt")
+    (lv, uv), (ls, us) = crown[nodes[sq].inputs[0]], crown[sq]
+    assert torch.allclose(ls, torch.sqrt(lv.clamp(min=0)), rtol=1e-6) and torch.allclose(us, torch.sqrt(uv), rtol=1e-6)
+    assert (us < ibp[sq][1] * 0.5).any()                               # tighter than IBP's own sqrt
+    z = x[:, None] + 0.3 * (2 * torch.rand((2, 300, 4), dtype=torch.float64) - 1)
+    vals = [z.reshape(-1, 4)]
+    for n in nodes[1:]:
+        vals.append(n.op.forward(*[vals[i] for i in n.inputs]))
+    for i in range(1, len(nodes)):
+        (l0, u0), (l, u) = ibp[i], crown[i]
+        assert (l >= l0).all() and (u <= u0).all()
+        v = vals[i].reshape((2, 300) + tuple(nodes[i].shape))
+        assert (v >= l[:, None] - 1e-9).all() and (v <= u[:, None] + 1e-9).all(), nodes[i].op.name

@@ -287,24 +287,34 @@ class BoundedModule:
         return mixing <= 1
 
     def crown_intermediate(self, pert: Perturbation) -> list:
-        """CROWN bounds of every input of every non-affine node (intersected with IBP; both operands of products
-        and quotients); other nodes keep IBP bounds."""
+        """CROWN bounds of every input of every non-affine node (both operands of products and quotients),
+        intersected with IBP; every node's IBP interval is recomputed from its inputs' tightened bounds in one
+        forward sweep (a monotone op after a tightened node gets the exact image of the tighter interval, which its
+        relaxation's lines cannot reach), so the nodes CROWN does not bound gain too."""
+        g = self.graph
         bounds = self.ibp(pert)
         relax: dict = {}
-        done = set()
-        for a in self.graph.nonlinear():
-            op = self.graph.nodes[a].op
-            for k, j in enumerate(self.graph.nodes[a].inputs):
-                if j in done:
-                    continue
-                done.add(j)
-                l0, u0 = bounds[j]
-                # the neurons IBP leaves unstable (the op's own rule for its first input; any width for the others)
-                unstable = op.unstable(l0, u0) if k == 0 else l0 < u0
-                if (isinstance(pert, Box) and self.ibp_exact_on_box(j)) or not unstable.any():
-                    continue
-                l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)
-                bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
+        first: dict[int, tuple] = {}          # node -> (op of its first non-affine consumer, input position there)
+        for a in g.nonlinear():
+            for k, j in enumerate(g.nodes[a].inputs):
+                first.setdefault(j, (g.nodes[a].op, k))
+        tightened = False
+        for j in range(1, len(g.nodes)):
+            n = g.nodes[j]
+            if tightened and (isinstance(pert, Box) or not (n.op.affine and n.inputs == [0])):
+                l0, u0 = n.op.ibp(*[bounds[i] for i in n.inputs])
+                bounds[j] = (torch.maximum(l0, bounds[j][0]), torch.minimum(u0, bounds[j][1]))
+            if j not in first:
+                continue
+            op, k = first[j]
+            l0, u0 = bounds[j]
+            # the neurons IBP leaves unstable (the op's own rule for its first input; any width for the others)
+            unstable = op.unstable(l0, u0) if k == 0 else l0 < u0
+            if (isinstance(pert, Box) and self.ibp_exact_on_box(j)) or not unstable.any():
+                continue
+            l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)
+            bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
+            tightened = True
         return bounds
 
     # ------------------------------------------------------------------ public
