@@ -44,6 +44,19 @@ def softmax_interval(l, u, dim: int, log: bool):
     return lo - SHIFT * (1 + lo.abs()), hi + SHIFT * (1 + hi.abs())
 
 
+def _outward(lines, l, u, ok, lo_c, hi_c):
+    """Lines (aL, cL, aU, cU) (dim last) with their constants moved outward by SHIFT x (1 + the magnitude of the line
+    over the box [l, u]); where ``ok`` (broadcastable to cL) is False, the constants lo_c / hi_c instead."""
+    aL, cL, aU, cU = lines
+    mag = lambda a: (a.abs() * torch.maximum(l.abs(), u.abs()).unsqueeze(-2)).sum(-1)  # noqa: E731
+    cL = cL - SHIFT * (1 + cL.abs() + mag(aL))
+    cU = cU + SHIFT * (1 + cU.abs() + mag(aU))
+    keep = ok.unsqueeze(-1)
+    zero = torch.zeros_like(aL)
+    return (torch.where(keep, aL, zero), torch.where(ok, cL, lo_c), torch.where(keep, aU, zero),
+            torch.where(ok, cU, hi_c))
+
+
 def softmax_lines_lse(l, u, dim: int, x0=None, x0_upper=None):
     """Linear bounds of softmax over ``dim`` on the box [l, u]: tangent planes of the convex lower bound and of the
     concave upper bound of Wei et al. (AISTATS 2023, "Convex bounds on the softmax function with applications to
@@ -89,13 +102,7 @@ def softmax_lines_lse(l, u, dim: int, x0=None, x0_upper=None):
     U0 = a + c * torch.log_softmax(x0u, -1)
     aU = c.unsqueeze(-1) * (eye - torch.softmax(x0u, -1).unsqueeze(-2))
     cU = U0 - (aU * x0u.unsqueeze(-2)).sum(-1)
-    mag = lambda a: (a.abs() * torch.maximum(l.abs(), u.abs()).unsqueeze(-2)).sum(-1)  # noqa: E731
-    cL = cL - SHIFT * (1 + cL.abs() + mag(aL))
-    cU = cU + SHIFT * (1 + cU.abs() + mag(aU))
-    keep = ok.unsqueeze(-1)
-    zero = torch.zeros_like(aL)
-    return (torch.where(keep, aL, zero), torch.where(ok, cL, lo_c), torch.where(keep, aU, zero),
-            torch.where(ok, cU, hi_c))
+    return _outward((aL, cL, aU, cU), l, u, ok, lo_c, hi_c)
 
 
 def softmax_lines_reciprocal(l, u, dim: int):
@@ -135,13 +142,7 @@ def softmax_lines_reciprocal(l, u, dim: int):
     aU = -h.unsqueeze(-1) * et.masked_fill(eye, 0.0)
     aU = aU - torch.diag_embed(aU.sum(-1))
     cU = 1.0 / S_l + 1.0 / S_u - h * (et * (1.0 - t)).sum(-1)
-    mag = lambda a: (a.abs() * torch.maximum(l.abs(), u.abs()).unsqueeze(-2)).sum(-1)  # noqa: E731
-    cL = cL - SHIFT * (1 + cL.abs() + mag(aL))
-    cU = cU + SHIFT * (1 + cU.abs() + mag(aU))
-    keep = ok.unsqueeze(-1)
-    zero = torch.zeros_like(aL)
-    return (torch.where(keep, aL, zero), torch.where(ok, cL, lo_c), torch.where(keep, aU, zero),
-            torch.where(ok, cU, hi_c))
+    return _outward((aL, cL, aU, cU), l, u, ok, lo_c, hi_c)
 
 
 def softmax_lines(l, u, dim: int):
