@@ -10,8 +10,11 @@ from certkit.verifiers.bounds.ops.maximum import Maximum
 from relaxation_checks import check_network_bounds, check_onnx_bounds
 
 
+@pytest.mark.parametrize("with_alpha", [False, True], ids=["crown", "alpha"])
 @pytest.mark.parametrize("minimum", [False, True])
-def test_backward_bound_and_ibp_hold_on_random_boxes(minimum):
+def test_backward_bound_and_ibp_hold_on_random_boxes(minimum, with_alpha):
+    """CROWN's lines, or alpha-CROWN's with a random lower weight per element and row (alpha_init reproduces
+    CROWN's), bound the max / min below at sampled points; IBP contains it."""
     gen = torch.Generator().manual_seed(0)
     N = 400
     c = torch.randn(2, 1, N, generator=gen, dtype=torch.float64) * 2
@@ -20,6 +23,12 @@ def test_backward_bound_and_ibp_hold_on_random_boxes(minimum):
     op = Maximum(minimum)
     A = torch.randn(1, 5, N, generator=gen, dtype=torch.float64)
     (A_x, A_y), bias = op.backward(A, bounds)
+    init = op.alpha_init(bounds).unsqueeze(2).expand(-1, -1, 5, -1)
+    (A_x1, A_y1), bias1 = op.backward(A, bounds, op.relaxation(bounds, init))
+    torch.testing.assert_close((A_x1, A_y1, bias1), (A_x, A_y, bias))
+    if with_alpha:
+        alpha = torch.rand(1, 1, 5, N, generator=gen, dtype=torch.float64)
+        (A_x, A_y), bias = op.backward(A, bounds, op.relaxation(bounds, alpha))
     lo, hi = op.ibp(*bounds)
     for _ in range(50):
         x = bounds[0][0] + torch.rand(1, N, generator=gen, dtype=torch.float64) * 2 * w[0]

@@ -88,3 +88,49 @@ def test_onnx_maxpool_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     pts = (x[:, None] - 0.05 + 0.1 * torch.rand((2, 200, 1, 8, 8), generator=gen)).reshape(-1, 1, 8, 8)
     ref = torch.from_numpy(model.run_onnxruntime(pts)).double().reshape(2, 200, 3)
     assert (ref >= lb[:, None] - 1e-4).all() and (ref <= ub[:, None] + 1e-4).all()
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 1, 1)])
+def test_alpha_weights_anywhere_in_the_simplex_give_sound_lines(k, s, p):
+    """alpha-CROWN's lower line, a convex combination of each window's real cells: sound at sampled points for random
+    alphas (some all zero, padding cells given weight that must be ignored), and alpha_init reproduces CROWN."""
+    gen = torch.Generator().manual_seed(7 + k + p)
+    op = MaxPool2d(k, s, p)
+    op.in_shapes = [(2, 6, 6)]
+    op.out_shape = tuple(F.max_pool2d(torch.zeros(1, 2, 6, 6), k, s, p).shape[1:])
+    B, S = 3, 4
+    c = torch.randn((B, 2, 6, 6), generator=gen, dtype=torch.float64)
+    w = torch.rand((B, 2, 6, 6), generator=gen, dtype=torch.float64) ** 2 * 2
+    l, u = c - w, c + w
+    A = torch.randn((B, S) + op.out_shape, generator=gen, dtype=torch.float64)
+    init = op.alpha_init([(l, u)])
+    assert init.shape == (k * k, B) + op.out_shape
+    (A0,), b0 = op.backward(A, [(l, u)])
+    (A1,), b1 = op.backward(A, [(l, u)], op.relaxation([(l, u)], init.unsqueeze(2).expand(-1, -1, S, -1, -1, -1)))
+    torch.testing.assert_close(A1, A0)
+    torch.testing.assert_close(b1, b0)
+    alpha = torch.rand((k * k, B, S) + op.out_shape, generator=gen, dtype=torch.float64)
+    alpha[:, 0, 0] = 0.0                                      # all zero: falls back to the winner
+    (A_in,), bias = op.backward(A, [(l, u)], op.relaxation([(l, u)], alpha))
+    z = l + (u - l) * torch.rand((500, B, 2, 6, 6), generator=gen, dtype=torch.float64)
+    y = F.max_pool2d(z.reshape(-1, 2, 6, 6), k, s, p).reshape((z.shape[0], B) + op.out_shape)
+    lhs = (A[None] * y[:, :, None]).flatten(3).sum(-1)
+    rhs = (A_in[None] * z[:, :, None]).flatten(3).sum(-1) + bias
+    assert (lhs >= rhs - 1e-9).all()
+
+
+def test_alpha_crown_through_max_pooling_is_sound_and_tighter_than_crown():
+    """A conv + max-pool + linear net (the pooling is the only op with alphas): alpha-CROWN's lower bounds are sound
+    (sampled points) and strictly tighter than CROWN's somewhere."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 4 * 4, 4)).double()
+    x = torch.rand((4, 1, 8, 8), dtype=torch.float64)
+    pert = linf_ball(x, 0.3, None)
+    bm = BoundedModule(net, (1, 8, 8))
+    crown, _ = bm.compute_bounds(pert, None, "CROWN")
+    with torch.enable_grad():
+        alpha, _ = bm.compute_bounds(pert, None, "alpha-CROWN", alpha_iterations=40)
+    u = torch.rand((3000,) + x.shape, dtype=torch.float64)
+    ys = net((pert.x_L + u * (pert.x_U - pert.x_L)).reshape(-1, 1, 8, 8)).reshape(3000, 4, 4).detach()
+    assert (ys >= alpha.detach() - 1e-9).all()
+    assert (alpha >= crown - 1e-9).all() and (alpha > crown + 1e-3).any()

@@ -10,10 +10,13 @@ from certkit.verifiers.bounds.ops.reduce_max import ReduceMax
 from relaxation_checks import check_network_bounds, check_onnx_bounds
 
 
+@pytest.mark.parametrize("with_alpha", [False, True], ids=["crown", "alpha"])
 @pytest.mark.parametrize("minimum", [False, True])
 @pytest.mark.parametrize("dims,keepdim", [((2,), False), ((1, 3), True), ((3,), True)])
 @pytest.mark.parametrize("width", [0.0, 1e-6, 0.5, 1e3])
-def test_backward_bound_and_ibp_hold_on_random_boxes(minimum, dims, keepdim, width):
+def test_backward_bound_and_ibp_hold_on_random_boxes(minimum, dims, keepdim, width, with_alpha):
+    """CROWN's lines, or alpha-CROWN's with random convex weights per group and row (alpha_init reproduces CROWN's,
+    all-zero alphas fall back to the winner), bound the max / min at sampled points; IBP contains it."""
     gen = torch.Generator().manual_seed(0)
     shape = (3, 4, 5)
     c = torch.randn((2,) + shape, generator=gen, dtype=torch.float64) * 2
@@ -25,6 +28,15 @@ def test_backward_bound_and_ibp_hold_on_random_boxes(minimum, dims, keepdim, wid
     op.out_shape = tuple(lo.shape[1:])
     A = torch.randn((2, 6) + op.out_shape, generator=gen, dtype=torch.float64)
     (A_in,), bias = op.backward(A, [(l, u)])
+    init = op.alpha_init([(l, u)])
+    assert init.shape == (op.n_alpha, 2) + op.out_shape
+    per_row = init.unsqueeze(2).expand(-1, -1, 6, *op.out_shape)
+    (A_1,), bias_1 = op.backward(A, [(l, u)], op.relaxation([(l, u)], per_row))
+    torch.testing.assert_close((A_1, bias_1), (A_in, bias))
+    if with_alpha:
+        alpha = torch.rand((op.n_alpha, 2, 6) + op.out_shape, generator=gen, dtype=torch.float64)
+        alpha[:, 0, 0] = 0.0
+        (A_in,), bias = op.backward(A, [(l, u)], op.relaxation([(l, u)], alpha))
     assert A_in.shape == (2, 6) + shape
     for _ in range(60):
         x = l + torch.rand(l.shape, generator=gen, dtype=torch.float64) * (u - l)

@@ -4,6 +4,8 @@ max(x, y) = y + relu(x - y) with d = x - y in [ld, ud] = [lx - uy, ux - ly]: exa
 otherwise (the ReLU relaxation of CROWN, Zhang et al. NeurIPS 2018, applied to d)
     upper:  max(x, y) <= s x + (1 - s) y - s ld,   s = ud / (ud - ld)     (the chord of relu on [ld, ud]);
     lower:  max(x, y) >= lam x + (1 - lam) y,      lam = 1 where ud > -ld, else 0   (max is above both);
+any lam in [0, 1] gives a valid lower line (the max is at least any convex combination of x and y): alpha-CROWN
+(Xu et al. ICLR 2021) optimises lam per element and specification row, starting from CROWN's choice;
 min(x, y) = -max(-x, -y). IBP: [max(lx, ly), max(ux, uy)]."""
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class Maximum(Op):
     name = "Maximum"
     affine = False
     arity = 2
+    n_alpha = 1   # lam, the lower line's weight on x
 
     def __init__(self, minimum: bool = False):
         super().__init__()
@@ -53,13 +56,18 @@ class Maximum(Op):
         s = torch.where(x_wins, torch.ones_like(ld), torch.where(y_wins, torch.zeros_like(ld),
                                                                   ud / (ud - ld).clamp(min=1e-30)))
         c = torch.where(x_wins | y_wins, torch.zeros_like(ld), -s * ld)
-        lam = torch.where(x_wins, torch.ones_like(ld), torch.where(y_wins, torch.zeros_like(ld),
-                                                                    (ud > -ld).to(ld.dtype)))
+        free = alpha[0].clamp(0, 1) if alpha is not None else (ud > -ld).to(ld.dtype)
+        if alpha is not None:      # (B, S, *shape): one lam per specification row
+            x_wins, y_wins, s, c = (t.unsqueeze(1) for t in (x_wins, y_wins, s, c))
+        lam = torch.where(x_wins, torch.ones_like(free), torch.where(y_wins, torch.zeros_like(free), free))
         return lam, s, c
+
+    def alpha_init(self, in_bounds):
+        return self.relaxation(in_bounds)[0].unsqueeze(0)
 
     def backward(self, A, in_bounds=(), relaxation=None):
         lam, s, c = relaxation if relaxation is not None else self.relaxation(in_bounds)
-        lam, s, c = (t.unsqueeze(1) for t in (lam, s, c))
+        lam, s, c = (t if t.dim() == A.dim() else t.unsqueeze(1) for t in (lam, s, c))
         if self.minimum:   # a lower bound of A . min(x, y) = a lower bound of (-A) . max(-x, -y)
             A = -A
         Ap = torch.relu(A)

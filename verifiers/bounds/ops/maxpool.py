@@ -5,6 +5,10 @@ as auto_LiRPA's BoundMaxPool without its optimised upper line):
     lower: y >= z_m with m = argmax_i l_i (the max is at least any of its inputs);
     upper: y <= max_i u_i (a constant);
     exact: y = z_m when l_m >= u_i for every other i (the window's winner is decided).
+alpha-CROWN (Xu et al. ICLR 2021) optimises the lower line: y >= sum_i w_i z_i holds for every convex combination w
+of the window's inputs (the max is at least their weighted mean), so each window and specification row gets one
+alpha in [0, 1] per window cell, w = alpha / sum(alpha) over the real (not padding) cells, starting from the one-hot
+winner above (CROWN's line). The upper line stays the constant.
 CROWN's backward rule puts A >= 0 on z_m and A < 0 on the constant (or on z_m when exact); IBP pools l and u
 (max is monotone: exact on boxes). Windows are read as strided views and coefficients returned by strided adds, so any
 kernel, stride and zero-or-more padding (padded cells never win) share one code path; dilation and ceil_mode are
@@ -35,6 +39,7 @@ class MaxPool2d(Op):
         self.k = _pair(kernel_size)
         self.s = _pair(stride if stride not in (None, ()) else kernel_size)
         self.p = _pair(padding)
+        self.n_alpha = self.k[0] * self.k[1]   # one weight per window cell (alpha-CROWN's lower line)
 
     @classmethod
     def from_call(cls, call: Call):
@@ -93,13 +98,35 @@ class MaxPool2d(Op):
         return out.reshape(N, C, H, W)
 
     def relaxation(self, in_bounds, alpha=None, setup=None):
-        """(m (B*C, 1, L) winner index in each window, exact (B*C, L), upper constant U (B*C, L))."""
+        """(m (B*C, 1, L) winner index in each window, exact (B*C, L), upper constant U (B*C, L)); with ``alpha``
+        (k, B, S, C, Ho, Wo) a fourth entry: the lower line's weights (B, S, C, k, L), a convex combination of each
+        window's real cells (the one-hot winner where the window is exact)."""
         l, u = in_bounds[0]
         lw, uw = self._windows(l, float("-inf")), self._windows(u, float("-inf"))
         m = lw.argmax(1, keepdim=True)
         others = uw.scatter(1, m, float("-inf")).amax(1)
         exact = lw.gather(1, m)[:, 0] >= others
-        return m, exact, uw.amax(1)
+        if alpha is None:
+            return m, exact, uw.amax(1)
+        k = self.n_alpha
+        B, S, C = alpha.shape[1], alpha.shape[2], self.out_shape[0]
+        L = self.out_shape[1] * self.out_shape[2]
+        onehot = torch.zeros_like(lw).scatter_(1, m, 1.0).reshape(B, 1, C, k, L)
+        real = self._windows(torch.ones((1, 1) + tuple(self.in_shapes[0][1:]), dtype=l.dtype, device=l.device),
+                             0.0).reshape(1, 1, 1, k, L)                 # 0 on padding cells (they never win)
+        a = alpha.clamp(0, 1).permute(1, 2, 3, 0, 4, 5).reshape(B, S, C, k, L) * real
+        total = a.sum(3, keepdim=True)
+        w = torch.where(total > 0, a / total.clamp(min=torch.finfo(a.dtype).tiny), onehot)
+        w = torch.where(exact.reshape(B, 1, C, 1, L), onehot, w)
+        return m, exact, uw.amax(1), w
+
+    def alpha_init(self, in_bounds):
+        """One-hot on each window's winner (CROWN's lower line): (k, B, C, Ho, Wo)."""
+        l = in_bounds[0][0]
+        lw = self._windows(l, float("-inf"))
+        onehot = torch.zeros_like(lw).scatter_(1, lw.argmax(1, keepdim=True), 1.0)     # (B*C, k, L)
+        B, C, (ho, wo) = l.shape[0], self.out_shape[0], self._out_hw()
+        return onehot.reshape(B, C, self.n_alpha, ho, wo).permute(2, 0, 1, 3, 4).contiguous()
 
     def unstable(self, l, u):
         """Inputs of the windows whose winner IBP leaves undecided (their bounds are worth refining)."""
@@ -108,7 +135,8 @@ class MaxPool2d(Op):
         return self._fold(w.contiguous(), l.shape[0]) > 0
 
     def backward(self, A, in_bounds=(), relaxation=None):
-        m, exact, U = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        relaxation = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        m, exact, U = relaxation[:3]
         B, S = A.shape[:2]
         C = self.out_shape[0]
         L = self.out_shape[1] * self.out_shape[2]
@@ -118,8 +146,11 @@ class MaxPool2d(Op):
         ex = exact.reshape(B, 1, C, L)
         coef = Ap + An * ex                                              # on z_m: A+ always, A- where exact
         bias = sum_node(An * (~ex) * U.reshape(B, 1, C, L))              # A- on the constant elsewhere
-        idx = m.reshape(B, 1, C, 1, L).expand(B, S, C, 1, L).reshape(B * S * C, 1, L)
-        w = torch.zeros((B * S * C, self.k[0] * self.k[1], L), dtype=A.dtype, device=A.device)
-        w.scatter_(1, idx, coef.reshape(B * S * C, 1, L))
+        if len(relaxation) == 4:                                         # alpha-CROWN: A+ spread by the weights
+            w = (coef.unsqueeze(3) * relaxation[3]).reshape(B * S * C, self.n_alpha, L)
+        else:
+            idx = m.reshape(B, 1, C, 1, L).expand(B, S, C, 1, L).reshape(B * S * C, 1, L)
+            w = torch.zeros((B * S * C, self.n_alpha, L), dtype=A.dtype, device=A.device)
+            w.scatter_(1, idx, coef.reshape(B * S * C, 1, L))
         A_in = self._fold(w, B * S)
         return [A_in.reshape((B, S) + tuple(self.in_shapes[0]))], bias

@@ -6,6 +6,9 @@ POPL 2019, Sec. 4.3; the rule of max pooling, maxpool.py, over arbitrary dimensi
     lower: y >= z_m with m = argmax_i l_i;
     upper: y <= max_i u_i (a constant);
     exact: y = z_m when l_m >= u_i for every other i.
+alpha-CROWN (Xu et al. ICLR 2021) optimises the lower line y >= sum_i w_i z_i over convex combinations w of the
+group (one alpha in [0, 1] per reduced coordinate, group and specification row; w = alpha / sum(alpha)), starting
+from the one-hot winner (CROWN's line).
 IBP reduces both ends (max is monotone: exact on boxes). For the minimum the same rule applies to -z with the signs
 of the coefficients flipped: upper line z_m with m = argmin_i u_i, lower constant min_i l_i.
 """
@@ -59,9 +62,25 @@ class ReduceMax(Op):
         t = t.reshape([in_shape[d] for d in perm])
         return t.permute([perm.index(d) for d in range(len(perm))])
 
+    @property
+    def n_alpha(self) -> int:  # type: ignore[override]  # read-only here: it follows the input shape
+        """One weight per reduced coordinate (the size R of a group)."""
+        R = 1
+        for d in self.dims:
+            R *= self.in_shapes[0][d - 1]
+        return R
+
+    def alpha_init(self, in_bounds):
+        """One-hot on each group's winner (CROWN's lower line): (R, B, *out_shape)."""
+        m = self.relaxation(in_bounds)[0]
+        onehot = torch.zeros(m.shape + (self.n_alpha,), dtype=in_bounds[0][0].dtype, device=m.device)
+        onehot.scatter_(-1, m.unsqueeze(-1), 1.0)
+        return onehot.permute(2, 0, 1).reshape((self.n_alpha, m.shape[0]) + tuple(self.out_shape))
+
     def relaxation(self, in_bounds, alpha=None, setup=None):
         """(m (B, K) winner of each group, exact (B, K), upper constant U (B, K)) of the max of the group, for the
-        minimum of z the max of -z."""
+        minimum of z the max of -z; with ``alpha`` (R, B, S, *out_shape) a fourth entry: the lower line's weights
+        (B, S, K, R), a convex combination of each group (the one-hot winner where the group is exact)."""
         l, u = in_bounds[0]
         if self.minimum:
             l, u = -u, -l
@@ -69,7 +88,14 @@ class ReduceMax(Op):
         m = lg.argmax(-1, keepdim=True)
         others = ug.scatter(-1, m, float("-inf")).amax(-1)
         exact = lg.gather(-1, m)[..., 0] >= others
-        return m[..., 0], exact, ug.amax(-1)
+        if alpha is None:
+            return m[..., 0], exact, ug.amax(-1)
+        B, S, K, R = alpha.shape[1], alpha.shape[2], lg.shape[1], lg.shape[2]
+        onehot = torch.zeros_like(lg).scatter_(-1, m, 1.0).unsqueeze(1)      # (B, 1, K, R)
+        a = alpha.clamp(0, 1).reshape(R, B, S, K).permute(1, 2, 3, 0)
+        total = a.sum(-1, keepdim=True)
+        w = torch.where(total > 0, a / total.clamp(min=torch.finfo(a.dtype).tiny), onehot)
+        return m[..., 0], exact, ug.amax(-1), torch.where(exact[:, None, :, None], onehot, w)
 
     def unstable(self, l, u):
         """Inputs of the groups whose winner IBP leaves undecided."""
@@ -78,7 +104,8 @@ class ReduceMax(Op):
         return self._ungrouped((~exact).unsqueeze(-1).expand(-1, -1, R).contiguous())
 
     def backward(self, A, in_bounds=(), relaxation=None):
-        m, exact, U = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        relaxation = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        m, exact, U = relaxation[:3]
         B, S = A.shape[:2]
         K = m.shape[1]
         A = A.reshape(B, S, K)
@@ -89,11 +116,12 @@ class ReduceMax(Op):
         ex = exact.unsqueeze(1)
         coef = Ap + An * ex                                              # on z_m: A+ always, A- where exact
         bias = sum_node(An * (~ex) * U.unsqueeze(1))                     # A- on the constant elsewhere
-        R = 1
-        for d in self.dims:
-            R *= self.in_shapes[0][d - 1]
-        A_in = torch.zeros((B, S, K, R), dtype=A.dtype, device=A.device)
-        A_in.scatter_(3, m.view(B, 1, K, 1).expand(B, S, K, 1), coef.unsqueeze(-1))
+        R = self.n_alpha
+        if len(relaxation) == 4:                                         # alpha-CROWN: A+ spread by the weights
+            A_in = coef.unsqueeze(-1) * relaxation[3]
+        else:
+            A_in = torch.zeros((B, S, K, R), dtype=A.dtype, device=A.device)
+            A_in.scatter_(3, m.view(B, 1, K, 1).expand(B, S, K, 1), coef.unsqueeze(-1))
         A_in = self._ungrouped(A_in.reshape(B * S, K, R))
         if self.minimum:
             A_in = -A_in
