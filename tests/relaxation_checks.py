@@ -175,3 +175,28 @@ class ElementwiseNet(torch.nn.Module):
 
     def forward(self, x):
         return self.fc2(self.fn(self.fc1(x)))
+
+
+def check_inflections(op, curvature: float, lo: float = -30.0, hi: float = 30.0):
+    """An op on verifiers/bounds/ops/inflection.py: its ``derivative`` is f' (autograd of ``function``), f'' has the
+    declared sign on each piece between ``inflections`` (dense grid; f' monotone there is what its lines rely on), and
+    on the interval grid its CROWN lines are at the midpoint at least as close to f as the Taylor lines
+    f(d) + f'(d)(z - d) -+ curvature w^2 / 2 (``curvature`` >= max |f''|, checked here) and as the interval bounds."""
+    z = torch.linspace(lo, hi, 600_001, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(op.function(z).sum(), z, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), z)
+    z, g, h = z.detach(), g.detach(), h.detach()
+    assert torch.allclose(op.derivative(z), g, atol=1e-12), f"{op.name}: derivative is not f'"
+    assert float(h.abs().max()) <= curvature
+    for p0, p1, convex in op._pieces():
+        inner = (z > p0 + 1e-6) & (z < p1 - 1e-6)
+        assert ((h[inner] >= -1e-12) if convex else (h[inner] <= 1e-12)).all(), (op.name, p0, p1, convex)
+    l, u = intervals()
+    aL, cL, aU, cU = op.relax(l, u)
+    d, w = (l + u) / 2, (u - l) / 2
+    fd = op.function(d)
+    lo_c, hi_c = op.ibp((l, u))
+    slack = 3e-6 * (1 + op.function(l).abs() + op.function(u).abs() + aL.abs() * (l.abs() + u.abs()) + w)
+    assert (aL * d + cL >= torch.maximum(fd - curvature * w * w / 2, lo_c) - slack).all(), op.name
+    slack = 3e-6 * (1 + op.function(l).abs() + op.function(u).abs() + aU.abs() * (l.abs() + u.abs()) + w)
+    assert (aU * d + cU <= torch.minimum(fd + curvature * w * w / 2, hi_c) + slack).all(), op.name

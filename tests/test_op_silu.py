@@ -1,5 +1,5 @@
-"""verifiers/bounds/ops/silu.py (on curvature.py): SiLU on the interval grid (its curvature bound 1/2 is what this
-checks), the minimum found, sound network bounds, the functional form."""
+"""verifiers/bounds/ops/silu.py (on inflection.py): SiLU on the interval grid, its inflection points (f' monotone
+between them) and lines no looser than Taylor's, the minimum found, sound network bounds, the functional form."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,18 +7,15 @@ from torch import nn
 
 from certkit.verifiers.bounds.ops.silu import SiLU
 
-from relaxation_checks import assert_same_bounds, check_activation, check_network_bounds
+from relaxation_checks import assert_same_bounds, check_activation, check_inflections, check_network_bounds
 
 
 def test_relaxation_is_sound_on_every_interval():
     check_activation(SiLU())
 
 
-def test_curvature_bound_and_minimum():
-    z = torch.linspace(-20, 20, 400_001, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(F.silu(z).sum(), z, create_graph=True)
-    (h,) = torch.autograd.grad(g.sum(), z)
-    assert float(h.abs().max()) <= SiLU.curvature
+def test_inflections_lines_and_minimum():
+    check_inflections(SiLU(), curvature=0.5)
     assert SiLU().x_star == pytest.approx(-1.2784645, abs=1e-6)
 
 

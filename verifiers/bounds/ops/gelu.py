@@ -1,6 +1,7 @@
-"""GELU (Hendrycks & Gimpel 2016), exact (x Phi(x)) or tanh-approximated: |f''| <= 0.8, decreasing then increasing
-around its minimum at x* = -0.7518 (exact form): Taylor lines or the range (curvature.py). The ONNX export of GELU
-(opset < 20) is Erf and products (erf.py, bilinear.py)."""
+"""GELU (Hendrycks & Gimpel 2016), exact (x Phi(x)) or tanh-approximated: decreasing then increasing around its
+minimum at x* = -0.7518 (exact form), concave, convex, concave with inflection points at -sqrt(2) and sqrt(2) (exact
+form: f'' = phi(x) (2 - x^2); tanh form: found numerically, within 1e-9): lines of any slope at their optimal
+intercept (inflection.py). The ONNX export of GELU (opset < 20) is Erf and products (erf.py, bilinear.py)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from certkit.verifiers.bounds.ops.base import Call, Unsupported, register_op
-from certkit.verifiers.bounds.ops.curvature import BoundedCurvature, unimodal_extremes
+from certkit.verifiers.bounds.ops.curvature import unimodal_extremes
+from certkit.verifiers.bounds.ops.inflection import Inflection, zero_of
 
 
 def argmin_of(derivative, lo: float = -3.0, hi: float = 0.0, iters: int = 200) -> float:
@@ -26,11 +28,11 @@ def argmin_of(derivative, lo: float = -3.0, hi: float = 0.0, iters: int = 200) -
 
 
 @register_op(modules=(nn.GELU,), functions=(F.gelu,), onnx=("Gelu",))
-class GELU(BoundedCurvature):
+class GELU(Inflection):
     """GELU with ``approximate`` 'none' or 'tanh'."""
 
     name = "GELU"
-    curvature = 0.8   # exact: max |f''| = 2 phi(0) = 0.798; tanh form: 0.798 as well (checked on a dense grid)
+    convex_first = False     # concave on (-inf, -sqrt(2)], convex between the inflection points, concave after
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
@@ -39,6 +41,11 @@ class GELU(BoundedCurvature):
         self.approximate = approximate
         self.x_star = argmin_of(self.derivative)
         self.f_star = float(self.function(torch.tensor(self.x_star, dtype=torch.float64))) - 1e-9
+        if approximate == "none":
+            self.inflections = (-math.sqrt(2), math.sqrt(2))
+        else:   # the zeros of f'' (central differences of f', error ~1e-10 in f'', so the zeros to ~1e-9)
+            q = zero_of(lambda z: self.derivative(z + 1e-5) - self.derivative(z - 1e-5), 1.0, 2.0)
+            self.inflections = (-q, q)
 
     @classmethod
     def from_call(cls, call: Call):
