@@ -26,6 +26,26 @@ def test_resume_reproduces_uninterrupted_training(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_log_times_and_resuming_a_log_with_fewer_columns(tmp_path):
+    """The log's time columns: the optimisation loop within the epoch, the batch preparation within the loop. A log
+    written before the last two columns existed is resumed with the new header and its rows padded (nothing lost)."""
+    import csv
+
+    kw = dict(method="gaussian", sigma=0.25, arch="mlp", arch_config={"hidden": [32]}, device="cpu")
+    train(TrainConfig(out=str(tmp_path / "m.pt"), epochs=2, **kw), quiet=True)
+    log = tmp_path / "m.log.csv"
+    rows = list(csv.DictReader(open(log)))
+    for r in rows:
+        assert 0 < float(r["data_seconds"]) < float(r["train_seconds"]) <= float(r["seconds"])
+    old = [line.rsplit(",", 2)[0] for line in log.read_text().splitlines()]     # drop the two new columns
+    log.write_text("\r\n".join(old) + "\r\n")
+    train(TrainConfig(out=str(tmp_path / "m.pt"), epochs=3, **kw), resume=True, quiet=True)
+    again = list(csv.DictReader(open(log)))
+    assert [r["epoch"] for r in again] == ["1", "2", "3"]
+    assert again[0]["val_accuracy"] == rows[0]["val_accuracy"] and again[0]["data_seconds"] == ""
+    assert float(again[2]["data_seconds"]) > 0
+
+
 def test_labels_must_start_at_zero(cli, tmp_path):
     """An npz with labels 10..19 would train a 20-class model with 10 empty classes: refused in one line."""
     import numpy as np

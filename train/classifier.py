@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 LOG_COLUMNS: tuple[str, ...] = ("epoch", "loss", "train_accuracy", "val_accuracy", "val_noisy_accuracy",
                                "val_ibp_verified", "val_crown_ibp_verified", "val_tightness", "eps", "kappa", "beta",
-                               "lr", "seconds")
+                               "lr", "seconds", "train_seconds", "data_seconds")
 
 
 def check_labels(data: Dataset) -> None:
@@ -214,5 +214,6 @@ class ClassifierTraining(NetworkTraining):
         if self.bm is not None and val is not None and cfg.eps > 0:
             row.update(verified_metrics(model, self.bm, val.x, val.y, cfg.eps, self.data.num_classes))
         row["seconds"] = time.perf_counter() - run.epoch_started
+        row["train_seconds"], row["data_seconds"] = run.train_seconds, self.data_seconds
         return row
 

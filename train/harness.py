@@ -72,6 +72,7 @@ class TrainingRun:
     generator: torch.Generator = None  # type: ignore[assignment]
     grad_clip: float = 0.0
     epoch_started: float = 0.0
+    train_seconds: float = 0.0     # this epoch's optimisation loop (batches, steps), without the evaluation after it
     extra: dict = field(default_factory=dict)
 
 
@@ -212,10 +213,14 @@ def _repair_log(log_path: Path, columns: tuple, last_epoch: int) -> None:
             text = f.read()
     lines = text.split("\n")[:-1]  # complete lines only (a torn last line has no newline); csv ends lines in \r\n
     keep = lines[:1] or [",".join(columns) + "\r"]
+    header = keep[0].rstrip("\r").split(",")
+    pad = ""
+    if header != list(columns) and list(columns)[:len(header)] == header:   # a log of a version with fewer columns
+        keep[0], pad = ",".join(columns) + "\r", "," * (len(columns) - len(header))
     for line in lines[1:]:
         try:
             if int(line.split(",", 1)[0]) <= last_epoch:
-                keep.append(line)
+                keep.append(line.rstrip("\r") + pad + "\r" if pad else line)
         except ValueError:
             break
     new = "\n".join(keep) + "\n"
@@ -314,6 +319,7 @@ def _loop(method: TrainingMethod, run: TrainingRun, path: Path, resume: bool, qu
                 torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.grad_clip)
             run.optimizer.step()
             stats += torch.tensor([float(out.loss.detach()) * out.count, out.correct, out.count], dtype=torch.float64)
+        run.train_seconds = time.perf_counter() - run.epoch_started
         if run.scheduler is not None:
             run.scheduler.step()
         dist.all_reduce_sum(stats)

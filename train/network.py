@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,6 +195,7 @@ class NetworkTraining(TrainingMethod):
     noisy = False
     holds_out_validation = True
     min_batch = 1
+    data_seconds = 0.0   # time spent preparing this epoch's batches (xy, noise), for the log
 
     def __init__(self, cfg: TrainConfig):
         if cfg.arch is None:
@@ -295,6 +297,7 @@ class NetworkTraining(TrainingMethod):
         n, bs = len(self.train_set), self.cfg.batch_size
         perm = torch.randperm(n, generator=run.generator)
         self.last_schedule = (0.0, 0.0, 0.0)
+        self.data_seconds = 0.0      # this epoch's time preparing batches: gathering, augmenting, noise, transfer
         for b, i in enumerate(range(0, n, bs)):
             idx_all = perm[i:i + bs]
             if len(idx_all) < self.min_batch:
@@ -304,18 +307,24 @@ class NetworkTraining(TrainingMethod):
     def noise(self, run: TrainingRun, batch: Batch, copies: int = 1) -> torch.Tensor:
         """Gaussian noise (sigma) for ``copies`` x the global batch, drawn from the run's generator (so every rank
         draws the same numbers) and cut to this rank's rows: (copies * |idx|, *input_shape)."""
+        t0 = time.perf_counter()
         shape = tuple(self.train_set.x.shape[1:])
         noise = self.cfg.sigma * torch.randn((len(batch.idx_all) * copies,) + shape, generator=run.generator)
         noise = noise.view((copies, len(batch.idx_all)) + shape)[:, run.rank::run.world]
-        return noise.reshape((-1,) + shape)
+        noise = noise.reshape((-1,) + shape)
+        self.data_seconds += time.perf_counter() - t0
+        return noise
 
     def xy(self, run: TrainingRun, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's clean inputs (augmented when ``augment`` says so) and labels on the device."""
+        t0 = time.perf_counter()
         x = self.train_set.x[batch.idx]
         kinds = augmentations(self.cfg)
         if kinds and x.dim() == 4:
             x = augment(x, batch, run, kinds)
-        return x.to(run.device), self.train_set.y[batch.idx].to(run.device)
+        x, y = x.to(run.device), self.train_set.y[batch.idx].to(run.device)
+        self.data_seconds += time.perf_counter() - t0
+        return x, y
 
     def batch_loss(self, run: TrainingRun, batch: Batch) -> StepOutput:
         """The loss of one batch."""
