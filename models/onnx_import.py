@@ -437,10 +437,12 @@ class _Builder:
         b = ins[2] if len(ins) > 2 else None
         if not isinstance(w, np.ndarray) or (b is not None and not isinstance(b, np.ndarray)):
             raise self.err(node, "Conv needs constant weights")
-        if w.ndim != 4:
-            raise self.err(node, f"only 2-D convolutions are supported (weight rank {w.ndim})")
-        begin, end = self._pads(node, a)
+        if w.ndim not in (3, 4):
+            raise self.err(node, f"only 1-D and 2-D convolutions are supported (weight rank {w.ndim})")
         groups = int(a.get("group", 1))
+        if w.ndim == 3:
+            return self._conv1d(node, a, x, w, b, groups)
+        begin, end = self._pads(node, a)
         conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]),
                          stride=tuple(a.get("strides", [1, 1])), dilation=tuple(a.get("dilations", [1, 1])),
                          groups=groups, bias=b is not None, padding=tuple(begin) if begin == end else 0)
@@ -450,6 +452,20 @@ class _Builder:
                 conv.bias.copy_(torch.as_tensor(np.array(b, dtype=np.float32)))
         if begin != end:  # asymmetric padding: explicit zero pad (left, right, top, bottom) first
             x = self.fx.call_function(torch.nn.functional.pad, (x, (begin[1], end[1], begin[0], end[0])))
+        return self.fx.call_module(self.add_module(conv, "conv"), (x,))
+
+    def _conv1d(self, node, a, x, w, b, groups):
+        """Conv with rank-3 weights (C_out, C_in / groups, k) on (N, C, L) signals: nn.Conv1d."""
+        begin, end = self._pads(node, a, nd=1)
+        conv = nn.Conv1d(w.shape[1] * groups, w.shape[0], int(w.shape[2]), stride=int(a.get("strides", [1])[0]),
+                         dilation=int(a.get("dilations", [1])[0]), groups=groups, bias=b is not None,
+                         padding=int(begin[0]) if begin == end else 0)
+        with torch.no_grad():
+            conv.weight.copy_(torch.as_tensor(np.array(w, dtype=np.float32)))
+            if b is not None:
+                conv.bias.copy_(torch.as_tensor(np.array(b, dtype=np.float32)))
+        if begin != end:  # asymmetric padding: explicit zero pad (left, right) first
+            x = self.fx.call_function(torch.nn.functional.pad, (x, (begin[0], end[0])))
         return self.fx.call_module(self.add_module(conv, "conv"), (x,))
 
     def op_BatchNormalization(self, node, a, ins):
@@ -762,12 +778,13 @@ class _Builder:
         pads = [int(v) for v in np.asarray(pads).reshape(-1)]
         rank = len(pads) // 2
         begin, end = pads[:rank], pads[rank:]
-        if rank != 4 or any(begin[:2]) or any(end[:2]) or min(pads) < 0:
-            raise self.err(node, f"only non-negative padding of the two spatial dims of a 4-D tensor is supported, "
-                                 f"got pads={pads}")
+        if rank not in (3, 4) or any(begin[:2]) or any(end[:2]) or min(pads) < 0:
+            raise self.err(node, f"only non-negative padding of the spatial dims of a 3-D or 4-D tensor is "
+                                 f"supported, got pads={pads}")
         if not any(pads):
             return ins[0]
-        return self.fx.call_function(torch.nn.functional.pad, (ins[0], (begin[3], end[3], begin[2], end[2])))
+        spatial = [v for d in range(rank - 1, 1, -1) for v in (begin[d], end[d])]     # last dim first, as F.pad
+        return self.fx.call_function(torch.nn.functional.pad, (ins[0], tuple(spatial)))
 
     def op_Transpose(self, node, a, ins):
         perm = [int(p) for p in a.get("perm", [])]
