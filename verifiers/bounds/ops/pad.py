@@ -40,7 +40,7 @@ class ZeroPad2d(Op):
         for k in range(len(self.pad) // 2):                      # the last dim first, as F.pad lists them
             n = A.shape[-1 - k]
             cut.insert(0, slice(self.pad[2 * k], n - self.pad[2 * k + 1]))
-        return [A[(..., *cut)]], None
+        return [A[(Ellipsis,) + tuple(cut)]], None
 
     def sound_error(self, *m):
         return None  # data movement: exact in floating point
