@@ -126,9 +126,10 @@ def check_network_bounds(net, in_shape, rows: int = 3, eps: float = 0.2, samples
     return bounds
 
 
-def check_onnx_bounds(net, in_dim: int, path, eps: float = 0.1, seed: int = 2, **export_kwargs):
+def check_onnx_bounds(net, in_dim, path, eps: float = 0.1, seed: int = 2, **export_kwargs):
     """``net`` exported to ONNX at ``path`` (``export_kwargs`` go to the exporter) imports with every node bounded,
-    and CROWN bounds of the import contain onnxruntime's outputs at sampled points (float32 tolerance)."""
+    and CROWN bounds of the import contain onnxruntime's outputs at sampled points (float32 tolerance). ``in_dim``:
+    the per-sample input size (int) or shape (tuple)."""
     import pytest
 
     pytest.importorskip("onnxruntime")
@@ -137,14 +138,15 @@ def check_onnx_bounds(net, in_dim: int, path, eps: float = 0.1, seed: int = 2, *
 
     from conftest import export_onnx
 
-    export_onnx(net, torch.rand(1, in_dim), path, **export_kwargs)
+    shape = (in_dim,) if isinstance(in_dim, int) else tuple(in_dim)
+    export_onnx(net, torch.rand((1,) + shape), path, **export_kwargs)
     model = load_onnx(path)
     assert check_model(model.module, model.sample_shape) == []
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand((2, in_dim), generator=gen)
-    bm = BoundedModule(model.module.double(), (in_dim,))
+    x = torch.rand((2,) + shape, generator=gen)
+    bm = BoundedModule(model.module.double(), shape)
     lb, ub = bm.compute_bounds(linf_ball(x.double(), eps, None), None, "CROWN")
-    pts = (x[:, None] - eps + 2 * eps * torch.rand((2, 200, in_dim), generator=gen)).reshape(-1, in_dim)
+    pts = (x[:, None] - eps + 2 * eps * torch.rand((2, 200) + shape, generator=gen)).reshape((-1,) + shape)
     ref = torch.from_numpy(model.run_onnxruntime(pts)).double().reshape(2, 200, -1)
     assert (ref >= lb[:, None] - 1e-4).all() and (ref <= ub[:, None] + 1e-4).all()
 

@@ -55,3 +55,37 @@ def test_network_bounds_contain_sampled_and_attacked_outputs():
 
 def test_onnx_product_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     check_onnx_bounds(Gated().eval(), 5, tmp_path / "gated.onnx")
+
+
+def test_broadcast_product_backward_and_network_bounds(tmp_path):
+    """Features (n, d) times a per-row mask (n, 1) computed from the same input (the set-encoder pattern of MSCN):
+    the backward bound holds at sampled points with each operand's coefficients in its own shape, and network
+    bounds are sound (sampling, PGD, ONNX against onnxruntime)."""
+    gen = torch.Generator().manual_seed(1)
+    op = Mul()
+    op.in_shapes, op.out_shape = [(3, 6), (3, 1)], (3, 6)
+    B, S = 2, 4
+    cx, wx = torch.randn((B, 3, 6), generator=gen, dtype=torch.float64), torch.rand((B, 3, 6), generator=gen) * 2
+    cy, wy = torch.randn((B, 3, 1), generator=gen, dtype=torch.float64), torch.rand((B, 3, 1), generator=gen) * 2
+    bounds = [(cx - wx, cx + wx), (cy - wy, cy + wy)]
+    A = torch.randn((B, S, 3, 6), generator=gen, dtype=torch.float64)
+    (A_x, A_y), bias = op.backward(A, bounds)
+    assert A_x.shape == (B, S, 3, 6) and A_y.shape == (B, S, 3, 1)
+    t = torch.rand((2, 1000, B, 3, 6), generator=gen, dtype=torch.float64)
+    x = bounds[0][0] + t[0] * (bounds[0][1] - bounds[0][0])
+    y = bounds[1][0] + t[1][..., :1] * (bounds[1][1] - bounds[1][0])
+    lhs = (A[None] * (x * y)[:, :, None]).flatten(3).sum(-1)
+    rhs = (A_x[None] * x[:, :, None]).flatten(3).sum(-1) + (A_y[None] * y[:, :, None]).flatten(3).sum(-1) + bias
+    assert (lhs >= rhs - 1e-9).all()
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.f, self.m, self.out = nn.Linear(4, 6), nn.Linear(4, 1), nn.Linear(6, 2)
+
+        def forward(self, x):                       # x (B, 3, 4): three set elements
+            h = torch.relu(self.f(x)) * torch.sigmoid(self.m(x))
+            return self.out(h.sum(1))
+    check_network_bounds(Masked().double().eval(), (3, 4))
+    check_onnx_bounds(Masked().eval(), (3, 4), tmp_path / "masked.onnx")

@@ -98,7 +98,7 @@ def arithmetic_op(call: Call) -> Op:
             return Add() if t in _ADD else Sub()
         if t in _MUL and args[0] is args[1]:
             return EvenPower(2)   # x * x: the square's convex relaxation (>= 0), not the bilinear one of x y
-        if t in _MUL and same:
+        if t in _MUL and (same or broadcast and len(shapes[0]) == len(shapes[1])):
             return Mul()
         if t in _DIV and broadcast:
             return Div()

@@ -1,4 +1,5 @@
-"""Product of two data tensors, z = x * y elementwise (same shape): the bilinear relaxation (McCormick 1976; the
+"""Product of two data tensors, z = x * y elementwise (same shape, or broadcast within each sample, e.g. features
+(n, d) times a mask (n, 1)): the bilinear relaxation (McCormick 1976; the
 CROWN form of Shi et al. ICLR 2020, "Robustness verification for transformers", Sec. 3.3, as auto_LiRPA's BoundMul).
 
 For x in [lx, ux] and y in [ly, uy] the planes
@@ -6,18 +7,19 @@ For x in [lx, ux] and y in [ly, uy] the planes
     upper:  z <= uy x + lx y - lx uy          ((x - lx)(uy - y) >= 0)
 hold on the whole box and are exact at its corners. CROWN's backward rule takes the lower plane where the coefficient
 A >= 0 and the upper plane where A < 0, giving coefficients for both inputs and a constant. IBP: the min and max of
-the four corner products. ``arithmetic_op`` (arithmetic.py) builds it for a product of two data tensors of the same
-shape; a product with a constant stays an affine op there.
+the four corner products. With broadcasting the planes hold per output element (each with its operands' bounds) and
+the coefficients of an operand are summed over the dims it was broadcast along. ``arithmetic_op`` (arithmetic.py)
+builds it for a product of two data tensors of the same rank; a product with a constant stays an affine op there.
 """
 from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Op, sum_node
+from certkit.verifiers.bounds.ops.base import Op, sum_node, unbroadcast
 
 
 class Mul(Op):
-    """x * y of two data tensors of the same shape (built by arithmetic_op for products of two data tensors)."""
+    """x * y of two data tensors of the same rank, broadcast within each sample (built by arithmetic_op)."""
 
     name = "Mul"
     affine = False
@@ -45,4 +47,6 @@ class Mul(Op):
         A_x = Ap * ex(ax_l) + An * ex(ax_u)
         A_y = Ap * ex(ay_l) + An * ex(ay_u)
         bias = sum_node(Ap * ex(c_l) + An * ex(c_u))
+        if self.in_shapes and tuple(self.in_shapes[0]) != tuple(self.in_shapes[1]):   # broadcast operands
+            A_x, A_y = unbroadcast(A_x, tuple(self.in_shapes[0])), unbroadcast(A_y, tuple(self.in_shapes[1]))
         return [A_x, A_y], bias
