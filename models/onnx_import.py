@@ -23,6 +23,7 @@ and is listed by ``certkit verify --mode check``.
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,9 +223,14 @@ class _Builder:
         else:
             if any(d is None for d in dims[1:]):
                 raise CertkitError(f"{self.path}: input {inp.name} has symbolic non-batch dims {dims}")
-            if dims[0] not in (None, 1):
-                raise CertkitError(f"{self.path}: input batch dimension must be 1 or symbolic, got {dims[0]}")
-            sample, onnx_shape = tuple(dims[1:]), (1,) + tuple(dims[1:])
+            if dims[0] not in (None, 1) and self._rebatched(inp.name, dims):
+                # no batch dim: the whole input is one sample, and its only consumer reshapes it to (1, ...)
+                sample, onnx_shape = tuple(dims), tuple(dims)
+            elif dims[0] not in (None, 1):
+                raise CertkitError(f"{self.path}: input batch dimension must be 1 or symbolic, got {dims[0]} (an "
+                                   f"input without a batch dim is read when its only use is a Reshape to (1, ...))")
+            else:
+                sample, onnx_shape = tuple(dims[1:]), (1,) + tuple(dims[1:])
         self.sample = sample
         self.env[inp.name] = self.fx.placeholder("x")
         for node in self.graph.node:
@@ -546,6 +552,21 @@ class _Builder:
         g.output(env[x])
         with torch.no_grad():
             return fx.GraphModule(self.root, g)(torch.zeros((1,) + tuple(self.sample)))
+
+    def _rebatched(self, name: str, dims: list) -> bool:
+        """Whether the graph input ``name`` (fixed shape ``dims``, first dim not 1) is used only by Reshapes to a
+        constant (1, ...) or (-1, ...) of the same size: then the input is one sample without a batch dim."""
+        users = [n for n in self.graph.node if name in n.input]
+        consts = {i.name: i for i in self.graph.initializer}
+        consts.update({n.output[0]: n.attribute[0].t for n in self.graph.node
+                       if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+        if not users or any(n.op_type != "Reshape" or n.input[0] != name or n.input[1] not in consts for n in users):
+            return False
+        for n in users:
+            t = [int(v) for v in to_array(consts[n.input[1]]).reshape(-1)]
+            if not t or t[0] not in (1, -1) or any(v <= 0 for v in t[1:]) or math.prod(t[1:]) != math.prod(dims):
+                return False
+        return True
 
     def op_Slice(self, node, a, ins):
         if self.batch_added:

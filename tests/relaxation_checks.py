@@ -183,7 +183,8 @@ def check_inflections(op, curvature: float, lo: float = -30.0, hi: float = 30.0)
     """An op on verifiers/bounds/ops/inflection.py: its ``derivative`` is f' (autograd of ``function``), f'' has the
     declared sign on each piece between ``inflections`` (dense grid; f' monotone there is what its lines rely on), and
     on the interval grid its CROWN lines are at the midpoint at least as close to f as the Taylor lines
-    f(d) + f'(d)(z - d) -+ curvature w^2 / 2 (``curvature`` >= max |f''|, checked here) and as the interval bounds."""
+    f(d) + f'(d)(z - d) -+ curvature w^2 / 2 (``curvature`` >= max |f''| on [lo, hi], checked there; the intervals
+    inside [lo, hi]) and as the interval bounds."""
     z = torch.linspace(lo, hi, 600_001, dtype=torch.float64, requires_grad=True)
     (g,) = torch.autograd.grad(op.function(z).sum(), z, create_graph=True)
     (h,) = torch.autograd.grad(g.sum(), z)
@@ -193,7 +194,7 @@ def check_inflections(op, curvature: float, lo: float = -30.0, hi: float = 30.0)
     for p0, p1, convex in op._pieces():
         inner = (z > p0 + 1e-6) & (z < p1 - 1e-6)
         assert ((h[inner] >= -1e-12) if convex else (h[inner] <= 1e-12)).all(), (op.name, p0, p1, convex)
-    l, u = intervals()
+    l, u = intervals(domain=(lo, hi))      # where |f''| <= curvature holds
     aL, cL, aU, cU = op.relax(l, u)
     d, w = (l + u) / 2, (u - l) / 2
     fd = op.function(d)

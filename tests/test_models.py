@@ -193,6 +193,28 @@ def test_onnx_batch_moved_around_a_constant_matmul_and_gather_on_data(tmp_path):
         load_onnx(_onnx_file(tmp_path / "bad.onnx", nodes, {}, [1, 4], [1, 4]))
 
 
+def test_onnx_input_without_a_batch_dim_reshaped_to_one_sample(tmp_path):
+    """The layout of VNN-COMP's nn4sys pensieve_*_parallel networks: a fixed (12, 8) input whose only use is a
+    Reshape to (1, 12, 8); the whole input is one sample (and its bounds contain onnxruntime's outputs). Any other
+    use of such an input is refused by name."""
+    from certkit.verifiers import BoundedModule, linf_ball
+
+    rng = np.random.default_rng(3)
+    inits = {"shape": np.array([1, 12, 8]), "W": rng.normal(size=(8, 5)), "flat": np.array([1, 60])}
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("MatMul", ["r", "W"], ["m"]),
+             helper.make_node("Relu", ["m"], ["h"]), helper.make_node("Reshape", ["h", "flat"], ["y"])]
+    m = _assert_matches_onnxruntime(_onnx_file(tmp_path / "p.onnx", nodes, inits, [12, 8], [1, 60]))
+    assert m.sample_shape == (12, 8) and m.num_outputs == 60
+    x = torch.rand(2, 12, 8, dtype=torch.float64)
+    lb, ub = BoundedModule(m.module.double(), (12, 8)).compute_bounds(linf_ball(x, 0.05, None), None, "CROWN")
+    pts = (x[:, None] + 0.05 * (2 * torch.rand((2, 50, 12, 8), dtype=torch.float64) - 1)).reshape(-1, 12, 8)
+    ref = torch.from_numpy(m.run_onnxruntime(pts)).double().reshape(2, 50, -1)
+    assert (ref >= lb[:, None] - 1e-4).all() and (ref <= ub[:, None] + 1e-4).all()
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    with pytest.raises(CertkitError, match="batch dimension must be 1"):
+        load_onnx(_onnx_file(tmp_path / "bad.onnx", nodes, {}, [12, 8], [12, 8]))
+
+
 @pytest.mark.parametrize("name", ["ACASXU_run2a_1_1_batch_2000.onnx", "test_nano.onnx", "test_small.onnx",
                                   "test_tiny.onnx"])
 def test_onnx_real_vnncomp_networks(name):

@@ -1,6 +1,8 @@
 """x ** p for a constant exponent p (torch.pow, ``x ** p``; ONNX Pow with a constant exponent): p = 2 (and other even
 integers) is convex with its minimum at 0 (chord above, tangent below, convex.py; interval [0, max] across 0),
-p = 0.5 is sqrt (sqrt.py), p = -1 the reciprocal (reciprocal.py), p = 1 the identity. Other exponents are refused."""
+odd integers p >= 3 are increasing, concave on (-inf, 0] and convex on [0, inf) (lines of any slope at their optimal
+intercept, inflection.py), p = 0.5 is sqrt (sqrt.py), p = -1 the reciprocal (reciprocal.py), p = 1 the identity.
+Other exponents are refused."""
 from __future__ import annotations
 
 import operator
@@ -10,6 +12,7 @@ import torch
 from certkit.verifiers.bounds.ops.affine import constant_op
 from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
 from certkit.verifiers.bounds.ops.convex import Convex
+from certkit.verifiers.bounds.ops.inflection import Inflection
 from certkit.verifiers.bounds.ops.reciprocal import Reciprocal
 from certkit.verifiers.bounds.ops.sqrt import Sqrt
 
@@ -37,6 +40,28 @@ class EvenPower(Convex):
         return lo, hi
 
 
+class OddPower(Inflection):
+    """z ** p for an odd integer p >= 3 (increasing; inflection point at 0)."""
+
+    name = "Pow"
+    inflections = (0.0,)
+    convex_first = False
+
+    def __init__(self, p: int):
+        super().__init__()
+        self.p = int(p)
+        self.name = f"Pow{self.p}"
+
+    def function(self, z):
+        return z ** self.p
+
+    def derivative(self, z):
+        return self.p * z ** (self.p - 1)
+
+    def extremes(self, l, u):
+        return l ** self.p, u ** self.p
+
+
 @register_op(functions=(torch.pow, operator.pow), methods=("pow",), onnx=("Pow",), name="Pow")
 def pow_op(call: Call) -> Op:
     """The op for x ** p with a constant p (the exponent must not depend on the input)."""
@@ -52,6 +77,6 @@ def pow_op(call: Call) -> Op:
         return Sqrt()
     if p == -1.0:
         return Reciprocal()
-    if p == int(p) and p >= 2 and int(p) % 2 == 0:
-        return EvenPower(int(p))
-    raise Unsupported(f"exponent {p:g} (certkit bounds 1, 0.5, -1 and even integers)")
+    if p == int(p) and p >= 2:
+        return EvenPower(int(p)) if int(p) % 2 == 0 else OddPower(int(p))
+    raise Unsupported(f"exponent {p:g} (certkit bounds 1, 0.5, -1 and integers >= 2)")
