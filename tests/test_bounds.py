@@ -195,7 +195,8 @@ def test_preflight_lists_every_problem():
 
         def forward(self, x):
             y = self.pool(x).flatten(1)
-            return self.fc(torch.atan(y) * y[:, :1]) + torch.cumsum(y, 1)[:, :2]
+            # (B, 1, 4) * (B, 4): a product whose broadcasting would mix samples
+            return self.fc((torch.atan(y)[:, None] * y).sum(1)) + torch.cumsum(y, 1)[:, :2]
 
     problems = check_model(Bad(), (1, 4, 4))
     text = " ".join(problems)

@@ -368,6 +368,11 @@ class BoundedModule:
                 else:
                     deadline = None if time_budget is None else time.perf_counter() + time_budget
                     both = alpha_crown(self, pert, CC, bounds, alpha_iterations, alpha_lr, deadline=deadline)
+                # the output's interval from the tightened intermediate bounds (its last affine op applied to its
+                # inputs' intervals) can beat the final backward pass where a relaxation is poor for this C (a
+                # quotient of large values: the pass multiplies the reciprocal's line error by the numerator)
+                C_all = torch.cat([C, -C], 1) if bound_upper else C
+                both = torch.maximum(both, self._ibp_output(pert, C_all, bounds, elide=True, upper=False)[0])
             lb, ub = both[:, :S], (-both[:, S:] if bound_upper else None)
         if not bound_upper:
             ub = None

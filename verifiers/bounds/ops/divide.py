@@ -7,7 +7,9 @@ convex relaxation of the reciprocal (Zhang et al. NeurIPS 2018):
 
 The coefficient of r in the plane CROWN picks (A lx) decides which line of r replaces it (the tangent where it is
 >= 0). y may broadcast against x (a per-token denominator). Denominators reaching 0 or below have no finite bound
-(reported as NaN / inf bounds). Lines are shifted by 1e-6 (1 + ur) for the float32 rounding of 1 / y.
+(reported as NaN / inf bounds). Lines are shifted by 1e-6 ur (relative: the float32 rounding of 1 / y and of the
+lines is relative to r, and an absolute shift, multiplied by the plane's coefficient lx, swamped quotients of large
+numbers such as x / sum(x) with x ~ 1e5).
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class Div(Op):
         (lx, ux), (ly, uy) = in_bounds
         lr, ur = self._recip(ly, uy)
         d = (ly + uy) / 2
-        shift = SHIFT * (1 + ur)
+        shift = SHIFT * ur
         tangent = (-1 / (d * d), 2 / d - shift)                          # r >= aT y + cT
         chord = (-1 / (ly * uy), 1 / ly + 1 / uy + shift)                # r <= aC y + cC
         return lx, lr, ur, tangent, chord
