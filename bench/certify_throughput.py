@@ -8,7 +8,10 @@ raw on CPU; compile >= 2x eager on a small CNN. Prints a table; numbers depend o
 results in bench/README.md).
 
     python bench/certify_throughput.py [--device cpu|cuda] [--batch 1000] [--seconds 3] [--no-compile]
-        [--malloc-default]
+        [--malloc-default] [--model CHECKPOINT ...] [--only-given]
+
+``--model`` adds a trained checkpoint (any --model source of ``certkit certify``, e.g. the Fashion-MNIST cnn_a of
+docs/results.md); ``--only-given`` measures those alone.
 """
 from __future__ import annotations
 
@@ -80,6 +83,8 @@ def main() -> None:
     ap.add_argument("--resnet-batch", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--model", action="append", default=[], help="also measure this checkpoint (repeatable)")
+    ap.add_argument("--only-given", action="store_true", help="measure only the --model checkpoints")
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave glibc's malloc as it is (the certkit command keeps freed memory: common/memory.py)")
     args = ap.parse_args()
@@ -94,6 +99,12 @@ def main() -> None:
               ("digits cnn 1x8x8", digits_cnn, (1, 8, 8), args.batch),
               ("small cnn 3x32x32", small_cnn, (3, 32, 32), args.batch),
               ("cifar_resnet20", resnet, (3, 32, 32), args.resnet_batch)]
+    if args.only_given:
+        models = []
+    for path in args.model:
+        m = load_model(path)
+        models.append((f"{m.arch or 'model'} {'x'.join(map(str, m.input_shape))}", m.module, tuple(m.input_shape),
+                       args.batch))
     card = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device {device} ({card}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     rows = []
