@@ -1,4 +1,5 @@
-"""Smooth activations with known inflection points (GELU, SiLU): lines of any slope with the tightest valid intercept.
+"""Smooth functions with known inflection points (GELU, SiLU, odd powers): lines of any slope at their tightest valid
+intercept.
 
 For a slope a, the line a z + c bounds f from below on [l, u] exactly when c <= min over [l, u] of g(z) = f(z) - a z
 (from above when c >= max g). Between two consecutive inflection points f' is monotone, so g is convex (f' increasing)
