@@ -335,6 +335,24 @@ def test_crown_intermediate_passes_stop_at_the_deadline():
     assert torch.isfinite(lb).all()
 
 
+def test_a_single_backward_pass_stops_at_the_deadline():
+    """Every backward pass (final bounds, alpha-CROWN's steps, beta-CROWN's) checks the deadline node by node, not
+    only between chunks of intermediate rows: a pass started after the deadline raises at its first node."""
+    import time
+
+    net, shape = _nets()["mlp"]
+    bm = BoundedModule(net, shape)
+    x = torch.rand((2,) + shape)
+    pert = linf_ball(x, 0.1, None)
+    bounds = bm.ibp(pert)
+    CC = torch.ones((2, 1) + tuple(bm.graph.output_shape))
+    bm.deadline = time.perf_counter() - 1.0
+    with pytest.raises(TimeoutError):
+        bm._backward(bm.graph.output, CC, pert, bounds, {})
+    bm.deadline = None
+    assert torch.isfinite(bm._backward(bm.graph.output, CC, pert, bounds, {})).all()
+
+
 def test_data_broadcast_against_a_larger_constant():
     """x (B, 1) * c (4,): the backward rule sums the coefficients back onto the one input (a control network of
     VNN-COMP's lsnc benchmark)."""

@@ -109,8 +109,11 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
     fixed = [(b[0].detach(), b[1].detach()) for b in bounds]
     stale = 0
     for _ in range(iterations):
-        with torch.enable_grad():
-            lb = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
+        try:
+            with torch.enable_grad():
+                lb = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
+        except TimeoutError:   # the caller's hard deadline (bm.deadline) passed inside a pass: keep the best so far
+            return best
         if not lb.requires_grad:   # no alpha reaches the bound (an op with constant bounds in between): nothing to do
             break
         if keep:
@@ -124,7 +127,10 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
         if stale >= patience or (deadline is not None and time.perf_counter() > deadline):
             break  # every iterate is a sound bound: stopping early keeps soundness
     with torch.no_grad():  # the final alphas too (after the last step)
-        last = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
+        try:
+            last = bm._backward(start, CC, pert, fixed, {}, alphas, setups)
+        except TimeoutError:
+            return best
         if keep:
             remember(last > best)
         best = torch.maximum(best, last)

@@ -189,6 +189,7 @@ class BoundedModule:
         acc: dict[int, torch.Tensor] = {start: A0}
         total = torch.zeros(A0.shape[:2], device=A0.device, dtype=A0.dtype)
         for i in range(start, 0, -1):
+            self.check_deadline()    # one pass through a large network can take seconds: checked per node
             A = acc.pop(i, None)
             if extra is not None and i in extra:
                 A_add, b_add = extra[i]
