@@ -18,10 +18,9 @@ from certkit.verifiers.bounds.ops.activation import Activation
 SHIFT = 1e-6
 
 
-class BoundedCurvature(Activation):
-    """Base: subclasses give ``function``, ``derivative``, ``curvature`` (M >= max |f''|) and ``extremes``."""
-
-    curvature = 1.0
+class Ranged(Activation):
+    """An activation whose range over [l, u] is known (``extremes``): IBP is that range, moved outward by
+    1e-6 (1 + |min| + |max|); every non-degenerate interval is worth refining."""
 
     def extremes(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A lower bound of min f and an upper bound of max f on [l, u] (elementwise)."""
@@ -34,6 +33,12 @@ class BoundedCurvature(Activation):
         lo, hi = self.extremes(*iv)
         shift = SHIFT * (1 + lo.abs() + hi.abs())
         return lo - shift, hi + shift
+
+
+class BoundedCurvature(Ranged):
+    """Base: subclasses give ``function``, ``derivative``, ``curvature`` (M >= max |f''|) and ``extremes``."""
+
+    curvature = 1.0
 
     def relax(self, l, u, alpha=None, setup=None):
         lo, hi = self.ibp((l, u))

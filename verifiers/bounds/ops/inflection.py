@@ -26,9 +26,8 @@ import math
 
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.bounds.ops.curvature import SHIFT, Ranged
 
-SHIFT = 1e-6
 BISECT = 12     # the bracket's width is (s1 - s0) 2^-12: the bound below gives away at most max|f''| (w 2^-12)^2 / 4
 
 
@@ -45,7 +44,7 @@ def zero_of(fn, lo: float, hi: float, iters: int = 200) -> float:
     return float((a + b) / 2)
 
 
-class Inflection(Activation):
+class Inflection(Ranged):
     """Base: subclasses give ``function``, ``derivative``, ``extremes`` (the range on [l, u], for IBP),
     ``inflections`` (sorted; f' is monotone between consecutive ones) and ``convex_first`` (f convex before the
     first inflection point; the pieces alternate)."""
@@ -53,18 +52,6 @@ class Inflection(Activation):
     n_alpha = 2     # the lower and the upper line's slope
     inflections: tuple[float, ...] = ()
     convex_first = False
-
-    def extremes(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A lower bound of min f and an upper bound of max f on [l, u] (elementwise)."""
-        raise NotImplementedError
-
-    def unstable(self, l, u):
-        return l < u
-
-    def ibp(self, iv):
-        lo, hi = self.extremes(*iv)
-        shift = SHIFT * (1 + lo.abs() + hi.abs())
-        return lo - shift, hi + shift
 
     # -- the optimal intercept of a slope -----------------------------------------------------------
     def _pieces(self):

@@ -17,8 +17,8 @@ from certkit.verifiers.bounds.ops.reciprocal import Reciprocal
 from certkit.verifiers.bounds.ops.sqrt import Sqrt
 
 
-class EvenPower(Convex):
-    """z ** p for an even integer p >= 2 (convex, decreasing then increasing)."""
+class _IntegerPower:
+    """z ** p for an integer p >= 2: the function, its derivative and the op's name."""
 
     name = "Pow"
 
@@ -30,8 +30,12 @@ class EvenPower(Convex):
     def function(self, z):
         return z ** self.p
 
-    def derivative(self, z):
-        return self.p * z ** (self.p - 1)
+    def derivative(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.p * xs[0] ** (self.p - 1)
+
+
+class EvenPower(_IntegerPower, Convex):
+    """z ** p for an even integer p >= 2 (convex, decreasing then increasing)."""
 
     def ibp(self, iv):
         l, u = iv
@@ -40,23 +44,11 @@ class EvenPower(Convex):
         return lo, hi
 
 
-class OddPower(Inflection):
+class OddPower(_IntegerPower, Inflection):
     """z ** p for an odd integer p >= 3 (increasing; inflection point at 0)."""
 
-    name = "Pow"
     inflections = (0.0,)
     convex_first = False
-
-    def __init__(self, p: int):
-        super().__init__()
-        self.p = int(p)
-        self.name = f"Pow{self.p}"
-
-    def function(self, z):
-        return z ** self.p
-
-    def derivative(self, z):
-        return self.p * z ** (self.p - 1)
 
     def extremes(self, l, u):
         return l ** self.p, u ** self.p
