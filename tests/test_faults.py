@@ -83,7 +83,8 @@ def dual_model(tmp_path_factory):
 # ------------------------------------------------------------------------------------------ result files
 @pytest.mark.parametrize("command,args,total", [
     ("certify-gaussian", ["certify", "--n", 400, "--n0", 20, "--max", 10], 10),
-    ("certify-lvm", ["certify", "--method", "lvm", "--n", 200, "--n0", 20, "--max", 10], 10),
+    ("certify-lvm", ["certify", "--method", "lvm", "--n", 200, "--n0", 20, "--max", 10, "--calibration-size", 20,
+                     "--calibration-noise", 200], 10),
     ("certify-dual", ["certify", "--method", "dual", "--n", 200, "--n0", 20, "--max", 10], 10),
     ("certify-sequential", ["certify", "--method", "sequential", "--radii", "0.25,0.5", "--n", 3000, "--max", 10], 10),
     ("certify-shard", ["certify", "--shard", "1/2", "--n", 300, "--n0", 20, "--max", 20], 10),
