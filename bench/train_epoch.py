@@ -15,7 +15,7 @@ certkit's default for --method crown-ibp), crown-ibp-margins with K - 1 = 9 marg
 and mtl-ibp run the training methods' own robust loss (train/methods/sabr.py, mtl_ibp.py; their default
 --sabr-lambda 0.4, --expressive-alpha 0.5, 8 PGD steps) at kappa = 0 as their recipes. Like the ``certkit`` command,
 the bench keeps freed memory for reuse (common/memory.py) unless ``--malloc-default``.
-Targets (issues 4, 15): IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU (SABR and MTL-IBP: no
+Targets: IBP epoch <= 3x natural, CROWN-IBP epoch <= 8x natural, on CPU (SABR and MTL-IBP: no
 target; the PGD attack of every step costs about 8 forward and backward passes).
 """
 from __future__ import annotations
