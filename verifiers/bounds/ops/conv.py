@@ -28,6 +28,17 @@ def output_padding(in_hw, out_hw, stride, padding, dilation, kernel):
                  for i in range(2))
 
 
+def zero_padded(m: nn.Module) -> nn.Module:
+    """``m`` (a convolution module) when its padding is zeros given as numbers (or 'valid').
+
+    Raises:
+        Unsupported: another padding mode, or padding given as 'same'.
+    """
+    if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
+        raise Unsupported("only zero padding given as numbers is supported")
+    return m
+
+
 @register_op(modules=(nn.Conv2d,), onnx=("Conv",))
 class Conv2d(ModuleOp):
     """``nn.Conv2d`` with zero padding given as numbers (stride, padding, dilation, groups)."""
@@ -36,10 +47,7 @@ class Conv2d(ModuleOp):
 
     @classmethod
     def from_call(cls, call: Call):
-        m = call.target
-        if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
-            raise Unsupported("only zero padding given as numbers is supported")
-        return cls(m)
+        return cls(zero_padded(call.target))
 
     def ibp(self, iv):
         c, r = center_radius(iv)

@@ -7,7 +7,8 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from certkit.verifiers.bounds.ops.base import Call, ModuleOp, Unsupported, center_radius, register_op
+from certkit.verifiers.bounds.ops.base import Call, ModuleOp, center_radius, register_op
+from certkit.verifiers.bounds.ops.conv import zero_padded
 
 
 @register_op(modules=(nn.Conv1d,))
@@ -18,10 +19,7 @@ class Conv1d(ModuleOp):
 
     @classmethod
     def from_call(cls, call: Call):
-        m = call.target
-        if m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
-            raise Unsupported("only zero padding given as numbers is supported")
-        return cls(m)
+        return cls(zero_padded(call.target))
 
     def ibp(self, iv):
         c, r = center_radius(iv)
