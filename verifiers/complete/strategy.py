@@ -9,7 +9,8 @@
   4. branch and bound on what bounds leave open: input splits for low-dimensional inputs (input_split.py), else
      activation splits with beta-CROWN bounds (ReLU) or GenBaB splits (Sigmoid/Tanh) (beta_crown.py), fully split
      ReLU subdomains decided by a checked linear program (leaf_lp.py);
-  5. if the proof gives up (``unknown``) with time left, attack again with fresh starts until the limit.
+  5. if the proof gives up (``unknown``) with time left, attack again until the limit: a MILP search on ReLU
+     networks (milp_attack.py, half of the time left), then PGD with fresh starts.
 NaN or inf anywhere in the bounds is an ``error``, never a verdict.
 
 With ``sound=True`` (``certkit verify --sound``) steps 3 and 4 use outward-rounded bounds (verifiers/bounds/sound.py):
@@ -38,6 +39,7 @@ from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
 from certkit.verifiers.complete.input_split import candidate_checker, input_split_bab, objective, refuted
+from certkit.verifiers.complete.milp_attack import milp_counterexample
 from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_checks
 from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
 
@@ -183,7 +185,8 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         why = "disabled" if bab is not True else "has no input of at most 16 dimensions nor activation to split"
         res = InstanceResult("unknown", time.perf_counter() - dl.t0,
                              f"{len(open_terms)} disjunct(s) not refuted by {used}; branch and bound {why}")
-        return res if bab is not True else keep_attacking(net32, onnx_model, open_terms, starts, gen, dl, res)
+        return res if bab is not True else keep_attacking(net32, onnx_model, open_terms, starts, gen, dl, res,
+                                                          roots.milp_falsifier(net32, onnx_model, dl))
     total = 0
     # the unit of a search: for input split all open disjuncts over one box (their sub-boxes share the bounds),
     # for activation split one disjunct
@@ -208,7 +211,10 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
                 return status
             res = InstanceResult(status, time.perf_counter() - dl.t0,
                                  f"branch and bound stopped after {total} domains ({status})", domains=total)
-            return res if status != "unknown" else keep_attacking(net32, onnx_model, open_terms, starts, gen, dl, res)
+            if status != "unknown":
+                return res
+            return keep_attacking(net32, onnx_model, open_terms, starts, gen, dl, res,
+                                  roots.milp_falsifier(net32, onnx_model, dl))
     how = "CROWN+input-split BaB" if kind == "input" else "beta-CROWN activation-split BaB"
     return InstanceResult("unsat", time.perf_counter() - dl.t0, method=how, domains=total)
 
@@ -240,10 +246,21 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
     return None
 
 
-def keep_attacking(net32, onnx_model, terms: list, starts: int, gen: torch.Generator, dl, res: InstanceResult):
-    """What is left of the time limit after the proof gave up (``res``, ``unknown``): fresh rounds of
-    :func:`falsify` (new random and output-diversified starts from the advancing ``gen``) on the open disjuncts
-    until the deadline. Returns a validated ``sat`` or ``res``, stamped with the time spent, never early."""
+def keep_attacking(net32, onnx_model, terms: list, starts: int, gen: torch.Generator, dl, res: InstanceResult,
+                   exact=None):
+    """What is left of the time limit after the proof gave up (``res``, ``unknown``): first ``exact(term, until)`` on
+    each open disjunct (the MILP search of small ReLU networks, :meth:`RootBounds.milp_falsifier`, with half of the
+    time left shared among the disjuncts; None: none), then fresh
+    rounds of :func:`falsify` (new random and output-diversified starts from the advancing ``gen``) on the open
+    disjuncts until the deadline. Returns a validated ``sat`` or ``res``, stamped with the time spent, never early."""
+    for k, term in enumerate(terms if exact is not None else []):
+        # half of what is left goes to the exact search, shared by the open disjuncts; PGD rounds get the rest
+        found = exact(term, time.perf_counter() + 0.5 * max(dl.left(), 0.0) / (len(terms) - k))
+        if found is not None:
+            found.seconds = time.perf_counter() - dl.t0
+            return found
+        if dl.left() <= 0.05:
+            break
     rounds = 0
     while dl.left() > 0.05 and terms:
         threads.tick()
@@ -344,6 +361,30 @@ class RootBounds:
         if not bool(torch.isfinite(lb).all()):
             raise CertkitError("CROWN produced NaN or inf bounds (weights or inputs too large?)")
         return bool(((lb - torch.tensor(term.d)) > 0).any())
+
+    def milp_falsifier(self, net32, onnx_model, dl):
+        """(term, until) -> a validated ``sat`` InstanceResult or None: the MILP counterexample search
+        (verifiers/complete/milp_attack.py) over the box's tightest bounds computed so far (alpha-CROWN's if
+        computed, else CROWN's) until the time.perf_counter() value ``until``, its point replayed exactly, after a
+        50-step PGD from it if the replay misses."""
+        def search(term, until: float):
+            bounds = self.cache.get(term.box_key()) or self.crown_bounds(term)
+            x = milp_counterexample(self.bm.graph, bounds, term.x_L, term.x_U, term.C, term.d,
+                                    min(until, time.perf_counter() + max(dl.left(), 0.0)))
+            if x is None:
+                return None
+            check = candidate_checker(net32, onnx_model, term, "MILP")
+            found = check(torch.tensor(x)[None])
+            if found is None and dl.left() > 0.05:
+                C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+                lo = torch.tensor(term.x_L, dtype=torch.float32)[None]
+                hi = torch.tensor(term.x_U, dtype=torch.float32)[None]
+                x_pgd, _ = pgd_box(objective(net32, C32, d32, onnx_model.sample_shape), lo, hi, steps=50, restarts=1,
+                                   x_init=torch.tensor(x, dtype=torch.float32)[None], early_stop=True,
+                                   deadline=time.perf_counter() + max(dl.left(), 0.0))
+                found = check(x_pgd.double())
+            return found
+        return search
 
     def get(self, term, deadline: float) -> list:
         key = term.box_key()
