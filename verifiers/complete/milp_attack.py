@@ -51,11 +51,15 @@ def relu_nodes(graph) -> list[int] | None:
     return nl
 
 
-def affine_maps(graph, relus: list[int], targets: list[int]) -> tuple[list, list]:
+def affine_maps(graph, relus: list[int], targets: list[int], deadline: float = float("inf")) -> tuple[list, list]:
     """For each node in ``targets``: (M, c) with node value = M v + c, v = [x; the outputs of every ReLU in
     ``relus``] (flattened, in that order), M a scipy CSR matrix (node size, len(v)), c (node size,) float64.
 
-    Valid when every non-affine node is in ``relus``: the graph is then affine in v (ReLU outputs injected)."""
+    Valid when every non-affine node is in ``relus``: the graph is then affine in v (ReLU outputs injected).
+
+    Raises:
+        TimeoutError: the time.perf_counter() value ``deadline`` passed between two batched passes.
+    """
     from scipy import sparse
 
     sizes = [int(np.prod(graph.nodes[0].shape))] + [int(np.prod(graph.nodes[r].shape)) for r in relus]
@@ -79,6 +83,8 @@ def affine_maps(graph, relus: list[int], targets: list[int]) -> tuple[list, list
         base = run(torch.zeros((1, n_vars), dtype=dtype))
         cols: dict = {t: [] for t in targets}
         for s in range(0, n_vars, CHUNK):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("the affine maps of the MILP search ran past the deadline")
             e = min(n_vars, s + CHUNK)
             V = torch.zeros((e - s, n_vars), dtype=dtype)
             V[torch.arange(e - s), torch.arange(s, e)] = 1.0
@@ -113,8 +119,9 @@ def milp_counterexample(graph, bounds: list, x_L: np.ndarray, x_U: np.ndarray, C
         return None
     if time.perf_counter() > deadline:
         return None
-    maps, offs = affine_maps(graph, relus, ins + [graph.output])
-    if time.perf_counter() > deadline:
+    try:
+        maps, offs = affine_maps(graph, relus, ins + [graph.output], deadline)
+    except TimeoutError:
         return None
     # variables: x (n_in) | a (n_r) | z (n_r) | delta (n_b) | t
     idl, it = n_in + 2 * n_r, n_in + 2 * n_r + n_b
