@@ -123,6 +123,8 @@ def milp_counterexample(graph, bounds: list, x_L: np.ndarray, x_U: np.ndarray, C
         maps, offs = affine_maps(graph, relus, ins + [graph.output], deadline)
     except TimeoutError:
         return None
+    except RuntimeError:   # an imported graph whose ops assume one sample per batch (a fixed reshape): no search
+        return None
     # variables: x (n_in) | a (n_r) | z (n_r) | delta (n_b) | t
     idl, it = n_in + 2 * n_r, n_in + 2 * n_r + n_b
     n = it + 1
