@@ -250,9 +250,9 @@ def keep_attacking(net32, onnx_model, terms: list, starts: int, gen: torch.Gener
                    exact=None):
     """What is left of the time limit after the proof gave up (``res``, ``unknown``): first ``exact(term, until)`` on
     each open disjunct (the MILP search of small ReLU networks, :meth:`RootBounds.milp_falsifier`, with half of the
-    time left shared among the disjuncts; None: none), then fresh
-    rounds of :func:`falsify` (new random and output-diversified starts from the advancing ``gen``) on the open
-    disjuncts until the deadline. Returns a validated ``sat`` or ``res``, stamped with the time spent, never early."""
+    time left shared among the disjuncts; None: none), then fresh rounds of :func:`falsify` (new random and
+    output-diversified starts from the advancing ``gen``) on the open disjuncts until the deadline. Returns a
+    validated ``sat`` or ``res``, stamped with the time spent, never early."""
     for k, term in enumerate(terms if exact is not None else []):
         # half of what is left goes to the exact search, shared by the open disjuncts; PGD rounds get the rest
         found = exact(term, time.perf_counter() + 0.5 * max(dl.left(), 0.0) / (len(terms) - k))
