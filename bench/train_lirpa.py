@@ -138,7 +138,7 @@ def train_epoch(side, x, y, order, batch, opt, sched: EpsSchedule, step0: int, e
 
 def evaluate(net, x, y, eps: float, methods: list[str], device: torch.device, batch: int = 256) -> dict:
     """Clean, PGD (50 steps) and verified accuracy of ``net`` on (x, y) at Linf ``eps`` by certkit's verifiers."""
-    net.eval()
+    net.eval().requires_grad_(False)   # gradients w.r.t. the input only (PGD); bounds build no graph
     bm = BoundedModule(net, tuple(x.shape[1:]))
     hits = {k: 0 for k in ["clean", "PGD"] + methods}
     for i in range(0, len(y), batch):
@@ -149,8 +149,9 @@ def evaluate(net, x, y, eps: float, methods: list[str], device: torch.device, ba
         hits["PGD"] += int(robust.sum())
         C = margin_spec(yb, 10)
         for m in methods:
-            lb, _ = bm.compute_bounds(linf_ball(xb, eps), C=C, method=m, bound_upper=False)
-            hits[m] += int((lb > 0).all(1).sum())
+            with torch.no_grad() if m != "alpha-CROWN" else torch.enable_grad():
+                lb, _ = bm.compute_bounds(linf_ball(xb, eps), C=C, method=m, bound_upper=False)
+            hits[m] += int((lb.detach() > 0).all(1).sum())
     return {k: v / len(y) for k, v in hits.items()}
 
 
@@ -216,8 +217,10 @@ def main() -> None:
     summary: dict = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                      "args": vars(args), "train_images": len(y)}
     methods = ["IBP", "CROWN"] + (["alpha-CROWN"] if args.alpha else [])
-    for side, _, _ in sides:
+    for side, _, _ in sides:   # both networks and the times are kept before anything is evaluated
         torch.save(side.net.state_dict(), out / f"{side.name}.pt")
+    (out / "epoch_seconds.json").write_text(json.dumps(times))
+    for side, _, _ in sides:
         ts = times[side.name]
         res = evaluate(side.net, test.x[:args.test_max], test.y[:args.test_max], args.eps, methods, device)
         summary[side.name] = {"epoch_seconds": ts, "robust_epoch_seconds": sum(ts[i] for i in robust), **res}
