@@ -119,12 +119,13 @@ def main() -> None:
             ep = np.array([int(r["epoch"]) for r in rows])
             ax.plot(ep, [float(r["val_accuracy"]) for r in rows], color=f"C{k}", label=f"{label}: clean")
             ax.plot(ep, [float(r["val_ibp_verified"]) for r in rows], color=f"C{k}", ls="--",
-                    label=f"{label}: IBP verified at the target eps")
+                    label=f"{label}: IBP-verified")
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy")
+        ax.set_title("clean, and IBP-verified at the target eps", fontsize=8)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         path = out / f"{args.prefix}training_curves.png"
         fig.savefig(path, dpi=120)
