@@ -117,8 +117,6 @@ def milp_counterexample(graph, bounds: list, x_L: np.ndarray, x_U: np.ndarray, C
     n_out = int(np.prod(graph.nodes[graph.output].shape))
     if n_b > MAX_BINARIES or (n_in + n_r) * (n_r + n_out) > MAX_ENTRIES:
         return None
-    if time.perf_counter() > deadline:
-        return None
     try:
         maps, offs = affine_maps(graph, relus, ins + [graph.output], deadline)
     except TimeoutError:
