@@ -145,9 +145,10 @@ class ActivationBaB:
         self.iterations, self.root_iterations = iterations, root_iterations
         self.lr_alpha, self.lr_beta = lr_alpha, lr_beta
         self.max_pending_bytes = max_pending_bytes
-        # activation node a -> its input node j (the split variables); node 0 (the input) is split by input BaB
+        # branchable node a (activations, max-pooling) -> its input node j (the split variables); node 0 (the
+        # input) is split by input BaB
         self.acts = {a: self.g.nodes[a].inputs[0] for a in self.g.nonlinear()
-                     if isinstance(self.g.nodes[a].op, Activation) and self.g.nodes[a].inputs[0] != 0}
+                     if self.g.nodes[a].op.branchable and self.g.nodes[a].inputs[0] != 0}
         if root_bounds is None:
             with torch.no_grad():
                 root_bounds = bm.crown_intermediate(self._pert(1))
@@ -263,13 +264,18 @@ class ActivationBaB:
 
     # ------------------------------------------------------------------ branching
     def _neuron_scores(self, dom: Domains, coeffs: dict) -> torch.Tensor:
-        """(D, N) split scores of every neuron of every activation input (-inf where not splittable):
-        :func:`babsr_score` for piecewise-linear activations, :func:`genbab_score` for the others."""
+        """(D, N) split scores of every neuron of every branchable node's input (-inf where not splittable):
+        :func:`babsr_score` for piecewise-linear activations, :func:`genbab_score` for the other activations, the
+        op's own ``branch_scores`` for the rest (max-pooling)."""
         out = []
         for a, j in self.acts.items():
             op = self.g.nodes[a].op
             l, u = dom.lo[j], dom.hi[j]
             A = coeffs.get(a)
+            if not isinstance(op, Activation):
+                A = torch.zeros((len(dom),) + tuple(self.g.nodes[a].shape), dtype=l.dtype) if A is None else A
+                out.append(op.branch_scores(A, l, u).flatten(1))
+                continue
             A = torch.zeros_like(l) if A is None else A
             ok = op.splittable(l, u)
             s = babsr_score(A, l, u) if op.piecewise_linear else genbab_score(op, A, l, u)
@@ -298,9 +304,11 @@ class ActivationBaB:
             if not bool(sel.any()):
                 continue
             rows, idx = ar[sel], local[sel]
-            l = dom.lo[j].flatten(1)[rows, idx]
-            u = dom.hi[j].flatten(1)[rows, idx]
-            p = self.g.nodes[a].op.split_point(l, u)
+            op = self.g.nodes[a].op
+            if isinstance(op, Activation):       # elementwise: the split point needs the neuron's interval only
+                p = op.split_point(dom.lo[j].flatten(1)[rows, idx], dom.hi[j].flatten(1)[rows, idx])
+            else:                                # max-pooling: the point depends on the neuron's windows
+                p = op.split_points(dom.lo[j][rows], dom.hi[j][rows]).flatten(1)[torch.arange(len(rows)), idx]
             left.hi[j].view(D, -1)[rows, idx] = p
             right.lo[j].view(D, -1)[rows, idx] = p
         both = Domains.cat([left, right])

@@ -34,19 +34,18 @@ import time
 import numpy as np
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation
-
 #: refutations need the Lagrangian bound above this fraction of the magnitude of its terms
 MARGIN = 1e-9
 
 
 def leaf_is_linear(bab, bounds: list) -> bool:
     """Whether the network is affine on a subdomain with intervals ``bounds`` (one per node, (1, *shape)): every
-    non-affine node is a piecewise-linear activation (ReLU, LeakyReLU) whose input interval holds no kink."""
+    non-affine node is piecewise linear (ReLU, LeakyReLU whose input interval holds no kink; max-pooling whose every
+    window has its winner decided)."""
     g = bab.g
     for a in g.nonlinear():
         op = g.nodes[a].op
-        if not (isinstance(op, Activation) and op.piecewise_linear):
+        if not op.piecewise_linear:
             return False
         l, u = bounds[g.nodes[a].inputs[0]]
         if bool(op.unstable(l, u).any()):

@@ -25,6 +25,7 @@ class Activation(Op):
     affine = False
     zero_lower_intercept = False  # True when c_L = 0 always (ReLU): skips a multiply in backward
     piecewise_linear = False      # True when both pieces of a split at 0 are exact lines (ReLU, LeakyReLU)
+    branchable = True             # branch and bound splits activation inputs (ReLU at 0, GenBaB elsewhere)
 
     def function(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -58,6 +59,10 @@ class Activation(Op):
         """Where branch and bound splits [l, u]: 0 when l < 0 < u (the kink of ReLU, the inflection point of
         Sigmoid/Tanh, so each half is linear, convex or concave), else the midpoint."""
         return torch.where((l < 0) & (u > 0), torch.zeros_like(l), (l + u) / 2)
+
+    def split_points(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """:meth:`split_point` of every neuron (the branching contract of ops/base.py; elementwise here)."""
+        return self.split_point(l, u)
 
     # -- the generic parts of the op contract -------------------------------------------------------
     def forward(self, z):

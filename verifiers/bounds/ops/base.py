@@ -84,6 +84,11 @@ class Op:
             (elementwise scale/shift, reshape, permutation, zero padding): IBP maps a box to the exact box.
         arity: number of data inputs.
         n_alpha: optimisable relaxation parameters per neuron (alpha-CROWN); 0 for ops with nothing to optimise.
+        branchable: True when activation-split branch and bound may split the op's input intervals; such ops give
+            ``splittable(l, u)``, ``split_points(l, u)`` and ``branch_scores(A, l, u)`` over their input
+            (elementwise activations: activation.py; max-pooling: maxpool.py).
+        piecewise_linear: True when the op is exactly affine on a box where ``unstable`` is empty (ReLU, LeakyReLU,
+            max-pooling with every window decided): the leaf linear programs of branch and bound rely on it.
         in_shapes / out_shape: per-sample shapes, set by the graph builder.
     """
 
@@ -91,6 +96,8 @@ class Op:
     coordinatewise = False  # each output coordinate an affine function of ONE input coordinate (box -> box exactly)
     arity = 1
     n_alpha = 0
+    branchable = False
+    piecewise_linear = False
     name = "op"
 
     def __init__(self):

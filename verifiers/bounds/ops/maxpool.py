@@ -13,6 +13,13 @@ CROWN's backward rule puts A >= 0 on z_m and A < 0 on the constant (or on z_m wh
 (max is monotone: exact on boxes). Windows are read as strided views and coefficients returned by strided adds, so any
 kernel, stride and zero-or-more padding (padded cells never win) share one code path; dilation and ceil_mode are
 refused. ONNX ``MaxPool`` (2-D, symmetric pads) imports as ``nn.MaxPool2d``.
+
+Branch and bound (verifiers/complete/beta_crown.py) splits a window like a ReLU: in a window whose winner is
+undecided, the cell t with the largest upper bound is split at p = the second largest upper bound of the window
+(max(a, b) = b + relu(a - b) splits at a = b, as alpha-beta-CROWN branches max-pooling through that ReLU). The
+child z_t >= p has its winner decided (y = z_t exactly); the child z_t <= p lowers the window's constant upper line
+from u_t to p. When the two largest upper bounds tie, t's interval is halved instead. A window is scored by the
+gap of its relaxation, |A| (max_i u_i - max_i l_i) for the coefficient A of its output.
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ class MaxPool2d(Op):
 
     name = "MaxPool2d"
     affine = False
+    branchable = True            # branch and bound splits the inputs of undecided windows (module docstring)
+    piecewise_linear = True      # affine where every window's winner is decided (the leaf linear programs)
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -96,6 +105,62 @@ class MaxPool2d(Op):
                     w[:, dy, dx]
         out = out[:, self.p[0]:self.p[0] + H, self.p[1]:self.p[1] + W]
         return out.reshape(N, C, H, W)
+
+    def _fold_max(self, w: torch.Tensor, N: int) -> torch.Tensor:
+        """(N * C, kh * kw, L) window values -> (N, C, H, W): each input cell's largest value over the windows it
+        belongs to (-inf for cells in no window)."""
+        C, H, W = self.in_shapes[0]
+        ho, wo = self._out_hw()
+        w = w.reshape(w.shape[0], self.k[0], self.k[1], ho, wo)
+        out = torch.full((w.shape[0], H + 2 * self.p[0], W + 2 * self.p[1]), float("-inf"), dtype=w.dtype,
+                         device=w.device)
+        for dy in range(self.k[0]):
+            for dx in range(self.k[1]):
+                cells = (slice(None), slice(dy, dy + self.s[0] * (ho - 1) + 1, self.s[0]),
+                         slice(dx, dx + self.s[1] * (wo - 1) + 1, self.s[1]))
+                out[cells] = torch.maximum(out[cells], w[:, dy, dx])
+        out = out[:, self.p[0]:self.p[0] + H, self.p[1]:self.p[1] + W]
+        return out.reshape(N, C, H, W)
+
+    def _branch_windows(self, l: torch.Tensor, u: torch.Tensor):
+        """Per window: (top (N*C, 1, L) the cell with the largest upper bound, p (N*C, L) where to split it, ok
+        (N*C, L) whether the window is undecided and l_top < p < u_top, gap (N*C, L) max u - max l)."""
+        lw, uw = self._windows(l, float("-inf")), self._windows(u, float("-inf"))
+        _, exact, U = self.relaxation([(l, u)])
+        top = uw.argmax(1, keepdim=True)
+        second = uw.scatter(1, top, float("-inf")).amax(1)
+        l_top = lw.gather(1, top)[:, 0]
+        p = torch.where(second < U, second, (l_top + U) / 2)
+        ok = ~exact & (p > l_top) & (p < U) & (U - l_top > 1e-9)
+        return top, p, ok, U - lw.amax(1)
+
+    def _to_cells(self, top: torch.Tensor, values: torch.Tensor, ok: torch.Tensor, N: int) -> torch.Tensor:
+        """Window values (N*C, L) put on each window's top cell (where ``ok``), -inf elsewhere -> (N, C, H, W)."""
+        w = torch.full((top.shape[0], self.n_alpha, top.shape[2]), float("-inf"), dtype=values.dtype,
+                       device=values.device)
+        w.scatter_(1, top, torch.where(ok, values, torch.full_like(values, float("-inf")))[:, None])
+        return self._fold_max(w, N)
+
+    def splittable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Input cells (bool, like l (N, C, H, W)) that branch and bound may split: the top cell of each undecided
+        window."""
+        top, p, ok, _ = self._branch_windows(l, u)
+        return torch.isfinite(self._to_cells(top, p, ok, l.shape[0]))
+
+    def split_points(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Where to split each input cell (N, C, H, W): the window's second largest upper bound (module docstring)
+        for splittable cells, the midpoint for the others."""
+        top, p, ok, _ = self._branch_windows(l, u)
+        cells = self._to_cells(top, p, ok, l.shape[0])
+        return torch.where(torch.isfinite(cells), cells, (l + u) / 2)
+
+    def branch_scores(self, A: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Split scores of the input cells (N, C, H, W), -inf where not splittable: |A| times the window's gap
+        max u - max l, for A (N, C, Ho, Wo) the coefficient of the output in the bound being branched on."""
+        top, p, ok, gap = self._branch_windows(l, u)
+        N, C = l.shape[0], self.out_shape[0]
+        score = A.reshape(N * C, -1).abs() * gap.clamp(min=0) + 1e-12
+        return self._to_cells(top, score, ok, N)
 
     def relaxation(self, in_bounds, alpha=None, setup=None):
         """(m (B*C, 1, L) winner index in each window, exact (B*C, L), upper constant U (B*C, L)); with ``alpha``
