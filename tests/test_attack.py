@@ -81,3 +81,108 @@ def test_falsifier_starts_center_fgsm_vertex_best_of_pool_and_shared_pool():
     x1, pool1 = falsifier_starts(obj, lambda x: x @ A.T, lo, hi, 1)
     assert pool1 is None
     torch.testing.assert_close(x1[0], ((lo + hi) / 2)[0])
+
+
+def _sign_net(n: int) -> torch.nn.Module:
+    """x (n,) -> w . sign(x) with weights of both signs, as the ONNX importer spells Sign (a module holding fn)."""
+    from certkit.models.onnx_import import _Fn
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(1, n, generator=gen)
+    lin = torch.nn.Linear(n, 1, bias=False)
+    lin.weight.data = w
+    return torch.nn.Sequential(_Fn(torch.sign), lin).requires_grad_(False)
+
+
+def test_straight_through_finds_what_a_zero_gradient_hides():
+    """min over [-1, 1]^24 of w . sign(x) is -sum |w|, at sign(x) = -sign(w) only (one vertex orthant of 2^24): PGD
+    through torch.sign sees a zero gradient and stays at its starts; through the straight-through copy one step
+    reaches it. The copy computes the same values and the original is left as it was."""
+    from certkit.verifiers.attack import pgd_box, straight_through
+
+    n = 24
+    net = _sign_net(n)
+    target = -float(net[1].weight.abs().sum())
+    lo, hi = -torch.ones(8, n), torch.ones(8, n)
+    x0 = torch.rand((8, n), generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def objective(model):
+        return lambda x: model(x)[:, 0] - (target + 1e-3)
+
+    _, plain = pgd_box(objective(net), lo, hi, steps=20, restarts=1, x_init=x0.clone())
+    ste = straight_through(net)
+    _, through = pgd_box(objective(ste), lo, hi, steps=20, restarts=1, x_init=x0.clone())
+    assert float(plain.min()) > 0 and float(through.min()) <= 0
+    x = torch.rand((16, n)) * 2 - 1
+    assert torch.equal(ste(x), net(x))
+    assert net[0].fn is torch.sign and ste is not net
+    plain_net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+    assert straight_through(plain_net) is plain_net
+
+
+def test_straight_through_rewrites_step_calls_of_an_fx_graph():
+    """The ONNX importer's graphs call torch.sign / torch.floor as functions: the copy calls the straight-through
+    versions (same values, gradient of the identity), the original keeps its calls."""
+    from certkit.verifiers.attack import straight_through
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return torch.floor(3 * torch.sign(x) + x)
+
+    gm = torch.fx.symbolic_trace(Net())
+    ste = straight_through(gm)
+    x = torch.randn(5, 4, requires_grad=True)
+    ste(x).sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 4.0))          # d/dx (3 x + x) through both steps
+    with torch.no_grad():
+        assert torch.equal(ste(x), gm(x))
+    assert any(n.target is torch.sign for n in gm.graph.nodes)
+    assert not any(n.target in (torch.sign, torch.floor) for n in ste.graph.nodes)
+
+
+def test_order_only_properties_attack_the_logits_of_a_saturated_softmax():
+    """A confident network's float32 softmax is exactly one-hot, so its gradient is zero: the logits copy has the
+    same order of outputs and a gradient; other graphs (softmax over a non-final dim, no softmax) come back as they
+    were. compares_two_outputs accepts rows c (y_i - y_j) <= 0 only."""
+    import numpy as np
+
+    from certkit.verifiers.attack import without_output_softmax
+    from certkit.verifiers.complete.strategy import compares_two_outputs
+    from certkit.verifiers.complete.vnnlib import Term
+
+    class Net(torch.nn.Module):
+        def __init__(self, dim=1):
+            super().__init__()
+            self.lin, self.dim = torch.nn.Linear(4, 3), dim
+
+        def forward(self, x):
+            return torch.softmax(self.lin(x) * 1e6, self.dim)
+
+    torch.manual_seed(0)
+    gm = torch.fx.symbolic_trace(Net())
+    x = torch.randn(6, 4)
+    logits = without_output_softmax(gm, x[:1])
+    assert logits is not gm
+    with torch.no_grad():
+        z, y = logits(x), gm(x)
+    assert torch.equal(z.argmax(1), y.argmax(1)) and torch.allclose(torch.softmax(z, 1), y)
+    xg = x.clone().requires_grad_(True)
+    (gm(xg)[:, 0] - gm(xg)[:, 1]).sum().backward()
+    assert float(xg.grad.abs().max()) == 0.0                            # saturated: nothing to follow
+    assert any(n.target is torch.softmax for n in gm.graph.nodes)
+    plain = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(4, 3)))
+    assert without_output_softmax(plain, x[:1]) is plain
+
+    class Grid(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(x.reshape(-1, 2, 2), 1)
+    grid = torch.fx.symbolic_trace(Grid())
+    assert without_output_softmax(grid, x[:1]) is grid                  # 3-D output: groups the rows may cross
+
+    def term(C, d):
+        C = np.array(C, dtype=float)
+        return Term(np.zeros(4), np.ones(4), C, np.array(d, dtype=float), np.zeros(len(d), dtype=bool))
+    assert compares_two_outputs(term([[1, -1, 0], [0, 2, -2]], [0, 0]))
+    assert not compares_two_outputs(term([[1, -1, 0]], [0.5]))
+    assert not compares_two_outputs(term([[1, -2, 0]], [0]))
+    assert not compares_two_outputs(term([[1, 0, 0]], [0]))

@@ -1,11 +1,13 @@
 """Projected gradient descent (Madry et al. 2018) for falsification: Linf and L2 balls and arbitrary boxes,
-random restarts, output-diversified starts (ODI), margin loss, batched over inputs.
+random restarts, output-diversified starts (ODI), margin loss, batched over inputs; straight-through gradients for
+networks with step functions (sign, floor, round).
 
 All attacks MINIMIZE an objective (B,) and report the best point found per input; an attack succeeds on an input
 when its objective is < 0 (e.g. the classification margin min_{j != y} z_y - z_j).
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -170,6 +172,107 @@ def falsifier_starts(objective: Callable[[torch.Tensor], torch.Tensor],
             best = objective(pool).argsort()[:(starts - 2) // 2]
         x0[2:2 + len(best)] = pool[best]
     return x0, pool
+
+
+class _StraightThrough(torch.autograd.Function):
+    """A step function in the forward pass, the identity in the backward pass (the straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def sign_straight_through(x: torch.Tensor) -> torch.Tensor:
+    """torch.sign(x), differentiated as the identity."""
+    return _StraightThrough.apply(x, torch.sign)
+
+
+def floor_straight_through(x: torch.Tensor) -> torch.Tensor:
+    """torch.floor(x), differentiated as the identity."""
+    return _StraightThrough.apply(x, torch.floor)
+
+
+def ceil_straight_through(x: torch.Tensor) -> torch.Tensor:
+    """torch.ceil(x), differentiated as the identity."""
+    return _StraightThrough.apply(x, torch.ceil)
+
+
+def round_straight_through(x: torch.Tensor) -> torch.Tensor:
+    """torch.round(x), differentiated as the identity."""
+    return _StraightThrough.apply(x, torch.round)
+
+
+#: step functions, whose gradient is zero almost everywhere -> the same function differentiated as the identity
+STEP_FUNCTIONS = {torch.sign: sign_straight_through, torch.floor: floor_straight_through,
+                  torch.ceil: ceil_straight_through, torch.round: round_straight_through}
+
+
+def _step(fn):
+    return next((v for k, v in STEP_FUNCTIONS.items() if fn is k), None)
+
+
+def straight_through(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``net`` for gradient attacks in which every step function (``STEP_FUNCTIONS``: a call in a torch.fx
+    graph, as the ONNX importer builds, or a module holding it as ``fn``) passes gradients through as the identity
+    (the straight-through estimator of Bengio, Leonard, Courville 2013, "Estimating or propagating gradients through
+    stochastic neurons", used to train and attack binarized networks). Forward values are unchanged, so every
+    point found is the network's own; ``net`` itself is returned when it has no step function. PGD through
+    torch.sign alone sees a zero gradient and only its random starts can land (binarized convolutions of
+    VNN-COMP's traffic-sign networks)."""
+    def fx_steps(m):
+        graph = getattr(m, "graph", None)
+        return [n for n in getattr(graph, "nodes", ()) if n.op == "call_function" and _step(n.target) is not None]
+
+    if not any(_step(getattr(m, "fn", None)) is not None or fx_steps(m) for m in net.modules()):
+        return net
+    net = copy.deepcopy(net)
+    for m in net.modules():
+        if _step(getattr(m, "fn", None)) is not None:
+            m.fn = _step(m.fn)
+        nodes = fx_steps(m)
+        for n in nodes:
+            n.target = _step(n.target)
+        if nodes:
+            m.recompile()
+    return net
+
+
+def without_output_softmax(net: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """A copy of the torch.fx graph module ``net`` that returns the input of its final softmax (the logits) when its
+    output is a softmax over the last dim of a (B, K) tensor (checked by running ``example``, a batch of inputs),
+    else ``net`` itself. The softmax keeps the order of its entries (y_i <= y_j exactly when z_i <= z_j) but
+    saturates: in float32 a confident network's outputs are exactly 0 and 1 and every gradient vanishes, so attacks
+    on properties that only compare two outputs (rows y_i - y_j <= 0) search the logits instead; their points are
+    then checked on the real network."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    def final_softmax(gm):
+        out = next((n for n in getattr(getattr(gm, "graph", None), "nodes", ()) if n.op == "output"), None)
+        if out is None or not isinstance(out.args[0], torch.fx.Node):
+            return None, None
+        sm = out.args[0]
+        if sm.op == "call_function" and sm.target in (torch.softmax, torch.nn.functional.softmax):
+            return out, sm
+        return None, None
+
+    if final_softmax(net)[1] is None:
+        return net
+    logits = copy.deepcopy(net)
+    out, sm = final_softmax(logits)
+    with torch.no_grad():
+        ShapeProp(logits).propagate(example)
+    dim = sm.args[1] if len(sm.args) > 1 else sm.kwargs.get("dim")
+    meta = sm.meta.get("tensor_meta")
+    if meta is None or len(meta.shape) != 2 or dim not in (1, -1):
+        return net
+    out.args = (sm.args[0],)
+    logits.graph.erase_node(sm)
+    logits.recompile()
+    return logits
 
 
 def falsifier_step_sizes(lo: torch.Tensor, hi: torch.Tensor) -> tuple:

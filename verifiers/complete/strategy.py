@@ -31,10 +31,15 @@ from certkit.common.errors import CertkitError
 from certkit.common.faults import fault_point
 from certkit.common.numerics import flush_denormal
 from certkit.models.onnx_import import OnnxModel, load_onnx
-from certkit.verifiers.attack import falsifier_starts, falsifier_step_sizes, pgd_box
+from certkit.verifiers.attack import (
+    falsifier_starts,
+    falsifier_step_sizes,
+    pgd_box,
+    straight_through,
+    without_output_softmax,
+)
 from certkit.verifiers.bounds.alpha_crown import alpha_crown, optimize_intermediate
 from certkit.verifiers.bounds.ibp_crown import BoundedModule, canonical_method
-from certkit.verifiers.bounds.ops.activation import Activation
 from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
@@ -137,6 +142,10 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     fault_point("verify")
     net32 = onnx_model.module.float().eval().requires_grad_(False)   # gradients w.r.t. inputs and alphas only
     net64 = copy.deepcopy(net32).double().eval()
+    net32 = straight_through(net32)   # attacks differentiate step functions as the identity (same values)
+    if all(compares_two_outputs(t) for t in prop.terms):   # a saturated softmax hides the order of the logits
+        x0 = torch.tensor((prop.terms[0].x_L + prop.terms[0].x_U) / 2, dtype=torch.float32)
+        net32 = without_output_softmax(net32, x0.reshape((1,) + tuple(onnx_model.sample_shape)))
     shape = onnx_model.sample_shape
     gen = torch.Generator().manual_seed(seed)
     # 2. falsification on every term: PGD (batched starts) from the box center, the FGSM vertex of the center,
@@ -219,6 +228,24 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     return InstanceResult("unsat", time.perf_counter() - dl.t0, method=how, domains=total)
 
 
+def compares_two_outputs(term) -> bool:
+    """Whether every row of ``term`` reads c (y_i - y_j) <= 0 with c > 0 (which a monotone, order-keeping map of
+    the outputs such as softmax leaves true or false)."""
+    for row, d in zip(term.C, term.d):
+        nz = np.flatnonzero(row)
+        if d != 0 or len(nz) != 2 or row[nz[0]] != -row[nz[1]]:
+            return False
+    return term.C.shape[0] > 0
+
+
+def attack_problem(net32, onnx_model, term):
+    """The float32 attack objective of one disjunct (:func:`objective` of its C, d) and its input box as (1, n)
+    tensors lo, hi: (objective, lo, hi)."""
+    C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+    lo, hi = torch.tensor(term.x_L, dtype=torch.float32)[None], torch.tensor(term.x_U, dtype=torch.float32)[None]
+    return objective(net32, C32, d32, onnx_model.sample_shape), lo, hi
+
+
 def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pools: dict | None = None,
             until: float | None = None):
     """certkit's attack on one disjunct: PGD (100 steps, ``starts`` batched starts of
@@ -226,9 +253,7 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
     (or the time.perf_counter() value ``until``, if earlier); returns a validated ``sat`` InstanceResult or None.
     ``pools``: box -> ODI pool shared by disjuncts over one box (None: a fresh pool)."""
     shape = onnx_model.sample_shape
-    C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
-    obj = objective(net32, C32, d32, shape)
-    lo, hi = torch.tensor(term.x_L, dtype=torch.float32)[None], torch.tensor(term.x_U, dtype=torch.float32)[None]
+    obj, lo, hi = attack_problem(net32, onnx_model, term)
     pools = {} if pools is None else pools
     x0, pools[term.box_key()] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo, hi,
                                                  starts, gen, pools.get(term.box_key()))
@@ -376,11 +401,9 @@ class RootBounds:
             check = candidate_checker(net32, onnx_model, term, "MILP")
             found = check(torch.tensor(x)[None])
             if found is None and dl.left() > 0.05:
-                C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
-                lo = torch.tensor(term.x_L, dtype=torch.float32)[None]
-                hi = torch.tensor(term.x_U, dtype=torch.float32)[None]
-                x_pgd, _ = pgd_box(objective(net32, C32, d32, onnx_model.sample_shape), lo, hi, steps=50, restarts=1,
-                                   x_init=torch.tensor(x, dtype=torch.float32)[None], early_stop=True,
+                obj, lo, hi = attack_problem(net32, onnx_model, term)
+                x_pgd, _ = pgd_box(obj, lo, hi, steps=50, restarts=1, early_stop=True,
+                                   x_init=torch.tensor(x, dtype=torch.float32)[None],
                                    deadline=time.perf_counter() + max(dl.left(), 0.0))
                 found = check(x_pgd.double())
             return found
@@ -413,11 +436,11 @@ class RootBounds:
 
 def choose_bab(bm, n_inputs: int) -> str:
     """``input`` split for inputs of at most ``INPUT_SPLIT_MAX_DIM`` dimensions (ACAS Xu: 5; few input dimensions
-    control everything, and boxes shrink fast), else ``activation`` split when the network has activations
-    (ReLU: beta-CROWN; Sigmoid/Tanh: GenBaB), else ``none``."""
+    control everything, and boxes shrink fast), else ``activation`` split when the network has activations or
+    max-pooling (ReLU, max-pooling: beta-CROWN; Sigmoid/Tanh: GenBaB), else ``none``."""
     if n_inputs <= INPUT_SPLIT_MAX_DIM:
         return "input"
-    if any(isinstance(bm.graph.nodes[a].op, Activation) for a in bm.graph.nonlinear()):
+    if any(bm.graph.nodes[a].op.branchable for a in bm.graph.nonlinear()):
         return "activation"
     return "none"
 
