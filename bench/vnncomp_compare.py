@@ -14,9 +14,10 @@ certkit's.
 
 All instances run in this one process (no Python start-up per instance). Per benchmark it prints certkit's
 solved / unsat / sat / timeout / unknown / error counts, WRONG answers (certkit unsat where the reference holds a
-counterexample, or sat where the reference proved unsat; certkit's sat answers are replayed in onnxruntime, so a
-wrong sat points at the reference), what the reference solved on the same instances (in all, and within the same
-number of seconds by its own reported time, start-up included) with certkit's ratio to each, and the time.
+counterexample), reference answers contradicted (the reference proved unsat where certkit's counterexample replays
+in onnxruntime: a wrong answer of the reference, such as Marabou's on VNN-COMP 2022's sri_resnet_b), what the
+reference solved on the same instances (in all, and within the same number of seconds by its own reported time,
+start-up included) with certkit's ratio to each, and the time.
 ``--out`` appends one row per instance as it is answered (a run can be stopped and resumed: answered rows are
 skipped). Instances that branched also report the domains (sub-boxes or activation subdomains) bounded, and each
 benchmark the domains per second over those instances' whole time (attacks and root bounds included).
@@ -98,7 +99,7 @@ def main() -> None:
         rows, known = instance_rows(bench)
         rows = [r for r in rows if args.onnx_filter in Path(r[0]).name]
         rows = rows[:: args.every][: args.max]
-        counts, wrong, seconds, solved_secs = Counter(), [], 0.0, []
+        counts, wrong, contradicted, seconds, solved_secs = Counter(), [], [], 0.0, []
         ref_secs: dict = {name: [] for name in refs}          # tool -> seconds of each instance it solved
         bab_domains, bab_seconds = 0, 0.0
         for onnx, vnn, *_ in rows:
@@ -123,8 +124,11 @@ def main() -> None:
                 r, r_secs = ref.get(key[1:], (None, float("inf")))
                 if r in ("sat", "unsat"):
                     ref_secs[name].append(r_secs)
-                    if status in ("sat", "unsat") and r != status:
+                    if status == "unsat" and r == "sat":
                         wrong.append(f"{onnx} {vnn}: certkit {status}, {name} {r}")
+                    elif status == "sat" and r == "unsat":    # certkit's point replays in onnxruntime
+                        contradicted.append(f"{onnx} {vnn}: {name} unsat, certkit's counterexample replays in "
+                                            "onnxruntime")
                 said.append(f"{name} {r}" + (f" ({r_secs:.1f} s)" if r in ("sat", "unsat") else ""))
             if known.get((onnx, vnn)) in ("sat", "unsat") and status in ("sat", "unsat") \
                     and status != known[(onnx, vnn)]:
@@ -135,8 +139,10 @@ def main() -> None:
         solved = counts["sat"] + counts["unsat"]
         line = (f"{bench.name}: {len(rows)} instances, solved {solved} (unsat {counts['unsat']}, sat {counts['sat']}), "
                 f"timeout {counts['timeout']}, unknown {counts['unknown']}, error {counts['error']}, "
-                f"WRONG {len(wrong)}; {seconds:.0f} s" + (f", median {median(solved_secs):.1f} s per solved"
-                                                          if solved_secs else ""))
+                f"WRONG {len(wrong)}"
+                + (f", reference unsat contradicted by a counterexample {len(contradicted)}" if contradicted else "")
+                + f"; {seconds:.0f} s"
+                + (f", median {median(solved_secs):.1f} s per solved" if solved_secs else ""))
         for name, secs_list in ref_secs.items():
             within = sum(t <= args.timeout for t in secs_list)
             line += (f"; {name} solved {len(secs_list)}" + (f" (ratio {solved / len(secs_list):.2f})" if secs_list
@@ -149,6 +155,8 @@ def main() -> None:
         print(line, flush=True)
         for w in wrong:
             print("  WRONG", w)
+        for w in contradicted:
+            print("  REFERENCE CONTRADICTED", w)
     print(f"total {time.perf_counter() - t_all:.0f} s")
 
 
