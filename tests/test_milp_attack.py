@@ -81,10 +81,10 @@ def test_the_verifier_answers_sat_by_milp_when_attacks_and_branch_and_bound_give
     """With PGD and branch and bound disabled, an instance with a planted counterexample is answered ``sat`` by the
     MILP search (replayed in onnxruntime); one that holds stays ``unknown``."""
     pytest.importorskip("onnxruntime")
+    from certkit.verifiers.complete import strategy
+
     from test_input_split import onnx_of, planted_property
     from test_input_split import relu_net as small_net
-
-    from certkit.verifiers.complete import strategy
 
     monkeypatch.setattr(strategy, "falsify", lambda *a, **k: None)
     monkeypatch.setattr(strategy, "input_split_bab", lambda *a, **k: ("unknown", 0))

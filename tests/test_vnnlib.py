@@ -58,6 +58,11 @@ def test_constants_both_sides_strict_and_gz(tmp_path):
     ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
      "(assert (xor (<= Y_0 1)))\n", 5, "unsupported operator"),
     ("(declare-const X_0 Real)\n(declare-const Y_0 Int)\n", 2, "Real"),
+    ("(declare-const X_0 Real)\n(declare-const (<= Y_0 1) Real)\n", 2, "X_i or Y_j"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
+     "(assert (or ((<= Y_0 1))))\n", 5, "expected an operator"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
+     "(assert (and (<= Y_0 1) (<= Y_3 1)))\n", 5, "Y_3 is used but not declared"),
 ])
 def test_malformed_files_have_line_numbers(text, line, words):
     with pytest.raises(VnnlibError) as e:
@@ -70,3 +75,30 @@ def test_missing_bounds_and_unreadable(tmp_path):
         parse_vnnlib_text("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))(assert (<= Y_0 0))")
     with pytest.raises(VnnlibError, match="cannot read"):
         parse_vnnlib(tmp_path / "missing.vnnlib")
+
+
+def test_one_line_comparisons_and_split_ones_parse_alike():
+    """Comparisons on one line are read by the tokenizer as whole atoms (the fast path for large properties); the
+    same property with its comparisons split over lines and negated constants takes the general path: the terms,
+    rows in order included, must be equal."""
+    fast = """(declare-const X_0 Real) (declare-const X_1 Real) (declare-const Y_0 Real) (declare-const Y_1 Real)
+    (assert (or (and (>= X_0 -1.5) (<= X_0 1) (>= X_1 0) (<= X_1 0.25))
+                (and (>= X_0 2) (<= X_0 3) (>= X_1 -2) (<= X_1 -1))))
+    (assert (and (<= Y_0 1) (or (<= Y_1 2) (>= Y_1 3)) (<= Y_0 Y_1)))
+    """
+    slow = """(declare-const X_0 Real) (declare-const X_1 Real) (declare-const Y_0 Real) (declare-const Y_1 Real)
+    (assert (or (and (>= X_0 (- 1.5)) (<=
+      X_0 1) (>= X_1 0) (<= X_1 0.25)) (and (>= X_0 2) (<= X_0 3) (>= X_1 (- 2)) (<= X_1 (- 1)))))
+    (assert (and (<=
+      Y_0 1) (or (<= Y_1 2) (>=
+      Y_1 3)) (<= Y_0
+      Y_1)))
+    """
+    a, b = parse_vnnlib_text(fast), parse_vnnlib_text(slow)
+    assert len(a.terms) == len(b.terms) == 4
+    for s, t in zip(a.terms, b.terms):
+        for f in ("x_L", "x_U", "C", "d", "strict"):
+            assert np.array_equal(getattr(s, f), getattr(t, f)), f
+    assert a.terms[0].C.tolist() == [[1, 0], [0, 1], [1, -1]] and a.terms[0].d.tolist() == [1, 2, 0]
+    assert a.terms[1].C.tolist() == [[1, 0], [0, -1], [1, -1]] and a.terms[1].d.tolist() == [1, -3, 0]
+    assert a.terms[0].x_L.tolist() == [-1.5, 0] and a.terms[3].x_U.tolist() == [3, -1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from typing import cast
 
 import torch
 
@@ -237,7 +238,7 @@ def straight_through(net: torch.nn.Module) -> torch.nn.Module:
         for n in nodes:
             n.target = _step(n.target)
         if nodes:
-            m.recompile()
+            cast(torch.fx.GraphModule, m).recompile()
     return net
 
 
@@ -259,7 +260,7 @@ def without_output_softmax(net: torch.nn.Module, example: torch.Tensor) -> torch
             return out, sm
         return None, None
 
-    if final_softmax(net)[1] is None:
+    if final_softmax(net)[1] is None or not isinstance(net, torch.fx.GraphModule):
         return net
     logits = copy.deepcopy(net)
     out, sm = final_softmax(logits)

@@ -44,6 +44,7 @@ from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
 from certkit.verifiers.complete.input_split import candidate_checker, input_split_bab, objective, refuted
+from certkit.verifiers.complete.many_terms import MANY_TERMS, batched_falsify, batched_refute
 from certkit.verifiers.complete.milp_attack import milp_counterexample
 from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_checks
 from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
@@ -157,19 +158,35 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     # the first attack gets at most ATTACK_SHARE of the time (a large network's PGD would otherwise take it all
     # before any bound is tried); what the proof leaves goes to more attacks (keep_attacking)
     until = time.perf_counter() + max(ATTACK_MIN_SECONDS, ATTACK_SHARE * dl.left())
-    for term in prop.terms:
+
+    def bounded() -> BoundedModule:
+        bm = BoundedModule(net64, shape)
+        bm.deadline = time.perf_counter() + max(dl.left(), 0.0)   # CROWN's intermediate passes stop there too
+        return bm
+
+    bm = None
+    open_terms, used = list(prop.terms), ""
+    if len(open_terms) > MANY_TERMS and not sound:
+        # thousands of disjuncts over their own boxes (nn4sys): one batched attack and batched IBP / CROWN first
+        bm = bounded()
+        neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
+        found = batched_falsify(net32, onnx_model, open_terms, neurons, dl, until=until)
+        if found is not None:
+            return found
+        for m in [m for m in methods if m in ("IBP", "CROWN")]:
+            open_terms, used = batched_refute(bm, open_terms, m, dl), m
+            if not open_terms:
+                return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
+    for term in open_terms:
         found = falsify(net32, onnx_model, term, starts, gen, dl, odi_pools, until)
         if found is not None:
             return found
         if dl.passed():
             raise TimeoutError("timed out while searching for counterexamples")
     # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
-    bm = BoundedModule(net64, shape)
-    bm.deadline = time.perf_counter() + max(dl.left(), 0.0)   # CROWN's intermediate passes stop there too
+    bm = bounded() if bm is None else bm
     if sound:
         return _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, batch)
-    open_terms = list(prop.terms)
-    used = ""
     roots = RootBounds(bm)
     for m in methods:
         still = []

@@ -11,6 +11,7 @@ every term. Input index i maps onto the network input in row-major (ONNX) order.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ import numpy as np
 from certkit.common.errors import CertkitError
 
 _VAR = re.compile(r"^([XY])_(\d+)$")
-_MAX_TERMS = 100_000
+#: the most disjuncts a property may expand to (VNN-COMP 2023 nn4sys lindex_60000 writes 120,000); a guard against
+#: the exponential growth of and-of-or products, checked as they are expanded
+_MAX_TERMS = 1_000_000
 
 
 class VnnlibError(CertkitError):
@@ -61,12 +64,18 @@ class Property:
     path: str = ""
 
 
+#: a comparison of two plain operands, e.g. ``(<= X_3 0.5)``, read as one token (most of a large property's text)
+_TOKEN = re.compile(r"\(\s*(<=|>=|<|>)\s+([^\s()]+)\s+([^\s()]+)\s*\)|([()]|[^\s()]+)")
+
+
 def _tokenize(text: str, path: str):
-    tokens = []
+    """(token, line) pairs: "(", ")", symbols, and ("atom", op, a, b) for comparisons of two plain operands."""
+    tokens: list[tuple] = []
+    append = tokens.append
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split(";", 1)[0]
-        for tok in re.findall(r"\(|\)|[^\s()]+", line):
-            tokens.append((tok, lineno))
+        for op, a, b, other in _TOKEN.findall(line):
+            append((other, lineno) if other else (("atom", op, a, b), lineno))
     return tokens
 
 
@@ -88,11 +97,23 @@ def _parse_sexprs(tokens, path):
     return top
 
 
+@functools.lru_cache(maxsize=65536)
 def _num(tok: str):
+    """The exact rational a numeral denotes, or None (cached: large properties repeat their constants)."""
     try:
         return Fraction(tok)
     except (ValueError, ZeroDivisionError):
         return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _leaf(tok: str):
+    """('X', i) / ('Y', j) / ('c', Fraction) for a variable or a numeral, None for anything else (cached)."""
+    m = _VAR.match(tok)
+    if m:
+        return (m.group(1), int(m.group(2)))
+    v = _num(tok)
+    return None if v is None else ("c", v)
 
 
 class _Parser:
@@ -105,36 +126,55 @@ class _Parser:
         return VnnlibError(f"{self.path}:{line}: {msg}")
 
     def term(self, node):
-        """A leaf: ('X', i) / ('Y', j) / ('c', Fraction)."""
+        """A leaf: ('X', i) / ('Y', i) / ('c', Fraction)."""
         tok, line = node
         if isinstance(tok, list):
-            if len(tok) == 2 and tok[0][0] == "-" and not isinstance(tok[1][0], list) and _num(tok[1][0]) is not None:
+            if len(tok) == 2 and tok[0][0] == "-" and isinstance(tok[1][0], str) and _num(tok[1][0]) is not None:
                 return ("c", -_num(tok[1][0]))  # (- 1.5)
             raise self.err(line, "only variables and numbers may be compared (no arithmetic expressions)")
-        m = _VAR.match(tok)
-        if m:
-            kind, i = m.group(1), int(m.group(2))
-            if i not in (self.x if kind == "X" else self.y):
-                raise self.err(line, f"{tok} is used but not declared")
-            return (kind, i)
-        v = _num(tok)
+        if not isinstance(tok, str):
+            raise self.err(line, "only variables and numbers may be compared")
+        return self.leaf(tok, line)
+
+    def leaf(self, tok: str, line: int):
+        v = _leaf(tok)
         if v is None:
             raise self.err(line, f"unknown symbol {tok!r}")
-        return ("c", v)
+        if v[0] != "c" and v[1] not in (self.x if v[0] == "X" else self.y):
+            raise self.err(line, f"{tok} is used but not declared")
+        return v
+
+    def atom(self, node):
+        """(op, a, b, line) of a tokenizer atom node ((("atom", op, a, b), line))."""
+        (_, op, a, b), line = node
+        return (op, self.leaf(a, line), self.leaf(b, line), line)
 
     def dnf(self, node) -> list[list]:
         """DNF of a boolean expression: a list of conjunctions, each a list of atoms (op, a, b, line)."""
         items, line = node
+        if isinstance(items, tuple):                 # ("atom", op, a, b) from the tokenizer
+            return [[self.atom(node)]]
         if not isinstance(items, list) or not items:
             raise self.err(line, "expected an expression in parentheses")
         head = items[0][0]
+        if not isinstance(head, str):
+            raise self.err(line, "expected an operator (and, or, <=, >=, <, >) after '('")
         if head == "and":
             out: list[list] = [[]]
+            pending: list = []                       # atoms since the last disjunctive conjunct, in order
             for sub in items[1:]:
-                out = [a + b for a in out for b in self.dnf(sub)]
+                if isinstance(sub[0], tuple):        # an atom: no recursion (large boxes are thousands of them)
+                    pending.append(self.atom(sub))
+                    continue
+                sub_dnf = self.dnf(sub)
+                if len(sub_dnf) == 1:
+                    pending += sub_dnf[0]
+                    continue
+                out = [a + pending + b for a in out for b in sub_dnf]
+                pending = []
                 if len(out) > _MAX_TERMS:
                     raise self.err(line, f"the property expands to more than {_MAX_TERMS} disjuncts")
-            return out
+            return [a + pending for a in out] if len(out) > 1 else [out[0] + pending]
         if head == "or":
             return [c for sub in items[1:] for c in self.dnf(sub)]
         if head in ("<=", ">=", "<", ">"):
@@ -153,7 +193,7 @@ class _Parser:
             if head == "declare-const":
                 if len(items) != 3 or items[2][0] != "Real":
                     raise self.err(line, "declare-const takes a name and the sort Real")
-                m = _VAR.match(items[1][0])
+                m = _VAR.match(items[1][0]) if isinstance(items[1][0], str) else None
                 if not m:
                     raise self.err(line, f"variable names must be X_i or Y_j, got {items[1][0]!r}")
                 (self.x if m.group(1) == "X" else self.y).add(int(m.group(2)))

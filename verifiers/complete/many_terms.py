@@ -1,0 +1,99 @@
+"""Properties with many disjuncts over many input boxes: attacks and bounds batched over the disjuncts.
+
+Problem: a VNN-LIB property whose disjuncts each come with their own input box (VNN-COMP's nn4sys: thousands of
+one-row disjuncts, one per box of a learned index or a cardinality estimator) is answered ``sat`` when any disjunct
+has a point of its box in its unsafe region, ``unsat`` when every one is refuted. One attack and one bound per
+disjunct costs thousands of small passes; here every disjunct with the same number of rows is attacked and bounded
+in one batched pass (the boxes stacked as the batch), before the per-disjunct pipeline of strategy.py takes what is
+left.
+Return: :func:`batched_falsify` a validated ``sat`` result or None; :func:`batched_refute` the disjuncts still open.
+Property: a disjunct is dropped only when a sound lower bound (IBP or CROWN over its own box, the same bound as
+when it is alone) of one of its rows exceeds its d; a counterexample is returned only after exact replay in
+onnxruntime (input_split.candidate_checker). Both keep the deadline between chunks.
+Reference: the bounds are IBP (Gowal et al. 2018) and CROWN (Zhang et al. NeurIPS 2018); the attack is PGD
+(Madry et al. ICLR 2018) on the box of each disjunct.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from certkit.verifiers.attack import pgd_box
+from certkit.verifiers.bounds.perturbation import Box
+from certkit.verifiers.complete.input_split import candidate_checker
+
+#: properties with more disjuncts than this are attacked and bounded in batches first
+MANY_TERMS = 16
+#: neuron-rows bounded per batch (the activation-split BaB's budget per backward pass)
+BATCH_NEURON_ROWS = 2 ** 22
+
+
+def _groups(terms: list, neurons: int) -> list:
+    """Chunks of the disjuncts with equal numbers of rows, each small enough for one batched pass."""
+    by_rows: dict = {}
+    for t in terms:
+        by_rows.setdefault(t.C.shape[0], []).append(t)
+    out = []
+    for rows, group in by_rows.items():
+        size = int(max(1, min(4096, BATCH_NEURON_ROWS // max(1, neurons * max(rows, 1)))))
+        out += [group[i:i + size] for i in range(0, len(group), size)]
+    return out
+
+
+def _stack(terms: list, dtype):
+    lo = torch.tensor(np.stack([t.x_L for t in terms]), dtype=dtype)
+    hi = torch.tensor(np.stack([t.x_U for t in terms]), dtype=dtype)
+    C = torch.tensor(np.stack([t.C for t in terms]), dtype=dtype)
+    d = torch.tensor(np.stack([t.d for t in terms]), dtype=dtype)
+    return lo, hi, C, d
+
+
+def batched_falsify(net32: torch.nn.Module, onnx_model, terms: list, neurons: int, dl, steps: int = 20,
+                    until: float | None = None):
+    """PGD from the center of every disjunct's box at once (``steps`` steps), each point on its own disjunct's
+    objective max_r (C_r y - d_r); the points that reach the unsafe region (in float32) are replayed exactly.
+    Returns a ``sat`` InstanceResult or None. ``dl``: the strategy's Deadline; ``until``: a time.perf_counter()
+    value where the attack stops even if ``dl`` leaves more (the strategy's share of the time for attacks)."""
+    shape = tuple(onnx_model.sample_shape)
+    for chunk in _groups([t for t in terms if t.C.shape[0] > 0], neurons):
+        lo, hi, C, d = _stack(chunk, torch.float32)
+
+        def obj(x, C=C, d=d):
+            y = net32(x.reshape((x.shape[0],) + shape)).reshape(x.shape[0], -1)
+            return (torch.einsum("nsk,nk->ns", C, y) - d).max(1).values
+        end = time.perf_counter() + max(dl.left(), 0.0)
+        x, val = pgd_box(obj, lo, hi, steps=steps, restarts=1, early_stop="any",
+                         deadline=end if until is None else min(end, until))
+        for k in torch.nonzero(val <= 1e-4).flatten().tolist()[:8]:
+            found = candidate_checker(net32, onnx_model, chunk[k], "PGD")(x[k:k + 1].double())
+            if found is not None:
+                return found
+        if dl.passed():
+            raise TimeoutError("timed out while attacking the disjuncts in batches")
+        if until is not None and time.perf_counter() > until:
+            break
+    return None
+
+
+def batched_refute(bm, terms: list, method: str, dl) -> list:
+    """The disjuncts of ``terms`` that ``method`` (IBP or CROWN, float64 BoundedModule ``bm``) does not refute over
+    their own boxes, each chunk of disjuncts bounded in one pass. Raises TimeoutError when ``dl`` passes."""
+    shape = tuple(bm.graph.input_shape)
+    neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
+    still = [t for t in terms if t.C.shape[0] == 0]
+    for chunk in _groups([t for t in terms if t.C.shape[0] > 0], neurons):
+        lo, hi, C, d = _stack(chunk, torch.float64)
+        N = len(chunk)
+        pert = Box(lo.reshape((N,) + shape), hi.reshape((N,) + shape))
+        with torch.no_grad():
+            lb, _ = bm.compute_bounds(pert, C, method, bound_upper=False)
+        ok = ((lb.reshape(N, -1) - d) > 0).any(1) & torch.isfinite(lb.reshape(N, -1)).all(1)
+        still += [t for t, r in zip(chunk, ok.tolist()) if not r]
+        if dl.passed():
+            raise TimeoutError(f"timed out while bounding the disjuncts in batches with {method}")
+    return still
+
+
+__all__ = ["MANY_TERMS", "batched_falsify", "batched_refute"]
