@@ -10,7 +10,7 @@ import torch
 
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
 from certkit.verifiers.bounds.perturbation import Box
-from certkit.verifiers.complete.many_terms import MANY_TERMS, batched_falsify, batched_refute
+from certkit.verifiers.complete.many_terms import MANY_BOXES, batched_falsify, batched_refute
 from certkit.verifiers.complete.strategy import Deadline, verify_property
 from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
@@ -19,7 +19,7 @@ from test_input_split import N_IN, N_OUT, layers_np, onnx_of, relu_net
 
 pytest.importorskip("onnxruntime")
 
-N_TERMS = MANY_TERMS + 8
+N_TERMS = MANY_BOXES + 8                 # every disjunct over a box of its own
 
 
 def box_term_property(path, disjuncts):
@@ -103,7 +103,27 @@ def test_batched_attack_finds_a_planted_violation_and_it_is_real(tmp_path):
 def test_the_pipeline_answers_as_the_milp(violated, tmp_path):
     net = relu_net(6)
     onnx_model = onnx_of(net, tmp_path / "net.onnx")
-    prop, optima = planted(net, 6, tmp_path, violated=violated, n_terms=MANY_TERMS + 2)
+    prop, optima = planted(net, 6, tmp_path, violated=violated, n_terms=MANY_BOXES + 2)
     # 20 s: the attacks on the disjuncts left open stop at a fifth of it, input splitting settles the rest in < 1 s
     res = verify_property(onnx_model, prop, timeout=20, methods=("IBP", "CROWN"), bab="input")
     assert res.status == ("sat" if min(optima) <= 0 else "unsat"), res
+
+
+def test_many_disjuncts_over_one_box_share_its_root_bounds_instead(monkeypatch, tmp_path):
+    """Batching stacks one copy of the box per disjunct: a classifier-style property (many disjuncts, one box) must
+    keep the per-box path, whose root bounds are computed once."""
+    from certkit.verifiers.complete import strategy
+
+    def refuse(*a, **k):
+        raise AssertionError("batched over copies of one box")
+    monkeypatch.setattr(strategy, "batched_falsify", refuse)
+    monkeypatch.setattr(strategy, "batched_refute", refuse)
+    net = relu_net(7)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    lo, hi = -0.1 * np.ones(N_IN), 0.1 * np.ones(N_IN)
+    with torch.no_grad():
+        y_max = net(torch.zeros(1, N_IN))[0].abs().max().item()
+    rows = [[(-1, j % N_OUT, 100.0 * (1 + y_max) + k)] for k, j in enumerate(range(MANY_BOXES + 4))]
+    prop = box_term_property(tmp_path / "p.vnnlib", [(lo, hi, r) for r in rows])
+    assert len({t.box_key() for t in prop.terms}) == 1 and len(prop.terms) > MANY_BOXES
+    assert verify_property(onnx_model, prop, timeout=5, methods=("IBP",), bab=False).status == "unsat"

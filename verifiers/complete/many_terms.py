@@ -24,8 +24,8 @@ from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.complete.input_split import candidate_checker
 
-#: properties with more disjuncts than this are attacked and bounded in batches first
-MANY_TERMS = 16
+#: properties whose disjuncts have more distinct input boxes than this are attacked and bounded in batches first
+MANY_BOXES = 16
 #: neuron-rows bounded per batch (the activation-split BaB's budget per backward pass)
 BATCH_NEURON_ROWS = 2 ** 22
 
@@ -96,4 +96,4 @@ def batched_refute(bm, terms: list, method: str, dl) -> list:
     return still
 
 
-__all__ = ["MANY_TERMS", "batched_falsify", "batched_refute"]
+__all__ = ["MANY_BOXES", "batched_falsify", "batched_refute"]

@@ -44,7 +44,7 @@ from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
 from certkit.verifiers.complete.input_split import candidate_checker, input_split_bab, objective, refuted
-from certkit.verifiers.complete.many_terms import MANY_TERMS, batched_falsify, batched_refute
+from certkit.verifiers.complete.many_terms import MANY_BOXES, batched_falsify, batched_refute
 from certkit.verifiers.complete.milp_attack import milp_counterexample
 from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_checks
 from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
@@ -166,8 +166,9 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
 
     bm = None
     open_terms, used = list(prop.terms), ""
-    if len(open_terms) > MANY_TERMS and not sound:
+    if len({t.box_key() for t in open_terms}) > MANY_BOXES and not sound:
         # thousands of disjuncts over their own boxes (nn4sys): one batched attack and batched IBP / CROWN first
+        # (many disjuncts over few boxes, such as the classes of a classifier, share root bounds per box below)
         bm = bounded()
         neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
         found = batched_falsify(net32, onnx_model, open_terms, neurons, dl, until=until)
