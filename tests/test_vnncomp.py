@@ -223,3 +223,29 @@ def test_no_unknown_while_time_remains(tmp_path):
     res = verify_instance(tmp_path / "p.onnx", tmp_path / "p.vnnlib", timeout=4)
     assert res.status == "unknown", res
     assert "attacks" in res.reason and res.seconds > 3.5, res
+
+
+def test_an_input_fixed_at_a_value_no_float32_holds_gets_the_nearest_float32(tmp_path):
+    """VNN-COMP's cGAN properties fix inputs at decimals such as -0.23234923183918, which no float32 equals: a
+    counterexample must use the nearest float32 (the network cannot be fed the exact value), reported as holding
+    within the competition's tolerances but not exactly; any x in the other, proper intervals stays inside them."""
+    import torch
+
+    from certkit.verifiers.complete.vnncomp_format import snap_into_box
+
+    from conftest import export_onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)).eval()
+    onnx_path = export_onnx(net, torch.zeros(1, 2), tmp_path / "n.onnx")
+    text = ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+            "(assert (>= X_0 0.1))\n(assert (<= X_0 0.1))\n(assert (>= X_1 -0.5))\n(assert (<= X_1 0.5))\n"
+            "(assert (<= Y_0 1000.0))\n")
+    (tmp_path / "p.vnnlib").write_text(text)
+    prop = parse_vnnlib(tmp_path / "p.vnnlib")
+    term = prop.terms[0]
+    assert snap_into_box(np.array([0.1, 0.0]), term) is None                 # no float32 equals 1/10
+    near = snap_into_box(np.array([0.3, 0.7]), term, nearest_if_empty=True)
+    assert near[0] == np.float32(0.1) and near[1] == np.float32(0.5)
+    res = verify_instance(onnx_path, tmp_path / "p.vnnlib", timeout=20)
+    assert res.status == "sat" and res.checks == {"exact": False, "vnncomp": True}, res

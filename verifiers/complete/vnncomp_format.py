@@ -50,8 +50,13 @@ def format_result(res: InstanceResult) -> str:
 
 
 # ------------------------------------------------------------------ exact witness handling
-def snap_into_box(x: np.ndarray, term: Term) -> np.ndarray | None:
-    """float32 point inside the EXACT box of ``term`` (rational comparison), moving x as little as possible."""
+def snap_into_box(x: np.ndarray, term: Term, nearest_if_empty: bool = False) -> np.ndarray | None:
+    """float32 point inside the EXACT box of ``term`` (rational comparison), moving x as little as possible.
+
+    An interval may hold no float32 at all (a fixed input written as a decimal that float32 cannot represent, such as
+    VNN-COMP cGAN's ``(<= X_1 -0.23234923183918) (>= X_1 -0.23234923183918)``): then None, or with
+    ``nearest_if_empty`` the float32 nearest to the interval (off by less than half a float32 ulp; the network
+    cannot be fed the exact value)."""
     out = np.asarray(x, dtype=np.float32).copy()
     for i, (lo, hi) in enumerate(zip(term.x_L_exact, term.x_U_exact)):
         v = np.float32(min(max(float(out[i]), float(lo)), float(hi)))
@@ -60,7 +65,12 @@ def snap_into_box(x: np.ndarray, term: Term) -> np.ndarray | None:
         if Fraction(float(v)) > hi:
             v = np.nextafter(v, np.float32(-np.inf))
         if not (lo <= Fraction(float(v)) <= hi):
-            return None  # no float32 inside [lo, hi]
+            if not nearest_if_empty:
+                return None  # no float32 inside [lo, hi]
+            below, above = np.float32(float(lo)), np.float32(float(hi))
+            below = below if Fraction(float(below)) < lo else np.nextafter(below, np.float32(-np.inf))
+            above = above if Fraction(float(above)) > hi else np.nextafter(above, np.float32(np.inf))
+            v = below if lo - Fraction(float(below)) <= Fraction(float(above)) - hi else above
         out[i] = v
     return out
 
@@ -178,10 +188,12 @@ def checks_text(checks: dict | None) -> str:
 
 def validate_witness(onnx_model: OnnxModel, term: Term, x_flat: np.ndarray):
     """(x, y) when the candidate x_flat, snapped into the exact box of ``term``, violates the property in onnxruntime
-    (x float32 flat, y the onnxruntime output); None otherwise."""
+    (x float32 flat, y the onnxruntime output); None otherwise. Where an input interval holds no float32 the nearest
+    float32 is used (:func:`snap_into_box`): such a counterexample holds within VNN-COMP's tolerances but not exactly,
+    and :func:`witness_checks` says so."""
     x = snap_into_box(x_flat, term)
     if x is None:
-        return None
+        x = snap_into_box(x_flat, term, nearest_if_empty=True)
     y = onnx_model.run_onnxruntime(torch.from_numpy(x.reshape((1,) + onnx_model.sample_shape)))[0]
     if not np.all(np.isfinite(y)) or not violates(term, y):
         return None
