@@ -178,12 +178,15 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
             open_terms, used = batched_refute(bm, open_terms, m, dl), m
             if not open_terms:
                 return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
-    for term in open_terms:
-        found = falsify(net32, onnx_model, term, starts, gen, dl, odi_pools, until)
-        if found is not None:
-            return found
-        if dl.passed():
-            raise TimeoutError("timed out while searching for counterexamples")
+    # the starts of every disjunct first (center, FGSM vertex, ODI points: often a counterexample already), then PGD
+    # on each in turn (the first disjuncts could otherwise spend the attacks' share on an unreachable region)
+    for pgd in ([False, True] if len(open_terms) > 1 else [True]):
+        for term in open_terms:
+            found = falsify(net32, onnx_model, term, starts, gen, dl, odi_pools, until, pgd=pgd)
+            if found is not None:
+                return found
+            if dl.passed():
+                raise TimeoutError("timed out while searching for counterexamples")
     # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
     bm = bounded() if bm is None else bm
     if sound:
@@ -265,16 +268,22 @@ def attack_problem(net32, onnx_model, term):
 
 
 def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pools: dict | None = None,
-            until: float | None = None):
+            until: float | None = None, pgd: bool = True):
     """certkit's attack on one disjunct: PGD (100 steps, ``starts`` batched starts of
     :func:`~certkit.verifiers.attack.falsifier_starts`, each step size of ``falsifier_step_sizes``) until ``dl``
     (or the time.perf_counter() value ``until``, if earlier); returns a validated ``sat`` InstanceResult or None.
-    ``pools``: box -> ODI pool shared by disjuncts over one box (None: a fresh pool)."""
+    ``pools``: box -> ODI pool shared by disjuncts over one box (None: a fresh pool); ``pgd=False``: only the
+    starts are tried (the quick pass over every disjunct before any one of them takes the attack's time)."""
     shape = onnx_model.sample_shape
     obj, lo, hi = attack_problem(net32, onnx_model, term)
     pools = {} if pools is None else pools
     x0, pools[term.box_key()] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo, hi,
                                                  starts, gen, pools.get(term.box_key()))
+    if not pgd:
+        found = candidate_checker(net32, onnx_model, term, "PGD")(x0.double())
+        if found is not None:
+            found.seconds = time.perf_counter() - dl.t0
+        return found
     lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
     for step in falsifier_step_sizes(lo, hi):
         end = time.perf_counter() + max(dl.left(), 0.0)
