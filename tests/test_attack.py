@@ -121,8 +121,9 @@ def test_straight_through_finds_what_a_zero_gradient_hides():
 
 
 def test_straight_through_rewrites_step_calls_of_an_fx_graph():
-    """The ONNX importer's graphs call torch.sign / torch.floor as functions: the copy calls the straight-through
-    versions (same values, gradient of the identity), the original keeps its calls."""
+    """The ONNX importer's graphs call torch.sign / torch.floor as functions: the copy calls the surrogate versions
+    (same values; floor passes the gradient as the identity, sign as sech^2(x / tau) with tau the mean |x| of the
+    sample), the original keeps its calls."""
     from certkit.verifiers.attack import straight_through
 
     class Net(torch.nn.Module):
@@ -133,7 +134,9 @@ def test_straight_through_rewrites_step_calls_of_an_fx_graph():
     ste = straight_through(gm)
     x = torch.randn(5, 4, requires_grad=True)
     ste(x).sum().backward()
-    assert torch.equal(x.grad, torch.full_like(x, 4.0))          # d/dx (3 x + x) through both steps
+    tau = x.detach().abs().mean(1, keepdim=True)
+    want = 3 / torch.cosh(x.detach() / tau) ** 2 + 1                  # d/dx (3 tanh(x / tau) tau + x) at both steps
+    assert torch.allclose(x.grad, want, rtol=1e-6, atol=0)
     with torch.no_grad():
         assert torch.equal(ste(x), gm(x))
     assert any(n.target is torch.sign for n in gm.graph.nodes)

@@ -187,9 +187,31 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
+class _SoftSign(torch.autograd.Function):
+    """torch.sign in the forward pass; in the backward pass the derivative of tanh(x / tau) scaled to 1 at 0,
+    sech^2(x / tau), with tau the mean |x| of each sample (over all its features)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        dims = tuple(range(1, x.dim())) if x.dim() > 1 else (0,)
+        tau = x.abs().mean(dim=dims, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny)
+        return grad / torch.cosh((x / tau).clamp(-40.0, 40.0)) ** 2
+
+
 def sign_straight_through(x: torch.Tensor) -> torch.Tensor:
-    """torch.sign(x), differentiated as the identity."""
-    return _StraightThrough.apply(x, torch.sign)
+    """torch.sign(x) (exact values), differentiated as a smooth surrogate: sech^2(x / tau), the derivative of
+    tanh(x / tau) up to the factor tau, with tau the mean |x| of each sample. Units whose input is near 0, the ones a
+    small move of the input can flip, pass the gradient; saturated ones do not. The identity (the plain
+    straight-through estimator) makes a network of sign layers linear for the attack, so PGD takes one fixed
+    direction: on VNN-COMP's 30 x 30 traffic-sign network at eps 1 it missed counterexamples this surrogate finds in
+    under a second (idx 7377; 200 PGD steps, 16 starts)."""
+    return _SoftSign.apply(x)
 
 
 def floor_straight_through(x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +229,8 @@ def round_straight_through(x: torch.Tensor) -> torch.Tensor:
     return _StraightThrough.apply(x, torch.round)
 
 
-#: step functions, whose gradient is zero almost everywhere -> the same function differentiated as the identity
+#: step functions, whose gradient is zero almost everywhere -> the same function with a usable gradient (the identity
+#: for the staircases floor / ceil / round, a smooth surrogate for sign)
 STEP_FUNCTIONS = {torch.sign: sign_straight_through, torch.floor: floor_straight_through,
                   torch.ceil: ceil_straight_through, torch.round: round_straight_through}
 
