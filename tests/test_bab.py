@@ -77,15 +77,19 @@ def test_relu_decisions_match_the_exact_milp_optimum(seed, branching):
     search = search_for(net, lo, hi, c, 0.0, branching=branching)
     root = crown_lb(search)
     assert root < opt - 1e-3  # CROWN alone leaves a gap: the answers below need branching
-    # unsat: the threshold closes 90% of CROWN's gap to the exact optimum
+    assert_decides_around(lambda d: search_for(net, lo, hi, c, d, branching=branching), net, c, opt, root)
+
+
+def assert_decides_around(make_search, net, c, opt: float, root: float):
+    """``make_search(d)`` (an ActivationBaB for c . f(x) <= d) answers unsat at a threshold closing 90% of the gap
+    between the root bound ``root`` and the exact optimum ``opt``, and sat just above the optimum, where a
+    counterexample exists and must be found (checked by :func:`witness_checker`)."""
     d_unsat = opt - 0.1 * (opt - root)
-    status, visited = search_for(net, lo, hi, c, d_unsat, branching=branching).run(
-        time.perf_counter() + 60, 100_000, 64, witness_checker(net, c, d_unsat))
+    status, visited = make_search(d_unsat).run(time.perf_counter() + 60, 100_000, 64,
+                                               witness_checker(net, c, d_unsat))
     assert status == "unsat" and visited > 1
-    # sat: just above the optimum, a counterexample exists and must be found (and is checked by the checker)
     d_sat = opt + 0.05 * (opt - root)
-    status, _ = search_for(net, lo, hi, c, d_sat, branching=branching).run(
-        time.perf_counter() + 60, 100_000, 64, witness_checker(net, c, d_sat))
+    status, _ = make_search(d_sat).run(time.perf_counter() + 60, 100_000, 64, witness_checker(net, c, d_sat))
     assert isinstance(status, tuple) and status[0] == "sat"
 
 

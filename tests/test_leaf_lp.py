@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from test_bab import box, np_layers, relu_net, search_for, witness_checker
 
 from certkit.verifiers.complete.leaf_lp import decide_leaf, leaf_is_linear
 
 from milp import exact_min
+from test_bab import box, np_layers, relu_net, search_for, witness_checker
 
 
 def random_leaf(search, layers, gen):

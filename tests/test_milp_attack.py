@@ -5,7 +5,6 @@ a replayed counterexample; networks with other nonlinearities are left alone."""
 import numpy as np
 import pytest
 import torch
-from test_bab import box, np_layers, relu_net
 from torch import nn
 
 from certkit.verifiers import BoundedModule
@@ -13,6 +12,7 @@ from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.complete.milp_attack import affine_maps, milp_counterexample, relu_nodes
 
 from milp import exact_min_max
+from test_bab import box, np_layers, relu_net
 
 
 class SkipNet(nn.Module):

@@ -194,6 +194,8 @@ def validate_witness(onnx_model: OnnxModel, term: Term, x_flat: np.ndarray):
     x = snap_into_box(x_flat, term)
     if x is None:
         x = snap_into_box(x_flat, term, nearest_if_empty=True)
+    if x is None:
+        return None
     y = onnx_model.run_onnxruntime(torch.from_numpy(x.reshape((1,) + onnx_model.sample_shape)))[0]
     if not np.all(np.isfinite(y)) or not violates(term, y):
         return None
