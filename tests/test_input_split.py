@@ -177,7 +177,7 @@ def test_split_scores_follow_the_formula():
 
 
 def test_the_deadline_is_kept(tmp_path):
-    """16 inputs (the most strategy.py splits) and a random 3 x 64 net: y_0 >= (the largest value PGD reaches +
+    """16 inputs and a random 3 x 64 net: y_0 >= (the largest value PGD reaches +
     0.02 of the sampled spread) cannot be settled in 1.5 s (it takes far more splits to close, or to reach a
     counterexample if there is one); the search stops within 10% of its budget."""
     net = relu_net(3, hidden=(64, 64, 64), n_in=16)

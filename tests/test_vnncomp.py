@@ -196,7 +196,8 @@ def test_witness_checks_tell_exact_from_tolerance_only():
 
 
 def test_no_unknown_while_time_remains(tmp_path):
-    """A product (a.x)(b.x) of 20 inputs: no activation to branch on and more inputs than input splitting takes, and
+    """A product (a.x)(b.x) of the first 20 of 40 free inputs: no activation to branch on and more free inputs than
+    input splitting takes, and
     a threshold between McCormick's bound and the exact minimum (enumerated over the 2^20 vertices, where a bilinear
     form on a box attains it): bounds cannot refute it, branch and bound cannot start. The verifier keeps attacking
     until the limit instead of answering ``unknown`` early, and never claims unsat."""
@@ -210,15 +211,15 @@ def test_no_unknown_while_time_remains(tmp_path):
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(20, 1, generator=g), torch.randn(20, 1, generator=g)
 
-    class Product(nn.Module):
+    class Product(nn.Module):     # 40 free inputs (more than input splitting takes), the last 20 unused
         def forward(self, x):
-            return (x @ a) * (x @ b)
+            return (x[:, :20] @ a) * (x[:, :20] @ b)
 
     verts = np.array(list(itertools.product((-1.0, 1.0), repeat=20)))
     exact = float(((verts @ a.numpy()) * (verts @ b.numpy())).min())
-    export_onnx(Product(), torch.zeros(1, 20), tmp_path / "p.onnx")
+    export_onnx(Product(), torch.zeros(1, 40), tmp_path / "p.onnx")
     decl = "".join(f"(declare-const X_{i} Real)\n(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n"
-                   for i in range(20))
+                   for i in range(40))
     (tmp_path / "p.vnnlib").write_text(decl + f"(declare-const Y_0 Real)\n(assert (<= Y_0 {exact - 0.5}))\n")
     res = verify_instance(tmp_path / "p.onnx", tmp_path / "p.vnnlib", timeout=4)
     assert res.status == "unknown", res

@@ -22,7 +22,7 @@ class CertkitVerifier(Verifier):
     @dataclass
     class Options:
         bab: bool = option(True, "branch and bound on what the bounds leave open (input splits for inputs of at most "
-                           "16 dimensions, else activation splits with beta-CROWN for ReLU and GenBaB for "
+                           "32 free dimensions, else activation splits with beta-CROWN for ReLU and GenBaB for "
                            "Sigmoid/Tanh); --no-bab: bounds only")
         sound: bool = option(False, "prove with outward-rounded bounds, so that unsat holds for the network in exact "
                              "arithmetic and as run in float32 (ReLU networks of Linear/Conv/BatchNorm/AvgPool/"
