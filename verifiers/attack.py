@@ -1,6 +1,6 @@
 """Projected gradient descent (Madry et al. 2018) for falsification: Linf and L2 balls and arbitrary boxes,
-random restarts, output-diversified starts (ODI), margin loss, batched over inputs; straight-through gradients for
-networks with step functions (sign, floor, round).
+random restarts, output-diversified starts (ODI), margin loss, batched over inputs; usable gradients for networks
+with step functions (straight-through for floor / ceil / round, a smooth surrogate for sign).
 
 All attacks MINIMIZE an objective (B,) and report the best point found per input; an attack succeeds on an input
 when its objective is < 0 (e.g. the classification margin min_{j != y} z_y - z_j).
@@ -241,9 +241,10 @@ def _step(fn):
 
 def straight_through(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``net`` for gradient attacks in which every step function (``STEP_FUNCTIONS``: a call in a torch.fx
-    graph, as the ONNX importer builds, or a module holding it as ``fn``) passes gradients through as the identity
-    (the straight-through estimator of Bengio, Leonard, Courville 2013, "Estimating or propagating gradients through
-    stochastic neurons", used to train and attack binarized networks). Forward values are unchanged, so every
+    graph, as the ONNX importer builds, or a module holding it as ``fn``) passes a usable gradient: floor, ceil and
+    round the identity (the straight-through estimator of Bengio, Leonard, Courville 2013, "Estimating or propagating
+    gradients through stochastic neurons", used to train and attack binarized networks), sign the smooth surrogate
+    of :func:`sign_straight_through`. Forward values are unchanged, so every
     point found is the network's own; ``net`` itself is returned when it has no step function. PGD through
     torch.sign alone sees a zero gradient and only its random starts can land (binarized convolutions of
     VNN-COMP's traffic-sign networks)."""

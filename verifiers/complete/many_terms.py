@@ -30,6 +30,11 @@ MANY_BOXES = 16
 BATCH_NEURON_ROWS = 2 ** 22
 
 
+def neuron_count(bm) -> int:
+    """Values per sample over every node of ``bm``'s graph (input included): the unit of the batch budgets."""
+    return sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
+
+
 def _groups(terms: list, neurons: int) -> list:
     """Chunks of the disjuncts with equal numbers of rows, each small enough for one batched pass."""
     by_rows: dict = {}
@@ -81,7 +86,7 @@ def batched_refute(bm, terms: list, method: str, dl) -> list:
     """The disjuncts of ``terms`` that ``method`` (IBP or CROWN, float64 BoundedModule ``bm``) does not refute over
     their own boxes, each chunk of disjuncts bounded in one pass. Raises TimeoutError when ``dl`` passes."""
     shape = tuple(bm.graph.input_shape)
-    neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
+    neurons = neuron_count(bm)
     still = [t for t in terms if t.C.shape[0] == 0]
     for chunk in _groups([t for t in terms if t.C.shape[0] > 0], neurons):
         lo, hi, C, d = _stack(chunk, torch.float64)
@@ -96,4 +101,4 @@ def batched_refute(bm, terms: list, method: str, dl) -> list:
     return still
 
 
-__all__ = ["MANY_BOXES", "batched_falsify", "batched_refute"]
+__all__ = ["MANY_BOXES", "batched_falsify", "batched_refute", "neuron_count"]

@@ -45,7 +45,7 @@ from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
 from certkit.verifiers.complete.input_split import candidate_checker, input_split_bab, objective, refuted
-from certkit.verifiers.complete.many_terms import MANY_BOXES, batched_falsify, batched_refute
+from certkit.verifiers.complete.many_terms import MANY_BOXES, batched_falsify, batched_refute, neuron_count
 from certkit.verifiers.complete.milp_attack import milp_counterexample
 from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_checks
 from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
@@ -147,7 +147,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     fault_point("verify")
     net32 = onnx_model.module.float().eval().requires_grad_(False)   # gradients w.r.t. inputs and alphas only
     net64 = copy.deepcopy(net32).double().eval()
-    net32 = straight_through(net32)   # attacks differentiate step functions as the identity (same values)
+    net32 = straight_through(net32)   # attacks get usable gradients through step functions (same values)
     if all(compares_two_outputs(t) for t in prop.terms):   # a saturated softmax hides the order of the logits
         x0 = torch.tensor((prop.terms[0].x_L + prop.terms[0].x_U) / 2, dtype=torch.float32)
         net32 = without_output_softmax(net32, x0.reshape((1,) + tuple(onnx_model.sample_shape)))
@@ -174,8 +174,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         # thousands of disjuncts over their own boxes (nn4sys): one batched attack and batched IBP / CROWN first
         # (many disjuncts over few boxes, such as the classes of a classifier, share root bounds per box below)
         bm = bounded()
-        neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
-        found = batched_falsify(net32, onnx_model, open_terms, neurons, dl, until=until)
+        found = batched_falsify(net32, onnx_model, open_terms, neuron_count(bm), dl, until=until)
         if found is not None:
             return found
         for m in [m for m in methods if m in ("IBP", "CROWN")]:
@@ -496,8 +495,7 @@ def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | No
     search = ActivationBaB(bm, torch.tensor(term.x_L), torch.tensor(term.x_U), torch.tensor(term.C),
                            torch.tensor(term.d), branching=branching, root_bounds=root_bounds)
     if batch is None:
-        neurons = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
-        batch = int(max(4, min(256, 2 ** 22 // max(1, neurons * term.C.shape[0]))))
+        batch = int(max(4, min(256, 2 ** 22 // max(1, neuron_count(bm) * term.C.shape[0]))))
     C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
     obj = objective(net32, C32, d32, onnx_model.sample_shape)
     return search.run(time.perf_counter() + dl.left(), max_domains, batch,
