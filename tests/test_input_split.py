@@ -1,7 +1,8 @@
 """Input-split branch and bound (verifiers/complete/input_split.py): decisions on disjunctions of conjunctions over
 small
 random ReLU nets against the exact MILP optimum (scipy HiGHS), counterexamples that violate the property, children
-that cover their parent, split scores that follow the formula, the deadline kept.
+that cover their parent, clipped boxes that keep every point the linear bounds admit, split scores that follow the
+formula, the deadline kept.
 """
 import copy
 import time
@@ -14,7 +15,7 @@ from torch import nn
 from certkit.common.errors import CertkitError
 from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
-from certkit.verifiers.complete.input_split import input_split_bab, split_boxes, split_scores
+from certkit.verifiers.complete.input_split import clip_boxes, input_split_bab, split_boxes, split_scores
 from certkit.verifiers.complete.strategy import Deadline, verify_property
 from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
@@ -157,6 +158,45 @@ def test_bisect_children_cover_the_parent_exactly():
     assert torch.equal(left[0][k, dim], lo[k, dim]) and torch.equal(right[1][k, dim], hi[k, dim])
     assert torch.equal(left[1][k, dim], right[0][k, dim])          # the halves meet: nothing is dropped
     assert bool((left[1][k, dim] > lo[k, dim]).all() and (left[1][k, dim] < hi[k, dim]).all())
+
+
+def test_clipping_keeps_every_admitted_point():
+    """Random linear bounds A x + bias (rows of 3 disjuncts) on random boxes: every sampled point of a box that
+    satisfies all rows of a disjunct (A x + bias <= d) lies in the clipped box and keeps that disjunct open."""
+    gen = torch.Generator().manual_seed(2)
+    N, n, owner = 64, 3, torch.tensor([0, 0, 1, 2, 2, 2])
+    lo = torch.rand(N, n, generator=gen, dtype=torch.float64) - 1
+    hi = lo + 2 * torch.rand(N, n, generator=gen, dtype=torch.float64)
+    A = torch.randn(N, 6, n, generator=gen, dtype=torch.float64)
+    bias = torch.randn(N, 6, generator=gen, dtype=torch.float64)
+    d = torch.randn(1, 6, generator=gen, dtype=torch.float64)
+    c_lo, c_hi, open_ = clip_boxes(lo, hi, A, bias, d, owner, torch.ones(N, 3, dtype=torch.bool))
+    x = lo[:, None] + (hi - lo)[:, None] * torch.rand(N, 20000, n, generator=gen, dtype=torch.float64)
+    ok_rows = (torch.einsum("nsi,nki->nks", A, x) + bias[:, None] <= d)                 # (N, points, rows)
+    admitted = torch.stack([ok_rows[..., owner == t].all(-1) for t in range(3)], -1)      # (N, points, terms)
+    assert bool(admitted.any())                                                          # the test has teeth
+    inside = ((x >= c_lo[:, None]) & (x <= c_hi[:, None])).all(-1)
+    assert bool((inside[..., None] | ~admitted).all())
+    assert bool((open_[:, None] | ~admitted).all())
+    shrunk = ((c_hi - c_lo) < (hi - lo) - 1e-9).any(1) & open_.any(1)
+    assert int(shrunk.sum()) > N // 4                                                     # and it does clip
+
+
+def test_clipping_refutes_a_conjunction_no_single_row_refutes():
+    """On [0, 1] x <= 0.3 and x >= 0.7 each hold somewhere but never together; x0 + x1 <= 0.5 on [0, 1]^2 leaves
+    [0, 0.5]^2."""
+    one = torch.ones(1, 1, dtype=torch.float64)
+    A = torch.tensor([[[1.0], [-1.0]]], dtype=torch.float64)
+    _, _, open_ = clip_boxes(0 * one, one, A, torch.zeros(1, 2, dtype=torch.float64),
+                             torch.tensor([[0.3, -0.7]], dtype=torch.float64), torch.tensor([0, 0]),
+                             torch.ones(1, 1, dtype=torch.bool))
+    assert not bool(open_.any())
+    lo, hi = torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
+    c_lo, c_hi, open_ = clip_boxes(lo, hi, torch.ones(1, 1, 2, dtype=torch.float64), torch.zeros(1, 1).double(),
+                                   torch.tensor([[0.5]], dtype=torch.float64), torch.tensor([0]),
+                                   torch.ones(1, 1, dtype=torch.bool))
+    assert bool(open_.all()) and torch.equal(c_lo, lo)
+    assert torch.allclose(c_hi, torch.full((1, 2), 0.5, dtype=torch.float64), rtol=1e-8)
 
 
 def test_split_scores_follow_the_formula():

@@ -96,6 +96,48 @@ def per_term_max(values: torch.Tensor, owner: torch.Tensor, T: int) -> torch.Ten
     return out.scatter_reduce_(1, owner[None].expand_as(values), values, "amax")
 
 
+def clip_boxes(lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, bias: torch.Tensor, d: torch.Tensor,
+               owner: torch.Tensor, open_: torch.Tensor, rounds: int = 2, rtol: float = 1e-9):
+    """Shrink N boxes to the parts where an open disjunct can still be violated, by its rows' linear lower bounds.
+
+    Problem: on box k (lo, hi (N, n)) CROWN gives, for every row r of every disjunct, A[k, r] . x + bias[k, r] <=
+    C_r y(x) (A (N, S, n), bias (N, S)). A counterexample for disjunct t satisfies all its rows, C_r y <= d_r, so it
+    lies in {x in the box : A[k, r] . x + bias[k, r] <= d_r for the rows r of t}. Each of those half-spaces bounds
+    every coordinate on the box: with the slack s = d_r - min over the box of (A x + bias), x_i <= lo_i + s / A_ri
+    where A_ri > 0 and x_i >= hi_i + s / A_ri where A_ri < 0 (feasibility-based bound tightening, as in global
+    optimization and MILP presolve, applied to CROWN's linear bounds). ``rounds`` passes intersect the half-spaces of
+    each disjunct's rows on its own box (a box clipped by one row tightens the next row's slack), which refutes
+    conjunctions that no single row refutes (a level-set precondition together with a safety row).
+
+    Returns (lo, hi, open_): the hull over the still-open disjuncts of their clipped boxes (N, n) (a box with no open
+    disjunct keeps its bounds) and open_ (N, T) with the disjuncts whose clipped box is empty removed. The slack is
+    widened by ``rtol`` times the magnitudes involved, so float64 rounding cannot clip away a counterexample that
+    the linear bounds admit.
+    """
+    N, S, n = A.shape
+    T = open_.shape[1]
+    t_lo, t_hi = lo[:, None].expand(N, T, n).clone(), hi[:, None].expand(N, T, n).clone()
+    pos, neg = A > 0, A < 0
+    index = owner[None, :, None].expand(N, S, n)
+    for _ in range(rounds):
+        r_lo, r_hi = t_lo[:, owner], t_hi[:, owner]                                   # (N, S, n) each row's box
+        low = bias + torch.where(pos, A * r_lo, A * r_hi).sum(-1)                    # min of the row's bound
+        scale = d.abs() + bias.abs() + (A.abs() * torch.maximum(r_lo.abs(), r_hi.abs())).sum(-1)
+        slack = (d - low + rtol * scale)[..., None]                                  # (N, S, 1)
+        safe = torch.where(A == 0, torch.ones_like(A), A)
+        upper = torch.where(pos, r_lo + slack / safe, torch.inf)
+        lower = torch.where(neg, r_hi + slack / safe, -torch.inf)
+        t_hi = t_hi.scatter_reduce(1, index, upper, "amin")
+        t_lo = t_lo.scatter_reduce(1, index, lower, "amax")
+        dead = per_term_max(-slack[..., 0], owner, T) > 0                            # a row with no room at all
+        open_ = open_ & ~dead & ~(t_lo > t_hi).any(-1)
+    keep = open_[..., None]
+    new_lo = torch.where(keep, t_lo, torch.inf).amin(1)
+    new_hi = torch.where(keep, t_hi, -torch.inf).amax(1)
+    alive = open_.any(1, keepdim=True)
+    return torch.where(alive, new_lo, lo), torch.where(alive, new_hi, hi), open_
+
+
 def split_scores(lo, hi, A_rows, width0, width_floor: float) -> torch.Tensor:
     """(N, n) scores of the input dimensions of N open boxes (lo, hi (N, n)); each is split along its largest.
 
@@ -112,7 +154,7 @@ def split_scores(lo, hi, A_rows, width0, width_floor: float) -> torch.Tensor:
 
 def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=split_boxes, vertices: bool = True,
                     alpha_fraction: float = 0.5, alpha_iterations: int = 10, width_floor: float = 0.03,
-                    sound=None):
+                    sound=None, clip: bool = True):
     """Input-split BaB on the disjuncts ``terms`` (a list of Terms over ONE input box) until the Deadline ``dl``.
     Returns ("unsat"|"timeout"|"unknown"|InstanceResult(sat), boxes bounded). ``split(lo, hi, dim) -> (lo, hi)``
     makes the children of the boxes to split; a sound one must cover every box with its children (:func:`split_boxes`).
@@ -131,8 +173,10 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     its row closest to refutation (float32 screen, exact replay). An open box is bisected along the dimension of
     :func:`split_scores` (``width_floor``) for the rows of the open disjunct its center comes closest to violating
     (on the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came after 31k boxes instead of 127k with
-    the rows of all open disjuncts). A round is not started when the previous one took longer than the time left
-    (the deadline is kept).
+    the rows of all open disjuncts). With ``clip`` and a disjunct of two or more rows (a conjunction), each box is
+    first shrunk by :func:`clip_boxes` to where an open disjunct's linear bounds admit a violation (the bounds of all
+    its rows at once, which refutes what no single row refutes). A round is not started when the previous one took
+    longer than the time left (the deadline is kept).
 
     Raises:
         CertkitError: the terms do not share one input box; NaN or inf bounds.
@@ -148,6 +192,9 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     d64 = torch.tensor(np.concatenate([t.d for t in terms]), dtype=torch.float64)
     owner = torch.cat([torch.full((t.C.shape[0],), k, dtype=torch.long) for k, t in enumerate(terms)])
     C32, d32 = C.float(), d64.float()
+    # clipping pays for conjunctions (lsnc quadrotor2d_state: 3 of 9 instances unsat in 30 s instead of 2, boxes
+    # needed 1.6-3x fewer); on single-row disjuncts it only moves the bisection points (ACAS Xu: within +-11%)
+    clip = clip and any(t.C.shape[0] > 1 for t in terms)
     checks = [candidate_checker(net32, onnx_model, t, "input-split BaB") for t in terms]
     sample_shape = tuple(onnx_model.sample_shape)
     lo, hi = torch.tensor(x_L)[None], torch.tensor(x_U)[None]
@@ -183,6 +230,9 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
                                    alpha_iterations, deadline=time.perf_counter() + max(dl.left(), 0.0)).detach()
             margin[idx] = torch.maximum(margin[idx], lb_a - d64)
             open_b = open_b & ~(per_term_max(margin, owner, T) > 0)
+        if clip and sound is None and bool(open_b.any()):
+            bias = lb - pert.lower(A.reshape(pert.x_L.shape[:1] + (A.shape[1],) + pert.x_L.shape[1:]))
+            lo_b, hi_b, open_b = clip_boxes(lo_b, hi_b, A, bias, d64[None], owner, open_b)
         for k in range(T):
             on = open_b[:, k]
             if not bool(on.any()):
