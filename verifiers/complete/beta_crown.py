@@ -358,7 +358,7 @@ class ActivationBaB:
         return Domains(lo, hi, alphas, betas, torch.full((1,), -torch.inf, dtype=torch.float64),
                        torch.zeros(1, dtype=torch.long))
 
-    def run(self, deadline: float, max_domains: int, batch: int, check_candidates, pgd_objective=None):
+    def run(self, deadline: float, max_domains: int | None, batch: int, check_candidates, pgd_objective=None):
         """Search until every subdomain is refuted or ``check_candidates`` returns a counterexample.
 
         Args:
@@ -384,7 +384,7 @@ class ActivationBaB:
             threads.tick()
             if time.perf_counter() > deadline:
                 return "timeout", visited
-            if visited >= max_domains:
+            if max_domains is not None and visited >= max_domains:
                 return "unknown", visited
             # branch the queued (bounded) batches into children, then bound the lowest-scored children first;
             # a subdomain with nothing left to split is decided by the linear program of its (affine) network

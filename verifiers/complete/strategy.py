@@ -88,7 +88,7 @@ def check_conversion(onnx_model: OnnxModel, prop: Property, points: int = 16, se
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float = 60.0,
                     methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool | str = True,
-                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0,
+                    max_domains: int | None = None, batch: int = 2048, seed: int = 0,
                     sound: bool = False) -> InstanceResult:
     """Answer one VNN-COMP instance: sat (validated counterexample), unsat, unknown, timeout or error.
 
@@ -98,7 +98,9 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
         bab: branch and bound after the bounds: True = automatic (:func:`choose_bab`: input split for boxes with at
             most 32 free input dimensions, else activation split with beta-CROWN / GenBaB), ``input``,
             ``activation``, or False / ``none``.
-        max_domains: subdomains (boxes or activation splits) bounded at most; batch: boxes per input-split pass.
+        max_domains: subdomains (boxes or activation splits) bounded at most (``unknown`` after them); None: the
+            time limit alone ends the search (both searches go deepest first, so memory stays bounded).
+        batch: boxes per input-split pass.
         sound: prove with outward-rounded bounds only (see the module docstring).
     Never raises for a problem with the instance: errors are returned as status ``error`` with a reason.
     """
@@ -115,7 +117,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
 
 def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0,
                     methods: tuple = ("IBP", "CROWN", "alpha-CROWN"), bab: bool | str = True,
-                    max_domains: int = 200_000, batch: int = 2048, seed: int = 0,
+                    max_domains: int | None = None, batch: int = 2048, seed: int = 0,
                     sound: bool = False) -> InstanceResult:
     """:func:`verify_instance` on an already loaded network and parsed property (same arguments and result)."""
     dl = Deadline(timeout)
@@ -233,9 +235,9 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         searches = open_terms
     for unit in searches:
         if kind == "input":
-            status, n = input_split_bab(bm, net32, onnx_model, unit, dl, max_domains - total, batch)
+            status, n = input_split_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total), batch)
         else:
-            status, n = activation_bab(bm, net32, onnx_model, unit, dl, max_domains - total,
+            status, n = activation_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total),
                                        root_bounds=roots.get(unit, time.perf_counter() + dl.left()))
         total += n
         if status != "unsat":
@@ -371,8 +373,8 @@ def _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, bat
 
         def sound_margins(lo, hi, C=C, d=d):
             return sb.row_margins(lo.reshape((-1,) + shape), hi.reshape((-1,) + shape), C, d, "CROWN")
-        status, n = input_split_bab(bm, net32, onnx_model, unit, dl, max_domains - total, batch, alpha_iterations=0,
-                                    sound=sound_margins)
+        status, n = input_split_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total), batch,
+                                    alpha_iterations=0, sound=sound_margins)
         total += n
         if status != "unsat":
             if isinstance(status, InstanceResult):
@@ -464,6 +466,11 @@ class RootBounds:
             if bool(((lb - torch.tensor(term.d)) > 0).any()):
                 return True
         return False
+
+
+def left(max_domains: int | None, used: int) -> int | None:
+    """The domain budget left after ``used`` (None: no budget)."""
+    return None if max_domains is None else max_domains - used
 
 
 def free_dims(terms: list) -> int:
