@@ -250,3 +250,30 @@ def test_an_input_fixed_at_a_value_no_float32_holds_gets_the_nearest_float32(tmp
     assert near[0] == np.float32(0.1) and near[1] == np.float32(0.5)
     res = verify_instance(onnx_path, tmp_path / "p.vnnlib", timeout=20)
     assert res.status == "sat" and res.checks == {"exact": False, "vnncomp": True}, res
+
+
+@pytest.mark.parametrize("sat", [False, True], ids=["all refuted", "one open"])
+def test_disjuncts_refuted_by_cheap_bounds_are_not_attacked(sat, tmp_path, monkeypatch):
+    """Y_0 <= -1e6 and Y_1 <= -1e6 on ACAS Xu's prop 1 box are refuted by IBP (the outputs are a few hundred at most):
+    neither is attacked; the instance is unsat by IBP, or, with a third disjunct Y_0 >= -1e6 that every input
+    violates, sat from attacking that one alone."""
+    from certkit.verifiers.complete import strategy
+
+    box = "".join(ln + "\n" for ln in (VNN / "prop_1.vnnlib").read_text().splitlines()
+                  if "declare" in ln or " X_" in ln)
+    rows = ["(and (<= Y_0 -1000000.0))", "(and (<= Y_1 -1000000.0))"] + (["(and (>= Y_0 -1000000.0))"] if sat else [])
+    (tmp_path / "p.vnnlib").write_text(box + "(assert (or " + " ".join(rows) + "))\n")
+    attacked = []
+    real = strategy.falsify
+
+    def spy(net32, onnx_model, term, *args, **kwargs):
+        attacked.append(float(term.d[0]))
+        return real(net32, onnx_model, term, *args, **kwargs)
+
+    monkeypatch.setattr(strategy, "falsify", spy)
+    res = verify_instance(ACAS11, tmp_path / "p.vnnlib", timeout=30)
+    if sat:
+        assert res.status == "sat" and attacked and set(attacked) == {1e6}, (res, attacked)
+        _check_witness(res, ACAS11, tmp_path / "p.vnnlib")
+    else:
+        assert res.status == "unsat" and res.method == "IBP" and not attacked, (res, attacked)

@@ -54,8 +54,13 @@ from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
 #: 16, from VNN-COMP nn4sys pensieve_big_parallel (96 inputs, 32 free): 4 of 4 sampled instances unsat by input
 #: splitting in 6-14 s, 0 of 4 by activation splitting in 30 s
 INPUT_SPLIT_MAX_DIM = 32
+#: networks with at most this many values per sample (neuron_count: every node's output, input included) get CROWN
+#: before the attacks (ACAS Xu 620, lsnc 157 / 384, a 6 x 256 MNIST MLP about 4,000; sri_resnet_b's ResNet 33,490)
+QUICK_CROWN = 10_000
 #: the first attack's share of an instance's time (at least ATTACK_MIN_SECONDS)
 ATTACK_SHARE = 0.2
+#: the same where input splitting follows (lsnc quadrotor2d_output: 6 s of PGD before an 11-box proof)
+ATTACK_SHARE_LOW_DIM = 0.05
 ATTACK_MIN_SECONDS = 1.0
 
 
@@ -163,7 +168,10 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     odi_pools: dict = {}  # box -> 4 x starts output-diversified points, shared by the disjuncts over one box
     # the first attack gets at most ATTACK_SHARE of the time (a large network's PGD would otherwise take it all
     # before any bound is tried); what the proof leaves goes to more attacks (keep_attacking)
-    until = time.perf_counter() + max(ATTACK_MIN_SECONDS, ATTACK_SHARE * dl.left())
+    # (less when input splitting will follow: it tries box centers and bound minimisers as counterexamples itself)
+    low_dim = bab in (True, "input") and free_dims(prop.terms) <= INPUT_SPLIT_MAX_DIM
+    share = ATTACK_SHARE_LOW_DIM if low_dim else ATTACK_SHARE
+    until = time.perf_counter() + max(ATTACK_MIN_SECONDS, share * dl.left())
 
     def bounded() -> BoundedModule:
         bm = BoundedModule(net64, shape)
@@ -183,6 +191,18 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
             open_terms, used = batched_refute(bm, open_terms, m, dl), m
             if not open_terms:
                 return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
+    # bounds that cost less than one PGD step first: IBP, and CROWN on small networks; the disjuncts they refute are
+    # not attacked (lsnc quadrotor2d_output: unsat by IBP in 6 s, 5.9 s of it PGD on the 13 disjuncts)
+    bm = bounded() if bm is None else bm
+    roots = RootBounds(bm)
+    quick = [m for m in methods if m == "IBP" or (m == "CROWN" and neuron_count(bm) <= QUICK_CROWN)]
+    quick = [] if sound or used else quick            # (the many-box path has already run them, batched)
+    for m in quick:
+        open_terms = [t for t in open_terms if not (roots.crown_refuted(t) if m == "CROWN" else bool(
+            refuted(bm, t, torch.tensor(t.x_L)[None], torch.tensor(t.x_U)[None], m).all()))]
+        used = m
+        if not open_terms:
+            return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
     # the starts of every disjunct first (center, FGSM vertex, ODI points: often a counterexample already), then PGD
     # on each in turn (the first disjuncts could otherwise spend the attacks' share on an unreachable region)
     for pgd in ([False, True] if len(open_terms) > 1 else [True]):
@@ -193,11 +213,12 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
             if dl.passed():
                 raise TimeoutError("timed out while searching for counterexamples")
     # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
-    bm = bounded() if bm is None else bm
     if sound:
         return _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, batch)
-    roots = RootBounds(bm)
-    for m in methods:
+    # input splitting runs alpha-CROWN on the boxes close to refutation itself, the root box included (lsnc
+    # quadrotor2d_output_0: 3.3 s of alpha-CROWN on whole disjuncts, none refuted, before an 11-box proof)
+    input_follows = bab == "input" or (bab is True and free_dims(open_terms) <= INPUT_SPLIT_MAX_DIM)
+    for m in [m for m in methods if m not in quick and not (m == "alpha-CROWN" and input_follows)]:
         still = []
         for term in open_terms:
             if m == "alpha-CROWN":
