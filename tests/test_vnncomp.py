@@ -277,3 +277,27 @@ def test_disjuncts_refuted_by_cheap_bounds_are_not_attacked(sat, tmp_path, monke
         _check_witness(res, ACAS11, tmp_path / "p.vnnlib")
     else:
         assert res.status == "unsat" and res.method == "IBP" and not attacked, (res, attacked)
+
+
+def test_intermediate_optimisation_leaves_half_the_time_to_branch_and_bound(monkeypatch):
+    """alpha-CROWN on a whole disjunct that CROWN's intermediate bounds leave open optimises the intermediate bounds
+    with a deadline of half the time left (branch and bound gets the other half)."""
+    import copy
+    import time
+
+    from certkit.verifiers.bounds.ibp_crown import BoundedModule
+    from certkit.verifiers.complete import strategy
+
+    seen = []
+    real = strategy.optimize_intermediate
+
+    def spy(bm, pert, bounds, *args, deadline=None, **kwargs):
+        seen.append(deadline - time.perf_counter())
+        return real(bm, pert, bounds, *args, deadline=deadline, **kwargs)
+
+    monkeypatch.setattr(strategy, "optimize_intermediate", spy)
+    m = load_onnx(ACAS11)
+    roots = strategy.RootBounds(BoundedModule(copy.deepcopy(m.module).double().eval(), m.sample_shape))
+    term = parse_vnnlib(VNN / "prop_1.vnnlib").terms[0]
+    assert not roots.refuted(term, time.perf_counter() + 20.0)     # open at the root: input splitting proves it
+    assert len(seen) == 1 and 0 < seen[0] <= 10.0, seen
