@@ -124,13 +124,13 @@ def clip_boxes(lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, bias: torch.
     T = open_.shape[1]
     t_lo, t_hi = lo[:, None].expand(N, T, n).clone(), hi[:, None].expand(N, T, n).clone()
     pos, neg = A > 0, A < 0
+    safe = torch.where(A == 0, torch.ones_like(A), A)                                # (divisions where A != 0 only)
     index = owner[None, :, None].expand(N, S, n)
     for _ in range(rounds):
         r_lo, r_hi = t_lo[:, owner], t_hi[:, owner]                                   # (N, S, n) each row's box
         low = bias + torch.where(pos, A * r_lo, A * r_hi).sum(-1)                    # min of the row's bound
         scale = d.abs() + bias.abs() + (A.abs() * torch.maximum(r_lo.abs(), r_hi.abs())).sum(-1)
         slack = (d - low + rtol * scale)[..., None]                                  # (N, S, 1)
-        safe = torch.where(A == 0, torch.ones_like(A), A)
         upper = torch.where(pos, r_lo + slack / safe, torch.inf)
         lower = torch.where(neg, r_hi + slack / safe, -torch.inf)
         t_hi = t_hi.scatter_reduce(1, index, upper, "amin")
