@@ -173,8 +173,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     # the first attack gets at most ATTACK_SHARE of the time (a large network's PGD would otherwise take it all
     # before any bound is tried); what the proof leaves goes to more attacks (keep_attacking)
     # (less when input splitting will follow: it tries box centers and bound minimisers as counterexamples itself)
-    low_dim = bab in (True, "input") and free_dims(prop.terms) <= INPUT_SPLIT_MAX_DIM
-    share = ATTACK_SHARE_LOW_DIM if low_dim else ATTACK_SHARE
+    share = ATTACK_SHARE_LOW_DIM if input_split_follows(bab, prop.terms) else ATTACK_SHARE
     until = time.perf_counter() + max(ATTACK_MIN_SECONDS, share * dl.left())
 
     def bounded() -> BoundedModule:
@@ -221,7 +220,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         return _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, batch)
     # input splitting runs alpha-CROWN on the boxes close to refutation itself, the root box included (lsnc
     # quadrotor2d_output_0: 3.3 s of alpha-CROWN on whole disjuncts, none refuted, before an 11-box proof)
-    input_follows = bab == "input" or (bab is True and free_dims(open_terms) <= INPUT_SPLIT_MAX_DIM)
+    input_follows = input_split_follows(bab, open_terms)
     for m in [m for m in methods if m not in quick and not (m == "alpha-CROWN" and input_follows)]:
         still = []
         for term in open_terms:
@@ -503,6 +502,12 @@ def free_dims(terms: list) -> int:
     """The most input dimensions any disjunct of ``terms`` leaves free (x_U > x_L); fixed inputs are constants that
     input splitting never splits."""
     return max((int(np.sum(t.x_U > t.x_L)) for t in terms), default=0)
+
+
+def input_split_follows(bab: bool | str, terms: list) -> bool:
+    """Whether branch and bound on ``terms`` will split inputs: forced (``bab="input"``) or chosen by
+    :func:`choose_bab` (``bab=True``, at most ``INPUT_SPLIT_MAX_DIM`` free input dimensions)."""
+    return bab == "input" or (bab is True and free_dims(terms) <= INPUT_SPLIT_MAX_DIM)
 
 
 def choose_bab(bm, n_free: int) -> str:
