@@ -6,6 +6,7 @@ value of every node that does not depend on the input (constants), and maps each
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,9 +97,25 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph)
 
 
+def _rewritten(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` with the ops' registered graph rewrites applied (ops.register_rewrite) to a copy of its graph; ``gm``
+    itself when none matches."""
+    pairs = ops.rewrites()
+    if not any(m(n) for n in gm.graph.nodes for m, _ in pairs):
+        return gm
+    graph = copy.deepcopy(gm.graph)
+    for n in list(graph.nodes):
+        for matches, rewrite in pairs:
+            if matches(n):
+                rewrite(graph, n)
+                break
+    graph.lint()
+    return fx.GraphModule(gm, graph)
+
+
 def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, list[str]]:
     problems: list[str] = []
-    gm = _trace(model)
+    gm = _rewritten(_trace(model))
     was_training = model.training
     model.eval()
     gm.eval()

@@ -145,8 +145,8 @@ class ActivationBaB:
         self.iterations, self.root_iterations = iterations, root_iterations
         self.lr_alpha, self.lr_beta = lr_alpha, lr_beta
         self.max_pending_bytes = max_pending_bytes
-        # branchable node a (activations, max-pooling) -> its input node j (the split variables); node 0 (the
-        # input) is split by input BaB
+        # branchable node a (activations, max-pooling, max / min of two tensors) -> its first input node j (the
+        # split variables; for max / min the difference of its operands); node 0 (the input) is split by input BaB
         self.acts = {a: self.g.nodes[a].inputs[0] for a in self.g.nonlinear()
                      if self.g.nodes[a].op.branchable and self.g.nodes[a].inputs[0] != 0}
         if root_bounds is None:
@@ -185,16 +185,20 @@ class ActivationBaB:
             extra[j] = (b_hi - b_lo, sum_node(b_lo * dom.lo[j].unsqueeze(1) - b_hi * dom.hi[j].unsqueeze(1)))
         return extra
 
+    def _in_bounds(self, a: int, bounds: list) -> list:
+        """The intervals of every input of node ``a`` (the split variable first)."""
+        return [bounds[i] for i in self.g.nodes[a].inputs]
+
     def _setups(self, bounds: list) -> dict:
-        return {a: self.g.nodes[a].op.relaxation_setup([bounds[j]]) for a, j in self.acts.items()}
+        return {a: self.g.nodes[a].op.relaxation_setup(self._in_bounds(a, bounds)) for a in self.acts}
 
     def _crown_alphas(self, bounds: list) -> dict:
         """activation node -> CROWN's alphas for ``bounds``, one set per spec row (n_alpha, D, S, *shape) (a view)."""
         S = self.C.shape[0]
         out = {}
-        for a, j in self.acts.items():
+        for a in self.acts:
             if self.g.nodes[a].op.n_alpha:
-                init = self.g.nodes[a].op.alpha_init([bounds[j]])
+                init = self.g.nodes[a].op.alpha_init(self._in_bounds(a, bounds))
                 out[a] = init.unsqueeze(2).expand(-1, -1, S, *[-1] * (init.dim() - 2))
         return out
 
@@ -266,7 +270,7 @@ class ActivationBaB:
     def _neuron_scores(self, dom: Domains, coeffs: dict) -> torch.Tensor:
         """(D, N) split scores of every neuron of every branchable node's input (-inf where not splittable):
         :func:`babsr_score` for piecewise-linear activations, :func:`genbab_score` for the other activations, the
-        op's own ``branch_scores`` for the rest (max-pooling)."""
+        op's own ``branch_scores`` for the rest (max-pooling, max / min of two tensors)."""
         out = []
         for a, j in self.acts.items():
             op = self.g.nodes[a].op
@@ -307,7 +311,7 @@ class ActivationBaB:
             op = self.g.nodes[a].op
             if isinstance(op, Activation):       # elementwise: the split point needs the neuron's interval only
                 p = op.split_point(dom.lo[j].flatten(1)[rows, idx], dom.hi[j].flatten(1)[rows, idx])
-            else:                                # max-pooling: the point depends on the neuron's windows
+            else:                                # max-pooling (the point depends on the windows), max / min
                 p = op.split_points(dom.lo[j][rows], dom.hi[j][rows]).flatten(1)[torch.arange(len(rows)), idx]
             left.hi[j].view(D, -1)[rows, idx] = p
             right.lo[j].view(D, -1)[rows, idx] = p

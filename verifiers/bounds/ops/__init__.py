@@ -17,8 +17,10 @@ from certkit.verifiers.bounds.ops.base import (
     entry_for_module,
     onnx_op_types,
     register_op,
+    register_rewrite,
     registered_modules,
     registered_ops,
+    rewrites,
     unregister_op,
 )
 from certkit.verifiers.bounds.ops.batchnorm import track_batch_stats
@@ -28,4 +30,4 @@ for _m in pkgutil.iter_modules(__path__):
 
 __all__ = ["Activation", "Call", "ElementwiseAffine", "Interval", "Op", "Relaxation", "Unsupported", "constant_op",
            "entry_for_function", "entry_for_method", "entry_for_module", "onnx_op_types", "register_op",
-           "registered_modules", "registered_ops", "track_batch_stats", "unregister_op"]
+           "register_rewrite", "registered_modules", "registered_ops", "rewrites", "track_batch_stats", "unregister_op"]

@@ -271,3 +271,18 @@ def registered_ops() -> list[OpEntry]:
 def onnx_op_types() -> list[str]:
     """Every ONNX op type the registered ops declare."""
     return sorted({t for e in _ENTRIES for t in e.onnx})
+
+
+_REWRITES: list[tuple[Callable[[Any], bool], Callable[[Any, Any], None]]] = []
+
+
+def register_rewrite(matches: Callable[[Any], bool], rewrite: Callable[[Any, Any], None]) -> None:
+    """Register a rewrite of traced torch.fx graphs, applied before the bound graph is built: ``rewrite(graph,
+    node)`` replaces one node for which ``matches(node)`` is True (in place), e.g. to give an op an extra input that
+    branch and bound can split (ops/maximum.py). The rewritten graph must compute what the original computes."""
+    _REWRITES.append((matches, rewrite))
+
+
+def rewrites() -> list[tuple[Callable[[Any], bool], Callable[[Any, Any], None]]]:
+    """The registered (matches, rewrite) pairs of graph rewrites, in registration order."""
+    return list(_REWRITES)
