@@ -197,10 +197,9 @@ def test_witness_checks_tell_exact_from_tolerance_only():
 
 def test_no_unknown_while_time_remains(tmp_path):
     """A product (a.x)(b.x) of the first 20 of 40 free inputs: no activation to branch on and more free inputs than
-    input splitting takes, and
-    a threshold between McCormick's bound and the exact minimum (enumerated over the 2^20 vertices, where a bilinear
-    form on a box attains it): bounds cannot refute it, branch and bound cannot start. The verifier keeps attacking
-    until the limit instead of answering ``unknown`` early, and never claims unsat."""
+    input splitting takes, and a threshold between McCormick's bound and the exact minimum (enumerated over the 2^20
+    vertices, where a bilinear form on a box attains it): bounds cannot refute it and no attack can falsify it. The
+    verifier branches on the product's operands until the limit instead of answering ``unknown`` early."""
     import itertools
 
     import torch
@@ -222,8 +221,8 @@ def test_no_unknown_while_time_remains(tmp_path):
                    for i in range(40))
     (tmp_path / "p.vnnlib").write_text(decl + f"(declare-const Y_0 Real)\n(assert (<= Y_0 {exact - 0.5}))\n")
     res = verify_instance(tmp_path / "p.onnx", tmp_path / "p.vnnlib", timeout=4)
-    assert res.status == "unknown", res
-    assert "attacks" in res.reason and res.seconds > 3.5, res
+    assert res.status in ("timeout", "unsat"), res
+    assert res.status == "unsat" or (res.seconds > 3.5 and res.domains > 1), res
 
 
 def test_an_input_fixed_at_a_value_no_float32_holds_gets_the_nearest_float32(tmp_path):

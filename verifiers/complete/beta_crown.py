@@ -145,10 +145,19 @@ class ActivationBaB:
         self.iterations, self.root_iterations = iterations, root_iterations
         self.lr_alpha, self.lr_beta = lr_alpha, lr_beta
         self.max_pending_bytes = max_pending_bytes
-        # branchable node a (activations, max-pooling, max / min of two tensors) -> its first input node j (the
-        # split variables; for max / min the difference of its operands); node 0 (the input) is split by input BaB
-        self.acts = {a: self.g.nodes[a].inputs[0] for a in self.g.nonlinear()
-                     if self.g.nodes[a].op.branchable and self.g.nodes[a].inputs[0] != 0}
+        self.visited = 0          # subdomains bounded by the last run
+        # branchable node a (activations, max-pooling, max / min of two tensors, products, softmax) -> its first input
+        # node; ``splits`` lists (a, k, j): input k of node a, node j, is a split variable (for max / min: the
+        # difference of its operands; products: both operands). Node 0 (the input) is split by input BaB.
+        branchable = [a for a in self.g.nonlinear() if self.g.nodes[a].op.branchable]
+        self.splits = [(a, k, self.g.nodes[a].inputs[k]) for a in branchable
+                       for k in self.g.nodes[a].op.split_inputs if self.g.nodes[a].inputs[k] != 0]
+        self.acts = {a: self.g.nodes[a].inputs[0] for a in dict.fromkeys(a for a, _, _ in self.splits)}
+        self.variables = sorted({j for _, _, j in self.splits})
+        # (N,) over the concatenated split variables: whether each belongs to a piecewise-linear op
+        self._pwl = torch.repeat_interleave(
+            torch.tensor([self.g.nodes[a].op.piecewise_linear for a, _, _ in self.splits], dtype=torch.bool),
+            torch.tensor([torch.Size(self.g.nodes[j].shape).numel() for _, _, j in self.splits], dtype=torch.long))
         if root_bounds is None:
             with torch.no_grad():
                 root_bounds = bm.crown_intermediate(self._pert(1))
@@ -268,17 +277,19 @@ class ActivationBaB:
 
     # ------------------------------------------------------------------ branching
     def _neuron_scores(self, dom: Domains, coeffs: dict) -> torch.Tensor:
-        """(D, N) split scores of every neuron of every branchable node's input (-inf where not splittable):
+        """(D, N) split scores of every neuron of every split variable (-inf where not splittable):
         :func:`babsr_score` for piecewise-linear activations, :func:`genbab_score` for the other activations, the
-        op's own ``branch_scores`` for the rest (max-pooling, max / min of two tensors)."""
+        op's own ``branch_scores`` for the rest (max-pooling, max / min of two tensors, products, softmax)."""
         out = []
-        for a, j in self.acts.items():
+        bounds = None
+        for a, k, j in self.splits:
             op = self.g.nodes[a].op
             l, u = dom.lo[j], dom.hi[j]
             A = coeffs.get(a)
             if not isinstance(op, Activation):
                 A = torch.zeros((len(dom),) + tuple(self.g.nodes[a].shape), dtype=l.dtype) if A is None else A
-                out.append(op.branch_scores(A, l, u).flatten(1))
+                bounds = self._bounds(dom) if bounds is None else bounds
+                out.append(op.branch_scores(A, l, u, in_bounds=self._in_bounds(a, bounds), k=k).flatten(1))
                 continue
             A = torch.zeros_like(l) if A is None else A
             ok = op.splittable(l, u)
@@ -288,9 +299,9 @@ class ActivationBaB:
         return torch.cat(out, 1)
 
     def _locate(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat neuron indices (k,) -> (position of the activation in ``self.acts``, local index), each (k,), over
-        the concatenated activation inputs."""
-        sizes = [torch.Size(self.g.nodes[j].shape).numel() for j in self.acts.values()]
+        """Flat neuron indices (k,) -> (position of the split variable in ``self.splits``, local index), each (k,),
+        over the concatenated split variables."""
+        sizes = [torch.Size(self.g.nodes[j].shape).numel() for _, _, j in self.splits]
         starts = torch.tensor([0] + sizes).cumsum(0)
         node_of = torch.bucketize(flat, starts[1:], right=True)
         return node_of, flat - starts[node_of]
@@ -303,7 +314,7 @@ class ActivationBaB:
         left.lo, left.hi = dict(dom.lo), {j: t.clone() for j, t in dom.hi.items()}
         right.lo, right.hi = {j: t.clone() for j, t in dom.lo.items()}, dict(dom.hi)
         ar = torch.arange(D)
-        for k, (a, j) in enumerate(self.acts.items()):
+        for k, (a, _, j) in enumerate(self.splits):
             sel = node_of == k
             if not bool(sel.any()):
                 continue
@@ -311,7 +322,7 @@ class ActivationBaB:
             op = self.g.nodes[a].op
             if isinstance(op, Activation):       # elementwise: the split point needs the neuron's interval only
                 p = op.split_point(dom.lo[j].flatten(1)[rows, idx], dom.hi[j].flatten(1)[rows, idx])
-            else:                                # max-pooling (the point depends on the windows), max / min
+            else:                                # max-pooling (the point depends on the windows), the others
                 p = op.split_points(dom.lo[j][rows], dom.hi[j][rows]).flatten(1)[torch.arange(len(rows)), idx]
             left.hi[j].view(D, -1)[rows, idx] = p
             right.lo[j].view(D, -1)[rows, idx] = p
@@ -324,9 +335,22 @@ class ActivationBaB:
     def _has_split(self, dom: Domains) -> torch.Tensor:
         """(D,) bool: whether each subdomain has a neuron left to split."""
         out = torch.zeros(len(dom), dtype=torch.bool)
-        for a, j in self.acts.items():
+        for a, _, j in self.splits:
             out |= self.g.nodes[a].op.splittable(dom.lo[j], dom.hi[j]).flatten(1).any(1)
         return out
+
+    def _candidates(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k split candidates (scores, flat indices), each (D, k), that filtered smart branching bounds: the
+        top k scores, or, when piecewise-linear split variables (ReLU, max-pooling, max) and others (GenBaB's) are
+        both present, the top k - 1 piecewise-linear ones and the top other one (their scores are not comparable;
+        the children's bounds decide between them)."""
+        pwl = self._pwl
+        if k < 2 or bool(pwl.all()) or not bool(pwl.any()):
+            return scores.topk(k, 1)
+        ninf = torch.full_like(scores, -torch.inf)
+        s1, i1 = torch.where(pwl, scores, ninf).topk(min(k - 1, int(pwl.sum())), 1)
+        s2, i2 = torch.where(pwl, ninf, scores).topk(1, 1)
+        return torch.cat([s1, s2], 1), torch.cat([i1, i2], 1)
 
     def branch(self, dom: Domains, coeffs: dict) -> Domains | None:
         """Children (2D subdomains: all left children, then all right) or None when some subdomain has nothing
@@ -338,7 +362,8 @@ class ActivationBaB:
             return self._children(dom, scores.argmax(1))
         D = len(dom)
         k = min(self.topk, scores.shape[1])
-        top_s, top_i = scores.topk(k, 1)                                    # (D, k)
+        top_s, top_i = self._candidates(scores, k)                          # (D, k)
+        k = top_i.shape[1]
         cands = Domains.cat([dom] * k)
         flat = top_i.T.reshape(-1)                                          # candidate c of domain i at c*D + i
         kids = self._children(cands, flat)
@@ -356,8 +381,8 @@ class ActivationBaB:
         S = self.C.shape[0]
         bounds = self.root_bounds
         alphas = {a: t.clone() for a, t in self._crown_alphas(bounds).items()}
-        lo = {j: bounds[j][0].clone() for j in self.acts.values()}
-        hi = {j: bounds[j][1].clone() for j in self.acts.values()}
+        lo = {j: bounds[j][0].clone() for j in self.variables}
+        hi = {j: bounds[j][1].clone() for j in self.variables}
         betas = {j: torch.zeros((2, 1, S) + tuple(lo[j].shape[1:]), dtype=torch.float64) for j in lo}
         return Domains(lo, hi, alphas, betas, torch.full((1,), -torch.inf, dtype=torch.float64),
                        torch.zeros(1, dtype=torch.long))
@@ -372,14 +397,22 @@ class ActivationBaB:
                 the lowest-bounded subdomains; None skips PGD.
 
         Returns:
-            ("unsat" | "timeout" | "unknown" | the counterexample result, number of subdomains bounded).
+            ("unsat" | "timeout" | "unknown" | the counterexample result, number of subdomains bounded); a deadline
+            that passes inside a bound computation (the network's own check) also gives "timeout".
         """
+        self.visited = 0
+        try:
+            return self._search(deadline, max_domains, batch, check_candidates, pgd_objective)
+        except TimeoutError:
+            return "timeout", self.visited
+
+    def _search(self, deadline: float, max_domains: int | None, batch: int, check_candidates, pgd_objective):
         dom = self.root()
         coeffs, x = self.optimize(dom, self.root_iterations, deadline)
-        visited = 1
+        self.visited = 1
         found = check_candidates(x)
         if found is not None:
-            return found, visited
+            return found, self.visited
         queue = [(dom, coeffs)] if float(dom.score[0]) <= 0 else []
         pending: Domains | None = None
         undecided = 0                     # fully split subdomains that neither bounds nor their LP decided
@@ -387,9 +420,9 @@ class ActivationBaB:
         while queue or pending is not None:
             threads.tick()
             if time.perf_counter() > deadline:
-                return "timeout", visited
-            if max_domains is not None and visited >= max_domains:
-                return "unknown", visited
+                return "timeout", self.visited
+            if max_domains is not None and self.visited >= max_domains:
+                return "unknown", self.visited
             # branch the queued (bounded) batches into children, then bound the lowest-scored children first;
             # a subdomain with nothing left to split is decided by the linear program of its (affine) network
             for d_, c_ in queue:
@@ -399,14 +432,14 @@ class ActivationBaB:
                     if leaf is None:
                         undecided += 1
                     elif leaf != "unsat":
-                        return leaf, visited
+                        return leaf, self.visited
                 if not bool(splits.any()):
                     continue
                 idx = torch.nonzero(splits).flatten()
                 d_, c_ = d_.take(idx), {a: (c[idx] if c is not None else None) for a, c in c_.items()}
                 kids = self.branch(d_, c_)
                 if kids is None:
-                    return "unknown", visited
+                    return "unknown", self.visited
                 pending = kids if pending is None else Domains.cat([pending, kids])
             queue = []
             if pending is None:
@@ -420,20 +453,20 @@ class ActivationBaB:
             cur = pending.take(now)
             pending = pending.take(rest) if rest.numel() else None
             coeffs, x = self.optimize(cur, self.iterations, deadline)
-            visited += len(cur)
+            self.visited += len(cur)
             rounds += 1
             found = check_candidates(x[cur.score <= 0])
             if found is not None:
-                return found, visited
+                return found, self.visited
             if pgd_objective is not None and rounds % 4 == 0:
                 worst = torch.argsort(cur.score)[:8]
                 lo, hi = self.x_L.expand_as(x[worst]).float(), self.x_U.expand_as(x[worst]).float()
                 xa, val = pgd_box(pgd_objective, lo, hi, steps=20, restarts=1, x_init=x[worst].float())
                 found = check_candidates(xa[val <= 1e-4].double())
                 if found is not None:
-                    return found, visited
+                    return found, self.visited
             keep = cur.score <= 0
             if bool(keep.any()):
                 idx = torch.nonzero(keep).flatten()
                 queue = [(cur.take(idx), {a: (c[idx] if c is not None else None) for a, c in coeffs.items()})]
-        return ("unknown" if undecided else "unsat"), visited
+        return ("unknown" if undecided else "unsat"), self.visited

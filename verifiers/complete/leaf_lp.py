@@ -84,7 +84,7 @@ def decide_leaf(bab, leaf, check_candidates, deadline: float):
     A_out, b_out = _affine(bab, g.output, CC, bounds)
     d = bab.d.double().numpy()
     G_parts, h_parts = [], []
-    for j in sorted(set(bab.acts.values())):
+    for j in bab.variables:
         r_lo, r_hi = bab.root_bounds[j]
         lo, hi = leaf.lo[j].reshape(-1), leaf.hi[j].reshape(-1)
         for sign, narrowed, value in ((-1.0, lo > r_lo.reshape(-1), lo), (1.0, hi < r_hi.reshape(-1), hi)):

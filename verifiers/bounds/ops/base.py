@@ -84,9 +84,11 @@ class Op:
             (elementwise scale/shift, reshape, permutation, zero padding): IBP maps a box to the exact box.
         arity: number of data inputs.
         n_alpha: optimisable relaxation parameters per neuron (alpha-CROWN); 0 for ops with nothing to optimise.
-        branchable: True when activation-split branch and bound may split the op's input intervals; such ops give
-            ``splittable(l, u)``, ``split_points(l, u)`` and ``branch_scores(A, l, u)`` over their input
-            (elementwise activations: activation.py; max-pooling: maxpool.py).
+        branchable: True when activation-split branch and bound may split the op's input intervals (the inputs
+            listed in ``split_inputs``); such ops give ``splittable(l, u)``, ``split_points(l, u)`` and
+            ``branch_scores(A, l, u, in_bounds, k)`` over a split input (elementwise activations: activation.py;
+            max-pooling: maxpool.py; products: bilinear.py, matmul.py).
+        split_inputs: positions of the inputs branch and bound may split (default: the first).
         piecewise_linear: True when the op is exactly affine on a box where ``unstable`` is empty (ReLU, LeakyReLU,
             max-pooling with every window decided): the leaf linear programs of branch and bound rely on it.
         in_shapes / out_shape: per-sample shapes, set by the graph builder.
@@ -97,6 +99,7 @@ class Op:
     arity = 1
     n_alpha = 0
     branchable = False
+    split_inputs: tuple[int, ...] = (0,)
     piecewise_linear = False
     name = "op"
 
@@ -157,6 +160,22 @@ class Op:
     def unstable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Input neurons (bool, like l) whose relaxation is inexact, so CROWN refines their bounds (non-affine ops)."""
         return l < u
+
+    def splittable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Elements of a split input (bool, like l) worth splitting in branch and bound; by default every interval
+        wider than 1e-4 (GenBaB, Shi et al. 2024: each half gets a tighter relaxation)."""
+        return (u - l) > 1e-4
+
+    def split_points(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Where branch and bound splits each element of a split input (like l); by default the midpoint."""
+        return (l + u) / 2
+
+    def branch_scores(self, A: torch.Tensor, l: torch.Tensor, u: torch.Tensor, in_bounds=None, k: int = 0
+                      ) -> torch.Tensor:
+        """Split scores (like l, -inf where not :meth:`splittable`) of the elements of split input ``k`` with
+        bounds (l, u), for A (D, *out_shape) the coefficient of the op's output in the bound being branched on and
+        ``in_bounds`` the intervals of all inputs; branchable ops that are not activations override it."""
+        raise NotImplementedError(f"{self.name} has no branching score")
 
     def derivative(self, *xs: torch.Tensor) -> torch.Tensor:
         """Local slope at concrete inputs, for elementwise non-affine ops (the propagation-tightness metric)."""

@@ -10,6 +10,10 @@ A >= 0 and the upper plane where A < 0, giving coefficients for both inputs and 
 the four corner products. With broadcasting the planes hold per output element (each with its operands' bounds) and
 the coefficients of an operand are summed over the dims it was broadcast along. ``arithmetic_op`` (arithmetic.py)
 builds it for a product of two data tensors of the same rank; a product with a constant stays an affine op there.
+
+Branch and bound (GenBaB, Shi et al. 2024, which branches on the operands of products) may split either operand at
+its midpoint; the planes' largest gap on the box is (ux - lx)(uy - ly) / 4, so an element of x is scored by
+sum |A| (ux - lx)(uy - ly) over the outputs it enters (and likewise for y).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ class Mul(Op):
     name = "Mul"
     affine = False
     arity = 2
+    branchable = True
+    split_inputs = (0, 1)
 
     def forward(self, x, y):
         return x * y
@@ -38,6 +44,14 @@ class Mul(Op):
     def relaxation(self, in_bounds, alpha=None, setup=None):
         (lx, ux), (ly, uy) = in_bounds
         return (ly, lx, -lx * ly), (uy, lx, -lx * uy)
+
+    def branch_scores(self, A, l, u, in_bounds=None, k=0):
+        """Scores of operand ``k``'s elements (module docstring), -inf where its interval is narrower than 1e-4."""
+        (lx, ux), (ly, uy) = in_bounds
+        gap = (A.abs() * (ux - lx) * (uy - ly)).unsqueeze(1)
+        if self.in_shapes and tuple(self.in_shapes[0]) != tuple(self.in_shapes[1]):
+            gap = unbroadcast(gap, tuple(self.in_shapes[k]))
+        return torch.where(self.splittable(l, u), gap[:, 0].expand_as(l) + 1e-12, torch.full_like(l, -torch.inf))
 
     def backward(self, A, in_bounds=(), relaxation=None):
         (ax_l, ay_l, c_l), (ax_u, ay_u, c_u) = relaxation if relaxation is not None else self.relaxation(in_bounds)

@@ -10,6 +10,10 @@ The coefficient of r in the plane CROWN picks (A lx) decides which line of r rep
 (reported as NaN / inf bounds). Lines are shifted by 1e-6 ur (relative: the float32 rounding of 1 / y and of the
 lines is relative to r, and an absolute shift, multiplied by the plane's coefficient lx, swamped quotients of large
 numbers such as x / sum(x) with x ~ 1e5).
+
+Branch and bound (GenBaB, Shi et al. 2024) may split either operand at its midpoint: the gap of the planes is at
+most (ux - lx)(ur - lr) / 4 plus |x| times the gap of r's lines (at most ur - lr), so an element of either operand
+scores sum |A| (ux - lx + max(|lx|, |ux|)) (ur - lr) over the outputs it enters.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ class Div(Op):
     name = "Div"
     affine = False
     arity = 2
+    branchable = True
+    split_inputs = (0, 1)
 
     def forward(self, x, y):
         return x / y
@@ -54,6 +60,15 @@ class Div(Op):
         tangent = (-1 / (d * d), 2 / d - shift)                          # r >= aT y + cT
         chord = (-1 / (ly * uy), 1 / ly + 1 / uy + shift)                # r <= aC y + cC
         return lx, lr, ur, tangent, chord
+
+    def branch_scores(self, A, l, u, in_bounds=None, k=0):
+        """Scores of operand ``k``'s elements (module docstring), -inf where narrower than 1e-4; a denominator
+        interval reaching 0 scores 1e30."""
+        (lx, ux), (ly, uy) = in_bounds
+        lr, ur = self._recip(ly, uy)
+        gap = A.abs() * (ux - lx + torch.maximum(lx.abs(), ux.abs())) * (ur - lr)
+        gap = unbroadcast(torch.nan_to_num(gap, nan=1e30, posinf=1e30).unsqueeze(1), tuple(self.in_shapes[k]))[:, 0]
+        return torch.where(self.splittable(l, u), gap.expand_as(l) + 1e-12, torch.full_like(l, -torch.inf))
 
     def backward(self, A, in_bounds=(), relaxation=None):
         lx, lr, ur, (aT, cT), (aC, cC) = relaxation if relaxation is not None else self.relaxation(in_bounds)

@@ -32,6 +32,8 @@ class MatMul(Op):
     name = "MatMul"
     affine = False
     arity = 2
+    branchable = True      # GenBaB (Shi et al. 2024) branches on the operands of products: either, at the midpoint
+    split_inputs = (0, 1)
 
     @classmethod
     def from_call(cls, call: Call) -> Op:
@@ -67,6 +69,15 @@ class MatMul(Op):
 
     def unstable(self, l, u):
         return l < u
+
+    def branch_scores(self, A, l, u, in_bounds=None, k=0):
+        """Scores of operand ``k``'s elements, -inf where narrower than 1e-4: the McCormick planes of x_it y_tj gap
+        by at most w(x_it) w(y_tj) / 4, so x_it scores w(x_it) sum_j |A_ij| w(y_tj) (= w(X) * (|A| @ w(Y)^T)) and
+        y_tj scores w(y_tj) sum_i |A_ij| w(x_it) (= w(Y) * (w(X)^T @ |A|)); A (D, ..., n, m)."""
+        (lx, ux), (ly, uy) = in_bounds
+        wx, wy = ux - lx, uy - ly
+        s = wx * (A.abs() @ wy.transpose(-1, -2)) if k == 0 else wy * (wx.transpose(-1, -2) @ A.abs())
+        return torch.where(self.splittable(l, u), s + 1e-12, torch.full_like(l, -torch.inf))
 
     def backward(self, A, in_bounds=(), relaxation=None):
         (lx, _), (ly, uy) = in_bounds

@@ -111,7 +111,8 @@ class Maximum(Op):
         """0 (where x and y swap), like ReLU's split; the midpoint where the sign is decided."""
         return torch.where((l < 0) & (u > 0), torch.zeros_like(l), (l + u) / 2)
 
-    def branch_scores(self, A: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def branch_scores(self, A: torch.Tensor, l: torch.Tensor, u: torch.Tensor, in_bounds=None, k: int = 0
+                      ) -> torch.Tensor:
         """BaBSR-style scores (Bunel et al. JMLR 2020) of the elements, -inf where not splittable: |A| times the
         upper line's intercept -l u / (u - l) at the worst end, for A (D, *shape) the coefficient of the output
         in the bound being branched on (for min, d's bounds are mirrored; the intercept is the same)."""

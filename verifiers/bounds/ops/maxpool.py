@@ -154,7 +154,8 @@ class MaxPool2d(Op):
         cells = self._to_cells(top, p, ok, l.shape[0])
         return torch.where(torch.isfinite(cells), cells, (l + u) / 2)
 
-    def branch_scores(self, A: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def branch_scores(self, A: torch.Tensor, l: torch.Tensor, u: torch.Tensor, in_bounds=None, k: int = 0
+                      ) -> torch.Tensor:
         """Split scores of the input cells (N, C, H, W), -inf where not splittable: |A| times the window's gap
         max u - max l, for A (N, C, Ho, Wo) the coefficient of the output in the bound being branched on."""
         top, p, ok, gap = self._branch_windows(l, u)

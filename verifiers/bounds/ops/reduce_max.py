@@ -11,6 +11,8 @@ group (one alpha in [0, 1] per reduced coordinate, group and specification row; 
 from the one-hot winner (CROWN's line).
 IBP reduces both ends (max is monotone: exact on boxes). For the minimum the same rule applies to -z with the signs
 of the coefficients flipped: upper line z_m with m = argmin_i u_i, lower constant min_i l_i.
+Branch and bound splits a group as max-pooling splits a window: the coordinate with the largest upper bound at the
+group's second largest upper bound, so one child decides the group (scored by |A| (max u - max l)).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ class ReduceMax(Op):
 
     name = "ReduceMax"
     affine = False
+    branchable = True          # the top coordinate of an undecided group is split, as in max-pooling
+    piecewise_linear = True    # affine where every group is decided (the leaf linear programs rely on it)
 
     def __init__(self, dims: tuple[int, ...], keepdim: bool, minimum: bool):
         super().__init__()
@@ -102,6 +106,46 @@ class ReduceMax(Op):
         _, exact, _ = self.relaxation([(l, u)])
         R = self._grouped(l).shape[-1]
         return self._ungrouped((~exact).unsqueeze(-1).expand(-1, -1, R).contiguous())
+
+    # -- branching, as max-pooling's windows (maxpool.py) ---------------------------------------------
+    def _branch_groups(self, l: torch.Tensor, u: torch.Tensor):
+        """Per group of the max of z (of -z for the minimum): (top (N, K, 1) the coordinate with the largest upper
+        bound, p (N, K) where to split it, ok (N, K) whether the group is undecided and l_top < p < u_top, gap (N, K)
+        max u - max l)."""
+        _, exact, U = self.relaxation([(l, u)])
+        if self.minimum:
+            l, u = -u, -l
+        lg, ug = self._grouped(l), self._grouped(u)
+        top = ug.argmax(-1, keepdim=True)
+        second = ug.scatter(-1, top, float("-inf")).amax(-1)
+        l_top = lg.gather(-1, top)[..., 0]
+        p = torch.where(second < U, second, (l_top + U) / 2)
+        ok = ~exact & (p > l_top) & (p < U) & (U - l_top > 1e-9)
+        return top, p, ok, U - lg.amax(-1)
+
+    def _on_top(self, top: torch.Tensor, values: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+        """Group values (N, K) put on each group's top coordinate (where ``ok``), -inf elsewhere -> (N, *in)."""
+        R = self._grouped(torch.zeros((1,) + tuple(self.in_shapes[0]))).shape[-1]
+        g = torch.full(top.shape[:2] + (R,), float("-inf"), dtype=values.dtype, device=values.device)
+        g.scatter_(-1, top, torch.where(ok, values, torch.full_like(values, float("-inf"))).unsqueeze(-1))
+        return self._ungrouped(g)
+
+    def splittable(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Input coordinates (bool, like l) branch and bound may split: the top coordinate of each undecided group."""
+        top, p, ok, _ = self._branch_groups(l, u)
+        return torch.isfinite(self._on_top(top, p, ok))
+
+    def split_points(self, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The group's second largest upper bound for splittable coordinates (so one child decides the group; for
+        the minimum, mirrored), the midpoint elsewhere."""
+        top, p, ok, _ = self._branch_groups(l, u)
+        cells = self._on_top(top, -p if self.minimum else p, ok)
+        return torch.where(torch.isfinite(cells), cells, (l + u) / 2)
+
+    def branch_scores(self, A, l, u, in_bounds=None, k=0):
+        """|A| of the group's output times its gap max u - max l on the top coordinate, -inf elsewhere."""
+        top, _, ok, gap = self._branch_groups(l, u)
+        return self._on_top(top, A.reshape(A.shape[0], -1).abs() * gap.clamp(min=0) + 1e-12, ok)
 
     def backward(self, A, in_bounds=(), relaxation=None):
         relaxation = relaxation if relaxation is not None else self.relaxation(in_bounds)

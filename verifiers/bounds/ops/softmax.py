@@ -170,6 +170,7 @@ class Softmax(Op):
 
     name = "Softmax"
     affine = False
+    branchable = True   # GenBaB (Shi et al. 2024): an input interval split at its midpoint, both halves relaxed anew
     n_alpha = 4   # tangent points of the lower / upper log-sum-exp planes, their weights against the reciprocal's lines
 
     def __init__(self, dim: int, log: bool = False):
@@ -227,6 +228,12 @@ class Softmax(Op):
     def relaxation_setup(self, in_bounds):
         """The reciprocal's lines (they do not depend on alpha), for every alpha-CROWN step."""
         return None if self.log else softmax_lines_reciprocal(*in_bounds[0], self.dim)
+
+    def branch_scores(self, A, l, u, in_bounds=None, k=0):
+        """Split scores of the inputs (like l), -inf where narrower than 1e-4: an input's width times the output
+        coefficients |A| summed over its softmax group (every output of the group depends on it)."""
+        s = (u - l) * A.abs().sum(self.dim, keepdim=True)
+        return torch.where(self.splittable(l, u), s + 1e-12, torch.full_like(l, -torch.inf))
 
     def backward(self, A, in_bounds=(), relaxation=None):
         r = relaxation if relaxation is not None else self.relaxation(in_bounds)
