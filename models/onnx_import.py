@@ -14,7 +14,7 @@ Supported operators: Gemm, MatMul (constant right operand), Add, Sub, Mul, Div, 
 BatchNormalization, AveragePool and MaxPool (2-D), Pad (constant zero, spatial dims), Transpose (keeping the batch
 dimension first), the elementwise activations of :data:`ELEMENTWISE` (ONNX op type -> torch module), plus Constant,
 Identity, Dropout (inference) and constant folding of shape arithmetic (Shape of a constant, Gather, Unsqueeze, Squeeze,
-Concat, Cast). Anything else raises :class:`CertkitError` naming every unsupported node at once.
+Concat, Cast, Mod). Anything else raises :class:`CertkitError` naming every unsupported node at once.
 
 The importer only makes the network RUN in torch; which ops certkit can BOUND is the op registry's business
 (``certkit.verifiers.bounds.ops``): an activation of ELEMENTWISE without a registered op imports fine (certify works on
@@ -65,7 +65,7 @@ SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Flatten"
                  "Unsqueeze", "Squeeze", "Concat", "Cast", "Clip", "Slice", "Split", "ReduceMean", "ReduceSum",
                  "ReduceMax", "ReduceMin",
                  "GlobalAveragePool", "ConvTranspose", "Softmax", "LogSoftmax", "Resize", "Upsample",
-                 "Pow", "ConstantOfShape", "Equal", "Where", "Expand", "Max", "Min") + tuple(ELEMENTWISE)
+                 "Pow", "ConstantOfShape", "Equal", "Where", "Expand", "Max", "Min", "Mod") + tuple(ELEMENTWISE)
 _BINARY = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
 _NP_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Pow": np.power,
               "Max": np.maximum, "Min": np.minimum}
@@ -304,6 +304,8 @@ class _Builder:
         v = ins[0]
         if op in _NP_BINARY:
             return _NP_BINARY[op](v, ins[1])
+        if op == "Mod":   # shape arithmetic (torch exports unflatten with it): fmod=1 takes the dividend's sign
+            return np.fmod(v, ins[1]) if a.get("fmod", 0) else np.mod(v, ins[1])
         if op == "Shape":
             return np.array(v.shape, dtype=np.int64)
         if op == "Gather":
@@ -844,6 +846,22 @@ class _Builder:
                     del out[ax]
         return self.fx.call_function(reshape_batch, (ins[0], tuple(out[1:])))
 
+    def op_Expand(self, node, a, ins):
+        """Expand of a data tensor: numpy-style broadcast against a constant shape that keeps the batch dimension."""
+        if not isinstance(ins[1], np.ndarray):
+            raise self.err(node, "Expand needs a constant target shape")
+        if self.batch_added:
+            raise self.err(node, "Expand on a rank-1 network input is not supported")
+        shape = tuple(self._evaluate(ins[0]).shape)
+        target = tuple(int(d) for d in np.asarray(ins[1]).reshape(-1))
+        try:
+            out = np.broadcast_shapes((1,) + shape[1:], target)
+        except ValueError:
+            raise self.err(node, f"Expand of shape {shape} to {target}") from None
+        if len(out) != len(shape) or out[0] != 1:
+            raise self.err(node, f"Expand of shape {shape} to {target} changes the batch dimension")
+        return self.fx.call_function(expand_batch, (ins[0], tuple(int(d) for d in out[1:])))
+
     def op_Unsqueeze(self, node, a, ins):
         return self._squeeze_unsqueeze(node, a, ins, True)
 
@@ -875,6 +893,14 @@ def reshape_batch(x: torch.Tensor, sample_shape: tuple) -> torch.Tensor:
 
 
 fx.wrap("reshape_batch")
+
+
+def expand_batch(x: torch.Tensor, sample_shape: tuple) -> torch.Tensor:
+    """Broadcast each batch row to ``sample_shape`` (the batch dimension is kept; ONNX Expand of the data)."""
+    return x.expand((x.shape[0],) + tuple(sample_shape))
+
+
+fx.wrap("expand_batch")
 
 
 def cat_batch(pieces: list, dim: int) -> torch.Tensor:
