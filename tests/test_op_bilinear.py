@@ -89,3 +89,26 @@ def test_broadcast_product_backward_and_network_bounds(tmp_path):
             return self.out(h.sum(1))
     check_network_bounds(Masked().double().eval(), (3, 4))
     check_onnx_bounds(Masked().eval(), (3, 4), tmp_path / "masked.onnx")
+
+
+def test_alpha_planes_bound_the_product_and_alpha_init_is_crown():
+    """Any weights in [0, 1] of the two lower (upper) planes give a sound bound at sampled points and at the box's
+    corners; alpha_init reproduces CROWN's planes."""
+    gen = torch.Generator().manual_seed(1)
+    op = Mul()
+    op.in_shapes, op.out_shape = [(6,), (6,)], (6,)
+    B, S = 3, 4
+    cx, cy = (torch.randn((B, 6), generator=gen, dtype=torch.float64) * 2 for _ in range(2))
+    wx, wy = (torch.rand((B, 6), generator=gen, dtype=torch.float64) * 3 for _ in range(2))
+    bounds = [(cx - wx, cx + wx), (cy - wy, cy + wy)]
+    A = torch.randn((B, S, 6), generator=gen, dtype=torch.float64)
+    init = op.alpha_init(bounds).unsqueeze(2).expand(-1, -1, S, -1)
+    torch.testing.assert_close(op.backward(A, bounds, op.relaxation(bounds, init)), op.backward(A, bounds))
+    for alpha in (torch.zeros_like(init), torch.rand(init.shape, generator=gen, dtype=torch.float64)):
+        (A_x, A_y), bias = op.backward(A, bounds, op.relaxation(bounds, alpha))
+        t = torch.rand((2, 1000, B, 6), generator=gen, dtype=torch.float64)
+        x = bounds[0][0] + t[0] * (bounds[0][1] - bounds[0][0])
+        y = bounds[1][0] + t[1] * (bounds[1][1] - bounds[1][0])
+        lhs = (A[None] * (x * y)[:, :, None]).sum(-1)
+        rhs = (A_x[None] * x[:, :, None]).sum(-1) + (A_y[None] * y[:, :, None]).sum(-1) + bias
+        assert (lhs >= rhs - 1e-9).all()

@@ -81,3 +81,27 @@ def test_attention_block_bounds_contain_sampled_and_attacked_outputs():
 def test_onnx_attention_imports_and_bounds_contain_onnxruntime_outputs(tmp_path):
     torch.manual_seed(0)
     check_onnx_bounds(Attention().eval(), 12, tmp_path / "attention.onnx", eps=0.02)
+
+
+def test_alpha_planes_bound_the_product_and_alpha_init_is_crown():
+    """Random weights in [0, 1] of each entry's two lower (upper) planes keep the bound below X @ Y at sampled
+    points; alpha_init reproduces CROWN's bound."""
+    gen = torch.Generator().manual_seed(1)
+    B, n, k, m, S = 2, 3, 4, 2, 5
+    cx, cy = torch.randn(B, n, k, generator=gen, dtype=torch.float64), torch.randn(B, k, m, generator=gen,
+                                                                                  dtype=torch.float64)
+    rx, ry = torch.rand(B, n, k, generator=gen, dtype=torch.float64), torch.rand(B, k, m, generator=gen,
+                                                                                dtype=torch.float64)
+    bounds = [(cx - rx, cx + rx), (cy - ry, cy + ry)]
+    op = MatMul()
+    A = torch.randn(B, S, n, m, generator=gen, dtype=torch.float64)
+    init = op.alpha_init(bounds).unsqueeze(2).expand(-1, -1, S, -1, -1)
+    torch.testing.assert_close(op.backward(A, bounds, op.relaxation(bounds, init)), op.backward(A, bounds))
+    alpha = torch.rand(init.shape, generator=gen, dtype=torch.float64)
+    (A_x, A_y), bias = op.backward(A, bounds, op.relaxation(bounds, alpha))
+    for _ in range(50):
+        x = cx + rx * (2 * torch.rand(B, n, k, generator=gen, dtype=torch.float64) - 1)
+        y = cy + ry * (2 * torch.rand(B, k, m, generator=gen, dtype=torch.float64) - 1)
+        exact = (A * (x @ y)[:, None]).flatten(2).sum(-1)
+        linear = (A_x * x[:, None]).flatten(2).sum(-1) + (A_y * y[:, None]).flatten(2).sum(-1) + bias
+        assert (linear <= exact + 1e-9).all()

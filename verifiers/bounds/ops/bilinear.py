@@ -11,6 +11,11 @@ the four corner products. With broadcasting the planes hold per output element (
 the coefficients of an operand are summed over the dims it was broadcast along. ``arithmetic_op`` (arithmetic.py)
 builds it for a product of two data tensors of the same rank; a product with a constant stays an affine op there.
 
+Each side has a second plane, lower z >= uy x + ux y - ux uy ((x - ux)(y - uy) >= 0) and upper
+z <= ly x + ux y - ux ly ((x - ux)(y - ly) <= 0), and any convex combination of a side's two planes holds:
+alpha-CROWN (Xu et al. ICLR 2021) optimises the weights (lam of the first lower plane, mu of the first upper plane)
+per output element and specification row, starting from the planes above (lam = mu = 1).
+
 Branch and bound (GenBaB, Shi et al. 2024, which branches on the operands of products) may split either operand at
 its midpoint; the planes' largest gap on the box is (ux - lx)(uy - ly) / 4, so an element of x is scored by
 sum |A| (ux - lx)(uy - ly) over the outputs it enters (and likewise for y).
@@ -30,6 +35,7 @@ class Mul(Op):
     arity = 2
     branchable = True
     split_inputs = (0, 1)
+    n_alpha = 2   # the weights of the first lower and the first upper plane against the second ones
 
     def forward(self, x, y):
         return x * y
@@ -42,8 +48,20 @@ class Mul(Op):
         return l < u
 
     def relaxation(self, in_bounds, alpha=None, setup=None):
+        """(lower plane, upper plane), each (coefficient of x, of y, constant); with ``alpha`` (2, B, S, *out) the
+        convex combinations of each side's two planes (module docstring), each entry (B, S, *out)."""
         (lx, ux), (ly, uy) = in_bounds
-        return (ly, lx, -lx * ly), (uy, lx, -lx * uy)
+        if alpha is None:
+            return (ly, lx, -lx * ly), (uy, lx, -lx * uy)
+        lam, mu = alpha.clamp(0, 1)
+        lx, ux, ly, uy = (t.unsqueeze(1) for t in (lx, ux, ly, uy))
+        return ((lam * ly + (1 - lam) * uy, lam * lx + (1 - lam) * ux, -(lam * lx * ly + (1 - lam) * ux * uy)),
+                (mu * uy + (1 - mu) * ly, mu * lx + (1 - mu) * ux, -(mu * lx * uy + (1 - mu) * ux * ly)))
+
+    def alpha_init(self, in_bounds):
+        """lam = mu = 1 (the planes CROWN uses), (2, B, *out)."""
+        (lx, _), (ly, _) = in_bounds
+        return torch.ones((2,) + torch.broadcast_shapes(lx.shape, ly.shape), dtype=lx.dtype, device=lx.device)
 
     def branch_scores(self, A, l, u, in_bounds=None, k=0):
         """Scores of operand ``k``'s elements (module docstring), -inf where its interval is narrower than 1e-4."""
@@ -57,7 +75,7 @@ class Mul(Op):
         (ax_l, ay_l, c_l), (ax_u, ay_u, c_u) = relaxation if relaxation is not None else self.relaxation(in_bounds)
         Ap = torch.relu(A)
         An = A - Ap
-        ex = lambda t: t.unsqueeze(1)  # (B, *shape) -> (B, 1, *shape)
+        ex = lambda t: t if t.dim() == A.dim() else t.unsqueeze(1)  # (B, *shape) -> (B, 1, *shape)  # noqa: E731
         A_x = Ap * ex(ax_l) + An * ex(ax_u)
         A_y = Ap * ex(ay_l) + An * ex(ay_u)
         bias = sum_node(Ap * ex(c_l) + An * ex(c_u))

@@ -34,6 +34,7 @@ class MatMul(Op):
     arity = 2
     branchable = True      # GenBaB (Shi et al. 2024) branches on the operands of products: either, at the midpoint
     split_inputs = (0, 1)
+    n_alpha = 2            # per output entry: the weights of each product's first lower / upper plane (bilinear.py)
 
     @classmethod
     def from_call(cls, call: Call) -> Op:
@@ -79,12 +80,33 @@ class MatMul(Op):
         s = wx * (A.abs() @ wy.transpose(-1, -2)) if k == 0 else wy * (wx.transpose(-1, -2) @ A.abs())
         return torch.where(self.splittable(l, u), s + 1e-12, torch.full_like(l, -torch.inf))
 
+    def alpha_init(self, in_bounds):
+        """lam = mu = 1 (CROWN's planes) for every output entry, (2, B, ..., n, m)."""
+        (lx, _), (ly, _) = in_bounds
+        return torch.ones((2,) + lx.shape[:-1] + ly.shape[-1:], dtype=lx.dtype, device=lx.device)
+
+    def relaxation(self, in_bounds, alpha=None, setup=None):
+        """None (CROWN's planes), or with ``alpha`` (2, B, S, ..., n, m) the weights (lam, mu) in [0, 1] of each
+        product's first lower / upper plane, shared by the k products of an output entry."""
+        return None if alpha is None else alpha.clamp(0, 1)
+
     def backward(self, A, in_bounds=(), relaxation=None):
-        (lx, _), (ly, uy) = in_bounds
-        lx, ly, uy = (t.unsqueeze(1) for t in (lx, ly, uy))   # (B, 1, ..., rows, cols): one per spec row
+        """Every product x_it y_tj of the entry (i, j) bounded by the planes of bilinear.py: lower (lam) ly x + lx y
+        - lx ly + (1 - lam) (uy x + ux y - ux uy) where the entry's coefficient is >= 0, upper (mu) uy x + lx y -
+        lx uy + (1 - mu) (ly x + ux y - ux ly) where it is < 0; the sums over t are matrix products."""
+        (lx, ux), (ly, uy) = in_bounds
+        lx, ux, ly, uy = (t.unsqueeze(1) for t in (lx, ux, ly, uy))   # (B, 1, ..., rows, cols): one per spec row
         Ap = torch.relu(A)
         An = A - Ap
-        A_x = Ap @ ly.transpose(-1, -2) + An @ uy.transpose(-1, -2)
-        A_y = lx.transpose(-1, -2) @ A
-        bias = -(Ap * (lx @ ly) + An * (lx @ uy)).flatten(2).sum(-1)
+        T = lambda t: t.transpose(-1, -2)  # noqa: E731
+        if relaxation is None:
+            A_x = Ap @ T(ly) + An @ T(uy)
+            A_y = T(lx) @ A
+            bias = -(Ap * (lx @ ly) + An * (lx @ uy)).flatten(2).sum(-1)
+            return [A_x, A_y], bias
+        lam, mu = relaxation
+        P1, P2, N1, N2 = Ap * lam, Ap * (1 - lam), An * mu, An * (1 - mu)
+        A_x = P1 @ T(ly) + P2 @ T(uy) + N1 @ T(uy) + N2 @ T(ly)
+        A_y = T(lx) @ (P1 + N1) + T(ux) @ (P2 + N2)
+        bias = -(P1 * (lx @ ly) + P2 * (ux @ uy) + N1 * (lx @ uy) + N2 * (ux @ ly)).flatten(2).sum(-1)
         return [A_x, A_y], bias
