@@ -1,7 +1,7 @@
 """Branch and bound through the non-piecewise-linear ops that are not elementwise activations (GenBaB-style splits of
 verifiers/bounds/ops/bilinear.py, matmul.py, divide.py, softmax.py, and the window split of reduce_max.py): on
-networks with two inputs, whose minimum over the box a 401 x 401 grid pins down, a threshold below it that CROWN
-alone cannot prove is proved, and one above it is falsified by a checked point."""
+networks with two inputs, whose minimum over the box a 401 x 401 grid pins down, a threshold below it that
+alpha-CROWN alone cannot prove is proved, and one above it is falsified by a checked point."""
 
 import pytest
 import torch
@@ -61,8 +61,10 @@ class ReduceMaxNet(nn.Module):
         return self.out(self.a(x).view(-1, 2, 4).amax(-1))
 
 
-NETS = {"mul": (MulNet, "Mul"), "matmul": (MatMulNet, "MatMul"), "div": (DivNet, "Div"),
-        "softmax": (SoftmaxNet, "Softmax"), "reducemax": (ReduceMaxNet, "ReduceMax")}
+SMALL, WIDE = ((-1.0, -0.5), (0.5, 1.0)), ((-2.0, -1.0), (1.0, 2.0))
+# net, the op it branches on, the input box (on the small box alpha-CROWN alone nearly closes the quotient's gap)
+NETS = {"mul": (MulNet, "Mul", SMALL), "matmul": (MatMulNet, "MatMul", SMALL), "div": (DivNet, "Div", WIDE),
+        "softmax": (SoftmaxNet, "Softmax", SMALL), "reducemax": (ReduceMaxNet, "ReduceMax", SMALL)}
 C = [1.0, -1.0]
 
 
@@ -80,16 +82,17 @@ def search_for(net, lo, hi, d, **kw) -> ActivationBaB:
 
 @pytest.mark.parametrize("name", list(NETS))
 def test_splits_prove_below_and_falsify_above_the_minimum(name):
-    cls, op_name = NETS[name]
+    cls, op_name, box = NETS[name]
     torch.manual_seed(1)
     net = cls().double().eval()
-    lo, hi = torch.tensor([-1.0, -0.5], dtype=torch.float64), torch.tensor([0.5, 1.0], dtype=torch.float64)
+    lo, hi = (torch.tensor(b, dtype=torch.float64) for b in box)
     opt = grid_min(net, lo, hi)
     search = search_for(net, lo, hi, 0.0, branching="babsr")
     ops = {search.g.nodes[a].op.name for a, _, _ in search.splits}
     assert ops == {op_name}, f"{op_name} is a split variable"
     dom = search.root()
     with torch.no_grad():
-        root = float(search._lower(dom)[0][0, 0])
-    assert root < opt - 1e-2, "CROWN alone must not reach the minimum (else nothing is tested)"
+        root = float(search._lower(dom)[0][0, 0])     # CROWN: the thresholds are placed in its gap
+    search.optimize(dom, search.root_iterations)        # alpha-CROWN at the root, as the search starts
+    assert float(dom.score[0]) < opt - 0.1 * (opt - root), "alpha-CROWN alone must not prove the unsat threshold"
     assert_decides_around(lambda d: search_for(net, lo, hi, d, branching="babsr"), net, C, opt, root)

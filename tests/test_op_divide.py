@@ -12,7 +12,9 @@ from certkit.verifiers.bounds.ops.divide import Div
 from relaxation_checks import check_network_bounds, check_onnx_bounds
 
 
-def test_backward_bound_holds_on_random_boxes():
+@pytest.mark.parametrize("alpha", [None, "init", "zeros", "random"])
+def test_backward_bound_holds_on_random_boxes(alpha):
+    """CROWN's planes, alpha_init's (the same bound), and any plane weights and tangent points in [0, 1]."""
     gen = torch.Generator().manual_seed(0)
     N = 300
     cx = torch.randn(N, generator=gen, dtype=torch.float64) * 3
@@ -24,6 +26,14 @@ def test_backward_bound_holds_on_random_boxes():
     bounds = [(cx[None] - wx[None], cx[None] + wx[None]), (ly[None], uy[None])]
     A = torch.randn((1, 4, N), generator=gen, dtype=torch.float64)
     (A_x, A_y), bias = op.backward(A, bounds)
+    if alpha is not None:
+        init = op.alpha_init(bounds).unsqueeze(2).expand(-1, -1, 4, -1)
+        a = {"init": init, "zeros": torch.zeros_like(init),
+             "random": torch.rand(init.shape, generator=gen, dtype=torch.float64)}[alpha]
+        crown = (A_x, A_y, bias)
+        (A_x, A_y), bias = op.backward(A, bounds, op.relaxation(bounds, a))
+        if alpha == "init":
+            torch.testing.assert_close((A_x, A_y, bias), crown)
     t = torch.rand((64, N), generator=gen, dtype=torch.float64)
     s = torch.rand((64, N), generator=gen, dtype=torch.float64)
     x = bounds[0][0] + t * (2 * wx)

@@ -9,7 +9,9 @@ The coefficient of r in the plane CROWN picks (A lx) decides which line of r rep
 >= 0). y may broadcast against x (a per-token denominator). Denominators reaching 0 or below have no finite bound
 (reported as NaN / inf bounds). Lines are shifted by 1e-6 ur (relative: the float32 rounding of 1 / y and of the
 lines is relative to r, and an absolute shift, multiplied by the plane's coefficient lx, swamped quotients of large
-numbers such as x / sum(x) with x ~ 1e5).
+numbers such as x / sum(x) with x ~ 1e5). alpha-CROWN (Xu et al. ICLR 2021) optimises, per output element and
+specification row, the weights of each side's two McCormick planes of x r (as bilinear.py) and the tangent point
+of r in [ly, uy] (every tangent of the convex 1 / y lies below it).
 
 Branch and bound (GenBaB, Shi et al. 2024) may split either operand at its midpoint: the gap of the planes is at
 most (ux - lx)(ur - lr) / 4 plus |x| times the gap of r's lines (at most ur - lr), so an element of either operand
@@ -32,6 +34,7 @@ class Div(Op):
     arity = 2
     branchable = True
     split_inputs = (0, 1)
+    n_alpha = 3   # the weights of each side's two planes of x r, and the tangent point of r = 1 / y
 
     def forward(self, x, y):
         return x / y
@@ -53,13 +56,32 @@ class Div(Op):
         return l < u
 
     def relaxation(self, in_bounds, alpha=None, setup=None):
+        """(lower plane of x r, upper plane of x r, each (coefficient of x, of r, constant), tangent of r, chord of
+        r); with ``alpha`` (3, B, S, *out): (lam, mu) the weights of each side's first plane against its second
+        (lower ur x + ux r - ux ur, upper lr x + ux r - ux lr), t the tangent point ly + t (uy - ly); every entry
+        then (B, S, *out)."""
         (lx, ux), (ly, uy) = in_bounds
         lr, ur = self._recip(ly, uy)
-        d = (ly + uy) / 2
+        if alpha is None:
+            d = (ly + uy) / 2
+            lower, upper = (lr, lx, -lx * lr), (ur, lx, -lx * ur)
+        else:
+            lam, mu, t = alpha.clamp(0, 1)
+            lx, ux, ly, uy, lr, ur = (v.unsqueeze(1) for v in (lx, ux, ly, uy, lr, ur))
+            d = ly + t * (uy - ly)
+            lower = (lam * lr + (1 - lam) * ur, lam * lx + (1 - lam) * ux, -(lam * lx * lr + (1 - lam) * ux * ur))
+            upper = (mu * ur + (1 - mu) * lr, mu * lx + (1 - mu) * ux, -(mu * lx * ur + (1 - mu) * ux * lr))
         shift = SHIFT * ur
         tangent = (-1 / (d * d), 2 / d - shift)                          # r >= aT y + cT
         chord = (-1 / (ly * uy), 1 / ly + 1 / uy + shift)                # r <= aC y + cC
-        return lx, lr, ur, tangent, chord
+        return lower, upper, tangent, chord
+
+    def alpha_init(self, in_bounds):
+        """lam = mu = 1 (CROWN's planes) and the tangent at the midpoint (t = 1/2), (3, B, *out)."""
+        (lx, _), (ly, _) = in_bounds
+        init = torch.ones((3,) + torch.broadcast_shapes(lx.shape, ly.shape), dtype=lx.dtype, device=lx.device)
+        init[2] = 0.5
+        return init
 
     def branch_scores(self, A, l, u, in_bounds=None, k=0):
         """Scores of operand ``k``'s elements (module docstring), -inf where narrower than 1e-4; a denominator
@@ -71,14 +93,15 @@ class Div(Op):
         return torch.where(self.splittable(l, u), gap.expand_as(l) + 1e-12, torch.full_like(l, -torch.inf))
 
     def backward(self, A, in_bounds=(), relaxation=None):
-        lx, lr, ur, (aT, cT), (aC, cC) = relaxation if relaxation is not None else self.relaxation(in_bounds)
-        ex = lambda t: t.unsqueeze(1)  # noqa: E731  (B, *shape) -> (B, 1, *shape)
+        r = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        (x_lo, r_lo, c_lo), (x_up, r_up, c_up), (aT, cT), (aC, cC) = r
+        ex = lambda t: t if t.dim() == A.dim() else t.unsqueeze(1)  # noqa: E731  (B, *shape) -> (B, 1, *shape)
         Ap = torch.relu(A)
         An = A - Ap
-        A_x = Ap * ex(lr) + An * ex(ur)
-        coef_r = A * ex(lx)                                  # the coefficient of r in the chosen plane
+        A_x = Ap * ex(x_lo) + An * ex(x_up)
+        coef_r = Ap * ex(r_lo) + An * ex(r_up)               # the coefficient of r in the chosen planes
         rp = torch.relu(coef_r)
         rn = coef_r - rp
         A_y = rp * ex(aT) + rn * ex(aC)
-        bias = sum_node(-(Ap * ex(lr) + An * ex(ur)) * ex(lx) + rp * ex(cT) + rn * ex(cC))
+        bias = sum_node(Ap * ex(c_lo) + An * ex(c_up) + rp * ex(cT) + rn * ex(cC))
         return [unbroadcast(A_x, self.in_shapes[0]), unbroadcast(A_y, self.in_shapes[1])], bias
