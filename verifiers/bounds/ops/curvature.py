@@ -7,7 +7,9 @@ too. Both are sound for any f of the family, periodic or not, without checking t
 side takes the Taylor line where its gap to f at the midpoint, M w^2 / 2, is at most the constant's, f(d) - min f
 (resp. max f - f(d)): narrow intervals, where the line also carries how f moves with z (a constant carries nothing,
 so CROWN through constants is IBP), else the constant (wide intervals). Both are moved outward by
-1e-6 (1 + |f(l)| + |f(u)|) for the float32 rounding of f.
+1e-6 (1 + |f(l)| + |f(u)|) for the float32 rounding of f. Taylor's theorem holds at any point d of [l, u], with the
+gap M r^2 / 2, r = max(d - l, u - d): alpha-CROWN (Xu et al. ICLR 2021) optimises each side's expansion point
+d = l + alpha (u - l), from the midpoint (alpha = 1/2), where the Taylor line is taken.
 """
 from __future__ import annotations
 
@@ -39,20 +41,39 @@ class BoundedCurvature(Ranged):
     """Base: subclasses give ``function``, ``derivative``, ``curvature`` (M >= max |f''|) and ``extremes``."""
 
     curvature = 1.0
+    n_alpha = 2   # the expansion points of the lower and the upper Taylor line (module docstring)
+
+    def alpha_init(self, in_bounds):
+        """1/2: the midpoint, (2, B, *shape)."""
+        return torch.full((2,) + in_bounds[0][0].shape, 0.5, dtype=in_bounds[0][0].dtype,
+                          device=in_bounds[0][0].device)
+
+    def _taylor(self, l, u, d, shift):
+        """(slope, intercept, gap) of the Taylor line at d on [l, u]: f(d) + f'(d) (z - d) +- gap."""
+        a = self.derivative(d)
+        r = torch.maximum(d - l, u - d)
+        return a, self.function(d) - a * d, self.curvature * r * r / 2 + shift
 
     def relax(self, l, u, alpha=None, setup=None):
         lo, hi = self.ibp((l, u))
-        d, w = (l + u) / 2, (u - l) / 2
-        a = self.derivative(d)
-        c = self.function(d) - a * d
-        half = self.curvature * w * w / 2 + SHIFT * (1 + self.function(l).abs() + self.function(u).abs())
+        d = (l + u) / 2
+        shift = SHIFT * (1 + self.function(l).abs() + self.function(u).abs())
+        a, c, half = self._taylor(l, u, d, shift)
         fd = self.function(d)
         use_low = half <= fd - lo                   # the lower line's gap at the midpoint is at most the constant's
         use_up = half <= hi - fd
         zero = torch.zeros_like(l)
-        aL, cL = torch.where(use_low, a, zero), torch.where(use_low, c - half, lo)
-        aU, cU = torch.where(use_up, a, zero), torch.where(use_up, c + half, hi)
-        return aL, cL, aU, cU
+        if alpha is None:
+            aL, cL = torch.where(use_low, a, zero), torch.where(use_low, c - half, lo)
+            aU, cU = torch.where(use_up, a, zero), torch.where(use_up, c + half, hi)
+            return aL, cL, aU, cU
+        ex = lambda t: t.unsqueeze(1)  # noqa: E731  (B, *shape) -> (B, 1, *shape)
+        out = []
+        for k, (use, const, sign) in enumerate(((use_low, lo, -1.0), (use_up, hi, 1.0))):
+            dk = ex(l) + alpha[k].clamp(0, 1) * ex(u - l)
+            ak, ck, gk = self._taylor(ex(l), ex(u), dk, ex(shift))
+            out += [torch.where(ex(use), ak, ex(zero)), torch.where(ex(use), ck + sign * gk, ex(const))]
+        return tuple(out)
 
 
 def unimodal_extremes(f, l, u, x_star: float, f_star_lower: float):
