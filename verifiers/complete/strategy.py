@@ -513,8 +513,8 @@ def input_split_follows(bab: bool | str, terms: list) -> bool:
 def choose_bab(bm, n_free: int) -> str:
     """``input`` split when the boxes have at most ``INPUT_SPLIT_MAX_DIM`` free input dimensions (``n_free``, see
     :func:`free_dims`; ACAS Xu: 5, nn4sys pensieve: 32 of 96; few input dimensions control everything, and boxes
-    shrink fast), else ``activation`` split when the network has activations or max-pooling (ReLU, max-pooling:
-    beta-CROWN; Sigmoid/Tanh: GenBaB), else ``none``."""
+    shrink fast), else ``activation`` split when the network has a branchable op (ReLU, max-pooling, max of two
+    tensors: beta-CROWN; smooth activations, products, softmax: GenBaB), else ``none``."""
     if n_free <= INPUT_SPLIT_MAX_DIM:
         return "input"
     if any(bm.graph.nodes[a].op.branchable for a in bm.graph.nonlinear()):
