@@ -92,6 +92,12 @@ class Activation(Op):
         return [A_in], sum_node((A * cU).addcmul_(Ap, cL - cU))
 
 
+def constant_alpha(n_alpha: int, in_bounds, value: float) -> torch.Tensor:
+    """Starting alphas (n_alpha, B, *shape) all equal to ``value``, for the first input's bounds (B, *shape)."""
+    l = in_bounds[0][0]
+    return torch.full((n_alpha,) + tuple(l.shape), value, dtype=l.dtype, device=l.device)
+
+
 def per_row(t: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
     """(B, *shape) -> (B, 1, *shape) when per-row alphas (n_alpha, B, S, *shape) are given, else unchanged."""
     return t if alpha is None else t.unsqueeze(1)

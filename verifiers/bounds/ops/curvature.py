@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.bounds.ops.activation import Activation, constant_alpha
 
 SHIFT = 1e-6
 
@@ -45,8 +45,7 @@ class BoundedCurvature(Ranged):
 
     def alpha_init(self, in_bounds):
         """1/2: the midpoint, (2, B, *shape)."""
-        return torch.full((2,) + in_bounds[0][0].shape, 0.5, dtype=in_bounds[0][0].dtype,
-                          device=in_bounds[0][0].device)
+        return constant_alpha(2, in_bounds, 0.5)
 
     def _taylor(self, l, u, d, shift):
         """(slope, intercept, gap) of the Taylor line at d on [l, u]: f(d) + f'(d) (z - d) +- gap."""

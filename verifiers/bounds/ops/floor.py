@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.bounds.ops.activation import Activation, constant_alpha
 from certkit.verifiers.bounds.ops.base import register_op
 
 
@@ -35,7 +35,7 @@ class Floor(Activation):
 
     def alpha_init(self, in_bounds):
         """0: CROWN's lines, (2, B, *shape)."""
-        return torch.zeros((2,) + in_bounds[0][0].shape, dtype=in_bounds[0][0].dtype, device=in_bounds[0][0].device)
+        return constant_alpha(2, in_bounds, 0.0)
 
     def relax(self, l, u, alpha=None, setup=None):
         fl, fu = torch.floor(l), torch.floor(u)

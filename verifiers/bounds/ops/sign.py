@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.bounds.ops.activation import Activation, constant_alpha
 from certkit.verifiers.bounds.ops.base import register_op
 
 
@@ -30,7 +30,7 @@ class Sign(Activation):
 
     def alpha_init(self, in_bounds):
         """0: the constants CROWN takes, (2, B, *shape)."""
-        return torch.zeros((2,) + in_bounds[0][0].shape, dtype=in_bounds[0][0].dtype, device=in_bounds[0][0].device)
+        return constant_alpha(2, in_bounds, 0.0)
 
     def relax(self, l, u, alpha=None, setup=None):
         fl, fu = torch.sign(l), torch.sign(u)
