@@ -133,21 +133,3 @@ def decide_leaf(bab, leaf, check_candidates, deadline: float):
     if np.isfinite(bound) and bound > MARGIN * (1.0 + scale):
         return "unsat"
     return None
-    t_star = float(res.x[-1])
-    if t_star <= 0:
-        x = torch.tensor(np.clip(res.x[:-1], x_L, x_U)).reshape((1,) + tuple(g.input_shape))
-        return check_candidates(x)
-    lam = -np.asarray(res.ineqlin.marginals, dtype=np.float64)
-    mu, y = np.clip(lam[:S], 0, None), np.clip(lam[S:], 0, None)
-    if not mu.sum() > 0:
-        return None
-    mu = mu / mu.sum()
-    w = mu @ A_out + y @ G                                   # coefficient of x in the Lagrangian
-    const_terms = np.concatenate([mu * (b_out - d), -y * h])
-    box_terms = np.minimum(w * x_L, w * x_U)
-    bound = float(const_terms.sum() + box_terms.sum())
-    scale = float(np.abs(const_terms).sum() + np.abs(box_terms).sum()
-                  + np.abs(mu[:, None] * A_out).sum() * np.abs(np.concatenate([x_L, x_U])).max(initial=0.0))
-    if np.isfinite(bound) and bound > MARGIN * (1.0 + scale):
-        return "unsat"
-    return None
