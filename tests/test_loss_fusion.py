@@ -76,9 +76,9 @@ def test_crown_ibp_trains_with_loss_fusion_by_default(cli, tmp_path):
 
 def test_crown_ibp_recipes_pin_the_margin_bounds():
     """The recipes behind the README's CROWN-IBP rows and the papers' runs keep K - 1 margin rows whatever the
-    default; every CROWN-IBP recipe states its choice (the Fashion-MNIST one was measured with loss fusion)."""
+    default; every CROWN-IBP recipe states its choice (the Fashion-MNIST ones were measured with loss fusion)."""
     from certkit.train.recipe import load_recipe, shipped_recipes
 
     crown = [n for n in shipped_recipes() if load_recipe(n).get("method") == "crown-ibp"]
-    assert len(crown) == 5 and all("loss_fusion" in load_recipe(n) for n in crown)
+    assert len(crown) == 6 and all("loss_fusion" in load_recipe(n) for n in crown)
     assert all(load_recipe(n)["loss_fusion"] is (n.startswith("fmnist_")) for n in crown)
