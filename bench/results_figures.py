@@ -66,6 +66,28 @@ def verified_curve(model_path: str, dataset: str, data_path: str | None, eps: li
     return out
 
 
+def certify_settings(paths) -> str:
+    """"CERTIFY, n = ..., alpha = ..." from the ``<tsv>.config.json`` that ``certkit certify`` writes beside each
+    TSV (the values shared by all of them; "n = mixed" where they differ)."""
+    import json
+
+    seen: dict = {"n": set(), "alpha": set()}
+    for p in paths:
+        cfg = Path(str(p) + ".config.json")
+        if cfg.exists():
+            data = json.loads(cfg.read_text())
+            for k in seen:
+                seen[k].add(data.get(k))
+    parts = ["CERTIFY"]
+    for k, fmt in (("n", "{:,}"), ("alpha", "{:g}")):
+        vals = seen[k] - {None}
+        if len(vals) == 1:
+            parts.append(f"{k} = " + fmt.format(next(iter(vals))))
+        elif vals:
+            parts.append(f"{k} = mixed")
+    return ", ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="docs/img", help="folder for the PNGs")
@@ -89,9 +111,10 @@ def main() -> None:
     if args.certify:
         from certkit.certify.report import plot_curves
 
-        curves = {label: read_tsv(p) for label, p in pairs(args.certify, "--certify").items()}
+        files = pairs(args.certify, "--certify")
+        curves = {label: read_tsv(p) for label, p in files.items()}
         path = out / f"{args.prefix}certified_vs_radius.png"
-        plot_curves(curves, path, "certified accuracy of Gaussian smoothing (CERTIFY, n = 100,000, alpha = 0.001)")
+        plot_curves(curves, path, f"certified accuracy of Gaussian smoothing ({certify_settings(files.values())})")
         print(f"wrote {path}")
     if args.verify:
         eps = [float(e) for e in args.eps.split(",") if e.strip()]
