@@ -114,3 +114,13 @@ def norm_cdf(z):
     from scipy.stats import norm
 
     return float(norm.cdf(z))
+
+
+def test_a_radius_beyond_float_reach_is_never_certified_and_does_not_stop_the_others():
+    """Phi(r / sigma) rounds to 1 for r > 8.2 sigma: no sample count can prove pA above it, so that radius is
+    refuted at once, while a reachable radius of the same run is still decided (every sample a hit)."""
+    g = SequentialSmoothing(Hits())
+    g.radii = [0.5, 8.5 * 0.5]
+    cert = g.certify(torch.zeros(2), 20, 100_000, 1e-3, None)
+    assert cert.prediction == 1 and cert.radius == pytest.approx(0.5)
+    assert g.last["status"] == {0.5: 1, 4.25: -1}

@@ -84,13 +84,16 @@ class SequentialSmoothing(SmoothingMethod):
         counts0 = self.sampler.counts(x, n0, generator)
         cA = int(counts0.argmax())
         hits, trials = int(counts0[cA]), n0            # the selection samples only seed the bets
-        status = [0] * len(radii)                      # +1 certified, -1 refuted, 0 undecided
+        # +1 certified, -1 refuted, 0 undecided; a radius whose Phi(r / sigma) rounds to 1 (r > 8.2 sigma) would
+        # need pA > 1 - 1e-16: no sample count proves that, so it is refuted at once (never certified)
+        status = [-1 if q >= 1.0 else 0 for q in p0]
         log_up, log_down = [0.0] * len(radii), [0.0] * len(radii)
         used, batch = 0, self.first_batch
         while used < n and 0 in status:
             b = min(batch, n - used)
             p_hat = (hits + 0.5) / (trials + 1.0)
-            bets = [(kelly_bet(p_hat, q, True), kelly_bet(p_hat, q, False)) for q in p0]
+            bets = [(kelly_bet(p_hat, q, True), kelly_bet(p_hat, q, False)) if st == 0 else (0.0, 0.0)
+                    for q, st in zip(p0, status)]
             k = int(self.sampler.counts(x, b, generator)[cA])
             for j, q in enumerate(p0):
                 if status[j]:
