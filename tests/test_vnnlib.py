@@ -102,3 +102,23 @@ def test_one_line_comparisons_and_split_ones_parse_alike():
     assert a.terms[0].C.tolist() == [[1, 0], [0, 1], [1, -1]] and a.terms[0].d.tolist() == [1, 2, 0]
     assert a.terms[1].C.tolist() == [[1, 0], [0, -1], [1, -1]] and a.terms[1].d.tolist() == [1, -3, 0]
     assert a.terms[0].x_L.tolist() == [-1.5, 0] and a.terms[3].x_U.tolist() == [3, -1]
+
+
+def test_boxes_built_from_asserts_on_either_side_of_a_disjunction():
+    """Input bounds before, inside and after a disjunction all bound each disjunct's box (the tightest wins), and the
+    disjuncts whose input atoms are the same share one box (the same arrays): the boxes are checked against the
+    intersection of each disjunct's bounds written out by hand."""
+    text = """(declare-const X_0 Real) (declare-const X_1 Real) (declare-const Y_0 Real) (declare-const Y_1 Real)
+    (assert (>= X_0 -2)) (assert (<= X_1 5))
+    (assert (or (and (<= X_0 1) (<= Y_0 0)) (and (<= X_0 0.5) (>= X_1 -1) (<= Y_1 0))))
+    (assert (<= X_0 3)) (assert (>= X_1 -4))
+    (assert (or (<= Y_0 Y_1) (>= Y_0 7)))
+    """
+    p = parse_vnnlib_text(text)
+    assert len(p.terms) == 4
+    want = [([-2, -4], [1, 5]), ([-2, -4], [1, 5]), ([-2, -1], [0.5, 5]), ([-2, -1], [0.5, 5])]
+    for t, (lo, hi) in zip(p.terms, want):
+        assert t.x_L.tolist() == lo and t.x_U.tolist() == hi
+    assert p.terms[0].x_L is p.terms[1].x_L and p.terms[0].x_L is not p.terms[2].x_L
+    assert [t.C.tolist() for t in p.terms] == [[[1, 0], [1, -1]], [[1, 0], [-1, 0]], [[0, 1], [1, -1]],
+                                               [[0, 1], [-1, 0]]]

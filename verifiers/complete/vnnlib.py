@@ -121,6 +121,8 @@ class _Parser:
         self.path = path
         self.x: set[int] = set()
         self.y: set[int] = set()
+        self.parts: dict = {}     # id of a part of a disjunct -> (its input atoms, its output atoms, the part)
+        self.boxes: dict = {}     # ids of the parts of a disjunct that bound inputs -> its box
 
     def err(self, line, msg):
         return VnnlibError(f"{self.path}:{line}: {msg}")
@@ -210,34 +212,53 @@ class _Parser:
                 raise VnnlibError(f"{self.path}: {kind}_ variables must be numbered 0..{len(s) - 1}")
         if not asserts:
             raise VnnlibError(f"{self.path}: the file has no assert")
-        conj: list[list] = [[]]
+        # a disjunct is a tuple of parts, one conjunction of atoms per assert (parts are shared between disjuncts)
+        # (consecutive asserts without a disjunction form one part: a box is often thousands of asserts)
+        conj: list[tuple] = [()]
+        pending: list = []
         for a in asserts:
-            conj = [c + d for c in conj for d in self.dnf(a)]
+            dnf = self.dnf(a)
+            if len(dnf) == 1:
+                pending += dnf[0]
+                continue
+            if pending:
+                conj, pending = [c + (pending,) for c in conj], []
+            conj = [c + (d,) for c in conj for d in dnf]
             if len(conj) > _MAX_TERMS:
                 raise VnnlibError(f"{self.path}: the property expands to more than {_MAX_TERMS} disjuncts")
+        if pending:
+            conj = [c + (pending,) for c in conj]
         terms = [self.term_of(c) for c in conj]
         return Property(len(self.x), len(self.y), terms, self.path)
 
-    def term_of(self, atoms) -> Term:
-        nx, ny = len(self.x), len(self.y)
-        lo: list = [None] * nx
-        hi: list = [None] * nx
+    def split(self, part: list) -> tuple[list, list]:
+        """(input atoms, output atoms) of one part, computed once per part object."""
+        key = id(part)
+        if key not in self.parts:
+            x_atoms: list = []
+            y_atoms: list = []
+            for atom in part:
+                op, a, b, line = atom
+                kinds = {a[0], b[0]} - {"c"}
+                if len(kinds) != 1:
+                    raise self.err(line, "a comparison must involve X variables or Y variables "
+                                         "(not both, not only numbers)")
+                (x_atoms if "X" in kinds else y_atoms).append(atom)
+            self.parts[key] = (x_atoms, y_atoms, part)   # (the part is kept, so that its id stays unique)
+        return self.parts[key][:2]
+
+    def term_of(self, parts: tuple) -> Term:
+        ny = len(self.y)
         rows, ds, strict = [], [], []
-        for op, a, b, line in atoms:
+        split = [self.split(part) for part in parts]
+        # disjuncts share the parts that bound the inputs (the same objects): their box is built once
+        key = tuple(id(part) for part, (xa, _) in zip(parts, split) if xa)
+        if key not in self.boxes:
+            self.boxes[key] = self.box_of([atom for xa, _ in split for atom in xa])
+        x_L, x_U, lo, hi = self.boxes[key]
+        for op, a, b, _line in (atom for _, ya in split for atom in ya):
             if op in (">=", ">"):
                 a, b = b, a                                  # normalise to a <= b
-            kinds = {a[0], b[0]} - {"c"}
-            if len(kinds) != 1:
-                raise self.err(line, "a comparison must involve X variables or Y variables "
-                                     "(not both, not only numbers)")
-            if "X" in kinds:
-                if a[0] == "X" and b[0] == "c":
-                    hi[a[1]] = b[1] if hi[a[1]] is None else min(hi[a[1]], b[1])
-                elif a[0] == "c" and b[0] == "X":
-                    lo[b[1]] = a[1] if lo[b[1]] is None else max(lo[b[1]], a[1])
-                else:
-                    raise self.err(line, "comparisons between two inputs are not supported")
-                continue
             row, d = np.zeros(ny), Fraction(0)
             for sign, t in ((1, a), (-1, b)):
                 if t[0] == "Y":
@@ -247,14 +268,30 @@ class _Parser:
             rows.append(row)
             ds.append(float(d))
             strict.append(op in ("<", ">"))
+        return Term(x_L, x_U, np.array(rows).reshape(len(rows), ny), np.array(ds), np.array(strict, dtype=bool),
+                    lo, hi)
+
+    def box_of(self, x_atoms) -> tuple:
+        """(x_L, x_U float64 arrays, lo, hi exact lists) of the input comparisons ``x_atoms``."""
+        nx = len(self.x)
+        lo: list = [None] * nx
+        hi: list = [None] * nx
+        for op, a, b, line in x_atoms:
+            if op in (">=", ">"):
+                a, b = b, a                                  # normalise to a <= b
+            if a[0] == "X" and b[0] == "c":
+                hi[a[1]] = b[1] if hi[a[1]] is None else min(hi[a[1]], b[1])
+            elif a[0] == "c" and b[0] == "X":
+                lo[b[1]] = a[1] if lo[b[1]] is None else max(lo[b[1]], a[1])
+            else:
+                raise self.err(line, "comparisons between two inputs are not supported")
         missing = [i for i in range(nx) if lo[i] is None or hi[i] is None]
         if missing:
             raise VnnlibError(f"{self.path}: input X_{missing[0]} lacks a lower or upper bound in a disjunct")
         empty = [i for i in range(nx) if lo[i] > hi[i]]
         if empty:
             raise VnnlibError(f"{self.path}: input X_{empty[0]} has lower bound > upper bound")
-        return Term(np.array([float(v) for v in lo]), np.array([float(v) for v in hi]),
-                    np.array(rows).reshape(len(rows), ny), np.array(ds), np.array(strict, dtype=bool), lo, hi)
+        return np.array([float(v) for v in lo]), np.array([float(v) for v in hi]), lo, hi
 
 
 def parse_vnnlib(path: str | Path) -> Property:
