@@ -122,9 +122,9 @@ def test_straight_through_finds_what_a_zero_gradient_hides():
 
 def test_straight_through_rewrites_step_calls_of_an_fx_graph():
     """The ONNX importer's graphs call torch.sign / torch.floor as functions: the copy calls the surrogate versions
-    (same values; floor passes the gradient as the identity, sign as sech^2(x / tau) with tau the mean |x| of the
-    sample), the original keeps its calls."""
-    from certkit.verifiers.attack import straight_through
+    (same values; floor passes the gradient as the identity, sign as sech^2(x / tau) with tau SIGN_TAU times the
+    mean |x| of the sample), the original keeps its calls."""
+    from certkit.verifiers.attack import SIGN_TAU, straight_through
 
     class Net(torch.nn.Module):
         def forward(self, x):
@@ -134,13 +134,44 @@ def test_straight_through_rewrites_step_calls_of_an_fx_graph():
     ste = straight_through(gm)
     x = torch.randn(5, 4, requires_grad=True)
     ste(x).sum().backward()
-    tau = x.detach().abs().mean(1, keepdim=True)
+    tau = SIGN_TAU * x.detach().abs().mean(1, keepdim=True)
     want = 3 / torch.cosh(x.detach() / tau) ** 2 + 1                  # d/dx (3 tanh(x / tau) tau + x) at both steps
     assert torch.allclose(x.grad, want, rtol=1e-6, atol=0)
     with torch.no_grad():
         assert torch.equal(ste(x), gm(x))
     assert any(n.target is torch.sign for n in gm.graph.nodes)
     assert not any(n.target in (torch.sign, torch.floor) for n in ste.graph.nodes)
+
+
+def test_a_sign_of_a_sign_passes_the_gradient_unchanged():
+    """sign(sign(x) + c) with |c| < 1 (Larq's sign with sign(0) = 1) moves no unit the inner sign did not: the copy
+    differentiates the outer sign as the identity, so the gradient is the inner surrogate's alone; with |c| >= 1 (or
+    an input that is not a sign) the outer sign keeps the surrogate."""
+    from certkit.verifiers.attack import SIGN_TAU, straight_through
+
+    class Net(torch.nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.register_buffer("c", torch.tensor(c))
+
+        def forward(self, x):
+            return torch.sign(torch.add(torch.sign(x), self.c)) + torch.sign(x - 0.1)
+
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    for c, binary in ((0.1, True), (-0.5, True), (1.5, False)):
+        gm = torch.fx.symbolic_trace(Net(c))
+        ste = straight_through(gm)
+        xg = x.clone().requires_grad_(True)
+        ste(xg).sum().backward()
+        with torch.no_grad():
+            assert torch.equal(ste(x), gm(x))
+
+        def sech2(z):
+            return 1 / torch.cosh(z / (SIGN_TAU * z.abs().mean(1, keepdim=True))) ** 2
+
+        inner = sech2(x)
+        outer = torch.ones_like(x) if binary else sech2(torch.sign(x) + c)
+        torch.testing.assert_close(xg.grad, outer * inner + sech2(x - 0.1))
 
 
 def test_order_only_properties_attack_the_logits_of_a_saturated_softmax():
