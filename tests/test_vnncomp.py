@@ -12,7 +12,7 @@ from certkit.models.onnx_import import load_onnx  # noqa: E402
 from certkit.runs.vnncomp_benchmark import InstancesConfig, run_instances  # noqa: E402
 from certkit.verifiers.complete.strategy import verify_instance  # noqa: E402
 from certkit.verifiers.complete.vnncomp_format import format_result, violates  # noqa: E402
-from certkit.verifiers.complete.vnnlib import parse_vnnlib  # noqa: E402
+from certkit.verifiers.complete.vnnlib import parse_vnnlib, parse_vnnlib_text  # noqa: E402
 
 from conftest import DATA, assert_clean_error  # noqa: E402
 
@@ -300,3 +300,112 @@ def test_intermediate_optimisation_leaves_half_the_time_to_branch_and_bound(monk
     term = parse_vnnlib(VNN / "prop_1.vnnlib").terms[0]
     assert not roots.refuted(term, time.perf_counter() + 20.0)     # open at the root: input splitting proves it
     assert len(seen) == 1 and 0 < seen[0] <= 10.0, seen
+
+
+def test_box_membership_is_exact_at_the_float_boundaries():
+    """in_box (float64 screening, rationals where float64 cannot decide) agrees with the all-rational check on points
+    one float32 ulp inside, on and outside decimal bounds that float64 cannot represent, with and without a
+    tolerance."""
+    from fractions import Fraction
+
+    from certkit.verifiers.complete.vnncomp_format import in_box
+
+    rng = np.random.default_rng(0)
+    n = 120
+    lo_dec = [f"{v:.11f}" for v in rng.uniform(-3, 3, n)]
+    hi_dec = [f"{float(v) + w:.11f}" for v, w in zip(lo_dec, rng.uniform(0, 0.01, n))]
+    for i in range(0, n, 2):      # every other bound a float32 exactly: points ON it take the rational comparison
+        k = int(rng.integers(-192, 192))
+        lo_dec[i], hi_dec[i] = repr(k / 64), repr((k + 1) / 64)
+    text = "".join(f"(declare-const X_{i} Real)\n(assert (>= X_{i} {a}))\n(assert (<= X_{i} {b}))\n"
+                   for i, (a, b) in enumerate(zip(lo_dec, hi_dec))) + "(declare-const Y_0 Real)\n(assert (<= Y_0 0))\n"
+    term = parse_vnnlib_text(text).terms[0]
+    base = ((term.x_L + term.x_U) / 2).astype(np.float32)
+    for tol in (0.0, 1e-4):
+        for bound in (term.x_L - tol, term.x_U + tol):
+            for i in range(0, n, 3):
+                for step in (-2, -1, 0, 1, 2):
+                    x = base.copy()
+                    v = np.float32(bound[i])
+                    for _ in range(abs(step)):
+                        v = np.nextafter(v, np.float32(np.inf if step > 0 else -np.inf))
+                    x[i] = v
+                    t = Fraction(tol)
+                    exact = all(lo - t <= Fraction(float(u)) <= hi + t
+                                for u, lo, hi in zip(x, term.x_L_exact, term.x_U_exact))
+                    assert in_box(x, term, tol) == exact, (tol, i, step)
+
+
+def test_disjuncts_over_one_box_are_attacked_jointly(tmp_path):
+    """PGD on the minimum of the disjuncts' objectives over their shared box: group_objective equals the minimum of
+    each disjunct's own objective, attack_units puts the box's group before the disjuncts, and the joint attack's
+    counterexample validates against one of the disjuncts in onnxruntime."""
+    import torch
+
+    from certkit.verifiers.complete.strategy import (
+        Deadline,
+        attack_units,
+        box_groups,
+        falsify,
+        group_objective,
+        objective,
+    )
+
+    from conftest import export_onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval()
+    onnx_path = export_onnx(net, torch.zeros(1, 4), tmp_path / "n.onnx")
+    with torch.no_grad():
+        label = int(net(torch.zeros(1, 4)).argmax())
+    decl = "".join(f"(declare-const X_{i} Real)\n(assert (>= X_{i} -3))\n(assert (<= X_{i} 3))\n" for i in range(4))
+    decl += "".join(f"(declare-const Y_{j} Real)\n" for j in range(5))
+    rows = " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(5) if j != label)
+    (tmp_path / "p.vnnlib").write_text(decl + f"(assert (or {rows}))\n")
+    prop = parse_vnnlib(tmp_path / "p.vnnlib")
+    m = load_onnx(onnx_path)
+    net32 = m.module.float().eval()
+    assert box_groups(prop.terms) == [prop.terms]
+    assert attack_units(prop.terms) == [prop.terms] + prop.terms
+    x = torch.rand(32, 4) * 6 - 3
+    with torch.no_grad():
+        each = torch.stack([objective(net32, torch.tensor(t.C, dtype=torch.float32),
+                                      torch.tensor(t.d, dtype=torch.float32), m.sample_shape)(x) for t in prop.terms])
+        torch.testing.assert_close(group_objective(net32, prop.terms, m.sample_shape)(x), each.min(0).values)
+    found = falsify(net32, m, prop.terms, 16, torch.Generator().manual_seed(0), Deadline(30))
+    assert found is not None and found.status == "sat"
+    assert any(violates(t, found.y) for t in prop.terms)
+
+
+def test_attacks_get_the_time_that_crown_cannot_use(monkeypatch):
+    """When CROWN's bounds on the whole box run past their share of the time (here a share of 0), the instance does not
+    end in a timeout inside CROWN: the attacks take the rest of the time and find ACAS Xu 1-7 prop 3's counterexample
+    (the first attack is switched off, so that only the attacks after CROWN can find it)."""
+    from certkit.verifiers.complete import strategy
+
+    monkeypatch.setattr(strategy, "QUICK_CROWN", 0)
+    monkeypatch.setattr(strategy, "ROOT_CROWN_SHARE", 0.0)
+    crown_tried = []
+    real_crown, real_falsify = strategy.RootBounds.crown_refuted, strategy.falsify
+
+    def crown(self, term):
+        crown_tried.append(True)
+        return real_crown(self, term)
+
+    def falsify(*args, **kwargs):
+        return real_falsify(*args, **kwargs) if crown_tried else None
+
+    kept = []
+    real_keep = strategy.keep_attacking
+
+    def keep_attacking(net32, onnx_model, terms, starts, gen, dl, res, *args):
+        kept.append(res.reason)
+        return real_keep(net32, onnx_model, terms, starts, gen, dl, res, *args)
+
+    monkeypatch.setattr(strategy.RootBounds, "crown_refuted", crown)
+    monkeypatch.setattr(strategy, "falsify", falsify)
+    monkeypatch.setattr(strategy, "keep_attacking", keep_attacking)
+    res = verify_instance(ACAS17, VNN / "prop_3.vnnlib", timeout=30)
+    assert crown_tried and res.status == "sat", res
+    assert len(kept) == 1 and "CROWN's intermediate bounds took over 0%" in kept[0], kept
+    _check_witness(res, ACAS17, VNN / "prop_3.vnnlib")

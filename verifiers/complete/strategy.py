@@ -1,11 +1,13 @@
 """How certkit answers one VNN-COMP instance (ONNX network + VNN-LIB property); answers are sound by construction:
   1. import the ONNX file and compare the converted network with onnxruntime on random points of every input
      box; refuse (``error``) on a mismatch;
-  2. falsify: PGD on max_j (C_j y - d_j) inside each disjunct's box, for at most a fifth of the time (at least
-     1 s); a candidate is snapped into the box with exact rational comparisons, replayed in onnxruntime and
-     reported ``sat`` only if it violates the property there (verifiers/complete/vnncomp_format.py);
+  2. falsify: PGD on max_j (C_j y - d_j) inside each disjunct's box (first on the minimum of that over the
+     disjuncts that share a box, then on each), for at most a fifth of the time (at least 1 s); a candidate is
+     snapped into the box with exact rational comparisons, replayed in onnxruntime and reported ``sat`` only if it
+     violates the property there (verifiers/complete/vnncomp_format.py);
   3. prove: bound max_j lb(C_j y - d_j) > 0 for every disjunct (IBP, CROWN, then alpha-CROWN) in float64; the
-     intermediate bounds of a box are computed once for all its disjuncts;
+     intermediate bounds of a box are computed once for all its disjuncts; CROWN that has not finished after 60% of
+     the time left gives the rest to attacks (step 5);
   4. branch and bound on what bounds leave open: input splits for low-dimensional inputs (input_split.py), else
      activation splits with beta-CROWN bounds (ReLU) or GenBaB splits (Sigmoid/Tanh) (beta_crown.py), fully split
      ReLU subdomains decided by a checked linear program (leaf_lp.py);
@@ -61,6 +63,10 @@ QUICK_CROWN = 10_000
 #: left (later layers keep CROWN's bounds), so that branch and bound gets the rest: sri_resnet_b idx 5594 and 4836
 #: (CIFAR ResNet) were timeouts inside that optimisation and are unsat in 20 s and 22 s
 INTERMEDIATE_SHARE = 0.5
+#: CROWN's bounds on the whole input box (after the first attack) stop at this share of the time left, and the rest
+#: goes to attacks: on VNN-COMP's 48 x 48 and 64 x 64 traffic-sign networks (binarized convolutions) they take
+#: minutes, and the instances' counterexamples were found by the attacks that followed
+ROOT_CROWN_SHARE = 0.6
 #: the first attack's share of an instance's time (at least ATTACK_MIN_SECONDS)
 ATTACK_SHARE = 0.2
 #: the same where input splitting follows (lsnc quadrotor2d_output: 6 s of PGD before an 11-box proof)
@@ -206,13 +212,16 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         used = m
         if not open_terms:
             return InstanceResult("unsat", time.perf_counter() - dl.t0, method=m)
-    # the starts of every disjunct first (center, FGSM vertex, ODI points: often a counterexample already), then PGD
-    # on each in turn (the first disjuncts could otherwise spend the attacks' share on an unreachable region)
+    # the starts of every box (center, FGSM vertex, ODI points of the joint objective of its disjuncts: often a
+    # counterexample already), then PGD on each box's disjuncts jointly and on each disjunct in turn (the first
+    # disjuncts could otherwise spend the attacks' share on an unreachable region)
     for pgd in ([False, True] if len(open_terms) > 1 else [True]):
-        for term in open_terms:
+        for term in attack_units(open_terms) if pgd else [g if len(g) > 1 else g[0] for g in box_groups(open_terms)]:
             found = falsify(net32, onnx_model, term, starts, gen, dl, odi_pools, until, pgd=pgd)
             if found is not None:
                 return found
+            if pgd and time.perf_counter() > until:
+                break     # the attacks' share is spent (each further disjunct would still cost its starts)
             if dl.passed():
                 raise TimeoutError("timed out while searching for counterexamples")
     # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
@@ -221,13 +230,26 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     # input splitting runs alpha-CROWN on the boxes close to refutation itself, the root box included (lsnc
     # quadrotor2d_output_0: 3.3 s of alpha-CROWN on whole disjuncts, none refuted, before an 11-box proof)
     input_follows = input_split_follows(bab, open_terms)
+    # CROWN's root bounds stop at ROOT_CROWN_SHARE of the time left: the rest goes to attacks when they cannot finish
+    crown_until = time.perf_counter() + ROOT_CROWN_SHARE * max(dl.left(), 0.0)
     for m in [m for m in methods if m not in quick and not (m == "alpha-CROWN" and input_follows)]:
         still = []
         for term in open_terms:
             if m == "alpha-CROWN":
                 done = roots.refuted(term, time.perf_counter() + max(dl.left(), 0.0))
             elif m == "CROWN":   # the intermediate bounds of a box are shared by its disjuncts
-                done = roots.crown_refuted(term)
+                try:
+                    bm.deadline = crown_until
+                    done = roots.crown_refuted(term)
+                except TimeoutError:
+                    if dl.passed():
+                        raise
+                    res = InstanceResult("timeout", time.perf_counter() - dl.t0,
+                                         f"CROWN's intermediate bounds took over {ROOT_CROWN_SHARE:.0%} of the time "
+                                         "left")
+                    return keep_attacking(net32, onnx_model, open_terms, starts, gen, dl, res)
+                finally:
+                    bm.deadline = time.perf_counter() + max(dl.left(), 0.0)
             else:
                 done = bool(refuted(bm, term, torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None], m).all())
             if not done:
@@ -251,10 +273,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     # the unit of a search: for input split all open disjuncts over one box (their sub-boxes share the bounds),
     # for activation split one disjunct
     if kind == "input":
-        groups: dict = {}
-        for term in open_terms:
-            groups.setdefault(term.box_key(), []).append(term)
-        searches = list(groups.values())
+        searches = box_groups(open_terms)
     else:
         searches = open_terms
     for unit in searches:
@@ -297,20 +316,77 @@ def attack_problem(net32, onnx_model, term):
     return objective(net32, C32, d32, onnx_model.sample_shape), lo, hi
 
 
+def box_groups(terms: list) -> list[list]:
+    """The disjuncts grouped by their input box (first-seen order): [[term, ...], ...]."""
+    groups: dict = {}
+    for term in terms:
+        groups.setdefault(term.box_key(), []).append(term)
+    return list(groups.values())
+
+
+def group_objective(net32, terms: list, sample_shape):
+    """x (N, n_in) -> min over the disjuncts ``terms`` (one box) of max_r (C_r y - d_r), in one forward pass: < 0
+    where some disjunct's unsafe region is reached (for a classifier's disjuncts "class j beats the label", the
+    untargeted margin loss)."""
+    Cs = [torch.tensor(t.C, dtype=torch.float32) for t in terms]
+    ds = [torch.tensor(t.d, dtype=torch.float32) for t in terms]
+
+    def obj(x):
+        y = net32(x.reshape((x.shape[0],) + tuple(sample_shape))).reshape(x.shape[0], -1)
+        vals = [(y @ C.T - d).max(1).values if C.shape[0] else torch.full((x.shape[0],), -1.0, dtype=x.dtype)
+                for C, d in zip(Cs, ds)]
+        return torch.stack(vals).min(0).values
+    return obj
+
+
+def _check_group(net32, onnx_model, terms: list, x: torch.Tensor):
+    """A point of x (N, n_in) float64 that validates as a counterexample of one of ``terms``, as a ``sat``
+    InstanceResult, or None: disjunct by disjunct, its points within 1e-4 of its unsafe region in float32, in the
+    order of their objective (:func:`candidate_checker`)."""
+    if len(terms) == 1:
+        return candidate_checker(net32, onnx_model, terms[0], "PGD")(x)
+    with torch.no_grad():
+        y = net32(x.float().reshape((x.shape[0],) + tuple(onnx_model.sample_shape))).reshape(x.shape[0], -1)
+    for term in terms:
+        C, d = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
+        close = ((y @ C.T - d).max(1).values <= 1e-4) if C.shape[0] else torch.zeros(x.shape[0], dtype=torch.bool)
+        if bool(close.any()):
+            found = candidate_checker(net32, onnx_model, term, "PGD")(x[close])
+            if found is not None:
+                return found
+    return None
+
+
+def attack_units(terms: list) -> list:
+    """What PGD attacks, in order: per box with several disjuncts the list of them (attacked jointly, through the
+    minimum of their objectives: on VNN-COMP's 48 x 48 and 64 x 64 traffic-sign networks, 42 disjuncts "class j
+    beats the label" over one image box, the joint attack finds in 1-40 steps counterexamples that 100 steps on each
+    disjunct in turn did not reach within 30 s), then every disjunct alone."""
+    return [g for g in box_groups(terms) if len(g) > 1] + list(terms)
+
+
 def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pools: dict | None = None,
             until: float | None = None, pgd: bool = True):
-    """certkit's attack on one disjunct: PGD (100 steps, ``starts`` batched starts of
+    """certkit's attack on one disjunct, or jointly on a list of disjuncts over one box (PGD on the minimum of
+    their objectives, :func:`group_objective`): PGD (100 steps, ``starts`` batched starts of
     :func:`~certkit.verifiers.attack.falsifier_starts`, each step size of ``falsifier_step_sizes``) until ``dl``
     (or the time.perf_counter() value ``until``, if earlier); returns a validated ``sat`` InstanceResult or None.
     ``pools``: box -> ODI pool shared by disjuncts over one box (None: a fresh pool); ``pgd=False``: only the
     starts are tried (the quick pass over every disjunct before any one of them takes the attack's time)."""
     shape = onnx_model.sample_shape
-    obj, lo, hi = attack_problem(net32, onnx_model, term)
+    terms = term if isinstance(term, list) else [term]
+    _, lo, hi = attack_problem(net32, onnx_model, terms[0])
+    obj = group_objective(net32, terms, shape)
+    key = terms[0].box_key()
     pools = {} if pools is None else pools
-    x0, pools[term.box_key()] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo, hi,
-                                                 starts, gen, pools.get(term.box_key()))
+    # output-diversifying a new pool takes at most a third of the time this attack may use (on VNN-COMP's 64 x 64
+    # traffic-sign network it took 6 s of the first attack's 6 s, leaving none to PGD)
+    now = time.perf_counter()
+    limit = now + max(dl.left(), 0.0) if until is None else min(until, now + max(dl.left(), 0.0))
+    x0, pools[key] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo, hi,
+                                      starts, gen, pools.get(key), deadline=now + max(limit - now, 0.0) / 3)
     if not pgd:
-        found = candidate_checker(net32, onnx_model, term, "PGD")(x0.double())
+        found = _check_group(net32, onnx_model, terms, x0.double())
         if found is not None:
             found.seconds = time.perf_counter() - dl.t0
         return found
@@ -319,10 +395,12 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
         end = time.perf_counter() + max(dl.left(), 0.0)
         x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
                          early_stop="any", deadline=end if until is None else min(end, until))
-        found = candidate_checker(net32, onnx_model, term, "PGD")(x.double())
+        found = _check_group(net32, onnx_model, terms, x.double())
         if found is not None:
             found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
             return found
+        if dl.passed():
+            break
         if until is not None and time.perf_counter() > until:
             break
     return None
@@ -333,7 +411,8 @@ def keep_attacking(net32, onnx_model, terms: list, starts: int, gen: torch.Gener
     """What is left of the time limit after the proof gave up (``res``, ``unknown``): first ``exact(term, until)`` on
     each open disjunct (the MILP search of small ReLU networks, :meth:`RootBounds.milp_falsifier`, with half of the
     time left shared among the disjuncts; None: none), then fresh rounds of :func:`falsify` (new random and
-    output-diversified starts from the advancing ``gen``) on the open disjuncts until the deadline. Returns a
+    output-diversified starts from the advancing ``gen``) on the open disjuncts (:func:`attack_units`: jointly per
+    box, then one by one) until the deadline. Returns a
     validated ``sat`` or ``res``, stamped with the time spent, never early."""
     for k, term in enumerate(terms if exact is not None else []):
         # half of what is left goes to the exact search, shared by the open disjuncts; PGD rounds get the rest
@@ -346,7 +425,7 @@ def keep_attacking(net32, onnx_model, terms: list, starts: int, gen: torch.Gener
     rounds = 0
     while dl.left() > 0.05 and terms:
         threads.tick()
-        for term in terms:
+        for term in attack_units(terms):
             found = falsify(net32, onnx_model, term, starts, gen, dl)
             if found is not None:
                 return found
@@ -387,11 +466,8 @@ def _sound_prove(bm, net32, onnx_model, prop, dl, methods, bab, max_domains, bat
                else "branch and bound disabled")
         return InstanceResult("unknown", time.perf_counter() - dl.t0,
                               f"{len(open_terms)} disjunct(s) not refuted by sound {used}; {why}")
-    groups: dict = {}
-    for term in open_terms:
-        groups.setdefault(term.box_key(), []).append(term)
     total = 0
-    for unit in groups.values():
+    for unit in box_groups(open_terms):
         C = torch.tensor(np.concatenate([t.C for t in unit]))
         d = torch.tensor(np.concatenate([t.d for t in unit]))
 

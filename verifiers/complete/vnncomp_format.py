@@ -81,6 +81,21 @@ def violates(term: Term, y: np.ndarray) -> bool:
     return bool(np.all(np.where(term.strict, val < 0, val <= 0)))
 
 
+def in_box(x: np.ndarray, term: Term, tol: float = 0.0) -> bool:
+    """Whether x (flat float32 or float64) lies in the disjunct's input box widened by ``tol``, compared exactly as
+    rationals with the box as written in the VNN-LIB file (``x_L_exact``, ``x_U_exact``). Coordinates that float64
+    arithmetic already decides with a margin of 4 ulps (the box's float64 values are within half an ulp of the exact
+    ones) skip the rational comparison."""
+    xd = np.asarray(x, dtype=np.float64).ravel()
+    lo, hi = term.x_L - tol, term.x_U + tol
+    slack = 4 * np.spacing(np.maximum(np.maximum(np.abs(term.x_L), np.abs(term.x_U)), np.abs(xd)) + tol)
+    if bool(np.any(xd < lo - slack) | np.any(xd > hi + slack)):
+        return False
+    t = Fraction(tol)
+    unsure = np.flatnonzero((xd < lo + slack) | (xd > hi - slack))
+    return all(term.x_L_exact[i] - t <= Fraction(float(xd[i])) <= term.x_U_exact[i] + t for i in unsure.tolist())
+
+
 def check_witness(onnx_model: OnnxModel, prop: Property, x_flat: np.ndarray, tol: float = 0.0) -> str | None:
     """Check a claimed counterexample: None when the input x (flat, row-major, used as float32) lies in the input box
     of some disjunct (within ``tol``, compared exactly as rationals) and onnxruntime's output at x lies in that
@@ -97,11 +112,13 @@ def check_witness(onnx_model: OnnxModel, prop: Property, x_flat: np.ndarray, tol
     y = onnx_model.run_onnxruntime(torch.from_numpy(x.reshape((1,) + onnx_model.sample_shape)))[0]
     if not np.all(np.isfinite(y)):
         return "onnxruntime gives NaN or inf at the witness"
-    t = Fraction(tol)
-    xf = [Fraction(float(v)) for v in x]
     reason = "the witness lies outside every input box"
+    inside: dict = {}    # box -> whether x lies in it (disjuncts over one box share the answer)
     for term in prop.terms:
-        if not all(lo - t <= v <= hi + t for v, lo, hi in zip(xf, term.x_L_exact, term.x_U_exact)):
+        key = term.box_key()
+        if key not in inside:
+            inside[key] = in_box(x, term, tol)
+        if not inside[key]:
             continue
         if violates(term, y) if tol == 0 else np.all(term.C @ np.asarray(y, dtype=np.float64) - term.d <= tol):
             return None
