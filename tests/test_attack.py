@@ -76,7 +76,7 @@ def test_falsifier_starts_center_fgsm_vertex_best_of_pool_and_shared_pool():
     x0b, poolb = falsifier_starts(obj, lambda x: x @ A.T, lo, hi, starts, gen, pool=pool)
     assert poolb is pool
     torch.testing.assert_close(x0b[2:2 + k], x0[2:2 + k])
-    assert falsifier_step_sizes(lo, hi) == (None, 0.25 * float((hi - lo).max()))
+    assert falsifier_step_sizes(lo, hi) == (0.25 * float((hi - lo).max()), None)
     # one start: only the center, no pool
     x1, pool1 = falsifier_starts(obj, lambda x: x @ A.T, lo, hi, 1)
     assert pool1 is None

@@ -350,9 +350,12 @@ def without_output_softmax(net: torch.nn.Module, example: torch.Tensor) -> torch
 
 
 def falsifier_step_sizes(lo: torch.Tensor, hi: torch.Tensor) -> tuple:
-    """The falsifier's two PGD step sizes over the box [lo, hi]: Madry et al.'s 2.5 x half-width / steps (None:
-    :func:`pgd_box`'s default), then a quarter of the box's largest width."""
-    return None, 0.25 * float((hi - lo).max())
+    """The falsifier's two PGD step sizes over the box [lo, hi], in the order they are tried: a quarter of the box's
+    largest width, then Madry et al.'s 2.5 x half-width / steps (None: :func:`pgd_box`'s default). The coarse step
+    first: on VNN-COMP's 48 x 48 and 64 x 64 traffic-sign networks it reaches counterexamples in 2-4 steps where the
+    fine one needs 15-40 (measured 2026-12-03); the other development benchmarks' counterexamples were found as fast
+    in either order."""
+    return 0.25 * float((hi - lo).max()), None
 
 
 def project_l2(x: torch.Tensor, x0: torch.Tensor, eps: float,
