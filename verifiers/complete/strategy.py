@@ -375,7 +375,8 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
     starts are tried (the quick pass over every disjunct before any one of them takes the attack's time)."""
     shape = onnx_model.sample_shape
     terms = term if isinstance(term, list) else [term]
-    _, lo, hi = attack_problem(net32, onnx_model, terms[0])
+    lo = torch.tensor(terms[0].x_L, dtype=torch.float32)[None]
+    hi = torch.tensor(terms[0].x_U, dtype=torch.float32)[None]
     obj = group_objective(net32, terms, shape)
     key = terms[0].box_key()
     pools = {} if pools is None else pools
