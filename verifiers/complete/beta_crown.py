@@ -461,7 +461,8 @@ class ActivationBaB:
             if pgd_objective is not None and rounds % 4 == 0:
                 worst = torch.argsort(cur.score)[:8]
                 lo, hi = self.x_L.expand_as(x[worst]).float(), self.x_U.expand_as(x[worst]).float()
-                xa, val = pgd_box(pgd_objective, lo, hi, steps=20, restarts=1, x_init=x[worst].float())
+                xa, val = pgd_box(pgd_objective, lo, hi, steps=20, restarts=1, x_init=x[worst].float(),
+                                  deadline=deadline)
                 found = check_candidates(xa[val <= 1e-4].double())
                 if found is not None:
                     return found, self.visited
