@@ -26,11 +26,16 @@ from certkit.verifiers.complete.vnnlib import Term
 ALPHA_PROBE_BOXES, ALPHA_MIN_CLOSED, ALPHA_PROBE_EVERY = 512, 0.01, 32
 
 
+def term_value(y: torch.Tensor, C: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Outputs y (N, K) -> max_j (C_j y - d_j) (N,): <= 0 inside the disjunct's unsafe region C y <= d; -1 for a
+    disjunct without rows (every output is in it)."""
+    return (y @ C.T - d).max(1).values if C.shape[0] else torch.full((y.shape[0],), -1.0, dtype=y.dtype)
+
+
 def objective(net: torch.nn.Module, C: torch.Tensor, d: torch.Tensor, sample_shape):
     """x (N, n_in) -> max_j (C_j y - d_j): < 0 inside the unsafe region (minimized by PGD)."""
     def obj(x):
-        y = net(x.reshape((x.shape[0],) + tuple(sample_shape))).reshape(x.shape[0], -1)
-        return (y @ C.T - d).max(1).values if C.shape[0] else torch.full((x.shape[0],), -1.0, dtype=x.dtype)
+        return term_value(net(x.reshape((x.shape[0],) + tuple(sample_shape))).reshape(x.shape[0], -1), C, d)
     return obj
 
 

@@ -46,7 +46,13 @@ from certkit.verifiers.bounds.ibp_crown import BoundedModule, canonical_method
 from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
-from certkit.verifiers.complete.input_split import candidate_checker, input_split_bab, objective, refuted
+from certkit.verifiers.complete.input_split import (
+    candidate_checker,
+    input_split_bab,
+    objective,
+    refuted,
+    term_value,
+)
 from certkit.verifiers.complete.many_terms import MANY_BOXES, batched_falsify, batched_refute, neuron_count
 from certkit.verifiers.complete.milp_attack import milp_counterexample
 from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_checks
@@ -333,9 +339,7 @@ def group_objective(net32, terms: list, sample_shape):
 
     def obj(x):
         y = net32(x.reshape((x.shape[0],) + tuple(sample_shape))).reshape(x.shape[0], -1)
-        vals = [(y @ C.T - d).max(1).values if C.shape[0] else torch.full((x.shape[0],), -1.0, dtype=x.dtype)
-                for C, d in zip(Cs, ds)]
-        return torch.stack(vals).min(0).values
+        return torch.stack([term_value(y, C, d) for C, d in zip(Cs, ds)]).min(0).values
     return obj
 
 
@@ -349,7 +353,7 @@ def _check_group(net32, onnx_model, terms: list, x: torch.Tensor):
         y = net32(x.float().reshape((x.shape[0],) + tuple(onnx_model.sample_shape))).reshape(x.shape[0], -1)
     for term in terms:
         C, d = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
-        close = ((y @ C.T - d).max(1).values <= 1e-4) if C.shape[0] else torch.zeros(x.shape[0], dtype=torch.bool)
+        close = term_value(y, C, d) <= 1e-4
         if bool(close.any()):
             found = candidate_checker(net32, onnx_model, term, "PGD")(x[close])
             if found is not None:
