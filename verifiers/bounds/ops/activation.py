@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Op, sum_node
+from certkit.verifiers.bounds.ops.base import Op, scaled_rows, sum_node, with_constant
 
 Relaxation = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -74,6 +74,13 @@ class Activation(Op):
     def relaxation(self, in_bounds, alpha=None, setup=None) -> Relaxation:
         l, u = in_bounds[0]
         return self.relax(l, u, alpha, setup)
+
+    def forward_linear(self, rows, in_bounds=(), relaxation: Relaxation | None = None):
+        """a_L z + c_L <= act(z) <= a_U z + c_U on the input's interval; with L <= z <= U, a line of slope a >= 0
+        is bounded below through L and above through U (the other way round for a < 0)."""
+        L, U = rows[0]
+        aL, cL, aU, cU = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        return with_constant(scaled_rows(aL, L, U), cL), with_constant(scaled_rows(aU, U, L), cU)
 
     def backward(self, A, in_bounds=(), relaxation: Relaxation | None = None):
         """Lower bound: A+ takes the lower line, A- the upper line."""

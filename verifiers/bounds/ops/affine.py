@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Op, sum_node, unbroadcast
+from certkit.verifiers.bounds.ops.base import Op, affine_rows, sum_node, unbroadcast
 
 
 class ElementwiseAffine(Op):
@@ -38,6 +38,12 @@ class ElementwiseAffine(Op):
         # next to a wide interval to cancellation, the variance + eps of a LayerNorm)
         a, b = self.forward(iv[0]), self.forward(iv[1])
         return torch.minimum(a, b), torch.maximum(a, b)
+
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        scale, shift = self.params()
+        if scale is None:
+            return affine_rows(rows[0], lambda x: x, lambda x: x, shift)
+        return affine_rows(rows[0], lambda x: x * scale, lambda x: x * scale.abs(), shift)
 
     def backward(self, A, in_bounds=(), relaxation=None):
         scale, shift = self.params()

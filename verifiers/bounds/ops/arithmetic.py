@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from certkit.verifiers.bounds.ops.affine import constant_op
-from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op, unbroadcast
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op, same_rank, unbroadcast
 from certkit.verifiers.bounds.ops.bilinear import Mul
 from certkit.verifiers.bounds.ops.divide import Div
 from certkit.verifiers.bounds.ops.pow import EvenPower
@@ -34,6 +34,10 @@ class Add(Op):
     def ibp(self, a, b):
         return a[0] + b[0], a[1] + b[1]
 
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        La, Ua, Lb, Ub = same_rank(*rows[0], *rows[1])
+        return La + Lb, Ua + Ub
+
     def backward(self, A, in_bounds=(), relaxation=None):
         return [unbroadcast(A, self.in_shapes[0]), unbroadcast(A, self.in_shapes[1])], None
 
@@ -52,6 +56,10 @@ class Sub(Op):
 
     def ibp(self, a, b):
         return a[0] - b[1], a[1] - b[0]
+
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        La, Ua, Lb, Ub = same_rank(*rows[0], *rows[1])
+        return La - Ub, Ua - Lb
 
     def backward(self, A, in_bounds=(), relaxation=None):
         return [unbroadcast(A, self.in_shapes[0]), -unbroadcast(A, self.in_shapes[1])], None

@@ -143,6 +143,21 @@ class Op:
         """
         raise NotImplementedError
 
+    def forward_linear(self, rows: Sequence[tuple[torch.Tensor, torch.Tensor]], in_bounds: Sequence[Interval] = (),
+                       relaxation=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward-mode linear rule (the forward mode of LiRPA, Xu et al. NeurIPS 2020): linear lower and upper
+        bounds of the output in the input's free coordinates from those of the inputs.
+
+        ``rows`` holds, per data input, (L, U) of shape (B, m+1, *in_shape): row 0 the constant, row k the coefficient
+        of e_k, with L(e) <= input <= U(e) for every e in [-1, 1]^m (verifiers/bounds/forward.py); ``in_bounds`` the
+        inputs' intervals and ``relaxation`` the op's :meth:`relaxation` of them (non-affine ops). Returns (L, U) of
+        the output, (B, m+1, *out_shape).
+
+        Raises:
+            NotImplementedError: the op has no forward-mode rule (forward mode is then not used on its graph).
+        """
+        raise NotImplementedError(f"{self.name} has no forward-mode rule")
+
     def sound_error(self, *m: torch.Tensor) -> tuple[int, torch.Tensor] | None:
         """Rounding rule of the sound mode (verifiers/bounds/sound.py, docs/methods/sound.md).
 
@@ -198,6 +213,58 @@ class ModuleOp(Op):
 
     def forward(self, x):
         return self.module(x)
+
+
+def scaled_rows(a: torch.Tensor, L: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """Rows of a lower bound of a * v where L <= v <= U (rows (B, m+1, *shape)) and a (B, *shape) (or broadcastable
+    to one sample per batch entry): a+ L + a- U, the forward-mode counterpart of CROWN's choice by sign."""
+    a = a.unsqueeze(1)
+    a, L, U = same_rank(a, L, U)
+    return torch.where(a >= 0, a * L, a * U)
+
+
+def same_rank(*ts: torch.Tensor) -> list[torch.Tensor]:
+    """Tensors (B, k, *shape) of per-sample shapes that broadcast against each other, given one rank by inserting
+    unit dims after the first two (per-sample broadcasting aligns the trailing dims)."""
+    rank = max(t.dim() for t in ts)
+    out = []
+    for t in ts:
+        while t.dim() < rank:
+            t = t.unsqueeze(2)
+        out.append(t)
+    return out
+
+
+def with_constant(T: torch.Tensor, c) -> torch.Tensor:
+    """Rows T (B, m+1, *shape) with ``c`` (B, *shape) added to the constant row 0."""
+    head, c = same_rank(T[:, :1], c.unsqueeze(1))
+    head = head + c
+    return torch.cat([head, T[:, 1:].expand((-1, -1) + tuple(head.shape[2:]))], 1)
+
+
+def has_forward_rule(op: Op) -> bool:
+    """True when ``op`` overrides :meth:`Op.forward_linear`."""
+    return type(op).forward_linear is not Op.forward_linear
+
+
+def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], T: torch.Tensor) -> torch.Tensor:
+    """``fn`` (a per-sample map of a batch (N, *in) -> (N, *out)) on every row of T (B, k, *in) -> (B, k, *out)."""
+    B, k = T.shape[:2]
+    out = fn(T.reshape((B * k,) + tuple(T.shape[2:])))
+    return out.reshape((B, k) + tuple(out.shape[1:]))
+
+
+def affine_rows(rows: tuple[torch.Tensor, torch.Tensor], linear: Callable, abs_linear: Callable,
+                bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward-mode rule of y = W x + b: with M = (L + U) / 2 and R = (U - L) / 2 (rows (B, m+1, *in)),
+    W+ L + W- U = W M - |W| R and W+ U + W- L = W M + |W| R (``linear`` applies W, ``abs_linear`` |W|, both without
+    the bias, to a batch); ``bias`` (broadcastable to one sample's output) goes to the constant row."""
+    L, U = rows
+    WM = map_rows(linear, (L + U) / 2)
+    AR = map_rows(abs_linear, (U - L) / 2)
+    if bias is not None:
+        WM = torch.cat([WM[:, :1] + bias, WM[:, 1:]], 1)
+    return WM - AR, WM + AR
 
 
 def center_radius(iv: Interval) -> Interval:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Op, sum_node, unbroadcast
+from certkit.verifiers.bounds.ops.base import Op, scaled_rows, sum_node, unbroadcast, with_constant
 
 
 class Mul(Op):
@@ -70,6 +70,15 @@ class Mul(Op):
         if self.in_shapes and tuple(self.in_shapes[0]) != tuple(self.in_shapes[1]):
             gap = unbroadcast(gap, tuple(self.in_shapes[k]))
         return torch.where(self.splittable(l, u), gap[:, 0].expand_as(l) + 1e-12, torch.full_like(l, -torch.inf))
+
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        """The lower plane through the lower or upper bound of each operand by the sign of its coefficient, and the
+        upper plane the other way round."""
+        (ax_l, ay_l, c_l), (ax_u, ay_u, c_u) = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        (Lx, Ux), (Ly, Uy) = rows
+        lower = with_constant(scaled_rows(ax_l, Lx, Ux) + scaled_rows(ay_l, Ly, Uy), c_l)
+        upper = with_constant(scaled_rows(ax_u, Ux, Lx) + scaled_rows(ay_u, Uy, Ly), c_u)
+        return lower, upper
 
     def backward(self, A, in_bounds=(), relaxation=None):
         (ax_l, ay_l, c_l), (ax_u, ay_u, c_u) = relaxation if relaxation is not None else self.relaxation(in_bounds)

@@ -61,6 +61,22 @@ class Concat(Op):
         return (torch.cat(self._all([iv[0] for iv in ivs]), self.dim),
                 torch.cat(self._all([iv[1] for iv in ivs]), self.dim))
 
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        def pieces(side):
+            it = iter(rows)
+            out = []
+            for k in range(self.arity + len(self.constants)):
+                c = self.constants.get(k)
+                if c is None:
+                    out.append(next(it)[side])
+                else:                                   # a constant: in the constant row, zero coefficients
+                    T = rows[0][side]
+                    piece = torch.zeros(T.shape[:2] + tuple(c.shape[1:]), dtype=T.dtype, device=T.device)
+                    piece[:, 0] = c.to(T.dtype)
+                    out.append(piece)
+            return torch.cat(out, self.dim + 1)
+        return pieces(0), pieces(1)
+
     def backward(self, A, in_bounds=(), relaxation=None):
         it = iter(self.in_shapes)
         sizes = [self.constants[k].shape[self.dim] if k in self.constants else next(it)[self.dim - 1]

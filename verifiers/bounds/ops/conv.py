@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from certkit.verifiers.bounds.ops.base import Call, ModuleOp, Unsupported, center_radius, register_op
+from certkit.verifiers.bounds.ops.base import Call, ModuleOp, Unsupported, affine_rows, center_radius, register_op
 
 MATMUL_FLOATS = 2 ** 22  # largest transfer matrix (floats) used instead of a transposed convolution
 
@@ -48,6 +48,14 @@ class Conv2d(ModuleOp):
     @classmethod
     def from_call(cls, call: Call):
         return cls(zero_padded(call.target))
+
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        m = self.module
+
+        def conv(x, w):
+            return F.conv2d(x, w, None, m.stride, m.padding, m.dilation, m.groups)
+        bias = None if m.bias is None else m.bias[:, None, None]
+        return affine_rows(rows[0], lambda x: conv(x, m.weight), lambda x: conv(x, m.weight.abs()), bias)
 
     def ibp(self, iv):
         c, r = center_radius(iv)

@@ -7,7 +7,7 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from certkit.verifiers.bounds.ops.base import Call, ModuleOp, Unsupported, center_radius, register_op
+from certkit.verifiers.bounds.ops.base import Call, ModuleOp, Unsupported, affine_rows, center_radius, register_op
 
 
 @register_op(modules=(nn.ConvTranspose2d,), onnx=("ConvTranspose",))
@@ -26,6 +26,12 @@ class ConvTranspose2d(ModuleOp):
     def _apply(self, x, weight, bias):
         m = self.module
         return F.conv_transpose2d(x, weight, bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        m = self.module
+        bias = None if m.bias is None else m.bias[:, None, None]
+        return affine_rows(rows[0], lambda x: self._apply(x, m.weight, None),
+                           lambda x: self._apply(x, m.weight.abs(), None), bias)
 
     def ibp(self, iv):
         c, r = center_radius(iv)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Op, sum_node, unbroadcast
+from certkit.verifiers.bounds.ops.base import Op, scaled_rows, sum_node, unbroadcast, with_constant
 
 SHIFT = 1e-6
 
@@ -91,6 +91,23 @@ class Div(Op):
         gap = A.abs() * (ux - lx + torch.maximum(lx.abs(), ux.abs())) * (ur - lr)
         gap = unbroadcast(torch.nan_to_num(gap, nan=1e30, posinf=1e30).unsqueeze(1), tuple(self.in_shapes[k]))[:, 0]
         return torch.where(self.splittable(l, u), gap.expand_as(l) + 1e-12, torch.full_like(l, -torch.inf))
+
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        """x r by its planes, r = 1 / y by its tangent (below) or chord (above) as the plane's coefficient of r
+        needs, each operand through its lower or upper bound by the sign of its coefficient."""
+        r = relaxation if relaxation is not None else self.relaxation(in_bounds)
+        (x_lo, r_lo, c_lo), (x_up, r_up, c_up), (aT, cT), (aC, cC) = r
+        (Lx, Ux), (Ly, Uy) = rows
+
+        def side(x_c, r_c, c, lower):
+            line_a = torch.where((r_c >= 0) == lower, aT, aC)    # r's lower line (tangent) where it is needed
+            line_c = torch.where((r_c >= 0) == lower, cT, cC)
+            if lower:
+                T = scaled_rows(x_c, Lx, Ux) + scaled_rows(r_c * line_a, Ly, Uy)
+            else:
+                T = scaled_rows(x_c, Ux, Lx) + scaled_rows(r_c * line_a, Uy, Ly)
+            return with_constant(T, c + r_c * line_c)
+        return side(x_lo, r_lo, c_lo, True), side(x_up, r_up, c_up, False)
 
     def backward(self, A, in_bounds=(), relaxation=None):
         r = relaxation if relaxation is not None else self.relaxation(in_bounds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from certkit.verifiers.bounds.ops.base import ModuleOp, center_radius, register_op, sum_node
+from certkit.verifiers.bounds.ops.base import ModuleOp, affine_rows, center_radius, register_op, sum_node
 
 
 @register_op(modules=(nn.Linear,), onnx=("Gemm", "MatMul"))
@@ -18,6 +18,10 @@ class Linear(ModuleOp):
         c2 = self.module(c)
         r2 = F.linear(r, self.module.weight.abs())
         return c2 - r2, c2 + r2
+
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        w = self.module.weight
+        return affine_rows(rows[0], lambda x: F.linear(x, w), lambda x: F.linear(x, w.abs()), self.module.bias)
 
     def backward(self, A, in_bounds=(), relaxation=None):
         w, b = self.module.weight, self.module.bias

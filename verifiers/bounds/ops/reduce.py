@@ -61,6 +61,12 @@ class Reduce(Op):
     def ibp(self, iv):
         return self.forward(iv[0]), self.forward(iv[1])
 
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        dims = tuple(d + 1 for d in self.dims)          # the rows dimension after the batch
+        def f(T):
+            return T.mean(dims, keepdim=self.keepdim) if self.mean else T.sum(dims, keepdim=self.keepdim)
+        return f(rows[0][0]), f(rows[0][1])
+
     def backward(self, A, in_bounds=(), relaxation=None):
         in_shape = tuple(self.in_shapes[0])
         if not self.keepdim:

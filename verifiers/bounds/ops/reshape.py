@@ -24,6 +24,10 @@ class Reshape(Op):
     def ibp(self, iv):
         return self.forward(iv[0]), self.forward(iv[1])
 
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        L, U = rows[0]
+        return (L.reshape(L.shape[:2] + tuple(self.out_shape)), U.reshape(U.shape[:2] + tuple(self.out_shape)))
+
     def backward(self, A, in_bounds=(), relaxation=None):
         return [A.reshape(A.shape[:2] + tuple(self.in_shapes[0]))], None
 

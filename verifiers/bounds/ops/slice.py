@@ -48,6 +48,10 @@ class Slice(Op):
     def ibp(self, iv):
         return iv[0][self.index], iv[1][self.index]
 
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        index = (slice(None),) + tuple(self.index)      # the rows dimension after the batch
+        return rows[0][0][index], rows[0][1][index]
+
     def backward(self, A, in_bounds=(), relaxation=None):
         B, S = A.shape[:2]
         A_in = torch.zeros((B, S) + tuple(self.in_shapes[0]), dtype=A.dtype, device=A.device)

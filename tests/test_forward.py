@@ -1,0 +1,241 @@
+"""Forward-mode bounds (verifiers/bounds/forward.py): on networks of every op with a forward rule (MLPs with ReLU and
+Sigmoid, a convolutional generator with BatchNorm and transposed convolutions, a set network with slices, a mask
+product, sums, a quotient by a fixed sum, concatenation and a difference of two heads, a quotient of two computed
+tensors), over boxes where only a few inputs are free, every node's interval contains the node's value at sampled and
+vertex points, the output's linear bounds hold at those points, the output bound is below the sampled minimum, nodes
+of fixed inputs are exact, a linear network's bound is its exact minimum, and the bound closes on the true minimum as
+the box shrinks; the product and quotient rules bound their function on a grid of two free operands.
+"""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from certkit.verifiers.bounds.forward import box_margins, forward_bounds, forward_supported, input_rows
+from certkit.verifiers.bounds.ibp_crown import BoundedModule
+from certkit.verifiers.bounds.perturbation import Box
+
+
+class SetNet(nn.Module):
+    """x (n, 5): per-element MLP of the first 4 features, weighted by the mask in column 4, averaged by the mask's
+    sum; the pooled features and two raw features of element 0 feed two heads whose difference is the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.elem = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+        self.head_a = nn.Sequential(nn.Linear(10, 6), nn.ReLU(), nn.Linear(6, 2), nn.Sigmoid())
+        self.head_b = nn.Sequential(nn.Linear(10, 2), nn.Sigmoid())
+
+    def forward(self, x):
+        mask = x[:, :, 4:5]
+        pooled = (self.elem(x[:, :, :4]) * mask).sum(1) / mask.sum(1)
+        z = torch.cat([pooled, x[:, 0, :2]], 1)
+        return self.head_a(z) - self.head_b(z)
+
+
+class RatioNet(nn.Module):
+    """relu(W1 x) / (sigmoid(W2 x) + 0.5), then a linear layer: a quotient of two computed tensors (Div)."""
+
+    def __init__(self):
+        super().__init__()
+        self.num, self.den, self.out = nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.num(x)) / (torch.sigmoid(self.den(x)) + 0.5))
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12), nn.Sigmoid(), nn.Linear(12, 8), nn.ReLU(),
+                         nn.Linear(8, 3))
+
+
+def generator():
+    bn = nn.BatchNorm2d(4)
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    return nn.Sequential(nn.Linear(5, 4 * 2 * 2), nn.Unflatten(1, (4, 2, 2)), nn.ConvTranspose2d(4, 4, 3, stride=2),
+                         bn, nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(75, 3))
+
+
+NETS = {"mlp": (mlp, (6,)), "generator": (generator, (5,)), "set": (SetNet, (3, 5)), "ratio": (RatioNet, (4,))}
+
+
+def boxes(shape, n_boxes, free, width, seed, fixed_mask=True):
+    """``n_boxes`` boxes of the given input shape, each with ``free`` random coordinates of half-width ``width``
+    (different ones per box) and the others fixed; the set network's mask column stays positive and fixed."""
+    gen = torch.Generator().manual_seed(seed)
+    n = int(torch.Size(shape).numel())
+    c = torch.rand((n_boxes, n), generator=gen, dtype=torch.float64) * 2 - 1
+    allowed = torch.ones(n, dtype=torch.bool)
+    if fixed_mask and len(shape) == 2:
+        idx = torch.arange(n).reshape(shape)
+        c.view(n_boxes, *shape)[..., -1] = 0.5 + torch.rand((n_boxes, shape[0]), generator=gen, dtype=torch.float64)
+        allowed[idx[:, -1]] = False
+    r = torch.zeros_like(c)
+    for b in range(n_boxes):
+        cand = allowed.nonzero().flatten()
+        pick = cand[torch.randperm(len(cand), generator=gen)[:free]]
+        r[b, pick] = width * (0.2 + torch.rand(len(pick), generator=gen, dtype=torch.float64))
+    return (c - r).reshape((n_boxes,) + shape), (c + r).reshape((n_boxes,) + shape)
+
+
+def samples(lo, hi, n, seed):
+    """(B, n + vertices, *shape): uniform points of each box and (for at most 3 free coordinates) its vertices."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.rand((lo.shape[0], n) + tuple(lo.shape[1:]), generator=gen, dtype=torch.float64)
+    pts = lo[:, None] + t * (hi - lo)[:, None]
+    flat_lo, flat_hi = lo.flatten(1), hi.flatten(1)
+    verts = []
+    for b in range(lo.shape[0]):
+        free = (flat_hi[b] > flat_lo[b]).nonzero().flatten()[:3]
+        vs = []
+        for corner in itertools.product((0, 1), repeat=len(free)):
+            v = (flat_lo[b] + flat_hi[b]) / 2
+            for i, s in zip(free, corner):
+                v[i] = flat_hi[b, i] if s else flat_lo[b, i]
+            vs.append(v)
+        verts.append(torch.stack(vs + [vs[0]] * (8 - len(vs))))
+    return torch.cat([pts, torch.stack(verts).reshape((lo.shape[0], 8) + tuple(lo.shape[1:]))], 1)
+
+
+def node_values(bm, x):
+    vals = [x]
+    for n in bm.graph.nodes[1:]:
+        vals.append(n.op.forward(*[vals[i] for i in n.inputs]))
+    return vals
+
+
+def build(name, seed=0):
+    torch.manual_seed(seed)
+    make, shape = NETS[name]
+    net = make().double().eval()
+    return net, BoundedModule(net, shape), shape
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("free", [1, 3])
+def test_every_node_interval_contains_the_sampled_values(name, free):
+    net, bm, shape = build(name)
+    assert forward_supported(bm)
+    lo, hi = boxes(shape, 6, free, 0.3, seed=free)
+    with torch.no_grad():
+        bounds, _ = forward_bounds(bm, Box(lo, hi))
+        x = samples(lo, hi, 200, seed=1)
+        vals = node_values(bm, x.reshape((-1,) + shape))
+    for i, (v, (l, u)) in enumerate(zip(vals, bounds)):
+        v = v.reshape((lo.shape[0], x.shape[1]) + tuple(l.shape[1:]))
+        tol = 1e-9 * (1 + v.abs())
+        assert bool((v >= l[:, None] - tol).all() and (v <= u[:, None] + tol).all()), f"node {i} {bm.graph.nodes[i]}"
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_the_output_linear_bounds_hold_at_every_sampled_point(name):
+    """L(e) <= y(x) <= U(e) with e the point's coordinates in its box's cube (the claim each op's forward rule
+    keeps), before any interval is taken."""
+    net, bm, shape = build(name, seed=5)
+    lo, hi = boxes(shape, 5, 3, 0.4, seed=11)
+    with torch.no_grad():
+        _, (L, U) = forward_bounds(bm, Box(lo, hi))
+        x = samples(lo, hi, 300, seed=3)
+        y = net(x.reshape((-1,) + shape)).reshape(lo.shape[0], x.shape[1], -1)
+    c, r = ((lo + hi) / 2).flatten(1), ((hi - lo) / 2).flatten(1)
+    for b in range(lo.shape[0]):
+        free = (r[b] > 0).nonzero().flatten()
+        e = (x[b].flatten(1)[:, free] - c[b, free]) / r[b, free]               # (points, m_b)
+        low = L[b, 0].flatten() + e @ L[b, 1:1 + len(free)].flatten(1)
+        high = U[b, 0].flatten() + e @ U[b, 1:1 + len(free)].flatten(1)
+        tol = 1e-9 * (1 + y[b].abs())
+        assert bool((low <= y[b] + tol).all() and (y[b] <= high + tol).all())
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_the_output_bound_is_below_every_sampled_value_and_closes_on_small_boxes(name):
+    net, bm, shape = build(name, seed=3)
+    K = {"set": 2, "ratio": 2}.get(name, 3)
+    gen = torch.Generator().manual_seed(0)
+    C = torch.randn((4, 2, K), generator=gen, dtype=torch.float64)
+    gaps = []
+    for width in (0.3, 0.03, 0.003):
+        lo, hi = boxes(shape, 4, 2, width, seed=7)
+        with torch.no_grad():
+            lb, _, _ = box_margins(bm, Box(lo, hi), C)
+            y = net(samples(lo, hi, 300, seed=2).reshape((-1,) + shape)).reshape(4, -1, K)
+        true_min = torch.einsum("bsk,bnk->bns", C, y).min(1).values
+        assert bool((lb <= true_min + 1e-9 * (1 + true_min.abs())).all())
+        gaps.append(float((true_min - lb).max()))
+    # the relaxation error shrinks at least linearly with the width (ReLUs), quadratically where they are stable
+    assert gaps[2] < 0.1 * gaps[0] + 1e-9, gaps
+
+
+def test_nodes_of_fixed_inputs_are_exact_and_a_point_box_gives_the_value():
+    net, bm, shape = build("set", seed=4)
+    lo, hi = boxes(shape, 3, 0, 0.0, seed=0)
+    with torch.no_grad():
+        bounds, _ = forward_bounds(bm, Box(lo, hi))
+        vals = node_values(bm, lo)
+    for (l, u), v in zip(bounds, vals):
+        assert torch.equal(l, u) and torch.allclose(l, v, rtol=0, atol=1e-12)
+
+
+def test_a_linear_network_gets_its_exact_minimum():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 7), nn.Linear(7, 3)).double().eval()
+    bm = BoundedModule(net, (4,))
+    lo, hi = boxes((4,), 5, 3, 0.5, seed=3)
+    C = torch.eye(3, dtype=torch.float64)[None].expand(5, 3, 3)
+    with torch.no_grad():
+        lb, _, _ = box_margins(bm, Box(lo, hi), C)
+        W = net[1].weight @ net[0].weight
+        b = net[1].weight @ net[0].bias + net[1].bias
+        exact = (W.clamp(min=0) @ lo.T + W.clamp(max=0) @ hi.T).T + b
+    assert torch.allclose(lb, exact, rtol=0, atol=1e-10)
+
+
+def test_input_rows_give_each_box_its_own_free_coordinates():
+    lo = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0]], dtype=torch.float64)
+    hi = lo + torch.tensor([[0.0, 2.0, 0.0, 0.0], [4.0, 0.0, 0.0, 6.0]], dtype=torch.float64)
+    rows = input_rows(lo, hi)
+    assert rows.shape == (2, 3, 4)                 # at most two free coordinates per box: 1 + 2 rows
+    assert torch.equal(rows[:, 0], (lo + hi) / 2)
+    assert torch.equal(rows[0, 1], torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64))
+    assert torch.equal(rows[0, 2], torch.zeros(4, dtype=torch.float64))
+    assert torch.equal(rows[1, 1], torch.tensor([2.0, 0.0, 0.0, 0.0], dtype=torch.float64))
+    assert torch.equal(rows[1, 2], torch.tensor([0.0, 0.0, 0.0, 3.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("op_name", ["Mul", "Div"])
+def test_product_and_quotient_rules_bound_the_exact_function_of_two_free_operands(op_name):
+    """x = cx + rx e1 and y = cy + ry e2 exactly (so only the op's own relaxation is tested): on a grid of the cube
+    L(e) <= x * y (or x / y, y > 0) <= U(e), and equality holds somewhere (the planes touch at the corners)."""
+    from certkit.verifiers.bounds.ops.bilinear import Mul
+    from certkit.verifiers.bounds.ops.divide import Div
+    op = Mul() if op_name == "Mul" else Div()
+    gen = torch.Generator().manual_seed(0)
+    n = 64
+    cx, rx = torch.randn(n, generator=gen, dtype=torch.float64), torch.rand(n, generator=gen, dtype=torch.float64)
+    if op_name == "Mul":
+        cy, ry = torch.randn(n, generator=gen, dtype=torch.float64), torch.rand(n, generator=gen, dtype=torch.float64)
+    else:
+        cy = 0.2 + 2 * torch.rand(n, generator=gen, dtype=torch.float64)
+        ry = cy * (0.1 + 0.8 * torch.rand(n, generator=gen, dtype=torch.float64))
+    X = torch.stack([cx, rx, torch.zeros(n, dtype=torch.float64)], 1)[:, :, None]     # (B, 3, 1)
+    Y = torch.stack([cy, torch.zeros(n, dtype=torch.float64), ry], 1)[:, :, None]
+    in_bounds = [((cx - rx)[:, None], (cx + rx)[:, None]), ((cy - ry)[:, None], (cy + ry)[:, None])]
+    op.in_shapes, op.out_shape = [(1,), (1,)], (1,)
+    L, U = op.forward_linear([(X, X), (Y, Y)], in_bounds)
+    g = torch.linspace(-1, 1, 41, dtype=torch.float64)
+    e1, e2 = torch.meshgrid(g, g, indexing="ij")
+    e1, e2 = e1.flatten(), e2.flatten()
+    x, y = cx[:, None] + rx[:, None] * e1, cy[:, None] + ry[:, None] * e2
+    f = x * y if op_name == "Mul" else x / y
+    low = L[:, 0, 0, None] + L[:, 1, 0, None] * e1 + L[:, 2, 0, None] * e2
+    high = U[:, 0, 0, None] + U[:, 1, 0, None] * e1 + U[:, 2, 0, None] * e2
+    tol = 1e-9 * (1 + f.abs())
+    assert bool((low <= f + tol).all() and (f <= high + tol).all())
+    assert float((f - low).min(1).values.max()) < 0.05 * float((f.amax(1) - f.amin(1)).min())
+
+
+def test_a_graph_with_an_op_without_a_forward_rule_is_not_supported():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2)).double().eval()
+    assert not forward_supported(BoundedModule(net, (1, 4, 4)))
