@@ -10,7 +10,13 @@ import torch
 
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
 from certkit.verifiers.bounds.perturbation import Box
-from certkit.verifiers.complete.many_terms import MANY_BOXES, batched_falsify, batched_refute
+from certkit.verifiers.complete.many_terms import (
+    MANY_BOXES,
+    batched_falsify,
+    batched_refute,
+    batched_split_refute,
+    forward_split_applies,
+)
 from certkit.verifiers.complete.strategy import Deadline, verify_property
 from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
@@ -97,6 +103,39 @@ def test_batched_attack_finds_a_planted_violation_and_it_is_real(tmp_path):
     t = prop.terms[N_TERMS - 3]
     y = net.double()(torch.from_numpy(found.x.astype(np.float64))[None])[0].detach().numpy()
     assert np.all(t.x_L <= found.x) and np.all(found.x <= t.x_U) and np.all(t.C @ y <= t.d + 1e-9)
+
+
+@pytest.mark.parametrize("violated", [(), (3,)], ids=["holds", "violated"])
+def test_batched_input_splitting_answers_as_the_milp(violated, tmp_path):
+    """Every disjunct's box split in forward-mode bounded sub-boxes: unsat only when every exact optimum is > 0, and
+    a counterexample that violates its disjunct otherwise."""
+    net = relu_net(8)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop, optima = planted(net, 8, tmp_path, violated=violated, n_terms=12)
+    bm = BoundedModule(copy.deepcopy(onnx_model.module).double().eval(), onnx_model.sample_shape)
+    assert forward_split_applies(bm, prop.terms, max_free=N_IN)
+    assert not forward_split_applies(bm, prop.terms, max_free=N_IN - 1)
+    status, n = batched_split_refute(bm, onnx_model.module.float().eval(), onnx_model, prop.terms, Deadline(60),
+                                     batch=64)
+    if not violated:
+        assert status == "unsat" and n > len(prop.terms)       # some disjuncts needed splitting
+        return
+    assert status.status == "sat"
+    x = torch.from_numpy(status.x.astype(np.float64))
+    y = net.double()(x[None])[0].detach().numpy()
+    assert any(np.all(t.x_L <= status.x) and np.all(status.x <= t.x_U) and np.all(t.C @ y <= t.d + 1e-9)
+               for t in prop.terms)
+
+
+def test_batched_input_splitting_keeps_its_deadline_and_domain_budget(tmp_path):
+    net = relu_net(8)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop, _ = planted(net, 8, tmp_path, n_terms=12)
+    bm = BoundedModule(copy.deepcopy(onnx_model.module).double().eval(), onnx_model.sample_shape)
+    net32 = onnx_model.module.float().eval()
+    assert batched_split_refute(bm, net32, onnx_model, prop.terms, Deadline(0.0), batch=4)[0] == "timeout"
+    status, n = batched_split_refute(bm, net32, onnx_model, prop.terms, Deadline(60), batch=4, max_domains=8)
+    assert status == "unknown" and n == 8
 
 
 @pytest.mark.parametrize("violated", [(), (7,)], ids=["holds", "violated"])
