@@ -113,7 +113,7 @@ def _leaf(tok: str):
     if m:
         return (m.group(1), int(m.group(2)))
     v = _num(tok)
-    return None if v is None else ("c", v)
+    return None if v is None else ("c", v, float(v))
 
 
 class _Parser:
@@ -123,6 +123,7 @@ class _Parser:
         self.y: set[int] = set()
         self.parts: dict = {}     # id of a part of a disjunct -> (its input atoms, its output atoms, the part)
         self.boxes: dict = {}     # ids of the parts of a disjunct that bound inputs -> its box
+        self.atoms: dict = {}     # ("atom", op, a, b) token -> (op, leaf a, leaf b), checked once
 
     def err(self, line, msg):
         return VnnlibError(f"{self.path}:{line}: {msg}")
@@ -132,7 +133,7 @@ class _Parser:
         tok, line = node
         if isinstance(tok, list):
             if len(tok) == 2 and tok[0][0] == "-" and isinstance(tok[1][0], str) and _num(tok[1][0]) is not None:
-                return ("c", -_num(tok[1][0]))  # (- 1.5)
+                return ("c", -_num(tok[1][0]), -float(_num(tok[1][0])))  # (- 1.5)
             raise self.err(line, "only variables and numbers may be compared (no arithmetic expressions)")
         if not isinstance(tok, str):
             raise self.err(line, "only variables and numbers may be compared")
@@ -147,9 +148,13 @@ class _Parser:
         return v
 
     def atom(self, node):
-        """(op, a, b, line) of a tokenizer atom node ((("atom", op, a, b), line))."""
-        (_, op, a, b), line = node
-        return (op, self.leaf(a, line), self.leaf(b, line), line)
+        """(op, a, b, line) of a tokenizer atom node ((("atom", op, a, b), line)); the operands of a comparison text
+        seen before are reused (nn4sys repeats the same bounds in thousands of disjuncts)."""
+        tok, line = node
+        known = self.atoms.get(tok)
+        if known is None:
+            known = self.atoms[tok] = (tok[1], self.leaf(tok[2], line), self.leaf(tok[3], line))
+        return known + (line,)
 
     def dnf(self, node) -> list[list]:
         """DNF of a boolean expression: a list of conjunctions, each a list of atoms (op, a, b, line)."""
@@ -276,22 +281,30 @@ class _Parser:
         nx = len(self.x)
         lo: list = [None] * nx
         hi: list = [None] * nx
+        lo_f, hi_f = [0.0] * nx, [0.0] * nx
         for op, a, b, line in x_atoms:
             if op in (">=", ">"):
                 a, b = b, a                                  # normalise to a <= b
             if a[0] == "X" and b[0] == "c":
-                hi[a[1]] = b[1] if hi[a[1]] is None else min(hi[a[1]], b[1])
+                i = a[1]
+                if hi[i] is None or b[1] < hi[i]:
+                    hi[i], hi_f[i] = b[1], b[2]
             elif a[0] == "c" and b[0] == "X":
-                lo[b[1]] = a[1] if lo[b[1]] is None else max(lo[b[1]], a[1])
+                i = b[1]
+                if lo[i] is None or a[1] > lo[i]:
+                    lo[i], lo_f[i] = a[1], a[2]
             else:
                 raise self.err(line, "comparisons between two inputs are not supported")
         missing = [i for i in range(nx) if lo[i] is None or hi[i] is None]
         if missing:
             raise VnnlibError(f"{self.path}: input X_{missing[0]} lacks a lower or upper bound in a disjunct")
-        empty = [i for i in range(nx) if lo[i] > hi[i]]
+        x_L, x_U = np.array(lo_f), np.array(hi_f)
+        # exact comparison only where the rounded bounds do not order them (float() is monotone) and the two are not
+        # the same numeral
+        empty = [i for i in np.flatnonzero(x_L >= x_U).tolist() if lo[i] is not hi[i] and lo[i] > hi[i]]
         if empty:
             raise VnnlibError(f"{self.path}: input X_{empty[0]} has lower bound > upper bound")
-        return np.array([float(v) for v in lo]), np.array([float(v) for v in hi]), lo, hi
+        return x_L, x_U, lo, hi
 
 
 def parse_vnnlib(path: str | Path) -> Property:
