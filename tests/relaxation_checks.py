@@ -3,7 +3,7 @@
 On a dense grid of input intervals [l, u] (degenerate l = u, tiny, ordinary and very wide ones, on both sides of 0)
 and dense points z in each: the CROWN lines and every alpha-CROWN line (alpha at 0, 1 and random values in [0, 1])
 bound the function, IBP contains it, ``alpha_init`` reproduces the CROWN lines, and the backward rule gives a sound
-lower bound of sum(A * act(z)) for random A of both signs.
+lower bound of sum(A * act(z)) for random A of both signs, and the forward-mode rule bounds act(z) on the interval.
 """
 import itertools
 
@@ -90,6 +90,15 @@ def check_activation(op, rows: int = 3, seed: int = 0, domain: tuple | None = No
     exact = torch.einsum("bsn,bkn->bsk", A, op.function(zs))
     linear = torch.einsum("bsn,bkn->bsk", A_in, zs) + bias[..., None]
     assert (linear <= exact + 1e-8 * (1 + exact.abs())).all(), f"{op.name}: backward bound above the function"
+    # forward mode: the input between L(e) = c - r/2 + (r/2) e and U(e) = c + r/2 + (r/2) e (e in [-1, 1]; together
+    # they span [l, u]); for each grid point z an e with L(e) <= z <= U(e); the output's bounds in e hold there
+    c, r = (l + u) / 2, (u - l) / 2
+    L_in, U_in = torch.stack([c - r / 2, r / 2], 1), torch.stack([c + r / 2, r / 2], 1)    # (N, 2): constant, e
+    L_out, U_out = op.forward_linear([(L_in, U_in)], [(l, u)])
+    e = ((z - c[:, None]) / torch.where(r > 0, r / 2, 1.0)[:, None]).clamp(-1, 1)
+    low, high = L_out[:, :1] + L_out[:, 1:] * e, U_out[:, :1] + U_out[:, 1:] * e
+    assert (low <= f + _tol(f, low)).all(), f"{op.name}: forward-mode lower bound above the function"
+    assert (f <= high + _tol(f, high)).all(), f"{op.name}: forward-mode upper bound below the function"
 
 
 def check_network_bounds(net, in_shape, rows: int = 3, eps: float = 0.2, samples: int = 4000, seed: int = 0):

@@ -1,9 +1,10 @@
 """Forward-mode linear bounds over a box with few free coordinates (the forward mode of LiRPA).
 
 Problem: bound every node of a bound graph over a box of inputs (B, *input_shape) in which only m coordinates are
-free (m small: a GAN's latent parameters, a controller's state). CROWN's intermediate bounds cost one backward pass
-per neuron (hours for a 64x64 generator followed by a discriminator); the forward mode carries, for every node, a
-linear lower and a linear upper bound in the m free coordinates, so a node costs about 2(m+1) evaluations of its op.
+free (m small: the one to three free features of each disjunct of VNN-COMP's nn4sys cardinality properties).
+CROWN's intermediate bounds cost one backward pass per neuron; the forward mode carries, for every node, a linear
+lower and a linear upper bound in the m free coordinates, so a node costs about 2(m+1) evaluations of its op. It is
+looser than CROWN where relaxation errors compound through many unstable layers (a cGAN's ten layers).
 Return: :func:`forward_bounds` the intervals of every node and the output's linear bounds;
 with these intervals one backward pass from the specification rows gives the output bound (:func:`box_margins`).
 Property: sound: the input box is written x = c + D e with e in [-1, 1]^m (D the half-widths of the free
@@ -12,7 +13,7 @@ to valid bounds of its output (affine ops: W+ L + W- U; activations: their CROWN
 the slope), and a node's interval is [min L, max U] over the cube, intersected with IBP after non-affine ops.
 Reference: Xu et al., "Automatic Perturbation Analysis for Scalable Certified Robustness and Beyond", NeurIPS 2020
 (forward mode of LiRPA, Sec. 3.2); the relaxations are CROWN's (Zhang et al. NeurIPS 2018). Measured on VNN-COMP's
-cgan_2023 in docs/methods/bound-propagation.md.
+nn4sys and cgan_2023 in docs/results.md.
 """
 from __future__ import annotations
 
