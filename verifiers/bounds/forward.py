@@ -50,13 +50,15 @@ def input_rows(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     return rows.reshape((B, m + 1) + tuple(lo.shape[1:]))
 
 
-def forward_bounds(bm, pert: Box) -> tuple[list[Interval], tuple[torch.Tensor, torch.Tensor]]:
+def forward_bounds(bm, pert: Box, relax: dict | None = None
+                   ) -> tuple[list[Interval], tuple[torch.Tensor, torch.Tensor]]:
     """Intervals of every node of ``bm`` (a BoundedModule whose ops all have forward rules, :func:`forward_supported`)
     over the boxes ``pert`` (B, *input_shape), from forward-mode linear bounds (intersected with IBP after non-affine
     ops: after an affine op, the forward bound is at least as tight as IBP of [min L, max U]), and the output
     node's linear bounds (L, U), each (B, m+1, *output_shape). A node that is constant on every box (its IBP interval
     has zero width: it depends on fixed inputs only) is evaluated, not propagated. Keeps ``bm.deadline`` between
-    nodes.
+    nodes. ``relax``: a dict filled with node -> the op's relaxation used (reusable by a CROWN pass on the same
+    intervals: a relaxation depends on its inputs' intervals only).
 
     Raises:
         TimeoutError: ``bm.deadline`` passed.
@@ -85,6 +87,8 @@ def forward_bounds(bm, pert: Box) -> tuple[list[Interval], tuple[torch.Tensor, t
             bounds.append((v, v))
         else:
             relaxation = None if n.op.affine else n.op.relaxation(ins)
+            if relax is not None and relaxation is not None:
+                relax[i] = relaxation
             L, U = n.op.forward_linear([rows_of(j) for j in n.inputs], ins, relaxation)
             lo, _ = concretize(L)
             _, hi = concretize(U)
@@ -104,12 +108,13 @@ def box_margins(bm, pert: Box, C: torch.Tensor) -> tuple[torch.Tensor, list[Inte
     """Lower bounds (B, S) of C y (C (B, S, *output_shape)) over the boxes ``pert``: the better of the forward
     output bound and one CROWN backward pass on the forward intervals; also the intervals and the input coefficients
     A_in (B, S, *input_shape) of the backward pass (for branching and for the bound minimisers)."""
-    bounds, (L, U) = forward_bounds(bm, pert)
+    relax: dict = {}
+    bounds, (L, U) = forward_bounds(bm, pert, relax)
     Cf = C.reshape(C.shape[:2] + (-1,))
     Lf, Uf = L.flatten(2), U.flatten(2)
     fwd = torch.einsum("bsk,bmk->bsm", Cf.clamp(min=0), Lf) + torch.einsum("bsk,bmk->bsm", Cf.clamp(max=0), Uf)
     lb_fwd = fwd[..., 0] - fwd[..., 1:].abs().sum(-1)
-    A_in, bias = bm.propagate(bm.graph.output, C, bounds, {})
+    A_in, bias = bm.propagate(bm.graph.output, C, bounds, relax)
     return torch.maximum(bias + pert.lower(A_in), lb_fwd), bounds, A_in
 
 

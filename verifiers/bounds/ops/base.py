@@ -220,6 +220,10 @@ def scaled_rows(a: torch.Tensor, L: torch.Tensor, U: torch.Tensor) -> torch.Tens
     to one sample per batch entry): a+ L + a- U, the forward-mode counterpart of CROWN's choice by sign."""
     a = a.unsqueeze(1)
     a, L, U = same_rank(a, L, U)
+    if L is U or bool((a >= 0).all()):        # (one product: ReLU's lines, exact rows)
+        return a * L
+    if bool((a <= 0).all()):
+        return a * U
     return torch.where(a >= 0, a * L, a * U)
 
 
@@ -260,6 +264,10 @@ def affine_rows(rows: tuple[torch.Tensor, torch.Tensor], linear: Callable, abs_l
     W+ L + W- U = W M - |W| R and W+ U + W- L = W M + |W| R (``linear`` applies W, ``abs_linear`` |W|, both without
     the bias, to a batch); ``bias`` (broadcastable to one sample's output) goes to the constant row."""
     L, U = rows
+    if L is U:                                # exact rows (the input, a constant): no radius
+        WM = map_rows(linear, L)
+        WM = WM if bias is None else torch.cat([WM[:, :1] + bias, WM[:, 1:]], 1)
+        return WM, WM
     WM = map_rows(linear, (L + U) / 2)
     AR = map_rows(abs_linear, (U - L) / 2)
     if bias is not None:
