@@ -69,13 +69,13 @@ _TOKEN = re.compile(r"\(\s*(<=|>=|<|>)\s+([^\s()]+)\s+([^\s()]+)\s*\)|([()]|[^\s
 
 
 def _tokenize(text: str, path: str):
-    """(token, line) pairs: "(", ")", symbols, and ("atom", op, a, b) for comparisons of two plain operands."""
+    """(token, line) pairs: "(", ")", symbols, and the tuple (op, a, b, "") for a comparison of two plain operands."""
     tokens: list[tuple] = []
     append = tokens.append
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split(";", 1)[0]
-        for op, a, b, other in _TOKEN.findall(line):
-            append((other, lineno) if other else (("atom", op, a, b), lineno))
+        for t in _TOKEN.findall(line):
+            append((t[3], lineno) if t[3] else (t, lineno))
     return tokens
 
 
@@ -123,7 +123,7 @@ class _Parser:
         self.y: set[int] = set()
         self.parts: dict = {}     # id of a part of a disjunct -> (its input atoms, its output atoms, the part)
         self.boxes: dict = {}     # ids of the parts of a disjunct that bound inputs -> its box
-        self.atoms: dict = {}     # ("atom", op, a, b) token -> (op, leaf a, leaf b), checked once
+        self.atoms: dict = {}     # (op, a, b, "") token -> (op, leaf a, leaf b, kind), checked once
 
     def err(self, line, msg):
         return VnnlibError(f"{self.path}:{line}: {msg}")
@@ -148,18 +148,32 @@ class _Parser:
         return v
 
     def atom(self, node):
-        """(op, a, b, line) of a tokenizer atom node ((("atom", op, a, b), line)); the operands of a comparison text
-        seen before are reused (nn4sys repeats the same bounds in thousands of disjuncts)."""
+        """(op, a, b, kind) of a tokenizer atom node (((op, a, b, ""), line)); a comparison text seen before is
+        reused, checked once (nn4sys repeats the same bounds in thousands of disjuncts)."""
         tok, line = node
         known = self.atoms.get(tok)
         if known is None:
-            known = self.atoms[tok] = (tok[1], self.leaf(tok[2], line), self.leaf(tok[3], line))
-        return known + (line,)
+            known = self.atoms[tok] = self.checked(tok[0], self.leaf(tok[1], line), self.leaf(tok[2], line), line)
+        return known
+
+    def checked(self, op: str, a: tuple, b: tuple, line: int) -> tuple:
+        """(op, a, b, kind): kind "X" for a bound on an input (a variable against a number), "Y" for a comparison of
+        outputs and numbers.
+
+        Raises:
+            VnnlibError: inputs and outputs mixed, only numbers, or two inputs compared (with the line)."""
+        kinds = {a[0], b[0]} - {"c"}
+        if len(kinds) != 1:
+            raise self.err(line, "a comparison must involve X variables or Y variables (not both, not only numbers)")
+        kind = kinds.pop()
+        if kind == "X" and a[0] == b[0]:
+            raise self.err(line, "comparisons between two inputs are not supported")
+        return (op, a, b, kind)
 
     def dnf(self, node) -> list[list]:
-        """DNF of a boolean expression: a list of conjunctions, each a list of atoms (op, a, b, line)."""
+        """DNF of a boolean expression: a list of conjunctions, each a list of atoms (op, a, b, kind)."""
         items, line = node
-        if isinstance(items, tuple):                 # ("atom", op, a, b) from the tokenizer
+        if isinstance(items, tuple):                 # (op, a, b, "") from the tokenizer
             return [[self.atom(node)]]
         if not isinstance(items, list) or not items:
             raise self.err(line, "expected an expression in parentheses")
@@ -187,7 +201,7 @@ class _Parser:
         if head in ("<=", ">=", "<", ">"):
             if len(items) != 3:
                 raise self.err(line, f"({head} a b) takes exactly two arguments")
-            return [[(head, self.term(items[1]), self.term(items[2]), line)]]
+            return [[self.checked(head, self.term(items[1]), self.term(items[2]), line)]]
         raise self.err(line, f"unsupported operator {head!r} (VNN-LIB 1.0 subset: and, or, <=, >=, <, >)")
 
     def parse(self, text: str) -> Property:
@@ -240,15 +254,8 @@ class _Parser:
         """(input atoms, output atoms) of one part, computed once per part object."""
         key = id(part)
         if key not in self.parts:
-            x_atoms: list = []
-            y_atoms: list = []
-            for atom in part:
-                op, a, b, line = atom
-                kinds = {a[0], b[0]} - {"c"}
-                if len(kinds) != 1:
-                    raise self.err(line, "a comparison must involve X variables or Y variables "
-                                         "(not both, not only numbers)")
-                (x_atoms if "X" in kinds else y_atoms).append(atom)
+            x_atoms = [atom for atom in part if atom[3] == "X"]
+            y_atoms = [atom for atom in part if atom[3] == "Y"]
             self.parts[key] = (x_atoms, y_atoms, part)   # (the part is kept, so that its id stays unique)
         return self.parts[key][:2]
 
@@ -261,7 +268,7 @@ class _Parser:
         if key not in self.boxes:
             self.boxes[key] = self.box_of([atom for xa, _ in split for atom in xa])
         x_L, x_U, lo, hi = self.boxes[key]
-        for op, a, b, _line in (atom for _, ya in split for atom in ya):
+        for op, a, b, _kind in (atom for _, ya in split for atom in ya):
             if op in (">=", ">"):
                 a, b = b, a                                  # normalise to a <= b
             row, d = np.zeros(ny), Fraction(0)
@@ -282,19 +289,17 @@ class _Parser:
         lo: list = [None] * nx
         hi: list = [None] * nx
         lo_f, hi_f = [0.0] * nx, [0.0] * nx
-        for op, a, b, line in x_atoms:
+        for op, a, b, _kind in x_atoms:                 # (checked: one input against a number)
             if op in (">=", ">"):
                 a, b = b, a                                  # normalise to a <= b
-            if a[0] == "X" and b[0] == "c":
+            if a[0] == "X":
                 i = a[1]
                 if hi[i] is None or b[1] < hi[i]:
                     hi[i], hi_f[i] = b[1], b[2]
-            elif a[0] == "c" and b[0] == "X":
+            else:
                 i = b[1]
                 if lo[i] is None or a[1] > lo[i]:
                     lo[i], lo_f[i] = a[1], a[2]
-            else:
-                raise self.err(line, "comparisons between two inputs are not supported")
         missing = [i for i in range(nx) if lo[i] is None or hi[i] is None]
         if missing:
             raise VnnlibError(f"{self.path}: input X_{missing[0]} lacks a lower or upper bound in a disjunct")
