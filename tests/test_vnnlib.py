@@ -56,6 +56,10 @@ def test_constants_both_sides_strict_and_gz(tmp_path):
     ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
      "(assert (<= Y_0 X_0))\n", 5, "not both"),
     ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
+     "(assert (or (<= Y_0 1) (<= 1 2)))\n", 5, "not only numbers"),
+    ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n"
+     "(assert (>= X_0 0))\n(assert (<= X_0 X_1))\n", 6, "two inputs"),
+    ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (<= X_0 1))\n(assert (>= X_0 0))\n"
      "(assert (xor (<= Y_0 1)))\n", 5, "unsupported operator"),
     ("(declare-const X_0 Real)\n(declare-const Y_0 Int)\n", 2, "Real"),
     ("(declare-const X_0 Real)\n(declare-const (<= Y_0 1) Real)\n", 2, "X_i or Y_j"),
