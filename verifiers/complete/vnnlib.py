@@ -108,7 +108,8 @@ def _num(tok: str):
 
 @functools.lru_cache(maxsize=65536)
 def _leaf(tok: str):
-    """('X', i) / ('Y', j) / ('c', Fraction) for a variable or a numeral, None for anything else (cached)."""
+    """('X', i) / ('Y', j) / ('c', Fraction, its float) for a variable or a numeral, None for anything else
+    (cached)."""
     m = _VAR.match(tok)
     if m:
         return (m.group(1), int(m.group(2)))
@@ -129,11 +130,12 @@ class _Parser:
         return VnnlibError(f"{self.path}:{line}: {msg}")
 
     def term(self, node):
-        """A leaf: ('X', i) / ('Y', i) / ('c', Fraction)."""
+        """A leaf: ('X', i) / ('Y', i) / ('c', Fraction, its float)."""
         tok, line = node
         if isinstance(tok, list):
-            if len(tok) == 2 and tok[0][0] == "-" and isinstance(tok[1][0], str) and _num(tok[1][0]) is not None:
-                return ("c", -_num(tok[1][0]), -float(_num(tok[1][0])))  # (- 1.5)
+            v = _num(tok[1][0]) if len(tok) == 2 and tok[0][0] == "-" and isinstance(tok[1][0], str) else None
+            if v is not None:
+                return ("c", -v, -float(v))  # (- 1.5)
             raise self.err(line, "only variables and numbers may be compared (no arithmetic expressions)")
         if not isinstance(tok, str):
             raise self.err(line, "only variables and numbers may be compared")
