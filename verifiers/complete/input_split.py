@@ -16,14 +16,9 @@ from certkit.common.errors import CertkitError
 from certkit.verifiers.bounds.alpha_crown import alpha_crown
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
 from certkit.verifiers.bounds.perturbation import Box
+from certkit.verifiers.complete.alpha_gate import AlphaGate
 from certkit.verifiers.complete.vnncomp_format import InstanceResult, validate_witness
 from certkit.verifiers.complete.vnnlib import Term
-
-# alpha-CROWN on the boxes near refutation costs ~10x a CROWN box (10 iterations); it stays on while it closes at
-# least ALPHA_MIN_CLOSED of the boxes it is given (checked after ALPHA_PROBE_BOXES of them), else it is tried only
-# every ALPHA_PROBE_EVERY-th round. ACAS Xu 1_1 prop 5: it closes 40% (87k boxes -> 2k with it); lsnc
-# quadrotor2d_state_2: 4 of 15,693 (0.03%), 11 s with it on every round, 1.7 s without
-ALPHA_PROBE_BOXES, ALPHA_MIN_CLOSED, ALPHA_PROBE_EVERY = 512, 0.01, 32
 
 
 def term_value(y: torch.Tensor, C: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -179,9 +174,10 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     lb > d, and stays refuted on the box's children; a box is closed when every disjunct is refuted on it. Boxes
     where each open disjunct needs less than ``alpha_fraction`` of the gap between its CROWN bound and its value at
     the box center get alpha-CROWN (``alpha_iterations``, intermediate bounds kept; boxes bounded on ACAS Xu 1_1
-    without -> with it: prop 5 87.7k -> 3.0k, prop 3 3.4k -> 2.3k, prop 6's first box 5.4k -> 4.9k) for as long as
-    it closes at least ``ALPHA_MIN_CLOSED`` of the boxes it is given, afterwards only every ``ALPHA_PROBE_EVERY``-th
-    round.
+    without -> with it: prop 5 87.7k -> 3.0k, prop 3 3.4k -> 2.3k, prop 6's first box 5.4k -> 4.9k) while the
+    search's own measurements say it pays (verifiers/complete/alpha_gate.py: the subtrees its closures save against
+    its cost in CROWN boxes; on lsnc quadrotor2d_state_1 they do not, and the search ends in 17 s instead of
+    running past 30 s).
     Counterexample candidates: every box center and, per open disjunct, the vertex minimising the linear bound of
     its row closest to refutation (float32 screen, exact replay). An open box is bisected along the dimension of
     :func:`split_scores` (``width_floor``) for the rows of the open disjunct its center comes closest to violating
@@ -215,7 +211,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     width0 = (hi - lo).clamp(min=1e-12)
     domains = 0
     last = 0.0                                          # seconds the previous round took
-    alpha_tried = alpha_closed = rounds = 0             # boxes given alpha-CROWN, boxes it closed
+    gate = AlphaGate()                                  # whether alpha-CROWN on the near boxes pays
+    tag = torch.full((1,), -1, dtype=torch.long)        # per queued box: the gate's withheld subtree, or -1
     while lo.shape[0]:
         threads.tick()
         if dl.left() <= last:                           # another round would overrun the deadline
@@ -225,9 +222,13 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             return "unknown", domains
         lo_b, hi_b, open_b = lo[:batch], hi[:batch], open_[:batch]
         lo, hi, open_ = lo[batch:], hi[batch:], open_[batch:]
+        tag_b, tag = tag[:batch].clone(), tag[batch:]
         N = lo_b.shape[0]
         domains += N
+        gate.count_bounded(tag_b)
+        t_crown = time.perf_counter()
         lb, A, pert, bounds = crown_boxes(bm, C, lo_b, hi_b)
+        gate.record_crown(N, time.perf_counter() - t_crown)
         margin = lb - d64 if sound is None else sound(lo_b, hi_b)
         m = per_term_max(margin, owner, T)
         open_b = open_b & ~(m > 0)
@@ -236,20 +237,20 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             y = net32(centers.float().reshape((N,) + sample_shape)).reshape(N, -1)
         at_center = per_term_max((y @ C32.T - d32).double(), owner, T)
         near = open_b.any(1) & (~open_b | (m > -alpha_fraction * (at_center - m))).all(1)
-        rounds += 1
-        alpha_pays = (alpha_tried < ALPHA_PROBE_BOXES or alpha_closed >= ALPHA_MIN_CLOSED * alpha_tried
-                      or rounds % ALPHA_PROBE_EVERY == 0)
-        if alpha_iterations > 0 and alpha_pays and bool(near.any()):
-            idx = near.nonzero().flatten()
+        near &= ~gate.measured(tag_b)
+        if alpha_iterations > 0 and gate.wanted() and bool(near.any()):
+            idx = near.nonzero().flatten()[:gate.limit()]
             CC = C[None].expand(len(idx), -1, -1).reshape((len(idx), -1) + tuple(bm.graph.output_shape))
+            t_alpha = time.perf_counter()
             with torch.enable_grad():
                 lb_a = alpha_crown(bm, Box(pert.x_L[idx], pert.x_U[idx]), CC, [(l[idx], u[idx]) for l, u in bounds],
                                    alpha_iterations, deadline=time.perf_counter() + max(dl.left(), 0.0)).detach()
-            margin[idx] = torch.maximum(margin[idx], lb_a - d64)
-            was_open = int(open_b.any(1).sum())
-            open_b = open_b & ~(per_term_max(margin, owner, T) > 0)
-            alpha_tried += len(idx)
-            alpha_closed += was_open - int(open_b.any(1).sum())
+            margin_a = torch.maximum(margin[idx], lb_a - d64)
+            open_a = open_b[idx] & ~(per_term_max(margin_a, owner, T) > 0)
+            ids = gate.record_alpha(open_b[idx].any(1) & ~open_a.any(1), time.perf_counter() - t_alpha)
+            used = ids < 0                                  # withheld closures stay open, their subtree measured
+            margin[idx[used]], open_b[idx[used]] = margin_a[used], open_a[used]
+            tag_b[idx] = torch.maximum(tag_b[idx], ids)
         if clip and sound is None and bool(open_b.any()):
             bias = lb - pert.lower(A.reshape(pert.x_L.shape[:1] + (A.shape[1],) + pert.x_L.shape[1:]))
             lo_b, hi_b, open_b = clip_boxes(lo_b, hi_b, A, bias, d64[None], owner, open_b)
@@ -267,6 +268,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
                 return found, domains
         keep = open_b.any(1)
         if not bool(keep.any()):
+            gate.end_round(tag)
             last = time.perf_counter() - t_round
             continue
         lo_b, hi_b, open_b = lo_b[keep], hi_b[keep], open_b[keep]
@@ -278,6 +280,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
         reps = children_lo.shape[0] // lo_b.shape[0]
         lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
         open_ = torch.cat([open_b.repeat(reps, 1), open_])
+        tag = torch.cat([tag_b[keep].repeat(reps), tag])
+        gate.end_round(tag)
         last = time.perf_counter() - t_round
     return "unsat", domains
 
