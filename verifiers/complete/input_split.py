@@ -198,6 +198,9 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
         raise CertkitError("input_split_bab: the disjuncts must share one input box")
     T = len(terms)
     C = torch.tensor(np.concatenate([t.C for t in terms]), dtype=torch.float64)
+    # rows shared by disjuncts (lsnc: the level-set row in each of 13 disjuncts, 14 distinct rows of 26) are bounded
+    # once: the final backward pass carries one row per distinct C_r
+    C_rows, row_of = torch.unique(C, dim=0, return_inverse=True)
     d64 = torch.tensor(np.concatenate([t.d for t in terms]), dtype=torch.float64)
     owner = torch.cat([torch.full((t.C.shape[0],), k, dtype=torch.long) for k, t in enumerate(terms)])
     C32, d32 = C.float(), d64.float()
@@ -227,7 +230,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
         domains += N
         gate.count_bounded(tag_b)
         t_crown = time.perf_counter()
-        lb, A, pert, bounds = crown_boxes(bm, C, lo_b, hi_b)
+        lb, A, pert, bounds = crown_boxes(bm, C_rows, lo_b, hi_b)
+        lb, A = lb[:, row_of], A[:, row_of]
         gate.record_crown(N, time.perf_counter() - t_crown)
         margin = lb - d64 if sound is None else sound(lo_b, hi_b)
         m = per_term_max(margin, owner, T)
@@ -240,12 +244,12 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
         near &= ~gate.measured(tag_b)
         if alpha_iterations > 0 and gate.wanted() and bool(near.any()):
             idx = near.nonzero().flatten()[:gate.limit()]
-            CC = C[None].expand(len(idx), -1, -1).reshape((len(idx), -1) + tuple(bm.graph.output_shape))
+            CC = C_rows[None].expand(len(idx), -1, -1).reshape((len(idx), -1) + tuple(bm.graph.output_shape))
             t_alpha = time.perf_counter()
             with torch.enable_grad():
                 lb_a = alpha_crown(bm, Box(pert.x_L[idx], pert.x_U[idx]), CC, [(l[idx], u[idx]) for l, u in bounds],
                                    alpha_iterations, deadline=time.perf_counter() + max(dl.left(), 0.0)).detach()
-            margin_a = torch.maximum(margin[idx], lb_a - d64)
+            margin_a = torch.maximum(margin[idx], lb_a[:, row_of] - d64)
             open_a = open_b[idx] & ~(per_term_max(margin_a, owner, T) > 0)
             ids = gate.record_alpha(open_b[idx].any(1) & ~open_a.any(1), time.perf_counter() - t_alpha)
             used = ids < 0                                  # withheld closures stay open, their subtree measured
