@@ -237,3 +237,15 @@ def test_the_deadline_is_kept(tmp_path):
     elapsed = time.perf_counter() - dl.t0
     assert status == "timeout" and n > 0
     assert elapsed <= 1.1 * budget, elapsed
+
+
+def test_a_deadline_inside_a_round_is_a_timeout_with_its_box_count(tmp_path):
+    """The bound graph's own deadline (set by the complete verifier so that CROWN's passes stop) passing inside the
+    first round ends the search as ("timeout", boxes bounded so far), not as an exception without a count."""
+    net = relu_net(4)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop = write_property(tmp_path / "p.vnnlib", [(-np.ones(N_IN), np.ones(N_IN))], [[(-1, 0, 1e6)]])
+    bm = bounded(onnx_model)
+    bm.deadline = time.perf_counter() - 1.0
+    status, n = input_split_bab(bm, onnx_model.module.float().eval(), onnx_model, prop.terms, Deadline(60), None, 256)
+    assert (status, n) == ("timeout", 1)

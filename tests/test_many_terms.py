@@ -3,6 +3,7 @@ refute exactly the disjuncts that the same bound refutes one at a time, only one
 the batched attack returns only counterexamples that violate the property; the whole pipeline agrees with the MILP.
 """
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -136,6 +137,8 @@ def test_batched_input_splitting_keeps_its_deadline_and_domain_budget(tmp_path):
     assert batched_split_refute(bm, net32, onnx_model, prop.terms, Deadline(0.0), batch=4)[0] == "timeout"
     status, n = batched_split_refute(bm, net32, onnx_model, prop.terms, Deadline(60), batch=4, max_domains=8)
     assert status == "unknown" and n == 8
+    bm.deadline = time.perf_counter() - 1.0            # the bound graph's deadline passes inside the first round
+    assert batched_split_refute(bm, net32, onnx_model, prop.terms, Deadline(60), batch=4) == ("timeout", 4)
 
 
 @pytest.mark.parametrize("violated", [(), (7,)], ids=["holds", "violated"])

@@ -6,11 +6,12 @@ On the boxes given to it it closes a fraction p, so it pays when p * S >= r. All
 and the property: on ACAS Xu 1_1 prop 5 it closes 40% of the boxes it is given and the subtrees it saves are deep
 (87.7k boxes without it, 3.0k with it); on lsnc quadrotor2d_state_1 it closes about half of them, but CROWN closes
 those parts after a split or two, and the search takes 634k boxes in 18 s without it and does not end in 30 s with
-it (r 13-40 there, p 0.4-1.0, S 2-14). No fixed fraction separates the two, so the gate measures S: in a probe, some of the boxes that
-alpha-CROWN closed are withheld (left open, as if it had not run), their descendants carry the withheld box's id,
-and each is counted when bounded. A probe ends when p * S_seen >= r (the count so far is a lower bound on S: alpha-
-CROWN pays) or every withheld subtree has been closed (S is known: it pays or not). The decision holds for
-``every`` rounds, after which the next probe starts (alpha-CROWN runs on that round whatever the decision was).
+it (r 13-40 there, p 0.4-1.0, S 2-14). No fixed fraction separates the two, so the gate measures S: in a probe,
+some of the boxes that alpha-CROWN closed are withheld (left open, as if it had not run), their descendants carry
+the withheld box's id, and each is counted when bounded. A probe ends when p * S_seen >= r (the count so far is a
+lower bound on S: alpha-CROWN pays) or every withheld subtree has been closed (S is known: it pays or not). The
+decision holds for ``every`` rounds, after which the next probe starts (while it is off, a probe gives alpha-CROWN
+only a few boxes a round, until it has closures to withhold).
 """
 from __future__ import annotations
 

@@ -185,7 +185,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     the rows of all open disjuncts). With ``clip`` and a disjunct of two or more rows (a conjunction), each box is
     first shrunk by :func:`clip_boxes` to where an open disjunct's linear bounds admit a violation (the bounds of all
     its rows at once, which refutes what no single row refutes). A round is not started when the previous one took
-    longer than the time left (the deadline is kept).
+    longer than the time left (the deadline is kept); a deadline of ``bm`` (``bm.deadline``) that passes inside a
+    round ends the search as a timeout with the boxes bounded so far.
 
     Raises:
         CertkitError: the terms do not share one input box; NaN or inf bounds.
@@ -216,77 +217,80 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     last = 0.0                                          # seconds the previous round took
     gate = AlphaGate()                                  # whether alpha-CROWN on the near boxes pays
     tag = torch.full((1,), -1, dtype=torch.long)        # per queued box: the gate's withheld subtree, or -1
-    while lo.shape[0]:
-        threads.tick()
-        if dl.left() <= last:                           # another round would overrun the deadline
-            return "timeout", domains
-        t_round = time.perf_counter()
-        if max_domains is not None and domains >= max_domains:
-            return "unknown", domains
-        lo_b, hi_b, open_b = lo[:batch], hi[:batch], open_[:batch]
-        lo, hi, open_ = lo[batch:], hi[batch:], open_[batch:]
-        tag_b, tag = tag[:batch].clone(), tag[batch:]
-        N = lo_b.shape[0]
-        domains += N
-        gate.count_bounded(tag_b)
-        t_crown = time.perf_counter()
-        lb, A, pert, bounds = crown_boxes(bm, C_rows, lo_b, hi_b)
-        lb, A = lb[:, row_of], A[:, row_of]
-        gate.record_crown(N, time.perf_counter() - t_crown)
-        margin = lb - d64 if sound is None else sound(lo_b, hi_b)
-        m = per_term_max(margin, owner, T)
-        open_b = open_b & ~(m > 0)
-        centers = (lo_b + hi_b) / 2
-        with torch.no_grad():
-            y = net32(centers.float().reshape((N,) + sample_shape)).reshape(N, -1)
-        at_center = per_term_max((y @ C32.T - d32).double(), owner, T)
-        near = open_b.any(1) & (~open_b | (m > -alpha_fraction * (at_center - m))).all(1)
-        near &= ~gate.measured(tag_b)
-        if alpha_iterations > 0 and gate.wanted() and bool(near.any()):
-            idx = near.nonzero().flatten()[:gate.limit()]
-            CC = C_rows[None].expand(len(idx), -1, -1).reshape((len(idx), -1) + tuple(bm.graph.output_shape))
-            t_alpha = time.perf_counter()
-            with torch.enable_grad():
-                lb_a = alpha_crown(bm, Box(pert.x_L[idx], pert.x_U[idx]), CC, [(l[idx], u[idx]) for l, u in bounds],
-                                   alpha_iterations, deadline=time.perf_counter() + max(dl.left(), 0.0)).detach()
-            margin_a = torch.maximum(margin[idx], lb_a[:, row_of] - d64)
-            open_a = open_b[idx] & ~(per_term_max(margin_a, owner, T) > 0)
-            ids = gate.record_alpha(open_b[idx].any(1) & ~open_a.any(1), time.perf_counter() - t_alpha)
-            used = ids < 0                                  # withheld closures stay open, their subtree measured
-            margin[idx[used]], open_b[idx[used]] = margin_a[used], open_a[used]
-            tag_b[idx] = torch.maximum(tag_b[idx], ids)
-        if clip and sound is None and bool(open_b.any()):
-            bias = lb - pert.lower(A.reshape(pert.x_L.shape[:1] + (A.shape[1],) + pert.x_L.shape[1:]))
-            lo_b, hi_b, open_b = clip_boxes(lo_b, hi_b, A, bias, d64[None], owner, open_b)
-        for k in range(T):
-            on = open_b[:, k]
-            if not bool(on.any()):
+    try:
+        while lo.shape[0]:
+            threads.tick()
+            if dl.left() <= last:                           # another round would overrun the deadline
+                return "timeout", domains
+            t_round = time.perf_counter()
+            if max_domains is not None and domains >= max_domains:
+                return "unknown", domains
+            lo_b, hi_b, open_b = lo[:batch], hi[:batch], open_[:batch]
+            lo, hi, open_ = lo[batch:], hi[batch:], open_[batch:]
+            tag_b, tag = tag[:batch].clone(), tag[batch:]
+            N = lo_b.shape[0]
+            domains += N
+            gate.count_bounded(tag_b)
+            t_crown = time.perf_counter()
+            lb, A, pert, bounds = crown_boxes(bm, C_rows, lo_b, hi_b)
+            lb, A = lb[:, row_of], A[:, row_of]
+            gate.record_crown(N, time.perf_counter() - t_crown)
+            margin = lb - d64 if sound is None else sound(lo_b, hi_b)
+            m = per_term_max(margin, owner, T)
+            open_b = open_b & ~(m > 0)
+            centers = (lo_b + hi_b) / 2
+            with torch.no_grad():
+                y = net32(centers.float().reshape((N,) + sample_shape)).reshape(N, -1)
+            at_center = per_term_max((y @ C32.T - d32).double(), owner, T)
+            near = open_b.any(1) & (~open_b | (m > -alpha_fraction * (at_center - m))).all(1)
+            near &= ~gate.measured(tag_b)
+            if alpha_iterations > 0 and gate.wanted() and bool(near.any()):
+                idx = near.nonzero().flatten()[:gate.limit()]
+                CC = C_rows[None].expand(len(idx), -1, -1).reshape((len(idx), -1) + tuple(bm.graph.output_shape))
+                t_alpha = time.perf_counter()
+                with torch.enable_grad():
+                    lb_a = alpha_crown(bm, Box(pert.x_L[idx], pert.x_U[idx]), CC, [(l[idx], u[idx]) for l, u in bounds],
+                                       alpha_iterations, deadline=time.perf_counter() + max(dl.left(), 0.0)).detach()
+                margin_a = torch.maximum(margin[idx], lb_a[:, row_of] - d64)
+                open_a = open_b[idx] & ~(per_term_max(margin_a, owner, T) > 0)
+                ids = gate.record_alpha(open_b[idx].any(1) & ~open_a.any(1), time.perf_counter() - t_alpha)
+                used = ids < 0                                  # withheld closures stay open, their subtree measured
+                margin[idx[used]], open_b[idx[used]] = margin_a[used], open_a[used]
+                tag_b[idx] = torch.maximum(tag_b[idx], ids)
+            if clip and sound is None and bool(open_b.any()):
+                bias = lb - pert.lower(A.reshape(pert.x_L.shape[:1] + (A.shape[1],) + pert.x_L.shape[1:]))
+                lo_b, hi_b, open_b = clip_boxes(lo_b, hi_b, A, bias, d64[None], owner, open_b)
+            for k in range(T):
+                on = open_b[:, k]
+                if not bool(on.any()):
+                    continue
+                cand = [centers[on]]
+                if vertices:
+                    row = margin[on].masked_fill(owner[None] != k, -torch.inf).argmax(1)
+                    A_row = A[on][torch.arange(int(on.sum())), row]
+                    cand.append(torch.where(A_row >= 0, lo_b[on], hi_b[on]))
+                found = checks[k](torch.cat(cand))
+                if found is not None:
+                    return found, domains
+            keep = open_b.any(1)
+            if not bool(keep.any()):
+                gate.end_round(tag)
+                last = time.perf_counter() - t_round
                 continue
-            cand = [centers[on]]
-            if vertices:
-                row = margin[on].masked_fill(owner[None] != k, -torch.inf).argmax(1)
-                A_row = A[on][torch.arange(int(on.sum())), row]
-                cand.append(torch.where(A_row >= 0, lo_b[on], hi_b[on]))
-            found = checks[k](torch.cat(cand))
-            if found is not None:
-                return found, domains
-        keep = open_b.any(1)
-        if not bool(keep.any()):
+            lo_b, hi_b, open_b = lo_b[keep], hi_b[keep], open_b[keep]
+            # split for the open disjunct that the box center comes closest to violating
+            focus = at_center[keep].masked_fill(~open_b, torch.inf).argmin(1)
+            rows = (owner[None] == focus[:, None]).to(A.dtype)                         # (N_keep, S)
+            scores = split_scores(lo_b, hi_b, A[keep] * rows[..., None], width0, width_floor)
+            children_lo, children_hi = split(lo_b, hi_b, scores.argmax(1))
+            reps = children_lo.shape[0] // lo_b.shape[0]
+            lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
+            open_ = torch.cat([open_b.repeat(reps, 1), open_])
+            tag = torch.cat([tag_b[keep].repeat(reps), tag])
             gate.end_round(tag)
             last = time.perf_counter() - t_round
-            continue
-        lo_b, hi_b, open_b = lo_b[keep], hi_b[keep], open_b[keep]
-        # split for the open disjunct that the box center comes closest to violating
-        focus = at_center[keep].masked_fill(~open_b, torch.inf).argmin(1)
-        rows = (owner[None] == focus[:, None]).to(A.dtype)                         # (N_keep, S)
-        scores = split_scores(lo_b, hi_b, A[keep] * rows[..., None], width0, width_floor)
-        children_lo, children_hi = split(lo_b, hi_b, scores.argmax(1))
-        reps = children_lo.shape[0] // lo_b.shape[0]
-        lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
-        open_ = torch.cat([open_b.repeat(reps, 1), open_])
-        tag = torch.cat([tag_b[keep].repeat(reps), tag])
-        gate.end_round(tag)
-        last = time.perf_counter() - t_round
+    except TimeoutError:                                # bm.deadline passed inside a round
+        return "timeout", domains
     return "unsat", domains
 
 

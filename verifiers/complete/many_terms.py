@@ -123,7 +123,8 @@ def batched_split_refute(bm, net32, onnx_model, terms: list, dl, batch: int = 51
     screened in float32 and replayed exactly (input_split.candidate_checker); an open sub-box is bisected along the
     coordinate of input_split.split_scores. Returns (status, sub-boxes bounded): "unsat" when every disjunct is
     refuted, a validated ``sat`` InstanceResult, "timeout" when the next round would pass ``dl``, or "unknown"
-    after ``max_domains``. Raises TimeoutError when ``bm.deadline`` passes inside a round."""
+    after ``max_domains``; "timeout" too when ``bm.deadline`` passes inside a round (with the sub-boxes bounded so
+    far)."""
     shape = tuple(bm.graph.input_shape)
     domains = 0
     last = 0.0
@@ -131,37 +132,40 @@ def batched_split_refute(bm, net32, onnx_model, terms: list, dl, batch: int = 51
     groups: dict = {}
     for t in terms:
         groups.setdefault(t.C.shape[0], []).append(t)
-    for group in groups.values():
-        lo, hi, C, d = _stack(group, torch.float64)
-        owner = torch.arange(len(group))
-        width0 = (hi - lo).clamp(min=1e-12)
-        while lo.shape[0]:
-            if dl.left() <= last:
-                return "timeout", domains
-            if max_domains is not None and domains >= max_domains:
-                return "unknown", domains
-            t_round = time.perf_counter()
-            L, U, CC, dd, own, W = (v[:batch] for v in (lo, hi, C, d, owner, width0))
-            lo, hi, C, d, owner, width0 = (v[batch:] for v in (lo, hi, C, d, owner, width0))
-            N = L.shape[0]
-            domains += N
-            with torch.no_grad():
-                lb, _, A = box_margins(bm, Box(L.reshape((N,) + shape), U.reshape((N,) + shape)), CC)
-            keep = ((lb - dd) <= 0).all(1)
-            L, U, CC, dd, own, W, A, lb = (v[keep] for v in (L, U, CC, dd, own, W, A, lb))
-            if L.shape[0]:
-                A = A.reshape(A.shape[:2] + (-1,))
-                row = (lb - dd).argmax(1)                     # the row closest to refutation
-                A_row = A[torch.arange(A.shape[0]), row]
-                for cand in ((L + U) / 2, torch.where(A_row >= 0, L, U)):
-                    found = _screen(net32, onnx_model, group, cand, own, CC, dd, replays)
-                    if found is not None:
-                        return found, domains
-                children_lo, children_hi = split_boxes(L, U, split_scores(L, U, A, W, width_floor).argmax(1))
-                lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
-                C, d = torch.cat([CC, CC, C]), torch.cat([dd, dd, d])
-                owner, width0 = torch.cat([own, own, owner]), torch.cat([W, W, width0])
-            last = time.perf_counter() - t_round
+    try:
+        for group in groups.values():
+            lo, hi, C, d = _stack(group, torch.float64)
+            owner = torch.arange(len(group))
+            width0 = (hi - lo).clamp(min=1e-12)
+            while lo.shape[0]:
+                if dl.left() <= last:
+                    return "timeout", domains
+                if max_domains is not None and domains >= max_domains:
+                    return "unknown", domains
+                t_round = time.perf_counter()
+                L, U, CC, dd, own, W = (v[:batch] for v in (lo, hi, C, d, owner, width0))
+                lo, hi, C, d, owner, width0 = (v[batch:] for v in (lo, hi, C, d, owner, width0))
+                N = L.shape[0]
+                domains += N
+                with torch.no_grad():
+                    lb, _, A = box_margins(bm, Box(L.reshape((N,) + shape), U.reshape((N,) + shape)), CC)
+                keep = ((lb - dd) <= 0).all(1)
+                L, U, CC, dd, own, W, A, lb = (v[keep] for v in (L, U, CC, dd, own, W, A, lb))
+                if L.shape[0]:
+                    A = A.reshape(A.shape[:2] + (-1,))
+                    row = (lb - dd).argmax(1)                     # the row closest to refutation
+                    A_row = A[torch.arange(A.shape[0]), row]
+                    for cand in ((L + U) / 2, torch.where(A_row >= 0, L, U)):
+                        found = _screen(net32, onnx_model, group, cand, own, CC, dd, replays)
+                        if found is not None:
+                            return found, domains
+                    children_lo, children_hi = split_boxes(L, U, split_scores(L, U, A, W, width_floor).argmax(1))
+                    lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
+                    C, d = torch.cat([CC, CC, C]), torch.cat([dd, dd, d])
+                    owner, width0 = torch.cat([own, own, owner]), torch.cat([W, W, width0])
+                last = time.perf_counter() - t_round
+    except TimeoutError:                                # bm.deadline passed inside a round
+        return "timeout", domains
     return "unsat", domains
 
 
