@@ -35,11 +35,12 @@ class AlphaGate:
         self.probing = True
         self.rounds_since = 0
         self.alpha_cost = self.crown_cost = torch.inf       # seconds per box, the cheapest call so far
+        self.next_id = 0                                    # ids of withheld boxes grow over the whole search
         self._reset()
 
     def _reset(self):
         self.tried = self.closed = 0
-        self.first_id = self.next_id = getattr(self, "next_id", 0)
+        self.first_id = self.next_id                        # this probe's ids start here
         self.counts: list[int] = []
 
     def wanted(self) -> bool:
