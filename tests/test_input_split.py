@@ -16,7 +16,8 @@ from certkit.common.errors import CertkitError
 from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
 from certkit.verifiers.complete.input_split import clip_boxes, input_split_bab, split_boxes, split_scores
-from certkit.verifiers.complete.strategy import Deadline, verify_property
+from certkit.verifiers.complete.many_terms import neuron_count
+from certkit.verifiers.complete.strategy import Deadline, input_split_batch, verify_property
 from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
 from conftest import export_onnx
@@ -214,6 +215,15 @@ def test_split_scores_follow_the_formula():
     A[:, :, 0] = 0
     hi[:, 0], hi[:, 1:] = 2.0, 1e-3
     assert bool((split_scores(lo, hi, A, w0, 0.03).argmax(1) == 0).all())
+
+
+@pytest.mark.parametrize("hidden, want", [((16, 16), 16384), ((100, 100), 4096), ((1500, 1500), 2048)])
+def test_round_size_follows_the_network_size(hidden, want):
+    """2^21 values per round over every node, as a power of two in [2048, 16384]: small nets get large rounds."""
+    bm = BoundedModule(relu_net(0, hidden).double(), (N_IN,))
+    values = N_IN + 2 * sum(hidden) + N_OUT        # input, each hidden Linear and ReLU output, the last Linear
+    assert neuron_count(bm) == values
+    assert input_split_batch(bm) == want == min(16384, max(2048, 2 ** int(np.floor(np.log2(2 ** 21 / values)))))
 
 
 def test_the_deadline_is_kept(tmp_path):
