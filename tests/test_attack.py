@@ -1,7 +1,8 @@
-"""verifiers/attack.py: output-diversified starts (ODI) against closed forms on linear maps."""
+"""verifiers/attack.py: output-diversified starts (ODI) against closed forms on linear maps; PGD with shrinking
+steps reaching a counterexample region far narrower than its box."""
 import torch
 
-from certkit.verifiers.attack import output_diversified_starts
+from certkit.verifiers.attack import REFINE_STEPS, falsifier_step_sizes, output_diversified_starts, pgd_box, pgd_refine
 
 
 def _box(b, n, seed):
@@ -220,3 +221,23 @@ def test_order_only_properties_attack_the_logits_of_a_saturated_softmax():
     assert not compares_two_outputs(term([[1, -1, 0]], [0.5]))
     assert not compares_two_outputs(term([[1, -2, 0]], [0]))
     assert not compares_two_outputs(term([[1, 0, 0]], [0]))
+
+
+def test_shrinking_steps_reach_a_region_fixed_steps_circle():
+    """objective |x - c|_1 - r on [0, 1]^5: its counterexamples are the L1 ball of radius r = 1e-3 around c. Signed
+    steps of a fixed size s move every coordinate by s, so PGD at the falsifier's step sizes ends |x - c|_1 of order
+    5 s / 2 > r; the schedule of pgd_refine ends each stage within one step of c per coordinate, and its last step
+    (1e-5 of the width) puts |x - c|_1 <= 5e-5 < r."""
+    g = torch.Generator().manual_seed(0)
+    c = torch.rand(1, 5, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    r = 1e-3
+    obj = lambda x: (x - c).abs().sum(1) - r  # noqa: E731
+    lo, hi = torch.zeros(16, 5, dtype=torch.float64), torch.ones(16, 5, dtype=torch.float64)
+    x0 = torch.rand(16, 5, generator=g, dtype=torch.float64)
+    for step in falsifier_step_sizes(lo, hi):
+        _, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, early_stop=False)
+        assert bool((val > 0).all())                    # the fixed steps alone do not get there
+    x, val = pgd_refine(obj, lo, hi, x0)
+    assert bool((val < 0).any()) and bool(((x >= lo) & (x <= hi)).all())
+    assert torch.allclose(val, obj(x))
+    assert REFINE_STEPS[-1] * 5 < r                    # the argument above, for the schedule as defined

@@ -18,6 +18,7 @@ from certkit.verifiers.bounds.ibp_crown import BoundedModule
 from certkit.verifiers.complete.input_split import clip_boxes, input_split_bab, split_boxes, split_scores
 from certkit.verifiers.complete.many_terms import neuron_count
 from certkit.verifiers.complete.strategy import Deadline, input_split_batch, verify_property
+from certkit.verifiers.complete.vnncomp_format import InstanceResult
 from certkit.verifiers.complete.vnnlib import parse_vnnlib
 
 from conftest import export_onnx
@@ -247,6 +248,38 @@ def test_the_deadline_is_kept(tmp_path):
     elapsed = time.perf_counter() - dl.t0
     assert status == "timeout" and n > 0
     assert elapsed <= 1.1 * budget, elapsed
+
+
+def test_the_leaf_attack_gets_the_bound_minimisers_within_its_time_share(tmp_path):
+    """The search hands its attack the bound minimisers of its open boxes (points of the box), stops at the attack's
+    answer, and spends on it at most its share of the search's time (plus the one call that crossed it)."""
+    net = relu_net(3, hidden=(64, 64, 64), n_in=16)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    gen = torch.Generator().manual_seed(0)
+    box = (-torch.ones(256, 16), torch.ones(256, 16))
+    _, best = pgd_box(lambda x: -net(x)[:, 0], *box, steps=100, restarts=4, generator=gen, early_stop=False)
+    c = float(-best.min() + 0.05)        # y_0 >= c: beyond what PGD reaches, far from settled in 2 s (as above)
+    prop = write_property(tmp_path / "p.vnnlib", [(-np.ones(16), np.ones(16))], [[(-1, 0, c)]])
+    bm = bounded(onnx_model)
+    calls, spent = [], []
+
+    def attack(x):
+        t = time.perf_counter()
+        calls.append(x)
+        time.sleep(0.03)
+        spent.append(time.perf_counter() - t)
+        return None
+    dl = Deadline(2.0)
+    status, n = input_split_bab(bm, onnx_model.module.float().eval(), onnx_model, prop.terms, dl, None, 64,
+                                attack=attack, attack_share=0.1)
+    elapsed = time.perf_counter() - dl.t0
+    assert status == "timeout" and calls
+    assert all(x.shape[1] == 16 and bool((x.abs() <= 1).all()) for x in calls)
+    assert sum(spent) <= 0.1 * elapsed + max(spent) + 0.01, (sum(spent), elapsed)
+    sentinel = InstanceResult("sat", 0.0, method="test")
+    status, _ = input_split_bab(bounded(onnx_model), onnx_model.module.float().eval(), onnx_model, prop.terms,
+                                Deadline(30), None, 64, attack=lambda x: sentinel)
+    assert status is sentinel
 
 
 def test_a_deadline_inside_a_round_is_a_timeout_with_its_box_count(tmp_path):

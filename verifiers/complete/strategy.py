@@ -35,9 +35,12 @@ from certkit.common.faults import fault_point
 from certkit.common.numerics import flush_denormal
 from certkit.models.onnx_import import OnnxModel, load_onnx
 from certkit.verifiers.attack import (
+    REFINE_STAGE_STEPS,
+    REFINE_STEPS,
     falsifier_starts,
     falsifier_step_sizes,
     pgd_box,
+    pgd_refine,
     straight_through,
     without_output_softmax,
 )
@@ -69,6 +72,8 @@ from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
 #: 16, from VNN-COMP nn4sys pensieve_big_parallel (96 inputs, 32 free): 4 of 4 sampled instances unsat by input
 #: splitting in 6-14 s, 0 of 4 by activation splitting in 30 s
 INPUT_SPLIT_MAX_DIM = 32
+#: the falsifier refines this many of its best PGD points with shrinking steps (verifiers/attack.py pgd_refine)
+REFINE_POINTS = 64
 #: networks with at most this many values per sample (neuron_count: every node's output, input included) get CROWN
 #: before the attacks (ACAS Xu 620, lsnc 157 / 384, a 6 x 256 MNIST MLP about 4,000; sri_resnet_b's ResNet 33,490)
 QUICK_CROWN = 10_000
@@ -304,8 +309,9 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         searches = open_terms
     for unit in searches:
         if kind == "input":
+            attack, cost = leaf_attack(net32, onnx_model, unit, dl)
             status, n = input_split_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total),
-                                       batch or input_split_batch(bm))
+                                       batch or input_split_batch(bm), attack=attack, attack_cost=cost)
         else:
             status, n = activation_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total),
                                        root_bounds=roots.get(unit, time.perf_counter() + dl.left()))
@@ -417,6 +423,7 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
             found.seconds = time.perf_counter() - dl.t0
         return found
     lo, hi = lo.expand(starts, -1), hi.expand(starts, -1)
+    tried = []                                          # (points, objectives) of each step size
     for step in falsifier_step_sizes(lo, hi):
         end = time.perf_counter() + max(dl.left(), 0.0)
         x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
@@ -425,11 +432,51 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
         if found is not None:
             found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
             return found
-        if dl.passed():
-            break
-        if until is not None and time.perf_counter() > until:
-            break
-    return None
+        tried.append((x, val))
+        if dl.passed() or (until is not None and time.perf_counter() > until):
+            return None
+    if not tried:
+        return None
+    # the best REFINE_POINTS points, with shrinking steps (counterexamples in regions far narrower than the box)
+    xs, vals = torch.cat([t[0] for t in tried]), torch.cat([t[1] for t in tried])
+    idx = vals.argsort()[:REFINE_POINTS]
+    end = time.perf_counter() + max(dl.left(), 0.0)
+    k = len(idx)
+    x, _ = pgd_refine(obj, lo[:1].expand(k, -1), hi[:1].expand(k, -1), xs[idx],
+                      deadline=end if until is None else min(end, until))
+    found = _check_group(net32, onnx_model, terms, x.double())
+    if found is not None:
+        found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
+    return found
+
+
+def leaf_attack(net32, onnx_model, terms: list, dl):
+    """The attack input-split branch and bound runs from its bound minimisers (``attack`` of
+    :func:`~certkit.verifiers.complete.input_split.input_split_bab`): the REFINE_POINTS of them with the lowest
+    objective (:func:`group_objective` of the disjuncts ``terms``, over their one box) refined by PGD with
+    shrinking steps in the whole box (:func:`~certkit.verifiers.attack.pgd_refine`), then replayed exactly; the
+    attack returns a validated ``sat`` InstanceResult or None. Returns (attack, its expected cost in seconds: one
+    gradient of the objective at REFINE_POINTS points, timed, times the steps of pgd_refine)."""
+    obj = group_objective(net32, terms, onnx_model.sample_shape)
+    lo = torch.tensor(terms[0].x_L, dtype=torch.float32)[None]
+    hi = torch.tensor(terms[0].x_U, dtype=torch.float32)[None]
+    probe = (lo + hi).expand(REFINE_POINTS, -1) / 2
+    t = time.perf_counter()
+    pgd_box(obj, lo.expand(REFINE_POINTS, -1), hi.expand(REFINE_POINTS, -1), steps=1, restarts=1, x_init=probe,
+            early_stop=False)
+    cost = (time.perf_counter() - t) * REFINE_STAGE_STEPS * len(REFINE_STEPS)
+
+    def attack(x: torch.Tensor):
+        x = x.float()
+        with torch.no_grad():
+            idx = obj(x).argsort()[:REFINE_POINTS]
+        k = len(idx)
+        x, _ = pgd_refine(obj, lo.expand(k, -1), hi.expand(k, -1), x[idx], deadline=time.perf_counter() + dl.left())
+        found = _check_group(net32, onnx_model, terms, x.double())
+        if found is not None:
+            found.seconds, found.method = time.perf_counter() - dl.t0, "input-split BaB + PGD"
+        return found
+    return attack, cost
 
 
 def keep_attacking(net32, onnx_model, terms: list, starts: int, gen: torch.Generator, dl, res: InstanceResult,
