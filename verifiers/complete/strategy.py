@@ -665,8 +665,8 @@ def input_split_batch(bm) -> int:
     a power of two between 2,048 and 16,384. On a small network the per-op overhead of a round dominates, so
     larger rounds bound more boxes per second (lsnc quadrotor2d_state, 157 values per sample, 8,192 instead of
     2,048: state_1 unsat in 14.6 s instead of 21.0 s with the same boxes within 0.1%). ACAS Xu (620 values) keeps
-    2,048: with 4,096 the counterexample of 1_9 prop 7 (sat) was not found in 60 s, and its bounds cost the same
-    per box either way."""
+    2,048: its bounds cost the same per box in larger rounds, and with 4,096 the VNN-COMP 2021 instance 1_9 prop 7
+    (sat) ran past 60 s (73,727 boxes) where with 2,048 the search reached its counterexample at 61,439."""
     fit = 2 ** 21 // max(1, neuron_count(bm))
     return min(16384, max(2048, 1 << (max(1, fit).bit_length() - 1)))
 
