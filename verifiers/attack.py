@@ -370,6 +370,8 @@ def pgd_refine(objective: Callable[[torch.Tensor], torch.Tensor], x_L: torch.Ten
 
     Returns:
         (x_best, obj_best): the best point per row (inside its box) and its objective (B,).
+    Raises:
+        CertkitError: steps < 0 (from :func:`pgd_box`).
     """
     w = float((x_U - x_L).max())
     val = None

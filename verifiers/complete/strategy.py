@@ -439,14 +439,23 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
         return None
     # the best REFINE_POINTS points, with shrinking steps (counterexamples in regions far narrower than the box)
     xs, vals = torch.cat([t[0] for t in tried]), torch.cat([t[1] for t in tried])
-    idx = vals.argsort()[:REFINE_POINTS]
+    return _refine_and_check(net32, onnx_model, terms, obj, lo[:1], hi[:1], xs, vals, dl, until, "PGD")
+
+
+def _refine_and_check(net32, onnx_model, terms: list, obj, lo: torch.Tensor, hi: torch.Tensor, x: torch.Tensor,
+                      val: torch.Tensor, dl, until: float | None, method: str):
+    """The REFINE_POINTS points of x (N, n) with the lowest objective ``val`` (N,) refined by
+    :func:`~certkit.verifiers.attack.pgd_refine` in the box lo, hi (1, n) until ``dl`` (or ``until``, if earlier),
+    then replayed exactly (:func:`_check_group`): a validated ``sat`` InstanceResult stamped with ``method``, or
+    None."""
+    idx = val.argsort()[:REFINE_POINTS]
     end = time.perf_counter() + max(dl.left(), 0.0)
     k = len(idx)
-    x, _ = pgd_refine(obj, lo[:1].expand(k, -1), hi[:1].expand(k, -1), xs[idx],
+    x, _ = pgd_refine(obj, lo.expand(k, -1), hi.expand(k, -1), x[idx],
                       deadline=end if until is None else min(end, until))
     found = _check_group(net32, onnx_model, terms, x.double())
     if found is not None:
-        found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
+        found.seconds, found.method = time.perf_counter() - dl.t0, method
     return found
 
 
@@ -455,8 +464,9 @@ def leaf_attack(net32, onnx_model, terms: list, dl):
     :func:`~certkit.verifiers.complete.input_split.input_split_bab`): the REFINE_POINTS of them with the lowest
     objective (:func:`group_objective` of the disjuncts ``terms``, over their one box) refined by PGD with
     shrinking steps in the whole box (:func:`~certkit.verifiers.attack.pgd_refine`), then replayed exactly; the
-    attack returns a validated ``sat`` InstanceResult or None. Returns (attack, its expected cost in seconds: one
-    gradient of the objective at REFINE_POINTS points, timed, times the steps of pgd_refine)."""
+    attack takes points x (N, n) of the box and returns a validated ``sat`` InstanceResult or None. Returns (attack,
+    its expected cost in seconds: one gradient of the objective at REFINE_POINTS points, timed, times the steps of
+    pgd_refine)."""
     obj = group_objective(net32, terms, onnx_model.sample_shape)
     lo = torch.tensor(terms[0].x_L, dtype=torch.float32)[None]
     hi = torch.tensor(terms[0].x_U, dtype=torch.float32)[None]
@@ -469,13 +479,8 @@ def leaf_attack(net32, onnx_model, terms: list, dl):
     def attack(x: torch.Tensor):
         x = x.float()
         with torch.no_grad():
-            idx = obj(x).argsort()[:REFINE_POINTS]
-        k = len(idx)
-        x, _ = pgd_refine(obj, lo.expand(k, -1), hi.expand(k, -1), x[idx], deadline=time.perf_counter() + dl.left())
-        found = _check_group(net32, onnx_model, terms, x.double())
-        if found is not None:
-            found.seconds, found.method = time.perf_counter() - dl.t0, "input-split BaB + PGD"
-        return found
+            val = obj(x)
+        return _refine_and_check(net32, onnx_model, terms, obj, lo, hi, x, val, dl, None, "input-split BaB + PGD")
     return attack, cost
 
 
