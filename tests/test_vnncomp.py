@@ -2,6 +2,7 @@
 by onnxruntime, result files in the competition format, and the instances.csv runner."""
 import csv
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -125,7 +126,6 @@ def test_the_command_writes_its_result_within_the_time_limit_from_its_start(tmp_
     the limit. Tolerance 1 s (the promise) + 0.5 s for this test's own process start."""
     import subprocess
     import sys
-    import time
 
     import torch
     from torch import nn
@@ -161,7 +161,6 @@ def test_the_time_limit_holds_when_the_verifier_does_not_return(tmp_path):
     import os
     import subprocess
     import sys
-    import time
 
     limit = 4.0
     t0 = time.time()
@@ -282,7 +281,6 @@ def test_intermediate_optimisation_leaves_half_the_time_to_branch_and_bound(monk
     """alpha-CROWN on a whole disjunct that CROWN's intermediate bounds leave open optimises the intermediate bounds
     with a deadline of half the time left (branch and bound gets the other half)."""
     import copy
-    import time
 
     from certkit.verifiers.bounds.ibp_crown import BoundedModule
     from certkit.verifiers.complete import strategy
@@ -386,11 +384,11 @@ def test_attacks_get_the_time_that_crown_cannot_use(monkeypatch):
     monkeypatch.setattr(strategy, "QUICK_CROWN", 0)
     monkeypatch.setattr(strategy, "ROOT_CROWN_SHARE", 0.0)
     crown_tried = []
-    real_crown, real_falsify = strategy.RootBounds.crown_refuted, strategy.falsify
+    real_crown, real_falsify = strategy.RootBounds.crown_refuted_all, strategy.falsify
 
-    def crown(self, term):
+    def crown(self, terms):
         crown_tried.append(True)
-        return real_crown(self, term)
+        return real_crown(self, terms)
 
     def falsify(*args, **kwargs):
         return real_falsify(*args, **kwargs) if crown_tried else None
@@ -402,10 +400,59 @@ def test_attacks_get_the_time_that_crown_cannot_use(monkeypatch):
         kept.append(res.reason)
         return real_keep(net32, onnx_model, terms, starts, gen, dl, res, *args)
 
-    monkeypatch.setattr(strategy.RootBounds, "crown_refuted", crown)
+    monkeypatch.setattr(strategy.RootBounds, "crown_refuted_all", crown)
     monkeypatch.setattr(strategy, "falsify", falsify)
     monkeypatch.setattr(strategy, "keep_attacking", keep_attacking)
     res = verify_instance(ACAS17, VNN / "prop_3.vnnlib", timeout=30)
     assert crown_tried and res.status == "sat", res
     assert len(kept) == 1 and "CROWN's intermediate bounds took over 0%" in kept[0], kept
     _check_witness(res, ACAS17, VNN / "prop_3.vnnlib")
+
+
+def test_disjuncts_over_one_box_are_bounded_together(monkeypatch):
+    """RootBounds bounds the disjuncts over one box in one CROWN pass and one alpha-CROWN run per stage (one set of
+    alphas per row), and refutes exactly the disjuncts whose rows' own bounds exceed d: here one row that CROWN
+    refutes, one that only alpha-CROWN refutes, one that nothing refutes (its d is above the value at the box
+    center), and a disjunct of two rows refuted through its second."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from certkit.verifiers.bounds.alpha_crown import alpha_crown
+    from certkit.verifiers.bounds.ibp_crown import BoundedModule
+    from certkit.verifiers.complete import strategy
+
+    m = load_onnx(ACAS11)
+    base = parse_vnnlib(VNN / "prop_1.vnnlib").terms[0]
+    bm = BoundedModule(copy.deepcopy(m.module).double().eval(), m.sample_shape)
+    roots = strategy.RootBounds(bm)
+    C = np.eye(5)[:3] - np.eye(5)[[4, 4, 4]]                       # y_i - y_4, i = 0, 1, 2
+    CC = torch.tensor(C).reshape((1, 3, 5))
+    pert = roots._pert(base)
+    crown = roots.crown_bounds(base)
+    with torch.no_grad():
+        A, bias = bm.propagate(bm.graph.output, CC, crown, {})
+        lb_crown = (bias + pert.lower(A))[0].numpy()
+    lb_alpha = alpha_crown(bm, pert, CC, crown).detach()[0].numpy()
+    center = C @ m.module.double()(torch.tensor((base.x_L + base.x_U) / 2).reshape(1, 5)).detach().numpy()[0]
+    gain = lb_alpha - lb_crown
+    assert gain[1] > 1e-6, gain                                    # alpha-CROWN tightens row 1 on this box
+
+    def term(rows, d):
+        return dataclasses.replace(base, C=C[rows], d=np.array(d, dtype=np.float64), strict=np.zeros(len(rows), bool))
+
+    terms = [term([0], [lb_crown[0] - 1e-3]), term([1], [lb_crown[1] + gain[1] / 2]), term([2], [center[2] + 1.0]),
+             term([2, 0], [center[2] + 1.0, lb_crown[0] - 1e-3])]
+    calls = []
+    real = strategy.alpha_crown
+
+    def spy(bm_, pert_, CC_, *args, **kwargs):
+        calls.append(CC_.shape[1])
+        return real(bm_, pert_, CC_, *args, **kwargs)
+
+    monkeypatch.setattr(strategy, "alpha_crown", spy)
+    assert roots.crown_refuted_all(terms) == [True, False, False, True]
+    assert [roots.crown_refuted(t) for t in terms] == [True, False, False, True]
+    assert roots.refuted_all(terms[1:3], time.perf_counter() + 20.0) == [True, False]
+    assert calls == [2, 1], calls            # both rows at once; then the open one over optimised bounds
