@@ -108,3 +108,17 @@ def constant_alpha(n_alpha: int, in_bounds, value: float) -> torch.Tensor:
 def per_row(t: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
     """(B, *shape) -> (B, 1, *shape) when per-row alphas (n_alpha, B, S, *shape) are given, else unchanged."""
     return t if alpha is None else t.unsqueeze(1)
+
+
+def float32_units(t: torch.Tensor) -> float:
+    """eps(t.dtype) / eps(float32): 1 for float32, 2^-29 (1.9e-9) for float64.
+
+    The rounding allowances of the smooth activations' lines (an outward shift of 1e-6 (1 + |f(l)| + |f(u)|), the
+    width below which an interval gets constant bounds, 1e-5) are written for float32 and multiplied by this, so that
+    they cover the rounding of the dtype the bounds are computed in and no more. In float64 (every complete verifier
+    in certkit) a float32-sized shift loosened a sum of products of sines and cosines (VNN-COMP ml4acopf's power-flow
+    networks) by 1e-4 where the property's margin is 1e-4: no box, however small, could be refuted. The default mode
+    bounds the network in real arithmetic (docs/guarantees.md); the float32 execution of sin, exp, ... is no more
+    covered there than that of a matrix product, and ``--sound`` refuses these ops.
+    """
+    return torch.finfo(t.dtype).eps / torch.finfo(torch.float32).eps

@@ -5,16 +5,19 @@ Lines on [l, u] inside the function's domain:
     upper = the tangent at d = l + alpha (u - l), alpha in [0, 1] (CROWN: alpha = 1/2), d kept >= ``d_min`` where the
         derivative is infinite at the domain's end (sqrt at 0); a tangent of a concave function lies above it
         everywhere;
-    lower = the chord (on intervals narrower than 1e-5 the constant min(f(l), f(u))).
-Both are shifted outward by 1e-6 (1 + |f(l)| + |f(u)|) (float32 rounding of the function as a network runs it).
+    lower = the chord (on narrow intervals the constant min(f(l), f(u))).
+Both are shifted outward by 1e-6 (1 + |f(l)| + |f(u)|) when computed in float32, the same multiple of 1.9e-15 in
+float64 (activation.py ``float32_units``); intervals narrower than 1e-5 (1.9e-14 in float64) get the constant lower
+bound.
 """
 from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.bounds.ops.activation import Activation, float32_units
 
 SHIFT = 1e-6
+NARROW = 1e-5
 
 
 class Concave(Activation):
@@ -33,9 +36,9 @@ class Concave(Activation):
     def relax(self, l, u, alpha=None, setup=None):
         f = self.function
         fl, fu = f(l), f(u)
-        shift = SHIFT * (1 + fl.abs() + fu.abs())
+        shift = SHIFT * float32_units(l) * (1 + fl.abs() + fu.abs())
         width = u - l
-        narrow = width < 1e-5
+        narrow = width < NARROW * float32_units(l)
         k = torch.where(narrow, torch.zeros_like(l), (fu - fl) / torch.where(narrow, torch.ones_like(width), width))
         aL = k
         cL = torch.where(narrow, torch.minimum(fl, fu), fl - k * l) - shift

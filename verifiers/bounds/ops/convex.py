@@ -5,19 +5,22 @@ For a convex f on [l, u] every tangent lies below f and the chord through (l, f(
 (the convex-function case of the CROWN relaxations, Zhang et al. NeurIPS 2018, Sec. 3.3; as auto_LiRPA's Exp and
 Softplus). Lines on [l, u]:
     lower = the tangent at d = l + alpha (u - l), alpha in [0, 1] (CROWN: alpha = 1/2, the midpoint);
-    upper = the chord (on intervals narrower than 1e-5 the constant max(f(l), f(u)), free of the chord's division).
-Both are shifted outward by 1e-6 (1 + |f(l)| + |f(u)|), which covers the float32 rounding of the function as a
-network evaluates it; a subclass whose computed function is convex only up to a small ``gap`` (torch's softplus
-switches to the identity above a threshold) adds the gap. Where a subclass declares
+    upper = the chord (on intervals narrower than 1e-5, 1.9e-14 in float64, the constant max(f(l), f(u)), free of
+    the chord's division).
+Both are shifted outward by 1e-6 (1 + |f(l)| + |f(u)|) when computed in float32, the same multiple of 1.9e-15 in
+float64 (activation.py ``float32_units``: the rounding of the dtype the bounds are computed in); a subclass whose
+computed function is convex only up to a small ``gap`` (torch's softplus switches to the identity above a threshold)
+adds the gap. Where a subclass declares
 an exact linear piece (``linear_from``: f(z) = z for z >= that point, ELU), intervals inside it are exact.
 """
 from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation
+from certkit.verifiers.bounds.ops.activation import Activation, float32_units
 
 SHIFT = 1e-6
+NARROW = 1e-5
 
 
 class Convex(Activation):
@@ -41,9 +44,9 @@ class Convex(Activation):
     def relax(self, l, u, alpha=None, setup=None):
         f = self.function
         fl, fu = f(l), f(u)
-        shift = SHIFT * (1 + fl.abs() + fu.abs()) + self.gap
+        shift = SHIFT * float32_units(l) * (1 + fl.abs() + fu.abs()) + self.gap
         width = u - l
-        narrow = width < 1e-5
+        narrow = width < NARROW * float32_units(l)
         k = torch.where(narrow, torch.zeros_like(l), (fu - fl) / torch.where(narrow, torch.ones_like(width), width))
         aU = k
         cU = torch.where(narrow, torch.maximum(fl, fu), fu - k * u) + shift

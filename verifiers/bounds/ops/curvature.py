@@ -7,22 +7,23 @@ too. Both are sound for any f of the family, periodic or not, without checking t
 side takes the Taylor line where its gap to f at the midpoint, M w^2 / 2, is at most the constant's, f(d) - min f
 (resp. max f - f(d)): narrow intervals, where the line also carries how f moves with z (a constant carries nothing,
 so CROWN through constants is IBP), else the constant (wide intervals). Both are moved outward by
-1e-6 (1 + |f(l)| + |f(u)|) for the float32 rounding of f. Taylor's theorem holds at any point d of [l, u], with the
-gap M r^2 / 2, r = max(d - l, u - d): alpha-CROWN (Xu et al. ICLR 2021) optimises each side's expansion point
+1e-6 (1 + |f(l)| + |f(u)|) for the rounding of f when computed in float32, the same multiple of 1.9e-15 in float64
+(activation.py ``float32_units``). Taylor's theorem holds at any point d of [l, u], with the gap M r^2 / 2,
+r = max(d - l, u - d): alpha-CROWN (Xu et al. ICLR 2021) optimises each side's expansion point
 d = l + alpha (u - l), from the midpoint (alpha = 1/2), where the Taylor line is taken.
 """
 from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation, constant_alpha
+from certkit.verifiers.bounds.ops.activation import Activation, constant_alpha, float32_units
 
 SHIFT = 1e-6
 
 
 class Ranged(Activation):
     """An activation whose range over [l, u] is known (``extremes``): IBP is that range, moved outward by
-    1e-6 (1 + |min| + |max|); every non-degenerate interval is worth refining."""
+    1e-6 (1 + |min| + |max|) in float32 units (``float32_units``); every non-degenerate interval is worth refining."""
 
     def extremes(self, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A lower bound of min f and an upper bound of max f on [l, u] (elementwise)."""
@@ -33,7 +34,7 @@ class Ranged(Activation):
 
     def ibp(self, iv):
         lo, hi = self.extremes(*iv)
-        shift = SHIFT * (1 + lo.abs() + hi.abs())
+        shift = SHIFT * float32_units(lo) * (1 + lo.abs() + hi.abs())
         return lo - shift, hi + shift
 
 
@@ -56,7 +57,7 @@ class BoundedCurvature(Ranged):
     def relax(self, l, u, alpha=None, setup=None):
         lo, hi = self.ibp((l, u))
         d = (l + u) / 2
-        shift = SHIFT * (1 + self.function(l).abs() + self.function(u).abs())
+        shift = SHIFT * float32_units(l) * (1 + self.function(l).abs() + self.function(u).abs())
         a, c, half = self._taylor(l, u, d, shift)
         fd = self.function(d)
         use_low = half <= fd - lo                   # the lower line's gap at the midpoint is at most the constant's

@@ -10,13 +10,14 @@ Lines on [l, u]:
                       d in [d_U*, u] (CROWN: d_U*).
 alpha (2 per neuron, in [0, 1]) moves the lower and the upper tangent point inside its valid range (0 = CROWN's
 point in the crossing case, 0.5 the midpoint otherwise). The lines are shifted outward by 1e-6 (1 + |f(l)| +
-|f(u)|) for float safety; intervals narrower than 1e-5 get the constant bounds [f(l), f(u)].
+|f(u)|) for float safety; intervals narrower than 1e-5 get the constant bounds [f(l), f(u)]; both in float32 units
+(activation.py ``float32_units``: 1.9e-15 and 1.9e-14 when the bounds are computed in float64).
 """
 from __future__ import annotations
 
 import torch
 
-from certkit.verifiers.bounds.ops.activation import Activation, per_row
+from certkit.verifiers.bounds.ops.activation import Activation, float32_units, per_row
 
 
 def bisect_root(fn, lo, hi, keep_lo: bool, iters: int = 25):
@@ -68,8 +69,8 @@ class SShaped(Activation):
         f = self.function
         fl, fu = f(l), f(u)
         width = u - l
-        narrow = width < 1e-5
-        k = (fu - fl) / width.clamp(min=1e-5)
+        narrow = width < 1e-5 * float32_units(l)
+        k = (fu - fl) / width.clamp(min=1e-5 * float32_units(l))
         chord_c_l = fl - k * l                         # chord through (l, f(l))
         chord_c_u = fu - k * u                         # chord through (u, f(u))
         dL, dU = setup if setup is not None else self.relaxation_setup([(l, u)])
@@ -92,7 +93,7 @@ class SShaped(Activation):
         aU = torch.where(l >= 0, aTU, torch.where(u <= 0, k, torch.where(use_chord_U, k, aTU)))
         cU = torch.where(l >= 0, cTU, torch.where(u <= 0, chord_c_u, torch.where(use_chord_U, chord_c_u, cTU)))
         # float safety: shift the lines so they still bound f at both endpoints and at the tangent points
-        slack = 1e-6 * (1 + fl.abs() + fu.abs())
+        slack = 1e-6 * float32_units(fl) * (1 + fl.abs() + fu.abs())
         cL = cL - slack
         cU = cU + slack
         # very narrow intervals: constant bounds [f(l), f(u)] (monotone), no division by a tiny width
