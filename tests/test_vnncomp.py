@@ -456,3 +456,11 @@ def test_disjuncts_over_one_box_are_bounded_together(monkeypatch):
     assert [roots.crown_refuted(t) for t in terms] == [True, False, False, True]
     assert roots.refuted_all(terms[1:3], time.perf_counter() + 20.0) == [True, False]
     assert calls == [2, 1], calls            # both rows at once; then the open one over optimised bounds
+    # a memory budget of two rows of the largest node: CROWN's rows go in groups of at most two rows (a disjunct is
+    # never cut), alpha-CROWN's (a quarter of the budget) one disjunct at a time; the answers stay the same
+    bm.budget = 2 * max(int(np.prod(n.shape)) for n in bm.graph.nodes)
+    assert [[len(t.C) for t in c] for c in roots._chunks(terms)] == [[1, 1], [1], [2]]
+    assert roots.crown_refuted_all(terms) == [True, False, False, True]
+    calls.clear()
+    assert roots.refuted_all(terms[1:3], time.perf_counter() + 20.0) == [True, False]
+    assert calls == [1, 1, 1], calls

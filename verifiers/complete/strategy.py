@@ -601,6 +601,22 @@ class RootBounds:
         owner = torch.cat([torch.full((t.C.shape[0],), k, dtype=torch.long) for k, t in enumerate(terms)])
         return CC, d, owner
 
+    def _chunks(self, terms: list, share: int = 1) -> list[list]:
+        """``terms`` cut into consecutive groups whose rows, times the largest node's size, fit in ``1 / share`` of
+        the BoundedModule's memory budget (at least one disjunct per group): the coefficient matrices of a backward
+        pass hold one row per specification row at every node (a 224 x 224 image network fits few rows at once)."""
+        biggest = max(max(1, torch.Size(n.shape).numel()) for n in self.bm.graph.nodes)
+        cap = max(1, self.bm.budget // (share * biggest))
+        out: list[list] = [[]]
+        rows = 0
+        for t in terms:
+            if out[-1] and rows + t.C.shape[0] > cap:
+                out.append([])
+                rows = 0
+            out[-1].append(t)
+            rows += t.C.shape[0]
+        return out
+
     def crown_refuted(self, term) -> bool:
         """CROWN on the disjunct's rows over the box's shared intermediate bounds: some row has lb > d."""
         return self.crown_refuted_all([term])[0]
@@ -615,13 +631,16 @@ class RootBounds:
         if not rows:
             return [False] * len(terms)
         bounds = self.crown_bounds(rows[0])
-        CC, d, owner = self._rows(rows)
-        with torch.no_grad():
-            A_in, bias = self.bm.propagate(self.bm.graph.output, CC, bounds, {})
-            lb = (bias if A_in is None else bias + self._pert(rows[0]).lower(A_in))[0]
-        if not bool(torch.isfinite(lb).all()):
-            raise CertkitError("CROWN produced NaN or inf bounds (weights or inputs too large?)")
-        done = iter((per_term_max((lb - d)[None], owner, len(rows))[0] > 0).tolist())
+        closed: list[bool] = []
+        for chunk in self._chunks(rows):
+            CC, d, owner = self._rows(chunk)
+            with torch.no_grad():
+                A_in, bias = self.bm.propagate(self.bm.graph.output, CC, bounds, {})
+                lb = (bias if A_in is None else bias + self._pert(rows[0]).lower(A_in))[0]
+            if not bool(torch.isfinite(lb).all()):
+                raise CertkitError("CROWN produced NaN or inf bounds (weights or inputs too large?)")
+            closed += (per_term_max((lb - d)[None], owner, len(chunk))[0] > 0).tolist()
+        done = iter(closed)
         return [bool(next(done)) if t.C.shape[0] > 0 else False for t in terms]
 
     def milp_falsifier(self, net32, onnx_model, dl):
@@ -658,10 +677,11 @@ class RootBounds:
         return self.refuted_all([term], deadline)[0]
 
     def refuted_all(self, terms: list, deadline: float) -> list[bool]:
-        """:meth:`refuted` of each disjunct of ``terms`` (one box): alpha-CROWN on all their rows at once, one set of
-        alphas per row (so each row's bound is the one a call for its disjunct alone reaches, in one backward pass
-        per step instead of one per disjunct: ml4acopf's 118-bus properties list 236 disjuncts over one box), first
-        over CROWN's intermediate bounds, then over the optimised ones for the disjuncts still open."""
+        """:meth:`refuted` of each disjunct of ``terms`` (one box): alpha-CROWN on all their rows at once (in groups
+        that fit a quarter of the memory budget, :meth:`_chunks`), one set of alphas per row (each row's alphas take
+        the steps they take in a run for its disjunct alone; the run stops when no row improves), in one backward
+        pass per step instead of one per disjunct (ml4acopf's 118-bus properties list 236 disjuncts over one box),
+        first over CROWN's intermediate bounds, then over the optimised ones for the disjuncts still open."""
         done = [False] * len(terms)
         todo = [k for k, t in enumerate(terms) if t.C.shape[0] > 0]
         # first over CROWN's intermediate bounds (one backward pass per step), then over optimised ones
@@ -676,10 +696,12 @@ class RootBounds:
                 bounds = self.get(key, min(deadline, now + INTERMEDIATE_SHARE * (deadline - now)))
             else:
                 bounds = self.crown_bounds(key)
-            CC, d, owner = self._rows([terms[k] for k in todo])
-            with torch.enable_grad():
-                lb = alpha_crown(self.bm, self._pert(key), CC, bounds, deadline=deadline).detach()[0]
-            closed = (per_term_max((lb - d)[None], owner, len(todo))[0] > 0).tolist()
+            closed: list[bool] = []
+            for chunk in self._chunks([terms[k] for k in todo], share=4):
+                CC, d, owner = self._rows(chunk)
+                with torch.enable_grad():
+                    lb = alpha_crown(self.bm, self._pert(key), CC, bounds, deadline=deadline).detach()[0]
+                closed += (per_term_max((lb - d)[None], owner, len(chunk))[0] > 0).tolist()
             for k, c in zip(todo, closed):
                 done[k] = bool(c)
             todo = [k for k in todo if not done[k]]
