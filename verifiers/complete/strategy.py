@@ -622,7 +622,8 @@ class RootBounds:
         return self.crown_refuted_all([term])[0]
 
     def crown_refuted_all(self, terms: list) -> list[bool]:
-        """:meth:`crown_refuted` of each disjunct of ``terms`` (one box), in one backward pass over all their rows.
+        """:meth:`crown_refuted` of each disjunct of ``terms`` (one box), in one backward pass over all their rows (in
+        groups that fit the memory budget, :meth:`_chunks`).
 
         Raises:
             CertkitError: NaN or inf bounds.
@@ -630,13 +631,13 @@ class RootBounds:
         rows = [t for t in terms if t.C.shape[0] > 0]
         if not rows:
             return [False] * len(terms)
-        bounds = self.crown_bounds(rows[0])
+        bounds, pert = self.crown_bounds(rows[0]), self._pert(rows[0])
         closed: list[bool] = []
         for chunk in self._chunks(rows):
             CC, d, owner = self._rows(chunk)
             with torch.no_grad():
                 A_in, bias = self.bm.propagate(self.bm.graph.output, CC, bounds, {})
-                lb = (bias if A_in is None else bias + self._pert(rows[0]).lower(A_in))[0]
+                lb = (bias if A_in is None else bias + pert.lower(A_in))[0]
             if not bool(torch.isfinite(lb).all()):
                 raise CertkitError("CROWN produced NaN or inf bounds (weights or inputs too large?)")
             closed += (per_term_max((lb - d)[None], owner, len(chunk))[0] > 0).tolist()
@@ -697,10 +698,11 @@ class RootBounds:
             else:
                 bounds = self.crown_bounds(key)
             closed: list[bool] = []
+            pert = self._pert(key)
             for chunk in self._chunks([terms[k] for k in todo], share=4):
                 CC, d, owner = self._rows(chunk)
                 with torch.enable_grad():
-                    lb = alpha_crown(self.bm, self._pert(key), CC, bounds, deadline=deadline).detach()[0]
+                    lb = alpha_crown(self.bm, pert, CC, bounds, deadline=deadline).detach()[0]
                 closed += (per_term_max((lb - d)[None], owner, len(chunk))[0] > 0).tolist()
             for k, c in zip(todo, closed):
                 done[k] = bool(c)
