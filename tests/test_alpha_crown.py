@@ -1,14 +1,17 @@
 """alpha-CROWN's optimised intermediate bounds (verifiers/bounds/alpha_crown.py: optimize_intermediate): they contain
-every
-sampled and attacked pre-activation, lie inside CROWN's, and are strictly tighter somewhere on nets where CROWN is
-loose."""
+every sampled and attacked pre-activation, lie inside CROWN's, and are strictly tighter somewhere on nets where CROWN
+is loose, with float64 iterations and with float32 ones (``fast``) evaluated in float64; the float32 path agrees with
+the float64 one and steps aside where float32 cannot represent the bound."""
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from certkit.verifiers import BoundedModule, linf_ball
 from certkit.verifiers.attack import pgd_box
-from certkit.verifiers.bounds.alpha_crown import optimize_intermediate
+from certkit.verifiers.bounds.alpha_crown import FAST_AGREEMENT, alpha_crown, optimize_intermediate
+from certkit.verifiers.bounds.perturbation import Box
 
 
 def nets():
@@ -23,8 +26,13 @@ def nets():
     }
 
 
+def float32_twin(bm: BoundedModule, shape) -> BoundedModule:
+    return BoundedModule(copy.deepcopy(bm.model).float(), shape)
+
+
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("name", list(nets()))
-def test_optimised_intermediate_bounds_are_sound_and_inside_crowns(name):
+def test_optimised_intermediate_bounds_are_sound_and_inside_crowns(name, fast):
     net, shape = nets()[name]
     net = net.double().eval()
     for m in net:
@@ -36,7 +44,7 @@ def test_optimised_intermediate_bounds_are_sound_and_inside_crowns(name):
     bm = BoundedModule(net, shape)
     with torch.no_grad():
         crown = bm.crown_intermediate(pert)
-    opt = optimize_intermediate(bm, pert, crown, iterations=20)
+    opt = optimize_intermediate(bm, pert, crown, iterations=20, fast=float32_twin(bm, shape) if fast else None)
     acts = [bm.graph.nodes[a].inputs[0] for a in bm.graph.nonlinear()]
     tighter = 0.0
     for j in acts:
@@ -93,3 +101,78 @@ def test_projected_adam_follows_torch_adam_with_exponential_decay():
         assert torch.allclose(x, a, atol=1e-6) and torch.allclose(y, b, atol=1e-6)
     assert 0 <= float(x.min()) and float(x.max()) <= 1 and float(y.min()) >= 0
     assert not torch.allclose(x, a0)  # it moved
+
+
+def output_bounds(name, fast: bool, scale: float = 2.0):
+    """CROWN's and alpha-CROWN's lower bounds (B, 3) of the outputs of net ``name`` (weights x ``scale``), alpha-CROWN
+    iterated in float64 or in float32 (``fast``)."""
+    net, shape = nets()[name]
+    net = net.double().eval()
+    for m in net:
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            m.weight.data *= scale
+    x = torch.rand((2,) + shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    pert = linf_ball(x, 0.2, None)
+    bm = BoundedModule(net, shape)
+    with torch.no_grad():
+        bounds = bm.crown_intermediate(pert)
+    CC = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
+    crown = alpha_crown(bm, pert, CC, bounds, iterations=0)
+    lb = alpha_crown(bm, pert, CC, bounds, iterations=20, fast=float32_twin(bm, shape) if fast else None)
+    return crown, lb
+
+
+@pytest.mark.parametrize("name", list(nets()))
+def test_float32_iterations_give_float64_bounds_as_tight_as_float64_iterations(name):
+    """The bound of the float32 path is a float64 evaluation: at least CROWN's, and its gain over CROWN within 10%
+    (and 1e-6) of the float64 iterations' gain (the same Adam steps, up to float32 rounding of the gradients)."""
+    crown, lb64 = output_bounds(name, fast=False)
+    _, lb32 = output_bounds(name, fast=True)
+    assert lb32.dtype == torch.float64
+    assert bool((lb32 >= crown).all())
+    gain64, gain32 = lb64 - crown, lb32 - crown
+    assert float(gain64.sum()) > 1e-3                 # alpha matters on these nets
+    assert bool((gain32 >= 0.9 * gain64 - 1e-6).all())
+
+
+def test_float32_iterations_step_aside_where_float32_cannot_represent_the_bound():
+    """relu(1e8 x + 1e8 + 0.5) - relu(1e8 x + 1e8) + relu(x + 0.1) + relu(-x + 0.1) on [-1, 1]: in float32 both large
+    biases round to 1e8, so float32 CROWN misses float64's by 0.5, far above ``FAST_AGREEMENT``; the float64 iterations
+    run instead, with their bound."""
+    lin = nn.Linear(1, 4).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1e8], [1e8], [1.0], [-1.0]], dtype=torch.float64))
+        lin.bias.copy_(torch.tensor([1e8 + 0.5, 1e8, 0.1, 0.1], dtype=torch.float64))
+    out = nn.Linear(4, 1).double()
+    with torch.no_grad():
+        out.weight.copy_(torch.tensor([[1.0, -1.0, 1.0, 1.0]], dtype=torch.float64))
+        out.bias.zero_()
+    net = nn.Sequential(lin, nn.ReLU(), out).eval()
+    pert = Box(torch.full((1, 1), -1.0, dtype=torch.float64), torch.full((1, 1), 1.0, dtype=torch.float64))
+    bm = BoundedModule(net, (1,))
+    with torch.no_grad():
+        bounds = bm.crown_intermediate(pert)
+    twin = float32_twin(bm, (1,))
+    CC = torch.ones((1, 1, 1), dtype=torch.float64)
+    crown64 = alpha_crown(bm, pert, CC, bounds, iterations=0)
+    with torch.no_grad():
+        b32 = [(lb.float(), ub.float()) for lb, ub in bounds]
+        crown32 = alpha_crown(twin, Box(pert.x_L.float(), pert.x_U.float()), CC.float(), b32, iterations=0)
+    assert abs(float(crown32) - float(crown64)) > 1e3 * FAST_AGREEMENT * (1 + abs(float(crown64)))
+    passes = []
+    backward = twin._backward
+    twin._backward = lambda *a, **k: passes.append(1) or backward(*a, **k)
+    assert torch.equal(alpha_crown(bm, pert, CC, bounds, fast=twin), alpha_crown(bm, pert, CC, bounds))
+    assert len(passes) == 1           # float32 CROWN, compared; no float32 iteration
+    # the same net without the cancelling pair: float32 agrees, and the iterations run on it
+    with torch.no_grad():
+        lin.bias[0] = 1e8
+    bm = BoundedModule(net, (1,))
+    with torch.no_grad():
+        bounds = bm.crown_intermediate(pert)
+    twin = float32_twin(bm, (1,))
+    passes.clear()
+    backward = twin._backward
+    twin._backward = lambda *a, **k: passes.append(1) or backward(*a, **k)
+    alpha_crown(bm, pert, CC, bounds, fast=twin)
+    assert len(passes) > 2

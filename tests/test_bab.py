@@ -1,7 +1,9 @@
 """Activation-split branch and bound (verifiers/complete/beta_crown.py): decisions against exact answers, bounds of
 every subdomain against the exact subdomain optimum (MILP, scipy HiGHS) and sampled points, branching covers the
-parent, the deadline is kept.
+parent, the deadline is kept; the same decisions with alpha and beta optimised in float32 (``fast``), which never
+claims a subdomain that float64 does not refute.
 """
+import copy
 import time
 
 import numpy as np
@@ -34,10 +36,12 @@ def box(seed, n, eps):
     return x0 - eps, x0 + eps
 
 
-def search_for(net, lo, hi, c, d, **kw):
+def search_for(net, lo, hi, c, d, fast: bool = False, **kw):
+    """An ActivationBaB for c . f(x) <= d over [lo, hi]; ``fast``: alpha and beta optimised on a float32 copy."""
     bm = BoundedModule(net, (lo.numel(),))
+    twin = BoundedModule(copy.deepcopy(net).float(), (lo.numel(),)) if fast else None
     return ActivationBaB(bm, lo, hi, torch.tensor([c], dtype=torch.float64), torch.tensor([d], dtype=torch.float64),
-                         **kw)
+                         fast=twin, **kw)
 
 
 def witness_checker(net, c, d):
@@ -67,9 +71,10 @@ def crown_lb(search):
     return float(lb[0, 0])
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("branching", ["fsb", "babsr"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_relu_decisions_match_the_exact_milp_optimum(seed, branching):
+def test_relu_decisions_match_the_exact_milp_optimum(seed, branching, fast):
     net = relu_net(seed)
     lo, hi = box(seed, 5, 0.4)
     c = [1.0, -1.0, 0.0]
@@ -77,7 +82,35 @@ def test_relu_decisions_match_the_exact_milp_optimum(seed, branching):
     search = search_for(net, lo, hi, c, 0.0, branching=branching)
     root = crown_lb(search)
     assert root < opt - 1e-3  # CROWN alone leaves a gap: the answers below need branching
-    assert_decides_around(lambda d: search_for(net, lo, hi, c, d, branching=branching), net, c, opt, root)
+    assert_decides_around(lambda d: search_for(net, lo, hi, c, d, fast, branching=branching), net, c, opt, root)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_float32_optimisation_never_refutes_past_the_exact_optimum(seed):
+    """A threshold 1e-9 (relative) above the exact minimum: counterexamples exist, and float32 bounds of the leaves
+    around the minimum reach past it by their rounding (~1e-7); every subdomain the search counts as refuted has
+    a float64 bound above the threshold, so the answer is never ``unsat``, and every score > 0 is float64's."""
+    net = relu_net(seed)
+    lo, hi = box(seed, 5, 0.4)
+    c = [1.0, -1.0, 0.0]
+    opt = exact_min(np_layers(net), np.array(c), lo.numpy(), hi.numpy())
+    d = opt + 1e-9 * (1 + abs(opt))
+    search = search_for(net, lo, hi, c, d, fast=True, branching="babsr")
+    assert search.work is not search.exact
+    claimed = []
+    confirm = search._confirm
+
+    def spy(dom, score, best):
+        out = confirm(dom, score, best)
+        claimed.append(float((out > 0).sum()))
+        done = torch.nonzero(out > 0).flatten()
+        if done.numel():
+            exact = search._score(search._lower(best.take(dom, done))[0])
+            assert exact.dtype == torch.float64 and torch.equal(exact, out[done])
+        return out
+    search._confirm = spy
+    status, _ = search.run(time.perf_counter() + 5, 20_000, 64, witness_checker(net, c, d))
+    assert status != "unsat" and sum(claimed) > 0
 
 
 def assert_decides_around(make_search, net, c, opt: float, root: float):
@@ -169,8 +202,9 @@ def sigmoid_net(seed):
     return nn.Sequential(nn.Linear(2, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)).double().eval()
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_general_nonlinear_splits_decide_sigmoid_tanh_nets(seed):
+def test_general_nonlinear_splits_decide_sigmoid_tanh_nets(seed, fast):
     """GenBaB on a Sigmoid/Tanh net with 2 inputs: the true minimum is bracketed by a dense grid and a Lipschitz
     constant (grid min - L h / 2 <= min <= grid min); thresholds outside the bracket have known answers."""
     net = sigmoid_net(seed)
@@ -191,11 +225,11 @@ def test_general_nonlinear_splits_decide_sigmoid_tanh_nets(seed):
     root = crown_lb(search)
     assert root < lower - 1e-2
     d_unsat = lower - 0.2 * (lower - root)
-    status, visited = search_for(net, lo, hi, c.tolist(), d_unsat).run(
+    status, visited = search_for(net, lo, hi, c.tolist(), d_unsat, fast).run(
         time.perf_counter() + 60, 200_000, 64, witness_checker(net, c.tolist(), d_unsat))
     assert status == "unsat" and visited > 1
     d_sat = upper + 0.05 * (upper - root)
-    status, _ = search_for(net, lo, hi, c.tolist(), d_sat).run(
+    status, _ = search_for(net, lo, hi, c.tolist(), d_sat, fast).run(
         time.perf_counter() + 60, 200_000, 64, witness_checker(net, c.tolist(), d_sat),
         pgd_objective(net, c.tolist(), d_sat))
     assert isinstance(status, tuple) and status[0] == "sat"

@@ -3,6 +3,8 @@ verifiers/bounds/ops/bilinear.py, matmul.py, divide.py, softmax.py, and the wind
 networks with two inputs, whose minimum over the box a 401 x 401 grid pins down, a threshold below it that
 alpha-CROWN alone cannot prove is proved, and one above it is falsified by a checked point."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -75,13 +77,16 @@ def grid_min(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> float:
         return float((net(lo + g * (hi - lo)) @ torch.tensor(C, dtype=torch.float64)).min())
 
 
-def search_for(net, lo, hi, d, **kw) -> ActivationBaB:
+def search_for(net, lo, hi, d, fast: bool = False, **kw) -> ActivationBaB:
+    """An ActivationBaB for C . f(x) <= d; ``fast``: alpha and beta optimised on a float32 copy of ``net``."""
+    twin = BoundedModule(copy.deepcopy(net).float(), (2,)) if fast else None
     return ActivationBaB(BoundedModule(net, (2,)), lo, hi, torch.tensor([C], dtype=torch.float64),
-                         torch.tensor([d], dtype=torch.float64), **kw)
+                         torch.tensor([d], dtype=torch.float64), fast=twin, **kw)
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("name", list(NETS))
-def test_splits_prove_below_and_falsify_above_the_minimum(name):
+def test_splits_prove_below_and_falsify_above_the_minimum(name, fast):
     cls, op_name, box = NETS[name]
     torch.manual_seed(1)
     net = cls().double().eval()
@@ -95,4 +100,4 @@ def test_splits_prove_below_and_falsify_above_the_minimum(name):
         root = float(search._lower(dom)[0][0, 0])     # CROWN: the thresholds are placed in its gap
     search.optimize(dom, search.root_iterations)        # alpha-CROWN at the root, as the search starts
     assert float(dom.score[0]) < opt - 0.1 * (opt - root), "alpha-CROWN alone must not prove the unsat threshold"
-    assert_decides_around(lambda d: search_for(net, lo, hi, d, branching="babsr"), net, C, opt, root)
+    assert_decides_around(lambda d: search_for(net, lo, hi, d, fast, branching="babsr"), net, C, opt, root)

@@ -2,6 +2,8 @@
 verifiers/bounds/ops/maximum.py: the difference d = x - y at 0): answers against the exact optimum of a mixed-integer
 program, and a split that decides the element in both children."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -79,9 +81,11 @@ def exact_min(net: MaxMinNet, c: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     return float(res.fun + c @ bo)
 
 
-def search_for(net, lo, hi, c, d, **kw) -> ActivationBaB:
+def search_for(net, lo, hi, c, d, fast: bool = False, **kw) -> ActivationBaB:
+    """An ActivationBaB for c . f(x) <= d; ``fast``: alpha and beta optimised on a float32 copy of ``net``."""
+    twin = BoundedModule(copy.deepcopy(net).float(), (N_IN,)) if fast else None
     return ActivationBaB(BoundedModule(net, (N_IN,)), lo, hi, torch.tensor([c], dtype=torch.float64),
-                         torch.tensor([d], dtype=torch.float64), **kw)
+                         torch.tensor([d], dtype=torch.float64), fast=twin, **kw)
 
 
 def test_the_milp_is_the_network():
@@ -97,7 +101,8 @@ def test_the_milp_is_the_network():
 
 
 @pytest.mark.parametrize("seed,branching", [(0, "fsb"), (1, "fsb"), (2, "babsr")])
-def test_max_min_splits_match_the_exact_optimum(seed, branching):
+@pytest.mark.parametrize("fast", [False, True])
+def test_max_min_splits_match_the_exact_optimum(seed, branching, fast):
     """Thresholds 10% of CROWN's gap below the exact minimum are proved (they need branching: CROWN alone falls
     short), thresholds 5% above it are falsified by a checked point."""
     net = net_for(seed)
@@ -112,7 +117,8 @@ def test_max_min_splits_match_the_exact_optimum(seed, branching):
     with torch.no_grad():
         root = float(search._lower(dom)[0][0, 0])
     assert root < opt - 1e-3
-    assert_decides_around(lambda d: search_for(net, lo, hi, c, d, branching=branching), net, c, opt, root)
+    assert_decides_around(lambda d: search_for(net, lo, hi, c, d, fast, branching=branching), net, c, opt,
+                          root)
 
 
 def test_a_split_decides_the_element_in_both_children():

@@ -3,6 +3,8 @@ verifiers/bounds/ops/maxpool.py): answers against the exact optimum of a mixed-i
 (both children cover the parent; the upper child decides the window), and the leaf test that lets fully decided
 subdomains be solved as linear programs."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -61,9 +63,11 @@ def exact_min(net: nn.Module, c: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     return float(res.fun + c @ b2)
 
 
-def search_for(net, lo, hi, c, d, **kw) -> ActivationBaB:
+def search_for(net, lo, hi, c, d, fast: bool = False, **kw) -> ActivationBaB:
+    """An ActivationBaB for c . f(x) <= d; ``fast``: alpha and beta optimised on a float32 copy of ``net``."""
+    twin = BoundedModule(copy.deepcopy(net).float(), (N_IN,)) if fast else None
     return ActivationBaB(BoundedModule(net, (N_IN,)), lo, hi, torch.tensor([c], dtype=torch.float64),
-                         torch.tensor([d], dtype=torch.float64), **kw)
+                         torch.tensor([d], dtype=torch.float64), fast=twin, **kw)
 
 
 def root_lb(search: ActivationBaB) -> float:
@@ -74,7 +78,8 @@ def root_lb(search: ActivationBaB) -> float:
 
 
 @pytest.mark.parametrize("seed,branching", [(0, "fsb"), (1, "fsb"), (2, "fsb"), (0, "babsr"), (2, "babsr")])
-def test_max_pool_splits_match_the_exact_optimum(seed, branching):
+@pytest.mark.parametrize("fast", [False, True])
+def test_max_pool_splits_match_the_exact_optimum(seed, branching, fast):
     """Thresholds 10% of CROWN's gap below the exact minimum are proved (they need branching: CROWN alone falls
     short), thresholds 5% above it are falsified by a checked point."""
     net = pool_net(seed)
@@ -87,7 +92,8 @@ def test_max_pool_splits_match_the_exact_optimum(seed, branching):
     assert search.acts, "the max-pooling node is a split variable"
     root = root_lb(search)
     assert root < opt - 1e-3
-    assert_decides_around(lambda d: search_for(net, lo, hi, c, d, branching=branching), net, c, opt, root)
+    assert_decides_around(lambda d: search_for(net, lo, hi, c, d, fast, branching=branching), net, c, opt,
+                          root)
 
 
 def test_a_window_split_covers_the_parent_and_decides_the_upper_child():

@@ -33,7 +33,7 @@ import torch
 
 from certkit.common import threads
 from certkit.verifiers.attack import pgd_box
-from certkit.verifiers.bounds.alpha_crown import ProjectedAdam, projected_step
+from certkit.verifiers.bounds.alpha_crown import FAST_AGREEMENT, ProjectedAdam, projected_step
 from certkit.verifiers.bounds.ops.activation import Activation
 from certkit.verifiers.bounds.ops.base import sum_node
 from certkit.verifiers.bounds.perturbation import Box
@@ -63,6 +63,28 @@ def genbab_score(op: Activation, A: torch.Tensor, l: torch.Tensor, u: torch.Tens
 
 
 @dataclass
+class Precision:
+    """The search's bound passes in one floating-point precision: the BoundedModule and the box, rows and root
+    bounds in its dtype."""
+
+    bm: object
+    x_L: torch.Tensor
+    x_U: torch.Tensor
+    C: torch.Tensor
+    d: torch.Tensor
+    root_bounds: list
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.C.dtype
+
+    def cast(self, bm, dtype: torch.dtype) -> Precision:
+        """The same search data in ``dtype``, for ``bm`` (a copy of the network in that dtype)."""
+        return Precision(bm, self.x_L.to(dtype), self.x_U.to(dtype), self.C.to(dtype), self.d.to(dtype),
+                         [(lb.to(dtype), ub.to(dtype)) for lb, ub in self.root_bounds])
+
+
+@dataclass
 class Domains:
     """A batch of D subdomains of one disjunct.
 
@@ -70,7 +92,8 @@ class Domains:
         lo, hi: node j (the input of an activation node) -> (D, *shape) interval of z_j on the subdomain.
         alphas: activation node -> (n_alpha, D, S, *shape) relaxation parameters (warm start for the children).
         betas: node j -> (2, D, S, *shape) multipliers (>= 0) of the constraints z_j >= lo and z_j <= hi.
-        score: (D,) max_r (lb_r - d_r) of the best bound so far (> 0: verified).
+        score: (D,) max_r (lb_r - d_r) of the best bound so far: > 0 only for a float64 bound (verified); where
+            <= 0, possibly the float32 estimate that orders the search.
         depth: (D,) number of splits.
     """
 
@@ -108,6 +131,34 @@ class Domains:
                        torch.cat([p.score for p in parts]), torch.cat([p.depth for p in parts]))
 
 
+class _Best:
+    """Each subdomain's best score so far (D,) and the alphas and betas that gave it (float32 optimisation keeps
+    them: its score must be re-computed in float64 from them). Starts at CROWN's alphas (betas 0) and ``crown``."""
+
+    def __init__(self, dom: Domains, crown: torch.Tensor, crown_alphas: dict):
+        self.score = crown.clone()
+        self.alphas = {a: crown_alphas[a].to(t.dtype).clone() for a, t in dom.alphas.items()}
+        self.betas = {j: torch.zeros_like(t) for j, t in dom.betas.items()}
+
+    def update(self, dom: Domains, s: torch.Tensor) -> None:
+        """Keep ``dom``'s current parameters where its score ``s`` (D,) beats the best."""
+        better = s > self.score
+        if not bool(better.any()):
+            return
+        self.score = torch.where(better, s, self.score)
+        for store, cur in ((self.alphas, dom.alphas), (self.betas, dom.betas)):
+            for k, t in cur.items():
+                m = better.view((1, -1) + (1,) * (t.dim() - 2))
+                store[k] = torch.where(m, t.detach(), store[k])
+
+    def take(self, dom: Domains, idx: torch.Tensor) -> Domains:
+        """The subdomains ``idx`` (k,) of ``dom`` with their best parameters."""
+        sub = dom.take(idx)
+        sub.alphas = {a: t[:, idx] for a, t in self.alphas.items()}
+        sub.betas = {j: t[:, idx] for j, t in self.betas.items()}
+        return sub
+
+
 class ActivationBaB:
     """Activation-split branch and bound with beta-CROWN for one disjunct (C y <= d over the box [x_L, x_U]).
 
@@ -124,6 +175,10 @@ class ActivationBaB:
             alpha-CROWN-optimised ones, alpha_crown.optimize_intermediate), kept for every subdomain.
         max_pending_bytes: when the open subdomains hold more than this, the deepest are bounded first (depth-first
             search keeps memory bounded) instead of the lowest-bounded.
+        fast: a float32 BoundedModule of the network (``bm`` is float64): alpha, beta and the branching scores are
+            optimised on it (float64 convolutions cost 4-15x float32 ones on CPUs) and a subdomain counts as refuted
+            only when ONE float64 pass with its best parameters refutes it. Unused when the root's float32 and
+            float64 CROWN bounds differ by more than ``FAST_AGREEMENT`` of their magnitude.
 
     Raises:
         CertkitError: the box is not finite and ordered (x_L <= x_U); (from the graph) the network cannot be bounded.
@@ -132,7 +187,7 @@ class ActivationBaB:
     def __init__(self, bm, x_L: torch.Tensor, x_U: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
                  branching: str = "fsb", topk: int = 3, iterations: int = 10, root_iterations: int = 50,
                  lr_alpha: float = 0.1, lr_beta: float = 0.05, root_bounds: list | None = None,
-                 max_pending_bytes: int = 2 ** 31):
+                 max_pending_bytes: int = 2 ** 31, fast=None):
         if branching not in BRANCHING:
             raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
         self.bm, self.g = bm, bm.graph
@@ -160,38 +215,46 @@ class ActivationBaB:
             torch.tensor([torch.Size(self.g.nodes[j].shape).numel() for _, _, j in self.splits], dtype=torch.long))
         if root_bounds is None:
             with torch.no_grad():
-                root_bounds = bm.crown_intermediate(self._pert(1))
+                root_bounds = bm.crown_intermediate(Box(self.x_L, self.x_U, check=False))
         self.root_bounds = [(lb.detach(), ub.detach()) for lb, ub in root_bounds]
+        self.exact = Precision(bm, self.x_L, self.x_U, self.C, self.d, self.root_bounds)
+        # the precision alpha and beta are optimised in (float32 with ``fast``, see :meth:`_fast_agrees`)
+        self.work = self.exact if fast is None else self.exact.cast(fast, torch.float32)
 
     # ------------------------------------------------------------------ bounds of a batch
-    def _pert(self, D: int) -> Box:
+    def _pert(self, D: int, run: Precision | None = None) -> Box:
+        run = run or self.exact
         shape = tuple(self.g.input_shape)
-        return Box(self.x_L.expand((D,) + shape), self.x_U.expand((D,) + shape), check=False)
+        return Box(run.x_L.expand((D,) + shape), run.x_U.expand((D,) + shape), check=False)
 
-    def _bounds(self, dom: Domains) -> list:
+    def _bounds(self, dom: Domains, run: Precision | None = None) -> list:
+        run = run or self.exact
         D = len(dom)
         out = []
-        for i, (lb, ub) in enumerate(self.root_bounds):
+        for i, (lb, ub) in enumerate(run.root_bounds):
             if i in dom.lo:
-                out.append((dom.lo[i], dom.hi[i]))
+                out.append((dom.lo[i].to(run.dtype), dom.hi[i].to(run.dtype)))
             else:
                 out.append((lb.expand((D,) + lb.shape[1:]), ub.expand((D,) + ub.shape[1:])))
         return out
 
-    def _masks(self, dom: Domains) -> dict:
+    def _masks(self, dom: Domains, run: Precision | None = None) -> dict:
         """node j -> (m_lo, m_hi), each (D, 1, *shape): where the subdomain narrows the root's lower / upper bound."""
+        dt = (run or self.exact).dtype
         out = {}
         for j in dom.betas:
             r_lo, r_hi = self.root_bounds[j]
-            out[j] = ((dom.lo[j] > r_lo).to(r_lo.dtype).unsqueeze(1), (dom.hi[j] < r_hi).to(r_lo.dtype).unsqueeze(1))
+            out[j] = ((dom.lo[j] > r_lo).to(dt).unsqueeze(1), (dom.hi[j] < r_hi).to(dt).unsqueeze(1))
         return out
 
-    def _extra(self, dom: Domains, masks: dict) -> dict:
+    def _extra(self, dom: Domains, masks: dict, run: Precision | None = None) -> dict:
         """beta-CROWN terms: -beta_lo (z - lo) - beta_hi (hi - z) <= 0 on the subdomain, for narrowed bounds."""
+        dt = (run or self.exact).dtype
         extra = {}
         for j, (m_lo, m_hi) in masks.items():
-            b_lo, b_hi = dom.betas[j][0] * m_lo, dom.betas[j][1] * m_hi
-            extra[j] = (b_hi - b_lo, sum_node(b_lo * dom.lo[j].unsqueeze(1) - b_hi * dom.hi[j].unsqueeze(1)))
+            b_lo, b_hi = dom.betas[j][0].to(dt) * m_lo, dom.betas[j][1].to(dt) * m_hi
+            lo, hi = dom.lo[j].to(dt).unsqueeze(1), dom.hi[j].to(dt).unsqueeze(1)
+            extra[j] = (b_hi - b_lo, sum_node(b_lo * lo - b_hi * hi))
         return extra
 
     def _in_bounds(self, a: int, bounds: list) -> list:
@@ -212,42 +275,69 @@ class ActivationBaB:
         return out
 
     def _bound(self, D: int, bounds: list, alphas: dict, setups: dict, extra: dict | None = None,
-               record: dict | None = None):
-        """Lower bounds (D, S) of C f(x) and the input coefficients A_in (D, S, *input)."""
-        CC = self.C.unsqueeze(0).expand(D, -1, -1).reshape((D, -1) + tuple(self.g.output_shape))
-        A_in, bias = self.bm.propagate(self.g.output, CC, bounds, {}, alphas, setups, extra, record)
-        return bias + self._pert(D).lower(A_in), A_in
+               record: dict | None = None, run: Precision | None = None):
+        """Lower bounds (D, S) of C f(x) and the input coefficients A_in (D, S, *input), in ``run``'s precision
+        (default float64)."""
+        run = run or self.exact
+        CC = run.C.unsqueeze(0).expand(D, -1, -1).reshape((D, -1) + tuple(self.g.output_shape))
+        alphas = {a: t.to(run.dtype) for a, t in alphas.items()}
+        A_in, bias = run.bm.propagate(self.g.output, CC, bounds, {}, alphas, setups, extra, record)
+        return bias + self._pert(D, run).lower(A_in), A_in
 
     def _lower(self, dom: Domains, record: dict | None = None, setups: dict | None = None,
-               bounds: list | None = None, masks: dict | None = None):
+               bounds: list | None = None, masks: dict | None = None, run: Precision | None = None):
         """Lower bounds (D, S) of C f(x) on each subdomain with its alphas and betas; also the input coefficients
         A_in (D, S, *input) (the minimiser of the linear bound is a counterexample candidate). ``setups``,
-        ``bounds`` and ``masks`` depend on the intervals only: callers that keep them across steps pass them."""
-        bounds = self._bounds(dom) if bounds is None else bounds
+        ``bounds`` and ``masks`` depend on the intervals only: callers that keep them across steps pass them (in
+        ``run``'s precision, default float64)."""
+        bounds = self._bounds(dom, run) if bounds is None else bounds
         setups = self._setups(bounds) if setups is None else setups
-        masks = self._masks(dom) if masks is None else masks
-        return self._bound(len(dom), bounds, dom.alphas, setups, self._extra(dom, masks), record)
+        masks = self._masks(dom, run) if masks is None else masks
+        return self._bound(len(dom), bounds, dom.alphas, setups, self._extra(dom, masks, run), record, run)
 
-    def _crown(self, dom: Domains, bounds: list, setups: dict) -> torch.Tensor:
+    def _crown(self, dom: Domains, bounds: list, setups: dict, run: Precision | None = None) -> torch.Tensor:
         """CROWN's lower bounds (D, S) on each subdomain: the CROWN relaxation of its intervals, no beta (the
         warm-started alphas can start below it)."""
-        return self._bound(len(dom), bounds, self._crown_alphas(bounds), setups)[0]
+        return self._bound(len(dom), bounds, self._crown_alphas(bounds), setups, run=run)[0]
 
     def _score(self, lb: torch.Tensor) -> torch.Tensor:
         """max_r (lb_r - d_r) per subdomain; NaN (never seen, but never a proof) counts as -inf."""
-        s = (lb - self.d).max(1).values
+        s = (lb - self.d.to(lb.dtype)).max(1).values
         return torch.where(torch.isnan(s), torch.full_like(s, -torch.inf), s)
+
+    def _fast_agrees(self) -> bool:
+        """Whether float32 CROWN at the root is within ``FAST_AGREEMENT`` of float64 CROWN's magnitude (1 + max |lb|)
+        and finite: then float32 bounds order the search and float32 gradients steer alpha and beta."""
+        if self.work is self.exact:
+            return False
+        root = self.root()
+        with torch.no_grad():
+            b64, b32 = self._bounds(root), self._bounds(root, self.work)
+            ref = self._crown(root, b64, self._setups(b64))
+            got = self._crown(root, b32, self._setups(b32), self.work).double()
+        if not (bool(torch.isfinite(ref).all()) and bool(torch.isfinite(got).all())):
+            return False
+        return float((got - ref).abs().max()) <= FAST_AGREEMENT * (1 + float(ref.abs().max()))
 
     def optimize(self, dom: Domains, iterations: int, deadline: float | None = None):
         """Optimise the alphas and betas of ``dom`` (in place) and raise ``dom.score`` to the best bound found.
 
-        Every iterate is a sound bound (alpha in [0, 1], beta >= 0), so the best over iterates is kept. Returns
-        (A at every activation node's output for the best-scoring row (D, *shape), primal candidates x (D, *input)).
+        Every iterate is a sound bound (alpha in [0, 1], beta >= 0), so the best over iterates is kept. In float32
+        (``fast``) the parameters of each subdomain's best iterate are kept aside, and a subdomain whose float32
+        score is > 0 gets ONE float64 pass with them: its score is that pass's (a score > 0 is always a float64
+        bound).
+        Returns (A at every activation node's output for the best-scoring row (D, *shape), primal candidates x
+        (D, *input)).
         """
-        bounds, masks = self._bounds(dom), self._masks(dom)
+        run = self.work
+        fast = run is not self.exact
+        bounds, masks = self._bounds(dom, run), self._masks(dom, run)
         with torch.no_grad():
             setups = self._setups(bounds)
-            dom.score = torch.maximum(dom.score, self._score(self._crown(dom, bounds, setups)))
+            crown_alphas = self._crown_alphas(bounds)
+            crown = self._score(self._bound(len(dom), bounds, crown_alphas, setups, run=run)[0])
+        score = torch.maximum(dom.score, crown.to(dom.score.dtype))
+        best = _Best(dom, crown, crown_alphas) if fast else None
         params = [t.requires_grad_(True) for t in dom.alphas.values()]
         betas = [t.requires_grad_(True) for t in dom.betas.values()]
         opt = ProjectedAdam([(params, self.lr_alpha), (betas, self.lr_beta)])
@@ -255,9 +345,12 @@ class ActivationBaB:
             if deadline is not None and time.perf_counter() > deadline:
                 break
             with torch.enable_grad():
-                lb, _ = self._lower(dom, setups=setups, bounds=bounds, masks=masks)
-                dom.score = torch.maximum(dom.score, self._score(lb.detach()))
-                open_ = dom.score <= 0
+                lb, _ = self._lower(dom, setups=setups, bounds=bounds, masks=masks, run=run)
+                s = self._score(lb.detach())
+                if best is not None:
+                    best.update(dom, s)
+                score = torch.maximum(score, s.to(score.dtype))
+                open_ = score <= 0
                 if not bool(open_.any()):
                     break
                 projected_step(opt, -(lb * open_.to(lb.dtype)[:, None]).sum(), params, betas)
@@ -265,15 +358,32 @@ class ActivationBaB:
             t.requires_grad_(False)
         record = {a: None for a in self.acts}
         with torch.no_grad():
-            lb, A_in = self._lower(dom, record, setups, bounds, masks)
-            dom.score = torch.maximum(dom.score, self._score(lb))
-            row = (lb - self.d).argmax(1)                                   # the row closest to refuting
+            lb, A_in = self._lower(dom, record, setups, bounds, masks, run)
+            s = self._score(lb)
+            score = torch.maximum(score, s.to(score.dtype))
+            if best is not None:
+                best.update(dom, s)
+                score = self._confirm(dom, score, best)
+            dom.score = score
+            row = (lb - run.d).argmax(1)                                    # the row closest to refuting
             D = len(dom)
             ar = torch.arange(D)
             coeffs = {a: (A[ar, row] if A is not None else None) for a, A in record.items()}
             A_row = A_in[ar, row]                                           # (D, *input)
             x = torch.where(A_row >= 0, self.x_L.expand_as(A_row), self.x_U.expand_as(A_row))
         return coeffs, x
+
+    def _confirm(self, dom: Domains, score: torch.Tensor, best: _Best) -> torch.Tensor:
+        """``score`` (D,) with every entry > 0 (a float32 estimate) replaced by the float64 bound of the subdomain's
+        best parameters (:meth:`_lower` in float64): what is then > 0 is verified. The subdomains keep their last
+        parameters as the children's warm start (as in float64: the best iterate can be CROWN's, without betas)."""
+        idx = torch.nonzero(score > 0).flatten()
+        if idx.numel() == 0:
+            return score
+        exact = self._score(self._lower(best.take(dom, idx))[0])
+        out = score.clone()
+        out[idx] = exact
+        return out
 
     # ------------------------------------------------------------------ branching
     def _neuron_scores(self, dom: Domains, coeffs: dict) -> torch.Tensor:
@@ -286,6 +396,7 @@ class ActivationBaB:
             op = self.g.nodes[a].op
             l, u = dom.lo[j], dom.hi[j]
             A = coeffs.get(a)
+            A = None if A is None else A.to(l.dtype)        # float32 coefficients of a float32 search
             if not isinstance(op, Activation):
                 A = torch.zeros((len(dom),) + tuple(self.g.nodes[a].shape), dtype=l.dtype) if A is None else A
                 bounds = self._bounds(dom) if bounds is None else bounds
@@ -369,7 +480,7 @@ class ActivationBaB:
         kids = self._children(cands, flat)
         with torch.no_grad():
             kids.score = torch.full_like(kids.score, -torch.inf)
-            lb, _ = self._lower(kids)
+            lb, _ = self._lower(kids, run=self.work)
         s = self._score(lb).view(2, k, D).min(0).values                     # worse child per candidate
         s = torch.where(torch.isfinite(top_s.T), s, torch.full_like(s, -torch.inf))
         best = s.argmax(0)                                                  # (D,)
@@ -377,13 +488,15 @@ class ActivationBaB:
 
     # ------------------------------------------------------------------ the search
     def root(self) -> Domains:
-        """The root subdomain (alpha at CROWN's relaxation, beta = 0), with score -inf (not yet bounded)."""
+        """The root subdomain (alpha at CROWN's relaxation, beta = 0, both in the optimisation's precision), with
+        score -inf (not yet bounded)."""
         S = self.C.shape[0]
         bounds = self.root_bounds
-        alphas = {a: t.clone() for a, t in self._crown_alphas(bounds).items()}
+        dt = self.work.dtype
+        alphas = {a: t.to(dt).clone() for a, t in self._crown_alphas(bounds).items()}
         lo = {j: bounds[j][0].clone() for j in self.variables}
         hi = {j: bounds[j][1].clone() for j in self.variables}
-        betas = {j: torch.zeros((2, 1, S) + tuple(lo[j].shape[1:]), dtype=torch.float64) for j in lo}
+        betas = {j: torch.zeros((2, 1, S) + tuple(lo[j].shape[1:]), dtype=dt) for j in lo}
         return Domains(lo, hi, alphas, betas, torch.full((1,), -torch.inf, dtype=torch.float64),
                        torch.zeros(1, dtype=torch.long))
 
@@ -402,6 +515,8 @@ class ActivationBaB:
         """
         self.visited = 0
         try:
+            if not self._fast_agrees():
+                self.work = self.exact
             return self._search(deadline, max_domains, batch, check_candidates, pgd_objective)
         except TimeoutError:
             return "timeout", self.visited

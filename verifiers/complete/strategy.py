@@ -5,9 +5,10 @@
      disjuncts that share a box, then on each), for at most a fifth of the time (at least 1 s); a candidate is
      snapped into the box with exact rational comparisons, replayed in onnxruntime and reported ``sat`` only if it
      violates the property there (verifiers/complete/vnncomp_format.py);
-  3. prove: bound max_j lb(C_j y - d_j) > 0 for every disjunct (IBP, CROWN, then alpha-CROWN) in float64; the
-     intermediate bounds of a box are computed once for all its disjuncts; CROWN that has not finished after 60% of
-     the time left gives the rest to attacks (step 5);
+  3. prove: bound max_j lb(C_j y - d_j) > 0 for every disjunct (IBP, CROWN, then alpha-CROWN) in float64 (alpha-CROWN
+     steered by float32 iterations on a float32 copy, its bounds evaluated in float64); the intermediate bounds of a
+     box are computed once for all its disjuncts; CROWN that has not finished after 60% of the time left gives the
+     rest to attacks (step 5);
   4. branch and bound on what bounds leave open: input splits for low-dimensional inputs (input_split.py), else
      activation splits with beta-CROWN bounds (ReLU) or GenBaB splits (Sigmoid/Tanh) (beta_crown.py), fully split
      ReLU subdomains decided by a checked linear program (leaf_lp.py);
@@ -320,7 +321,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
                                        batch or input_split_batch(bm), attack=attack, attack_cost=cost)
         else:
             status, n = activation_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total),
-                                       root_bounds=roots.get(unit, time.perf_counter() + dl.left()))
+                                       root_bounds=roots.get(unit, time.perf_counter() + dl.left()), fast=roots.fast)
         total += n
         if status != "unsat":
             if isinstance(status, InstanceResult):
@@ -579,6 +580,16 @@ class RootBounds:
 
     def __init__(self, bm):
         self.bm, self.cache, self.crown = bm, {}, {}
+        self._fast = None
+
+    @property
+    def fast(self):
+        """A float32 BoundedModule of the network (built on first use): alpha-CROWN's and beta-CROWN's iterations
+        run on it; every bound they report is evaluated on the float64 ``bm`` (:func:`alpha_crown`)."""
+        if self._fast is None:
+            net = copy.deepcopy(self.bm.model).float().eval().requires_grad_(False)
+            self._fast = BoundedModule(net, tuple(self.bm.graph.input_shape))
+        return self._fast
 
     def _pert(self, term) -> Box:
         shape = (1,) + tuple(self.bm.graph.input_shape)
@@ -670,7 +681,8 @@ class RootBounds:
         key = term.box_key()
         if key not in self.cache:
             pert = self._pert(term)
-            self.cache[key] = optimize_intermediate(self.bm, pert, self.crown_bounds(term), deadline=deadline)
+            self.cache[key] = optimize_intermediate(self.bm, pert, self.crown_bounds(term), deadline=deadline,
+                                                    fast=self.fast)
         return self.cache[key]
 
     def refuted(self, term, deadline: float) -> bool:
@@ -702,7 +714,7 @@ class RootBounds:
             for chunk in self._chunks([terms[k] for k in todo], share=4):
                 CC, d, owner = self._rows(chunk)
                 with torch.enable_grad():
-                    lb = alpha_crown(self.bm, pert, CC, bounds, deadline=deadline).detach()[0]
+                    lb = alpha_crown(self.bm, pert, CC, bounds, deadline=deadline, fast=self.fast).detach()[0]
                 closed += (per_term_max((lb - d)[None], owner, len(chunk))[0] > 0).tolist()
             for k, c in zip(todo, closed):
                 done[k] = bool(c)
@@ -751,15 +763,15 @@ def choose_bab(bm, n_free: int) -> str:
 
 
 def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "fsb",
-                   root_bounds: list | None = None):
+                   root_bounds: list | None = None, fast=None):
     """Activation-split BaB (verifiers/complete/beta_crown.py) on one disjunct until the Deadline ``dl``: returns
-    ("unsat" |
-    "timeout" | "unknown" | InstanceResult(sat), subdomains bounded). ``batch`` subdomains are bounded per backward
-    pass (default: as many as keep one pass near 2^22 neuron-rows, at most 256)."""
+    ("unsat" | "timeout" | "unknown" | InstanceResult(sat), subdomains bounded). ``batch`` subdomains are bounded per
+    backward pass (default: as many as keep one pass near 2^22 neuron-rows, at most 256); ``fast``: a float32 copy of
+    the network for the optimisation (:class:`ActivationBaB`)."""
     if term.C.shape[0] == 0:   # no output constraint: every input is a counterexample, attacks decide it
         return "unknown", 0
     search = ActivationBaB(bm, torch.tensor(term.x_L), torch.tensor(term.x_U), torch.tensor(term.C),
-                           torch.tensor(term.d), branching=branching, root_bounds=root_bounds)
+                           torch.tensor(term.d), branching=branching, root_bounds=root_bounds, fast=fast)
     if batch is None:
         batch = int(max(4, min(256, 2 ** 22 // max(1, neuron_count(bm) * term.C.shape[0]))))
     C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
