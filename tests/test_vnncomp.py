@@ -277,6 +277,54 @@ def test_disjuncts_refuted_by_cheap_bounds_are_not_attacked(sat, tmp_path, monke
         assert res.status == "unsat" and res.method == "IBP" and not attacked, (res, attacked)
 
 
+def test_each_disjunct_of_a_shared_box_is_attacked_alone_only_if_the_bounds_leave_it_open(tmp_path, monkeypatch):
+    """Two disjuncts over ACAS Xu's prop 1 box: Y_0 <= d, with d between IBP's and CROWN's lower bounds of Y_0
+    (refuted by CROWN, not by IBP), and prop 1's own Y_0 >= 3.9911 (open after the root bounds, proved by input
+    splitting). The joint attack on both runs before any bound; PGD on a disjunct alone runs after CROWN, on the
+    second disjunct only; the answer is ``unsat``."""
+    import copy
+
+    import torch
+
+    from certkit.verifiers.bounds.ibp_crown import BoundedModule
+    from certkit.verifiers.bounds.perturbation import Box
+    from certkit.verifiers.complete import strategy
+
+    m = load_onnx(ACAS11)
+    term = parse_vnnlib(VNN / "prop_1.vnnlib").terms[0]
+    bm = BoundedModule(copy.deepcopy(m.module).double().eval(), m.sample_shape)
+    shape = (1,) + tuple(m.sample_shape)
+    pert = Box(torch.tensor(term.x_L).reshape(shape), torch.tensor(term.x_U).reshape(shape))
+    C = torch.eye(5, dtype=torch.float64)[None, :1]
+    ibp, crown = (float(bm.compute_bounds(pert, C, method=k)[0][0, 0]) for k in ("IBP", "CROWN"))
+    assert ibp < crown - 1e-3
+    box = "".join(ln + "\n" for ln in (VNN / "prop_1.vnnlib").read_text().splitlines()
+                  if "declare" in ln or " X_" in ln)
+    (tmp_path / "p.vnnlib").write_text(
+        box + f"(assert (or (and (<= Y_0 {(ibp + crown) / 2!r})) (and (>= Y_0 3.991125645861615))))\n")
+    monkeypatch.setattr(strategy, "QUICK_CROWN", 0)                # CROWN after the first attacks
+    monkeypatch.setattr(strategy, "ATTACK_SHARE_LOW_DIM", 0.5)     # share left for the attacks after the bounds
+    events = []
+    real_crown, real_falsify = strategy.RootBounds.crown_refuted_all, strategy.falsify
+
+    def crown_spy(self, terms):
+        events.append("CROWN")
+        return real_crown(self, terms)
+
+    def falsify_spy(net32, onnx_model, term, *args, pgd=True, **kwargs):
+        events.append((len(term) if isinstance(term, list) else float(term.d[0]), pgd))
+        return real_falsify(net32, onnx_model, term, *args, pgd=pgd, **kwargs)
+
+    monkeypatch.setattr(strategy.RootBounds, "crown_refuted_all", crown_spy)
+    monkeypatch.setattr(strategy, "falsify", falsify_spy)
+    res = verify_instance(ACAS11, tmp_path / "p.vnnlib", timeout=30)
+    assert res.status == "unsat", res
+    first = events.index("CROWN")
+    assert events[:first] == [(2, False), (2, True)], events
+    assert (-3.991125645861615, True) in events[first:] and all(
+        e == "CROWN" or e[0] == -3.991125645861615 for e in events[first:]), events
+
+
 def test_intermediate_optimisation_leaves_half_the_time_to_branch_and_bound(monkeypatch):
     """alpha-CROWN on a whole disjunct that CROWN's intermediate bounds leave open optimises the intermediate bounds
     with a deadline of half the time left (branch and bound gets the other half)."""
