@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -67,7 +68,7 @@ class Precision:
     """The search's bound passes in one floating-point precision: the BoundedModule and the box, rows and root
     bounds in its dtype."""
 
-    bm: object
+    bm: Any
     x_L: torch.Tensor
     x_U: torch.Tensor
     C: torch.Tensor
