@@ -42,7 +42,7 @@ def _problems(pairs: list[str]):
             xs = x_L + (x_U - x_L) * torch.rand((2000, 3, 32, 32), generator=torch.Generator().manual_seed(2),
                                                 dtype=torch.float64)
             sampled = float((net(xs) @ C[0]).min())
-        d = lb + 0.3 * (sampled - lb)
+        d = lb + 0.6 * (sampled - lb)
         yield "random CIFAR-shaped CNN", net, (3, 32, 32), x_L, x_U, C, torch.tensor([d], dtype=torch.float64), None
         return
     from certkit.models.onnx_import import load_onnx
