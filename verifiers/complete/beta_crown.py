@@ -65,8 +65,9 @@ def genbab_score(op: Activation, A: torch.Tensor, l: torch.Tensor, u: torch.Tens
 
 @dataclass
 class Precision:
-    """The search's bound passes in one floating-point precision: the BoundedModule and the box, rows and root
-    bounds in its dtype."""
+    """The search's bound passes in one floating-point precision: the BoundedModule ``bm`` of the network in that
+    dtype, the box x_L, x_U (1, *input_shape, raw input units), the rows C (S, K) and thresholds d (S,), and the
+    root intervals (lb, ub) of every node, each (1, *node shape), all in that dtype."""
 
     bm: Any
     x_L: torch.Tensor

@@ -265,12 +265,12 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     # (the first disjuncts could otherwise spend the attacks' share on an unreachable region) waits until the bounds
     # on whole disjuncts have refuted what they can, with what is left of the attacks' share (sri_resnet_b: 9
     # disjuncts per image, all refuted by CROWN on most `unsat` instances, after 2.3 s of PGD on the first one)
-    shared = [t for g in box_groups(open_terms) if len(g) > 1 for t in g]
+    shared = {id(t) for g in box_groups(open_terms) if len(g) > 1 for t in g}   # disjuncts of shared boxes
     if len(open_terms) > 1:
         found = attack([g if len(g) > 1 else g[0] for g in box_groups(open_terms)], False, until)
         if found is not None:
             return found
-    found = attack([u for u in attack_units(open_terms) if isinstance(u, list) or not any(u is t for t in shared)],
+    found = attack([u for u in attack_units(open_terms) if isinstance(u, list) or id(u) not in shared],
                    True, until)
     if found is not None:
         return found
@@ -280,7 +280,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         """PGD on each still open disjunct of a shared box, with what the first attacks left of their share."""
         if share_left <= 0:
             return None
-        return attack([t for t in terms if any(t is u for u in shared)], True, time.perf_counter() + share_left)
+        return attack([t for t in terms if id(t) in shared], True, time.perf_counter() + share_left)
     # 3. bounds on whole terms, 4. branch and bound (input or activation splits)
     if sound:
         found = attack_shared(open_terms)
