@@ -239,3 +239,100 @@ def test_product_and_quotient_rules_bound_the_exact_function_of_two_free_operand
 def test_a_graph_with_an_op_without_a_forward_rule_is_not_supported():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2)).double().eval()
     assert not forward_supported(BoundedModule(net, (1, 4, 4)))
+
+
+class ShiftNet(nn.Module):
+    """relu(x + s) with a constant s of shape (2, 3) broadcast over x (3,): the data grows to the constant's shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("s", torch.tensor([[0.5, -0.2, 0.1], [-0.4, 0.3, 0.0]]))
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.out(torch.relu(x.reshape(-1, 1, 3) + self.s).flatten(1))
+
+
+def test_a_constant_that_broadcasts_the_data_grows_the_rows_to_its_shape():
+    torch.manual_seed(0)
+    net = ShiftNet().double().eval()
+    bm = BoundedModule(net, (3,))
+    assert forward_supported(bm)
+    lo, hi = boxes((3,), 4, 2, 0.5, seed=2)
+    with torch.no_grad():
+        bounds, (L, U) = forward_bounds(bm, Box(lo, hi))
+        vals = node_values(bm, samples(lo, hi, 100, seed=0).reshape(-1, 3))
+    assert L.shape[1:] == (3, 2) and U.shape == L.shape
+    for v, (lo_i, hi_i) in zip(vals, bounds):
+        v = v.reshape((4, -1) + tuple(lo_i.shape[1:]))
+        assert bool((v >= lo_i[:, None] - 1e-9).all() and (v <= hi_i[:, None] + 1e-9).all())
+
+
+def wide_mlp():
+    return nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                         nn.Linear(64, 3))
+
+
+HYBRID_NETS = {"wide_mlp": (wide_mlp, (4,)), "generator": (generator, (5,)), "mlp": (mlp, (6,))}
+
+
+@pytest.mark.parametrize("name", sorted(HYBRID_NETS))
+def test_crown_with_forward_rows_contains_every_node_and_bounds_fewer_neurons(name, monkeypatch):
+    """crown_intermediate over boxes with few free inputs, with the forward rows (the default there) and without:
+    both contain every node's sampled values; with them the backward passes bound no more neurons, strictly fewer
+    on the ReLU networks; the output bounds of both hold at the samples."""
+    torch.manual_seed(1)
+    make, shape = HYBRID_NETS[name]
+    net = make().double().eval()
+    lo, hi = boxes(shape, 4, 3, 0.3, seed=5)
+    x = samples(lo, hi, 200, seed=4)
+    counted = {}
+    for forward in (False, True):
+        bm = BoundedModule(net, shape)
+        bm.forward = forward
+        rows = []
+        original = BoundedModule._backward_interval
+
+        def spy(self, i, pert, bounds, relax, only=None):
+            rows.append(int(only.sum()) if only is not None else -1)
+            return original(self, i, pert, bounds, relax, only)
+        monkeypatch.setattr(BoundedModule, "_backward_interval", spy)
+        with torch.no_grad():
+            bounds = bm.crown_intermediate(Box(lo, hi))
+            vals = node_values(bm, x.reshape((-1,) + shape))
+            lb, ub = bm.compute_bounds(Box(lo, hi), method="CROWN")
+        monkeypatch.setattr(BoundedModule, "_backward_interval", original)
+        for i, (v, (l, u)) in enumerate(zip(vals, bounds)):
+            v = v.reshape((lo.shape[0], x.shape[1]) + tuple(l.shape[1:]))
+            tol = 1e-9 * (1 + v.abs())
+            assert bool((v >= l[:, None] - tol).all() and (v <= u[:, None] + tol).all()), (forward, i)
+        y = vals[-1].reshape(lo.shape[0], x.shape[1], -1)
+        assert bool((lb[:, None] <= y + 1e-9).all() and (y <= ub[:, None] + 1e-9).all())
+        counted[forward] = sum(rows)
+    assert counted[True] <= counted[False]
+    if name != "mlp":
+        assert counted[True] < counted[False], counted
+
+
+def test_forward_rows_are_used_where_they_pay():
+    """By default: boxes with 1 to FORWARD_MAX_FREE free coordinates and a non-affine op with an input of at least
+    FORWARD_MIN_WIDTH (m+1) neurons; never for other perturbations; ``forward`` overrides."""
+    from certkit.verifiers.bounds.ibp_crown import FORWARD_MAX_FREE, FORWARD_MIN_WIDTH
+    from certkit.verifiers.bounds.perturbation import L2Ball
+    torch.manual_seed(0)
+    bm = BoundedModule(wide_mlp().double().eval(), (4,))        # widest input of a ReLU: 64 neurons
+    lo = torch.zeros((2, 4), dtype=torch.float64)
+    assert not bm.forward_hybrid(Box(lo, lo))                    # no free coordinate
+    m = 64 // FORWARD_MIN_WIDTH - 1
+    assert m >= 4 and bm.forward_hybrid(Box(lo, lo + 1))
+    narrow = BoundedModule(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).double().eval(), (4,))
+    assert 8 < FORWARD_MIN_WIDTH * 5 and not narrow.forward_hybrid(Box(lo, lo + 1))
+    wide_in = BoundedModule(nn.Sequential(nn.Linear(FORWARD_MAX_FREE + 1, 4096), nn.ReLU()).double().eval(),
+                            (FORWARD_MAX_FREE + 1,))
+    z = torch.zeros((1, FORWARD_MAX_FREE + 1), dtype=torch.float64)
+    assert not wide_in.forward_hybrid(Box(z, z + 1))
+    assert not bm.forward_hybrid(L2Ball(lo, 0.1))
+    narrow.forward = True
+    assert narrow.forward_hybrid(Box(lo, lo + 1))
+    bm.forward = False
+    assert not bm.forward_hybrid(Box(lo, lo + 1))

@@ -41,9 +41,13 @@ class ElementwiseAffine(Op):
 
     def forward_linear(self, rows, in_bounds=(), relaxation=None):
         scale, shift = self.params()
+        out = None if self.out_shape is None else tuple(self.out_shape)
+
+        def grow(x):                        # the data broadcast against a larger constant
+            return x if out is None or tuple(x.shape[1:]) == out else torch.broadcast_to(x, (x.shape[0],) + out)
         if scale is None:
-            return affine_rows(rows[0], lambda x: x, lambda x: x, shift)
-        return affine_rows(rows[0], lambda x: x * scale, lambda x: x * scale.abs(), shift)
+            return affine_rows(rows[0], grow, grow, shift)
+        return affine_rows(rows[0], lambda x: grow(x * scale), lambda x: grow(x * scale.abs()), shift)
 
     def backward(self, A, in_bounds=(), relaxation=None):
         scale, shift = self.params()
