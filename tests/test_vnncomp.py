@@ -512,3 +512,29 @@ def test_disjuncts_over_one_box_are_bounded_together(monkeypatch):
     calls.clear()
     assert roots.refuted_all(terms[1:3], time.perf_counter() + 20.0) == [True, False]
     assert calls == [1, 1, 1], calls
+
+
+def test_counterexample_replays_stop_at_the_deadline(monkeypatch):
+    """Hundreds of disjuncts can each have close candidates to replay in onnxruntime (VNN-COMP ml4acopf's 300-bus
+    properties: 600 disjuncts, 30.8 s of wall time for a 30 s limit): with replays of 20 ms and 50 disjuncts whose
+    unsafe region holds every point, the check returns within its deadline plus one replay instead of after 8 s."""
+    import torch
+
+    from certkit.verifiers.complete import input_split, strategy
+
+    box = "".join(f"(declare-const X_{i} Real)\n(assert (>= X_{i} -0.1))\n(assert (<= X_{i} 0.1))\n" for i in range(5))
+    outs = "".join(f"(declare-const Y_{j} Real)\n" for j in range(5))
+    text = box + outs + "(assert (or " + " ".join("(and (<= Y_0 1000000.0))" for _ in range(50)) + "))\n"
+    prop = parse_vnnlib_text(text)
+    m = load_onnx(ACAS11)
+    replays = []
+
+    def slow_replay(onnx_model, term, x):
+        replays.append(1)
+        time.sleep(0.02)
+        return None
+    monkeypatch.setattr(input_split, "validate_witness", slow_replay)
+    x = torch.zeros((8, 5), dtype=torch.float64)
+    t0 = time.perf_counter()
+    assert strategy._check_group(m.module.float(), m, prop.terms, x, deadline=t0 + 0.1) is None
+    assert time.perf_counter() - t0 < 0.1 + 0.1 and 0 < len(replays) <= 7

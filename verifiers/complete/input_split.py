@@ -34,10 +34,12 @@ def objective(net: torch.nn.Module, C: torch.Tensor, d: torch.Tensor, sample_sha
     return obj
 
 
-def candidate_checker(net32, onnx_model, term: Term, method: str, tries: int = 8):
+def candidate_checker(net32, onnx_model, term: Term, method: str, tries: int = 8, deadline: float | None = None):
     """x (N, *input) float64 -> a validated ``sat`` InstanceResult (labelled ``method``) or None: the ``tries``
     points with the lowest float32 objective max_r (C_r y - d_r) <= 1e-4 are replayed exactly
-    (verifiers/complete/vnncomp_format.py validate_witness)."""
+    (verifiers/complete/vnncomp_format.py validate_witness); none after the time.perf_counter() value ``deadline``
+    (an onnxruntime replay of a large network takes milliseconds, and properties with hundreds of disjuncts can
+    have a few to replay for each)."""
     obj = objective(net32, torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32),
                     onnx_model.sample_shape)
 
@@ -47,7 +49,7 @@ def candidate_checker(net32, onnx_model, term: Term, method: str, tries: int = 8
         with torch.no_grad():
             val = obj(x.reshape(x.shape[0], -1).float())
         for k in torch.argsort(val)[:tries].tolist():
-            if float(val[k]) > 1e-4:
+            if float(val[k]) > 1e-4 or (deadline is not None and time.perf_counter() > deadline):
                 break
             found = validate_witness(onnx_model, term, x[k].reshape(-1).numpy())
             if found:

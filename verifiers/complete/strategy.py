@@ -107,6 +107,10 @@ class Deadline:
     def passed(self) -> bool:
         return self.left() <= 0
 
+    def at(self) -> float:
+        """The time.perf_counter() value at which the budget ends."""
+        return self.t0 + self.seconds
+
 
 def check_conversion(onnx_model: OnnxModel, prop: Property, points: int = 16, seed: int = 0) -> None:
     """Compare certkit's converted network with onnxruntime on random points in every input box.
@@ -404,21 +408,24 @@ def group_objective(net32, terms: list, sample_shape):
     return obj
 
 
-def _check_group(net32, onnx_model, terms: list, x: torch.Tensor):
+def _check_group(net32, onnx_model, terms: list, x: torch.Tensor, deadline: float | None = None):
     """A point of x (N, n_in) float64 that validates as a counterexample of one of ``terms``, as a ``sat``
     InstanceResult, or None: disjunct by disjunct, its points within 1e-4 of its unsafe region in float32, in the
-    order of their objective (:func:`candidate_checker`)."""
+    order of their objective (:func:`candidate_checker`); no replay after the time.perf_counter() value
+    ``deadline``."""
     if len(terms) == 1:
-        return candidate_checker(net32, onnx_model, terms[0], "PGD")(x)
+        return candidate_checker(net32, onnx_model, terms[0], "PGD", deadline=deadline)(x)
     with torch.no_grad():
         y = net32(x.float().reshape((x.shape[0],) + tuple(onnx_model.sample_shape))).reshape(x.shape[0], -1)
     for term in terms:
         C, d = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
         close = term_value(y, C, d) <= 1e-4
         if bool(close.any()):
-            found = candidate_checker(net32, onnx_model, term, "PGD")(x[close])
+            found = candidate_checker(net32, onnx_model, term, "PGD", deadline=deadline)(x[close])
             if found is not None:
                 return found
+        if deadline is not None and time.perf_counter() > deadline:
+            break
     return None
 
 
@@ -452,7 +459,7 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
     x0, pools[key] = falsifier_starts(obj, lambda x: net32(x.reshape((-1,) + tuple(shape))), lo, hi,
                                       starts, gen, pools.get(key), deadline=now + max(limit - now, 0.0) / 3)
     if not pgd:
-        found = _check_group(net32, onnx_model, terms, x0.double())
+        found = _check_group(net32, onnx_model, terms, x0.double(), dl.at())
         if found is not None:
             found.seconds = time.perf_counter() - dl.t0
         return found
@@ -462,7 +469,7 @@ def falsify(net32, onnx_model, term, starts: int, gen: torch.Generator, dl, pool
         end = time.perf_counter() + max(dl.left(), 0.0)
         x, val = pgd_box(obj, lo, hi, steps=100, restarts=1, x_init=x0, step_size=step, generator=gen,
                          early_stop="any", deadline=end if until is None else min(end, until))
-        found = _check_group(net32, onnx_model, terms, x.double())
+        found = _check_group(net32, onnx_model, terms, x.double(), dl.at())
         if found is not None:
             found.seconds, found.method = time.perf_counter() - dl.t0, "PGD"
             return found
@@ -487,7 +494,7 @@ def _refine_and_check(net32, onnx_model, terms: list, obj, lo: torch.Tensor, hi:
     k = len(idx)
     x, _ = pgd_refine(obj, lo.expand(k, -1), hi.expand(k, -1), x[idx],
                       deadline=end if until is None else min(end, until))
-    found = _check_group(net32, onnx_model, terms, x.double())
+    found = _check_group(net32, onnx_model, terms, x.double(), dl.at())
     if found is not None:
         found.seconds, found.method = time.perf_counter() - dl.t0, method
     return found
