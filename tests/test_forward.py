@@ -1,10 +1,12 @@
 """Forward-mode bounds (verifiers/bounds/forward.py): on networks of every op with a forward rule (MLPs with ReLU and
-Sigmoid, a convolutional generator with BatchNorm and transposed convolutions, a set network with slices, a mask
-product, sums, a quotient by a fixed sum, concatenation and a difference of two heads, a quotient of two computed
-tensors), over boxes where only a few inputs are free, every node's interval contains the node's value at sampled and
-vertex points, the output's linear bounds hold at those points, the output bound is below the sampled minimum, nodes
-of fixed inputs are exact, a linear network's bound is its exact minimum, and the bound closes on the true minimum as
-the box shrinks; the product and quotient rules bound their function on a grid of two free operands.
+Sigmoid, a convolutional generator with BatchNorm and transposed convolutions, one with nearest and bilinear
+upsampling, a set network with slices, a mask product, sums, a quotient by a fixed sum, concatenation and a difference
+of two heads, a quotient of two computed tensors), over boxes where only a few inputs are free, every node's interval
+contains the node's value at sampled and vertex points, the output's linear bounds hold at those points, the output
+bound is below the sampled minimum, nodes of fixed inputs are exact, a linear network's bound is its exact minimum,
+and the bound closes on the true minimum as the box shrinks; the product and quotient rules bound their function on a
+grid of two free operands. Beside CROWN (crown_intermediate), the rows keep every node's interval sound and leave the
+backward passes fewer neurons.
 """
 import itertools
 
@@ -58,7 +60,14 @@ def generator():
                          bn, nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(75, 3))
 
 
-NETS = {"mlp": (mlp, (6,)), "generator": (generator, (5,)), "set": (SetNet, (3, 5)), "ratio": (RatioNet, (4,))}
+def upsampler():
+    return nn.Sequential(nn.Linear(5, 3 * 2 * 2), nn.Unflatten(1, (3, 2, 2)), nn.Upsample(scale_factor=2),
+                         nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"),
+                         nn.Conv2d(4, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3))
+
+
+NETS = {"mlp": (mlp, (6,)), "generator": (generator, (5,)), "set": (SetNet, (3, 5)), "ratio": (RatioNet, (4,)),
+        "upsampler": (upsampler, (5,))}
 
 
 def boxes(shape, n_boxes, free, width, seed, fixed_mask=True):

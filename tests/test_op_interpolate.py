@@ -1,5 +1,6 @@
-"""verifiers/bounds/ops/interpolate.py: nearest and bilinear upsampling: IBP exact, the backward rule is the adjoint,
-sound network bounds, the functional form, ONNX ``Resize`` against onnxruntime; bicubic is refused."""
+"""verifiers/bounds/ops/interpolate.py: nearest and bilinear upsampling: IBP exact, the backward rule is the adjoint
+(the block sums of integer factors and the general vector-Jacobian product), sound network bounds, the functional
+form, ONNX ``Resize`` against onnxruntime; bicubic is refused. Its forward-mode rule: tests/test_forward.py."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,3 +59,19 @@ def test_onnx_resize_imports_and_bounds_contain_onnxruntime_outputs(tmp_path, mo
     pts = (x[:, None] + 0.05 * (2 * torch.rand(2, 100, 1, 5, 5) - 1)).reshape(-1, 1, 5, 5)
     ref = torch.from_numpy(model.run_onnxruntime(pts)).double().reshape(2, 100, -1)
     assert (ref >= lb[:, None] - 1e-4).all() and (ref <= ub[:, None] + 1e-4).all()
+
+
+@pytest.mark.parametrize("size,scale", [(None, 2), (None, 3), ((6, 9), None), ((7, 7), None)])
+def test_the_backward_rule_is_the_adjoint_of_the_forward_map(size, scale):
+    """<A, M x> = <M^T A, x> for random A and x, with M the resizing: integer factors (the block-sum rule) and a
+    non-integer size (the vector-Jacobian product)."""
+    from certkit.verifiers.bounds.ops.interpolate import Interpolate
+    op = Interpolate(size=size, scale_factor=scale, mode="nearest")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 3, 3, 3), generator=gen, dtype=torch.float64)
+    y = op.forward(x)
+    op.in_shapes, op.out_shape = [tuple(x.shape[1:])], tuple(y.shape[1:])
+    A = torch.randn((2, 4) + tuple(y.shape[1:]), generator=gen, dtype=torch.float64)
+    (A_in,), bias = op.backward(A)
+    assert bias is None and A_in.shape == (2, 4, 3, 3, 3)
+    torch.testing.assert_close(torch.einsum("bschw,bchw->bs", A, y), torch.einsum("bschw,bchw->bs", A_in, x))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, map_rows, register_op
 
 
 @register_op(modules=(nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d), functions=(F.interpolate,),
@@ -43,9 +43,20 @@ class Interpolate(Op):
     def ibp(self, iv):
         return self.forward(iv[0]), self.forward(iv[1])
 
+    def forward_linear(self, rows, in_bounds=(), relaxation=None):
+        L, U = rows[0]           # non-negative weights: the lower rows map to lower rows, the upper to upper
+        FL = map_rows(self.forward, L)
+        return FL, (FL if U is L else map_rows(self.forward, U))
+
     def backward(self, A, in_bounds=(), relaxation=None):
         B, S = A.shape[:2]
         in_shape = tuple(self.in_shapes[0])
+        if self.mode == "nearest" and len(in_shape) == 3:
+            (C, H, W), (Ho, Wo) = in_shape, tuple(self.out_shape)[1:]
+            if Ho % H == 0 and Wo % W == 0:
+                # integer factors: output pixel (i, j) copies input (i // sh, j // sw), so the adjoint sums each
+                # sh x sw block (the vector-Jacobian product below took 0.4 s per pass on a cGAN's 32 x 32 images)
+                return [A.reshape((B, S, C, H, Ho // H, W, Wo // W)).sum((4, 6))], None
         x0 = torch.zeros((B * S,) + in_shape, dtype=A.dtype, device=A.device, requires_grad=True)
         with torch.enable_grad():
             y = self.forward(x0)
