@@ -15,6 +15,7 @@ from torch import nn
 from certkit.common.errors import CertkitError
 from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
+from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.complete.input_split import clip_boxes, input_split_bab, split_boxes, split_scores
 from certkit.verifiers.complete.many_terms import neuron_count
 from certkit.verifiers.complete.strategy import Deadline, input_split_batch, verify_property
@@ -294,3 +295,30 @@ def test_a_deadline_inside_a_round_is_a_timeout_with_its_box_count(tmp_path):
     bm.deadline = time.perf_counter() - 1.0
     status, n = input_split_bab(bm, onnx_model.module.float().eval(), onnx_model, prop.terms, Deadline(60), None, 256)
     assert (status, n) == ("timeout", 1)
+
+
+def test_the_root_box_bounds_given_are_not_computed_again(tmp_path, monkeypatch):
+    """With CROWN's intermediate bounds of the whole box given (``root_bounds``, as strategy.py passes the ones it
+    computed for the root bounds), the first round does not bound the root box again; the answer and the boxes
+    bounded are those of the search without them."""
+    net = relu_net(3)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop, optima = planted_property(net, 3, ((1,), 1), False, tmp_path)
+    net32 = onnx_model.module.float().eval()
+    runs = []
+    for given in (False, True):
+        bm = bounded(onnx_model)
+        term = prop.terms[0]
+        root = None
+        if given:
+            with torch.no_grad():
+                root = bm.crown_intermediate(Box(torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None]))
+        calls = []
+        real = bm.crown_intermediate
+        monkeypatch.setattr(bm, "crown_intermediate", lambda pert, real=real, calls=calls: calls.append(
+            pert.x_L.shape[0]) or real(pert))
+        status, n = input_split_bab(bm, net32, onnx_model, prop.terms, Deadline(60), 10 ** 6, 256, root_bounds=root)
+        runs.append((status, n, calls))
+    (s0, n0, calls0), (s1, n1, calls1) = runs
+    assert s0 == s1 == "unsat" and n0 == n1 > 1
+    assert calls0[0] == 1 and calls1 == calls0[1:]

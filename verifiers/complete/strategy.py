@@ -349,7 +349,8 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
         if kind == "input":
             attack, cost = leaf_attack(net32, onnx_model, unit, dl)
             status, n = input_split_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total),
-                                       batch or input_split_batch(bm), attack=attack, attack_cost=cost)
+                                       batch or input_split_batch(bm), attack=attack, attack_cost=cost,
+                                       root_bounds=roots.crown.get(unit[0].box_key()))
         else:
             status, n = activation_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total),
                                        root_bounds=roots.get(unit, time.perf_counter() + dl.left()), fast=roots.fast)
