@@ -1,4 +1,4 @@
-"""CROWN's intermediate bounds with and without forward-mode rows beside them (``BoundedModule.forward``): one run.
+"""CROWN's intermediate bounds with and without forward-mode rows beside them (``BoundedModule.forward_rows``): one run.
 
     python bench/forward_hybrid.py [--boxes 16] [NET.onnx PROP.vnnlib ...]
 
@@ -82,7 +82,7 @@ def main() -> None:
         print(name)
         for forward in (False, True):
             bm = BoundedModule(net, shape)
-            bm.forward = forward
+            bm.forward_rows = forward
             rows = []
             real = bm._backward_interval
 

@@ -299,12 +299,12 @@ def test_crown_with_forward_rows_contains_every_node_and_bounds_fewer_neurons(na
     original = BoundedModule._backward_interval
 
     def spy(self, i, pert, bounds, relax, only=None):
-        counted[bool(self.forward)] += int(only.sum()) if only is not None else 10 ** 9
+        counted[bool(self.forward_rows)] += int(only.sum()) if only is not None else 10 ** 9
         return original(self, i, pert, bounds, relax, only)
     monkeypatch.setattr(BoundedModule, "_backward_interval", spy)
     for forward in (False, True):
         bm = BoundedModule(net, shape)
-        bm.forward = forward
+        bm.forward_rows = forward
         with torch.no_grad():
             bounds = bm.crown_intermediate(Box(lo, hi))
             vals = node_values(bm, x.reshape((-1,) + shape))
@@ -322,7 +322,7 @@ def test_crown_with_forward_rows_contains_every_node_and_bounds_fewer_neurons(na
 
 def test_forward_rows_are_used_where_they_pay():
     """By default: boxes with 1 to FORWARD_MAX_FREE free coordinates and a non-affine op with an input of at least
-    FORWARD_MIN_WIDTH (m+1) neurons; never for other perturbations; ``forward`` overrides."""
+    FORWARD_MIN_WIDTH (m+1) neurons; never for other perturbations; ``forward_rows`` overrides."""
     from certkit.verifiers.bounds.ibp_crown import FORWARD_MAX_FREE, FORWARD_MIN_WIDTH
     from certkit.verifiers.bounds.perturbation import L2Ball
     torch.manual_seed(0)
@@ -338,7 +338,9 @@ def test_forward_rows_are_used_where_they_pay():
     z = torch.zeros((1, FORWARD_MAX_FREE + 1), dtype=torch.float64)
     assert not wide_in.forward_hybrid(Box(z, z + 1))
     assert not bm.forward_hybrid(L2Ball(lo, 0.1))
-    narrow.forward = True
+    narrow.forward_rows = True
     assert narrow.forward_hybrid(Box(lo, lo + 1))
-    bm.forward = False
+    x = torch.rand((3, 4), dtype=torch.float64)
+    torch.testing.assert_close(narrow.forward(x), narrow.model(x))      # the setting leaves the method alone
+    bm.forward_rows = False
     assert not bm.forward_hybrid(Box(lo, lo + 1))

@@ -65,6 +65,11 @@ class BoundedModule:
         conv_windows: bound the neurons of convolutional layers from rows kept on their receptive fields
             (verifiers/bounds/windows.py; same bounds as dense rows up to float rounding, far less work on CNNs).
 
+    Attributes:
+        forward_rows: forward-mode rows beside CROWN's intermediate bounds (True / False; None, the default: where
+            :meth:`forward_hybrid` finds they pay).
+        deadline: a time.perf_counter() value after which CROWN's passes raise TimeoutError (None: no limit).
+
     Raises:
         CertkitError: unsupported ops (all listed).
     """
@@ -76,7 +81,7 @@ class BoundedModule:
         self.budget = budget
         self.conv_windows = conv_windows
         self.deadline: float | None = None   # time.perf_counter() value after which CROWN's passes stop (TimeoutError)
-        self.forward: bool | None = None     # forward-mode bounds in crown_intermediate (None: forward_hybrid decides)
+        self.forward_rows: bool | None = None  # forward-mode rows in crown_intermediate (None: forward_hybrid decides)
         self._widest: int | None = None       # forward_hybrid: the widest input of a non-affine op (0: no rules)
 
     @property
@@ -296,14 +301,14 @@ class BoundedModule:
 
     def forward_hybrid(self, pert: Perturbation) -> bool:
         """Whether :meth:`crown_intermediate` also carries forward-mode bounds (verifiers/bounds/forward.py
-        ``ForwardRows``): ``forward`` True / False, or by default (None) for boxes with m free coordinates, 1 <= m <=
-        FORWARD_MAX_FREE, on graphs whose ops all have forward rules and whose widest input of a non-affine op has
-        at least FORWARD_MIN_WIDTH (m+1) neurons. Forward rows cost 2(m+1) evaluations of every node; they pay where
-        they leave CROWN fewer neurons to bound: ACAS Xu (layers of 50 ReLUs, m = 5), VNN-COMP 2024 acasxu_2023
-        1_1 prop 5 unsat in 5.8 s instead of 10.7 s, the same sub-boxes; lsnc's 8-neuron layers (m = 6) lose, the
-        quadrotor2d_state_1 search 17.5 s instead of 12.1 s)."""
-        if self.forward is not None:
-            return bool(self.forward) and isinstance(pert, Box)
+        ``ForwardRows``): ``forward_rows`` True / False, or by default (None) for boxes with m free coordinates,
+        1 <= m <= FORWARD_MAX_FREE, on graphs whose ops all have forward rules and whose widest input of a
+        non-affine op has at least FORWARD_MIN_WIDTH (m+1) neurons. Forward rows cost 2(m+1) evaluations of every
+        node; they pay where they leave CROWN fewer neurons to bound: ACAS Xu (layers of 50 ReLUs, m = 5; VNN-COMP
+        2024 acasxu_2023 1_1 prop 5 unsat in 5.8 s instead of 10.7 s, the same sub-boxes); lsnc's 8-neuron layers
+        (m = 6) lose (the quadrotor2d_state_1 search 17.5 s instead of 12.1 s)."""
+        if self.forward_rows is not None:
+            return bool(self.forward_rows) and isinstance(pert, Box)
         if not isinstance(pert, Box):
             return False
         m = free_coordinates(pert)
@@ -325,7 +330,7 @@ class BoundedModule:
         g = self.graph
         bounds = self.ibp(pert)
         relax: dict = {}
-        fwd = ForwardRows(g, pert) if self.forward_hybrid(pert) else None
+        fwd = ForwardRows(g, pert) if isinstance(pert, Box) and self.forward_hybrid(pert) else None
         first: dict[int, tuple] = {}          # node -> (op of its first non-affine consumer, input position there)
         for a in g.nonlinear():
             for k, j in enumerate(g.nodes[a].inputs):
