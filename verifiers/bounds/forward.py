@@ -105,8 +105,8 @@ def forward_bounds(bm, pert: Box, relax: dict | None = None
 
 
 def free_coordinates(pert: Box) -> int:
-    """The largest number of free (wider than zero) input coordinates over the boxes of ``pert``: the m of the
-    forward mode, whose rows cost m+1 evaluations of each op."""
+    """The largest number of free (wider than zero) input coordinates over the boxes of ``pert`` (a batch
+    (B, *input_shape); 0 for an empty batch): the m of the forward mode, whose rows cost m+1 evaluations of each op."""
     B = pert.x_L.shape[0]
     return int((pert.x_U > pert.x_L).reshape(B, -1).sum(1).max()) if B else 0
 
@@ -131,6 +131,8 @@ class ForwardRows:
     """
 
     def __init__(self, graph, pert: Box):
+        """``graph``: the BoundGraph bounded; ``pert``: the boxes (B, *input_shape), their free coordinates as rows
+        (:func:`input_rows`)."""
         self.graph = graph
         rows = input_rows(pert.x_L, pert.x_U)
         self.k = rows.shape[1]
