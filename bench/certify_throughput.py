@@ -46,15 +46,16 @@ def measure(name: str, module: torch.nn.Module, shape, batch: int, device: torch
     module = module.to(device).eval()
     if compiled:
         module = torch.compile(module, dynamic=False)
-    x = torch.rand(shape, device=device)
-    xb = torch.rand((batch,) + tuple(shape), device=device)
+    with torch.inference_mode():  # tensors of the kind the sampler makes: a compiled module compiles once
+        x = torch.rand(shape, device=device)
+        xb = torch.rand((batch,) + tuple(shape), device=device)
 
     @torch.inference_mode()
     def raw():
         module(xb).argmax(1)
 
     sampler = NoiseSampler(module, sigma=0.25, batch_size=batch, device=device,
-                           forward_batch=None if compiled else "auto")
+                           forward_batch=None if compiled else "auto", check_input=False, one_shape=compiled)
     gen = input_generator(0, 0, device)
     per_call = batch * 10
 

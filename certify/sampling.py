@@ -64,6 +64,15 @@ def as_sampler(model: nn.Module | NoiseSampler, sigma: float | None = None) -> N
 _POOL = None
 
 
+def _in_inference_mode(fn):
+    """fn run under torch.inference_mode() (a thread-local mode: the noise helper thread does not inherit it, and a
+    compiled module compiles again for a tensor made outside it)."""
+    def wrapped(*args):
+        with torch.inference_mode():
+            return fn(*args)
+    return wrapped
+
+
 def _noise_pool():
     """One helper thread for drawing noise ahead (module docstring of NoiseSampler.logits_stream)."""
     global _POOL
@@ -103,15 +112,22 @@ class NoiseSampler:
         sound: round each input to a dyadic grid and add exactly sampled, exactly added rounded Gaussian noise
             (certify/sound_noise.py): the smoothed classifier is then the one the certificate describes, whatever
             float32 rounding would have done (GaussianSmoothing pays the grid and the sampling error in its radius).
+        one_shape: every forward call gets exactly ``forward_batch`` rows: a shorter chunk (the n0 selection draw,
+            the last chunk of n) is padded with copies of its last row whose logits are dropped. For a module
+            compiled for one batch shape (``torch.compile(dynamic=False)``), which would otherwise compile again
+            for each chunk size. The noise stream and the counts are unchanged; needs an int or None
+            ``forward_batch``.
 
     Raises:
         CertkitError: sigma <= 0, batch_size < 1, forward_batch not an int >= 1 / None / "auto", draw_ahead not
-            True / False / "auto", amp on a non-CUDA device, NaN/inf logits while sampling.
+            True / False / "auto", amp on a non-CUDA device, one_shape with ``forward_batch="auto"``, NaN/inf
+            logits while sampling.
     """
 
     def __init__(self, model: nn.Module, sigma: float, batch_size: int = 1000,
                  device: torch.device | str = "cpu", amp: bool = False, forward_batch: int | str | None = "auto",
-                 draw_ahead: bool | str = "auto", check_input: bool = True, sound: bool = False):
+                 draw_ahead: bool | str = "auto", check_input: bool = True, sound: bool = False,
+                 one_shape: bool = False):
         if not (sigma > 0):
             raise CertkitError(f"sigma must be > 0, got {sigma}")
         if batch_size < 1:
@@ -131,6 +147,9 @@ class NoiseSampler:
         if forward_batch == "auto":
             forward_batch = "auto" if self.device.type == "cpu" and self.batch_size >= 64 else None
         self.forward_batch = self.batch_size if forward_batch is None else forward_batch
+        if one_shape and self.forward_batch == "auto":
+            raise CertkitError("one_shape needs a fixed forward batch (an int or None), not 'auto'")
+        self.one_shape = one_shape
         self.draw_ahead = draw_ahead
         self._checked: set | None = set() if check_input else None
         self.grid: RoundedGaussian | None = None
@@ -173,6 +192,7 @@ class NoiseSampler:
                 yield self._forward(x, draw(b))
             return
         pool = _noise_pool()
+        draw = _in_inference_mode(draw)   # the helper thread's tensors are then of the same kind as in-line draws
         pending = pool.submit(draw, sizes[0])
         for k in range(len(sizes)):
             noisy = pending.result()
@@ -222,10 +242,11 @@ class NoiseSampler:
                     self._forward(x, draw())
 
             def ahead():
-                pending = pool.submit(draw)
+                draw_there = _in_inference_mode(draw)
+                pending = pool.submit(draw_there)
                 for k in range(4):
                     noisy = pending.result()
-                    pending = pool.submit(draw) if k < 3 else None
+                    pending = pool.submit(draw_there) if k < 3 else None
                     self._forward(x, noisy)
 
             best = {False: float("inf"), True: float("inf")}
@@ -247,8 +268,22 @@ class NoiseSampler:
     def _rows(self, noisy: torch.Tensor, rows: int) -> torch.Tensor:
         """Logits of ``noisy`` (B, *shape), ``rows`` at a time."""
         with torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext():
-            parts = [self.model(part).float() for part in noisy.split(rows)]
+            parts = [self._call(part, rows).float() for part in noisy.split(rows)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _call(self, part: torch.Tensor, rows: int) -> torch.Tensor:
+        b = part.shape[0]
+        if not self.one_shape or b == rows:
+            return self.model(part)
+        padded = torch.cat([part, part[-1:].expand((rows - b,) + tuple(part.shape[1:]))])
+        return self.model(padded)[:b]
+
+    def warm_up(self, x: torch.Tensor) -> None:
+        """One forward call of ``forward_batch`` copies of x (shape (*input_shape)) as the sampler makes them
+        (inference mode, autocast under ``amp``): a compiled module compiles here, for the shape it will see."""
+        with torch.inference_mode():
+            rows = self.batch_size if self.forward_batch == "auto" else int(self.forward_batch)
+            self._rows(x.to(self.device, torch.float32).expand((rows,) + tuple(x.shape)).clone(), rows)
 
     def _tune_forward_batch(self, x: torch.Tensor) -> int:
         """The fastest rows-per-call among batch_size / (1, 2, 4, 8, 16) (>= 32 rows) whose logits equal the

@@ -73,15 +73,17 @@ def _sampler(cfg: CertifyConfig, p: Prepared, sigma: float) -> NoiseSampler:
     module: Any = p.module
     if cfg.compile:
         module = torch.compile(module, dynamic=False)
+    # a compiled module is specialized to its batch shape: one forward call per noise chunk, every call padded to the
+    # chunk size (one compilation, at the warm-up below)
+    sampler = NoiseSampler(module, sigma, cfg.batch, p.device, cfg.amp, forward_batch=None if cfg.compile else "auto",
+                           check_input=False, one_shape=cfg.compile)  # prepare() checked the data against the model
+    if cfg.compile:
         try:
-            with torch.inference_mode():
-                module(p.data.x[:2].to(p.device))
+            sampler.warm_up(p.data.x[0])
         except Exception as e:  # compilation failures surface at the first call
             raise CertkitError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                                f"run without --compile") from None
-    # a compiled module is specialized to its batch shape: keep one forward call per noise chunk there
-    return NoiseSampler(module, sigma, cfg.batch, p.device, cfg.amp, forward_batch=None if cfg.compile else "auto",
-                        check_input=False)  # prepare() checked the data against the model
+    return sampler
 
 
 def calibration_data(cfg: CertifyConfig, opts, p: Prepared):

@@ -249,6 +249,42 @@ def test_drawing_noise_ahead_or_in_line_changes_speed_not_counts():
         NoiseSampler(model, sigma=0.5, draw_ahead="yes")
 
 
+def test_one_shape_pads_every_call_to_one_batch_of_inference_tensors():
+    """For a module compiled for one shape: with one_shape every forward call gets exactly forward_batch rows (the
+    n0-sized and last chunks padded), every input is an inference tensor whether the noise was drawn in line or on
+    the helper thread (a compiled module would compile again for either change), and the counts are unchanged."""
+    from certkit.common.errors import CertkitError
+    from certkit.datasets import load_dataset
+    from certkit.models import load_model
+
+    model = load_model("bundled").module
+    x = load_dataset("digits", split="test").x[3]
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, z):
+            seen.append((z.shape[0], z.is_inference()))
+            return model(z)
+
+    counts = {}
+    for one_shape, ahead in ((False, False), (True, False), (True, True)):
+        seen.clear()
+        s = NoiseSampler(Spy(), sigma=1.0, batch_size=200, forward_batch=None, draw_ahead=ahead, one_shape=one_shape,
+                         check_input=False)
+        if one_shape:
+            s.warm_up(x)
+        counts[one_shape, ahead] = [s.counts(x, 30, torch.Generator().manual_seed(5)),
+                                    s.counts(x, 450, torch.Generator().manual_seed(6))]
+        sizes = {b for b, _ in seen}
+        assert sizes == ({200} if one_shape else {30, 200, 50})
+        assert all(inference for _, inference in seen)
+    assert (counts[False, False][1] > 0).sum() >= 3  # sigma 1: the votes spread, so equal counts mean something
+    for key in ((True, False), (True, True)):
+        assert all(torch.equal(a, b) for a, b in zip(counts[key], counts[False, False]))
+    with pytest.raises(CertkitError, match="one_shape"):
+        NoiseSampler(model, sigma=0.5, one_shape=True)
+
+
 def test_forward_batch_auto_refuses_sizes_that_change_logits():
     class BatchDependent(nn.Module):  # logits depend on how many rows share the call; large calls are slow
         def forward(self, z):
