@@ -1,4 +1,6 @@
-"""Device selection shared by certification, verification and training."""
+"""Device selection shared by certification, verification and training, and the float32 mode of bounds on GPUs."""
+import contextlib
+
 import torch
 
 from certkit.common.errors import CertkitError
@@ -28,3 +30,20 @@ def resolve_device(name: str = "auto") -> torch.device:
         except RuntimeError:
             raise CertkitError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
     raise CertkitError(f"unknown device {name!r}: use auto, cpu or cuda")
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """Within the block, CUDA convolutions and matrix products run in true float32, not TensorFloat32.
+
+    cuDNN convolutions use TensorFloat32 by default on Ampere and later GPUs (PyTorch's
+    ``torch.backends.cudnn.allow_tf32``): inputs rounded to a 10-bit mantissa, errors of about 1e-3 relative. Bound
+    propagation turns on exactly such sums, and a bound that is off by 1e-3 can call an unverified input verified, so
+    certkit's bound computations run inside this block (both PyTorch flags off, restored afterwards). No effect on
+    the CPU. Usable as a decorator."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul

@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from certkit.common.device import exact_float32
 from certkit.common.errors import CertkitError, shape_text
 from certkit.verifiers.bounds import ops, windows
 from certkit.verifiers.bounds.alpha_crown import alpha_crown
@@ -133,6 +134,7 @@ class BoundedModule:
         return self.graph.forward(x)
 
     # ------------------------------------------------------------------ IBP
+    @exact_float32()
     def ibp(self, pert: Perturbation) -> list[ops.Interval]:
         """Intervals of every node. For non-box inputs (L2), nodes that are affine in the input get the exact
         bounds of their affine map over the ball ("Lp ball at the first Linear", as in CROWN)."""
@@ -145,16 +147,19 @@ class BoundedModule:
                 bounds.append(n.op.ibp(*[bounds[j] for j in n.inputs]))
         return bounds
 
+    @exact_float32()
     def ibp_margins(self, pert: Perturbation, C: torch.Tensor, bounds: list | None = None) -> tuple[torch.Tensor, list]:
         """IBP lower bounds of C f(x) (last layer elided) and the intervals of every node (reusable by CROWN-IBP
         and by the warm-up regularizers). Differentiable w.r.t. the weights."""
         bounds = self.ibp(pert) if bounds is None else bounds
         return self._ibp_output(pert, C, bounds, True, upper=False)[0], bounds
 
+    @exact_float32()
     def ibp_margin_bounds(self, pert: Perturbation, C: torch.Tensor, bounds: list) -> tuple[torch.Tensor, torch.Tensor]:
         """IBP lower and upper bounds (B, S) of C f(x) (last layer elided) from the intervals ``bounds``."""
         return self._ibp_output(pert, C, bounds, True, upper=True)
 
+    @exact_float32()
     def crown_ibp_lower(self, pert: Perturbation, C: torch.Tensor, bounds: list) -> torch.Tensor:
         """CROWN-IBP lower bounds of C f(x) given IBP intervals ``bounds`` (B, S). Differentiable."""
         B = C.shape[0]
@@ -185,6 +190,7 @@ class BoundedModule:
         A_in, total = self.propagate(start, A0, bounds, relax, alphas, setups)
         return total if A_in is None else total + pert.lower(A_in)
 
+    @exact_float32()
     def propagate(self, start: int, A0: torch.Tensor, bounds: list, relax: dict, alphas: dict | None = None,
                   setups: dict | None = None, extra: dict | None = None, record: dict | None = None):
         """Backward linear bound of sum(A0 * node_start) down to the input: returns (A_in (B,S,*input) or None,
@@ -320,6 +326,7 @@ class BoundedModule:
                 [torch.Size(g.nodes[j].shape).numel() for a in g.nonlinear() for j in g.nodes[a].inputs] or [0])
         return self._widest >= FORWARD_MIN_WIDTH * (m + 1)
 
+    @exact_float32()
     def crown_intermediate(self, pert: Perturbation) -> list:
         """CROWN bounds of every input of every non-affine node (both operands of products and quotients),
         intersected with IBP; every node's IBP interval is recomputed from its inputs' tightened bounds in one
@@ -366,6 +373,7 @@ class BoundedModule:
         return bounds
 
     # ------------------------------------------------------------------ public
+    @exact_float32()
     def compute_bounds(self, pert: Perturbation, C: torch.Tensor | None = None, method: str = "CROWN",
                        elide: bool = True, alpha_iterations: int = 20, alpha_lr: float = 0.5,
                        bound_upper: bool = True, time_budget: float | None = None):
