@@ -115,8 +115,8 @@ def main() -> None:
             r = rows[-1]
             print(f"{r['model']:<20} {r['mode']:<8} batch {batch:>5}  raw {r['raw']:>10.0f}/s  certify "
                   f"{r['certify']:>10.0f}/s  certify/raw {r['certify'] / r['raw']:.2f}  forward rows "
-                  f"{r['forward_batch']}  noise drawn {'ahead' if r['draw_ahead'] else 'in line'}  certify time / "
-                  f"plain loop time {r['loop'] / r['certify']:.2f}", flush=True)
+                  f"{r['forward_batch']}  noise drawn {'ahead' if r['draw_ahead'] is True else 'in line'}  "
+                  f"certify time / plain loop time {r['loop'] / r['certify']:.2f}", flush=True)
     if not args.no_compile:
         for name, *_ in models:
             e = next(r for r in rows if r["model"] == name and r["mode"] == "eager")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# GPU check of the certification engine and of certified training, to run where a GPU is
-# lent: prints throughput and certify/raw-forward ratios, seconds per CIFAR ResNet-110 image at n = 100,000 (eager,
-# --amp, --compile, both), a 2-process torchrun run, and one CIFAR-shaped training epoch per method (ratios to a
-# natural epoch). Record the output with the card's name in bench/README.md.
+# GPU check of the certification engine and of certified training, to run where a GPU is lent: every command-line
+# path once on the GPU (bench/gpu_smoke.sh), throughput and certify/raw-forward ratios, seconds per CIFAR ResNet-110
+# image at n = 100,000 (eager, --amp, --compile, both), a 2-process torchrun run, and one CIFAR-shaped training
+# epoch per method (ratios to a natural epoch). About 6 minutes on an H200. Record the output with the card's name
+# in bench/README.md.
 #   bash bench/gpu_check.sh                 # on a GPU machine, from the repository root, certkit installed
 #   DEVICE=cpu N=300 bash bench/gpu_check.sh   # a quick dry run of the script itself on a CPU
 set -euo pipefail
@@ -14,6 +15,8 @@ python - <<PY
 import torch
 print("device:", torch.cuda.get_device_name() if "$DEVICE" == "cuda" else "cpu", "| torch", torch.__version__)
 PY
+echo "== every command-line path on $DEVICE (bench/gpu_smoke.sh)"
+DEVICE=$DEVICE bash bench/gpu_smoke.sh
 python bench/gpu_certify_setup.py "$WORK"
 echo "== certify/raw forward throughput (sampler only)"
 python bench/certify_throughput.py --device "$DEVICE" --seconds 3 --resnet-batch 1000 || true
