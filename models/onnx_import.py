@@ -97,6 +97,9 @@ class OnnxModel:
         batch_added: True when the ONNX input has rank 1 and certkit added the batch dim.
         num_outputs: number of output values per input (logits, or Y_j of a VNN-LIB property).
         path: the file read.
+        output_window: (offset, width) when ``module`` computes only the file's output columns offset ..
+            offset + width - 1 (:func:`certkit.models.output_cone.restrict_outputs`); onnxruntime's outputs are then
+            cut to the same columns. None: all of them.
     """
 
     module: fx.GraphModule
@@ -107,12 +110,14 @@ class OnnxModel:
     num_outputs: int
     path: str
     _session: Any = field(default=None, repr=False)  # onnxruntime.InferenceSession, created on first use
+    output_window: tuple[int, int] | None = None
 
     def run_onnxruntime(self, x: torch.Tensor) -> np.ndarray:
         """Evaluate the ORIGINAL ONNX file with onnxruntime on a certkit batch (B, *sample_shape).
 
         Used as the independent check of converted networks and of counterexamples. Rows are run one at a
-        time because VNN-COMP networks often fix the batch size to 1. Returns (B, num_outputs) float32.
+        time because VNN-COMP networks often fix the batch size to 1. Returns (B, num_outputs) float32 (the
+        ``output_window`` columns when one is set).
         """
         import onnxruntime as ort
 
@@ -124,6 +129,9 @@ class OnnxModel:
         arr = x.detach().cpu().numpy().astype(np.float32)
         outs = [self._session.run(None, {self.input_name: row.reshape(self.onnx_input_shape)})[0].reshape(-1)
                 for row in arr]
+        if self.output_window is not None:
+            offset, width = self.output_window
+            outs = [o[offset:offset + width] for o in outs]
         return np.stack(outs)
 
     def check_against_onnxruntime(self, x: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-4) -> None:

@@ -68,6 +68,7 @@ from certkit.verifiers.complete.many_terms import (
     neuron_count,
 )
 from certkit.verifiers.complete.milp_attack import milp_counterexample
+from certkit.verifiers.complete.output_cone import in_output_cone
 from certkit.verifiers.complete.vnncomp_format import InstanceResult, witness_checks
 from certkit.verifiers.complete.vnnlib import Property, parse_vnnlib
 
@@ -167,9 +168,16 @@ def verify_property(onnx_model: OnnxModel, prop: Property, timeout: float = 60.0
             raise CertkitError(f"the property has {prop.n_inputs} inputs / {prop.n_outputs} outputs but the network "
                                f"has {n_in} / {onnx_model.num_outputs}")
         check_conversion(onnx_model, prop, seed=seed)
-        res = _solve(onnx_model, prop, dl, [canonical_method(m) for m in methods], bab, max_domains, batch, seed,
-                     sound)
+        # a property that reads few outputs is verified on the part of the network that computes them
+        cone = in_output_cone(onnx_model, prop)
+        model_used, prop_used = cone if cone is not None else (onnx_model, prop)
+        res = _solve(model_used, prop_used, dl, [canonical_method(m) for m in methods], bab, max_domains, batch,
+                     seed, sound)
         if res.status == "sat":
+            if cone is not None:   # the whole output, and the original property re-checked below
+                assert res.x is not None
+                res.y = onnx_model.run_onnxruntime(
+                    torch.from_numpy(np.asarray(res.x, np.float32).reshape((1,) + onnx_model.sample_shape)))[0]
             res.checks = witness_checks(onnx_model, prop, res)
         return res
     except CertkitError as e:
