@@ -58,6 +58,11 @@ def restrict_outputs(module: fx.GraphModule, sample_shape: tuple, lo: int, hi: i
 
     Property: sub(x) equals module(x)[:, offset:offset + width] for every x (the same fx nodes compute it).
     """
+    node = next(n for n in module.graph.nodes if n.op == "output").args[0]
+    while isinstance(node, fx.Node) and str(getattr(node.target, "__name__", node.target)) in _SAME and node.args:
+        node = node.args[0]
+    if not (isinstance(node, fx.Node) and _cat_parts(node) is not None):
+        return None   # (before copying and running the network: most outputs are not concatenations)
     gm = copy.deepcopy(module)
     try:
         ShapeProp(gm).propagate(torch.zeros((1,) + tuple(sample_shape)))
