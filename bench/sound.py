@@ -62,7 +62,7 @@ def bounds_row(name: str, net: nn.Module, data, eps: float, inputs: int) -> list
     bm = BoundedModule(net, data.input_shape)
     net64 = copy.deepcopy(net).double()
     bm64 = BoundedModule(net64, data.input_shape)
-    sb = SoundBounds(BoundedModule(net64, data.input_shape))
+    sb = SoundBounds(BoundedModule(net64, data.input_shape, fusing=False))
     lo, hi = outward((x.double() - eps).clamp(0, 1), (x.double() + eps).clamp(0, 1))
     with torch.no_grad():
         clean = float((net(x).argmax(1) == y).float().mean())

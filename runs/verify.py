@@ -99,7 +99,8 @@ def run_verify(cfg: VerifyConfig) -> tuple[list[dict], dict]:
         raise CertkitError(f"unknown --backend {cfg.backend!r}: use certkit or auto_lirpa")
     if cfg.sound:
         from certkit.verifiers.bounds.sound import SoundBounds
-        bounder = SoundBounds(BoundedModule(copy.deepcopy(module).cpu().double().eval(), data.input_shape))
+        bounder = SoundBounds(BoundedModule(copy.deepcopy(module).cpu().double().eval(), data.input_shape,
+                                           fusing=False))
     K = torch.Size(bm.graph.output_shape).numel()
     columns = ["idx", "label", "clean_correct", "pgd_robust"] + [_col(m) for m in methods]
     settings = {**p.settings(cfg), "eps": cfg.eps, "norm": cfg.norm, "methods": methods,

@@ -104,6 +104,13 @@ def test_fusion_keeps_the_values_bit_for_bit():
     assert torch.equal(fused(x), net(x))
 
 
+def test_a_chain_of_another_activation_is_left_alone():
+    net = SumOfRelus()
+    net.relu = nn.Sigmoid()
+    ops = _ops(net.double().eval(), (5,))
+    assert "PiecewiseLinear" not in ops and "Sigmoid" in ops
+
+
 def test_a_chain_whose_relus_are_used_elsewhere_is_left_alone():
     class Shared(SumOfRelus):
         def forward(self, x):
@@ -152,3 +159,15 @@ def test_onnx_export_of_the_pattern_is_fused_and_sound(tmp_path):
     check_onnx_bounds(SumOfRelus().eval(), 5, tmp_path / "pwl.onnx")
     model = load_onnx(tmp_path / "pwl.onnx")
     assert "PiecewiseLinear" in _ops(model.module.double(), (5,))
+
+
+def test_the_sound_mode_keeps_the_relus_it_has_rounding_rules_for():
+    """The fused op has no floating-point rounding rule: graphs for the sound mode are built without the fusion, so
+    a network the sound mode accepted is still accepted."""
+    from certkit.verifiers.bounds.sound import unsupported
+
+    net = SumOfRelus().double().eval()
+    assert [u for u in unsupported(BoundedModule(net, (5,)).graph) if "PiecewiseLinear" in u]
+    plain = BoundedModule(net, (5,), fusing=False)
+    assert unsupported(plain.graph) == []
+    assert "PiecewiseLinear" not in [type(n.op).__name__ for n in plain.graph.nodes]

@@ -97,13 +97,14 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, graph)
 
 
-def _rewritten(gm: fx.GraphModule) -> fx.GraphModule:
+def _rewritten(gm: fx.GraphModule, fusing: bool = True) -> fx.GraphModule:
     """``gm`` with the ops' registered graph rewrites applied (ops.register_rewrite) to a copy of its graph; ``gm``
-    itself when none matches."""
-    pairs = ops.rewrites()
+    itself when none matches. ``fusing=False`` leaves out the rewrites registered with ``fuses=True``."""
+    pairs = [(m, r) for m, r, fuses in ops.rewrites() if fusing or not fuses]
     if not any(m(n) for n in gm.graph.nodes for m, _ in pairs):
         return gm
     graph = copy.deepcopy(gm.graph)
+    graph.owning_module = gm   # rewrites may look up the modules their nodes call (their types, sizes)
     for n in list(graph.nodes):
         for matches, rewrite in pairs:
             if matches(n):
@@ -113,9 +114,9 @@ def _rewritten(gm: fx.GraphModule) -> fx.GraphModule:
     return fx.GraphModule(gm, graph)
 
 
-def _analyse(model: nn.Module, input_shape: tuple) -> tuple[BoundGraph | None, list[str]]:
+def _analyse(model: nn.Module, input_shape: tuple, fusing: bool = True) -> tuple[BoundGraph | None, list[str]]:
     problems: list[str] = []
-    gm = _rewritten(_trace(model))
+    gm = _rewritten(_trace(model), fusing)
     was_training = model.training
     model.eval()
     gm.eval()
@@ -240,13 +241,15 @@ def check_model(model: nn.Module, input_shape: tuple) -> list[str]:
     return problems
 
 
-def build_graph(model: nn.Module, input_shape: tuple) -> BoundGraph:
-    """Build the bound graph of ``model`` (an nn.Module or fx GraphModule) for per-sample ``input_shape``.
+def build_graph(model: nn.Module, input_shape: tuple, fusing: bool = True) -> BoundGraph:
+    """Build the bound graph of ``model`` (an nn.Module or fx GraphModule) for per-sample ``input_shape``;
+    ``fusing=False``: without the rewrites that fuse several ops into one (the sound mode, which has rounding rules
+    for the parts only).
 
     Raises:
         CertkitError: listing every unsupported op, node and shape problem.
     """
-    graph, problems = _analyse(model, input_shape)
+    graph, problems = _analyse(model, input_shape, fusing)
     if problems or graph is None:
         raise CertkitError("the model cannot be bounded: " + "; ".join(problems))
     return graph

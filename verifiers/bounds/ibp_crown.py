@@ -65,6 +65,8 @@ class BoundedModule:
         budget: memory budget for CROWN's intermediate passes, in (B x rows x node size) floats.
         conv_windows: bound the neurons of convolutional layers from rows kept on their receptive fields
             (verifiers/bounds/windows.py; same bounds as dense rows up to float rounding, far less work on CNNs).
+        fusing: apply the graph rewrites that fuse several ops into one for tighter bounds (sums of ReLUs of one
+            variable, ops/piecewise_linear.py); the sound mode (verifiers/bounds/sound.py) builds without them.
 
     Attributes:
         forward_rows: forward-mode rows beside CROWN's intermediate bounds (True / False; None, the default: where
@@ -76,9 +78,11 @@ class BoundedModule:
     """
 
     def __init__(self, model: torch.nn.Module, input_shape: tuple | None = None, budget: int = 2 ** 25,
-                 conv_windows: bool = True):
+                 conv_windows: bool = True, fusing: bool = True):
         self.model = model
-        self._graph: BoundGraph | None = None if input_shape is None else build_graph(model, tuple(input_shape))
+        self.fusing = fusing
+        self._graph: BoundGraph | None = (None if input_shape is None
+                                          else build_graph(model, tuple(input_shape), fusing))
         self.budget = budget
         self.conv_windows = conv_windows
         self.deadline: float | None = None   # time.perf_counter() value after which CROWN's passes stop (TimeoutError)
@@ -117,7 +121,7 @@ class BoundedModule:
                 raise CertkitError(f"perturbations hold a batch N x (one input's shape); got inputs of shape "
                                    f"{shape_text(shape)}: add the batch dimension (x[None]) or give input_shape")
             try:
-                self._graph = build_graph(self.model, shape[1:])
+                self._graph = build_graph(self.model, shape[1:], self.fusing)
             except CertkitError as e:
                 raise CertkitError(f"{e} (bounds were asked for a batch of {shape[0]} inputs of shape "
                                    f"{shape_text(shape[1:])}; for ONE input give BoundedModule(model, input_shape))"

@@ -216,7 +216,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     until = time.perf_counter() + max(ATTACK_MIN_SECONDS, share * dl.left())
 
     def bounded() -> BoundedModule:
-        bm = BoundedModule(net64, shape)
+        bm = BoundedModule(net64, shape, fusing=not sound)   # the sound mode's rounding rules are per op
         bm.deadline = time.perf_counter() + max(dl.left(), 0.0)   # CROWN's intermediate passes stop there too
         return bm
 

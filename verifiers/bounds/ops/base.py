@@ -367,16 +367,18 @@ def onnx_op_types() -> list[str]:
     return sorted({t for e in _ENTRIES for t in e.onnx})
 
 
-_REWRITES: list[tuple[Callable[[Any], bool], Callable[[Any, Any], None]]] = []
+_REWRITES: list[tuple[Callable[[Any], bool], Callable[[Any, Any], None], bool]] = []
 
 
-def register_rewrite(matches: Callable[[Any], bool], rewrite: Callable[[Any, Any], None]) -> None:
+def register_rewrite(matches: Callable[[Any], bool], rewrite: Callable[[Any, Any], None], fuses: bool = False) -> None:
     """Register a rewrite of traced torch.fx graphs, applied before the bound graph is built: ``rewrite(graph,
     node)`` replaces one node for which ``matches(node)`` is True (in place), e.g. to give an op an extra input that
-    branch and bound can split (ops/maximum.py). The rewritten graph must compute what the original computes."""
-    _REWRITES.append((matches, rewrite))
+    branch and bound can split (ops/maximum.py). The rewritten graph must compute what the original computes.
+    ``fuses``: the rewrite replaces several ops by one for tighter bounds (ops/piecewise_linear.py); graphs built
+    with ``fusing=False`` (the sound mode, whose rounding rules are per op) leave it out."""
+    _REWRITES.append((matches, rewrite, fuses))
 
 
-def rewrites() -> list[tuple[Callable[[Any], bool], Callable[[Any, Any], None]]]:
-    """The registered (matches, rewrite) pairs of graph rewrites, in registration order."""
+def rewrites() -> list[tuple[Callable[[Any], bool], Callable[[Any, Any], None], bool]]:
+    """The registered (matches, rewrite, fuses) triples of graph rewrites, in registration order."""
     return list(_REWRITES)

@@ -69,16 +69,17 @@ def _chain(back: fx.Node):
     if not (isinstance(shape, (tuple, list)) and isinstance(back_shape, (tuple, list)) and len(shape) == 2
             and shape[1] == 1 and tuple(shape[:1]) == tuple(back_shape)):
         return None
-    owner = back.graph.owning_module
-    if owner is not None:   # the module types can be checked where the graph has its module (the matching pass)
-        layer, act = owner.get_submodule(str(lin.target)), relu
-        if not (isinstance(layer, nn.Linear) and layer.out_features == 1):
-            return None
-        if act.op == "call_module" and not isinstance(owner.get_submodule(str(act.target)), nn.ReLU):
-            return None
-        tv = _attr(owner, str(t.target))
-        if not (isinstance(tv, torch.Tensor) and tv.dim() == 1 and tv.numel() == layer.in_features):
-            return None
+    owner = back.graph.owning_module   # (graph.py's rewrite pass gives its copy of the graph the module)
+    if owner is None:
+        return None
+    layer = owner.get_submodule(str(lin.target))
+    if not (isinstance(layer, nn.Linear) and layer.out_features == 1):
+        return None
+    if relu.op == "call_module" and not isinstance(owner.get_submodule(str(relu.target)), nn.ReLU):
+        return None
+    tv = _attr(owner, str(t.target))
+    if not (isinstance(tv, torch.Tensor) and tv.dim() == 1 and tv.numel() == layer.in_features):
+        return None
     return col.args[0], sub, relu, lin
 
 
@@ -95,20 +96,21 @@ def _matches(n: fx.Node) -> bool:
 
 def _fuse(graph: fx.Graph, back: fx.Node) -> None:
     """Replace the chain ending at ``back`` by piecewise_linear(z, t, linear.weight, linear.bias)."""
-    chain = _chain(back)
-    if chain is None:   # (matched on the original graph; the copy has the same nodes)
+    chain, owner = _chain(back), graph.owning_module
+    if chain is None or owner is None:
         return
     z, sub, relu, lin = chain
     with graph.inserting_before(back):
         w = graph.get_attr(f"{lin.target}.weight")
-        b = graph.get_attr(f"{lin.target}.bias")    # None when the layer has no bias
+        has_bias = getattr(owner.get_submodule(str(lin.target)), "bias", None) is not None
+        b = graph.get_attr(f"{lin.target}.bias") if has_bias else None
         new = graph.call_function(piecewise_linear, (z, sub.args[1], w, b))
     back.replace_all_uses_with(new)
     for node in (back, lin, relu, sub, sub.args[0]):
         graph.erase_node(node)
 
 
-register_rewrite(_matches, _fuse)
+register_rewrite(_matches, _fuse, fuses=True)
 
 
 @register_op(functions=(piecewise_linear,))
