@@ -11,22 +11,22 @@ DEVICE=${DEVICE:-cuda}
 N=${N:-100000}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-python - <<PY
+python3 - <<PY
 import torch
 print("device:", torch.cuda.get_device_name() if "$DEVICE" == "cuda" else "cpu", "| torch", torch.__version__)
 PY
 echo "== every command-line path on $DEVICE (bench/gpu_smoke.sh)"
 DEVICE=$DEVICE bash bench/gpu_smoke.sh
-python bench/gpu_certify_setup.py "$WORK"
+python3 bench/gpu_certify_setup.py "$WORK"
 echo "== certify/raw forward throughput (sampler only)"
-python bench/certify_throughput.py --device "$DEVICE" --seconds 3 --resnet-batch 1000 || true
+python3 bench/certify_throughput.py --device "$DEVICE" --seconds 3 --resnet-batch 1000 || true
 for flags in "" "--amp" "--compile" "--amp --compile"; do
   if [ "$DEVICE" = cpu ] && [[ "$flags" == *amp* ]]; then continue; fi
   for model in bundled resnet110; do
     if [ "$model" = bundled ]; then args=(--max 50); else args=(--model "$WORK/resnet110.pt" --dataset npz "$WORK/cifar.npz" --sigma 0.25); fi
     certkit certify "${args[@]}" --n "$N" --batch 1000 --device "$DEVICE" $flags --quiet \
       --out "$WORK/${model}${flags// /}.tsv" > /dev/null
-    python - "$WORK/${model}${flags// /}.summary.json" "$model" "$flags" <<'PY'
+    python3 - "$WORK/${model}${flags// /}.summary.json" "$model" "$flags" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 print(f"{sys.argv[2]:<10} {sys.argv[3] or 'eager':<18} {s['n_inputs']} inputs  "
@@ -35,13 +35,13 @@ PY
   done
 done
 echo "== torchrun, 2 processes (one GPU each when there are two, else sharing one)"
-python -m torch.distributed.run --nproc_per_node 2 --master_port 29561 -m certkit.cli certify \
+python3 -m torch.distributed.run --nproc_per_node 2 --master_port 29561 -m certkit.cli certify \
   --model "$WORK/resnet110.pt" --dataset npz "$WORK/cifar.npz" --sigma 0.25 --num-samples "$N" --batch 1000 \
   --device "$DEVICE" --quiet --out "$WORK/torchrun.tsv" | tail -3
-python - "$WORK/torchrun.tsv" "$WORK/resnet110.tsv" <<'PY'
+python3 - "$WORK/torchrun.tsv" "$WORK/resnet110.tsv" <<'PY'
 import sys
 rows = lambda p: [l.split("\t")[:5] for l in open(p).read().splitlines()]
 print("torchrun rows identical to the single-process run:", rows(sys.argv[1]) == rows(sys.argv[2]))
 PY
 echo "== training epochs of a CIFAR-shaped cnn_a, x a natural epoch"
-python bench/train_epoch.py --device "$DEVICE" --models cifar --repeats 3
+python3 bench/train_epoch.py --device "$DEVICE" --models cifar --repeats 3

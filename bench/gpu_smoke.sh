@@ -56,7 +56,7 @@ wait
 sort "$W/status"
 certkit certify --max 100 --n 10000 --device cpu --quiet --out "$W/cpu.tsv" > /dev/null 2>&1
 certkit certify --max 100 --n 10000 --device "$DEVICE" --quiet --out "$W/dev.tsv" > /dev/null 2>&1
-python - "$W/cpu.summary.json" "$W/dev.summary.json" "$DEVICE" <<'PY'
+python3 - "$W/cpu.summary.json" "$W/dev.summary.json" "$DEVICE" <<'PY'
 import json, sys
 a, b = (json.load(open(p))["certified_accuracy"] for p in sys.argv[1:3])
 print("certified accuracy, 100 inputs, n=10000:  cpu", " ".join(f"{a[r]:.2f}" for r in a))
