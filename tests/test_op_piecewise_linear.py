@@ -171,3 +171,37 @@ def test_the_sound_mode_keeps_the_relus_it_has_rounding_rules_for():
     plain = BoundedModule(net, (5,), fusing=False)
     assert unsupported(plain.graph) == []
     assert "PiecewiseLinear" not in [type(n.op).__name__ for n in plain.graph.nodes]
+
+
+def test_branch_and_bound_on_the_fused_op_never_contradicts_a_counterexample(tmp_path):
+    """Complete verification of 'Y_0 >= v' on a non-monotone fused network (ONNX), thresholds v from below to above
+    its maximum: activation splitting (which splits the fused neurons at their kinks) and input splitting answer,
+    every `sat` is a counterexample replayed in onnxruntime, and no `unsat` lies at or below a `sat` threshold."""
+    import numpy as np
+
+    from certkit.verifiers.complete.strategy import verify_instance
+
+    from conftest import export_onnx
+
+    net = SumOfRelus(n=12, K=9, seed=3).eval()
+    with torch.no_grad():
+        net.mix.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
+    export_onnx(net, torch.zeros(1, 5), tmp_path / "n.onnx")
+    with torch.no_grad():
+        top = float(net(torch.rand(100000, 5, generator=torch.Generator().manual_seed(0)) - 0.5)[:, 0].max())
+    answers = []
+    for k in range(0, 12, 2):
+        v = top + 0.02 * k * (abs(top) + 1)
+        lines = [f"(declare-const X_{i} Real)" for i in range(5)] + [f"(declare-const Y_{j} Real)" for j in range(3)]
+        lines += [f"(assert (>= X_{i} -0.5))\n(assert (<= X_{i} 0.5))" for i in range(5)] + [f"(assert (>= Y_0 {v!r}))"]
+        (tmp_path / "p.vnnlib").write_text("\n".join(lines) + "\n")
+        for bab in ("activation", "input"):
+            r = verify_instance(tmp_path / "n.onnx", tmp_path / "p.vnnlib", 10, bab=bab)
+            assert r.status in ("sat", "unsat"), (v, bab, r.status, r.reason)
+            if r.status == "sat":
+                assert r.checks == {"exact": True, "vnncomp": True} and float(r.y[0]) >= v
+            answers.append((v, bab, r.status, r.domains))
+    sat = [v for v, _, s, _ in answers if s == "sat"]
+    unsat = [v for v, _, s, _ in answers if s == "unsat"]
+    assert sat and unsat and max(sat) < min(unsat)
+    assert any(b == "activation" and s == "unsat" and n > 0 for _, b, s, n in answers)   # the search split
