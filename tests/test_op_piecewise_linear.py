@@ -177,7 +177,6 @@ def test_branch_and_bound_on_the_fused_op_never_contradicts_a_counterexample(tmp
     """Complete verification of 'Y_0 >= v' on a non-monotone fused network (ONNX), thresholds v from below to above
     its maximum: activation splitting (which splits the fused neurons at their kinks) and input splitting answer,
     every `sat` is a counterexample replayed in onnxruntime, and no `unsat` lies at or below a `sat` threshold."""
-    import numpy as np
 
     from certkit.verifiers.complete.strategy import verify_instance
 
