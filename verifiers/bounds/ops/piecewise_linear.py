@@ -23,6 +23,8 @@ with the offsets computed exactly at the kinks instead of at tangent points.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -77,17 +79,13 @@ def _chain(back: fx.Node):
         return None
     if relu.op == "call_module" and not isinstance(owner.get_submodule(str(relu.target)), nn.ReLU):
         return None
-    tv = _attr(owner, str(t.target))
+    try:
+        tv = operator.attrgetter(str(t.target))(owner)   # a dotted get_attr path
+    except AttributeError:
+        return None
     if not (isinstance(tv, torch.Tensor) and tv.dim() == 1 and tv.numel() == layer.in_features):
         return None
     return col.args[0], sub, relu, lin
-
-
-def _attr(owner, target: str):
-    obj = owner
-    for part in target.split("."):
-        obj = getattr(obj, part, None)
-    return obj
 
 
 def _matches(n: fx.Node) -> bool:
