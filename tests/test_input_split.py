@@ -16,7 +16,8 @@ from certkit.common.errors import CertkitError
 from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
 from certkit.verifiers.bounds.perturbation import Box
-from certkit.verifiers.complete.input_split import clip_boxes, input_split_bab, split_boxes, split_scores
+from certkit.verifiers.complete import input_split
+from certkit.verifiers.complete.input_split import clip_boxes, input_split_bab, split_boxes, split_scores, volume_ratio
 from certkit.verifiers.complete.many_terms import neuron_count
 from certkit.verifiers.complete.strategy import Deadline, input_split_batch, verify_property
 from certkit.verifiers.complete.vnncomp_format import InstanceResult
@@ -322,3 +323,41 @@ def test_the_root_box_bounds_given_are_not_computed_again(tmp_path, monkeypatch)
     (s0, n0, calls0), (s1, n1, calls1) = runs
     assert s0 == s1 == "unsat" and n0 == n1 > 1
     assert calls0[0] == 1 and calls1 == calls0[1:]
+
+
+def test_volume_ratio_counts_degenerate_dimensions_as_one():
+    w0 = torch.tensor([[2.0, 0.0, 4.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    w = torch.tensor([[1.0, 0.0, 1.0], [0.5, 0.0, 1.0]], dtype=torch.float64)
+    assert torch.equal(volume_ratio(w, w0), torch.tensor([0.125, 0.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_box_clipped_to_half_its_volume_is_bounded_again_as_it_is(seed, tmp_path, monkeypatch):
+    """Conjunctions (3 rows per disjunct): every box that the clip cut to at most REBOUND_RATIO of its volume and left
+    open is bounded by CROWN again exactly as clipped (not only its halves); the answer stays the exact one."""
+    net = relu_net(seed)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop, optima = planted_property(net, seed, ((3,), 1), False, tmp_path)
+    assert min(optima) > 0
+    bounded_boxes, clipped = [], []
+    real_crown, real_clip = input_split.crown_boxes, input_split.clip_boxes
+
+    def crown(bm, C, lo, hi, bounds=None):
+        bounded_boxes.append(torch.cat([lo, hi], 1))
+        return real_crown(bm, C, lo, hi, bounds)
+
+    def clip(lo, hi, A, bias, d, owner, open_, **kw):
+        c_lo, c_hi, c_open = real_clip(lo, hi, A, bias, d, owner, open_, **kw)
+        again = (volume_ratio(c_hi - c_lo, hi - lo) <= input_split.REBOUND_RATIO) & c_open.any(1)
+        clipped.append((len(bounded_boxes), torch.cat([c_lo, c_hi], 1)[again]))
+        return c_lo, c_hi, c_open
+    monkeypatch.setattr(input_split, "crown_boxes", crown)
+    monkeypatch.setattr(input_split, "clip_boxes", clip)
+    status, _ = input_split_bab(bounded(onnx_model), onnx_model.module.float().eval(), onnx_model, prop.terms,
+                                Deadline(60), 10 ** 6, 64)
+    assert status == "unsat"
+    again = [(k, boxes) for k, boxes in clipped if boxes.shape[0]]
+    assert again                                                   # the test has teeth: such boxes occur
+    for k, boxes in again:
+        later = torch.cat(bounded_boxes[k:])
+        assert all(bool((later == box).all(1).any()) for box in boxes)

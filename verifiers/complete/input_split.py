@@ -148,6 +148,16 @@ def clip_boxes(lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, bias: torch.
     return torch.where(alive, new_lo, lo), torch.where(alive, new_hi, hi), open_
 
 
+#: a box that :func:`clip_boxes` cut to at most this share of its volume is bounded again before it is split
+REBOUND_RATIO = 0.5
+
+
+def volume_ratio(width: torch.Tensor, width0: torch.Tensor) -> torch.Tensor:
+    """(N,) prod_i width_i / width0_i of N boxes (N, n) against their boxes before (N, n); degenerate dimensions
+    (width0_i = 0) count as 1."""
+    return torch.where(width0 > 0, width / width0.clamp(min=torch.finfo(width0.dtype).tiny), 1.0).prod(1)
+
+
 def split_scores(lo, hi, A_rows, width0, width_floor: float) -> torch.Tensor:
     """(N, n) scores of the input dimensions of N open boxes (lo, hi (N, n)); each is split along its largest.
 
@@ -183,20 +193,21 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     search's own measurements say it pays (verifiers/complete/alpha_gate.py: the subtrees its closures save against
     its cost in CROWN boxes; on lsnc quadrotor2d_state_1 they do not, and the search ends in 17 s instead of
     running past 30 s).
-    Counterexample candidates: every box center and, per open disjunct, the vertex minimising the linear bound of
-    its row closest to refutation (float32 screen, exact replay). An open box is bisected along the dimension of
-    :func:`split_scores` (``width_floor``) for the rows of the open disjunct its center comes closest to violating
-    (on the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came after 31k boxes instead of 127k with
-    the rows of all open disjuncts). With ``clip`` and a disjunct of two or more rows (a conjunction), each box is
-    first shrunk by :func:`clip_boxes` to where an open disjunct's linear bounds admit a violation (the bounds of all
-    its rows at once, which refutes what no single row refutes). A round is not started when the previous one took
-    longer than the time left (the deadline is kept); a deadline of ``bm`` (``bm.deadline``) that passes inside a
-    round ends the search as a timeout with the boxes bounded so far. ``attack(x) -> InstanceResult | None``: a
-    search from the round's candidates x (N, n) (the bound minimisers of the open boxes), run when its expected
-    cost (its last call's, ``attack_cost`` seconds before the first) fits within ``attack_share`` of the search's
-    time so far (strategy.py: PGD with shrinking steps from the best of them). ``root_bounds``: CROWN's intermediate
-    bounds of the whole box (batch of one), when the caller has them: the first round uses them instead of bounding
-    the root box again (on a cGAN over 4 free inputs that pass takes 10 of the 30 s).
+    Counterexample candidates: every box center and, per open disjunct, the vertex minimising the linear bound of its
+    row closest to refutation (float32 screen, exact replay). An open box is bisected along the dimension of
+    :func:`split_scores` (``width_floor``) for the rows of the open disjunct its center comes closest to violating (on
+    the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came after 31k boxes instead of 127k with the rows
+    of all open disjuncts). With ``clip`` and a disjunct of two or more rows (a conjunction), each box is first shrunk
+    by :func:`clip_boxes` to where an open disjunct's linear bounds admit a violation (the bounds of all its rows at
+    once, which refutes what no single row refutes); a box cut to at most ``REBOUND_RATIO`` of its volume goes back to
+    the queue unsplit (bounded again, it closes more often than not). A round is not started when the previous one took
+    longer than the time left (the deadline is kept); a deadline of ``bm`` (``bm.deadline``) that passes inside a round
+    ends the search as a timeout with the boxes bounded so far. ``attack(x) -> InstanceResult | None``: a search from
+    the round's candidates x (N, n) (the bound minimisers of the open boxes), run when its expected cost (its last
+    call's, ``attack_cost`` seconds before the first) fits within ``attack_share`` of the search's time so far
+    (strategy.py: PGD with shrinking steps from the best of them). ``root_bounds``: CROWN's intermediate bounds of the
+    whole box (batch of one), when the caller has them: the first round uses them instead of bounding the root box again
+    (on a cGAN over 4 free inputs that pass takes 10 of the 30 s).
 
     Raises:
         CertkitError: the terms do not share one input box; NaN or inf bounds.
@@ -269,9 +280,12 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
                 used = ids < 0                                  # withheld closures stay open, their subtree measured
                 margin[idx[used]], open_b[idx[used]] = margin_a[used], open_a[used]
                 tag_b[idx] = torch.maximum(tag_b[idx], ids)
+            shrunk = torch.zeros(N, dtype=torch.bool)
             if clip and sound is None and bool(open_b.any()):
                 bias = lb - pert.lower(A.reshape(pert.x_L.shape[:1] + (A.shape[1],) + pert.x_L.shape[1:]))
+                width = hi_b - lo_b
                 lo_b, hi_b, open_b = clip_boxes(lo_b, hi_b, A, bias, d64[None], owner, open_b)
+                shrunk = volume_ratio(hi_b - lo_b, width) <= REBOUND_RATIO
             minimisers = []
             for k in range(T):
                 on = open_b[:, k]
@@ -295,6 +309,13 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
                 if found is not None:
                     return found, domains
             keep = open_b.any(1)
+            # a box the clip has cut to at most half its volume (as much as a bisection would) is bounded again
+            # as it is: its new bounds close it more often than not (lsnc quadrotor2d_state: 79-99%)
+            again = keep & shrunk
+            if bool(again.any()):
+                lo, hi = torch.cat([lo_b[again], lo]), torch.cat([hi_b[again], hi])
+                open_, tag = torch.cat([open_b[again], open_]), torch.cat([tag_b[again], tag])
+                keep &= ~shrunk
             if not bool(keep.any()):
                 gate.end_round(tag)
                 last = time.perf_counter() - t_round

@@ -22,6 +22,7 @@ sum |A| (ux - lx)(uy - ly) over the outputs it enters (and likewise for y).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from certkit.verifiers.bounds.ops.base import Op, scaled_rows, sum_node, unbroadcast, with_constant
@@ -61,7 +62,9 @@ class Mul(Op):
     def alpha_init(self, in_bounds):
         """lam = mu = 1 (the planes CROWN uses), (2, B, *out)."""
         (lx, _), (ly, _) = in_bounds
-        return torch.ones((2,) + torch.broadcast_shapes(lx.shape, ly.shape), dtype=lx.dtype, device=lx.device)
+        # numpy's: torch.broadcast_shapes imports sympy (0.4 s on the first call)
+        shape = np.broadcast_shapes(tuple(lx.shape), tuple(ly.shape))
+        return torch.ones((2,) + shape, dtype=lx.dtype, device=lx.device)
 
     def branch_scores(self, A, l, u, in_bounds=None, k=0):
         """Scores of operand ``k``'s elements (module docstring), -inf where its interval is narrower than 1e-4."""

@@ -19,6 +19,7 @@ scores sum |A| (ux - lx + max(|lx|, |ux|)) (ur - lr) over the outputs it enters.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from certkit.verifiers.bounds.ops.base import Op, scaled_rows, sum_node, unbroadcast, with_constant
@@ -79,7 +80,9 @@ class Div(Op):
     def alpha_init(self, in_bounds):
         """lam = mu = 1 (CROWN's planes) and the tangent at the midpoint (t = 1/2), (3, B, *out)."""
         (lx, _), (ly, _) = in_bounds
-        init = torch.ones((3,) + torch.broadcast_shapes(lx.shape, ly.shape), dtype=lx.dtype, device=lx.device)
+        # numpy's: torch.broadcast_shapes imports sympy (0.4 s on the first call)
+        shape = np.broadcast_shapes(tuple(lx.shape), tuple(ly.shape))
+        init = torch.ones((3,) + shape, dtype=lx.dtype, device=lx.device)
         init[2] = 0.5
         return init
 
