@@ -241,21 +241,22 @@ class ActivationBaB:
         return out
 
     def _masks(self, dom: Domains, run: Precision | None = None) -> dict:
-        """node j -> (m_lo, m_hi), each (D, 1, *shape): where the subdomain narrows the root's lower / upper bound."""
+        """node j -> (m_lo, m_hi, lo, hi), each (D, 1, *shape) in ``run``'s dtype: where the subdomain narrows the
+        root's lower / upper bound, and the subdomain's interval (converted once per batch, not at every step)."""
         dt = (run or self.exact).dtype
         out = {}
         for j in dom.betas:
             r_lo, r_hi = self.root_bounds[j]
-            out[j] = ((dom.lo[j] > r_lo).to(dt).unsqueeze(1), (dom.hi[j] < r_hi).to(dt).unsqueeze(1))
+            out[j] = ((dom.lo[j] > r_lo).to(dt).unsqueeze(1), (dom.hi[j] < r_hi).to(dt).unsqueeze(1),
+                      dom.lo[j].to(dt).unsqueeze(1), dom.hi[j].to(dt).unsqueeze(1))
         return out
 
     def _extra(self, dom: Domains, masks: dict, run: Precision | None = None) -> dict:
         """beta-CROWN terms: -beta_lo (z - lo) - beta_hi (hi - z) <= 0 on the subdomain, for narrowed bounds."""
         dt = (run or self.exact).dtype
         extra = {}
-        for j, (m_lo, m_hi) in masks.items():
+        for j, (m_lo, m_hi, lo, hi) in masks.items():
             b_lo, b_hi = dom.betas[j][0].to(dt) * m_lo, dom.betas[j][1].to(dt) * m_hi
-            lo, hi = dom.lo[j].to(dt).unsqueeze(1), dom.hi[j].to(dt).unsqueeze(1)
             extra[j] = (b_hi - b_lo, sum_node(b_lo * lo - b_hi * hi))
         return extra
 
