@@ -293,10 +293,10 @@ def straight_through(net: torch.nn.Module) -> torch.nn.Module:
         if not (isinstance(inner, torch.fx.Node) and inner.target is torch.sign):
             return False
         if isinstance(c, torch.fx.Node) and c.op == "get_attr":
-            owner = n.graph.owning_module
-            for part in str(c.target).split("."):
-                owner = getattr(owner, part, None)
-            c = owner
+            try:
+                c = operator.attrgetter(str(c.target))(n.graph.owning_module)   # a dotted get_attr path
+            except AttributeError:
+                return False
         return (isinstance(c, (int, float)) and abs(c) < 1) or (isinstance(c, torch.Tensor)
                                                                  and bool((c.abs() < 1).all()))
 
