@@ -17,7 +17,14 @@ from certkit.verifiers.attack import pgd_box
 from certkit.verifiers.bounds.ibp_crown import BoundedModule
 from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.complete import input_split
-from certkit.verifiers.complete.input_split import clip_boxes, input_split_bab, split_boxes, split_scores, volume_ratio
+from certkit.verifiers.complete.input_split import (
+    clip_boxes,
+    input_split_bab,
+    split_boxes,
+    split_rows,
+    split_scores,
+    volume_ratio,
+)
 from certkit.verifiers.complete.many_terms import neuron_count
 from certkit.verifiers.complete.strategy import Deadline, input_split_batch, verify_property
 from certkit.verifiers.complete.vnncomp_format import InstanceResult
@@ -361,3 +368,17 @@ def test_a_box_clipped_to_half_its_volume_is_bounded_again_as_it_is(seed, tmp_pa
     for k, boxes in again:
         later = torch.cat(bounded_boxes[k:])
         assert all(bool((later == box).all(1).any()) for box in boxes)
+
+
+def test_the_split_follows_the_rows_that_can_refute_the_box():
+    """Rows 0-1 belong to disjunct 0, rows 2-4 to disjunct 1. A box is split for the rows of its focus disjunct that
+    its center lies outside of (C_r y - d_r > 0), or for all of that disjunct's rows when the center is inside every
+    one (nothing to prefer)."""
+    owner = torch.tensor([0, 0, 1, 1, 1])
+    focus = torch.tensor([0, 0, 1, 1])
+    row_center = torch.tensor([[0.3, -2.0, 9.0, 9.0, 9.0],      # the level-set-like row 1 is satisfied: row 0 only
+                               [-0.1, -0.2, 9.0, 9.0, 9.0],     # inside both: both rows
+                               [9.0, 9.0, -1.0, 0.5, 0.2],      # rows 3 and 4 of disjunct 1
+                               [9.0, 9.0, -1.0, -0.5, 0.0]])    # 0 is not outside: all rows of disjunct 1
+    want = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 1, 1], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(split_rows(owner, focus, row_center), want)
