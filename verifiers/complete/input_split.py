@@ -220,8 +220,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     open boxes), run when its expected cost (its last call's, ``attack_cost`` seconds before the first) fits within
     ``attack_share`` of the search's time so far (strategy.py: PGD with shrinking steps from the best of them).
     ``root_bounds``: CROWN's intermediate bounds of the whole box (batch of one), when the caller has them: the first
-    round uses them instead of bounding the root box again (on a cGAN over 4 free inputs that pass takes 10 of the 30
-    s).
+    round uses them instead of bounding the root box again (on a cGAN over 4 free inputs that pass takes 10 of the
+    30 s).
 
     Raises:
         CertkitError: the terms do not share one input box; NaN or inf bounds.
