@@ -9,6 +9,7 @@ code elimination), so that bound propagation and branch and bound see only the c
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import fx
@@ -25,6 +26,12 @@ def _width(node) -> int | None:
     meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
     shape = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
     return int(shape[1]) if len(shape) == 2 else None
+
+
+def _passes_through(node) -> bool:
+    """A reshape-like call (reshape, view, flatten, contiguous) with an input to follow."""
+    return (isinstance(node, fx.Node) and node.op in ("call_method", "call_function") and bool(node.args)
+            and str(getattr(node.target, "__name__", node.target)) in _SAME)
 
 
 def _cat_parts(node: fx.Node):
@@ -59,7 +66,7 @@ def restrict_outputs(module: fx.GraphModule, sample_shape: tuple, lo: int, hi: i
     Property: sub(x) equals module(x)[:, offset:offset + width] for every x (the same fx nodes compute it).
     """
     node = next(n for n in module.graph.nodes if n.op == "output").args[0]
-    while isinstance(node, fx.Node) and str(getattr(node.target, "__name__", node.target)) in _SAME and node.args:
+    while _passes_through(node):
         node = node.args[0]
     if not (isinstance(node, fx.Node) and _cat_parts(node) is not None):
         return None   # (before copying and running the network: most outputs are not concatenations)
@@ -75,8 +82,7 @@ def restrict_outputs(module: fx.GraphModule, sample_shape: tuple, lo: int, hi: i
         return None
     while True:
         width = _width(node)
-        if isinstance(node, fx.Node) and node.op in ("call_method", "call_function") \
-                and str(getattr(node.target, "__name__", node.target)) in _SAME:
+        if _passes_through(node):
             src = node.args[0]
             if isinstance(src, fx.Node) and _width(src) == width:
                 node = src
@@ -89,7 +95,7 @@ def restrict_outputs(module: fx.GraphModule, sample_shape: tuple, lo: int, hi: i
         if any(w is None for w in widths):
             break
         sizes = [int(w) for w in widths if w is not None]
-        starts = [sum(sizes[:k]) for k in range(len(sizes))]
+        starts = [0, *itertools.accumulate(sizes)][:-1]
         used = [k for k, (s, w) in enumerate(zip(starts, sizes)) if s < hi - offset and s + w > lo - offset]
         if len(used) == len(parts):
             break

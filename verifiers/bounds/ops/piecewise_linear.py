@@ -111,6 +111,15 @@ def _fuse(graph: fx.Graph, back: fx.Node) -> None:
 register_rewrite(_matches, _fuse, fuses=True)
 
 
+def _extremes(at_l: torch.Tensor, at_u: torch.Tensor, mask: torch.Tensor, inner: torch.Tensor):
+    """(min, max) of a piecewise-linear function over [l, u] from its values at the ends (...) and at the kinks
+    ``inner`` (..., K), of which those where ``mask`` are inside (l, u)."""
+    inf = torch.tensor(float("inf"), dtype=at_l.dtype, device=at_l.device)
+    lo = torch.minimum(torch.minimum(at_l, at_u), torch.where(mask, inner, inf).amin(-1))
+    hi = torch.maximum(torch.maximum(at_l, at_u), torch.where(mask, inner, -inf).amax(-1))
+    return lo, hi
+
+
 @register_op(functions=(piecewise_linear,))
 class PiecewiseLinear(Activation):
     """f(z) = sum_k w_k relu(z - t_k) + b, one function of each neuron (chord lines, exact intervals)."""
@@ -157,10 +166,7 @@ class PiecewiseLinear(Activation):
         l, u = iv
         fl, fu = self.function(l), self.function(u)
         mask, _, F = self._interior(l, u)
-        inf = torch.tensor(float("inf"), dtype=l.dtype, device=l.device)
-        lo = torch.minimum(torch.minimum(fl, fu), torch.where(mask, F, inf).amin(-1))
-        hi = torch.maximum(torch.maximum(fl, fu), torch.where(mask, F, -inf).amax(-1))
-        return lo, hi
+        return _extremes(fl, fu, mask, F)
 
     def relax(self, l, u, alpha=None, setup=None):
         fl, fu = self.function(l), self.function(u)
@@ -169,10 +175,7 @@ class PiecewiseLinear(Activation):
                         torch.zeros_like(width))
         mask, t, F = self._interior(l, u)
         g = F - s.unsqueeze(-1) * t                                  # f(t_j) - s t_j
-        inf = torch.tensor(float("inf"), dtype=l.dtype, device=l.device)
-        gl, gu = fl - s * l, fu - s * u
-        c_L = torch.minimum(torch.minimum(gl, gu), torch.where(mask, g, inf).amin(-1))
-        c_U = torch.maximum(torch.maximum(gl, gu), torch.where(mask, g, -inf).amax(-1))
+        c_L, c_U = _extremes(fl - s * l, fu - s * u, mask, g)
         return s, c_L, s, c_U
 
     def unstable(self, l, u):
