@@ -241,3 +241,45 @@ def test_shrinking_steps_reach_a_region_fixed_steps_circle():
     assert bool((val < 0).any()) and bool(((x >= lo) & (x <= hi)).all())
     assert torch.allclose(val, obj(x))
     assert REFINE_STEPS[-1] * 5 < r                    # the argument above, for the schedule as defined
+
+
+def _counting(obj):
+    calls = []
+
+    def f(x):
+        calls.append(x.shape[0])
+        return obj(x)
+    return f, calls
+
+
+def test_patience_ends_a_stalled_restart_and_keeps_a_descent_that_gets_there():
+    """pgd_box(patience=10): on a bowl min |x - c|_1 + 1 (> 0 everywhere) a fixed step reaches the minimum within ~10
+    steps, then circles it: the restart ends about 10 steps later, not after 100. On the linear objective sum(x) - t
+    over [0, 1]^4 with t chosen so that 60 steps of 0.01 from the top corner are needed, the pace never slows: the
+    rule lets it run to the counterexample (obj < 0 at about step 60)."""
+    c = torch.full((1, 4), 0.5, dtype=torch.float64)
+    lo, hi = torch.zeros(8, 4, dtype=torch.float64), torch.ones(8, 4, dtype=torch.float64)
+    x0 = torch.rand(8, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    bowl, calls = _counting(lambda x: (x - c).abs().sum(1) + 1.0)
+    _, val = pgd_box(bowl, lo, hi, steps=100, restarts=1, x_init=x0, step_size=0.05, early_stop="any", patience=10)
+    assert len(calls) < 40 and bool((val < 1.2).all())
+    calls.clear()
+    pgd_box(bowl, lo, hi, steps=100, restarts=1, x_init=x0, step_size=0.05, early_stop="any")
+    assert len(calls) > 100                                         # without patience: every step
+    t = 4.0 - 4 * 0.01 * 60 + 1e-3
+    line, calls = _counting(lambda x: x.sum(1) - t)
+    _, val = pgd_box(line, lo[:1], hi[:1], steps=100, restarts=1, x_init=hi[:1], step_size=0.01, early_stop="any",
+                     patience=10)
+    assert bool((val < 0).all()) and 55 <= len(calls) <= 65
+
+
+def test_refine_stops_after_two_stalled_stages():
+    """pgd_refine on a constant objective > 0 (no stage can lower it) ends after its first two stages, not all
+    twelve (test_shrinking_steps_reach_a_region_fixed_steps_circle: with the rule, the stages that make progress
+    still run until the narrow region is reached)."""
+    x0 = torch.rand(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    lo, hi = torch.zeros(4, 3, dtype=torch.float64), torch.ones(4, 3, dtype=torch.float64)
+    flat, calls = _counting(lambda x: x.sum(1) * 0 + 2.0)
+    _, val = pgd_refine(flat, lo, hi, x0, steps=10)
+    assert bool((val == 2.0).all()) and len(calls) <= 2 * 12 + 1
+    assert len(REFINE_STEPS) * 10 > 2 * 12 + 1
