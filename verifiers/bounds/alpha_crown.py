@@ -100,7 +100,8 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
             every node (CROWN's); deadline: a time.perf_counter() value after which optimisation stops; start: the
             node bounded (default the output).
         best_alphas: when given, filled with node -> the alphas (n_alpha, B, S2, *shape) that gave each row its best
-            bound (the sound mode re-evaluates them with outward rounding, verifiers/bounds/sound.py).
+            bound (the sound mode re-evaluates them with outward rounding, verifiers/bounds/sound.py; branch and
+            bound starts its root from them).
         fast: a float32 BoundedModule of the same network (``bm`` float64, ``pert`` a :class:`Box`): the iterations
             run on it (float64 convolutions cost 4-15x float32 ones on CPUs) and the bound returned is the larger,
             per row, of two float64 passes on ``bm``: CROWN's alphas and each row's best float32 alphas (any alpha
@@ -112,16 +113,19 @@ def alpha_crown(bm, pert, CC: torch.Tensor, bounds: list, iterations: int = 20, 
     S2 = CC.shape[1]
     alphas, setups = _crown_alphas(g, bounds, start, S2)
     best = bm._backward(start, CC, pert, bounds, {}, alphas, setups).detach()
-    if fast is not None and alphas and iterations > 0 and best_alphas is None and isinstance(pert, Box) \
-            and CC.dtype == torch.float64:
+    if fast is not None and alphas and iterations > 0 and isinstance(pert, Box) and CC.dtype == torch.float64:
         found = _fast_alphas(fast, pert, CC, bounds, best, iterations, lr, decay, patience, deadline, start)
         if found is not None:
             with torch.no_grad():
                 try:
                     lb = bm._backward(start, CC, pert, bounds, {}, found, setups)
                 except TimeoutError:   # the caller's hard deadline passed: CROWN's bound is what there is
-                    return best
-            return torch.maximum(best, lb)
+                    lb = None
+            if best_alphas is not None:   # per row, the alphas of the larger of the two float64 bounds
+                won = torch.zeros_like(best, dtype=torch.bool) if lb is None else lb > best
+                best_alphas.update({a: torch.where(won.view(won.shape + (1,) * (t.dim() - 3)), found[a], t)
+                                    for a, t in alphas.items()})
+            return best if lb is None else torch.maximum(best, lb)
     keep = best_alphas is not None
     if best_alphas is not None:
         best_alphas.update({a: t.clone() for a, t in alphas.items()})

@@ -365,7 +365,8 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
                                        root_bounds=roots.crown.get(unit[0].box_key()))
         else:
             status, n = activation_bab(bm, net32, onnx_model, unit, dl, left(max_domains, total),
-                                       root_bounds=roots.get(unit, time.perf_counter() + dl.left()), fast=roots.fast)
+                                       root_bounds=roots.get(unit, time.perf_counter() + dl.left()), fast=roots.fast,
+                                       root_alphas=roots.alphas.get(id(unit)))
         total += n
         if status != "unsat":
             if isinstance(status, InstanceResult):
@@ -628,6 +629,7 @@ class RootBounds:
 
     def __init__(self, bm):
         self.bm, self.cache, self.crown = bm, {}, {}
+        self.alphas: dict = {}    # id(term) -> alpha-CROWN's best alphas of its rows over the optimised bounds
         self._fast = None
 
     @property
@@ -761,9 +763,13 @@ class RootBounds:
             pert = self._pert(key)
             for chunk in self._chunks([terms[k] for k in todo], share=4):
                 CC, d, owner = self._rows(chunk)
+                found: dict | None = {} if optimised else None
                 with torch.enable_grad():
-                    lb = alpha_crown(self.bm, pert, CC, bounds, deadline=deadline, fast=self.fast).detach()[0]
+                    lb = alpha_crown(self.bm, pert, CC, bounds, deadline=deadline, fast=self.fast,
+                                     best_alphas=found).detach()[0]
                 closed += (per_term_max((lb - d)[None], owner, len(chunk))[0] > 0).tolist()
+                for k, t in enumerate(chunk if found else []):   # each disjunct's rows, for its branch and bound
+                    self.alphas[id(t)] = {a: v[:, :, owner == k].detach() for a, v in found.items()}
             for k, c in zip(todo, closed):
                 done[k] = bool(c)
             todo = [k for k in todo if not done[k]]
@@ -811,15 +817,17 @@ def choose_bab(bm, n_free: int) -> str:
 
 
 def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "fsb",
-                   root_bounds: list | None = None, fast=None):
+                   root_bounds: list | None = None, fast=None, root_alphas: dict | None = None):
     """Activation-split BaB (verifiers/complete/beta_crown.py) on one disjunct until the Deadline ``dl``: returns
     ("unsat" | "timeout" | "unknown" | InstanceResult(sat), subdomains bounded). ``batch`` subdomains are bounded per
     backward pass (default: as many as keep one pass near 2^22 neuron-rows, at most 256); ``fast``: a float32 copy of
-    the network for the optimisation (:class:`ActivationBaB`)."""
+    the network for the optimisation; ``root_alphas``: alpha-CROWN's alphas of the disjunct's rows over
+    ``root_bounds`` to start the root from (:class:`ActivationBaB`)."""
     if term.C.shape[0] == 0:   # no output constraint: every input is a counterexample, attacks decide it
         return "unknown", 0
     search = ActivationBaB(bm, torch.tensor(term.x_L), torch.tensor(term.x_U), torch.tensor(term.C),
-                           torch.tensor(term.d), branching=branching, root_bounds=root_bounds, fast=fast)
+                           torch.tensor(term.d), branching=branching, root_bounds=root_bounds, fast=fast,
+                           root_alphas=root_alphas)
     if batch is None:
         batch = int(max(4, min(256, 2 ** 22 // max(1, neuron_count(bm) * term.C.shape[0]))))
     C32, d32 = torch.tensor(term.C, dtype=torch.float32), torch.tensor(term.d, dtype=torch.float32)
