@@ -277,11 +277,14 @@ def test_disjuncts_refuted_by_cheap_bounds_are_not_attacked(sat, tmp_path, monke
         assert res.status == "unsat" and res.method == "IBP" and not attacked, (res, attacked)
 
 
-def test_each_disjunct_of_a_shared_box_is_attacked_alone_only_if_the_bounds_leave_it_open(tmp_path, monkeypatch):
+@pytest.mark.parametrize("bab", [True, "activation"])
+def test_each_disjunct_of_a_shared_box_is_attacked_alone_only_if_the_bounds_leave_it_open(tmp_path, monkeypatch,
+                                                                                          bab):
     """Two disjuncts over ACAS Xu's prop 1 box: Y_0 <= d, with d between IBP's and CROWN's lower bounds of Y_0
     (refuted by CROWN, not by IBP), and prop 1's own Y_0 >= 3.9911 (open after the root bounds, proved by input
     splitting). The joint attack on both runs before any bound; PGD on a disjunct alone runs after CROWN, on the
-    second disjunct only; the answer is ``unsat``."""
+    second disjunct only; the answer is ``unsat``. Where activation-split BaB follows (forced here; it attacks each
+    disjunct itself, and is replaced by a stub that records its call), no disjunct is attacked alone before it."""
     import copy
 
     import torch
@@ -315,13 +318,21 @@ def test_each_disjunct_of_a_shared_box_is_attacked_alone_only_if_the_bounds_leav
         events.append((len(term) if isinstance(term, list) else float(term.d[0]), pgd))
         return real_falsify(net32, onnx_model, term, *args, pgd=pgd, **kwargs)
 
+    def bab_stub(*args, **kwargs):
+        events.append("BaB")
+        return "unsat", 0
+
     monkeypatch.setattr(strategy.RootBounds, "crown_refuted_all", crown_spy)
     monkeypatch.setattr(strategy, "falsify", falsify_spy)
-    res = verify_instance(ACAS11, tmp_path / "p.vnnlib", timeout=30)
+    monkeypatch.setattr(strategy, "activation_bab", bab_stub)
+    res = verify_instance(ACAS11, tmp_path / "p.vnnlib", timeout=30, bab=bab)
     assert res.status == "unsat", res
     first = events.index("CROWN")
     assert events[:first] == [(2, False), (2, True)], events
-    assert (-3.991125645861615, True) in events[first:] and all(
+    if bab == "activation":
+        assert events[first:] == ["CROWN", "BaB"], events
+        return
+    assert "BaB" not in events and (-3.991125645861615, True) in events[first:] and all(
         e == "CROWN" or e[0] == -3.991125645861615 for e in events[first:]), events
 
 
