@@ -329,3 +329,28 @@ def test_a_root_warm_started_from_alpha_crown_bounds_as_alpha_crown_and_decides_
     assert float(lb[0, 0]) > crown_lb(cold) + 1e-6
     assert_decides_around(lambda d: search_for(net, lo, hi, c, d, True, root_alphas=found), net, c, opt,
                           float(lb[0, 0]))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_betas_of_a_node_no_subdomain_is_split_on_stay_zero_and_change_no_bound(fast, monkeypatch):
+    """Children of one split of the first hidden layer (a batch split on that node only): optimising them leaves the
+    second layer's betas exactly 0 and gives bit for bit the scores and parameters of an optimisation that carries
+    every node's beta terms (``_split_only`` replaced by the identity), float64 and ``fast`` alike."""
+    net = relu_net(0, (4, 10, 10, 2))
+    lo, hi = box(0, 4, 0.5)
+    search = search_for(net, lo, hi, [1.0, -1.0], 0.0, fast, branching="babsr")
+    j1, j2 = list(search.acts.values())
+    dom = search.root()
+    search.optimize(dom, 5)
+    dom.score = torch.full_like(dom.score, -torch.inf)
+    unstable = torch.nonzero((search.root_bounds[j1][0] < 0) & (search.root_bounds[j1][1] > 0))
+    kids = search._children(dom, torch.tensor([int(unstable[0, 1])]))     # a first-layer neuron's two children
+    every = search._children(dom, torch.tensor([int(unstable[0, 1])]))
+    assert set(search._split_only(search._masks(kids))) == {j1}
+    search.optimize(kids, 10)
+    monkeypatch.setattr(ActivationBaB, "_split_only", staticmethod(lambda masks: masks))
+    search.optimize(every, 10)
+    assert bool((kids.betas[j2] == 0).all()) and bool((kids.betas[j1] != 0).any())
+    assert torch.equal(kids.score, every.score)
+    assert all(torch.equal(kids.betas[j], every.betas[j]) for j in kids.betas)
+    assert all(torch.equal(kids.alphas[a], every.alphas[a]) for a in kids.alphas)
