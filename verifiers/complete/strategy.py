@@ -777,8 +777,8 @@ class RootBounds:
                     lb = alpha_crown(self.bm, pert, CC, bounds, deadline=deadline, fast=self.fast,
                                      best_alphas=found).detach()[0]
                 closed += (per_term_max((lb - d)[None], owner, len(chunk))[0] > 0).tolist()
-                for k, t in enumerate(chunk if found else []):   # each disjunct's rows, for its branch and bound
-                    self.alphas[id(t)] = {a: v[:, :, owner == k].detach() for a, v in found.items()}
+                for k, t in enumerate(chunk if found is not None else []):   # each disjunct's rows, for its BaB
+                    self.alphas[id(t)] = {a: v[:, :, owner == k].detach() for a, v in (found or {}).items()}
             for k, c in zip(todo, closed):
                 done[k] = bool(c)
             todo = [k for k in todo if not done[k]]
