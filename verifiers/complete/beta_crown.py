@@ -371,7 +371,7 @@ class ActivationBaB:
                     best.update(dom, s)
                 score = torch.maximum(score, s.to(score.dtype))
                 open_ = score <= 0
-                if not bool(open_.any()):
+                if not bool(open_.any()) or not opt.params:   # nothing to optimise: no alpha, no split yet
                     break
                 projected_step(opt, -(lb * open_.to(lb.dtype)[:, None]).sum(), params, betas)
         for t in params + betas:
