@@ -228,9 +228,9 @@ class ActivationBaB:
         # the precision alpha and beta are optimised in (float32 with ``fast``, see :meth:`_fast_agrees`)
         self.work = self.exact if fast is None else self.exact.cast(fast, torch.float32)
         crown = self._crown_alphas(self.root_bounds)
-        self.root_alphas = {a: t.detach() for a, t in (root_alphas or {}).items()
-                            if a in crown and t.shape == crown[a].shape}
-        if self.root_alphas:   # warm start: the root continues alpha-CROWN's optimisation for as long as a batch
+        warm = {a: t.detach() for a, t in (root_alphas or {}).items() if a in crown and t.shape == crown[a].shape}
+        self.root_alphas = {a: warm.get(a, t) for a, t in crown.items()}   # the root's starting alphas
+        if warm:   # warm start: the root continues alpha-CROWN's optimisation for as long as a batch
             self.root_iterations = min(root_iterations, iterations)
 
     # ------------------------------------------------------------------ bounds of a batch
@@ -508,12 +508,12 @@ class ActivationBaB:
 
     # ------------------------------------------------------------------ the search
     def root(self) -> Domains:
-        """The root subdomain (alpha at CROWN's relaxation, beta = 0, both in the optimisation's precision), with
-        score -inf (not yet bounded)."""
+        """The root subdomain (alpha at CROWN's relaxation, or the ``root_alphas`` given, beta = 0, both in the
+        optimisation's precision), with score -inf (not yet bounded)."""
         S = self.C.shape[0]
         bounds = self.root_bounds
         dt = self.work.dtype
-        alphas = {a: self.root_alphas.get(a, t).to(dt).clone() for a, t in self._crown_alphas(bounds).items()}
+        alphas = {a: t.to(dt).clone() for a, t in self.root_alphas.items()}
         lo = {j: bounds[j][0].clone() for j in self.variables}
         hi = {j: bounds[j][1].clone() for j in self.variables}
         betas = {j: torch.zeros((2, 1, S) + tuple(lo[j].shape[1:]), dtype=dt) for j in lo}
