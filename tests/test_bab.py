@@ -13,7 +13,7 @@ from torch import nn
 
 from certkit.verifiers import BoundedModule
 from certkit.verifiers.bounds.ops.activation import Activation
-from certkit.verifiers.complete.beta_crown import ActivationBaB, Domains
+from certkit.verifiers.complete.beta_crown import ActivationBaB, Domains, _Pending
 
 from milp import exact_min
 
@@ -278,6 +278,46 @@ def test_domains_take_and_cat_round_trip():
     assert back.score.tolist() == [2.0, 1.0] and len(back) == 2
     assert all(back.alphas[a].shape[1] == 2 for a in back.alphas)
 
+
+
+def test_pending_pops_every_subdomain_once_lowest_score_or_deepest_first():
+    net = relu_net(8, (4, 6, 2))
+    lo, hi = box(8, 4, 0.5)
+    search = search_for(net, lo, hi, [1.0, -1.0], 0.0)
+    gen = torch.Generator().manual_seed(0)
+    for deepest in (False, True):
+        pending, ids = _Pending(), 0
+        for n in (5, 9, 3):
+            part = Domains.cat([search.root()] * n)
+            part.score = torch.rand(n, generator=gen, dtype=torch.float64)
+            part.depth = torch.randint(0, 4, (n,), generator=gen)
+            part.lo[search.variables[0]][:, 0] = torch.arange(ids, ids + n, dtype=torch.float64)   # an id
+            pending.add(part)
+            ids += n
+        every = Domains.cat(pending.parts)
+        key = -every.depth.double() if deepest else every.score
+        want = every.lo[search.variables[0]][torch.argsort(key, stable=True), 0].tolist()
+        got = []
+        while len(pending):
+            size = len(pending)
+            out = pending.pop(4, deepest)
+            assert len(out) == min(4, size) and len(pending) == size - len(out)
+            got += out.lo[search.variables[0]][:, 0].tolist()
+        assert got == want                         # each once, in the order of the key
+
+
+def test_children_copy_their_parent_s_parameters():
+    net = relu_net(5, (4, 10, 10, 2))
+    lo, hi = box(5, 4, 0.5)
+    search = search_for(net, lo, hi, [1.0, -1.0], 0.0, branching="babsr")
+    dom = search.root()
+    coeffs, _ = search.optimize(dom, 5)
+    kids = search.branch(dom, coeffs)
+    for a, t in dom.alphas.items():
+        assert torch.equal(kids.alphas[a][:, 0], t[:, 0]) and torch.equal(kids.alphas[a][:, 1], t[:, 0])
+        kids.alphas[a].zero_()
+        assert not torch.equal(kids.alphas[a][:, 0], t[:, 0]) or not bool(t.any())   # a copy, not a view
+    assert kids.depth.tolist() == [1, 1] and kids.score.tolist() == [float(dom.score[0])] * 2
 
 def test_depth_first_under_a_memory_cap_reaches_the_same_answers():
     net = relu_net(1)
