@@ -195,6 +195,13 @@ def test_children_cover_their_parent_and_respect_the_split():
     p = kids.hi[j][0][mask]
     assert float(p) == float(kids.lo[j][1][mask]) == 0.0          # a ReLU is split at 0
     assert float(dom.lo[j][0][mask]) < 0 < float(dom.hi[j][0][mask])
+    # both children start from their parent's alphas, in copies of their own
+    assert kids.depth.tolist() == [1, 1] and kids.score.tolist() == [float(dom.score[0])] * 2
+    saved = {a: t.clone() for a, t in dom.alphas.items()}
+    for a, t in dom.alphas.items():
+        assert torch.equal(kids.alphas[a][:, 0], t[:, 0]) and torch.equal(kids.alphas[a][:, 1], t[:, 0])
+        kids.alphas[a].add_(1.0)
+        assert torch.equal(t, saved[a])
 
 
 def sigmoid_net(seed):
@@ -279,7 +286,6 @@ def test_domains_take_and_cat_round_trip():
     assert all(back.alphas[a].shape[1] == 2 for a in back.alphas)
 
 
-
 def test_pending_pops_every_subdomain_once_lowest_score_or_deepest_first():
     net = relu_net(8, (4, 6, 2))
     lo, hi = box(8, 4, 0.5)
@@ -305,19 +311,6 @@ def test_pending_pops_every_subdomain_once_lowest_score_or_deepest_first():
             got += out.lo[search.variables[0]][:, 0].tolist()
         assert got == want                         # each once, in the order of the key
 
-
-def test_children_copy_their_parent_s_parameters():
-    net = relu_net(5, (4, 10, 10, 2))
-    lo, hi = box(5, 4, 0.5)
-    search = search_for(net, lo, hi, [1.0, -1.0], 0.0, branching="babsr")
-    dom = search.root()
-    coeffs, _ = search.optimize(dom, 5)
-    kids = search.branch(dom, coeffs)
-    for a, t in dom.alphas.items():
-        assert torch.equal(kids.alphas[a][:, 0], t[:, 0]) and torch.equal(kids.alphas[a][:, 1], t[:, 0])
-        kids.alphas[a].zero_()
-        assert not torch.equal(kids.alphas[a][:, 0], t[:, 0]) or not bool(t.any())   # a copy, not a view
-    assert kids.depth.tolist() == [1, 1] and kids.score.tolist() == [float(dom.score[0])] * 2
 
 def test_depth_first_under_a_memory_cap_reaches_the_same_answers():
     net = relu_net(1)
