@@ -825,7 +825,7 @@ def choose_bab(bm, n_free: int) -> str:
     return "none"
 
 
-def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "fsb",
+def activation_bab(bm, net32, onnx_model, term, dl, max_domains, batch: int | None = None, branching: str = "auto",
                    root_bounds: list | None = None, fast=None, root_alphas: dict | None = None):
     """Activation-split BaB (verifiers/complete/beta_crown.py) on one disjunct until the Deadline ``dl``: returns
     ("unsat" | "timeout" | "unknown" | InstanceResult(sat), subdomains bounded). ``batch`` subdomains are bounded per
