@@ -226,7 +226,7 @@ class ActivationBaB:
             of the ``topk`` best-scored neurons of every subdomain and keep the split whose worse child is best) or
             ``auto``: BaBSR when every split variable is piecewise linear (ReLU, max-pooling, max / min), FSB
             otherwise (its children's bounds decide between scores that are not comparable, :meth:`_candidates`).
-            On VNN-COMP sri_resnet_b (ReLU) BaBSR closed the hard instances in 0.6-0.9x FSB's time with 0.6-0.9x its
+            On VNN-COMP sri_resnet_b (ReLU) BaBSR closed the hard instances in 0.6-0.9x FSB's time with 0.6-0.95x its
             subdomains.
         iterations: alpha/beta optimisation steps per batch of subdomains (the root gets ``root_iterations``).
             Children start from their parent's alphas and betas, so the optimisation goes on down the tree: 3 steps
