@@ -242,6 +242,27 @@ def test_general_nonlinear_splits_decide_sigmoid_tanh_nets(seed, fast):
     assert isinstance(status, tuple) and status[0] == "sat"
 
 
+
+@pytest.mark.parametrize("make, fsb", [(lambda: relu_net(5, (4, 10, 10, 2)), False), (lambda: sigmoid_net(0), True)])
+def test_auto_branching_bounds_candidates_only_where_other_nonlinearities_are_split(make, fsb, monkeypatch):
+    """``auto``: BaBSR's argmax (no candidate children bounded) when every split variable is piecewise linear, FSB
+    (the candidates' children bounded in one pass) otherwise; the ReLU net's children are BaBSR's."""
+    net = make()
+    n_in = net[0].in_features
+    lo, hi = box(5, n_in, 0.5)
+    search = search_for(net, lo, hi, [1.0, -1.0], 0.0)
+    dom = search.root()
+    coeffs, _ = search.optimize(dom, 3)
+    calls = []
+    lower = search._lower
+    monkeypatch.setattr(search, "_lower", lambda *a, **k: calls.append(1) or lower(*a, **k))
+    kids = search.branch(dom, coeffs)
+    assert bool(calls) == fsb
+    if not fsb:
+        search.branching = "babsr"
+        want = search.branch(dom, coeffs)
+        assert all(torch.equal(kids.lo[j], want.lo[j]) and torch.equal(kids.hi[j], want.hi[j]) for j in kids.lo)
+
 def test_split_point_and_splittable():
     from certkit.verifiers.bounds.ops.relu import ReLU
     from certkit.verifiers.bounds.ops.sigmoid import Sigmoid
