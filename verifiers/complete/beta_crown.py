@@ -169,9 +169,7 @@ class _Pending:
             n += len(rows)
             taken.append(self.parts[i].take(rows))
             self.left[i][rows] = False
-        out = Domains.cat(taken) if len(taken) > 1 else taken[0]
-        if len(taken) > 1:
-            out = out.take(where)                 # back in the order of ``order``
+        out = taken[0] if len(taken) == 1 else Domains.cat(taken).take(where)   # in the order of ``order``
         parts, left = [], []
         for p, m in zip(self.parts, self.left):
             alive = int(m.sum())
