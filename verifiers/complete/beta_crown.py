@@ -461,6 +461,16 @@ class ActivationBaB:
         out[idx] = exact
         return out
 
+    def _settle(self, leaf: Domains, check_candidates, deadline: float):
+        """A fully split subdomain (length 1) that its linear program did not decide (:func:`decide_leaf` handles
+        ReLU-like activations only): ``root_iterations`` more alpha/beta steps (the batches' few steps can leave
+        its betas far from their optimum, which for an exact relaxation is the LP's dual). Returns "unsat", a
+        counterexample result, or None."""
+        _, x = self.optimize(leaf, self.root_iterations, deadline)
+        if float(leaf.score[0]) > 0:
+            return "unsat"
+        return check_candidates(x)
+
     # ------------------------------------------------------------------ branching
     def _neuron_scores(self, dom: Domains, coeffs: dict) -> torch.Tensor:
         """(D, N) split scores of every neuron of every split variable (-inf where not splittable):
@@ -619,7 +629,10 @@ class ActivationBaB:
             for d_, c_ in queue:
                 splits = self._has_split(d_)
                 for i in torch.nonzero(~splits).flatten().tolist():
-                    leaf = decide_leaf(self, d_.take(torch.tensor([i])), check_candidates, deadline)
+                    one = d_.take(torch.tensor([i]))
+                    leaf = decide_leaf(self, one, check_candidates, deadline)
+                    if leaf is None:
+                        leaf = self._settle(one, check_candidates, deadline)
                     if leaf is None:
                         undecided += 1
                     elif leaf != "unsat":
