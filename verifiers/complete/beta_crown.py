@@ -461,15 +461,14 @@ class ActivationBaB:
         out[idx] = exact
         return out
 
-    def _settle(self, leaf: Domains, check_candidates, deadline: float):
-        """A fully split subdomain (length 1) that its linear program did not decide (:func:`decide_leaf` handles
-        ReLU-like activations only): ``root_iterations`` more alpha/beta steps (the batches' few steps can leave
-        its betas far from their optimum, which for an exact relaxation is the LP's dual). Returns "unsat", a
-        counterexample result, or None."""
-        _, x = self.optimize(leaf, self.root_iterations, deadline)
-        if float(leaf.score[0]) > 0:
-            return "unsat"
-        return check_candidates(x)
+    def _settle(self, leaves: Domains, check_candidates, deadline: float):
+        """Fully split subdomains that their linear program did not decide (:func:`decide_leaf` handles ReLU-like
+        activations only), all in one batch: ``root_iterations`` more alpha/beta steps (the batches' few steps can
+        leave betas far from their optimum, which for an exact relaxation is the LP's dual). Returns (a
+        counterexample result or None, how many are still open)."""
+        _, x = self.optimize(leaves, self.root_iterations, deadline)
+        still = leaves.score <= 0
+        return check_candidates(x[still]), int(still.sum())
 
     # ------------------------------------------------------------------ branching
     def _neuron_scores(self, dom: Domains, coeffs: dict) -> torch.Tensor:
@@ -628,15 +627,19 @@ class ActivationBaB:
             # a subdomain with nothing left to split is decided by the linear program of its (affine) network
             for d_, c_ in queue:
                 splits = self._has_split(d_)
+                open_leaves = []
                 for i in torch.nonzero(~splits).flatten().tolist():
                     one = d_.take(torch.tensor([i]))
                     leaf = decide_leaf(self, one, check_candidates, deadline)
                     if leaf is None:
-                        leaf = self._settle(one, check_candidates, deadline)
-                    if leaf is None:
-                        undecided += 1
+                        open_leaves.append(one)
                     elif leaf != "unsat":
                         return leaf, self.visited
+                if open_leaves:
+                    found, n_open = self._settle(Domains.cat(open_leaves), check_candidates, deadline)
+                    if found is not None:
+                        return found, self.visited
+                    undecided += n_open
                 if not bool(splits.any()):
                     continue
                 idx = torch.nonzero(splits).flatten()
