@@ -81,3 +81,19 @@ def test_a_gate_that_closes_nothing_turns_off_after_probe_boxes():
     probe(gate, [False] * 32, alpha_s_per_box=10e-3)
     gate.end_round(torch.full((1,), -1))
     assert not gate.on
+
+
+def test_alpha_cheaper_than_crown_withholds_nothing():
+    # r = 0.01: each closure saves at least one CROWN box, so p * S >= p >= r without measuring S
+    gate = AlphaGate(withhold=4)
+    ids = probe(gate, [True], alpha_s_per_box=1e-3, crown_s_per_box=0.1, crown_boxes=1)
+    assert bool((ids < 0).all()) and gate.on and not gate.probing and not bool(gate.measured(torch.zeros(1)).any())
+    gate = AlphaGate(withhold=4)                                       # no CROWN cost measured yet (the root
+    ids = gate.record_alpha(torch.tensor([False, True]), 0.5)          # box's bounds came with the search)
+    assert bool((ids < 0).all()) and gate.on and not gate.probing
+    gate = AlphaGate(withhold=4)                                       # nothing closed: no decision
+    probe(gate, [False] * 4, alpha_s_per_box=1e-6)
+    assert gate.probing
+    gate = AlphaGate(withhold=4)                                       # p = 0.25 < r = 0.5: a probe as before
+    ids = probe(gate, [True, False, False, False], alpha_s_per_box=0.5e-3, crown_s_per_box=1e-3, crown_boxes=1)
+    assert bool((ids >= 0).any()) and gate.probing

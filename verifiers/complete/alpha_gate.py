@@ -9,7 +9,8 @@ those parts after a split or two, and the search takes 634k boxes in 18 s withou
 it (r 13-40 there, p 0.4-1.0, S 2-14). No fixed fraction separates the two, so the gate measures S: in a probe,
 some of the boxes that alpha-CROWN closed are withheld (left open, as if it had not run), their descendants carry
 the withheld box's id, and each is counted when bounded. A probe ends when p * S_seen >= r (the count so far is a
-lower bound on S: alpha-CROWN pays) or every withheld subtree has been closed (S is known: it pays or not). The
+lower bound on S: alpha-CROWN pays) or every withheld subtree has been closed (S is known: it pays or not). Where
+p >= r already (alpha-CROWN cheaper than a CROWN box on large networks: S >= 1 suffices), nothing is withheld. The
 decision holds for ``every`` rounds, after which the next probe starts (while it is off, a probe gives alpha-CROWN
 only a few boxes a round, until it has closures to withhold).
 """
@@ -53,7 +54,8 @@ class AlphaGate:
         return None if self.on else 4 * self.withhold
 
     def record_crown(self, boxes: int, seconds: float) -> None:
-        """The round's CROWN pass: ``boxes`` bounded in ``seconds`` (the unit of the cost ratio r)."""
+        """The round's CROWN pass: ``boxes`` bounded in ``seconds`` (the unit of the cost ratio r). Until the first
+        call the cost of a CROWN box is unknown (infinite: any closure of alpha-CROWN then pays)."""
         self.crown_cost = min(self.crown_cost, seconds / boxes)
 
     def measured(self, tags: torch.Tensor) -> torch.Tensor:
@@ -80,6 +82,12 @@ class AlphaGate:
             return ids
         self.tried += closed.numel()
         self.closed += int(closed.sum())
+        if self.closed and self.closed >= self.tried * self.alpha_cost / max(self.crown_cost, 1e-12):
+            # p >= r: every closure saves at least one CROWN box (the withheld box's children, or the box bounded
+            # again), so alpha-CROWN pays whatever S is; withholding would only spend CROWN boxes to measure it (a
+            # 64 x 64 cGAN: a CROWN box costs 16-25 s, alpha-CROWN on it 0.2 s and closes the root)
+            self.on, self.probing, self.rounds_since = True, False, 0
+            return ids
         room = self.withhold - len(self.counts)
         if room > 0:
             pick = closed.nonzero().flatten()[::2][:room]
