@@ -62,6 +62,25 @@ class SubSkip(nn.Module):
         return self.conv(torch.relu(x)) - x
 
 
+class Gan(nn.Module):
+    """A small cGAN: a vector through Linear and transposed convolutions (stride 2, padding, output_padding,
+    dilation) to an image, then strided convolutions (a discriminator): rows from the discriminator reach the
+    transposed convolutions with strides they divide, rows from the generator do not (they turn dense)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(40, 4 * 3 * 3)         # 40 free inputs: no forward-mode rows (CROWN bounds all)
+        self.g = nn.Sequential(
+            nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1), _bn(4), nn.ReLU(),                      # 3 -> 6
+            nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),           # 6 -> 12
+            nn.ConvTranspose2d(3, 2, 2, stride=1, dilation=2), nn.ReLU(),                            # 12 -> 14
+            nn.Conv2d(2, 4, 4, stride=2, padding=1), nn.ReLU(),                                       # 14 -> 7
+            nn.Conv2d(4, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+
+    def forward(self, x):
+        return self.g(torch.relu(self.fc(x.flatten(1))).view(-1, 4, 3, 3))
+
+
 def _nets():
     torch.manual_seed(0)
     return {
@@ -85,6 +104,7 @@ def _nets():
         "maxpool": (nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3),
                                   nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1), nn.Conv2d(4, 3, 2), nn.ReLU(),
                                   nn.Flatten(), nn.LazyLinear(3)), (1, 14, 13)),
+        "gan": (Gan(), (1, 5, 8)),
     }
 
 
@@ -109,7 +129,8 @@ def test_windowed_crown_equals_dense_and_contains_samples(name, norm, transfer_m
     _, (lb_d, ub_d) = _bounds(net, shape, pert, False)
     walked = [plan(bm.graph, i)[0] for i, n in enumerate(bm.graph.nodes) if len(n.shape) == 3 and i]
     assert any(any(rule == "conv" for _, rule in steps) for steps in walked), "no row went through a windowed conv"
-    for kind in {"maxpool": ["maxpool"], "concat": ["concat", "sub"], "residual": ["add"]}.get(name, []):
+    for kind in {"maxpool": ["maxpool"], "concat": ["concat", "sub"], "residual": ["add"], "gan": ["convt"]}.get(
+            name, []):
         assert any(any(rule == kind for _, rule in steps) for steps in walked), f"no row went through {kind}"
     scale = 1 + lb_d.abs().max()
     assert torch.allclose(lb_w, lb_d, atol=1e-10 * scale, rtol=0) and torch.allclose(ub_w, ub_d, atol=1e-10 * scale)

@@ -27,6 +27,7 @@ from certkit.verifiers.bounds import ops, windows
 from certkit.verifiers.bounds.alpha_crown import alpha_crown
 from certkit.verifiers.bounds.forward import ForwardRows, forward_supported, free_coordinates
 from certkit.verifiers.bounds.graph import BoundGraph, build_graph
+from certkit.verifiers.bounds.ops.relu import ReLU
 from certkit.verifiers.bounds.perturbation import Box, Perturbation, box_lower
 
 METHODS = ("IBP", "CROWN-IBP", "CROWN", "alpha-CROWN")
@@ -71,6 +72,8 @@ class BoundedModule:
     Attributes:
         forward_rows: forward-mode rows beside CROWN's intermediate bounds (True / False; None, the default: where
             :meth:`forward_hybrid` finds they pay).
+        one_sided: bound ReLU inputs side by side, the side of the center value first (``_backward_interval``
+            ``center``; True / False; None, the default: where forward-mode rows are carried).
         deadline: a time.perf_counter() value after which CROWN's passes raise TimeoutError (None: no limit).
 
     Raises:
@@ -87,6 +90,7 @@ class BoundedModule:
         self.conv_windows = conv_windows
         self.deadline: float | None = None   # time.perf_counter() value after which CROWN's passes stop (TimeoutError)
         self.forward_rows: bool | None = None  # forward-mode rows in crown_intermediate (None: forward_hybrid decides)
+        self.one_sided: bool | None = None     # ReLU inputs bounded one side first (None: where forward rows are)
         self._widest: int | None = None       # forward_hybrid: the widest input of a non-affine op (0: no rules)
 
     @property
@@ -240,50 +244,74 @@ class BoundedModule:
         return acc.pop(0, None), total
 
     def _backward_interval(self, i: int, pert: Perturbation, bounds: list, relax: dict,
-                           only: torch.Tensor | None = None) -> ops.Interval:
-        """(l, u) of node i by backward passes from +-identity rows, chunked to the memory budget.
+                           only: torch.Tensor | None = None, center: torch.Tensor | None = None) -> ops.Interval:
+        """(l, u) of node i by backward passes from identity rows (+x_n for l, -x_n for u), chunked to the memory
+        budget.
 
         ``only`` (bool (B, *shape) or flat (n,)) restricts the passes to those neurons; the others get +-inf here
         (callers intersect with IBP bounds). With a per-input mask each input carries rows for ITS neurons only
-        (padded to the largest count in the batch), not for the union over the batch."""
+        (padded to the largest count in the batch), not for the union over the batch.
+
+        ``center`` (B, *shape): node i at the centers of the boxes, for the inputs of ReLUs. A neuron that the bounds
+        prove stable has the sign of its center value on the whole box, so the first pass bounds only that side
+        (the lower bound where the center is positive, the upper bound where it is negative); the other side is
+        bounded in a second pass only for the neurons still unstable (+-inf for the others: a stable ReLU's
+        relaxation is exact whatever that bound is). About half the rows where most neurons turn out stable (a
+        64 x 64 cGAN's discriminator: 95% of the candidates)."""
+        n = torch.Size(self.graph.nodes[i].shape).numel()
+        B = pert.center().shape[0]
+        only = (torch.ones((B, n), dtype=torch.bool, device=pert.center().device) if only is None
+                else only.reshape(-1, n).expand(B, n))
+        if center is None:
+            l, u = self._signed_rows(i, pert, bounds, relax, only, only)
+        else:
+            c = center.reshape(B, n)
+            first_l, first_u = only & (c >= 0), only & (c <= 0)
+            l, u = self._signed_rows(i, pert, bounds, relax, first_l, first_u)
+            rest = only & (l < 0) & (u > 0)
+            if bool(rest.any()):
+                l2, u2 = self._signed_rows(i, pert, bounds, relax, rest & ~first_l, rest & ~first_u)
+                l, u = torch.maximum(l, l2), torch.minimum(u, u2)
+        shape = (B,) + tuple(self.graph.nodes[i].shape)
+        return l.reshape(shape), u.reshape(shape)
+
+    def _signed_rows(self, i: int, pert: Perturbation, bounds: list, relax: dict, want_l: torch.Tensor,
+                     want_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower bounds (B, n) of node i's neurons where want_l (B, n) and upper bounds where want_u, each from one
+        backward pass of its identity row (+x_n or -x_n); -inf / +inf elsewhere."""
         shape = self.graph.nodes[i].shape
         n = torch.Size(shape).numel()
         x = pert.center()
         B = x.shape[0]
-        if only is None:
-            only = torch.ones((B, n), dtype=torch.bool, device=x.device)
-        only = only.reshape(-1, n).expand(B, n)
-        counts = only.sum(1)
+        want = torch.cat([want_l, want_u], 1)             # (B, 2n): row v bounds neuron v % n, sign + for v < n
+        counts = want.sum(1)
         K = int(counts.max()) if B else 0
-        # idx (B, K): each input's selected neurons first (stable sort keeps their order), padding after
-        order = torch.argsort((~only).to(torch.int8), dim=1, stable=True)[:, :K]
+        # idx (B, K): each input's rows first (stable sort keeps their order), padding after
+        order = torch.argsort((~want).to(torch.int8), dim=1, stable=True)[:, :K]
         valid = torch.arange(K, device=x.device)[None] < counts[:, None]
-        low = torch.full((B, n), -math.inf, device=x.device, dtype=x.dtype)
-        high = torch.full((B, n), math.inf, device=x.device, dtype=x.dtype)
+        low = torch.full((B, 2 * n), -math.inf, device=x.device, dtype=x.dtype)
         windowed = self.conv_windows and len(shape) == 3
         if windowed:
             walk = windows.plan(self.graph, i)
             biggest = walk[2]
         else:
             biggest = max(max(1, torch.Size(nd.shape).numel()) for nd in self.graph.nodes[:i + 1])
-        chunk = max(1, self.budget // max(1, 2 * B * biggest))
+        chunk = max(1, self.budget // max(1, B * biggest))
         bi = torch.arange(B, device=x.device)[:, None]
         for s0 in range(0, K, chunk):
             self.check_deadline()
             sel, ok = order[:, s0:s0 + chunk], valid[:, s0:s0 + chunk]
             k = sel.shape[1]
+            neuron = sel % n
+            sign = torch.where(sel < n, 1.0, -1.0).to(x.dtype) * ok.to(x.dtype)
             if windowed:
-                lb = windows.window_lower(self, i, sel, ok, pert, bounds, relax, walk)
+                lb = windows.window_lower(self, i, neuron, sign, pert, bounds, relax, walk)
             else:
-                rows = torch.zeros((B, k, n), device=x.device, dtype=x.dtype)
-                rows[bi, torch.arange(k, device=x.device)[None], sel] = ok.to(x.dtype)
-                A0 = torch.cat([rows, -rows], 1).reshape((B, 2 * k) + shape)
-                lb = self._backward(i, A0, pert, bounds, relax)
-            lo_k = torch.where(ok, lb[:, :k], torch.full_like(lb[:, :k], -math.inf))
-            hi_k = torch.where(ok, -lb[:, k:], torch.full_like(lb[:, k:], math.inf))
-            low.scatter_(1, sel, torch.maximum(low.gather(1, sel), lo_k))
-            high.scatter_(1, sel, torch.minimum(high.gather(1, sel), hi_k))
-        return low.reshape((B,) + shape), high.reshape((B,) + shape)
+                A0 = torch.zeros((B, k, n), device=x.device, dtype=x.dtype)
+                A0[bi, torch.arange(k, device=x.device)[None], neuron] = sign
+                lb = self._backward(i, A0.reshape((B, k) + tuple(shape)), pert, bounds, relax)
+            low.scatter_(1, sel, torch.maximum(low.gather(1, sel), torch.where(ok, lb, torch.full_like(lb, -math.inf))))
+        return low[:, :n], -low[:, n:]
 
     def check_deadline(self) -> None:
         """Raise TimeoutError once ``deadline`` (a time.perf_counter() value, set by the complete verifier) passed:
@@ -337,11 +365,14 @@ class BoundedModule:
         forward sweep (a monotone op after a tightened node gets the exact image of the tighter interval, which its
         relaxation's lines cannot reach), so the nodes CROWN does not bound gain too. Over boxes with few free
         coordinates (:meth:`forward_hybrid`) every node is first intersected with its forward-mode interval, and
-        the backward passes bound only the neurons that are still unstable."""
+        the backward passes bound only the neurons that are still unstable, the inputs of ReLUs one side first
+        (:attr:`one_sided`)."""
         g = self.graph
         bounds = self.ibp(pert)
         relax: dict = {}
         fwd = ForwardRows(g, pert) if isinstance(pert, Box) and self.forward_hybrid(pert) else None
+        one_sided = fwd is not None if self.one_sided is None else self.one_sided
+        centers = None
         first: dict[int, tuple] = {}          # node -> (op of its first non-affine consumer, input position there)
         for a in g.nonlinear():
             for k, j in enumerate(g.nodes[a].inputs):
@@ -371,7 +402,13 @@ class BoundedModule:
             unstable = op.unstable(l0, u0) if k == 0 else l0 < u0
             if (isinstance(pert, Box) and self.ibp_exact_on_box(j)) or not unstable.any():
                 continue
-            l, u = self._backward_interval(j, pert, bounds, relax, only=unstable)
+            center = None
+            if one_sided and k == 0 and isinstance(op, ReLU):
+                if centers is None:
+                    x = pert.center()
+                    centers = self.ibp(Box(x, x))
+                center = centers[j][0]
+            l, u = self._backward_interval(j, pert, bounds, relax, only=unstable, center=center)
             bounds[j] = (torch.maximum(l, l0), torch.minimum(u, u0))
             tightened = True
         return bounds

@@ -11,6 +11,19 @@ from torch import nn
 from certkit.verifiers.bounds.ops.base import Call, ModuleOp, Unsupported, affine_rows, center_radius, register_op
 
 MATMUL_FLOATS = 2 ** 22  # largest transfer matrix (floats) used instead of a transposed convolution
+#: floats of work buffer (the im2col / col2im columns) that one convolution call over a batch of rows may use on a
+#: CPU: larger batches go in slices (float64 convolutions over thousands of rows took 3-12x as long in one call as
+#: in slices of 32-256 rows on a 2-core AMD EPYC VM, torch 2.13: cache and page-fault bound)
+CONV_CALL_FLOATS = 2 ** 23
+
+
+def in_slices(fn, x: torch.Tensor, per_row: int) -> torch.Tensor:
+    """fn(x) for a convolution fn over a batch x (N, ...) whose work buffer holds ``per_row`` floats per row: on a CPU
+    in slices of at most CONV_CALL_FLOATS floats of buffer, concatenated."""
+    n = max(1, CONV_CALL_FLOATS // max(1, per_row))
+    if x.device.type != "cpu" or x.shape[0] <= n:
+        return fn(x)
+    return torch.cat([fn(x[s:s + n]) for s in range(0, x.shape[0], n)])
 
 
 def transfer_matrix(m: nn.Conv2d, out_shape: tuple, padding, out_padding, dtype) -> torch.Tensor:
@@ -74,8 +87,9 @@ class Conv2d(ModuleOp):
             # many rows on a small layer: one matmul is several times faster than a convolution over a huge batch
             A_in = A.reshape(B * S, rows) @ transfer_matrix(m, self.out_shape, m.padding, op, A.dtype)
         else:
-            A_in = F.conv_transpose2d(A.reshape((B * S,) + tuple(self.out_shape)), m.weight, None, m.stride,
-                                      m.padding, op, m.groups, m.dilation)
+            A_in = in_slices(lambda a: F.conv_transpose2d(a, m.weight, None, m.stride, m.padding, op, m.groups,
+                                                          m.dilation),
+                             A.reshape((B * S,) + tuple(self.out_shape)), cols * math.prod(m.kernel_size))
         bias = None if m.bias is None else (A.sum((-2, -1)) * m.bias).sum(-1)
         return [A_in.reshape((B, S) + tuple(in_shape))], bias
 

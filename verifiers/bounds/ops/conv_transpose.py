@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certkit.verifiers.bounds.ops.base import Call, ModuleOp, Unsupported, affine_rows, center_radius, register_op
+from certkit.verifiers.bounds.ops.conv import in_slices
 
 
 @register_op(modules=(nn.ConvTranspose2d,), onnx=("ConvTranspose",))
@@ -42,9 +43,10 @@ class ConvTranspose2d(ModuleOp):
     def backward(self, A, in_bounds=(), relaxation=None):
         m = self.module
         B, S = A.shape[:2]
-        A_in = F.conv2d(A.reshape((B * S,) + tuple(self.out_shape)), m.weight, None, m.stride, m.padding, m.dilation,
-                        m.groups)
         in_shape = tuple(self.in_shapes[0])
+        A_in = in_slices(lambda a: F.conv2d(a, m.weight, None, m.stride, m.padding, m.dilation, m.groups),
+                         A.reshape((B * S,) + tuple(self.out_shape)),
+                         self.out_shape[0] * math.prod(m.kernel_size) * math.prod(in_shape[1:]))
         if tuple(A_in.shape[1:]) != in_shape:   # output_padding rows/columns that no input reaches
             A_in = A_in[..., :in_shape[1], :in_shape[2]]
         bias = None if m.bias is None else (A.sum((-2, -1)) * m.bias).sum(-1)
