@@ -323,13 +323,50 @@ def test_the_root_box_bounds_given_are_not_computed_again(tmp_path, monkeypatch)
                 root = bm.crown_intermediate(Box(torch.tensor(term.x_L)[None], torch.tensor(term.x_U)[None]))
         calls = []
         real = bm.crown_intermediate
-        monkeypatch.setattr(bm, "crown_intermediate", lambda pert, real=real, calls=calls: calls.append(
-            pert.x_L.shape[0]) or real(pert))
+        monkeypatch.setattr(bm, "crown_intermediate", lambda pert, init=None, real=real, calls=calls: calls.append(
+            pert.x_L.shape[0]) or real(pert, init))
         status, n = input_split_bab(bm, net32, onnx_model, prop.terms, Deadline(60), 10 ** 6, 256, root_bounds=root)
         runs.append((status, n, calls))
     (s0, n0, calls0), (s1, n1, calls1) = runs
     assert s0 == s1 == "unsat" and n0 == n1 > 1
     assert calls0[0] == 1 and calls1 == calls0[1:]
+
+
+@pytest.mark.parametrize("sat", [False, True], ids=["holds", "violated"])
+@pytest.mark.parametrize("shape", ["one row", "conjunction"])
+def test_children_start_from_their_parents_bounds(shape, sat, tmp_path, monkeypatch):
+    """With the parents' intervals carried through the queue (forced on this small network): every box bounded
+    with them lies inside the parent box they came from, its intermediate bounds lie inside the parent's and contain
+    the network's values at sampled points of the box, and the answers are the exact ones."""
+    monkeypatch.setattr(input_split, "INHERIT_MIN_VALUES", 0)
+    net = relu_net(5)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop, optima = planted_property(net, 5, SHAPES[shape], sat, tmp_path)
+    assert (min(optima) <= 0) == sat
+    bm = bounded(onnx_model)
+    real = bm.crown_intermediate
+    seen = []
+
+    def spy(pert, init=None):
+        out = real(pert, init)
+        if init is not None:
+            seen.append(pert.x_L.shape[0])
+            assert bool((init[0][0] <= pert.x_L).all() and (pert.x_U <= init[0][1]).all())
+            u = torch.rand((64,) + tuple(pert.x_L.shape), dtype=torch.float64)
+            x = (pert.x_L + u * (pert.x_U - pert.x_L)).reshape(-1, N_IN)
+            h = x
+            for k, m in enumerate(net.double()):
+                h = m(h)
+                l, up = out[k + 1]
+                v = h.reshape(64, -1, h.shape[-1])
+                assert bool((v >= l - 1e-9).all() and (v <= up + 1e-9).all()), k
+                assert bool((l >= init[k + 1][0]).all() and (up <= init[k + 1][1]).all()), k
+        return out
+    monkeypatch.setattr(bm, "crown_intermediate", spy)
+    status, n = input_split_bab(bm, onnx_model.module.float().eval(), onnx_model, prop.terms, Deadline(60), 10 ** 6,
+                                2)                                 # (rounds of 2: the queue holds more than a round)
+    assert seen or sat                                             # the children did start from their parents'
+    assert (getattr(status, "status", status) == "sat") == sat and (sat or status == "unsat")
 
 
 def test_volume_ratio_counts_degenerate_dimensions_as_one():
@@ -349,9 +386,9 @@ def test_a_box_clipped_to_half_its_volume_is_bounded_again_as_it_is(seed, tmp_pa
     bounded_boxes, clipped = [], []
     real_crown, real_clip = input_split.crown_boxes, input_split.clip_boxes
 
-    def crown(bm, C, lo, hi, bounds=None):
+    def crown(bm, C, lo, hi, bounds=None, init=None):
         bounded_boxes.append(torch.cat([lo, hi], 1))
-        return real_crown(bm, C, lo, hi, bounds)
+        return real_crown(bm, C, lo, hi, bounds, init)
 
     def clip(lo, hi, A, bias, d, owner, open_, **kw):
         c_lo, c_hi, c_open = real_clip(lo, hi, A, bias, d, owner, open_, **kw)

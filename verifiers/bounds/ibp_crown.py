@@ -359,16 +359,20 @@ class BoundedModule:
         return self._widest >= FORWARD_MIN_WIDTH * (m + 1)
 
     @exact_float32()
-    def crown_intermediate(self, pert: Perturbation) -> list:
+    def crown_intermediate(self, pert: Perturbation, init: list | None = None) -> list:
         """CROWN bounds of every input of every non-affine node (both operands of products and quotients),
         intersected with IBP; every node's IBP interval is recomputed from its inputs' tightened bounds in one
         forward sweep (a monotone op after a tightened node gets the exact image of the tighter interval, which its
         relaxation's lines cannot reach), so the nodes CROWN does not bound gain too. Over boxes with few free
         coordinates (:meth:`forward_hybrid`) every node is first intersected with its forward-mode interval, and
         the backward passes bound only the neurons that are still unstable, the inputs of ReLUs one side first
-        (:attr:`one_sided`)."""
+        (:attr:`one_sided`). ``init``: intervals of every node, each (B, *shape), known to hold on these boxes (the
+        bounds of a box that contains each of them: input-split branch and bound passes a parent's to its children);
+        every node starts from their intersection with IBP, so only the neurons unstable in both are bounded again."""
         g = self.graph
         bounds = self.ibp(pert)
+        if init is not None:
+            bounds = [(torch.maximum(l, il), torch.minimum(u, iu)) for (l, u), (il, iu) in zip(bounds, init)]
         relax: dict = {}
         fwd = ForwardRows(g, pert) if isinstance(pert, Box) and self.forward_hybrid(pert) else None
         one_sided = fwd is not None if self.one_sided is None else self.one_sided
@@ -377,7 +381,7 @@ class BoundedModule:
         for a in g.nonlinear():
             for k, j in enumerate(g.nodes[a].inputs):
                 first.setdefault(j, (g.nodes[a].op, k))
-        tightened = False
+        tightened = init is not None
         for j in range(1, len(g.nodes)):
             n = g.nodes[j]
             if tightened and (isinstance(pert, Box) or not (n.op.affine and n.inputs == [0])):

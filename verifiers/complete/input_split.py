@@ -81,18 +81,20 @@ def split_boxes(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor) -> tuple[
     return torch.cat([lo, right_lo]), torch.cat([left_hi, hi])
 
 
-def crown_boxes(bm: BoundedModule, C: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bounds: list | None = None):
+def crown_boxes(bm: BoundedModule, C: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bounds: list | None = None,
+                init: list | None = None):
     """CROWN on N boxes (N, n) for the rows C (S, K): lower bounds (N, S) of C y, the input coefficients A_in
     (N, S, n) of the linear bounds (lb = min over the box of A_in x + bias), and the perturbation and intermediate
     bounds used (for alpha-CROWN on the same boxes). ``bounds``: the boxes' intermediate bounds when already known
-    (CROWN's of the root box, computed before the search)."""
+    (CROWN's of the root box, computed before the search); ``init``: intervals that hold on the boxes (their parents'
+    bounds), which CROWN's intermediate bounds start from (``BoundedModule.crown_intermediate``)."""
     N = lo.shape[0]
     shape = tuple(bm.graph.input_shape)
     pert = Box(lo.reshape((N,) + shape), hi.reshape((N,) + shape))
     CC = C.to(lo.dtype)[None].expand(N, -1, -1).reshape((N, -1) + tuple(bm.graph.output_shape))
     with torch.no_grad():
         if bounds is None:
-            bounds = bm.crown_intermediate(pert)
+            bounds = bm.crown_intermediate(pert, init)
         A_in, bias = bm.propagate(bm.graph.output, CC, bounds, {})
         lb = bias + pert.lower(A_in)
     if not bool(torch.isfinite(lb).all()):
@@ -146,6 +148,26 @@ def clip_boxes(lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, bias: torch.
     new_hi = torch.where(keep, t_hi, -torch.inf).amax(1)
     alive = open_.any(1, keepdim=True)
     return torch.where(alive, new_lo, lo), torch.where(alive, new_hi, hi), open_
+
+
+#: the children of a box start their CROWN bounds from the box's (``crown_boxes`` ``init``) on networks of at least
+#: this many values per sample, while the queued boxes' intervals fit in INHERIT_BYTES (on small networks a box's
+#: CROWN bounds cost less than carrying its parent's through the queue)
+INHERIT_MIN_VALUES = 2 ** 14
+INHERIT_BYTES = 2 ** 28
+
+
+def _push(held: list | None, bounds: list, mask: torch.Tensor, reps: int = 1) -> list | None:
+    """The intervals of the boxes where ``mask`` (repeated ``reps`` times, as their children are) put in front of
+    ``held`` (per node (l, u) of the queued boxes), or None (not kept) once they would exceed INHERIT_BYTES."""
+    if held is None:
+        return None
+    new = [(l[mask].repeat((reps,) + (1,) * (l.dim() - 1)), u[mask].repeat((reps,) + (1,) * (u.dim() - 1)))
+           for l, u in bounds]
+    if held:
+        new = [(torch.cat([nl, hl]), torch.cat([nu, hu])) for (nl, nu), (hl, hu) in zip(new, held)]
+    size = sum(l.numel() + u.numel() for l, u in new) * new[0][0].element_size()
+    return new if size <= INHERIT_BYTES else None
 
 
 #: a box that :func:`clip_boxes` cut to at most this share of its volume is bounded again before it is split
@@ -252,6 +274,9 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     last = 0.0                                          # seconds the previous round took
     gate = AlphaGate()                                  # whether alpha-CROWN on the near boxes pays
     tag = torch.full((1,), -1, dtype=torch.long)        # per queued box: the gate's withheld subtree, or -1
+    # per node, the intervals (l, u) of the queued boxes' parents ([] before the first round; None: not kept)
+    values = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
+    held: list | None = [] if values >= INHERIT_MIN_VALUES and sound is None else None
     t_start, attack_spent = time.perf_counter(), 0.0
     try:
         while lo.shape[0]:
@@ -264,12 +289,17 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             lo_b, hi_b, open_b = lo[:batch], hi[:batch], open_[:batch]
             lo, hi, open_ = lo[batch:], hi[batch:], open_[batch:]
             tag_b, tag = tag[:batch].clone(), tag[batch:]
+            init = None
+            if held:
+                init = [(l[:batch], u[:batch]) for l, u in held]
+                assert init[0][0].shape[0] == lo_b.shape[0], "the parents' intervals follow the queue box by box"
+                held = [(l[batch:], u[batch:]) for l, u in held]
             N = lo_b.shape[0]
             domains += N
             gate.count_bounded(tag_b)
             t_crown = time.perf_counter()
             first = root_bounds if domains == N and N == 1 else None   # the root box, bounded before the search
-            lb, A, pert, bounds = crown_boxes(bm, C_rows, lo_b, hi_b, first)
+            lb, A, pert, bounds = crown_boxes(bm, C_rows, lo_b, hi_b, first, init)
             lb, A = lb[:, row_of], A[:, row_of]
             if first is None:       # (with the root's bounds given, the pass costs a fraction of a CROWN box)
                 gate.record_crown(N, time.perf_counter() - t_crown)
@@ -331,6 +361,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             if bool(again.any()):
                 lo, hi = torch.cat([lo_b[again], lo]), torch.cat([hi_b[again], hi])
                 open_, tag = torch.cat([open_b[again], open_]), torch.cat([tag_b[again], tag])
+                held = _push(held, bounds, again)
                 keep &= ~shrunk
             if not bool(keep.any()):
                 gate.end_round(tag)
@@ -343,6 +374,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             scores = split_scores(lo_b, hi_b, A[keep] * rows[..., None], width0, width_floor)
             children_lo, children_hi = split(lo_b, hi_b, scores.argmax(1))
             reps = children_lo.shape[0] // lo_b.shape[0]
+            held = _push(held, bounds, keep, reps)
             lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
             open_ = torch.cat([open_b.repeat(reps, 1), open_])
             tag = torch.cat([tag_b[keep].repeat(reps), tag])
