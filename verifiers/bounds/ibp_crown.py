@@ -72,8 +72,11 @@ class BoundedModule:
     Attributes:
         forward_rows: forward-mode rows beside CROWN's intermediate bounds (True / False; None, the default: where
             :meth:`forward_hybrid` finds they pay).
-        one_sided: bound ReLU inputs side by side, the side of the center value first (``_backward_interval``
-            ``center``; True / False; None, the default: where forward-mode rows are carried).
+        one_sided: where forward-mode rows are carried, bound the inputs of ReLUs one side at a time, the side of the
+            center value first (``_backward_interval`` ``center``; default False). The other side of a neuron found
+            stable stays the forward / IBP bound: right where only these boxes' own bounds matter (input splitting
+            sets it), not where later steps read every neuron's bounds (branch and bound over activations and its
+            linear programs: a VNN-COMP ml4acopf 118-bus instance took 2x the subdomains with it).
         deadline: a time.perf_counter() value after which CROWN's passes raise TimeoutError (None: no limit).
 
     Raises:
@@ -90,7 +93,7 @@ class BoundedModule:
         self.conv_windows = conv_windows
         self.deadline: float | None = None   # time.perf_counter() value after which CROWN's passes stop (TimeoutError)
         self.forward_rows: bool | None = None  # forward-mode rows in crown_intermediate (None: forward_hybrid decides)
-        self.one_sided: bool | None = None     # ReLU inputs bounded one side first (None: where forward rows are)
+        self.one_sided = False                 # ReLU inputs bounded one side first (with forward rows)
         self._widest: int | None = None       # forward_hybrid: the widest input of a non-affine op (0: no rules)
 
     @property
@@ -375,7 +378,7 @@ class BoundedModule:
             bounds = [(torch.maximum(l, il), torch.minimum(u, iu)) for (l, u), (il, iu) in zip(bounds, init)]
         relax: dict = {}
         fwd = ForwardRows(g, pert) if isinstance(pert, Box) and self.forward_hybrid(pert) else None
-        one_sided = fwd is not None if self.one_sided is None else self.one_sided
+        one_sided = fwd is not None and self.one_sided
         centers = None
         first: dict[int, tuple] = {}          # node -> (op of its first non-affine consumer, input position there)
         for a in g.nonlinear():

@@ -278,6 +278,7 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     values = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
     held: list | None = [] if values >= INHERIT_MIN_VALUES and sound is None else None
     t_start, attack_spent = time.perf_counter(), 0.0
+    one_sided, bm.one_sided = bm.one_sided, True       # each box's own bounds are all that matter here
     try:
         while lo.shape[0]:
             threads.tick()
@@ -382,6 +383,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             last = time.perf_counter() - t_round
     except TimeoutError:                                # bm.deadline passed inside a round
         return "timeout", domains
+    finally:
+        bm.one_sided = one_sided
     return "unsat", domains
 
 

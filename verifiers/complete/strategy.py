@@ -312,6 +312,7 @@ def _solve_flushed(onnx_model, prop, dl, methods, bab, max_domains, batch, seed,
     # input splitting runs alpha-CROWN on the boxes close to refutation itself, the root box included (lsnc
     # quadrotor2d_output_0: 3.3 s of alpha-CROWN on whole disjuncts, none refuted, before an 11-box proof)
     input_follows = input_split_follows(bab, open_terms)
+    bm.one_sided = input_follows       # the root bounds serve the input split only (BoundedModule.one_sided)
     # CROWN's root bounds stop at ROOT_CROWN_SHARE of the time left: the rest goes to attacks when they cannot finish
     crown_until = time.perf_counter() + ROOT_CROWN_SHARE * max(dl.left(), 0.0)
     for m in [m for m in methods if m not in quick and not (m == "alpha-CROWN" and input_follows)]:
