@@ -86,9 +86,9 @@ def main() -> None:
             rows = []
             real = bm._backward_interval
 
-            def counted(i, p, bounds, relax, only=None, real=real, rows=rows):
+            def counted(i, p, bounds, relax, only=None, real=real, rows=rows, **kw):
                 rows.append(int(only.sum()) if only is not None else 0)
-                return real(i, p, bounds, relax, only)
+                return real(i, p, bounds, relax, only, **kw)
             bm._backward_interval = counted
             best = float("inf")
             for _ in range(2):
