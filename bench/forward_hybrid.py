@@ -22,6 +22,18 @@ import itertools
 import time
 
 
+def first_box(net_path: str, prop_path: str):
+    """The float64 network of an ONNX file, its input shape and its property's first disjunct's box (lo, hi) as
+    flat float64 tensors."""
+    import torch
+
+    from certkit.models.onnx_import import load_onnx
+    from certkit.verifiers.complete.vnnlib import parse_vnnlib
+    model = load_onnx(net_path)
+    term = parse_vnnlib(prop_path).terms[0]
+    return model.module.double().eval(), tuple(model.sample_shape), torch.tensor(term.x_L), torch.tensor(term.x_U)
+
+
 def _problems(pairs: list[str], boxes: int):
     import torch
     from torch import nn
@@ -38,16 +50,10 @@ def _problems(pairs: list[str], boxes: int):
         r[:, 4] = 0.0
         yield "random generator-shaped network", net, (5,), c - r, c + r
         return
-    from certkit.models.onnx_import import load_onnx
-    from certkit.verifiers.complete.vnnlib import parse_vnnlib
-
     for net_path, prop_path in zip(pairs[::2], pairs[1::2]):
-        model = load_onnx(net_path)
-        term = parse_vnnlib(prop_path).terms[0]
-        shape = tuple(model.sample_shape)
-        lo0, hi0 = torch.tensor(term.x_L), torch.tensor(term.x_U)
+        net, shape, lo0, hi0 = first_box(net_path, prop_path)
         free = (hi0 > lo0).nonzero().flatten().tolist()
-        yield f"{net_path} (whole box)", model.module.double().eval(), shape, lo0[None], hi0[None]
+        yield f"{net_path} (whole box)", net, shape, lo0[None], hi0[None]
         if not free:
             continue
         k = 2
@@ -59,7 +65,7 @@ def _problems(pairs: list[str], boxes: int):
             for d, j in zip(free, cell):
                 w = (hi0[d] - lo0[d]) / k
                 lo[b, d], hi[b, d] = lo0[d] + j * w, lo0[d] + (j + 1) * w
-        yield f"{net_path} ({len(cells)} sub-boxes, {k} per free input)", model.module.double().eval(), shape, lo, hi
+        yield f"{net_path} ({len(cells)} sub-boxes, {k} per free input)", net, shape, lo, hi
 
 
 def main() -> None:

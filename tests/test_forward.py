@@ -285,16 +285,31 @@ def wide_mlp():
 HYBRID_NETS = {"wide_mlp": (wide_mlp, (4,)), "generator": (generator, (5,)), "mlp": (mlp, (6,))}
 
 
+def hybrid_problem(name):
+    """A HYBRID_NETS network in float64, 3 boxes of 4 inputs each over its input shape and 200 points in each."""
+    torch.manual_seed(1)
+    make, shape = HYBRID_NETS[name]
+    net = make().double().eval()
+    lo, hi = boxes(shape, 4, 3, 0.3, seed=5)
+    return net, shape, lo, hi, samples(lo, hi, 200, seed=4)
+
+
+def assert_contains(bm, bounds, lo, x, tag):
+    """Every node's values at the points x (B, P, *input) lie in its bounds (each (B, *shape))."""
+    vals = node_values(bm, x.reshape((-1,) + tuple(x.shape[2:])))
+    for i, (v, (l, u)) in enumerate(zip(vals, bounds)):
+        v = v.reshape((lo.shape[0], x.shape[1]) + tuple(l.shape[1:]))
+        tol = 1e-9 * (1 + v.abs())
+        assert bool((v >= l[:, None] - tol).all() and (v <= u[:, None] + tol).all()), (tag, i)
+    return vals
+
+
 @pytest.mark.parametrize("name", sorted(HYBRID_NETS))
 def test_crown_with_forward_rows_contains_every_node_and_bounds_fewer_neurons(name, monkeypatch):
     """crown_intermediate over boxes with few free inputs, with the forward rows (the default there) and without:
     both contain every node's sampled values; with them the backward passes bound no more neurons, strictly fewer
     on the ReLU networks; the output bounds of both hold at the samples."""
-    torch.manual_seed(1)
-    make, shape = HYBRID_NETS[name]
-    net = make().double().eval()
-    lo, hi = boxes(shape, 4, 3, 0.3, seed=5)
-    x = samples(lo, hi, 200, seed=4)
+    net, shape, lo, hi, x = hybrid_problem(name)
     counted = {False: 0, True: 0}
     original = BoundedModule._backward_interval
 
@@ -307,12 +322,8 @@ def test_crown_with_forward_rows_contains_every_node_and_bounds_fewer_neurons(na
         bm.forward_rows, bm.one_sided = forward, False
         with torch.no_grad():
             bounds = bm.crown_intermediate(Box(lo, hi))
-            vals = node_values(bm, x.reshape((-1,) + shape))
+            vals = assert_contains(bm, bounds, lo, x, forward)
             lb, ub = bm.compute_bounds(Box(lo, hi), method="CROWN")
-        for i, (v, (l, u)) in enumerate(zip(vals, bounds)):
-            v = v.reshape((lo.shape[0], x.shape[1]) + tuple(l.shape[1:]))
-            tol = 1e-9 * (1 + v.abs())
-            assert bool((v >= l[:, None] - tol).all() and (v <= u[:, None] + tol).all()), (forward, i)
         y = vals[-1].reshape(lo.shape[0], x.shape[1], -1)
         assert bool((lb[:, None] <= y + 1e-9).all() and (y <= ub[:, None] + 1e-9).all())
     assert counted[True] <= counted[False]
@@ -324,11 +335,7 @@ def test_crown_with_forward_rows_contains_every_node_and_bounds_fewer_neurons(na
 def test_one_sided_rows_find_the_same_unstable_neurons_with_fewer_passes(name, monkeypatch):
     """ReLU inputs bounded on the side of their center value first: every node's bounds still contain the sampled
     values, the same neurons end unstable (with the same bounds up to rounding), and fewer rows are propagated."""
-    torch.manual_seed(1)
-    make, shape = HYBRID_NETS[name]
-    net = make().double().eval()
-    lo, hi = boxes(shape, 4, 3, 0.3, seed=5)
-    x = samples(lo, hi, 200, seed=4)
+    net, shape, lo, hi, x = hybrid_problem(name)
     rows = {False: 0, True: 0}
     original = BoundedModule._signed_rows
 
@@ -342,11 +349,7 @@ def test_one_sided_rows_find_the_same_unstable_neurons_with_fewer_passes(name, m
         bm.forward_rows, bm.one_sided = True, one_sided
         with torch.no_grad():
             out[one_sided] = bm.crown_intermediate(Box(lo, hi))
-            vals = node_values(bm, x.reshape((-1,) + shape))
-        for i, (v, (l, u)) in enumerate(zip(vals, out[one_sided])):
-            v = v.reshape((lo.shape[0], x.shape[1]) + tuple(l.shape[1:]))
-            tol = 1e-9 * (1 + v.abs())
-            assert bool((v >= l[:, None] - tol).all() and (v <= u[:, None] + tol).all()), (one_sided, i)
+            assert_contains(bm, out[one_sided], lo, x, one_sided)
     g = bm.graph
     for a in g.nonlinear():
         j = g.nodes[a].inputs[0]

@@ -74,9 +74,9 @@ class BoundedModule:
             :meth:`forward_hybrid` finds they pay).
         one_sided: where forward-mode rows are carried, bound the inputs of ReLUs one side at a time, the side of the
             center value first (``_backward_interval`` ``center``; default False). The other side of a neuron found
-            stable stays the forward / IBP bound: right where only these boxes' own bounds matter (input splitting
-            sets it), not where later steps read every neuron's bounds (branch and bound over activations and its
-            linear programs: a VNN-COMP ml4acopf 118-bus instance took 2x the subdomains with it).
+            stable stays the forward / IBP bound: meant for where only these boxes' own bounds matter (input
+            splitting sets it), not where later steps read every neuron's bounds (branch and bound over activations
+            and its linear programs, whose box constraints would be looser).
         deadline: a time.perf_counter() value after which CROWN's passes raise TimeoutError (None: no limit).
 
     Raises:

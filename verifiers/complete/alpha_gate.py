@@ -85,7 +85,7 @@ class AlphaGate:
         if self.closed and self.closed >= self.tried * self.alpha_cost / max(self.crown_cost, 1e-12):
             # p >= r: every closure saves at least one CROWN box (the withheld box's children, or the box bounded
             # again), so alpha-CROWN pays whatever S is; withholding would only spend CROWN boxes to measure it (a
-            # 64 x 64 cGAN: a CROWN box costs 16-25 s, alpha-CROWN on it 0.2 s and closes the root)
+            # 64 x 64 cGAN: a CROWN box costs 7-16 s, alpha-CROWN on it 0.2 s and closes the root)
             self.on, self.probing, self.rounds_since = True, False, 0
             return ids
         room = self.withhold - len(self.counts)

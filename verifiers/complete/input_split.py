@@ -151,8 +151,8 @@ def clip_boxes(lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, bias: torch.
 
 
 #: the children of a box start their CROWN bounds from the box's (``crown_boxes`` ``init``) on networks of at least
-#: this many values per sample, while the queued boxes' intervals fit in INHERIT_BYTES (on small networks a box's
-#: CROWN bounds cost less than carrying its parent's through the queue)
+#: this many values per sample, while the queued boxes' intervals fit in INHERIT_BYTES (below that size, where the
+#: queue holds up to millions of boxes and a box's CROWN bounds cost milliseconds, ACAS Xu and lsnc, it is not used)
 INHERIT_MIN_VALUES = 2 ** 14
 INHERIT_BYTES = 2 ** 28
 
