@@ -165,8 +165,8 @@ def _conv_transpose(win: Window, op: ConvTranspose2d, in_shape: tuple, cache: di
     """Backward through a transposed convolution on windows: the adjoint is a strided convolution with the same
     weight; each row's window is shifted (zero-padded or cropped) so that the convolution's outputs are exactly the
     input window of :func:`_convt_geometry`; rows whose windows begin at different offsets modulo the stride (rho =
-    floor(pos * stride) mod s) are shifted by different amounts, in one convolution per offset. Small windows take
-    one matmul with a cached transfer matrix (the rule applied to an identity), as :func:`_conv`."""
+    floor(pos * stride) mod s) are shifted by different amounts, in one convolution per offset. Many rows on small
+    windows take one matmul with a cached transfer matrix (the rule applied to an identity), as :func:`_conv`."""
     m = op.module
     B, S, Cout, h, w = win.A.shape
     geo = _convt_geometry(_geometry(win), m)
@@ -185,7 +185,7 @@ def _conv_transpose(win: Window, op: ConvTranspose2d, in_shape: tuple, cache: di
 
     def rule(A: torch.Tensor, rho: tuple) -> torch.Tensor:         # (N, rows) -> (N, cols)
         off = [base[d] - rho[d] for d in range(2)]
-        if rows * cols <= MATMUL_FLOATS:
+        if rows * cols <= MATMUL_FLOATS and A.shape[0] >= 4 * rows:   # (building the matrix costs rows images)
             M = cache.get(key + rho)
             if M is None:
                 eye = torch.eye(rows, dtype=A.dtype, device=A.device).view(rows, Cout, h, w)
