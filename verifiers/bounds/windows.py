@@ -7,10 +7,9 @@ earlier layer. Dense rows (B, S, C, H, W) spend H*W / (window area) times the ne
 
 Representation: a :class:`Window` keeps, per row, the coefficients on the row's window only, A (B, S, C, h, w); the
 window of a row whose start neuron sits at spatial position p of the start node begins at floor(p * stride) - pad of
-the current node (stride and pad accumulated over the convolutions passed; the stride is a fraction after a
-transposed convolution), so one offset per row suffices. Positions of a
-window outside the node (the convolutions' zero padding) always carry A = 0 (masked after every convolution), so
-sums over windows equal sums over the node.
+the current node (stride and pad accumulated over the convolutions passed; the stride is a fraction after a transposed
+convolution), so one offset per row suffices. Positions of a window outside the node (the convolutions' zero padding)
+always carry A = 0 (masked after every convolution), so sums over windows equal sums over the node.
 
 Rules (jax_verify style, one entry per op kind): Conv2d (transposed convolution without padding: the window grows to
 (h - 1) * stride + dilation * (k - 1) + 1), ConvTranspose2d (a strided convolution on each shifted window: the window
@@ -367,7 +366,7 @@ def window_lower(bm, start: int, chan: torch.Tensor, sign: torch.Tensor, pert: P
             win, bias = _conv(win, n.op, g.nodes[n.inputs[0]].shape, relax, key)
             children = [win]
         elif rule == "convt":
-            key = ("window convt", i) + tuple(win.A.shape[-2:]) + win.pad
+            key = ("window convt", i) + tuple(win.A.shape[-2:]) + win.pad + win.stride   # (the geometry in)
             win, bias = _conv_transpose(win, n.op, g.nodes[n.inputs[0]].shape, relax, key)
             children = [win]
         elif rule == "maxpool":
