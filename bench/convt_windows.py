@@ -26,6 +26,7 @@ import time
 
 def _problems(pairs: list[str]):
     import torch
+    from forward_hybrid import first_box, latent_boxes  # (bench/ is on the path of a script run from it)
     from torch import nn
 
     if not pairs:
@@ -46,12 +47,8 @@ def _problems(pairs: list[str]):
             nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),                        # 8 x 8
             nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),                        # 4 x 4
             nn.Flatten(), nn.Linear(64 * 16, 1)).double().eval()
-        c = torch.rand((1, 5), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        r = torch.full_like(c, 0.005)
-        r[:, 4] = 0.0
-        yield "random cGAN-shaped network", net, (5,), c - r, c + r
+        yield "random cGAN-shaped network", net, (5,), *latent_boxes(1, 0.005)
         return
-    from forward_hybrid import first_box  # (bench/ is on the path of a script run from it)
     for onnx_path, vnnlib_path in zip(pairs[::2], pairs[1::2]):
         net, shape, lo, hi = first_box(onnx_path, vnnlib_path)
         yield onnx_path, net, shape, lo.reshape((1,) + shape), hi.reshape((1,) + shape)

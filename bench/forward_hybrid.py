@@ -22,6 +22,16 @@ import itertools
 import time
 
 
+def latent_boxes(n: int, half_width: float):
+    """n boxes (lo, hi), each (n, 5) float64, around fixed random centers in [0, 1)^5, of ``half_width`` in the first
+    4 coordinates and fixed in the last (a cGAN's 4 free latent inputs and its class)."""
+    import torch
+    c = torch.rand((n, 5), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    r = torch.full_like(c, half_width)
+    r[:, 4] = 0.0
+    return c - r, c + r
+
+
 def first_box(net_path: str, prop_path: str):
     """The float64 network of an ONNX file, its input shape and its property's first disjunct's box (lo, hi) as
     flat float64 tensors."""
@@ -45,10 +55,7 @@ def _problems(pairs: list[str], boxes: int):
                             nn.ConvTranspose2d(64, 32, 2, stride=2), nn.ReLU(),
                             nn.Conv2d(32, 16, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
                             nn.Linear(16 * 8 * 8, 1)).double().eval()
-        c = torch.rand((boxes, 5), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        r = torch.full_like(c, 0.05)
-        r[:, 4] = 0.0
-        yield "random generator-shaped network", net, (5,), c - r, c + r
+        yield "random generator-shaped network", net, (5,), *latent_boxes(boxes, 0.05)
         return
     for net_path, prop_path in zip(pairs[::2], pairs[1::2]):
         net, shape, lo0, hi0 = first_box(net_path, prop_path)
