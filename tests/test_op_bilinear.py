@@ -91,6 +91,33 @@ def test_broadcast_product_backward_and_network_bounds(tmp_path):
     check_onnx_bounds(Masked().eval(), (3, 4), tmp_path / "masked.onnx")
 
 
+def test_crown_planes_halve_the_largest_gap_of_either_mccormick_plane():
+    """CROWN's planes are the minimax ones: on every box their gap to x * y is at most (ux - lx)(uy - ly) / 2 and
+    reaches it at two corners, where either McCormick plane alone gaps by up to (ux - lx)(uy - ly); below, above
+    and exact where the box is flat in x."""
+    gen = torch.Generator().manual_seed(2)
+    op = Mul()
+    op.in_shapes, op.out_shape = [(50,), (50,)], (50,)
+    cx, cy = (torch.randn((1, 50), generator=gen, dtype=torch.float64) * 2 for _ in range(2))
+    wx, wy = (torch.rand((1, 50), generator=gen, dtype=torch.float64) * 3 + 0.1 for _ in range(2))
+    bounds = [(cx - wx, cx + wx), (cy - wy, cy + wy)]
+    (ax_l, ay_l, c_l), (ax_u, ay_u, c_u) = op.relaxation(bounds)
+    area = (2 * wx) * (2 * wy)
+    gaps = []
+    for x in bounds[0]:
+        for y in bounds[1]:
+            low, up = ax_l * x + ay_l * y + c_l, ax_u * x + ay_u * y + c_u
+            gaps += [x * y - low, up - x * y]
+    gaps = torch.stack(gaps)
+    assert (gaps >= -1e-12).all()
+    torch.testing.assert_close(gaps.amax(0), area / 2)
+    flat = [(bounds[0][0], bounds[0][0]), bounds[1]]
+    (ax_l, ay_l, c_l), (ax_u, ay_u, c_u) = op.relaxation(flat)
+    y = bounds[1][0] + torch.rand((1, 50), generator=gen, dtype=torch.float64) * 2 * wy
+    torch.testing.assert_close(ax_l * flat[0][0] + ay_l * y + c_l, flat[0][0] * y)
+    torch.testing.assert_close(ax_u * flat[0][0] + ay_u * y + c_u, flat[0][0] * y)
+
+
 def test_alpha_planes_bound_the_product_and_alpha_init_is_crown():
     """Any weights in [0, 1] of the two lower (upper) planes give a sound bound at sampled points and at the box's
     corners; alpha_init reproduces CROWN's planes."""
