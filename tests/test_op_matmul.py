@@ -105,3 +105,24 @@ def test_alpha_planes_bound_the_product_and_alpha_init_is_crown():
         exact = (A * (x @ y)[:, None]).flatten(2).sum(-1)
         linear = (A_x * x[:, None]).flatten(2).sum(-1) + (A_y * y[:, None]).flatten(2).sum(-1) + bias
         assert (linear <= exact + 1e-9).all()
+
+
+def test_crown_planes_are_the_elementwise_products_midpoint_planes():
+    """A matrix product with a shared index of length one is an outer product of elementwise products: CROWN's
+    bound is the same as bilinear.py's (the midpoint planes) on every entry, for coefficients of either sign."""
+    from certkit.verifiers.bounds.ops.bilinear import Mul
+    gen = torch.Generator().manual_seed(3)
+    B, n, m, S = 2, 3, 4, 5
+    cx, cy = torch.randn(B, n, 1, generator=gen, dtype=torch.float64), torch.randn(B, 1, m, generator=gen,
+                                                                                  dtype=torch.float64)
+    rx, ry = torch.rand(B, n, 1, generator=gen, dtype=torch.float64), torch.rand(B, 1, m, generator=gen,
+                                                                                dtype=torch.float64)
+    A = torch.randn(B, S, n, m, generator=gen, dtype=torch.float64)
+    (A_x, A_y), bias = MatMul().backward(A, [(cx - rx, cx + rx), (cy - ry, cy + ry)])
+    ex = lambda t: t.expand(B, n, m)  # noqa: E731
+    mul = Mul()
+    mul.in_shapes, mul.out_shape = [(n, m), (n, m)], (n, m)
+    (M_x, M_y), M_bias = mul.backward(A, [(ex(cx - rx), ex(cx + rx)), (ex(cy - ry), ex(cy + ry))])
+    torch.testing.assert_close(A_x, M_x.sum(-1, keepdim=True))
+    torch.testing.assert_close(A_y, M_y.sum(-2, keepdim=True))
+    torch.testing.assert_close(bias, M_bias)

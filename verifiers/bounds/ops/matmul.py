@@ -2,11 +2,14 @@
 sum of products x_it y_tj, each bounded by the McCormick planes (Shi et al. ICLR 2020, "Robustness verification for
 transformers", Sec. 3.3; as bilinear.py for elementwise products):
 
-    lower: x y >= ly x + lx y - lx ly;    upper: x y <= uy x + lx y - lx uy.
+    lower: x y >= ly x + lx y - lx ly  and  uy x + ux y - ux uy,
+    upper: x y <= uy x + lx y - lx uy  and  ly x + ux y - ux ly.
 
-For a coefficient A_ij on Z_ij, CROWN takes the lower planes where A_ij >= 0 and the upper ones where A_ij < 0; the
-sums over the shared index are matrix products, so the backward rule is three matmuls:
-    A_X = A+ @ ly^T + A- @ uy^T,   A_Y = lx^T @ A,   bias = -sum(A+ * (lx @ ly) + A- * (lx @ uy)).
+CROWN takes the midpoint of each side's two planes (bilinear.py: the tangent at the center c shifted by the
+radii r, x y >= cy x + cx y - cx cy - rx ry and x y <= cy x + cx y - cx cy + rx ry), the lower one where the
+coefficient A_ij on Z_ij is >= 0 and the upper one where it is < 0; the sums over the shared index are matrix
+products, so the backward rule is four matmuls:
+    A_X = A @ cy^T,   A_Y = cx^T @ A,   bias = -sum(A * (cx @ cy) + |A| * (rx @ ry)).
 IBP: the exact interval matrix product, each entry the sum over t of the min / max of the four corner products
 x_it y_tj (the midpoint-radius form |cx| @ ry + rx @ |cy| + rx @ ry is up to 1.5x wider), computed in slices of
 rows of at most CHUNK products. X (..., n, k) and Y
@@ -81,9 +84,9 @@ class MatMul(Op):
         return torch.where(self.splittable(l, u), s + 1e-12, torch.full_like(l, -torch.inf))
 
     def alpha_init(self, in_bounds):
-        """lam = mu = 1 (CROWN's planes) for every output entry, (2, B, ..., n, m)."""
+        """lam = mu = 1/2 (CROWN's planes) for every output entry, (2, B, ..., n, m)."""
         (lx, _), (ly, _) = in_bounds
-        return torch.ones((2,) + lx.shape[:-1] + ly.shape[-1:], dtype=lx.dtype, device=lx.device)
+        return 0.5 * torch.ones((2,) + lx.shape[:-1] + ly.shape[-1:], dtype=lx.dtype, device=lx.device)
 
     def relaxation(self, in_bounds, alpha=None, setup=None):
         """None (CROWN's planes), or with ``alpha`` (2, B, S, ..., n, m) the weights (lam, mu) in [0, 1] of each
@@ -96,14 +99,15 @@ class MatMul(Op):
         lx uy + (1 - mu) (ly x + ux y - ux ly) where it is < 0; the sums over t are matrix products."""
         (lx, ux), (ly, uy) = in_bounds
         lx, ux, ly, uy = (t.unsqueeze(1) for t in (lx, ux, ly, uy))   # (B, 1, ..., rows, cols): one per spec row
-        Ap = torch.relu(A)
-        An = A - Ap
         T = lambda t: t.transpose(-1, -2)  # noqa: E731
         if relaxation is None:
-            A_x = Ap @ T(ly) + An @ T(uy)
-            A_y = T(lx) @ A
-            bias = -(Ap * (lx @ ly) + An * (lx @ uy)).flatten(2).sum(-1)
-            return [A_x, A_y], bias
+            # lam = mu = 1/2 (bilinear.py): the tangent at the center c shifted by the radii r, lower
+            # cy x + cx y - cx cy - rx ry, upper cy x + cx y - cx cy + rx ry
+            cx, rx, cy, ry = (lx + ux) / 2, (ux - lx) / 2, (ly + uy) / 2, (uy - ly) / 2
+            bias = -(A * (cx @ cy) + A.abs() * (rx @ ry)).flatten(2).sum(-1)
+            return [A @ T(cy), T(cx) @ A], bias
+        Ap = torch.relu(A)
+        An = A - Ap
         lam, mu = relaxation
         P1, P2, N1, N2 = Ap * lam, Ap * (1 - lam), An * mu, An * (1 - mu)
         A_x = P1 @ T(ly) + P2 @ T(uy) + N1 @ T(uy) + N2 @ T(ly)
