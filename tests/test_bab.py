@@ -113,11 +113,11 @@ def test_float32_optimisation_never_refutes_past_the_exact_optimum(seed):
     assert status != "unsat" and sum(claimed) > 0
 
 
-def assert_decides_around(make_search, net, c, opt: float, root: float):
-    """``make_search(d)`` (an ActivationBaB for c . f(x) <= d) answers unsat at a threshold closing 90% of the gap
-    between the root bound ``root`` and the exact optimum ``opt``, and sat just above the optimum, where a
+def assert_decides_around(make_search, net, c, opt: float, root: float, left: float = 0.1):
+    """``make_search(d)`` (an ActivationBaB for c . f(x) <= d) answers unsat at a threshold closing all but ``left``
+    of the gap between the root bound ``root`` and the exact optimum ``opt``, and sat just above the optimum, where a
     counterexample exists and must be found (checked by :func:`witness_checker`)."""
-    d_unsat = opt - 0.1 * (opt - root)
+    d_unsat = opt - left * (opt - root)
     status, visited = make_search(d_unsat).run(time.perf_counter() + 60, 100_000, 64,
                                                witness_checker(net, c, d_unsat))
     assert status == "unsat" and visited > 1

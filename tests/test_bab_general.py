@@ -64,9 +64,13 @@ class ReduceMaxNet(nn.Module):
 
 
 SMALL, WIDE = ((-1.0, -0.5), (0.5, 1.0)), ((-2.0, -1.0), (1.0, 2.0))
-# net, the op it branches on, the input box (on the small box alpha-CROWN alone nearly closes the quotient's gap)
-NETS = {"mul": (MulNet, "Mul", SMALL), "matmul": (MatMulNet, "MatMul", SMALL), "div": (DivNet, "Div", WIDE),
-        "softmax": (SoftmaxNet, "Softmax", SMALL), "reducemax": (ReduceMaxNet, "ReduceMax", SMALL)}
+# net, the op it branches on, the input box (on the small box alpha-CROWN alone nearly closes the quotient's gap),
+# the share of CROWN's root gap left below the optimum for the unsat threshold (MatMulNet: the midpoint planes leave
+# a gap of 0.39, whose 15% is the 0.06 margin that 10% of the first planes' 0.60 gave; at 10% of it neither proves
+# the threshold within 100k subdomains)
+NETS = {"mul": (MulNet, "Mul", SMALL, 0.1), "matmul": (MatMulNet, "MatMul", SMALL, 0.15),
+        "div": (DivNet, "Div", WIDE, 0.1), "softmax": (SoftmaxNet, "Softmax", SMALL, 0.1),
+        "reducemax": (ReduceMaxNet, "ReduceMax", SMALL, 0.1)}
 C = [1.0, -1.0]
 
 
@@ -87,7 +91,7 @@ def search_for(net, lo, hi, d, fast: bool = False, **kw) -> ActivationBaB:
 @pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("name", list(NETS))
 def test_splits_prove_below_and_falsify_above_the_minimum(name, fast):
-    cls, op_name, box = NETS[name]
+    cls, op_name, box, left = NETS[name]
     torch.manual_seed(1)
     net = cls().double().eval()
     lo, hi = (torch.tensor(b, dtype=torch.float64) for b in box)
@@ -99,5 +103,5 @@ def test_splits_prove_below_and_falsify_above_the_minimum(name, fast):
     with torch.no_grad():
         root = float(search._lower(dom)[0][0, 0])     # CROWN: the thresholds are placed in its gap
     search.optimize(dom, search.root_iterations)        # alpha-CROWN at the root, as the search starts
-    assert float(dom.score[0]) < opt - 0.1 * (opt - root), "alpha-CROWN alone must not prove the unsat threshold"
-    assert_decides_around(lambda d: search_for(net, lo, hi, d, fast, branching="babsr"), net, C, opt, root)
+    assert float(dom.score[0]) < opt - left * (opt - root), "alpha-CROWN alone must not prove the unsat threshold"
+    assert_decides_around(lambda d: search_for(net, lo, hi, d, fast, branching="babsr"), net, C, opt, root, left)
