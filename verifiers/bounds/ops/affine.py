@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Op, affine_rows, sum_node, unbroadcast
+from certkit.verifiers.bounds.ops.base import Op, affine_rows, dot_node, unbroadcast
 
 
 class ElementwiseAffine(Op):
@@ -52,7 +52,7 @@ class ElementwiseAffine(Op):
     def backward(self, A, in_bounds=(), relaxation=None):
         scale, shift = self.params()
         A_in = A if scale is None else A * scale
-        bias = None if shift is None else sum_node(A * shift)
+        bias = None if shift is None else dot_node(A, shift)
         if self.in_shapes and self.out_shape is not None and tuple(self.in_shapes[0]) != tuple(self.out_shape):
             A_in = unbroadcast(A_in, self.in_shapes[0])   # the data was broadcast against a larger constant
         return [A_in], bias

@@ -29,8 +29,26 @@ Interval = tuple[torch.Tensor, torch.Tensor]
 
 
 def sum_node(t: torch.Tensor) -> torch.Tensor:
-    """Sum over the node dims of a (B, S, *shape) tensor -> (B, S)."""
-    return t.flatten(2).sum(-1)
+    """Sum over the node dims of a (B, S, *shape) tensor -> (B, S), as a product with a vector of ones: on CPU
+    torch's sum over a short last dim is 2-9x slower (a (8000, 26, 3) tensor: 1.6 ms against 0.18 ms)."""
+    flat = t.flatten(2)
+    return flat[..., 0] if flat.shape[-1] == 1 else flat @ torch.ones(flat.shape[-1], dtype=t.dtype, device=t.device)
+
+
+def dot_node(A: torch.Tensor, v) -> torch.Tensor:
+    """sum_node(A * v) (B, S) for coefficients A (B, S, *shape) and v a number, a constant broadcastable to the node
+    ``shape``, or a per-box tensor broadcastable to (B, 1, *shape), as one matrix product: no (B, S, *shape)
+    temporary and no reduction over small trailing dims (on CPU 4-15x faster than the product and the sum: lsnc's
+    nodes of 1-8 values, convolutional layers' maps)."""
+    shape = A.shape[2:]
+    if not isinstance(v, torch.Tensor) or v.dim() == 0:
+        return sum_node(A) * v
+    if v.dim() <= len(shape):                                        # a constant: (k,) shared by every box
+        return A.flatten(2) @ v.expand(shape).reshape(-1)
+    if v.dim() == A.dim() and v.shape[1] == 1:                       # per box: (B or 1, 1, *shape)
+        w = v.expand((v.shape[0], 1) + tuple(shape)).reshape(v.shape[0], -1, 1)
+        return (A.flatten(2) @ w).squeeze(-1)
+    return sum_node(A * v)
 
 
 def unbroadcast(A: torch.Tensor, shape: tuple) -> torch.Tensor:

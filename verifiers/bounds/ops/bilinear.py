@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from certkit.verifiers.bounds.ops.base import Op, scaled_rows, sum_node, unbroadcast, with_constant
+from certkit.verifiers.bounds.ops.base import Op, dot_node, scaled_rows, unbroadcast, with_constant
 
 
 class Mul(Op):
@@ -97,7 +97,7 @@ class Mul(Op):
         ex = lambda t: t if t.dim() == A.dim() else t.unsqueeze(1)  # (B, *shape) -> (B, 1, *shape)  # noqa: E731
         A_x = Ap * ex(ax_l) + An * ex(ax_u)
         A_y = Ap * ex(ay_l) + An * ex(ay_u)
-        bias = sum_node(Ap * ex(c_l) + An * ex(c_u))
+        bias = dot_node(Ap, ex(c_l)) + dot_node(An, ex(c_u))
         if self.in_shapes and tuple(self.in_shapes[0]) != tuple(self.in_shapes[1]):   # broadcast operands
             A_x, A_y = unbroadcast(A_x, tuple(self.in_shapes[0])), unbroadcast(A_y, tuple(self.in_shapes[1]))
         return [A_x, A_y], bias
