@@ -29,26 +29,34 @@ Interval = tuple[torch.Tensor, torch.Tensor]
 
 
 def sum_node(t: torch.Tensor) -> torch.Tensor:
-    """Sum over the node dims of a (B, S, *shape) tensor -> (B, S), as a product with a vector of ones: on CPU
-    torch's sum over a short last dim is 2-9x slower (a (8000, 26, 3) tensor: 1.6 ms against 0.18 ms)."""
+    """Sum over the node dims of a (B, S, *shape) tensor -> (B, S), as a product with a vector of ones where no
+    gradient is needed: on CPU torch's sum over a short last dim is 2-9x slower (a (8000, 26, 3) tensor: 1.6 ms
+    against 0.18 ms)."""
     flat = t.flatten(2)
-    return flat[..., 0] if flat.shape[-1] == 1 else flat @ torch.ones(flat.shape[-1], dtype=t.dtype, device=t.device)
+    if flat.shape[-1] == 1:
+        return flat[..., 0]
+    if torch.is_grad_enabled() and t.requires_grad:    # differentiated: the sum's backward pass is the faster one
+        return flat.sum(-1)
+    return flat @ torch.ones(flat.shape[-1], dtype=t.dtype, device=t.device)
 
 
 def dot_node(A: torch.Tensor, v) -> torch.Tensor:
     """sum_node(A * v) (B, S) for coefficients A (B, S, *shape) and v a number, a constant broadcastable to the node
     ``shape``, or a per-box tensor broadcastable to (B, 1, *shape), as one matrix product: no (B, S, *shape)
-    temporary and no reduction over small trailing dims (on CPU 4-15x faster than the product and the sum: lsnc's
-    nodes of 1-8 values, convolutional layers' maps)."""
+    temporary and no reduction over short trailing dims (on CPU 2-16x faster than the product and the sum on
+    lsnc's nodes of 1-8 values and on convolutional maps, bench/node_sums.py)."""
     shape = A.shape[2:]
     if not isinstance(v, torch.Tensor) or v.dim() == 0:
         return sum_node(A) * v
     if v.dim() <= len(shape):                                        # a constant: (k,) shared by every box
         return A.flatten(2) @ v.expand(shape).reshape(-1)
-    if v.dim() == A.dim() and v.shape[1] == 1:                       # per box: (B or 1, 1, *shape)
+    graph = torch.is_grad_enabled() and (A.requires_grad or v.requires_grad)
+    if v.dim() == A.dim() and v.shape[1] == 1 and not graph:          # per box: (B or 1, 1, *shape)
         w = v.expand((v.shape[0], 1) + tuple(shape)).reshape(v.shape[0], -1, 1)
         return (A.flatten(2) @ w).squeeze(-1)
-    return sum_node(A * v)
+    # per box and differentiated (alpha-CROWN, certified training): the batched product's backward pass is up to 3x
+    # slower than the elementwise one on training shapes (bench/node_sums.py)
+    return (A * v).flatten(2).sum(-1)
 
 
 def unbroadcast(A: torch.Tensor, shape: tuple) -> torch.Tensor:
