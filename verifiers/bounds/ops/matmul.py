@@ -86,7 +86,7 @@ class MatMul(Op):
     def alpha_init(self, in_bounds):
         """lam = mu = 1/2 (CROWN's planes) for every output entry, (2, B, ..., n, m)."""
         (lx, _), (ly, _) = in_bounds
-        return 0.5 * torch.ones((2,) + lx.shape[:-1] + ly.shape[-1:], dtype=lx.dtype, device=lx.device)
+        return torch.full((2,) + lx.shape[:-1] + ly.shape[-1:], 0.5, dtype=lx.dtype, device=lx.device)
 
     def relaxation(self, in_bounds, alpha=None, setup=None):
         """None (CROWN's planes), or with ``alpha`` (2, B, S, ..., n, m) the weights (lam, mu) in [0, 1] of each
