@@ -21,6 +21,7 @@ from certkit.verifiers.complete.input_split import (
     clip_boxes,
     input_split_bab,
     split_boxes,
+    split_gains,
     split_rows,
     split_scores,
     volume_ratio,
@@ -419,3 +420,91 @@ def test_the_split_follows_the_rows_that_can_refute_the_box():
                                [9.0, 9.0, -1.0, -0.5, 0.0]])    # 0 is not outside: all rows of disjunct 1
     want = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 1, 1], [0, 0, 1, 1, 1]], dtype=torch.bool)
     assert torch.equal(split_rows(owner, focus, row_center), want)
+
+
+def _margins(bm, lo, hi, C, d):
+    """max_r (lb_r - d_r) per box from a plain CROWN pass (no gradients)."""
+    with torch.no_grad():
+        pert = Box(lo, hi)
+        A_in, bias = bm.propagate(bm.graph.output, C, bm.crown_intermediate(pert), {})
+        return (bias + pert.lower(A_in) - d).amax(1)
+
+
+def test_split_gains_of_an_affine_map_are_the_sum_of_the_childrens_gains():
+    """For y = W x + b the bound is exact: bisecting dimension i raises one child's margin by |(c W)_i| w_i / 2
+    (its minimiser moves half a width) and the other's by nothing, and the gains say so."""
+    torch.manual_seed(0)
+    net = nn.Linear(N_IN, N_OUT).double()
+    bm = BoundedModule(net, (N_IN,))
+    gen = torch.Generator().manual_seed(3)
+    N = 8
+    lo = torch.randn(N, N_IN, generator=gen, dtype=torch.float64)
+    hi = lo + torch.rand(N, N_IN, generator=gen, dtype=torch.float64) * 2
+    C = torch.randn(N, 1, N_OUT, generator=gen, dtype=torch.float64)
+    d = torch.randn(N, 1, generator=gen, dtype=torch.float64)
+    got = split_gains(bm, lo, hi, C, d)
+    want = (C[:, 0] @ net.weight.detach()).abs() * (hi - lo) / 2
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    m = _margins(bm, lo, hi, C, d)
+    for i in range(N_IN):
+        c_lo, c_hi = split_boxes(lo, hi, torch.full((N,), i))
+        mc = _margins(bm, c_lo, c_hi, C.repeat(2, 1, 1), d.repeat(2, 1))
+        torch.testing.assert_close(mc[:N] + mc[N:] - 2 * m, got[:, i], rtol=1e-9, atol=1e-12)
+
+
+class Product(nn.Module):
+    """(W1 x) * (W2 x): CROWN's bound depends on the box through the McCormick planes of the product too."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(N_IN, 2), nn.Linear(N_IN, 2)
+
+    def forward(self, x):
+        return self.a(x) * self.b(x)
+
+
+def test_split_gains_are_the_derivatives_of_the_margin_along_each_bisection():
+    """gain_i = (dm/dlo_i - dm/dhi_i) w_i / 2, checked against central differences of the margin m of CROWN's
+    bound (whose relaxation of the product moves with the box), with two rows per box (m is their max)."""
+    torch.manual_seed(1)
+    bm = BoundedModule(Product().double().eval(), (N_IN,))
+    gen = torch.Generator().manual_seed(4)
+    N = 6
+    lo = torch.randn(N, N_IN, generator=gen, dtype=torch.float64)
+    hi = lo + 0.2 + torch.rand(N, N_IN, generator=gen, dtype=torch.float64)
+    C = torch.randn(N, 2, 2, generator=gen, dtype=torch.float64)
+    d = torch.zeros(N, 2, dtype=torch.float64)
+    got = split_gains(bm, lo, hi, C, d)
+    h = 1e-6
+    for i in range(N_IN):
+        e = torch.zeros(1, N_IN, dtype=torch.float64)
+        e[0, i] = h
+        d_lo = (_margins(bm, lo + e, hi, C, d) - _margins(bm, lo - e, hi, C, d)) / (2 * h)
+        d_hi = (_margins(bm, lo, hi + e, C, d) - _margins(bm, lo, hi - e, C, d)) / (2 * h)
+        torch.testing.assert_close(got[:, i], (d_lo - d_hi) * (hi - lo)[:, i] / 2, rtol=1e-5, atol=1e-8)
+    assert bool((got > 0).any())
+
+
+def test_one_gains_pass_decides_several_generations_of_splits(tmp_path, monkeypatch):
+    """With the gains (3, 2, 1) for every box and gain_levels=3, a box's next three splits take dimensions 0, 1, 0
+    (each gain halved once used: 3 > 2, then 2 > 1.5, then 1.5 > 1), and gains are asked for again only by the boxes
+    three generations down: every box they are asked for has the root's widths over (4^k, 2^k, 1)."""
+    net = relu_net(2)
+    onnx_model = onnx_of(net, tmp_path / "net.onnx")
+    prop, _ = planted_property(net, 2, SHAPES["one row"], False, tmp_path)
+    asked = []
+
+    def fixed(bm, lo, hi, C, d):
+        asked.append(hi - lo)
+        return torch.tensor([3.0, 2.0, 1.0], dtype=lo.dtype).expand_as(lo).clone()
+
+    monkeypatch.setattr(input_split, "split_gains", fixed)
+    input_split_bab(bounded(onnx_model), onnx_model.module.float().eval(), onnx_model, prop.terms, Deadline(60),
+                    3000, 64, gain_levels=3, attack=None)
+    w0 = torch.tensor(prop.terms[0].x_U - prop.terms[0].x_L)
+    ks = []
+    for w in torch.cat(asked):
+        k = round(float(torch.log2(w0[1] / w[1])))
+        torch.testing.assert_close(w, w0 / torch.tensor([4.0 ** k, 2.0 ** k, 1.0], dtype=w0.dtype))
+        ks.append(k)
+    assert max(ks) >= 2

@@ -1,8 +1,8 @@
 """Input-split branch and bound for low-dimensional inputs (as in VNN-COMP ACAS Xu solvers): bound a batch of
 sub-boxes with CROWN (alpha-CROWN where it nearly closes a box) for every disjunct over the box at once, falsify at
 their centers and at the minimisers of their linear bounds, split each open box along the input dimension of
-:func:`split_scores`, until every leaf is refuted (``unsat``), a counterexample is validated (``sat``), the time runs
-out (``timeout``) or the domain budget is spent (``unknown``).
+:func:`split_gains` (:func:`split_scores` where no dimension gains), until every leaf is refuted (``unsat``), a
+counterexample is validated (``sat``), the time runs out (``timeout``) or the domain budget is spent (``unknown``).
 """
 from __future__ import annotations
 
@@ -171,6 +171,18 @@ def _push(held: list | None, bounds: list, mask: torch.Tensor, reps: int = 1) ->
     return new if size <= INHERIT_BYTES else None
 
 
+#: input splitting chooses its splits by :func:`split_gains` on networks of fewer values per sample than this
+#: (lsnc's 157-384, ACAS Xu's 620, linearizenn's 2,119): a round's differentiated pass keeps the graph of every
+#: intermediate bound of up to 2,048 boxes in memory, and on large networks one box's pass costs seconds (VNN-COMP
+#: cgan_2023, 160-410k values, 4 free inputs: its 32 x 32 `unsat` instances in 2.1-2.3x the time, two 64 x 64 ones
+#: past 30 s where the sensitivity score answers in 13-16 s)
+GRADIENT_SPLIT_MAX_VALUES = 2 ** 12
+
+#: :func:`split_gains` differentiates as many boxes at once as fit, by its estimate of the graph they keep, in this
+#: many times the network's CROWN memory budget (``BoundedModule.budget`` floats: 256 MB in float64); ACAS Xu's
+#: search peaked at 5.3 GB of memory with whole rounds of 1,024 boxes at once
+GAINS_MEMORY = 4
+
 #: a box that :func:`clip_boxes` cut to at most this share of its volume is bounded again before it is split
 REBOUND_RATIO = 0.5
 
@@ -208,10 +220,46 @@ def split_scores(lo, hi, A_rows, width0, width_floor: float) -> torch.Tensor:
     return (hi - lo) / width0 * (s + width_floor * s.max(1, keepdim=True).values)
 
 
+def split_gains(bm: BoundedModule, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
+                d: torch.Tensor) -> torch.Tensor:
+    """(N, n) first-order estimates of how much bisecting each input dimension raises the margins of the two halves
+    of N boxes (lo, hi (N, n)), from the gradient of CROWN's bound with respect to the box.
+
+    The margin of box k is m_k = max_r (lb_kr - d_kr) over its rows C (N, R, K) with thresholds d (N, R), lb_kr the
+    CROWN lower bound of C_kr y over the box (the box is refuted for those rows when m_k > 0). Bisecting dimension i
+    gives the children [mid, hi] (lo_i raised by w_i / 2) and [lo, mid] (hi_i lowered by w_i / 2), so
+    gain_i = (dm/dlo_i - dm/dhi_i) * w_i / 2 estimates the sum of the children's gains: the linear bound's
+    slope over the box (the only gain that a score from CROWN's input coefficients sees, and it goes to one child)
+    plus the tighter relaxations of both children (narrower intermediate bounds: products, sines, unstable ReLUs),
+    which is what closes the child that the slope does not help. The branching rule of looking ahead at the
+    children's bounds (as in alpha-beta-CROWN's brute-force input split), at the cost of one differentiated CROWN
+    pass. Measured on VNN-COMP 2024 lsnc quadrotor2d_state (bench/README.md): 2.5-4x fewer boxes than
+    :func:`split_scores`, the same counts as bounding all 2n children and summing their margins.
+    """
+    g = bm.graph
+    # the graph of a box's pass holds about two rows per input of a non-affine node, each as wide as the network
+    rows = sum(torch.Size(g.nodes[j].shape).numel() for a in g.nonlinear() for j in g.nodes[a].inputs)
+    chunk = max(1, GAINS_MEMORY * bm.budget // max(1, 2 * rows * sum(torch.Size(n.shape).numel() for n in g.nodes)))
+    out = []
+    for k in range(0, lo.shape[0], chunk):
+        x_L = lo[k:k + chunk].detach().clone().requires_grad_(True)
+        x_U = hi[k:k + chunk].detach().clone().requires_grad_(True)
+        N = x_L.shape[0]
+        pert = Box(x_L.reshape((N,) + tuple(g.input_shape)), x_U.reshape((N,) + tuple(g.input_shape)))
+        with torch.enable_grad():
+            bounds = bm.crown_intermediate(pert)
+            CC = C[k:k + chunk].to(lo.dtype).reshape((N, C.shape[1]) + tuple(g.output_shape))
+            A_in, bias = bm.propagate(g.output, CC, bounds, {})
+            margin = (bias + pert.lower(A_in) - d[k:k + chunk]).amax(1)
+            g_lo, g_hi = torch.autograd.grad(margin.sum(), [x_L, x_U])
+        out.append((g_lo - g_hi) * (x_U - x_L).detach() / 2)
+    return torch.cat(out)
+
+
 def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=split_boxes, vertices: bool = True,
                     alpha_fraction: float = 0.5, alpha_iterations: int = 10, width_floor: float = 0.03,
                     sound=None, clip: bool = True, attack=None, attack_share: float = 0.1, attack_cost: float = 0.0,
-                    root_bounds: list | None = None):
+                    root_bounds: list | None = None, gradient_split: bool = True, gain_levels: int = 6):
     """Input-split BaB on the disjuncts ``terms`` (a list of Terms over ONE input box) until the Deadline ``dl``.
     Returns ("unsat"|"timeout"|"unknown"|InstanceResult(sat), boxes bounded). ``split(lo, hi, dim) -> (lo, hi)``
     makes the children of the boxes to split; a sound one must cover every box with its children (:func:`split_boxes`).
@@ -233,7 +281,12 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     row closest to refutation (float32 screen, exact replay). An open box is bisected along the dimension of
     :func:`split_scores` (``width_floor``) for the rows (:func:`split_rows`) of the open disjunct its center comes
     closest to violating (on the ACAS Xu 1_9 prop 7 pair of disjuncts, sat, the counterexample came after 31k boxes
-    instead of 127k with the rows of all open disjuncts). With ``clip`` and a disjunct of two or more rows (a
+    instead of 127k with the rows of all open disjuncts); with ``gradient_split`` (the default) along the dimension
+    of the largest :func:`split_gains` for those rows instead, where one is positive (on networks of fewer than
+    ``GRADIENT_SPLIT_MAX_VALUES`` values per sample), one gains pass deciding
+    ``gain_levels`` generations of splits (the children inherit the parent's gains with the split dimension's
+    halved: fresh gains barely change the choices and cost 1.5-3x a CROWN box; lsnc quadrotor2d_state_1 in 3.3 s
+    with 6 generations, 4.8 s with 1). With ``clip`` and a disjunct of two or more rows (a
     conjunction), each box is first shrunk by :func:`clip_boxes` to where an open disjunct's linear bounds admit a
     violation (the bounds of all its rows at once, which refutes what no single row refutes); a box cut to at most
     ``REBOUND_RATIO`` of its volume goes back to the queue unsplit (bounded again, it closes more often than not). A
@@ -275,9 +328,13 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     last = 0.0                                          # seconds the previous round took
     gate = AlphaGate()                                  # whether alpha-CROWN on the near boxes pays
     tag = torch.full((1,), -1, dtype=torch.long)        # per queued box: the gate's withheld subtree, or -1
+    # per queued box: the split gains its parent measured (its own split dimension's halved), NaN where none
+    prior = torch.full((1, lo.shape[1]), torch.nan, dtype=torch.float64)
+    left = torch.zeros(1, dtype=torch.long)             # per queued box: splits its prior may still decide
     # per node, the intervals (l, u) of the queued boxes' parents ([] before the first round; None: not kept)
     values = sum(torch.Size(n.shape).numel() for n in bm.graph.nodes)
     held: list | None = [] if values >= INHERIT_MIN_VALUES and sound is None else None
+    gradient_split = gradient_split and values < GRADIENT_SPLIT_MAX_VALUES
     t_start, attack_spent = time.perf_counter(), 0.0
     one_sided, bm.one_sided = bm.one_sided, True       # each box's own bounds are all that matter here
     try:
@@ -291,6 +348,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             lo_b, hi_b, open_b = lo[:batch], hi[:batch], open_[:batch]
             lo, hi, open_ = lo[batch:], hi[batch:], open_[batch:]
             tag_b, tag = tag[:batch].clone(), tag[batch:]
+            prior_b, prior = prior[:batch], prior[batch:]
+            left_b, left = left[:batch], left[batch:]
             init = None
             if held:
                 init = [(l[:batch], u[:batch]) for l, u in held]
@@ -363,6 +422,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             if bool(again.any()):
                 lo, hi = torch.cat([lo_b[again], lo]), torch.cat([hi_b[again], hi])
                 open_, tag = torch.cat([open_b[again], open_]), torch.cat([tag_b[again], tag])
+                prior = torch.cat([torch.full_like(prior_b[again], torch.nan), prior])
+                left = torch.cat([torch.zeros_like(left_b[again]), left])
                 held = _push(held, bounds, again)
                 keep &= ~shrunk
             if not bool(keep.any()):
@@ -372,10 +433,23 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
             lo_b, hi_b, open_b = lo_b[keep], hi_b[keep], open_b[keep]
             # split for the open disjunct that the box center comes closest to violating
             focus = at_center[keep].masked_fill(~open_b, torch.inf).argmin(1)
-            rows = split_rows(owner, focus, row_center[keep]).to(A.dtype)
-            scores = split_scores(lo_b, hi_b, A[keep] * rows[..., None], width0, width_floor)
-            children_lo, children_hi = split(lo_b, hi_b, scores.argmax(1))
+            rows = split_rows(owner, focus, row_center[keep])
+            scores = split_scores(lo_b, hi_b, A[keep] * rows.to(A.dtype)[..., None], width0, width_floor)
+            fresh = left_b[keep] <= 0                   # boxes whose gains are measured (the others inherit them)
+            gains = prior_b[keep].clone()
+            if gradient_split and bool(fresh.any()):
+                r = rows[fresh]                                             # the rows, padded by repeating one
+                counts = r.sum(1, keepdim=True)
+                pick = torch.argsort((~r).to(torch.int8), dim=1, stable=True)[:, :int(counts.max())]
+                pick = torch.where(torch.arange(pick.shape[1])[None] < counts, pick, pick[:, :1])
+                gains[fresh] = split_gains(bm, lo_b[fresh], hi_b[fresh], C[pick], d64[pick])
+            scores = torch.where(gains.amax(1, keepdim=True) > 0, gains, scores)   # (NaN gains: none measured)
+            dim = scores.argmax(1)
+            children_lo, children_hi = split(lo_b, hi_b, dim)
             reps = children_lo.shape[0] // lo_b.shape[0]
+            passed = gains.scatter(1, dim[:, None], gains.gather(1, dim[:, None]) / 2)   # (NaN without gains)
+            prior = torch.cat([passed.repeat(reps, 1), prior])
+            left = torch.cat([torch.where(fresh, gain_levels - 1, left_b[keep] - 1).repeat(reps), left])
             held = _push(held, bounds, keep, reps)
             lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
             open_ = torch.cat([open_b.repeat(reps, 1), open_])
