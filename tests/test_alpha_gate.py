@@ -1,7 +1,7 @@
-"""The alpha-CROWN gate of input-split branch and bound (verifiers/complete/alpha_gate.py): it stays on when the
-subtrees its closures save outweigh its cost (p * S >= r), turns off when they do not (once every withheld subtree is
-closed), never decides off on an unfinished subtree, probes again after ``every`` rounds, and withholds at most every
-other closure."""
+"""The alpha-CROWN gate of input-split branch and bound (verifiers/complete/alpha_gate.py): it starts off and
+probes, turns on when the subtrees its closures save outweigh its cost (p * S >= r), off when they do not (once every
+withheld subtree is closed), never decides off on an unfinished subtree, probes again after ``every`` rounds, and
+withholds at most every other closure."""
 import torch
 
 from certkit.verifiers.complete.alpha_gate import AlphaGate
@@ -26,7 +26,7 @@ def test_deep_subtrees_keep_alpha_on_before_they_finish():
     assert len(withheld) == 4 and bool((ids[1::2] < 0).all())          # only closed boxes, every other one
     grow(gate, withheld, [19] * 4)                                     # 0.5 * 19 < 10: not yet
     gate.end_round(withheld.repeat(2))                                 # subtrees still queued
-    assert gate.probing and gate.wanted()
+    assert gate.probing and not gate.on and not gate.wanted()          # (off until decided; all withheld)
     grow(gate, withheld, [2] * 4)                                      # 0.5 * 21 >= 10
     gate.end_round(withheld.repeat(2))
     assert gate.on and not gate.probing
@@ -39,7 +39,7 @@ def test_shallow_subtrees_turn_alpha_off_only_once_they_are_closed():
     assert bool((ids[1::2] < 0).all()) and bool((ids[:8:2] >= 0).all())   # every other closure, up to withhold
     grow(gate, withheld, [3] * 4)
     gate.end_round(withheld[:1])                                       # one subtree still open: no decision
-    assert gate.probing and gate.on
+    assert gate.probing and not gate.on
     gate.end_round(torch.full((5,), -1))                               # all closed: S = 3 < 10
     assert not gate.on and not gate.probing and not gate.wanted()
     assert gate.limit() == 4 * gate.withhold
@@ -77,7 +77,7 @@ def test_a_gate_that_closes_nothing_turns_off_after_probe_boxes():
     gate = AlphaGate(withhold=2, probe_boxes=64)
     probe(gate, [False] * 32, alpha_s_per_box=10e-3)
     gate.end_round(torch.full((1,), -1))
-    assert gate.on and gate.probing                                    # 32 of 64 boxes tried
+    assert gate.probing and gate.wanted() and gate.limit() == 4 * gate.withhold   # 32 of 64 boxes tried
     probe(gate, [False] * 32, alpha_s_per_box=10e-3)
     gate.end_round(torch.full((1,), -1))
     assert not gate.on
