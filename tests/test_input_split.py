@@ -2,7 +2,8 @@
 small
 random ReLU nets against the exact MILP optimum (scipy HiGHS), counterexamples that violate the property, children
 that cover their parent, clipped boxes that keep every point the linear bounds admit, split scores that follow the
-formula, the deadline kept.
+formula, split gains that are the derivatives of the margin (the children's gains for an affine map), the deadline
+kept.
 """
 import copy
 import time
@@ -483,6 +484,8 @@ def test_split_gains_are_the_derivatives_of_the_margin_along_each_bisection():
         d_hi = (_margins(bm, lo, hi + e, C, d) - _margins(bm, lo, hi - e, C, d)) / (2 * h)
         torch.testing.assert_close(got[:, i], (d_lo - d_hi) * (hi - lo)[:, i] / 2, rtol=1e-5, atol=1e-8)
     assert bool((got > 0).any())
+    bm.budget = 1                                                      # one box per differentiated chunk
+    torch.testing.assert_close(split_gains(bm, lo, hi, C, d), got, rtol=1e-12, atol=1e-15)
 
 
 def test_one_gains_pass_decides_several_generations_of_splits(tmp_path, monkeypatch):

@@ -234,7 +234,11 @@ def split_gains(bm: BoundedModule, lo: torch.Tensor, hi: torch.Tensor, C: torch.
     which is what closes the child that the slope does not help. The branching rule of looking ahead at the
     children's bounds (as in alpha-beta-CROWN's brute-force input split), at the cost of one differentiated CROWN
     pass. Measured on VNN-COMP 2024 lsnc quadrotor2d_state (bench/README.md): 2.5-4x fewer boxes than
-    :func:`split_scores`, the same counts as bounding all 2n children and summing their margins.
+    :func:`split_scores`, the same counts as bounding all 2n children and summing their margins. The boxes are
+    differentiated in chunks whose graphs fit in ``GAINS_MEMORY`` times ``bm.budget`` floats (by an estimate).
+
+    Raises:
+        TimeoutError: ``bm.deadline`` passed during a forward pass (the backward pass is not interrupted).
     """
     g = bm.graph
     # the graph of a box's pass holds about two rows per input of a non-affine node, each as wide as the network
