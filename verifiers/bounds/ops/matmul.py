@@ -22,7 +22,7 @@ import operator
 
 import torch
 
-from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, register_op
+from certkit.verifiers.bounds.ops.base import Call, Op, Unsupported, dot_node, register_op
 
 #: largest number of corner products an IBP slice holds (x 4 tensors of the input's dtype)
 CHUNK = 2 ** 22
@@ -104,7 +104,7 @@ class MatMul(Op):
             # lam = mu = 1/2 (bilinear.py): the tangent at the center c shifted by the radii r, lower
             # cy x + cx y - cx cy - rx ry, upper cy x + cx y - cx cy + rx ry
             cx, rx, cy, ry = (lx + ux) / 2, (ux - lx) / 2, (ly + uy) / 2, (uy - ly) / 2
-            bias = -(A * (cx @ cy) + A.abs() * (rx @ ry)).flatten(2).sum(-1)
+            bias = -(dot_node(A, cx @ cy) + dot_node(A.abs(), rx @ ry))
             return [A @ T(cy), T(cx) @ A], bias
         Ap = torch.relu(A)
         An = A - Ap
