@@ -1,7 +1,7 @@
 """Run certkit on VNN-COMP benchmark folders, side by side with another tool's published answers.
 
-    python bench/vnncomp_compare.py BENCH_DIR [BENCH_DIR ...] [--reference RESULTS.csv ...] [--timeout 30]
-                            [--every 3] [--max 10] [--onnx-filter SUBSTRING] [--out results.csv]
+    python bench/vnncomp_compare.py BENCH_DIR [BENCH_DIR ...] [--reference RESULTS.csv ...] [--results DIR ...]
+                            [--timeout 30] [--every 3] [--max 10] [--onnx-filter SUBSTRING] [--out results.csv]
 
 BENCH_DIR is a VNN-COMP benchmark folder with an *instances.csv (onnx,vnnlib,timeout rows; public files of
 stanleybak/vnncomp2021 -- never commit them), or a folder with an expected.csv (onnx,vnnlib,expected: known answers,
@@ -10,7 +10,10 @@ checked like the reference's). The reference CSV has the VNN-COMP results layout
 results_csv/a-b-CROWN.csv of stanleybak/vnncomp2021_results, or TOOL/2023_vit/results.csv of
 ChristopherBrix/vnncomp2023_results; give --reference once per tool (labelled by the TOOL folder, else the file name):
 each tool's solved count, solved within the same limit and median time per solved instance are printed beside
-certkit's.
+certkit's. ``--results DIR`` instead takes a checkout of a year's results repository whole and finds, for each
+benchmark folder, every tool that has its answers: TOOL/BENCH/results.csv or TOOL/YEAR_BENCH/results.csv
+(ChristopherBrix/vnncomp2022_results to 2025: alpha-beta-CROWN, nnenum, Marabou, PyRAT, NeuralSAT, ... where
+present), or the rows of results_csv/TOOL.csv whose category is the benchmark (stanleybak/vnncomp2021_results).
 
 All instances run in this one process (no Python start-up per instance). Per benchmark it prints certkit's
 solved / unsat / sat / timeout / unknown / error counts, WRONG answers (certkit unsat where the reference holds a
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,11 +43,12 @@ from certkit.verifiers.complete.vnncomp_format import read_instances
 _NORMAL = {"sat": "sat", "violated": "sat", "unsat": "unsat", "holds": "unsat"}
 
 
-def load_reference(path):
-    """(onnx name, vnnlib name) -> (sat | unsat | other, seconds) from a VNN-COMP results CSV."""
+def load_reference(path, category: str | None = None):
+    """(onnx name, vnnlib name) -> (sat | unsat | other, seconds) from a VNN-COMP results CSV; with ``category``
+    only its rows of that benchmark (the first column)."""
     ref = {}
     for row in csv.reader(open(path, newline="")):
-        if len(row) >= 6:
+        if len(row) >= 6 and (category is None or row[0].strip() == category):
             key = (Path(row[1]).name, Path(row[2]).name)
             try:
                 secs = float(row[5].strip())
@@ -72,6 +77,21 @@ def instance_rows(bench: Path) -> tuple[list, dict]:
     raise SystemExit(f"{bench}: no *instances.csv (onnx,vnnlib,timeout rows) nor expected.csv in this folder")
 
 
+def discover_references(results: Path, bench: str) -> dict[str, dict]:
+    """tool -> its answers on benchmark ``bench`` (as :func:`load_reference`) in a checkout ``results`` of a VNN-COMP
+    results repository: TOOL/BENCH/results.csv or TOOL/YEAR_BENCH/results.csv (2022-2025), or the rows of category
+    ``bench`` in results_csv/TOOL.csv (2021). Tools without answers on ``bench`` are left out."""
+    found = {}
+    for csv_path in sorted(results.glob("*/*/results.csv")):
+        if re.sub(r"^\d{4}_", "", csv_path.parent.name) == bench:
+            found[csv_path.parent.parent.name] = load_reference(csv_path)
+    for csv_path in sorted(results.glob("results_csv/*.csv")):
+        ref = load_reference(csv_path, category=bench)
+        if ref:
+            found[csv_path.stem] = ref
+    return {tool: ref for tool, ref in found.items() if ref}
+
+
 def _label(path: Path) -> str:
     """A results CSV's tool name: TOOL of TOOL/YEAR_BENCH/results.csv, else the file name without suffix."""
     return path.parent.parent.name if path.name == "results.csv" else path.stem
@@ -82,6 +102,8 @@ def main() -> None:
     ap.add_argument("bench", nargs="+", type=Path)
     ap.add_argument("--reference", type=Path, action="append", default=[],
                     help="a VNN-COMP results CSV (repeat for several tools)")
+    ap.add_argument("--results", type=Path, action="append", default=[],
+                    help="a checkout of a VNN-COMP results repository: every tool's answers on each benchmark")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per instance (certkit)")
     ap.add_argument("--every", type=int, default=1, help="every K-th instance of each benchmark")
     ap.add_argument("--max", type=int, default=None, help="at most N instances of each benchmark")
@@ -89,7 +111,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="CSV of per-instance answers (appended, resumable)")
     args = ap.parse_args()
     retain_freed_memory()   # as the certkit command does
-    refs = {_label(p): load_reference(p) for p in args.reference}
+    for path in args.reference + args.results:
+        if not path.exists():
+            raise SystemExit(f"{path}: no such file or folder")
+    given = {_label(p): load_reference(p) for p in args.reference}
     done = {}
     if args.out and args.out.exists():
         done = {(r[0], r[1], r[2]): r for r in csv.reader(open(args.out)) if len(r) >= 5}
@@ -97,6 +122,12 @@ def main() -> None:
     t_all = time.perf_counter()
     for bench in args.bench:
         rows, known = instance_rows(bench)
+        refs = dict(given)
+        for results in args.results:
+            refs.update(discover_references(results, bench.name))
+        if args.results:
+            print(f"{bench.name}: answers of {', '.join(refs) if refs else 'no tool'} in "
+                  + ", ".join(str(r) for r in args.results), flush=True)
         rows = [r for r in rows if args.onnx_filter in Path(r[0]).name]
         rows = rows[:: args.every][: args.max]
         counts, wrong, contradicted, seconds, solved_secs = Counter(), [], [], 0.0, []

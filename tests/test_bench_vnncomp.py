@@ -1,0 +1,40 @@
+"""bench/vnncomp_compare.py finds every tool's answers on a benchmark in a VNN-COMP results repository checkout
+(the 2022-2025 TOOL/[YEAR_]BENCH/results.csv layout and the 2021 results_csv/TOOL.csv one)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "vnncomp_compare.py"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    spec = importlib.util.spec_from_file_location("vnncomp_compare", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write(path: Path, rows: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_each_tool_with_answers_on_the_benchmark_is_found(runner, tmp_path):
+    row = "lsnc,b/lsnc/onnx/net.onnx,b/lsnc/vnnlib/p{}.vnnlib,1.0,{},{}"
+    write(tmp_path / "alpha_beta_crown" / "2024_lsnc" / "results.csv", [row.format(0, "unsat", 2.5)])
+    write(tmp_path / "nnenum" / "2024_lsnc" / "results.csv", [row.format(0, "timeout", 30), row.format(1, "sat", 1)])
+    write(tmp_path / "marabou" / "lsnc" / "results.csv", [row.format(1, "violated", 4.0)])       # 2022 layout
+    write(tmp_path / "pyrat" / "2024_lsnc_big" / "results.csv", [row.format(0, "unsat", 1.0)])   # another benchmark
+    write(tmp_path / "neuralsat" / "2024_lsnc" / "results.csv", [])                              # no answers
+    write(tmp_path / "results_csv" / "a-b-CROWN.csv",                                            # 2021 layout
+          [row.format(2, "holds", 7.0), "acasxu,b/acasxu/net.onnx,b/acasxu/p2.vnnlib,1.0,sat,0.5"])
+    found = runner.discover_references(tmp_path, "lsnc")
+    assert set(found) == {"alpha_beta_crown", "nnenum", "marabou", "a-b-CROWN"}
+    assert found["alpha_beta_crown"] == {("net.onnx", "p0.vnnlib"): ("unsat", 2.5)}
+    assert found["nnenum"][("net.onnx", "p1.vnnlib")] == ("sat", 1.0)
+    assert found["nnenum"][("net.onnx", "p0.vnnlib")][0] == "other"
+    assert found["marabou"] == {("net.onnx", "p1.vnnlib"): ("sat", 4.0)}
+    assert found["a-b-CROWN"] == {("net.onnx", "p2.vnnlib"): ("unsat", 7.0)}   # the acasxu row left out
+    assert runner.discover_references(tmp_path, "cgan") == {}
