@@ -22,8 +22,12 @@ in onnxruntime: a wrong answer of the reference, such as Marabou's on VNN-COMP 2
 reference solved on the same instances (in all, and within the same number of seconds by its own reported time,
 start-up included) with certkit's ratio to each, and the time.
 ``--out`` appends one row per instance as it is answered (a run can be stopped and resumed: answered rows are
-skipped). Instances that branched also report the domains (sub-boxes or activation subdomains) bounded, and each
-benchmark the domains per second over those instances' whole time (attacks and root bounds included).
+skipped). ``--shard K/N`` answers only the instances K, K+N, K+2N, ... (0-based) of each benchmark's selection, for
+job arrays; under torchrun the ranks share the instances by themselves, each writing ``OUT.shard-K-of-N.csv``. The
+whole run's summary: concatenate the shards' files and run again with ``--out`` on the concatenation (every row is
+answered, so nothing is run again). Instances that branched also report the domains (sub-boxes or activation
+subdomains) bounded, and each benchmark the domains per second over those instances' whole time (attacks and root
+bounds included).
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from statistics import median
 
 from certkit.common.errors import CertkitError
 from certkit.common.memory import retain_freed_memory
+from certkit.runs.config import shard_of
 from certkit.verifiers.complete.strategy import verify_instance
 from certkit.verifiers.complete.vnncomp_format import read_instances
 
@@ -109,7 +114,19 @@ def main() -> None:
     ap.add_argument("--max", type=int, default=None, help="at most N instances of each benchmark")
     ap.add_argument("--onnx-filter", default="", help="only networks whose file name contains this")
     ap.add_argument("--out", type=Path, default=None, help="CSV of per-instance answers (appended, resumable)")
+    ap.add_argument("--shard", default=None, help="K/N: only the instances K, K+N, ... (0-based), for job arrays")
     args = ap.parse_args()
+    try:
+        shard = None if args.shard is None else tuple(int(v) for v in args.shard.split("/"))
+        if shard is not None and len(shard) != 2:
+            raise ValueError
+        k, n, ranks = shard_of(shard)
+    except ValueError:
+        raise SystemExit(f"--shard: expected K/N, e.g. 0/4, got {args.shard!r}") from None
+    except CertkitError as e:
+        raise SystemExit(str(e)) from None
+    if ranks and args.out is not None:
+        args.out = args.out.with_name(f"{args.out.stem}.shard-{k}-of-{n}.csv")
     retain_freed_memory()   # as the certkit command does
     for path in args.reference + args.results:
         if not path.exists():
@@ -129,7 +146,7 @@ def main() -> None:
             print(f"{bench.name}: answers of {', '.join(refs) if refs else 'no tool'} in "
                   + ", ".join(str(r) for r in args.results), flush=True)
         rows = [r for r in rows if args.onnx_filter in Path(r[0]).name]
-        rows = rows[:: args.every][: args.max]
+        rows = rows[:: args.every][: args.max][k::n]
         counts, wrong, contradicted, seconds, solved_secs = Counter(), [], [], 0.0, []
         ref_secs: dict = {name: [] for name in refs}          # tool -> seconds of each instance it solved
         bab_domains, bab_seconds = 0, 0.0
