@@ -1,5 +1,6 @@
 """VNN-LIB 1.0 parser: the forms VNN-COMP uses, and line-numbered errors for malformed files."""
 import gzip
+import math
 
 import numpy as np
 import pytest
@@ -126,3 +127,66 @@ def test_boxes_built_from_asserts_on_either_side_of_a_disjunction():
     assert p.terms[0].x_L is p.terms[1].x_L and p.terms[0].x_L is not p.terms[2].x_L
     assert [t.C.tolist() for t in p.terms] == [[[1, 0], [1, -1]], [[1, 0], [-1, 0]], [[0, 1], [1, -1]],
                                                [[0, 1], [-1, 0]]]
+
+
+def _random_property(rng, n_x=3, n_y=3, disjuncts=6):
+    """VNN-LIB text of a disjunction of one-line conjunctions (input bounds written either way round, with <, <=,
+    >, >=, numerals of several spellings; output rows against constants or other outputs), and the same text with a
+    line break after each "(and", which the tokenizer reads comparison by comparison."""
+    def num(v, up=True):
+        return rng.choice([f"{v}", f"{v:.3e}", f"{v:.6f}", f"{math.ceil(v) if up else math.floor(v)}"])
+
+    def bound(i, lo, hi, upper):                            # (rounded outwards: the box stays non-empty)
+        c = num(hi + 1e-3, True) if upper else num(lo - 1e-3, False)
+        op = rng.choice(["<=", "<"]) if upper else rng.choice([">=", ">"])
+        flipped = {"<=": ">=", "<": ">", ">=": "<=", ">": "<"}[op]
+        return f"({op} X_{i} {c})" if rng.random() < 0.5 else f"({flipped} {c} X_{i})"
+
+    lines = [f"(declare-const X_{i} Real)" for i in range(n_x)] + [f"(declare-const Y_{j} Real)" for j in range(n_y)]
+    lines.append("(assert (or")
+    for _ in range(disjuncts):
+        atoms = []
+        for i in range(n_x):
+            lo = float(rng.uniform(-2, 0))
+            hi = lo + float(rng.uniform(0, 3))
+            atoms += [bound(i, lo, hi, True), bound(i, lo, hi, False)]
+            if rng.random() < 0.3:                          # a second, looser or tighter, bound on one side
+                atoms.append(bound(i, lo, rng.uniform(lo + 0.01, hi + 0.5), True))
+        for _ in range(int(rng.integers(1, 3))):
+            j, k = rng.choice(n_y, 2, replace=False)
+            atoms.append(rng.choice([f"(<= Y_{j} {num(float(rng.normal()))})", f"(> Y_{j} Y_{k})",
+                                     f"(>= {num(float(rng.normal()))} Y_{k})"]))
+        rng.shuffle(atoms)
+        lines.append("  (and " + " ".join(atoms) + ")")
+    lines[-1] += "))"
+    fast = "\n".join(lines) + "\n"
+    return fast, fast.replace("(and ", "(and\n")
+
+
+def test_one_line_conjunctions_read_whole_parse_as_comparison_by_comparison():
+    """Lines that are a conjunction of comparisons are read as one token (the fast path of properties with
+    thousands of such disjuncts); the same properties with a line break after each "(and" are read comparison by
+    comparison: every term (boxes, exact bounds, rows, strictness) must be equal, over random properties."""
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        fast, slow = _random_property(rng)
+        a, b = parse_vnnlib_text(fast), parse_vnnlib_text(slow)
+        assert len(a.terms) == len(b.terms) == 6
+        for s, t in zip(a.terms, b.terms):
+            for f in ("x_L", "x_U", "C", "d", "strict"):
+                assert np.array_equal(getattr(s, f), getattr(t, f)), f
+            assert s.x_L_exact == t.x_L_exact and s.x_U_exact == t.x_U_exact
+
+
+@pytest.mark.parametrize("line,lineno,words", [
+    ("(and (<= X_0 1) (>= X_0 0) junk (<= Y_0 0))", 4, "expected an expression"),  # a stray symbol in the and
+    ("(and (<= X_0 1) (>= X_0 0) (<= Y_0 0)) (<= Y_0 Z_1)", 4, "unknown symbol"),  # more after the conjunction
+    ("(and (<= X_0 1) (>= X_0 0) (<= Y_0 Z_1))", 4, "unknown symbol"),
+    ("(and (<= X_0 1) (>= X_0 0) (<= Y_0 0)) junk", 4, "expected an expression"),   # a symbol after it
+    ("(and (<= X_0 1) (>= X_0 0) (<= Y_0 ) ) )", 5, "unbalanced"),                  # a parenthesis as an operand
+])
+def test_lines_that_only_look_like_conjunctions_keep_the_general_errors(line, lineno, words):
+    text = f"(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (or\n{line}\n))\n"
+    with pytest.raises(VnnlibError) as e:
+        parse_vnnlib_text(text, "bad.vnnlib")
+    assert f"bad.vnnlib:{lineno}:" in str(e.value) and words in str(e.value)

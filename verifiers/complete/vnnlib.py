@@ -12,7 +12,9 @@ every term. Input index i maps onto the network input in row-major (ONNX) order.
 from __future__ import annotations
 
 import functools
+import gc
 import gzip
+import itertools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -66,14 +68,50 @@ class Property:
 
 #: a comparison of two plain operands, e.g. ``(<= X_3 0.5)``, read as one token (most of a large property's text)
 _TOKEN = re.compile(r"\(\s*(<=|>=|<|>)\s+([^\s()]+)\s+([^\s()]+)\s*\)|([()]|[^\s()]+)")
+_AND_START = re.compile(r"\s*\(\s*and\s")
+_OPS = {"<=", ">=", "<", ">"}
+
+
+class _AndAtoms:
+    """The comparisons (op, a, b, "") of a one-line conjunction of comparisons, in order (one token)."""
+
+    __slots__ = ("atoms",)
+
+    def __init__(self, atoms: list):
+        self.atoms = atoms
+
+    def __repr__(self) -> str:
+        return "(and ...)"
+
+
+def _and_atoms(line: str) -> tuple[list, int] | None:
+    """(the comparisons (op, a, b, "") in order, the number of ")" after the conjunction's own) when ``line`` (without
+    its comment) is ``(and`` followed by comparisons of two plain operands and closing parentheses only, else None.
+    Read with str.split and list slices instead of the tokenizer's regex and a loop per token."""
+    toks = line.replace("(", " ( ").replace(")", " ) ").split()
+    k = toks.count("(") - 1                         # the comparisons, if the line is of that form
+    body, rest = toks[2:2 + 5 * k], toks[2 + 5 * k:]
+    if (k < 1 or toks[0] != "(" or toks[1] != "and" or len(body) != 5 * k or body.count("(") != k
+            or body.count(")") != k or body[0::5].count("(") != k or body[4::5].count(")") != k
+            or not set(body[1::5]) <= _OPS or not rest or rest.count(")") != len(rest)):
+        return None
+    return list(zip(body[1::5], body[2::5], body[3::5], itertools.repeat(""))), len(rest) - 1
 
 
 def _tokenize(text: str, path: str):
-    """(token, line) pairs: "(", ")", symbols, and the tuple (op, a, b, "") for a comparison of two plain operands."""
+    """(token, line) pairs: "(", ")", symbols, the tuple (op, a, b, "") for a comparison of two plain operands, and
+    an :class:`_AndAtoms` for a line that is a conjunction of such comparisons, ``(and (>= X_0 0.5) (<= X_0 1) ...
+    (<= Y_0 -1e-5))`` (VNN-COMP nn4sys writes each of up to 11,080 disjuncts so, 617 comparisons each: one token
+    instead of 619)."""
     tokens: list[tuple] = []
     append = tokens.append
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split(";", 1)[0]
+        group = _and_atoms(line) if _AND_START.match(line) else None
+        if group is not None:
+            append((_AndAtoms(group[0]), lineno))
+            tokens += [(")", lineno)] * group[1]
+            continue
         for t in _TOKEN.findall(line):
             append((t[3], lineno) if t[3] else (t, lineno))
     return tokens
@@ -150,7 +188,7 @@ class _Parser:
         return v
 
     def atom(self, node):
-        """(op, a, b, kind) of a tokenizer atom node (((op, a, b, ""), line)); a comparison text seen before is
+        """(op, a, b, kind, bound) of a tokenizer atom node (((op, a, b, ""), line)); a comparison text seen before is
         reused, checked once (nn4sys repeats the same bounds in thousands of disjuncts)."""
         tok, line = node
         known = self.atoms.get(tok)
@@ -159,8 +197,9 @@ class _Parser:
         return known
 
     def checked(self, op: str, a: tuple, b: tuple, line: int) -> tuple:
-        """(op, a, b, kind): kind "X" for a bound on an input (a variable against a number), "Y" for a comparison of
-        outputs and numbers.
+        """(op, a, b, kind, bound): kind "X" for a bound on an input (a variable against a number), "Y" for a
+        comparison of outputs and numbers; ``bound`` (upper?, input index, exact value, its float) for an input's
+        bound (None for kind "Y"): X <= c or X < c an upper bound c, c <= X or X >= c a lower one.
 
         Raises:
             VnnlibError: inputs and outputs mixed, only numbers, or two inputs compared (with the line)."""
@@ -170,13 +209,21 @@ class _Parser:
         kind = kinds.pop()
         if kind == "X" and a[0] == b[0]:
             raise self.err(line, "comparisons between two inputs are not supported")
-        return (op, a, b, kind)
+        if kind == "Y":
+            return (op, a, b, kind, None)
+        lo, hi = (b, a) if op in (">=", ">") else (a, b)      # lo <= hi
+        return (op, a, b, kind, (True, lo[1], hi[1], hi[2]) if lo[0] == "X" else (False, hi[1], lo[1], lo[2]))
 
     def dnf(self, node) -> list[list]:
-        """DNF of a boolean expression: a list of conjunctions, each a list of atoms (op, a, b, kind)."""
+        """DNF of a boolean expression: a list of conjunctions, each a list of atoms (op, a, b, kind, bound)."""
         items, line = node
         if isinstance(items, tuple):                 # (op, a, b, "") from the tokenizer
             return [[self.atom(node)]]
+        if isinstance(items, _AndAtoms):             # a one-line conjunction of comparisons
+            atoms = list(map(self.atoms.get, items.atoms))
+            if None in atoms:                         # comparisons not seen before: checked (and cached) once
+                atoms = [a if a is not None else self.atom((t, line)) for a, t in zip(atoms, items.atoms)]
+            return [atoms]
         if not isinstance(items, list) or not items:
             raise self.err(line, "expected an expression in parentheses")
         head = items[0][0]
@@ -270,7 +317,7 @@ class _Parser:
         if key not in self.boxes:
             self.boxes[key] = self.box_of([atom for xa, _ in split for atom in xa])
         x_L, x_U, lo, hi = self.boxes[key]
-        for op, a, b, _kind in (atom for _, ya in split for atom in ya):
+        for op, a, b, _kind, _ in (atom for _, ya in split for atom in ya):
             if op in (">=", ">"):
                 a, b = b, a                                  # normalise to a <= b
             row, d = np.zeros(ny), Fraction(0)
@@ -291,17 +338,13 @@ class _Parser:
         lo: list = [None] * nx
         hi: list = [None] * nx
         lo_f, hi_f = [0.0] * nx, [0.0] * nx
-        for op, a, b, _kind in x_atoms:                 # (checked: one input against a number)
-            if op in (">=", ">"):
-                a, b = b, a                                  # normalise to a <= b
-            if a[0] == "X":
-                i = a[1]
-                if hi[i] is None or b[1] < hi[i]:
-                    hi[i], hi_f[i] = b[1], b[2]
-            else:
-                i = b[1]
-                if lo[i] is None or a[1] > lo[i]:
-                    lo[i], lo_f[i] = a[1], a[2]
+        for atom in x_atoms:                            # (checked: one input against a number)
+            upper, i, v, f = atom[4]
+            if upper:
+                if hi[i] is None or v < hi[i]:
+                    hi[i], hi_f[i] = v, f
+            elif lo[i] is None or v > lo[i]:
+                lo[i], lo_f[i] = v, f
         missing = [i for i in range(nx) if lo[i] is None or hi[i] is None]
         if missing:
             raise VnnlibError(f"{self.path}: input X_{missing[0]} lacks a lower or upper bound in a disjunct")
@@ -325,12 +368,18 @@ def parse_vnnlib(path: str | Path) -> Property:
         raw = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
     except (OSError, UnicodeDecodeError, EOFError) as e:
         raise VnnlibError(f"cannot read {path}: {e}") from None
-    return _Parser(str(path)).parse(raw)
+    return parse_vnnlib_text(raw, str(path))
 
 
 def parse_vnnlib_text(text: str, name: str = "<string>") -> Property:
     """Parse VNN-LIB text (see :func:`parse_vnnlib`)."""
-    return _Parser(name).parse(text)
+    collecting = gc.isenabled()
+    gc.disable()        # millions of tokens and no cycles: the collector's passes over them took 30% of the time
+    try:
+        return _Parser(name).parse(text)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 # ------------------------------------------------------------------ writing
