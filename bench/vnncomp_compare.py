@@ -12,7 +12,7 @@ ChristopherBrix/vnncomp2023_results; give --reference once per tool (labelled by
 each tool's solved count, solved within the same limit and median time per solved instance are printed beside
 certkit's. ``--results DIR`` instead takes a checkout of a year's results repository whole and finds, for each
 benchmark folder, every tool that has its answers: TOOL/BENCH/results.csv or TOOL/YEAR_BENCH/results.csv
-(ChristopherBrix/vnncomp2022_results to 2025: alpha-beta-CROWN, nnenum, Marabou, PyRAT, NeuralSAT, ... where
+(ChristopherBrix/vnncomp2022_results to 2024: alpha-beta-CROWN, nnenum, Marabou, PyRAT, NeuralSAT, ... where
 present), or the rows of results_csv/TOOL.csv whose category is the benchmark (stanleybak/vnncomp2021_results).
 
 All instances run in this one process (no Python start-up per instance). Per benchmark it prints certkit's
@@ -84,7 +84,7 @@ def instance_rows(bench: Path) -> tuple[list, dict]:
 
 def discover_references(results: Path, bench: str) -> dict[str, dict]:
     """tool -> its answers on benchmark ``bench`` (as :func:`load_reference`) in a checkout ``results`` of a VNN-COMP
-    results repository: TOOL/BENCH/results.csv or TOOL/YEAR_BENCH/results.csv (2022-2025), or the rows of category
+    results repository: TOOL/BENCH/results.csv or TOOL/YEAR_BENCH/results.csv (2022-2024), or the rows of category
     ``bench`` in results_csv/TOOL.csv (2021). Tools without answers on ``bench`` are left out."""
     found = {}
     for csv_path in sorted(results.glob("*/*/results.csv")):
