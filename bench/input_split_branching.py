@@ -2,7 +2,7 @@
 halves' margins (verifiers/complete/input_split.py ``split_gains``, one gains pass deciding ``gain_levels``
 generations) against the width x CROWN-sensitivity score (``split_scores``, ``gradient_split=False``).
 
-    python bench/input_split_branching.py BENCH_DIR INSTANCE [INSTANCE ...] [--timeout 30] [--levels 1 6]
+    python bench/input_split_branching.py BENCH_DIR INSTANCE [INSTANCE ...] [--timeout 30] [--levels 1 12]
 
 BENCH_DIR is a VNN-COMP benchmark folder (onnx/ and vnnlib/, files unzipped); each INSTANCE is
 ``network.onnx:property.vnnlib`` relative to it (for example lsnc quadrotor2d_state.onnx:quadrotor2d_state_3.vnnlib
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("bench_dir", type=Path)
     ap.add_argument("instances", nargs="+", help="network.onnx:property.vnnlib, relative to bench_dir")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per instance and rule")
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 6], help="gain_levels values to run")
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 12], help="gain_levels values to run")
     args = ap.parse_args()
     retain_freed_memory()
     rules = [("sensitivity", {"gradient_split": False})] + [

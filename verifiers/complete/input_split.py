@@ -263,7 +263,7 @@ def split_gains(bm: BoundedModule, lo: torch.Tensor, hi: torch.Tensor, C: torch.
 def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=split_boxes, vertices: bool = True,
                     alpha_fraction: float = 0.5, alpha_iterations: int = 10, width_floor: float = 0.03,
                     sound=None, clip: bool = True, attack=None, attack_share: float = 0.1, attack_cost: float = 0.0,
-                    root_bounds: list | None = None, gradient_split: bool = True, gain_levels: int = 6):
+                    root_bounds: list | None = None, gradient_split: bool = True, gain_levels: int = 12):
     """Input-split BaB on the disjuncts ``terms`` (a list of Terms over ONE input box) until the Deadline ``dl``.
     Returns ("unsat"|"timeout"|"unknown"|InstanceResult(sat), boxes bounded). ``split(lo, hi, dim) -> (lo, hi)``
     makes the children of the boxes to split; a sound one must cover every box with its children (:func:`split_boxes`).
@@ -290,7 +290,8 @@ def input_split_bab(bm, net32, onnx_model, terms, dl, max_domains, batch, split=
     ``GRADIENT_SPLIT_MAX_VALUES`` values per sample), one gains pass deciding
     ``gain_levels`` generations of splits (the children inherit the parent's gains with the split dimension's
     halved: fresh gains barely change the choices and cost 1.5-3x a CROWN box; lsnc quadrotor2d_state_1 in 3.3 s
-    with 6 generations, 4.8 s with 1). With ``clip`` and a disjunct of two or more rows (a
+    with 6 generations, 4.8 s with 1; lsnc state_3 and 18 and ACAS Xu 4_2 prop_2 4-10% faster with 12 than with 6,
+    ACAS Xu's with 24 1.5x slower). With ``clip`` and a disjunct of two or more rows (a
     conjunction), each box is first shrunk by :func:`clip_boxes` to where an open disjunct's linear bounds admit a
     violation (the bounds of all its rows at once, which refutes what no single row refutes); a box cut to at most
     ``REBOUND_RATIO`` of its volume goes back to the queue unsplit (bounded again, it closes more often than not). A
