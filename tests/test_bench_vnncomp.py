@@ -1,5 +1,5 @@
 """bench/vnncomp_compare.py finds every tool's answers on a benchmark in a VNN-COMP results repository checkout
-(the 2022-2025 TOOL/[YEAR_]BENCH/results.csv layout and the 2021 results_csv/TOOL.csv one)."""
+(the 2022-2024 TOOL/[YEAR_]BENCH/results.csv layout and the 2021 results_csv/TOOL.csv one)."""
 import importlib.util
 from pathlib import Path
 

@@ -199,7 +199,8 @@ class _Parser:
     def checked(self, op: str, a: tuple, b: tuple, line: int) -> tuple:
         """(op, a, b, kind, bound): kind "X" for a bound on an input (a variable against a number), "Y" for a
         comparison of outputs and numbers; ``bound`` (upper?, input index, exact value, its float) for an input's
-        bound (None for kind "Y"): X <= c or X < c an upper bound c, c <= X or X >= c a lower one.
+        bound (None for kind "Y"): c is an upper bound of X in X <= c, X < c, c >= X and c > X, a lower one in the
+        others.
 
         Raises:
             VnnlibError: inputs and outputs mixed, only numbers, or two inputs compared (with the line)."""
