@@ -82,6 +82,14 @@ def instance_rows(bench: Path) -> tuple[list, dict]:
     raise SystemExit(f"{bench}: no *instances.csv (onnx,vnnlib,timeout rows) nor expected.csv in this folder")
 
 
+def reference_categories(path, keys: set) -> set[str]:
+    """The benchmark names (first column) of the rows of a VNN-COMP results CSV whose (onnx name, vnnlib name) is in
+    ``keys``: answers are matched by file names, which another year's properties of a benchmark can share (VNN-COMP
+    2021 mnistfc and 2022 mnist_fc), so a name other than the folder's is worth a warning."""
+    return {row[0].strip() for row in csv.reader(open(path, newline=""))
+            if len(row) >= 6 and (Path(row[1]).name, Path(row[2]).name) in keys}
+
+
 def discover_references(results: Path, bench: str) -> dict[str, dict]:
     """tool -> its answers on benchmark ``bench`` (as :func:`load_reference`) in a checkout ``results`` of a VNN-COMP
     results repository: TOOL/BENCH/results.csv or TOOL/YEAR_BENCH/results.csv (2022-2024), or the rows of category
@@ -147,6 +155,13 @@ def main() -> None:
                   + ", ".join(str(r) for r in args.results), flush=True)
         rows = [r for r in rows if args.onnx_filter in Path(r[0]).name]
         rows = rows[:: args.every][: args.max][k::n]
+        keys = {(Path(onnx).name, Path(vnn).name) for onnx, vnn, *_ in rows}
+        for path in args.reference:
+            other = reference_categories(path, keys) - {bench.name}
+            if other:
+                print(f"{bench.name}: note: the rows of {path} that match these instances are of benchmark "
+                      f"{', '.join(sorted(other))}; answers are matched by file names, which another year's "
+                      "properties can share", flush=True)
         counts, wrong, contradicted, seconds, solved_secs = Counter(), [], [], 0.0, []
         ref_secs: dict = {name: [] for name in refs}          # tool -> seconds of each instance it solved
         bab_domains, bab_seconds = 0, 0.0

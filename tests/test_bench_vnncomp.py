@@ -38,3 +38,13 @@ def test_each_tool_with_answers_on_the_benchmark_is_found(runner, tmp_path):
     assert found["marabou"] == {("net.onnx", "p1.vnnlib"): ("sat", 4.0)}
     assert found["a-b-CROWN"] == {("net.onnx", "p2.vnnlib"): ("unsat", 7.0)}   # the acasxu row left out
     assert runner.discover_references(tmp_path, "cgan") == {}
+
+
+def test_a_reference_of_another_benchmark_name_is_reported(runner, tmp_path):
+    """Answers are matched by file names: the benchmark names of the matching rows are returned, so that a results
+    CSV of another year's property set with the same file names can be pointed out."""
+    path = tmp_path / "a-b-CROWN.csv"
+    write(path, ["mnistfc,./benchmarks/mnistfc/net.onnx,./benchmarks/mnistfc/prop_1.vnnlib,1.0,holds,3.0",
+                 "acasxu,./benchmarks/acasxu/a.onnx,./benchmarks/acasxu/prop_1.vnnlib,1.0,holds,1.0"])
+    assert runner.reference_categories(path, {("net.onnx", "prop_1.vnnlib")}) == {"mnistfc"}
+    assert runner.reference_categories(path, {("b.onnx", "prop_1.vnnlib")}) == set()
