@@ -16,11 +16,13 @@ benchmark folder, every tool that has its answers: TOOL/BENCH/results.csv or TOO
 present), or the rows of results_csv/TOOL.csv whose category is the benchmark (stanleybak/vnncomp2021_results).
 
 All instances run in this one process (no Python start-up per instance). Per benchmark it prints certkit's
-solved / unsat / sat / timeout / unknown / error counts, WRONG answers (certkit unsat where the reference holds a
-counterexample), reference answers contradicted (the reference proved unsat where certkit's counterexample replays
-in onnxruntime: a wrong answer of the reference, such as Marabou's on VNN-COMP 2022's sri_resnet_b), what the
-reference solved on the same instances (in all, and within the same number of seconds by its own reported time,
-start-up included) with certkit's ratio to each, and the time.
+solved / unsat / sat / timeout / unknown / error counts, WRONG answers (certkit unsat where the reference answered
+sat: with a counterexample from 2022 on, a bare claim in VNN-COMP 2021's results; each such line names the tools that
+answered unsat, and the count says how many of them another tool agrees with), reference answers contradicted
+(the reference proved unsat where certkit's counterexample replays in onnxruntime: a wrong answer of the reference,
+such as Marabou's on VNN-COMP 2022's sri_resnet_b), what the reference solved on the same instances (in all, and
+within the same number of seconds by its own reported time, start-up included) with certkit's ratio to each, and
+the time.
 ``--out`` appends one row per instance as it is answered (a run can be stopped and resumed: answered rows are
 skipped). ``--shard K/N`` answers only the instances K, K+N, K+2N, ... (0-based) of each benchmark's selection, for
 job arrays; under torchrun the ranks share the instances by themselves, each writing ``OUT.shard-K-of-N.csv``. The
@@ -163,6 +165,7 @@ def main() -> None:
                       f"{', '.join(sorted(other))}; answers are matched by file names, which another year's "
                       "properties can share", flush=True)
         counts, wrong, contradicted, seconds, solved_secs = Counter(), [], [], 0.0, []
+        disputed = 0                      # WRONG answers that another tool's unsat answer agrees with
         ref_secs: dict = {name: [] for name in refs}          # tool -> seconds of each instance it solved
         bab_domains, bab_seconds = 0, 0.0
         for onnx, vnn, *_ in rows:
@@ -183,12 +186,15 @@ def main() -> None:
             if status in ("sat", "unsat"):
                 solved_secs.append(secs)
             said = []
+            agree = [name for name, ref in refs.items() if ref.get(key[1:], (None,))[0] == "unsat"]
             for name, ref in refs.items():
                 r, r_secs = ref.get(key[1:], (None, float("inf")))
                 if r in ("sat", "unsat"):
                     ref_secs[name].append(r_secs)
-                    if status == "unsat" and r == "sat":
-                        wrong.append(f"{onnx} {vnn}: certkit {status}, {name} {r}")
+                    if status == "unsat" and r == "sat":    # a claim: 2021's results hold no counterexamples
+                        wrong.append(f"{onnx} {vnn}: certkit {status}, {name} {r}"
+                                     + (f" (unsat per {', '.join(agree)})" if agree else ""))
+                        disputed += bool(agree)
                     elif status == "sat" and r == "unsat":    # certkit's point replays in onnxruntime
                         contradicted.append(f"{onnx} {vnn}: {name} unsat, certkit's counterexample replays in "
                                             "onnxruntime")
@@ -202,7 +208,7 @@ def main() -> None:
         solved = counts["sat"] + counts["unsat"]
         line = (f"{bench.name}: {len(rows)} instances, solved {solved} (unsat {counts['unsat']}, sat {counts['sat']}), "
                 f"timeout {counts['timeout']}, unknown {counts['unknown']}, error {counts['error']}, "
-                f"WRONG {len(wrong)}"
+                f"WRONG {len(wrong)}" + (f" ({disputed} of them unsat per another tool)" if disputed else "")
                 + (f", reference unsat contradicted by a counterexample {len(contradicted)}" if contradicted else "")
                 + f"; {seconds:.0f} s"
                 + (f", median {median(solved_secs):.1f} s per solved" if solved_secs else ""))

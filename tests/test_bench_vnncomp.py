@@ -48,3 +48,22 @@ def test_a_reference_of_another_benchmark_name_is_reported(runner, tmp_path):
                  "acasxu,./benchmarks/acasxu/a.onnx,./benchmarks/acasxu/prop_1.vnnlib,1.0,holds,1.0"])
     assert runner.reference_categories(path, {("net.onnx", "prop_1.vnnlib")}) == {"mnistfc"}
     assert runner.reference_categories(path, {("b.onnx", "prop_1.vnnlib")}) == set()
+
+
+def test_a_wrong_answer_says_which_tools_agree_with_certkit(runner, tmp_path, monkeypatch, capsys):
+    """certkit unsat where one tool claims sat is WRONG; the line names the tools that answered unsat and the count
+    says how many such answers another tool agrees with (VNN-COMP 2021's results hold no counterexamples). The
+    answers come from a resumed --out file, so nothing is verified."""
+    bench = tmp_path / "eran"
+    write(bench / "eran_instances.csv", ["net.onnx,p1.vnnlib,30", "net.onnx,p2.vnnlib,30"])
+    out = tmp_path / "answers.csv"
+    write(out, ["eran,net.onnx,p1.vnnlib,unsat,1.0,CROWN,0", "eran,net.onnx,p2.vnnlib,unsat,1.0,CROWN,0"])
+    row = "eran,./benchmarks/eran/net.onnx,./benchmarks/eran/{},1.0,{},2.0"
+    write(tmp_path / "results_csv" / "Debona.csv", [row.format("p1.vnnlib", "sat"), row.format("p2.vnnlib", "sat")])
+    write(tmp_path / "results_csv" / "VeriNet.csv", [row.format("p1.vnnlib", "holds")])
+    monkeypatch.setattr("sys.argv", ["vnncomp_compare.py", str(bench), "--results", str(tmp_path), "--out", str(out)])
+    runner.main()
+    text = capsys.readouterr().out
+    assert "WRONG 2 (1 of them unsat per another tool)" in text
+    assert "WRONG net.onnx p1.vnnlib: certkit unsat, Debona sat (unsat per VeriNet)" in text
+    assert "WRONG net.onnx p2.vnnlib: certkit unsat, Debona sat\n" in text
