@@ -359,6 +359,44 @@ def test_intermediate_optimisation_leaves_half_the_time_to_branch_and_bound(monk
     assert len(seen) == 1 and 0 < seen[0] <= 10.0, seen
 
 
+@pytest.mark.parametrize("act", ["ReLU", "Sigmoid", "Tanh"])
+def test_the_root_optimises_intermediate_bounds_longer_through_sigmoid_and_tanh(act, monkeypatch):
+    """A disjunct the root's bounds leave open gets intermediate bounds optimised with INTERMEDIATE_ITERATIONS
+    alpha-CROWN iterations; on a network with a sigmoid or tanh (both lines of their relaxation move) the optimisation
+    then continues to INTERMEDIATE_ITERATIONS_S_SHAPED in all. The disjunct holds at the box's center, so no sound
+    bound refutes it and every stage runs."""
+    import torch
+
+    from certkit.verifiers.bounds.ibp_crown import BoundedModule
+    from certkit.verifiers.complete import strategy
+
+    seen = []
+    real = strategy.optimize_intermediate
+
+    def spy(bm, pert, bounds, *args, iterations, **kwargs):
+        seen.append(iterations)
+        return real(bm, pert, bounds, *args, iterations=iterations, **kwargs)
+
+    monkeypatch.setattr(strategy, "optimize_intermediate", spy)
+    torch.manual_seed(0)
+    layer = getattr(torch.nn, act)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), layer(), torch.nn.Linear(8, 8), layer(), torch.nn.Linear(8, 2))
+    net = net.double().eval()
+    with torch.no_grad():
+        y0 = float(net(torch.zeros(1, 3, dtype=torch.float64))[0, 0])
+    roots = strategy.RootBounds(BoundedModule(net, (3,)))
+    term = parse_vnnlib_text("\n".join([f"(declare-const X_{i} Real)" for i in range(3)]
+                                       + [f"(declare-const Y_{i} Real)" for i in range(2)]
+                                       + [f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))" for i in range(3)]
+                                       + [f"(assert (>= Y_0 {y0 - 0.1!r}))"])).terms[0]
+    assert roots.refuted_all([term], time.perf_counter() + 20.0) == [False]
+    first, total = strategy.INTERMEDIATE_ITERATIONS, strategy.INTERMEDIATE_ITERATIONS_S_SHAPED
+    assert seen == ([first] if act == "ReLU" else [first, total - first])
+    assert total > first
+    assert roots.get(term, time.perf_counter() + 20.0) is roots.tightest(term)    # cached: nothing computed again
+    assert len(seen) == (1 if act == "ReLU" else 2)
+
+
 def test_box_membership_is_exact_at_the_float_boundaries():
     """in_box (float64 screening, rationals where float64 cannot decide) agrees with the all-rational check on points
     one float32 ulp inside, on and outside decimal bounds that float64 cannot represent, with and without a

@@ -48,6 +48,7 @@ from certkit.verifiers.attack import (
 )
 from certkit.verifiers.bounds.alpha_crown import alpha_crown, optimize_intermediate
 from certkit.verifiers.bounds.ibp_crown import BoundedModule, canonical_method
+from certkit.verifiers.bounds.ops.sshaped import SShaped
 from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.bounds.sound import SoundBounds
 from certkit.verifiers.complete.beta_crown import ActivationBaB
@@ -90,6 +91,11 @@ INTERMEDIATE_SHARE = 0.5
 #: -0.084, from CROWN's -1.114) in 58% of the time (7.3 s instead of 12.6 s), time branch and bound gets instead;
 #: with branch and bound's 3 steps per batch, 5 iterations closed its hard instances 1.3-2.6 s sooner than 10
 INTERMEDIATE_ITERATIONS = 5
+#: on networks with an S-shaped activation (sigmoid, tanh), whose relaxation moves both lines' tangent points (a
+#: ReLU's alpha moves the lower line only), the disjuncts still open after those get this many in all: on VNN-COMP
+#: 2021 eran's 6 x 200 sigmoid network idx 1211 is refuted by the root's bounds in 2.8 s with 20 iterations and is
+#: open after 10k subdomains with 5
+INTERMEDIATE_ITERATIONS_S_SHAPED = 20
 #: CROWN's bounds on the whole input box (after the first attack) stop at this share of the time left, and the rest
 #: goes to attacks: on VNN-COMP's 48 x 48 and 64 x 64 traffic-sign networks (binarized convolutions) they take
 #: minutes, and the instances' counterexamples were found by the attacks that followed
@@ -721,7 +727,7 @@ class RootBounds:
         computed, else CROWN's) until the time.perf_counter() value ``until``, its point replayed exactly, after a
         50-step PGD from it if the replay misses."""
         def search(term, until: float):
-            bounds = self.cache.get(term.box_key()) or self.crown_bounds(term)
+            bounds = self.tightest(term)
             x = milp_counterexample(self.bm.graph, bounds, term.x_L, term.x_U, term.C, term.d,
                                     min(until, time.perf_counter() + max(dl.left(), 0.0)))
             if x is None:
@@ -737,14 +743,24 @@ class RootBounds:
             return found
         return search
 
-    def get(self, term, deadline: float) -> list:
+    def get(self, term, deadline: float, iterations: int | None = None) -> list:
+        """The box's intermediate bounds optimised by alpha-CROWN (:func:`optimize_intermediate`) with
+        ``iterations`` per activation input (default: as many as computed so far, at least
+        INTERMEDIATE_ITERATIONS), computed once per box; more iterations than computed continue from the bounds
+        computed (a relaxation is at least as tight on tighter bounds). Stops at ``deadline``."""
         key = term.box_key()
-        if key not in self.cache:
-            pert = self._pert(term)
-            self.cache[key] = optimize_intermediate(self.bm, pert, self.crown_bounds(term),
-                                                    iterations=INTERMEDIATE_ITERATIONS, deadline=deadline,
-                                                    fast=self.fast)
-        return self.cache[key]
+        done, bounds = self.cache.get(key, (0, None))
+        want = max(done, INTERMEDIATE_ITERATIONS) if iterations is None else iterations
+        if done < want:
+            bounds = optimize_intermediate(self.bm, self._pert(term), bounds or self.crown_bounds(term),
+                                           iterations=want - done, deadline=deadline, fast=self.fast)
+            self.cache[key] = (want, bounds)
+        return bounds
+
+    def tightest(self, term) -> list:
+        """The box's tightest intermediate bounds computed so far (alpha-CROWN's if computed, else CROWN's)."""
+        key = term.box_key()
+        return self.cache[key][1] if key in self.cache else self.crown_bounds(term)
 
     def refuted(self, term, deadline: float) -> bool:
         """alpha-CROWN on the disjunct's rows with the optimised intermediate bounds: some row has lb > d."""
@@ -755,26 +771,31 @@ class RootBounds:
         that fit a quarter of the memory budget, :meth:`_chunks`), one set of alphas per row (each row's alphas take
         the steps they take in a run for its disjunct alone; the run stops when no row improves), in one backward
         pass per step instead of one per disjunct (ml4acopf's 118-bus properties list 236 disjuncts over one box),
-        first over CROWN's intermediate bounds, then over the optimised ones for the disjuncts still open."""
+        first over CROWN's intermediate bounds, then over the optimised ones for the disjuncts still open
+        (INTERMEDIATE_ITERATIONS, then on networks with a sigmoid or tanh INTERMEDIATE_ITERATIONS_S_SHAPED, continued
+        from those, for the disjuncts still open)."""
         done = [False] * len(terms)
         todo = [k for k, t in enumerate(terms) if t.C.shape[0] > 0]
-        # first over CROWN's intermediate bounds (one backward pass per step), then over optimised ones
-        for optimised in (False, True):
+        # over CROWN's intermediate bounds (one backward pass per step), then over optimised ones (0: CROWN's)
+        stages = sorted({INTERMEDIATE_ITERATIONS, intermediate_iterations(self.bm.graph)})
+        for iterations, after in zip([0] + stages, stages + [None]):
             if not todo:
                 break
             key = terms[todo[0]]
-            if optimised:
+            if iterations:
                 if time.perf_counter() > deadline:
                     break
+                if after is not None and self.cache.get(key.box_key(), (0,))[0] >= after:
+                    continue                    # the next stage's bounds are there already
                 now = time.perf_counter()
-                bounds = self.get(key, min(deadline, now + INTERMEDIATE_SHARE * (deadline - now)))
+                bounds = self.get(key, min(deadline, now + INTERMEDIATE_SHARE * (deadline - now)), iterations)
             else:
                 bounds = self.crown_bounds(key)
             closed: list[bool] = []
             pert = self._pert(key)
             for chunk in self._chunks([terms[k] for k in todo], share=4):
                 CC, d, owner = self._rows(chunk)
-                found: dict | None = {} if optimised else None
+                found: dict | None = {} if iterations else None
                 with torch.enable_grad():
                     lb = alpha_crown(self.bm, pert, CC, bounds, deadline=deadline, fast=self.fast,
                                      best_alphas=found).detach()[0]
@@ -785,6 +806,13 @@ class RootBounds:
                 done[k] = bool(c)
             todo = [k for k in todo if not done[k]]
         return done
+
+
+def intermediate_iterations(graph) -> int:
+    """alpha-CROWN iterations per activation input for the root's optimised intermediate bounds of ``graph`` (a
+    BoundGraph): INTERMEDIATE_ITERATIONS_S_SHAPED when it has a sigmoid or tanh, INTERMEDIATE_ITERATIONS otherwise."""
+    s_shaped = any(isinstance(graph.nodes[a].op, SShaped) for a in graph.nonlinear())
+    return INTERMEDIATE_ITERATIONS_S_SHAPED if s_shaped else INTERMEDIATE_ITERATIONS
 
 
 def left(max_domains: int | None, used: int) -> int | None:
