@@ -13,6 +13,7 @@ from certkit.verifiers.bounds.ibp_crown import BoundedModule
 from certkit.verifiers.bounds.perturbation import Box
 from certkit.verifiers.complete.many_terms import (
     MANY_BOXES,
+    _Queue,
     batched_falsify,
     batched_refute,
     batched_split_refute,
@@ -169,3 +170,28 @@ def test_many_disjuncts_over_one_box_share_its_root_bounds_instead(monkeypatch, 
     prop = box_term_property(tmp_path / "p.vnnlib", [(lo, hi, r) for r in rows])
     assert len({t.box_key() for t in prop.terms}) == 1 and len(prop.terms) > MANY_BOXES
     assert verify_property(onnx_model, prop, timeout=5, methods=("IBP",), bab=False).status == "unsat"
+
+
+def test_the_queue_of_sub_boxes_pops_in_the_order_of_one_concatenated_queue():
+    """_Queue (chunks pushed in front, rows popped from the front without copying the rest) hands out the rows in
+    the order of the queue it replaces: each round torch.cat([children, rest]), then the first ``batch`` rows."""
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.arange(37.0)
+    queue, flat = _Queue((rows, rows * 2)), rows.clone()
+    popped, expected = [], []
+    for batch in (5, 8, 3, 16, 7, 64, 4):
+        a, b = queue.pop(batch)
+        assert torch.equal(b, 2 * a)
+        popped.append(a)
+        expected.append(flat[:batch])
+        flat = flat[batch:]
+        children = torch.rand(int(torch.randint(0, 9, (1,), generator=gen)), generator=gen)
+        queue.push((children, children * 2))
+        flat = torch.cat([children, flat])
+    assert all(torch.equal(p, e) for p, e in zip(popped, expected))
+    assert sum(c[0].shape[0] for c in queue.chunks) == flat.shape[0]
+    while queue.chunks:
+        a, _ = queue.pop(6)
+        assert torch.equal(a, flat[:6])
+        flat = flat[6:]
+    assert flat.shape[0] == 0

@@ -135,16 +135,14 @@ def batched_split_refute(bm, net32, onnx_model, terms: list, dl, batch: int = 51
     try:
         for group in groups.values():
             lo, hi, C, d = _stack(group, torch.float64)
-            owner = torch.arange(len(group))
-            width0 = (hi - lo).clamp(min=1e-12)
-            while lo.shape[0]:
+            queue = _Queue((lo, hi, C, d, torch.arange(len(group)), (hi - lo).clamp(min=1e-12)))
+            while queue.chunks:
                 if dl.left() <= last:
                     return "timeout", domains
                 if max_domains is not None and domains >= max_domains:
                     return "unknown", domains
                 t_round = time.perf_counter()
-                L, U, CC, dd, own, W = (v[:batch] for v in (lo, hi, C, d, owner, width0))
-                lo, hi, C, d, owner, width0 = (v[batch:] for v in (lo, hi, C, d, owner, width0))
+                L, U, CC, dd, own, W = queue.pop(batch)
                 N = L.shape[0]
                 domains += N
                 with torch.no_grad():
@@ -160,13 +158,40 @@ def batched_split_refute(bm, net32, onnx_model, terms: list, dl, batch: int = 51
                         if found is not None:
                             return found, domains
                     children_lo, children_hi = split_boxes(L, U, split_scores(L, U, A, W, width_floor).argmax(1))
-                    lo, hi = torch.cat([children_lo, lo]), torch.cat([children_hi, hi])
-                    C, d = torch.cat([CC, CC, C]), torch.cat([dd, dd, d])
-                    owner, width0 = torch.cat([own, own, owner]), torch.cat([W, W, width0])
+                    queue.push((children_lo, children_hi, torch.cat([CC, CC]), torch.cat([dd, dd]),
+                                torch.cat([own, own]), torch.cat([W, W])))
                 last = time.perf_counter() - t_round
     except TimeoutError:                                # bm.deadline passed inside a round
         return "timeout", domains
     return "unsat", domains
+
+
+class _Queue:
+    """The open sub-boxes of :func:`batched_split_refute` as a stack of chunks, each a tuple of row-aligned tensors:
+    :meth:`push` puts a chunk in front, :meth:`pop` takes the first rows, so that the rest of the queue is never
+    copied (a whole-queue concatenation per round copied up to 100 MB of boxes on nn4sys's 11,080-box properties)."""
+
+    def __init__(self, first: tuple):
+        self.chunks: list = []
+        self.push(first)
+
+    def push(self, chunk: tuple) -> None:
+        if chunk[0].shape[0]:
+            self.chunks.append(chunk)
+
+    def pop(self, n: int) -> tuple:
+        """The first ``n`` rows (fewer if the queue holds fewer), removed from the queue."""
+        parts = []
+        while n > 0 and self.chunks:
+            top = self.chunks[-1]
+            if top[0].shape[0] <= n:
+                parts.append(self.chunks.pop())
+                n -= top[0].shape[0]
+            else:
+                parts.append(tuple(v[:n] for v in top))
+                self.chunks[-1] = tuple(v[n:] for v in top)
+                n = 0
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(vs) for vs in zip(*parts))
 
 
 def _screen(net32, onnx_model, group: list, x: torch.Tensor, own: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
